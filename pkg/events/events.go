@@ -1,0 +1,181 @@
+// Package events defines the job events that connect the five stages, the subjects they are
+// published on and the streams that keep them.
+//
+// A job event carries the whole state of one job run so far: each stage copies the event it
+// consumed, adds what it did and publishes the result under the next event name. The latest
+// event of a job is therefore its current state, which is what the jobs table records.
+//
+// Subjects:
+//
+//	mp.job.<job id>.<event>   job events (JSON, small, readable with the nats CLI)   stream MP_JOBS
+//	mp.rows.<job id>          row batches (binary, columnar, compressed)              stream MP_ROWS
+//	mp.dlq.<stage>            dead-letter records                                     stream MP_DLQ
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Event names, in pipeline order.
+const (
+	Submitted   = "submitted"   // by the CLI, HTTP or schedule → requester
+	Requested   = "requested"   // by the requester → poller
+	Ready       = "ready"       // by the poller → collector
+	Collected   = "collected"   // by the collector → transformer
+	Transformed = "transformed" // by the transformer → loader (completion)
+	Loaded      = "loaded"      // by the loader: the job is done
+	Failed      = "failed"      // by any stage: the job ended with Error
+)
+
+// Stream and subject names.
+const (
+	JobsStream   = "MP_JOBS"
+	RowsStream   = "MP_ROWS"
+	DLQStream    = "MP_DLQ"
+	JobsSubjects = "mp.job.>"
+	RowsSubjects = "mp.rows.>"
+	DLQSubjects  = "mp.dlq.>"
+	RawBucket    = "mp_raw"    // object store of downloaded reply files
+	LedgerBucket = "mp_ledger" // KV: row batches already loaded, per job
+)
+
+// JobSubject returns the subject of a job's event.
+func JobSubject(jobID, event string) string { return "mp.job." + jobID + "." + event }
+
+// JobFilter returns the subject filter matching one event of every job.
+func JobFilter(event string) string { return "mp.job.*." + event }
+
+// RowsSubject returns the subject of a job's row batches.
+func RowsSubject(jobID string) string { return "mp.rows." + jobID }
+
+// DLQSubject returns the dead-letter subject for a stage.
+func DLQSubject(stage string) string { return "mp.dlq." + stage }
+
+// ParseJobSubject splits mp.job.<id>.<event>.
+func ParseJobSubject(subject string) (jobID, event string, ok bool) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 4 || parts[0] != "mp" || parts[1] != "job" {
+		return "", "", false
+	}
+	return parts[2], parts[3], true
+}
+
+// Program names.
+const (
+	GetData    = "getdata"
+	GetHistory = "gethistory"
+)
+
+// Spec is what was asked of the vendor.
+type Spec struct {
+	Name       string   `json:"name"`
+	Program    string   `json:"program"`
+	Securities []string `json:"securities"`
+	Fields     []string `json:"fields"`
+	Start      string   `json:"start,omitempty"` // YYYY-MM-DD, gethistory only
+	End        string   `json:"end,omitempty"`
+}
+
+// Job is the state of one job run; every job event carries it.
+type Job struct {
+	ID         string `json:"id"`
+	Generation int    `json:"generation"` // 0 for the first run; a replay increments it
+	Spec       Spec   `json:"spec"`
+	State      string `json:"state"` // the name of the latest event
+	// Version orders the rows this run loads against those of other runs of the same keys: it
+	// is fixed when the run is submitted (or replayed), so redeliveries keep it.
+	Version  uint64    `json:"version"`
+	Deadline time.Time `json:"deadline"`
+
+	SubmittedAt   time.Time `json:"submitted_at,omitzero"`
+	RequestedAt   time.Time `json:"requested_at,omitzero"`
+	ReadyAt       time.Time `json:"ready_at,omitzero"`
+	CollectedAt   time.Time `json:"collected_at,omitzero"`
+	TransformedAt time.Time `json:"transformed_at,omitzero"`
+	LoadedAt      time.Time `json:"loaded_at,omitzero"`
+	FailedAt      time.Time `json:"failed_at,omitzero"`
+
+	VendorRequestID string `json:"vendor_request_id,omitempty"` // our identifier at the vendor
+	VendorAccount   string `json:"vendor_account,omitempty"`
+	ResponseKey     string `json:"response_key,omitempty"` // the vendor's output file name
+	FileKey         string `json:"file_key,omitempty"`     // object name in the raw store
+	FileSHA256      string `json:"file_sha256,omitempty"`
+	FileSize        int64  `json:"file_size,omitempty"`
+	Polls           int    `json:"polls,omitempty"`
+
+	Batches      int    `json:"batches,omitempty"` // row batches published by the transformer
+	RowsParsed   int64  `json:"rows_parsed,omitempty"`
+	RowsLoaded   int64  `json:"rows_loaded,omitempty"`
+	RowsRejected int64  `json:"rows_rejected,omitempty"`
+	Error        string `json:"error,omitempty"`
+	TraceID      string `json:"trace_id,omitempty"`
+}
+
+// Stage timestamps by event name, for display.
+func (j *Job) StageTimes() []struct {
+	Event string
+	At    time.Time
+} {
+	return []struct {
+		Event string
+		At    time.Time
+	}{
+		{Submitted, j.SubmittedAt}, {Requested, j.RequestedAt}, {Ready, j.ReadyAt},
+		{Collected, j.CollectedAt}, {Transformed, j.TransformedAt}, {Loaded, j.LoadedAt},
+		{Failed, j.FailedAt},
+	}
+}
+
+// MsgID returns the Nats-Msg-Id for this job's event: the same run publishing the same event
+// twice is deduplicated by JetStream; a replay (a new generation) is not.
+func (j *Job) MsgID(event string) string {
+	return fmt.Sprintf("%s.g%d.%s", j.ID, j.Generation, event)
+}
+
+// Advance returns a copy of j in state event, stamped at now.
+func (j Job) Advance(event string, now time.Time) Job {
+	j.State = event
+	now = now.UTC()
+	switch event {
+	case Submitted:
+		j.SubmittedAt = now
+	case Requested:
+		j.RequestedAt = now
+	case Ready:
+		j.ReadyAt = now
+	case Collected:
+		j.CollectedAt = now
+	case Transformed:
+		j.TransformedAt = now
+	case Loaded:
+		j.LoadedAt = now
+	case Failed:
+		j.FailedAt = now
+	}
+	return j
+}
+
+// Fail returns a copy of j failed with reason.
+func (j Job) Fail(reason string, now time.Time) Job {
+	j = j.Advance(Failed, now)
+	j.Error = reason
+	return j
+}
+
+// Encode returns the event payload.
+func (j *Job) Encode() ([]byte, error) { return json.Marshal(j) }
+
+// Decode parses an event payload.
+func Decode(data []byte) (Job, error) {
+	var j Job
+	if err := json.Unmarshal(data, &j); err != nil {
+		return Job{}, fmt.Errorf("decode job event: %w", err)
+	}
+	if j.ID == "" {
+		return Job{}, fmt.Errorf("decode job event: no job id")
+	}
+	return j, nil
+}
