@@ -1,0 +1,132 @@
+// Package natsx connects to NATS and declares the JetStream streams, object store and key-value
+// bucket the pipeline uses. Every process declares them at start (idempotently), so no stage
+// depends on another having started first.
+package natsx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketpipe/marketpipe/pkg/config"
+	"github.com/marketpipe/marketpipe/pkg/events"
+)
+
+// Connect opens a connection that reconnects forever: a NATS restart must not end a service.
+func Connect(cfg config.NATS, name string, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectBufSize(64 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+	}
+	if cfg.Creds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	}
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.CA != "" {
+		opts = append(opts, nats.RootCAs(cfg.CA))
+	}
+	if cfg.Cert != "" {
+		opts = append(opts, nats.ClientCert(cfg.Cert, cfg.Key))
+	}
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	return nc, nil
+}
+
+// Retention says how long the streams keep what they hold. Zero values take the defaults.
+type Retention struct {
+	JobsMaxAge   time.Duration // job events; default 90 days
+	RowsMaxAge   time.Duration // row batches; default 14 days
+	RowsMaxBytes int64         // default: no limit beyond the server's
+	RawMaxAge    time.Duration // raw files; default 90 days
+	Replicas     int           // stream replicas in a cluster; default 1
+	Storage      jetstream.StorageType
+}
+
+func (r Retention) withDefaults() Retention {
+	if r.JobsMaxAge == 0 {
+		r.JobsMaxAge = 90 * 24 * time.Hour
+	}
+	if r.RowsMaxAge == 0 {
+		r.RowsMaxAge = 14 * 24 * time.Hour
+	}
+	if r.RowsMaxBytes == 0 {
+		r.RowsMaxBytes = -1
+	}
+	if r.RawMaxAge == 0 {
+		r.RawMaxAge = 90 * 24 * time.Hour
+	}
+	if r.Replicas == 0 {
+		r.Replicas = 1
+	}
+	return r
+}
+
+// Streams are the pipeline's JetStream resources.
+type Streams struct {
+	JS     jetstream.JetStream
+	Raw    jetstream.ObjectStore
+	Ledger jetstream.KeyValue
+}
+
+// Setup declares the streams, the raw object store and the load ledger, and returns them.
+// Streams use Limits retention: events stay after they are consumed, so any job can be
+// replayed from any stage.
+func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, error) {
+	r = r.withDefaults()
+	streams := []jetstream.StreamConfig{
+		{Name: events.JobsStream, Subjects: []string{events.JobsSubjects}, MaxAge: r.JobsMaxAge,
+			Duplicates: 10 * time.Minute},
+		{Name: events.RowsStream, Subjects: []string{events.RowsSubjects}, MaxAge: r.RowsMaxAge,
+			MaxBytes: r.RowsMaxBytes, Duplicates: 10 * time.Minute, MaxMsgSize: 2 << 20},
+		{Name: events.DLQStream, Subjects: []string{events.DLQSubjects}, MaxAge: r.JobsMaxAge,
+			Duplicates: 10 * time.Minute},
+	}
+	for _, sc := range streams {
+		sc.Retention = jetstream.LimitsPolicy
+		sc.Storage = r.Storage
+		sc.Replicas = r.Replicas
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("declare stream %s: %w", sc.Name, err)
+		}
+	}
+	raw, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket: events.RawBucket, Description: "downloaded vendor reply files",
+		TTL: r.RawMaxAge, Storage: r.Storage, Replicas: r.Replicas, Compression: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("declare object store %s: %w", events.RawBucket, err)
+	}
+	ledger, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: events.LedgerBucket, Description: "row batches already loaded into ClickHouse",
+		TTL: r.RowsMaxAge, Storage: r.Storage, Replicas: r.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("declare key-value bucket %s: %w", events.LedgerBucket, err)
+	}
+	return &Streams{JS: js, Raw: raw, Ledger: ledger}, nil
+}
+
+// IsNotFound reports whether err says a stream, consumer, key or object does not exist.
+func IsNotFound(err error) bool {
+	return errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+		errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrObjectNotFound)
+}

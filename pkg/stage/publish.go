@@ -1,0 +1,94 @@
+package stage
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/telemetry"
+)
+
+// Publisher publishes to JetStream and waits for the stream's acknowledgement, so a handler
+// that returns after publishing knows the event is durable. Every message carries a
+// Nats-Msg-Id (JetStream drops a duplicate within the stream's window) and the caller's trace
+// context.
+type Publisher struct {
+	js jetstream.JetStream
+}
+
+// NewPublisher returns a publisher on js.
+func NewPublisher(js jetstream.JetStream) *Publisher { return &Publisher{js: js} }
+
+// Publish stores data on subject with the given message id and waits for the ack.
+func (p *Publisher) Publish(ctx context.Context, subject, msgID string, data []byte, hdr nats.Header) error {
+	msg := p.msg(ctx, subject, data, hdr)
+	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID)); err != nil {
+		return fmt.Errorf("publish %s: %w", subject, err)
+	}
+	return nil
+}
+
+func (p *Publisher) msg(ctx context.Context, subject string, data []byte, hdr nats.Header) *nats.Msg {
+	if hdr == nil {
+		hdr = nats.Header{}
+	}
+	telemetry.Inject(ctx, hdr)
+	return &nats.Msg{Subject: subject, Data: data, Header: hdr}
+}
+
+// PublishJob publishes j as the event named by j.State.
+func (p *Publisher) PublishJob(ctx context.Context, j *events.Job) error {
+	data, err := j.Encode()
+	if err != nil {
+		return fmt.Errorf("encode job %s: %w", j.ID, err)
+	}
+	return p.Publish(ctx, events.JobSubject(j.ID, j.State), j.MsgID(j.State), data, nil)
+}
+
+// Async publishes many messages without waiting for each ack in turn; Wait collects the acks.
+// The transformer uses it to stream row batches at the speed of the network rather than of
+// one round trip per batch.
+type Async struct {
+	p    *Publisher
+	acks []jetstream.PubAckFuture
+}
+
+// Async starts a group of asynchronous publishes.
+func (p *Publisher) Async() *Async { return &Async{p: p} }
+
+// Publish queues a message. It may block when too many publishes are outstanding.
+func (a *Async) Publish(ctx context.Context, subject, msgID string, data []byte, hdr nats.Header) error {
+	f, err := a.p.js.PublishMsgAsync(a.p.msg(ctx, subject, data, hdr), jetstream.WithMsgID(msgID))
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", subject, err)
+	}
+	a.acks = append(a.acks, f)
+	// Bound the futures kept so a huge job does not grow this slice without limit.
+	if len(a.acks) >= 256 {
+		return a.Wait(ctx)
+	}
+	return nil
+}
+
+// Wait returns once every queued message is acknowledged, or the first error.
+func (a *Async) Wait(ctx context.Context) error {
+	defer func() { a.acks = a.acks[:0] }()
+	timeout := time.NewTimer(time.Minute)
+	defer timeout.Stop()
+	for _, f := range a.acks {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish %s: %w", f.Msg().Subject, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timeout.C:
+			return fmt.Errorf("publish %s: no acknowledgement within a minute", f.Msg().Subject)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,292 @@
+package stage_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/stage"
+)
+
+const testStream = "T"
+
+func setup(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: testStream, Subjects: []string{"t.>"}},
+		{Name: "MP_DLQ", Subjects: []string{"mp.dlq.>"}},
+	} {
+		if _, err := js.CreateStream(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return js
+}
+
+func publishN(t *testing.T, js jetstream.JetStream, n int) {
+	t.Helper()
+	p := stage.NewPublisher(js)
+	for i := range n {
+		if err := p.Publish(context.Background(), "t.work", fmt.Sprintf("m%d", i), []byte(fmt.Sprint(i)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// run starts a stage and returns a function that stops it and waits for Run to return.
+func run(t *testing.T, js jetstream.JetStream, cfg stage.Config, h stage.Handler) (stop func()) {
+	t.Helper()
+	if cfg.Name == "" {
+		cfg.Name = "work"
+	}
+	cfg.Stream = testStream
+	cfg.Filters = []string{"t.>"}
+	if cfg.Backoff == nil {
+		cfg.Backoff = func(uint64) time.Duration { return 50 * time.Millisecond }
+	}
+	s, err := stage.New(js, cfg, h, stage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("Run did not return after shutdown")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func consumerInfo(t *testing.T, js jetstream.JetStream, name string) *jetstream.ConsumerInfo {
+	t.Helper()
+	c, err := js.Consumer(context.Background(), testStream, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+func TestReplicasSplitWork(t *testing.T) {
+	js := setup(t)
+	const n = 200
+	var mu sync.Mutex
+	seen := map[string]int{}
+	perReplica := [2]atomic.Int64{}
+	for r := range 2 {
+		run(t, js, stage.Config{Concurrency: 2}, stage.HandlerFunc(func(ctx context.Context, m *stage.Message) error {
+			time.Sleep(2 * time.Millisecond) // give the other replica a chance to pull
+			mu.Lock()
+			seen[string(m.Data())]++
+			mu.Unlock()
+			perReplica[r].Add(1)
+			return nil
+		}))
+	}
+	publishN(t, js, n)
+	waitFor(t, "all messages handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) == n
+	})
+	waitFor(t, "all acked", func() bool { return consumerInfo(t, js, "work").NumAckPending == 0 })
+	for k, c := range seen {
+		if c != 1 {
+			t.Errorf("message %s handled %d times", k, c)
+		}
+	}
+	if perReplica[0].Load() == 0 || perReplica[1].Load() == 0 {
+		t.Errorf("work not split: replica counts %d and %d", perReplica[0].Load(), perReplica[1].Load())
+	}
+}
+
+func TestTransientErrorIsRetried(t *testing.T) {
+	js := setup(t)
+	var calls atomic.Int64
+	var lastDelivery atomic.Uint64
+	run(t, js, stage.Config{}, stage.HandlerFunc(func(ctx context.Context, m *stage.Message) error {
+		lastDelivery.Store(m.NumDelivered())
+		if calls.Add(1) < 3 {
+			return errors.New("clickhouse unavailable")
+		}
+		return nil
+	}))
+	publishN(t, js, 1)
+	waitFor(t, "success on the third delivery", func() bool { return calls.Load() == 3 })
+	waitFor(t, "acked", func() bool { return consumerInfo(t, js, "work").NumAckPending == 0 })
+	if got := lastDelivery.Load(); got != 3 {
+		t.Errorf("NumDelivered on success = %d, want 3", got)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if calls.Load() != 3 {
+		t.Errorf("handled %d times after ack, want 3", calls.Load())
+	}
+}
+
+func dlqMessages(t *testing.T, js jetstream.JetStream) []jetstream.Msg {
+	t.Helper()
+	c, err := js.OrderedConsumer(context.Background(), "MP_DLQ", jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := c.FetchNoWait(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	for m := range batch.Messages() {
+		out = append(out, m)
+	}
+	return out
+}
+
+func TestPoisonIsDeadLetteredAndTerminated(t *testing.T) {
+	js := setup(t)
+	var calls atomic.Int64
+	run(t, js, stage.Config{}, stage.HandlerFunc(func(ctx context.Context, m *stage.Message) error {
+		calls.Add(1)
+		return stage.Permanent(errors.New("undecodable payload at byte 3"))
+	}))
+	publishN(t, js, 1)
+	var dl []jetstream.Msg
+	waitFor(t, "dead letter", func() bool { dl = dlqMessages(t, js); return len(dl) == 1 })
+	h := dl[0].Headers()
+	for k, want := range map[string]string{
+		stage.HdrDLQStage: "work", stage.HdrDLQSubject: "t.work", stage.HdrDLQDeliveries: "1",
+		stage.HdrDLQReason: "permanent: undecodable payload at byte 3", stage.HdrDLQMsgID: "m0",
+	} {
+		if got := h.Get(k); got != want {
+			t.Errorf("header %s = %q, want %q", k, got, want)
+		}
+	}
+	if string(dl[0].Data()) != "0" {
+		t.Errorf("dead letter data = %q, want the original payload", dl[0].Data())
+	}
+	waitFor(t, "terminated", func() bool { return consumerInfo(t, js, "work").NumAckPending == 0 })
+	time.Sleep(300 * time.Millisecond)
+	if calls.Load() != 1 {
+		t.Errorf("poison handled %d times, want 1", calls.Load())
+	}
+}
+
+func TestMaxDeliverDeadLetters(t *testing.T) {
+	js := setup(t)
+	var calls atomic.Int64
+	run(t, js, stage.Config{MaxDeliver: 3}, stage.HandlerFunc(func(ctx context.Context, m *stage.Message) error {
+		calls.Add(1)
+		return errors.New("vendor 503")
+	}))
+	publishN(t, js, 1)
+	var dl []jetstream.Msg
+	waitFor(t, "dead letter", func() bool { dl = dlqMessages(t, js); return len(dl) == 1 })
+	if got := dl[0].Headers().Get(stage.HdrDLQReason); got != "gave up after 3 deliveries: vendor 503" {
+		t.Errorf("reason = %q", got)
+	}
+	if calls.Load() != 3 {
+		t.Errorf("handled %d times, want 3", calls.Load())
+	}
+}
+
+func TestRetryWaitsWithoutFailing(t *testing.T) {
+	js := setup(t)
+	var calls atomic.Int64
+	var first, second atomic.Int64
+	run(t, js, stage.Config{MaxDeliver: -1}, stage.HandlerFunc(func(ctx context.Context, m *stage.Message) error {
+		switch calls.Add(1) {
+		case 1:
+			first.Store(time.Now().UnixNano())
+			return stage.Retry(300*time.Millisecond, "not ready")
+		case 2:
+			second.Store(time.Now().UnixNano())
+		}
+		return nil
+	}))
+	publishN(t, js, 1)
+	waitFor(t, "second delivery", func() bool { return calls.Load() == 2 })
+	if gap := time.Duration(second.Load() - first.Load()); gap < 250*time.Millisecond {
+		t.Errorf("redelivered after %s, want about 300ms", gap)
+	}
+	if n := len(dlqMessages(t, js)); n != 0 {
+		t.Errorf("%d dead letters, want none", n)
+	}
+}
+
+func TestInProgressKeepsLongWork(t *testing.T) {
+	js := setup(t)
+	var calls atomic.Int64
+	run(t, js, stage.Config{AckWait: time.Second}, stage.HandlerFunc(func(ctx context.Context, m *stage.Message) error {
+		calls.Add(1)
+		time.Sleep(2500 * time.Millisecond)
+		return nil
+	}))
+	publishN(t, js, 1)
+	waitFor(t, "acked", func() bool { return calls.Load() == 1 && consumerInfo(t, js, "work").NumAckPending == 0 })
+	if c := calls.Load(); c != 1 {
+		t.Errorf("long handler ran %d times, want 1 (InProgress should hold the message)", c)
+	}
+	if rd := consumerInfo(t, js, "work").NumRedelivered; rd != 0 {
+		t.Errorf("%d redeliveries, want 0", rd)
+	}
+}
+
+func TestShutdownFinishesInFlightWork(t *testing.T) {
+	js := setup(t)
+	started := make(chan struct{})
+	var finished atomic.Bool
+	stop := run(t, js, stage.Config{}, stage.HandlerFunc(func(ctx context.Context, m *stage.Message) error {
+		close(started)
+		time.Sleep(500 * time.Millisecond)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		finished.Store(true)
+		return nil
+	}))
+	publishN(t, js, 1)
+	<-started
+	stop() // returns only after the in-flight handler is done
+	if !finished.Load() {
+		t.Fatal("in-flight handler did not finish before Run returned")
+	}
+	info := consumerInfo(t, js, "work")
+	if info.NumAckPending != 0 || info.AckFloor.Stream != 1 {
+		t.Errorf("after shutdown: ack pending %d, ack floor %d; want 0 and 1", info.NumAckPending, info.AckFloor.Stream)
+	}
+}
