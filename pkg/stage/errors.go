@@ -16,7 +16,9 @@ func (e *retryError) Error() string { return fmt.Sprintf("retry in %s: %s", e.af
 
 // Retry returns an error that makes the runtime redeliver the message after the given delay.
 // Use it for expected waits (the vendor's output is not ready), not for failures.
-func Retry(after time.Duration, reason string) error { return &retryError{after: after, reason: reason} }
+func Retry(after time.Duration, reason string) error {
+	return &retryError{after: after, reason: reason}
+}
 
 // permanentError marks a message as poison.
 type permanentError struct{ err error }
