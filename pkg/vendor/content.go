@@ -1,0 +1,256 @@
+package vendor
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Output is a prepared reply file, as the responses listing describes it.
+type Output struct {
+	Key           string // the file's name at the vendor; opaque
+	ContentType   string
+	ContentLength int64  // of the decoded file; -1 when not given
+	Digest        string // "sha512=<base64>" of the decoded file, as given
+	LastModified  time.Time
+	Metadata      map[string]string // DL_REQUEST_ID, DL_REQUEST_TYPE, DL_SNAPSHOT_START_TIME, ...
+}
+
+// Output asks whether the output of the request is ready (GET
+// /catalogs/{account}/content/responses/?requestIdentifier=id). It returns nil, nil while it is
+// not; when several files are listed, the most recently modified.
+func (c *Client) Output(ctx context.Context, identifier string) (out *Output, err error) {
+	ctx, span := c.startSpan(ctx, "vendor.Output", attribute.String("vendor.request_id", identifier))
+	defer func() { endSpan(span, err) }()
+	acct, err := c.Account(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("output of %s: %w", identifier, err)
+	}
+	resp, err := c.get(ctx, &call{op: "output", path: "/catalogs/" + escape(acct) + "/content/responses/",
+		query: url.Values{"requestIdentifier": {identifier}}, header: jsonAccept})
+	if err != nil {
+		return nil, fmt.Errorf("output of %s: %w", identifier, err)
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Contains []struct {
+			Key      string                     `json:"key"`
+			Headers  map[string]json.RawMessage `json:"headers"`
+			Metadata map[string]json.RawMessage `json:"metadata"`
+		} `json:"contains"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&list); err != nil {
+		return nil, fmt.Errorf("output of %s: decode listing: %w", identifier, err)
+	}
+	var outs []*Output
+	for _, it := range list.Contains {
+		if it.Key == "" {
+			continue
+		}
+		h := stringMap(it.Headers)
+		o := &Output{Key: it.Key, ContentType: header(h, "Content-Type"), Digest: header(h, "Digest"),
+			ContentLength: -1, Metadata: stringMap(it.Metadata)}
+		if n, err := strconv.ParseInt(header(h, "Content-Length"), 10, 64); err == nil {
+			o.ContentLength = n
+		}
+		if t, err := http.ParseTime(header(h, "Last-Modified")); err == nil {
+			o.LastModified = t
+		}
+		outs = append(outs, o)
+	}
+	if len(outs) == 0 {
+		return nil, nil
+	}
+	sort.SliceStable(outs, func(i, j int) bool { return outs[i].LastModified.After(outs[j].LastModified) })
+	span.SetAttributes(attribute.String("vendor.key", outs[0].Key))
+	return outs[0], nil
+}
+
+// stringMap flattens JSON values to strings: the listing gives numbers either as JSON numbers or
+// as strings, depending on the field.
+func stringMap(m map[string]json.RawMessage) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, raw := range m {
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			out[k] = s
+		} else {
+			out[k] = strings.TrimSpace(string(raw))
+		}
+	}
+	return out
+}
+
+// header looks a header up case-insensitively, as HTTP header names are.
+func header(h map[string]string, name string) string {
+	if v, ok := h[name]; ok {
+		return v
+	}
+	for k, v := range h {
+		if strings.EqualFold(k, name) {
+			return v
+		}
+	}
+	return ""
+}
+
+// Download streams the file key (GET /catalogs/{account}/content/responses/{key}), asking for
+// gzip and decoding it. The caller must Close the result.
+//
+// expectDigest is the listing's Digest ("sha512=<base64>"); when empty, the response's Digest
+// header is used, if any. At the end of the stream Read verifies the SHA-512 of the decoded
+// bytes and returns ErrDigestMismatch (wrapped) instead of io.EOF when it differs; a body cut
+// short gives ErrTruncated. Only the request is retried here: a download that fails mid-stream
+// is the caller's to restart, since it has consumed part of it.
+func (c *Client) Download(ctx context.Context, key, expectDigest string) (rc io.ReadCloser, err error) {
+	ctx, span := c.startSpan(ctx, "vendor.Download", attribute.String("vendor.key", key))
+	defer func() {
+		if err != nil {
+			endSpan(span, err) // otherwise the reader ends it
+		}
+	}()
+	var want []byte
+	if expectDigest != "" {
+		if want, err = parseDigest(expectDigest); err != nil {
+			return nil, fmt.Errorf("download %s: %w", key, err)
+		}
+	}
+	acct, err := c.Account(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("download %s: %w", key, err)
+	}
+	resp, err := c.get(ctx, &call{op: "download", path: "/catalogs/" + escape(acct) + "/content/responses/" + escape(key),
+		header: http.Header{"Accept-Encoding": {"gzip"}}})
+	if err != nil {
+		return nil, fmt.Errorf("download %s: %w", key, err)
+	}
+	if want == nil {
+		if d := resp.Header.Get("Digest"); d != "" {
+			if want, err = parseDigest(d); err != nil {
+				resp.Body.Close()
+				return nil, fmt.Errorf("download %s: response header: %w", key, err)
+			}
+		}
+	}
+	d := &download{key: key, body: resp.Body, span: span, want: want}
+	d.src = d.body
+	// Setting Accept-Encoding ourselves turns off net/http's transparent decoding.
+	if strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
+		zr, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			resp.Body.Close()
+			return nil, fmt.Errorf("download %s: %w", key, truncatedOr(err))
+		}
+		d.src = zr
+	}
+	if want != nil {
+		d.h = sha512.New()
+	}
+	span.SetAttributes(attribute.Bool("vendor.gzip", d.src != d.body), attribute.Bool("vendor.digest_checked", want != nil))
+	return d, nil
+}
+
+// parseDigest reads "sha512=<base64>" (also "sha-512=", and picks it from a comma-separated
+// list of digests).
+func parseDigest(s string) ([]byte, error) {
+	for part := range strings.SplitSeq(s, ",") {
+		alg, val, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			continue
+		}
+		switch strings.ToLower(alg) {
+		case "sha512", "sha-512":
+			sum, err := base64.StdEncoding.DecodeString(val)
+			if err != nil || len(sum) != sha512.Size {
+				return nil, fmt.Errorf("digest %q: want sha512=<base64 of 64 bytes>", s)
+			}
+			return sum, nil
+		}
+	}
+	return nil, fmt.Errorf("digest %q: no sha512 digest", s)
+}
+
+// truncatedOr maps an early end of stream (from net/http's Content-Length check or gzip) to
+// ErrTruncated.
+func truncatedOr(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: %v", ErrTruncated, err)
+	}
+	return err
+}
+
+// download is the reader Download returns: it decodes, hashes and checks at EOF.
+type download struct {
+	key  string
+	body io.ReadCloser // the HTTP body
+	src  io.Reader     // body, or a gzip reader over it
+	h    hash.Hash     // nil when no digest is known
+	want []byte
+	n    int64 // decoded bytes read
+	err  error // sticky final error
+	span trace.Span
+	once sync.Once
+}
+
+func (d *download) Read(p []byte) (int, error) {
+	if d.err != nil {
+		return 0, d.err
+	}
+	n, err := d.src.Read(p)
+	d.n += int64(n)
+	if d.h != nil {
+		d.h.Write(p[:n])
+	}
+	switch {
+	case err == nil:
+		return n, nil
+	case err == io.EOF:
+		if d.h != nil {
+			if got := d.h.Sum(nil); !bytes.Equal(got, d.want) {
+				err = fmt.Errorf("download %s: %w: got sha512=%s, want sha512=%s", d.key, ErrDigestMismatch,
+					base64.StdEncoding.EncodeToString(got), base64.StdEncoding.EncodeToString(d.want))
+			}
+		}
+	default:
+		err = fmt.Errorf("download %s after %d bytes: %w", d.key, d.n, truncatedOr(err))
+	}
+	d.err = err
+	d.finish(err)
+	return n, err
+}
+
+func (d *download) finish(err error) {
+	d.once.Do(func() {
+		d.span.SetAttributes(attribute.Int64("vendor.bytes", d.n))
+		if err == io.EOF {
+			err = nil
+		}
+		endSpan(d.span, err)
+	})
+}
+
+// Close releases the connection; closing before EOF abandons the download.
+func (d *download) Close() error {
+	err := d.body.Close()
+	if d.err == nil {
+		d.finish(errors.New("closed before the end of the file"))
+	}
+	return err
+}
