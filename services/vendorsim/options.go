@@ -1,0 +1,113 @@
+package vendorsim
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/marketpipe/marketpipe/pkg/vendor"
+)
+
+// Options configure a simulator. The zero value serves a vendor that is ready at once, with seed
+// 0, no authentication and no faults.
+type Options struct {
+	// Account is the scheduled account the catalog list offers; default DefaultAccount.
+	Account string
+	// ReadyAfter is how long after its creation a request's output is listed.
+	ReadyAfter time.Duration
+	// Seed selects the simulated data (simdata's seed).
+	Seed uint64
+	// RunDate is every file's RUNDATE and getdata date; zero means the UTC date at which each
+	// request was created.
+	RunDate time.Time
+	// Credentials, when set, make every request carry a valid per-request JWT signed with
+	// them (signature, expiry, issuer, method and path are checked; a jti is accepted once).
+	Credentials *vendor.Credentials
+	// Faults injects failures a robust client must survive.
+	Faults Faults
+	// Logger receives one line per request at Debug; default discards.
+	Logger *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Faults are probabilities (0 to 1) of injected failures, drawn per request from a generator
+// seeded with Options.Seed, so a sequential client sees the same faults on every run.
+type Faults struct {
+	Rate429 float64 // answer 429 with Retry-After
+	Rate503 float64 // answer 503 with Retry-After
+	// RetryAfter is the Retry-After sent with injected 429 and 503 answers; 0 sends none.
+	RetryAfter time.Duration
+	// ResetRate drops the connection without an answer, after the request was acted on: an
+	// injected reset of a POST has created the request (the ambiguous case).
+	ResetRate float64
+	// TruncateRate cuts a download off halfway through the file.
+	TruncateRate float64
+	// CorruptRate changes one byte in the middle of a download, so its digest does not match.
+	CorruptRate float64
+	// SlowBody pauses this long after each 64 KiB of a download.
+	SlowBody time.Duration
+}
+
+// DefaultAccount is the scheduled account's identifier.
+const DefaultAccount = "sim-account"
+
+// DefaultReadyAfter is the -ready-after default.
+const DefaultReadyAfter = 2 * time.Second
+
+// RegisterFlags registers a flag for every option on fs, with the defaults the simulator binary
+// uses. -credentials and -run-date are read and checked while the flags are parsed, so a bad
+// file or date is a flag error.
+func (o *Options) RegisterFlags(fs *flag.FlagSet) {
+	if o.Account == "" {
+		o.Account = DefaultAccount
+	}
+	if o.ReadyAfter == 0 {
+		o.ReadyAfter = DefaultReadyAfter
+	}
+	if o.Faults.RetryAfter == 0 {
+		o.Faults.RetryAfter = time.Second
+	}
+	fs.StringVar(&o.Account, "account", o.Account, "identifier of the scheduled account in the catalog list")
+	fs.DurationVar(&o.ReadyAfter, "ready-after", o.ReadyAfter,
+		"how long after its creation a request's output is listed as ready")
+	fs.Func("seed", "seed of the simulated data, an unsigned integer `n` (default 0)", func(s string) error {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("want an unsigned integer")
+		}
+		o.Seed = n
+		return nil
+	})
+	fs.Func("run-date", "RUNDATE of every reply file, a `date` YYYY-MM-DD (default: the UTC date at each request's creation)",
+		func(s string) error {
+			t, err := time.Parse(time.DateOnly, s)
+			if err != nil {
+				return fmt.Errorf("want YYYY-MM-DD")
+			}
+			o.RunDate = t
+			return nil
+		})
+	fs.Func("credentials", "vendor credentials JSON `file`; when set, every request must carry a valid JWT header signed with it",
+		func(path string) error {
+			c, err := vendor.LoadCredentials(path)
+			if err != nil {
+				return err
+			}
+			o.Credentials = c
+			return nil
+		})
+	fs.Float64Var(&o.Faults.Rate429, "fault-429", o.Faults.Rate429, "share (0-1) of requests answered 429 Too Many Requests")
+	fs.Float64Var(&o.Faults.Rate503, "fault-503", o.Faults.Rate503, "share (0-1) of requests answered 503 Service Unavailable")
+	fs.DurationVar(&o.Faults.RetryAfter, "retry-after", o.Faults.RetryAfter,
+		"Retry-After sent with injected 429 and 503 answers, whole seconds (0: none)")
+	fs.Float64Var(&o.Faults.ResetRate, "fault-reset", o.Faults.ResetRate,
+		"share (0-1) of requests whose connection is dropped after the request was acted on")
+	fs.Float64Var(&o.Faults.TruncateRate, "fault-truncate", o.Faults.TruncateRate,
+		"share (0-1) of downloads cut off halfway")
+	fs.Float64Var(&o.Faults.CorruptRate, "fault-corrupt", o.Faults.CorruptRate,
+		"share (0-1) of downloads with one byte changed (digest mismatch)")
+	fs.DurationVar(&o.Faults.SlowBody, "slow-body", o.Faults.SlowBody, "pause after each 64 KiB of a download")
+}
