@@ -339,4 +339,3 @@ func endSpan(span trace.Span, err error) {
 
 // escape makes an identifier or key safe as one path segment.
 func escape(s string) string { return url.PathEscape(s) }
-
