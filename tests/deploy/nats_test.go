@@ -1,0 +1,107 @@
+package deploy_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// natsOptions loads a NATS server configuration with the server's own parser, so a key the
+// server does not accept, or a value it cannot use, fails here as it would at start-up.
+// env sets the environment variables the file refers to ($SERVER_NAME).
+func natsOptions(t *testing.T, rel string, env map[string]string) *server.Options {
+	t.Helper()
+	return natsOptionsFromFile(t, path(t, rel), env)
+}
+
+func natsOptionsFromText(t *testing.T, text string, env map[string]string) *server.Options {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "nats.conf")
+	if err := os.WriteFile(f, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return natsOptionsFromFile(t, f, env)
+}
+
+func natsOptionsFromFile(t *testing.T, file string, env map[string]string) *server.Options {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	opts, err := server.ProcessConfigFile(file)
+	if err != nil {
+		t.Fatalf("nats-server rejects %s: %v", file, err)
+	}
+	return opts
+}
+
+// checkJetStream holds for every NATS configuration marketpipe ships.
+func checkJetStream(t *testing.T, opts *server.Options) {
+	t.Helper()
+	if !opts.JetStream {
+		t.Error("JetStream is not enabled")
+	}
+	if !filepath.IsAbs(opts.StoreDir) {
+		t.Errorf("store_dir %q is not an absolute path", opts.StoreDir)
+	}
+	if opts.JetStreamMaxStore <= 0 {
+		t.Errorf("max_file_store %d: set a file storage budget", opts.JetStreamMaxStore)
+	}
+	// Row batches are up to 1 MB, plus headers.
+	if opts.MaxPayload < 1<<20+64<<10 {
+		t.Errorf("max_payload %d bytes; want more than 1MB (row batches are up to 1 MB plus headers)", opts.MaxPayload)
+	}
+	if opts.MaxPayload > 8<<20 {
+		t.Errorf("max_payload %d bytes; above 8MB NATS warns and memory use grows", opts.MaxPayload)
+	}
+	if opts.HTTPPort != 8222 {
+		t.Errorf("http monitoring port %d; want 8222", opts.HTTPPort)
+	}
+	if opts.ServerName == "" {
+		t.Error("no server_name: JetStream needs a stable one")
+	}
+	if opts.LameDuckDuration <= 0 {
+		t.Error("no lame_duck_duration")
+	}
+}
+
+func TestNATSConfCompose(t *testing.T) {
+	opts := natsOptions(t, "deploy/nats/nats.conf", nil)
+	checkJetStream(t, opts)
+	if opts.Port != 4222 {
+		t.Errorf("client port %d; want 4222 (NATS_URL in docker-compose.yml)", opts.Port)
+	}
+	if len(opts.Routes) != 0 {
+		t.Errorf("the single-node configuration has %d routes", len(opts.Routes))
+	}
+	// The commented example of authentication for NATS_USER / NATS_PASSWORD.
+	text := string(readFile(t, "deploy/nats/nats.conf"))
+	var comments strings.Builder
+	for _, line := range strings.Split(text, "\n") {
+		if c, ok := strings.CutPrefix(strings.TrimSpace(line), "#"); ok {
+			comments.WriteString(c + "\n")
+		}
+	}
+	for _, want := range []string{"accounts", "users", "password: $", "NATS_USER", "NATS_PASSWORD"} {
+		if !strings.Contains(comments.String(), want) {
+			t.Errorf("the commented authentication example does not mention %q", want)
+		}
+	}
+	// The example must itself be valid once uncommented.
+	var uncommented strings.Builder
+	for _, line := range strings.Split(text, "\n") {
+		trimmed := strings.TrimSpace(line)
+		if c, ok := strings.CutPrefix(trimmed, "# "); ok && (strings.HasPrefix(c, "accounts") || strings.HasPrefix(c, "  ") || strings.HasPrefix(c, "}") || strings.HasPrefix(c, "system_account") || strings.HasPrefix(c, "SYS")) {
+			uncommented.WriteString(c + "\n")
+			continue
+		}
+		uncommented.WriteString(line + "\n")
+	}
+	withAuth := natsOptionsFromText(t, uncommented.String(), map[string]string{"NATS_SERVER_PASSWORD": "x", "NATS_SYS_PASSWORD": "y"})
+	if len(withAuth.Users) == 0 && len(withAuth.Accounts) == 0 {
+		t.Error("the uncommented authentication example defines no users or accounts")
+	}
+}
