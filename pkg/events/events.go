@@ -100,8 +100,9 @@ type Job struct {
 
 	VendorRequestID string `json:"vendor_request_id,omitempty"` // our identifier at the vendor
 	VendorAccount   string `json:"vendor_account,omitempty"`
-	ResponseKey     string `json:"response_key,omitempty"` // the vendor's output file name
-	FileKey         string `json:"file_key,omitempty"`     // object name in the raw store
+	ResponseKey     string `json:"response_key,omitempty"`    // the vendor's output file name
+	ResponseDigest  string `json:"response_digest,omitempty"` // the vendor's Digest header, e.g. sha512=...
+	FileKey         string `json:"file_key,omitempty"`        // object name in the raw store
 	FileSHA256      string `json:"file_sha256,omitempty"`
 	FileSize        int64  `json:"file_size,omitempty"`
 	Polls           int    `json:"polls,omitempty"`

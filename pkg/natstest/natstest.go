@@ -61,3 +61,18 @@ func Connect(tb testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) 
 	}
 	return nc, js
 }
+
+// ConnectURL is Connect for a server known only by its URL (another process's, say).
+func ConnectURL(tb testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		tb.Fatalf("connect: %v", err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatalf("jetstream: %v", err)
+	}
+	return nc, js
+}

@@ -130,3 +130,23 @@ func IsNotFound(err error) bool {
 	return errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
 		errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrObjectNotFound)
 }
+
+// LedgerKey is the load-ledger key of one row batch of a job run.
+func LedgerKey(jobID string, generation, seq int) string {
+	return fmt.Sprintf("%s.g%d.b%d", jobID, generation, seq)
+}
+
+// LoadedBatches counts the row batches of a job run recorded in the load ledger, in one request
+// (the ledger's stream reports its subjects under a filter) rather than one per key.
+func LoadedBatches(ctx context.Context, js jetstream.JetStream, jobID string, generation int) (int, error) {
+	s, err := js.Stream(ctx, "KV_"+events.LedgerBucket)
+	if err != nil {
+		return 0, fmt.Errorf("ledger stream: %w", err)
+	}
+	filter := fmt.Sprintf("$KV.%s.%s.g%d.>", events.LedgerBucket, jobID, generation)
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return 0, fmt.Errorf("count loaded batches of %s: %w", jobID, err)
+	}
+	return len(info.State.Subjects), nil
+}

@@ -1,0 +1,297 @@
+// Package service is what every marketpipe process has around its stages: configuration from
+// the environment and flags, the NATS connection and stream declarations, logs, traces,
+// Prometheus metrics, /healthz and /readyz, and an ordered shutdown. A stage's main is one call
+// to Main with a function that builds its runners.
+package service
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/marketpipe/marketpipe/pkg/config"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/stage"
+	"github.com/marketpipe/marketpipe/pkg/telemetry"
+	"github.com/marketpipe/marketpipe/pkg/vendor"
+)
+
+// Runner is a long-running part of a service (a stage, a scheduler); Run returns when ctx ends.
+type Runner interface {
+	Run(ctx context.Context) error
+}
+
+// RunnerFunc adapts a function to Runner.
+type RunnerFunc func(ctx context.Context) error
+
+// Run calls f.
+func (f RunnerFunc) Run(ctx context.Context) error { return f(ctx) }
+
+// Check reports whether a dependency is usable; readiness fails while any check fails.
+type Check func(ctx context.Context) error
+
+// Env is what a service's build function gets: configuration and shared connections.
+type Env struct {
+	Name     string
+	Config   config.Config
+	Lookup   config.Lookup
+	Log      *slog.Logger
+	Tracing  *telemetry.Tracing
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+	Streams  *natsx.Streams
+	Registry *prometheus.Registry
+	Metrics  *stage.Metrics
+
+	mu       sync.Mutex
+	checks   map[string]Check
+	closers  []func(context.Context) error
+	draining bool
+	vendor   *vendor.Client
+}
+
+// AddReadyCheck adds a dependency check to /readyz.
+func (e *Env) AddReadyCheck(name string, c Check) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.checks[name] = c
+}
+
+// OnClose registers cleanup run after the runners stopped, in reverse order.
+func (e *Env) OnClose(f func(context.Context) error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closers = append(e.closers, f)
+}
+
+// StageOptions returns the collaborators every stage of this process shares.
+func (e *Env) StageOptions() stage.Options {
+	return stage.Options{Logger: e.Log, Tracer: e.Tracing.Provider, Metrics: e.Metrics}
+}
+
+// NewEnv connects to NATS, declares the streams and sets up telemetry.
+func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.Lookup, logOut io.Writer) (*Env, error) {
+	log := telemetry.NewLogger(logOut, cfg.LogLevel, cfg.LogFormat).With("service", name)
+	tr, err := telemetry.NewTracing(ctx, cfg.OTEL, name)
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := stage.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := natsx.Connect(cfg.NATS, "marketpipe-"+name, log)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	env := &Env{Name: name, Config: cfg, Lookup: lookup, Log: log, Tracing: tr, NC: nc, JS: js,
+		Registry: reg, Metrics: m, checks: map[string]Check{}}
+	// Declaring the streams waits for JetStream: a service may start before NATS is up.
+	for attempt := uint64(1); ; attempt++ {
+		setupCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		env.Streams, err = natsx.Setup(setupCtx, js, natsx.Retention{})
+		cancel()
+		if err == nil {
+			break
+		}
+		log.Warn("waiting for jetstream", "err", err, "attempt", attempt)
+		select {
+		case <-ctx.Done():
+			nc.Close()
+			return nil, fmt.Errorf("declare streams: %w", err)
+		case <-time.After(min(stage.DefaultBackoff(attempt), 5*time.Second)):
+		}
+	}
+	env.AddReadyCheck("nats", func(context.Context) error {
+		if s := nc.Status(); s != nats.CONNECTED {
+			return fmt.Errorf("nats %s", s)
+		}
+		return nil
+	})
+	return env, nil
+}
+
+// Serve runs the HTTP endpoints and the runners until ctx ends, then shuts down in order: the
+// runners drain (stop fetching, finish and ack in-flight work), the NATS connection drains
+// (flushes what was published), telemetry is flushed, the HTTP server stops.
+func (e *Env) Serve(ctx context.Context, runners []Runner) error {
+	srv := &http.Server{Addr: e.Config.HTTPAddr, Handler: e.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", e.Config.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on HTTP_ADDR %s: %w", e.Config.HTTPAddr, err)
+	}
+	e.Log.Info("serving health and metrics", "addr", ln.Addr().String())
+	httpDone := make(chan error, 1)
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			httpDone <- err
+		}
+		close(httpDone)
+	}()
+
+	g, gctx := errgroup.WithContext(ctx)
+	for _, r := range runners {
+		g.Go(func() error { return r.Run(gctx) })
+	}
+	runErr := g.Wait()
+	e.mu.Lock()
+	e.draining = true
+	e.mu.Unlock()
+
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	defer cancel()
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		if err := e.closers[i](shutdownCtx); err != nil {
+			e.Log.Warn("close", "err", err)
+		}
+	}
+	if err := e.NC.Drain(); err == nil {
+		for e.NC.Status() != nats.CLOSED && shutdownCtx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	e.NC.Close()
+	if err := e.Tracing.Shutdown(shutdownCtx); err != nil {
+		e.Log.Warn("flush traces", "err", err)
+	}
+	_ = srv.Shutdown(shutdownCtx)
+	if err := <-httpDone; err != nil && runErr == nil {
+		runErr = fmt.Errorf("http server: %w", err)
+	}
+	e.Log.Info("stopped")
+	return runErr
+}
+
+// Handler serves /healthz (the process is alive), /readyz (every dependency check passes and
+// the process is not shutting down) and /metrics.
+func (e *Env) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		e.mu.Lock()
+		names := make([]string, 0, len(e.checks))
+		for n := range e.checks {
+			names = append(names, n)
+		}
+		checks := e.checks
+		draining := e.draining
+		e.mu.Unlock()
+		sort.Strings(names)
+		ok := !draining
+		var body []byte
+		if draining {
+			body = append(body, "shutting down\n"...)
+		}
+		for _, n := range names {
+			if err := checks[n](ctx); err != nil {
+				ok = false
+				body = fmt.Appendf(body, "%s: %v\n", n, err)
+			} else {
+				body = fmt.Appendf(body, "%s: ok\n", n)
+			}
+		}
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		w.Write(body)
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(e.Registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// Build makes a service's runners from its Env.
+type Build func(ctx context.Context, env *Env) ([]Runner, error)
+
+// Main is a service binary's whole main: flags and environment, signals, run, exit status.
+// Only Main exits the process.
+func Main(name, summary string, build Build) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := Run(ctx, name, summary, os.Args[1:], config.OS, os.Stderr, build)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
+
+// Run parses flags over the environment's configuration, builds the service and serves it
+// until ctx ends.
+func Run(ctx context.Context, name, summary string, args []string, lookup config.Lookup, logOut io.Writer, build Build) error {
+	cfg, err := config.Load(lookup)
+	if err != nil {
+		return err
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(logOut)
+	fs.StringVar(&cfg.NATS.URL, "nats-url", cfg.NATS.URL, "NATS servers (NATS_URL)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "health and metrics address (HTTP_ADDR)")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (LOG_LEVEL)")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "json or text (LOG_FORMAT)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "%s: %s\n\nUsage: %s [flags]\n\nFlags:\n", name, summary, name)
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), EnvHelp)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	env, err := NewEnv(ctx, name, cfg, lookup, logOut)
+	if err != nil {
+		return err
+	}
+	runners, err := build(ctx, env)
+	if err != nil {
+		env.NC.Close()
+		return fmt.Errorf("build %s: %w", name, err)
+	}
+	return env.Serve(ctx, runners)
+}
+
+// EnvHelp lists the environment variables every service reads.
+const EnvHelp = `
+Environment:
+  NATS_URL                 NATS servers (default nats://127.0.0.1:4222)
+  NATS_CREDS | NATS_USER, NATS_PASSWORD | NATS_CA, NATS_CERT, NATS_KEY   NATS auth and TLS
+  CLICKHOUSE_ADDR          ClickHouse native host:port (default 127.0.0.1:9000)
+  CLICKHOUSE_DATABASE, CLICKHOUSE_USER, CLICKHOUSE_PASSWORD   (default marketpipe, default, empty)
+  VENDOR_URL               vendor REST base URL (default https://api.bloomberg.com/eap)
+  VENDOR_CREDENTIALS       path of the vendor credentials JSON
+  HTTP_ADDR                /healthz, /readyz, /metrics (default :8080)
+  OTEL_TRACES_EXPORTER     otlp, console or none (default none); OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME
+  LOG_LEVEL, LOG_FORMAT    debug|info|warn|error; json|text (default info, json)
+`

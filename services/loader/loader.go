@@ -1,0 +1,224 @@
+// Package loader is the last stage. It has three consumers:
+//
+//   - loader (mp.rows.>): inserts row batches into ClickHouse's observations table through a
+//     group commit, and records each loaded batch in the load ledger (KV mp_ledger);
+//   - loader-complete (mp.job.*.transformed): once the ledger holds every batch of a job run,
+//     publishes "loaded";
+//   - jobs (mp.job.>): keeps the jobs table current with the latest event of each job.
+//
+// Loading is idempotent: a batch already in the ledger is acked without a second insert, and a
+// batch inserted twice (a crash between insert and ledger) carries the same version, so
+// SELECT ... FINAL still gives one row per key.
+package loader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketpipe/marketpipe/pkg/chstore"
+	"github.com/marketpipe/marketpipe/pkg/config"
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/rowcodec"
+	"github.com/marketpipe/marketpipe/pkg/service"
+	"github.com/marketpipe/marketpipe/pkg/stage"
+)
+
+// Stage names.
+const (
+	Name         = "loader"
+	CompleteName = "loader-complete"
+	JobsName     = "jobs"
+)
+
+// Ledger records which batches are loaded.
+type Ledger interface {
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
+	Put(ctx context.Context, key string, value []byte) (uint64, error)
+}
+
+// RowsHandler loads one row batch per message.
+type RowsHandler struct {
+	commit *groupCommit
+	Ledger Ledger
+}
+
+// Handle implements stage.Handler.
+func (h *RowsHandler) Handle(ctx context.Context, m *stage.Message) error {
+	var b rowcodec.Batch
+	if err := rowcodec.Decode(m.Data(), &b); err != nil {
+		return stage.Permanent(fmt.Errorf("decode row batch: %w", err))
+	}
+	key := natsx.LedgerKey(b.JobID, b.Generation, b.Seq)
+	if _, err := h.Ledger.Get(ctx, key); err == nil {
+		return nil // loaded before; this is a redelivery or a republished duplicate
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("ledger %s: %w", key, err)
+	}
+	err := h.commit.Insert(ctx, chstore.Batch{JobID: b.JobID, Program: b.Program, Version: b.Version,
+		Obs: b.Obs, Rejects: b.Rejects})
+	if err != nil {
+		return fmt.Errorf("insert batch %s: %w", key, err)
+	}
+	n := strconv.Itoa(len(b.Obs))
+	if _, err := h.Ledger.Put(ctx, key, []byte(n)); err != nil {
+		return fmt.Errorf("record batch %s in ledger: %w", key, err)
+	}
+	return nil
+}
+
+// Publisher stores job events durably.
+type Publisher interface {
+	PublishJob(ctx context.Context, j *events.Job) error
+}
+
+// CompleteHandler publishes "loaded" once every batch of a transformed job is in the ledger.
+type CompleteHandler struct {
+	Count   func(ctx context.Context, jobID string, generation int) (int, error)
+	Pub     Publisher
+	Poll    time.Duration // how soon to look again
+	Timeout time.Duration // after "transformed", how long batches may take to load
+	Now     func() time.Time
+}
+
+// Handle implements stage.Handler.
+func (h *CompleteHandler) Handle(ctx context.Context, m *stage.Message) error {
+	j, err := events.Decode(m.Data())
+	if err != nil {
+		return stage.Permanent(err)
+	}
+	n, err := h.Count(ctx, j.ID, j.Generation)
+	if err != nil {
+		return err
+	}
+	now := h.Now()
+	if n < j.Batches {
+		if now.Sub(j.TransformedAt) > h.Timeout {
+			failed := j.Fail(fmt.Sprintf("only %d of %d row batches loaded %s after the transform; see `marketpipe dlq list`",
+				n, j.Batches, h.Timeout), now)
+			return h.Pub.PublishJob(ctx, &failed)
+		}
+		return stage.Retry(h.Poll, fmt.Sprintf("%d of %d batches loaded", n, j.Batches))
+	}
+	next := j.Advance(events.Loaded, now)
+	next.RowsLoaded = j.RowsParsed
+	return h.Pub.PublishJob(ctx, &next)
+}
+
+// JobRecorder is the jobs table.
+type JobRecorder interface {
+	RecordJob(ctx context.Context, j events.Job, seq uint64) error
+}
+
+// JobsHandler records every job event's state in the jobs table; the event's stream sequence
+// orders them, so the latest event wins whatever order redeliveries arrive in.
+type JobsHandler struct{ Store JobRecorder }
+
+// Handle implements stage.Handler.
+func (h *JobsHandler) Handle(ctx context.Context, m *stage.Message) error {
+	j, err := events.Decode(m.Data())
+	if err != nil {
+		return stage.Permanent(err)
+	}
+	if err := h.Store.RecordJob(ctx, j, m.StreamSeq()); err != nil {
+		return fmt.Errorf("record job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// Settings tune the loader.
+type Settings struct {
+	MaxInsertRows int           // rows per INSERT at most (LOADER_MAX_INSERT_ROWS, default 500000)
+	Linger        time.Duration // longest wait to fill an INSERT (LOADER_LINGER, default 50ms)
+	LoadTimeout   time.Duration // LOADER_TIMEOUT, default 1h
+}
+
+// Stages returns the loader's three stages.
+func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runner, error) {
+	pub := stage.NewPublisher(env.JS)
+	rows, err := stage.New(env.JS, stage.Config{
+		Name: Name, Stream: events.RowsStream, Filters: []string{events.RowsSubjects},
+		Concurrency: 32, MaxAckPending: 256, AckWait: 2 * time.Minute, MaxDeliver: 30,
+	}, &RowsHandler{
+		commit: &groupCommit{ins: store, maxRows: s.MaxInsertRows, linger: s.Linger, timeout: 2 * time.Minute},
+		Ledger: env.Streams.Ledger,
+	}, env.StageOptions())
+	if err != nil {
+		return nil, err
+	}
+	complete, err := stage.New(env.JS, stage.Config{
+		Name: CompleteName, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Transformed)},
+		Concurrency: 16, MaxDeliver: -1, AckWait: time.Minute,
+	}, &CompleteHandler{
+		Count: func(ctx context.Context, id string, gen int) (int, error) {
+			return natsx.LoadedBatches(ctx, env.JS, id, gen)
+		},
+		Pub: pub, Poll: 100 * time.Millisecond, Timeout: s.LoadTimeout, Now: time.Now,
+	}, env.StageOptions())
+	if err != nil {
+		return nil, err
+	}
+	jobs, err := stage.New(env.JS, stage.Config{
+		Name: JobsName, Stream: events.JobsStream, Filters: []string{events.JobsSubjects},
+		Concurrency: 8, MaxDeliver: 30, AckWait: time.Minute,
+	}, &JobsHandler{Store: store}, env.StageOptions())
+	if err != nil {
+		return nil, err
+	}
+	return []service.Runner{rows, complete, jobs}, nil
+}
+
+// Build is the service's wiring: ClickHouse from CLICKHOUSE_*, schema created if missing.
+func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
+	var s Settings
+	var err error
+	if s.Linger, err = config.Duration(env.Lookup, "LOADER_LINGER", 50*time.Millisecond); err != nil {
+		return nil, err
+	}
+	if s.LoadTimeout, err = config.Duration(env.Lookup, "LOADER_TIMEOUT", time.Hour); err != nil {
+		return nil, err
+	}
+	s.MaxInsertRows = 500_000
+	if v, ok := env.Lookup("LOADER_MAX_INSERT_ROWS"); ok && v != "" {
+		if s.MaxInsertRows, err = strconv.Atoi(v); err != nil || s.MaxInsertRows <= 0 {
+			return nil, fmt.Errorf("LOADER_MAX_INSERT_ROWS=%q: want a positive integer", v)
+		}
+	}
+	store, err := OpenStore(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	return Stages(env, store, s)
+}
+
+// OpenStore opens ClickHouse, creates or upgrades the schema, and adds it to /readyz.
+func OpenStore(ctx context.Context, env *service.Env) (*chstore.Store, error) {
+	c := env.Config.ClickHouse
+	var store *chstore.Store
+	var err error
+	// ClickHouse may start after the loader: wait for it rather than crash-loop.
+	for attempt := uint64(1); ; attempt++ {
+		store, err = chstore.Open(ctx, chstore.Config{Addr: c.Addr, Database: c.Database, User: c.User,
+			Password: c.Password, DialTimeout: 5 * time.Second})
+		if err == nil {
+			if err = store.Migrate(ctx); err == nil {
+				break
+			}
+			store.Close()
+		}
+		env.Log.Warn("waiting for clickhouse", "addr", c.Addr, "err", err, "attempt", attempt)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("clickhouse at %s: %w", c.Addr, err)
+		case <-time.After(min(stage.DefaultBackoff(attempt), 5*time.Second)):
+		}
+	}
+	env.AddReadyCheck("clickhouse", store.Ping)
+	env.OnClose(func(context.Context) error { return store.Close() })
+	return store, nil
+}

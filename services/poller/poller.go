@@ -1,0 +1,92 @@
+// Package poller is the second stage: it asks the vendor whether a requested job's output is
+// ready. Not ready means the message is redelivered after the poll interval (NakWithDelay), so
+// no goroutine sleeps per job and ten thousand pending requests cost only their polls. Past the
+// job's deadline the job fails with the reason. Its consumer reads mp.job.*.requested.
+package poller
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/marketpipe/marketpipe/pkg/config"
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/service"
+	"github.com/marketpipe/marketpipe/pkg/stage"
+	"github.com/marketpipe/marketpipe/pkg/vendor"
+)
+
+// Name is the stage's consumer and service name.
+const Name = "poller"
+
+// Vendor tells whether a request's output is ready.
+type Vendor interface {
+	Output(ctx context.Context, identifier string) (*vendor.Output, error)
+}
+
+// Publisher stores job events durably.
+type Publisher interface {
+	PublishJob(ctx context.Context, j *events.Job) error
+}
+
+// Handler polls one requested job per delivery.
+type Handler struct {
+	Vendor   Vendor
+	Pub      Publisher
+	Interval time.Duration // between polls of one job
+	Now      func() time.Time
+}
+
+// Handle implements stage.Handler.
+func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
+	j, err := events.Decode(m.Data())
+	if err != nil {
+		return stage.Permanent(err)
+	}
+	now := h.Now()
+	if !j.Deadline.IsZero() && now.After(j.Deadline) {
+		failed := j.Fail(fmt.Sprintf("vendor output for request %s not ready by the deadline %s (%d polls)",
+			j.VendorRequestID, j.Deadline.Format(time.RFC3339), m.NumDelivered()-1), now)
+		return h.Pub.PublishJob(ctx, &failed)
+	}
+	out, err := h.Vendor.Output(ctx, j.VendorRequestID)
+	if err != nil {
+		// The consumer delivers without limit; the deadline above ends a job whose vendor
+		// stays down. Back off like any transient failure.
+		return fmt.Errorf("poll vendor request %s: %w", j.VendorRequestID, err)
+	}
+	if out == nil {
+		return stage.Retry(h.Interval, "output not ready")
+	}
+	next := j.Advance(events.Ready, now)
+	next.ResponseKey = out.Key
+	next.ResponseDigest = out.Digest
+	next.Polls = int(m.NumDelivered())
+	return h.Pub.PublishJob(ctx, &next)
+}
+
+// Stage returns the poller stage on env's JetStream.
+func Stage(env *service.Env, v Vendor, interval time.Duration) (*stage.Stage, error) {
+	h := &Handler{Vendor: v, Pub: stage.NewPublisher(env.JS), Interval: interval, Now: time.Now}
+	return stage.New(env.JS, stage.Config{
+		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Requested)},
+		MaxDeliver: -1, Concurrency: 32, AckWait: time.Minute, MaxAckPending: 20000,
+	}, h, env.StageOptions())
+}
+
+// Build is the service's wiring. POLL_INTERVAL (default 30s) sets the time between polls.
+func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
+	interval, err := config.Duration(env.Lookup, "POLL_INTERVAL", 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	v, err := env.Vendor()
+	if err != nil {
+		return nil, err
+	}
+	s, err := Stage(env, v, interval)
+	if err != nil {
+		return nil, err
+	}
+	return []service.Runner{s}, nil
+}

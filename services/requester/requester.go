@@ -1,0 +1,91 @@
+// Package requester is the first stage: for each submitted job it creates the vendor request
+// and publishes "requested". Its consumer reads mp.job.*.submitted.
+package requester
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/jobspec"
+	"github.com/marketpipe/marketpipe/pkg/service"
+	"github.com/marketpipe/marketpipe/pkg/stage"
+	"github.com/marketpipe/marketpipe/pkg/vendor"
+)
+
+// Name is the stage's consumer and service name.
+const Name = "requester"
+
+// Vendor creates requests at the vendor.
+type Vendor interface {
+	Account(ctx context.Context) (string, error)
+	Submit(ctx context.Context, r vendor.Request) error
+}
+
+// Publisher stores job events durably.
+type Publisher interface {
+	PublishJob(ctx context.Context, j *events.Job) error
+}
+
+// Handler creates the vendor request of a submitted job.
+type Handler struct {
+	Vendor Vendor
+	Pub    Publisher
+	Now    func() time.Time
+}
+
+// Handle implements stage.Handler. Submitting twice is safe: the vendor request identifier is
+// derived from the job run, and the client never re-creates an identifier that exists.
+func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
+	j, err := events.Decode(m.Data())
+	if err != nil {
+		return stage.Permanent(err)
+	}
+	id := jobspec.VendorRequestID(j.ID, j.Generation)
+	req := vendor.Request{
+		Identifier: id, Title: j.Spec.Name, Program: j.Spec.Program,
+		Securities: j.Spec.Securities, Fields: j.Spec.Fields, Start: j.Spec.Start, End: j.Spec.End,
+	}
+	account, err := h.Vendor.Account(ctx)
+	if err == nil {
+		err = h.Vendor.Submit(ctx, req)
+	}
+	if err != nil {
+		var apiErr *vendor.APIError
+		if errors.As(err, &apiErr) && !apiErr.Temporary() {
+			// The vendor refused the request: retrying cannot help. The job fails with the
+			// vendor's own description, which `marketpipe status` shows.
+			failed := j.Fail(fmt.Sprintf("vendor refused request %s: %v", id, err), h.Now())
+			return h.Pub.PublishJob(ctx, &failed)
+		}
+		return fmt.Errorf("submit vendor request %s: %w", id, err)
+	}
+	next := j.Advance(events.Requested, h.Now())
+	next.VendorRequestID = id
+	next.VendorAccount = account
+	return h.Pub.PublishJob(ctx, &next)
+}
+
+// Stage returns the requester stage on env's JetStream.
+func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
+	h := &Handler{Vendor: v, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	return stage.New(env.JS, stage.Config{
+		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Submitted)},
+		Concurrency: 8, AckWait: time.Minute,
+	}, h, env.StageOptions())
+}
+
+// Build is the service's wiring: the vendor client from VENDOR_URL and VENDOR_CREDENTIALS.
+func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
+	v, err := env.Vendor()
+	if err != nil {
+		return nil, err
+	}
+	s, err := Stage(env, v)
+	if err != nil {
+		return nil, err
+	}
+	return []service.Runner{s}, nil
+}

@@ -1,0 +1,151 @@
+// Package transformer is the fourth stage: it reads a collected reply file from the raw store
+// as a stream, turns it into observations, and publishes them as row batches (compact, columnar,
+// compressed, at most 1 MB each) on mp.rows.<job id>, then "transformed" with the batch count.
+// Its consumer reads mp.job.*.collected.
+package transformer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketpipe/marketpipe/pkg/dlformat"
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/pkg/rowcodec"
+	"github.com/marketpipe/marketpipe/pkg/service"
+	"github.com/marketpipe/marketpipe/pkg/stage"
+)
+
+// Name is the stage's consumer and service name.
+const Name = "transformer"
+
+// RawStore reads stored reply files.
+type RawStore interface {
+	Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error)
+}
+
+// Handler transforms one collected job's file.
+type Handler struct {
+	Raw RawStore
+	Pub *stage.Publisher
+	Now func() time.Time
+}
+
+// Handle implements stage.Handler. A redelivery parses the file again and republishes the same
+// batches under the same message ids; JetStream and the loader's ledger drop the duplicates.
+func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
+	j, err := events.Decode(m.Data())
+	if err != nil {
+		return stage.Permanent(err)
+	}
+	obj, err := h.Raw.Get(ctx, j.FileKey)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			failed := j.Fail(fmt.Sprintf("raw file %s is not in the raw store", j.FileKey), h.Now())
+			return h.Pub.PublishJob(ctx, &failed)
+		}
+		return fmt.Errorf("open raw file %s: %w", j.FileKey, err)
+	}
+	defer obj.Close()
+
+	st, err := h.transform(ctx, &j, obj)
+	if err != nil {
+		var bad *dlformat.Error
+		if errors.As(err, &bad) {
+			// The file cannot be read at all: retrying cannot help. It stays in the raw
+			// store for inspection and replay.
+			failed := j.Fail(fmt.Sprintf("reply file %s: %v", j.FileKey, bad), h.Now())
+			return h.Pub.PublishJob(ctx, &failed)
+		}
+		return err
+	}
+	next := j.Advance(events.Transformed, h.Now())
+	next.Batches, next.RowsParsed, next.RowsRejected = st.batches, st.rows, st.rejects
+	return h.Pub.PublishJob(ctx, &next)
+}
+
+type transformStats struct {
+	batches       int
+	rows, rejects int64
+}
+
+func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader) (transformStats, error) {
+	var st transformStats
+	rd, err := dlformat.NewReader(r)
+	if err != nil {
+		return st, fmt.Errorf("read %s: %w", j.FileKey, err)
+	}
+	b := rowcodec.NewBuilder(j.ID, j.Spec.Program, j.Generation, j.Version)
+	rd.OnReject = func(rej obs.Reject) error {
+		st.rejects++
+		b.AddReject(&rej)
+		return nil
+	}
+	async := h.Pub.Async()
+	flush := func() error {
+		batch, data, err := b.Flush()
+		if err != nil {
+			return fmt.Errorf("encode batch of %s: %w", j.ID, err)
+		}
+		if batch == nil {
+			return nil
+		}
+		st.batches++
+		id := natsx.LedgerKey(j.ID, j.Generation, batch.Seq)
+		return async.Publish(ctx, events.RowsSubject(j.ID), id, data, nil)
+	}
+	for {
+		o, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return st, err
+		}
+		if err := b.Add(o); err != nil {
+			// No batch can carry it (a giant bulk cell): recorded as a reject, not lost.
+			st.rejects++
+			b.AddReject(&obs.Reject{Line: rd.Stats().Lines, Reason: err.Error()})
+		} else {
+			st.rows++
+		}
+		for b.Full() {
+			if err := flush(); err != nil {
+				return st, err
+			}
+		}
+	}
+	for b.Len() > 0 {
+		if err := flush(); err != nil {
+			return st, err
+		}
+	}
+	if err := async.Wait(ctx); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+// Stage returns the transformer stage on env's JetStream.
+func Stage(env *service.Env) (*stage.Stage, error) {
+	h := &Handler{Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	return stage.New(env.JS, stage.Config{
+		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Collected)},
+		Concurrency: 2, AckWait: time.Minute, MaxDeliver: 10,
+	}, h, env.StageOptions())
+}
+
+// Build is the service's wiring.
+func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
+	s, err := Stage(env)
+	if err != nil {
+		return nil, err
+	}
+	return []service.Runner{s}, nil
+}
