@@ -514,11 +514,25 @@ func (r *Reader) startBlock(rest []byte) error {
 	}
 	r.inBlock = true
 	r.blockSec = r.security(sec)
-	if string(field) != r.blockField {
-		r.blockField = string(field)
-	}
+	r.blockField = r.fieldName(field)
 	r.blockLine = r.lineNo
 	return err
+}
+
+// fieldName returns name as a string, taken from the field list when it is there so that each
+// vertical block does not allocate its field's name again.
+func (r *Reader) fieldName(name []byte) string {
+	if string(name) == r.blockField {
+		return r.blockField
+	}
+	if fs := r.hdr.Fields; len(fs) <= 512 {
+		for _, f := range fs {
+			if f == string(name) {
+				return f
+			}
+		}
+	}
+	return string(name)
 }
 
 func (r *Reader) endBlock(rest []byte) (bool, error) {
