@@ -1,0 +1,65 @@
+package chstore_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/marketpipe/marketpipe/pkg/chstore"
+	"github.com/marketpipe/marketpipe/pkg/chtest"
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/obs"
+)
+
+// BenchmarkInsert measures Insert of one million observations (1,000 securities × 10 fields ×
+// 100 days, mostly numbers, some strings and markers) given as ten batches of 100,000 rows in
+// one call, with and without LZ4 compression.
+//
+//	go test ./pkg/chstore -run '^$' -bench BenchmarkInsert -benchtime 3x
+func BenchmarkInsert(b *testing.B) {
+	const securities, fields, days, perBatch = 1000, 10, 100, 100_000
+	all := make([]obs.Observation, 0, securities*fields*days)
+	for s := range securities {
+		for f := range fields {
+			for d := range days {
+				o := obs.Observation{Security: fmt.Sprintf("SEC%04d US Equity", s), Field: fmt.Sprintf("FIELD_%02d", f),
+					Date: obs.MakeDate(2025, 1, 1) + obs.Date(d), Kind: obs.Number, Num: float64(s*d) / 7}
+				switch {
+				case f == 8:
+					o.Kind, o.Num, o.Str = obs.String, 0, "INTERNATIONAL BUSINESS MACHINES CORP"
+				case f == 9 && d%10 == 0:
+					o.Kind, o.Num, o.Flag = obs.Null, 0, "N.A."
+				}
+				all = append(all, o)
+			}
+		}
+	}
+	var batches []chstore.Batch
+	for i := 0; i < len(all); i += perBatch {
+		batches = append(batches, chstore.Batch{JobID: "bench-job", Program: events.GetHistory, Version: 1, Obs: all[i:min(i+perBatch, len(all))]})
+	}
+	for _, compress := range []bool{false, true} {
+		b.Run(fmt.Sprintf("lz4=%v", compress), func(b *testing.B) {
+			srv := chtest.Start(b)
+			s, err := chstore.Open(context.Background(), chstore.Config{Addr: srv.Addr(), Database: chtest.NewDatabase(b, srv), NoCompression: !compress})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			if err := s.Migrate(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			begin := time.Now()
+			for range b.N {
+				n, err := s.Insert(ctx, batches)
+				if err != nil || n != len(all) {
+					b.Fatalf("Insert = %d, %v", n, err)
+				}
+			}
+			b.ReportMetric(float64(b.N*len(all))/time.Since(begin).Seconds(), "rows/s")
+		})
+	}
+}

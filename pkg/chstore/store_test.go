@@ -1,0 +1,608 @@
+package chstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/marketpipe/marketpipe/pkg/chserver"
+	"github.com/marketpipe/marketpipe/pkg/chstore"
+	"github.com/marketpipe/marketpipe/pkg/chtest"
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/obs"
+)
+
+func TestMain(m *testing.M) { chtest.Main(m) }
+
+// open returns a store on a fresh database of srv, closed at the end of the test.
+func open(t testing.TB, srv *chserver.Server, db string) *chstore.Store {
+	t.Helper()
+	s, err := chstore.Open(context.Background(), chstore.Config{Addr: srv.Addr(), Database: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// migrated returns a store on a fresh, migrated database of the shared server.
+func migrated(t testing.TB) *chstore.Store {
+	t.Helper()
+	srv := chtest.Start(t)
+	s := open(t, srv, chtest.NewDatabase(t, srv))
+	if err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestMigrate(t *testing.T) {
+	tests := []struct {
+		name    string
+		runners int // concurrent processes (stores)
+		times   int // sequential runs by each
+		dropDB  bool
+	}{
+		{"once", 1, 1, false},
+		{"twice", 1, 2, false},
+		{"concurrently on an existing database", 6, 2, false},
+		{"concurrently creating the database", 6, 1, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := chtest.Start(t)
+			db := chtest.NewDatabase(t, srv)
+			ctx := context.Background()
+			if tt.dropDB {
+				s := open(t, srv, db)
+				if err := dropDatabase(ctx, srv, db); err != nil {
+					t.Fatal(err)
+				}
+				_ = s
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, tt.runners*tt.times)
+			for range tt.runners {
+				s := open(t, srv, db)
+				wg.Go(func() {
+					for range tt.times {
+						errs <- s.Migrate(ctx)
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			s := open(t, srv, db)
+			v, err := s.AppliedSchemaVersion(ctx)
+			if err != nil || v != chstore.SchemaVersion() {
+				t.Fatalf("applied schema version = %d, %v; want %d", v, err, chstore.SchemaVersion())
+			}
+			conn, err := chtest.Conn(srv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			var tables []string
+			rows, err := conn.Query(ctx, "SELECT name FROM system.tables WHERE database = ? ORDER BY name", db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var name string
+				if err := rows.Scan(&name); err != nil {
+					t.Fatal(err)
+				}
+				tables = append(tables, name)
+			}
+			rows.Close()
+			if got, want := strings.Join(tables, ","), "jobs,observations,rejects,schema_migrations"; got != want {
+				t.Fatalf("tables = %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+func dropDatabase(ctx context.Context, srv *chserver.Server, db string) error {
+	conn, err := chtest.Conn(srv)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Exec(ctx, "DROP DATABASE `"+db+"`")
+}
+
+func TestOpenInvalidDatabase(t *testing.T) {
+	for _, db := range []string{"a-b", "x`; DROP DATABASE y", "1abc", "a b"} {
+		t.Run(db, func(t *testing.T) {
+			_, err := chstore.Open(context.Background(), chstore.Config{Addr: "127.0.0.1:1", Database: db})
+			if !errors.Is(err, chstore.ErrInvalidDatabase) {
+				t.Fatalf("Open(%q) = %v, want ErrInvalidDatabase", db, err)
+			}
+		})
+	}
+}
+
+var (
+	d0   = obs.MakeDate(1970, 1, 1)
+	d1   = obs.MakeDate(2026, 1, 2)
+	d2   = obs.MakeDate(2026, 2, 27)
+	dMax = obs.MakeDate(2149, 6, 6)
+)
+
+func TestInsertRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		o    obs.Observation
+	}{
+		{"number", obs.Observation{Security: "IBM US Equity", Field: "PX_LAST", Date: d1, Kind: obs.Number, Num: 123.45}},
+		{"negative zero-ish number", obs.Observation{Security: "IBM US Equity", Field: "CHG", Date: d1, Kind: obs.Number, Num: -1e-300}},
+		{"zero", obs.Observation{Security: "IBM US Equity", Field: "ZERO", Date: d1, Kind: obs.Number, Num: 0}},
+		{"NaN", obs.Observation{Security: "IBM US Equity", Field: "NAN", Date: d1, Kind: obs.Number, Num: math.NaN()}},
+		{"+Inf", obs.Observation{Security: "IBM US Equity", Field: "INF", Date: d1, Kind: obs.Number, Num: math.Inf(1)}},
+		{"max float", obs.Observation{Security: "IBM US Equity", Field: "MAX", Date: d1, Kind: obs.Number, Num: math.MaxFloat64}},
+		{"string", obs.Observation{Security: "IBM US Equity", Field: "NAME", Date: d1, Kind: obs.String, Str: "INTL BUSINESS MACHINES CORP"}},
+		{"empty string", obs.Observation{Security: "IBM US Equity", Field: "EMPTY", Date: d1, Kind: obs.String, Str: ""}},
+		{"unicode", obs.Observation{Security: "7203 JP Equity", Field: "NAME_KANJI", Date: d1, Kind: obs.String, Str: "トヨタ自動車 — Ünïcödé ✓ 𝄞"}},
+		{"control characters", obs.Observation{Security: "X", Field: "TAB", Date: d1, Kind: obs.String, Str: "a\tb\nc\x00d'\"\\"}},
+		{"bulk", obs.Observation{Security: "IBM US Equity", Field: "DVD_HIST", Date: d1, Kind: obs.Bulk, Str: `[["2025-11-10",1.68],["2025-08-08",1.68]]`}},
+		{"null with marker", obs.Observation{Security: "IBM US Equity", Field: "PX_BID", Date: d1, Kind: obs.Null, Flag: "N.A."}},
+		{"null blank", obs.Observation{Security: "IBM US Equity", Field: "PX_ASK", Date: d1, Kind: obs.Null}},
+		{"return code record", obs.Observation{Security: "BAD US Equity", Field: "", Date: d1, Kind: obs.Null, Flag: "RC=10"}},
+		{"first date", obs.Observation{Security: "OLD", Field: "PX_LAST", Date: d0, Kind: obs.Number, Num: 1}},
+		{"last date", obs.Observation{Security: "NEW", Field: "PX_LAST", Date: dMax, Kind: obs.Number, Num: 2}},
+		{"other month", obs.Observation{Security: "IBM US Equity", Field: "PX_LAST", Date: d2, Kind: obs.Number, Num: 130}},
+	}
+	s := migrated(t)
+	ctx := context.Background()
+	var all []obs.Observation
+	for _, tt := range tests {
+		all = append(all, tt.o)
+	}
+	// Two batches of two jobs in one call.
+	half := len(all) / 2
+	n, err := s.Insert(ctx, []chstore.Batch{
+		{JobID: "job-a", Program: events.GetHistory, Version: 7, Obs: all[:half]},
+		{JobID: "job-b", Program: events.GetData, Version: 8, Obs: all[half:]},
+	})
+	if err != nil || n != len(all) {
+		t.Fatalf("Insert = %d, %v; want %d", n, err, len(all))
+	}
+	type stored struct {
+		o       obs.Observation
+		program string
+		jobID   string
+		version uint64
+	}
+	got := map[obs.Key]stored{}
+	var order []obs.Key
+	err = s.Observations(ctx, "", func(o obs.Observation, program, jobID string, version uint64) error {
+		got[o.Key()] = stored{o, program, jobID, version}
+		order = append(order, o.Key())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(all) {
+		t.Errorf("read %d observations, want %d", len(got), len(all))
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g, ok := got[tt.o.Key()]
+			if !ok {
+				t.Fatalf("%v not read back", tt.o.Key())
+			}
+			if !g.o.Equal(&tt.o) {
+				t.Errorf("read %+v\nwant %+v", g.o, tt.o)
+			}
+			wantJob, wantProgram, wantVersion := "job-a", events.GetHistory, uint64(7)
+			if i >= half {
+				wantJob, wantProgram, wantVersion = "job-b", events.GetData, 8
+			}
+			if g.jobID != wantJob || g.program != wantProgram || g.version != wantVersion {
+				t.Errorf("read job %s program %s version %d; want %s %s %d", g.jobID, g.program, g.version, wantJob, wantProgram, wantVersion)
+			}
+		})
+	}
+	for i := 1; i < len(order); i++ {
+		a, b := order[i-1], order[i]
+		if a.Security > b.Security || a.Security == b.Security && (a.Field > b.Field || a.Field == b.Field && a.Date >= b.Date) {
+			t.Errorf("not in key order: %v before %v", a, b)
+		}
+	}
+	// A filter on the job.
+	var nb int
+	if err := s.Observations(ctx, "job-b", func(o obs.Observation, _, jobID string, _ uint64) error {
+		if jobID != "job-b" {
+			t.Errorf("job filter let %s through", jobID)
+		}
+		nb++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if nb != len(all)-half {
+		t.Errorf("job-b has %d observations, want %d", nb, len(all)-half)
+	}
+	// fn's error stops the scan and comes back as is.
+	stop := errors.New("stop")
+	if err := s.Observations(ctx, "", func(obs.Observation, string, string, uint64) error { return stop }); err != stop {
+		t.Errorf("Observations returned %v, want fn's error", err)
+	}
+}
+
+func TestInsertDateOutOfRange(t *testing.T) {
+	s := migrated(t)
+	ctx := context.Background()
+	for _, d := range []obs.Date{obs.MakeDate(1969, 12, 31), obs.MakeDate(2149, 6, 7)} {
+		_, err := s.Insert(ctx, []chstore.Batch{{JobID: "j", Version: 1, Obs: []obs.Observation{
+			{Security: "A", Field: "F", Date: d1, Kind: obs.Number, Num: 1},
+			{Security: "A", Field: "F", Date: d, Kind: obs.Number, Num: 1},
+		}}})
+		if !errors.Is(err, chstore.ErrDateOutOfRange) {
+			t.Errorf("Insert of %s = %v, want ErrDateOutOfRange", d, err)
+		}
+	}
+	if n, err := s.CountObservations(ctx, false); err != nil || n != 0 {
+		t.Errorf("count = %d, %v; want nothing written", n, err)
+	}
+}
+
+func TestInsertEmpty(t *testing.T) {
+	s := migrated(t)
+	n, err := s.Insert(context.Background(), []chstore.Batch{{JobID: "j"}})
+	if err != nil || n != 0 {
+		t.Fatalf("Insert of nothing = %d, %v", n, err)
+	}
+	if n, err := s.Insert(context.Background(), nil); err != nil || n != 0 {
+		t.Fatalf("Insert(nil) = %d, %v", n, err)
+	}
+}
+
+// history makes n observations of one security and field on consecutive days from d1, with
+// value base+i.
+func history(sec string, n int, base float64) []obs.Observation {
+	out := make([]obs.Observation, n)
+	for i := range out {
+		out[i] = obs.Observation{Security: sec, Field: "PX_LAST", Date: d1 + obs.Date(i), Kind: obs.Number, Num: base + float64(i)}
+	}
+	return out
+}
+
+func TestFinalDedup(t *testing.T) {
+	const n = 40 // spans two months: two partitions
+	tests := []struct {
+		name      string
+		inserts   []chstore.Batch // in order, each its own Insert
+		wantRaw   uint64
+		wantBase  float64
+		wantJob   string
+		emptyJobs []string // jobs whose rows were all superseded
+	}{
+		{
+			name:     "same batch twice",
+			inserts:  []chstore.Batch{{JobID: "a", Version: 1, Obs: history("S", n, 100)}, {JobID: "a", Version: 1, Obs: history("S", n, 100)}},
+			wantRaw:  2 * n,
+			wantBase: 100, wantJob: "a",
+		},
+		{
+			name:     "higher version supersedes",
+			inserts:  []chstore.Batch{{JobID: "a", Version: 1, Obs: history("S", n, 100)}, {JobID: "b", Version: 2, Obs: history("S", n, 200)}},
+			wantRaw:  2 * n,
+			wantBase: 200, wantJob: "b", emptyJobs: []string{"a"},
+		},
+		{
+			name:     "lower version arriving late does not",
+			inserts:  []chstore.Batch{{JobID: "b", Version: 2, Obs: history("S", n, 200)}, {JobID: "a", Version: 1, Obs: history("S", n, 100)}},
+			wantRaw:  2 * n,
+			wantBase: 200, wantJob: "b", emptyJobs: []string{"a"},
+		},
+		{
+			name: "redelivery of the old run after a replay",
+			inserts: []chstore.Batch{
+				{JobID: "a", Version: 1, Obs: history("S", n, 100)},
+				{JobID: "b", Version: 2, Obs: history("S", n, 200)},
+				{JobID: "a", Version: 1, Obs: history("S", n, 100)},
+			},
+			wantRaw:  3 * n,
+			wantBase: 200, wantJob: "b", emptyJobs: []string{"a"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := migrated(t)
+			ctx := context.Background()
+			for _, b := range tt.inserts {
+				if _, err := s.Insert(ctx, []chstore.Batch{b}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if raw, err := s.CountObservations(ctx, false); err != nil || raw != tt.wantRaw {
+				t.Errorf("raw count = %d, %v; want %d", raw, err, tt.wantRaw)
+			}
+			if final, err := s.CountObservations(ctx, true); err != nil || final != n {
+				t.Errorf("final count = %d, %v; want %d", final, err, n)
+			}
+			i := 0
+			err := s.Observations(ctx, "", func(o obs.Observation, _, jobID string, _ uint64) error {
+				if o.Num != tt.wantBase+float64(i) || jobID != tt.wantJob {
+					t.Errorf("row %d: %v from %s; want %v from %s", i, o.Num, jobID, tt.wantBase+float64(i), tt.wantJob)
+				}
+				i++
+				return nil
+			})
+			if err != nil || i != n {
+				t.Errorf("read %d rows, %v; want %d", i, err, n)
+			}
+			for _, job := range tt.emptyJobs {
+				err := s.Observations(ctx, job, func(o obs.Observation, _, _ string, _ uint64) error {
+					return fmt.Errorf("superseded row of %s read: %+v", job, o)
+				})
+				if err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+}
+
+func TestRecordJob(t *testing.T) {
+	t0 := time.Date(2026, 3, 4, 5, 6, 7, 890_000_000, time.UTC)
+	base := events.Job{
+		ID:         "eod-prices-20260304",
+		Generation: 1,
+		Spec: events.Spec{Name: "eod-prices", Program: events.GetHistory,
+			Securities: []string{"IBM US Equity", "ＡＡＰＬ"}, Fields: []string{"PX_LAST"}, Start: "2026-01-02", End: "2026-01-31"},
+		Version:  1772600767000000000,
+		Deadline: t0.Add(6 * time.Hour),
+		TraceID:  "4bf92f3577b34da6a3ce929d0e0e4736",
+	}
+	submitted := base.Advance(events.Submitted, t0)
+	requested := submitted.Advance(events.Requested, t0.Add(time.Second))
+	requested.VendorRequestID, requested.VendorAccount = "mp-123", "acct"
+	loaded := requested.Advance(events.Ready, t0.Add(time.Minute)).Advance(events.Collected, t0.Add(2*time.Minute)).
+		Advance(events.Transformed, t0.Add(3*time.Minute)).Advance(events.Loaded, t0.Add(4*time.Minute))
+	loaded.ResponseKey, loaded.FileKey, loaded.FileSHA256, loaded.FileSize = "resp.bbg", "raw/x", strings.Repeat("ab", 32), 1<<40
+	loaded.Polls, loaded.Batches, loaded.RowsParsed, loaded.RowsLoaded, loaded.RowsRejected = 3, 2, 1000, 998, 2
+	failed := requested.Fail("vendor said no: 'quoted' \"error\"", t0.Add(time.Hour))
+
+	type write struct {
+		j   events.Job
+		seq uint64
+	}
+	tests := []struct {
+		name   string
+		writes []write
+		want   events.Job
+	}{
+		{"one write, zero times stay zero", []write{{submitted, 1}}, submitted},
+		{"in order", []write{{submitted, 1}, {requested, 2}, {loaded, 7}}, loaded},
+		{"out of order: highest seq wins", []write{{loaded, 7}, {submitted, 1}, {requested, 2}}, loaded},
+		{"duplicate writes", []write{{requested, 2}, {requested, 2}, {submitted, 1}}, requested},
+		{"failed", []write{{submitted, 1}, {failed, 3}, {requested, 2}}, failed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := migrated(t)
+			ctx := context.Background()
+			for _, w := range tt.writes {
+				if err := s.RecordJob(ctx, w.j, w.seq); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, ok, err := s.Job(ctx, base.ID)
+			if err != nil || !ok {
+				t.Fatalf("Job = %v, %v", ok, err)
+			}
+			want := truncateTimes(tt.want)
+			if g, w := fmt.Sprintf("%+v", got), fmt.Sprintf("%+v", want); g != w {
+				t.Errorf("Job =\n%s\nwant\n%s", g, w)
+			}
+			if !tt.want.ReadyAt.IsZero() == got.ReadyAt.IsZero() {
+				t.Errorf("ReadyAt = %v", got.ReadyAt)
+			}
+		})
+	}
+
+	t.Run("unknown job", func(t *testing.T) {
+		s := migrated(t)
+		if _, ok, err := s.Job(context.Background(), "nope"); ok || err != nil {
+			t.Fatalf("Job(nope) = %v, %v", ok, err)
+		}
+	})
+
+	t.Run("recent jobs", func(t *testing.T) {
+		s := migrated(t)
+		ctx := context.Background()
+		for i := range 5 {
+			j := base
+			j.ID = fmt.Sprintf("job-%d", i)
+			j = j.Advance(events.Submitted, t0.Add(time.Duration(i)*time.Hour))
+			if err := s.RecordJob(ctx, j, 1); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.RecordJob(ctx, j.Advance(events.Requested, t0.Add(time.Duration(i)*time.Hour+time.Second)), 2); err != nil {
+				t.Fatal(err)
+			}
+		}
+		jobs, err := s.RecentJobs(ctx, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, j := range jobs {
+			ids = append(ids, j.ID+":"+j.State)
+		}
+		if got, want := strings.Join(ids, ","), "job-4:requested,job-3:requested,job-2:requested"; got != want {
+			t.Errorf("RecentJobs = %s, want %s", got, want)
+		}
+	})
+}
+
+// truncateTimes gives what the jobs table keeps of a job: times to the second, in UTC.
+func truncateTimes(j events.Job) events.Job {
+	for _, p := range []*time.Time{&j.SubmittedAt, &j.RequestedAt, &j.ReadyAt, &j.CollectedAt, &j.TransformedAt, &j.LoadedAt, &j.FailedAt, &j.Deadline} {
+		if !p.IsZero() {
+			*p = p.UTC().Truncate(time.Second)
+		}
+	}
+	return j
+}
+
+func TestRejects(t *testing.T) {
+	s := migrated(t)
+	ctx := context.Background()
+	rejects := []obs.Reject{
+		{Line: 12, Raw: "IBM US Equity|0|3|garbage", Reason: "want 4 fields"},
+		{Line: 3, Raw: "", Reason: "empty line in data section"},
+		{Line: 40, Raw: "ünïcödé|\t|", Reason: "bad date \"x\""},
+	}
+	batch := chstore.Batch{JobID: "job-r", Version: 1, Rejects: rejects,
+		Obs: []obs.Observation{{Security: "A", Field: "F", Date: d1, Kind: obs.Null}}}
+	for range 2 { // a redelivery
+		if _, err := s.Insert(ctx, []chstore.Batch{batch, {JobID: "other", Rejects: rejects[:1]}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.Rejects(ctx, "job-r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []obs.Reject{rejects[1], rejects[0], rejects[2]}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Rejects =\n%+v\nwant\n%+v", got, want)
+	}
+	if got, err := s.Rejects(ctx, "none"); err != nil || len(got) != 0 {
+		t.Errorf("Rejects(none) = %v, %v", got, err)
+	}
+}
+
+func TestServerDown(t *testing.T) {
+	// An address where nothing listens.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := l.Addr().String()
+	l.Close()
+
+	t.Run("open fails fast", func(t *testing.T) {
+		begin := time.Now()
+		_, err := chstore.Open(context.Background(), chstore.Config{Addr: deadAddr, Password: "hunter2-secret", DialTimeout: time.Second})
+		if err == nil {
+			t.Fatal("Open succeeded with no server")
+		}
+		if d := time.Since(begin); d > 5*time.Second {
+			t.Errorf("Open took %v", d)
+		}
+		if !strings.Contains(err.Error(), deadAddr) {
+			t.Errorf("error lacks the address: %v", err)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error shows the password: %v", err)
+		}
+	})
+
+	t.Run("open against a silent server is bounded", func(t *testing.T) {
+		// Accepts connections, never answers the handshake.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+			}
+		}()
+		begin := time.Now()
+		_, err = chstore.Open(context.Background(), chstore.Config{Addr: l.Addr().String(), DialTimeout: time.Second})
+		if err == nil {
+			t.Fatal("Open succeeded against a silent server")
+		}
+		if d := time.Since(begin); d > 5*time.Second {
+			t.Errorf("Open took %v: %v", d, err)
+		}
+	})
+
+	t.Run("wrong password", func(t *testing.T) {
+		srv := chtest.Start(t)
+		_, err := chstore.Open(context.Background(), chstore.Config{Addr: srv.Addr(), Password: "hunter2-secret"})
+		if err == nil {
+			t.Fatal("Open succeeded with a wrong password")
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error shows the password: %v", err)
+		}
+		t.Log(err)
+	})
+
+	t.Run("server stops under an open store, and comes back", func(t *testing.T) {
+		srv := chtest.StartPrivate(t)
+		s := open(t, srv, "marketpipe")
+		ctx := context.Background()
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		batch := []chstore.Batch{{JobID: "j", Version: 1, Obs: history("S", 10, 1)}}
+		if _, err := s.Insert(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		begin := time.Now()
+		_, err := s.Insert(ctx, batch)
+		if err == nil {
+			t.Fatal("Insert succeeded with the server down")
+		}
+		if !strings.Contains(err.Error(), "insert 10 observations") {
+			t.Errorf("error lacks context: %v", err)
+		}
+		if err := s.Ping(ctx); err == nil {
+			t.Error("Ping succeeded with the server down")
+		}
+		if d := time.Since(begin); d > 10*time.Second {
+			t.Errorf("failing took %v", d)
+		}
+		if err := srv.Restart(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var lastErr error
+		for range 3 { // the pool may hold dead connections
+			if _, lastErr = s.Insert(ctx, batch); lastErr == nil {
+				break
+			}
+		}
+		if lastErr != nil {
+			t.Fatalf("Insert after restart: %v", lastErr)
+		}
+		if n, err := s.CountObservations(ctx, true); err != nil || n != 10 {
+			t.Fatalf("final count = %d, %v", n, err)
+		}
+	})
+}
+
+func TestServerVersion(t *testing.T) {
+	s := migrated(t)
+	v := s.ServerVersion()
+	if v == "" || v == "0.0.0" {
+		t.Fatalf("ServerVersion = %q", v)
+	}
+	t.Logf("server version %s", v)
+}

@@ -1,0 +1,45 @@
+package chstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/marketpipe/marketpipe/pkg/obs"
+)
+
+// FieldStat summarizes one field's loaded observations of a job.
+type FieldStat struct {
+	Field        string `json:"field"` // "" for return-code records
+	Observations uint64 `json:"observations"`
+	Securities   uint64 `json:"securities"`
+	FirstDate    string `json:"first_date"`
+	LastDate     string `json:"last_date"`
+	Numeric      uint64 `json:"numeric"` // observations with a numeric value
+	Flagged      uint64 `json:"flagged"` // observations carrying a marker or return code
+}
+
+// FieldSummary returns, per field, what a job has in observations (FINAL: as queries see it).
+func (s *Store) FieldSummary(ctx context.Context, jobID string) ([]FieldStat, error) {
+	rows, err := s.conn.Query(ctx, "SELECT field, count(), uniqExact(security), min(date), max(date), "+
+		"countIf(value_kind = ?), countIf(flag != '') FROM "+s.table("observations")+
+		" FINAL WHERE job_id = ? GROUP BY field ORDER BY field", uint8(obs.Number), jobID)
+	if err != nil {
+		return nil, fmt.Errorf("summarize observations of job %s: %w", jobID, err)
+	}
+	defer rows.Close()
+	var out []FieldStat
+	for rows.Next() {
+		var f FieldStat
+		var first, last time.Time
+		if err := rows.Scan(&f.Field, &f.Observations, &f.Securities, &first, &last, &f.Numeric, &f.Flagged); err != nil {
+			return nil, fmt.Errorf("summarize observations of job %s: %w", jobID, err)
+		}
+		f.FirstDate, f.LastDate = first.Format(time.DateOnly), last.Format(time.DateOnly)
+		out = append(out, f)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("summarize observations of job %s: %w", jobID, err)
+	}
+	return out, nil
+}
