@@ -1,0 +1,102 @@
+package rowcodec
+
+import (
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// benchBatch is gethistory-like: 50 securities × 5 fields × 250 dates, about 3% N.A.
+func benchBatch() *Batch {
+	return &Batch{JobID: "eod-prices-20261125t045724z-k3qa", Program: "gethistory", Version: 1,
+		Obs: historyObs(50, 250, 1)}
+}
+
+func report(b *testing.B, rows, size int) {
+	b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "obs/s")
+	b.ReportMetric(float64(size)/float64(rows), "B/obs")
+}
+
+func BenchmarkEncode(b *testing.B) {
+	batch := benchBatch()
+	var data []byte
+	var err error
+	b.ReportAllocs()
+	for b.Loop() {
+		data, err = Encode(data[:0], batch)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	report(b, len(batch.Obs), len(data))
+}
+
+func BenchmarkDecode(b *testing.B) {
+	batch := benchBatch()
+	data, err := Encode(nil, batch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out Batch
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := Decode(data, &out); err != nil {
+			b.Fatal(err)
+		}
+	}
+	report(b, len(batch.Obs), len(data))
+}
+
+// BenchmarkBuilder is the transformer's side: Add, Full and Flush over 250k observations.
+func BenchmarkBuilder(b *testing.B) {
+	rows := historyObs(200, 250, 5)
+	var total int
+	b.ReportAllocs()
+	for b.Loop() {
+		bl := NewBuilder("j", "gethistory", 0, 1)
+		total = 0
+		for i := range rows {
+			if err := bl.Add(&rows[i]); err != nil {
+				b.Fatal(err)
+			}
+			if bl.Full() {
+				_, data, err := bl.Flush()
+				if err != nil {
+					b.Fatal(err)
+				}
+				total += len(data)
+			}
+		}
+		for bl.Len() > 0 {
+			_, data, err := bl.Flush()
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += len(data)
+		}
+	}
+	report(b, len(rows), total)
+}
+
+// BenchmarkLevels compares zstd levels on the same body, to choose the encoder's level.
+func BenchmarkLevels(b *testing.B) {
+	e := newEncoder()
+	batch := benchBatch()
+	if err := e.encodeBody(batch); err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression} {
+		b.Run(l.String(), func(b *testing.B) {
+			z, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(l))
+			if err != nil {
+				b.Fatal(err)
+			}
+			var out []byte
+			for b.Loop() {
+				out = z.EncodeAll(e.body, out[:0])
+			}
+			report(b, len(batch.Obs), len(out))
+			b.ReportMetric(float64(len(e.body))/float64(len(batch.Obs)), "raw-B/obs")
+		})
+	}
+}
