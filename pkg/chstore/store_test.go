@@ -606,3 +606,74 @@ func TestServerVersion(t *testing.T) {
 	}
 	t.Logf("server version %s", v)
 }
+
+func TestServerTimezone(t *testing.T) {
+	// Production servers run in any time zone: dates and times must not shift with it.
+	for _, tz := range []string{"America/New_York", "Asia/Tokyo"} {
+		t.Run(tz, func(t *testing.T) {
+			srv, err := chserver.Start(context.Background(), chserver.Options{Dir: t.TempDir(), Binary: chtest.Binary(t), Timezone: tz})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Stop()
+			s := open(t, srv, "marketpipe")
+			ctx := context.Background()
+			if err := s.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			want := []obs.Observation{
+				{Security: "A", Field: "F", Date: d0, Kind: obs.Number, Num: 1},
+				{Security: "A", Field: "F", Date: d1, Kind: obs.Number, Num: 2},
+				{Security: "A", Field: "F", Date: dMax, Kind: obs.Number, Num: 3},
+			}
+			if _, err := s.Insert(ctx, []chstore.Batch{{JobID: "j", Version: 1, Obs: want}}); err != nil {
+				t.Fatal(err)
+			}
+			var got []obs.Observation
+			if err := s.Observations(ctx, "", func(o obs.Observation, _, _ string, _ uint64) error {
+				got = append(got, o)
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("read\n%v\nwant\n%v", got, want)
+			}
+			at := time.Date(2026, 3, 4, 23, 30, 0, 0, time.UTC) // another day in Tokyo
+			j := events.Job{ID: "j1", State: events.Submitted, SubmittedAt: at}
+			if err := s.RecordJob(ctx, j, 1); err != nil {
+				t.Fatal(err)
+			}
+			g, _, err := s.Job(ctx, "j1")
+			if err != nil || !g.SubmittedAt.Equal(at) || g.SubmittedAt.Location() != time.UTC || !g.ReadyAt.IsZero() {
+				t.Errorf("SubmittedAt = %v, ReadyAt = %v, %v; want %v and zero", g.SubmittedAt, g.ReadyAt, err, at)
+			}
+		})
+	}
+}
+
+func TestInsertManyBlocks(t *testing.T) {
+	// More rows than one block: the INSERT is sent in several.
+	s := migrated(t)
+	ctx := context.Background()
+	var batches []chstore.Batch
+	const secs, days = 250, 1000 // 250,000 rows
+	for i := range secs {
+		batches = append(batches, chstore.Batch{JobID: "big", Version: 1, Obs: history(fmt.Sprintf("S%03d", i), days, float64(i))})
+	}
+	n, err := s.Insert(ctx, batches)
+	if err != nil || n != secs*days {
+		t.Fatalf("Insert = %d, %v", n, err)
+	}
+	var count int
+	err = s.Observations(ctx, "big", func(o obs.Observation, _, _ string, _ uint64) error {
+		if w := batches[count/days].Obs[count%days]; !o.Equal(&w) {
+			return fmt.Errorf("row %d = %+v, want %+v", count, o, w)
+		}
+		count++
+		return nil
+	})
+	if err != nil || count != secs*days {
+		t.Fatalf("read %d rows, %v", count, err)
+	}
+}
