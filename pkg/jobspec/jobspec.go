@@ -139,7 +139,9 @@ func Load(path string) (*File, error) {
 }
 
 // Parse validates a job file's contents. path is used in messages and to resolve a relative
-// securities_file, which Parse reads. The error, when not nil, is Errors.
+// securities_file, which Parse reads from the local file system: a server that accepts job
+// files from remote users should not hand them to Parse unchecked, or they can name its files.
+// The error, when not nil, is Errors.
 func Parse(data []byte, path string) (*File, error) {
 	p := &parser{path: path, f: &File{Path: path, Deadline: DefaultDeadline}}
 	p.parse(data)
@@ -298,7 +300,7 @@ func (p *parser) errorf(n *yaml.Node, field, format string, args ...any) {
 func (p *parser) parse(data []byte) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
+	if err := safeDecode(dec, &doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			p.errorf(nil, "", "empty job file")
 			return
@@ -307,7 +309,7 @@ func (p *parser) parse(data []byte) {
 		return
 	}
 	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
+	if err := safeDecode(dec, &extra); err == nil {
 		p.errorf(&extra, "", "more than one YAML document; a job file is one")
 	} else if !errors.Is(err, io.EOF) {
 		p.yamlError(err)
@@ -398,6 +400,17 @@ func sortErrors(errs Errors, order []int) {
 		sorted[i] = errs[j]
 	}
 	copy(errs, sorted)
+}
+
+// safeDecode decodes the next document, turning a panic of the YAML parser into an error: job
+// files arrive over HTTP too, and old yaml.v3 releases panicked on some malformed input.
+func safeDecode(dec *yaml.Decoder, n *yaml.Node) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("yaml: parser failed: %v", r)
+		}
+	}()
+	return dec.Decode(n)
 }
 
 // yamlError turns a YAML syntax error into an Error with its line.
@@ -569,6 +582,12 @@ func readBounded(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer fh.Close()
+	// Only regular files: a FIFO or a device such as /dev/stdin would block or never end.
+	if st, err := fh.Stat(); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
 	data, err := io.ReadAll(io.LimitReader(fh, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)

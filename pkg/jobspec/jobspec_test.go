@@ -159,6 +159,8 @@ func TestParseErrors(t *testing.T) {
 		{"securities_file problems name the file and its lines", str(mod("", "")).replace("securities:\n  - IBM US Equity\n  - AAPL US Equity", "securities_file: bad-universe.txt"),
 			[]string{"testdata/bad-universe.txt:3: IBM|US Equity contains '|', the reply file's delimiter",
 				"testdata/bad-universe.txt:4: IBM US Equity repeated (first at line 1)"}},
+		{"securities_file not a regular file", str(mod("", "")).replace("securities:\n  - IBM US Equity\n  - AAPL US Equity", "securities_file: ."),
+			[]string{p + ":3: securities_file: testdata is not a regular file"}},
 		{"securities_file with no securities", str(mod("", "")).replace("securities:\n  - IBM US Equity\n  - AAPL US Equity", "securities_file: empty-universe.txt"),
 			[]string{"testdata/empty-universe.txt: no securities (only blank lines and comments)"}},
 		{"fields empty list", mod("fields:", "fields: []"), []string{p + ":6: fields: empty list"}},
@@ -432,4 +434,31 @@ func TestVendorRequestID(t *testing.T) {
 		id == VendorRequestID("eod-prices-20261125t045724z-k3qb", 0) {
 		t.Error("generation or job id does not change the identifier")
 	}
+}
+
+// FuzzParse: any input gives a File or Errors, never a panic, and a File is valid.
+func FuzzParse(f *testing.F) {
+	for _, name := range []string{"eod-prices.yaml", "snapshot.yaml", "bad.yaml"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(history))
+	f.Add([]byte("0: [:!00 \xef"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		file, err := Parse(data, "testdata/fuzz.yaml")
+		if err != nil {
+			var es Errors
+			if !errors.As(err, &es) || len(es) == 0 || file != nil {
+				t.Fatalf("Parse returned %v, %T %v", file, err, err)
+			}
+			return
+		}
+		if file.Name == "" || len(file.Securities) == 0 || len(file.Fields) == 0 ||
+			(file.Program != events.GetData && file.Program != events.GetHistory) {
+			t.Fatalf("invalid file accepted: %+v", file)
+		}
+	})
 }
