@@ -54,9 +54,9 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	}
 	if err != nil {
 		var apiErr *vendor.APIError
-		if errors.As(err, &apiErr) && !apiErr.Temporary() {
-			// The vendor refused the request: retrying cannot help. The job fails with the
-			// vendor's own description, which `marketpipe status` shows.
+		if errors.Is(err, vendor.ErrInvalidRequest) || (errors.As(err, &apiErr) && !apiErr.Temporary()) {
+			// The vendor refused the request, or the client refused to send it: retrying
+			// cannot help. The job fails with the description, which `marketpipe status` shows.
 			failed := j.Fail(fmt.Sprintf("vendor refused request %s: %v", id, err), h.Now())
 			return h.Pub.PublishJob(ctx, &failed)
 		}

@@ -1,0 +1,59 @@
+# marketpipe: `make demo` and `make test` do all set-up on a fresh Debian machine.
+GO       ?= go
+BIN      ?= bin
+SERVICES := requester poller collector transformer loader vendorsim
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Test time bounds: the whole suite stays well under CI's limit.
+TEST_TIMEOUT ?= 12m
+
+.PHONY: all build deps clickhouse test unit e2e demo bench fmt vet clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -o $(BIN)/ ./cmd/marketpipe $(foreach s,$(SERVICES),./services/$(s)/cmd/$(s))
+
+# ClickHouse 18.16 from Debian's clickhouse-server package; installed only when missing.
+clickhouse:
+	@if command -v clickhouse-server >/dev/null 2>&1 || command -v clickhouse >/dev/null 2>&1; then \
+		echo "clickhouse-server: $$(command -v clickhouse-server || command -v clickhouse)"; \
+	else \
+		echo "installing clickhouse-server with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clickhouse-server >/dev/null; \
+	fi
+
+deps: clickhouse
+	$(GO) mod download
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+# Every test: unit tests of every package, the deployment checks, and the end-to-end test of
+# tests/ (stages as separate processes against in-process NATS and a private ClickHouse).
+# MARKETPIPE_REQUIRE_CLICKHOUSE makes a missing server a failure, never a skip.
+test: deps fmt vet
+	MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+unit:
+	$(GO) test -count=1 -short ./pkg/... ./services/... ./cmd/...
+
+e2e: deps
+	MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v -run TestEndToEnd ./tests/
+
+# Builds, runs `marketpipe dev` (embedded NATS, the vendor simulator, the five stages and a
+# private ClickHouse unless one answers on CLICKHOUSE_ADDR), submits the sample job with live
+# progress, and prints what was loaded.
+demo: deps build
+	./scripts/demo.sh
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+
+clean:
+	rm -rf $(BIN) .marketpipe

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/spf13/cobra"
+
+	"github.com/marketpipe/marketpipe/pkg/chserver"
+	"github.com/marketpipe/marketpipe/pkg/config"
+	"github.com/marketpipe/marketpipe/pkg/service"
+	"github.com/marketpipe/marketpipe/services/collector"
+	"github.com/marketpipe/marketpipe/services/loader"
+	"github.com/marketpipe/marketpipe/services/poller"
+	"github.com/marketpipe/marketpipe/services/requester"
+	"github.com/marketpipe/marketpipe/services/transformer"
+	"github.com/marketpipe/marketpipe/services/vendorsim"
+)
+
+type devOptions struct {
+	stateDir string
+	sim      vendorsim.Options
+}
+
+func newDevCmd(lookup config.Lookup) *cobra.Command {
+	var o devOptions
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run everything in one process: NATS, the vendor simulator, the five stages, ClickHouse",
+		Long: `Run the whole pipeline in one process for a laptop or a demo:
+
+  - an embedded NATS server with JetStream, storing in --state-dir, listening on NATS_URL's
+    address so other commands (submit, status) and the nats CLI reach it;
+  - the vendor simulator, unless VENDOR_URL is set (then that vendor, with VENDOR_CREDENTIALS);
+  - ClickHouse at CLICKHOUSE_ADDR, or, when nothing answers there, a clickhouse-server started
+    from the installed binary on that address with its data in --state-dir;
+  - the requester, poller, collector, transformer and loader.
+
+Stops cleanly on Ctrl-C.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDev(cmd.Context(), lookup, o, cmd.ErrOrStderr())
+		},
+	}
+	cmd.Flags().StringVar(&o.stateDir, "state-dir", ".marketpipe", "where NATS and ClickHouse keep their data")
+	cmd.Flags().DurationVar(&o.sim.ReadyAfter, "sim-ready-after", 2*time.Second, "simulator: how long a request takes to be ready")
+	cmd.Flags().Uint64Var(&o.sim.Seed, "sim-seed", 0, "simulator: seed of the generated data")
+	return cmd
+}
+
+// devLookup gives the environment, with defaults suited to a laptop where the environment is
+// silent: poll every second, log as text.
+func devLookup(lookup config.Lookup, extra map[string]string) config.Lookup {
+	return func(key string) (string, bool) {
+		if v, ok := lookup(key); ok {
+			return v, true
+		}
+		v, ok := extra[key]
+		return v, ok
+	}
+}
+
+func runDev(ctx context.Context, lookup config.Lookup, o devOptions, logOut io.Writer) error {
+	extra := map[string]string{"POLL_INTERVAL": "1s", "LOG_FORMAT": "text"}
+	lookup = devLookup(lookup, extra)
+	cfg, err := config.Load(lookup)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.stateDir, 0o755); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+
+	ns, err := startNATS(cfg.NATS.URL, filepath.Join(o.stateDir, "nats"))
+	if err != nil {
+		return err
+	}
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	fmt.Fprintf(logOut, "dev: NATS with JetStream at %s (state in %s)\n", ns.ClientURL(), filepath.Join(o.stateDir, "nats"))
+
+	chAddr, stopCH, err := ensureClickHouse(ctx, cfg.ClickHouse.Addr, filepath.Join(o.stateDir, "clickhouse"), logOut)
+	if err != nil {
+		return err
+	}
+	defer stopCH()
+	cfg.ClickHouse.Addr = chAddr
+
+	if _, set := lookup("VENDOR_URL"); !set {
+		simURL, stopSim, err := startSimulator(o.sim)
+		if err != nil {
+			return err
+		}
+		defer stopSim()
+		cfg.VendorURL = simURL
+		fmt.Fprintf(logOut, "dev: vendor simulator at %s (outputs ready after %s)\n", simURL, o.sim.ReadyAfter)
+	} else {
+		fmt.Fprintf(logOut, "dev: vendor at %s\n", cfg.VendorURL)
+	}
+
+	env, err := service.NewEnv(ctx, "dev", cfg, lookup, logOut)
+	if err != nil {
+		return err
+	}
+	var runners []service.Runner
+	for _, b := range []service.Build{requester.Build, poller.Build, collector.Build, transformer.Build, loader.Build} {
+		rs, err := b(ctx, env)
+		if err != nil {
+			env.NC.Close()
+			return err
+		}
+		runners = append(runners, rs...)
+	}
+	fmt.Fprintf(logOut, "dev: ready; health and metrics on %s; submit jobs with `marketpipe submit JOB.yaml --wait`\n", cfg.HTTPAddr)
+	return env.Serve(ctx, runners)
+}
+
+// startNATS runs an embedded JetStream server on the host and port of natsURL.
+func startNATS(natsURL, dir string) (*server.Server, error) {
+	u, err := url.Parse(natsURL)
+	if err != nil {
+		return nil, fmt.Errorf("NATS_URL %q: %w", natsURL, err)
+	}
+	host, portStr, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("NATS_URL %q: want nats://host:port: %w", natsURL, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("NATS_URL %q: port: %w", natsURL, err)
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "marketpipe-dev", Host: host, Port: port, JetStream: true, StoreDir: dir,
+		MaxPayload: 4 << 20, NoSigs: true, NoLog: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(15 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("nats server on %s did not start (is the port in use?)", u.Host)
+	}
+	return ns, nil
+}
+
+// ensureClickHouse returns addr when a server answers there; otherwise it starts one from the
+// installed binary on that address.
+func ensureClickHouse(ctx context.Context, addr, dir string, logOut io.Writer) (string, func(), error) {
+	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err := chserver.Ping(pingCtx, addr)
+	cancel()
+	if err == nil {
+		fmt.Fprintf(logOut, "dev: ClickHouse answers at %s\n", addr)
+		return addr, func() {}, nil
+	}
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("CLICKHOUSE_ADDR %q: %w", addr, err)
+	}
+	if host != "127.0.0.1" && host != "localhost" && host != "" {
+		return "", nil, fmt.Errorf("no ClickHouse answers at CLICKHOUSE_ADDR=%s, and dev starts one only on 127.0.0.1", addr)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return "", nil, fmt.Errorf("CLICKHOUSE_ADDR %q: %w", addr, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", nil, err
+	}
+	fmt.Fprintf(logOut, "dev: nothing answers at %s; starting clickhouse-server there (data in %s)\n", addr, dir)
+	srv, err := chserver.Start(ctx, chserver.Options{Dir: dir, TCPPort: port})
+	if err != nil {
+		return "", nil, fmt.Errorf("start clickhouse-server: %w", err)
+	}
+	return srv.Addr(), func() {
+		if err := srv.Stop(); err != nil {
+			fmt.Fprintf(logOut, "dev: stop clickhouse-server: %v\n", err)
+		}
+	}, nil
+}
+
+// startSimulator serves the vendor simulator on a free loopback port.
+func startSimulator(o vendorsim.Options) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("vendor simulator: %w", err)
+	}
+	if o.Account == "" {
+		o.Account = vendorsim.DefaultAccount
+	}
+	srv := &http.Server{Handler: vendorsim.NewServer(o), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fmt.Fprintf(os.Stderr, "dev: vendor simulator: %v\n", err)
+		}
+	}()
+	return "http://" + ln.Addr().String() + "/eap", func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}

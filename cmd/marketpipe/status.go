@@ -1,0 +1,153 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/marketpipe/marketpipe/pkg/config"
+	"github.com/marketpipe/marketpipe/pkg/events"
+)
+
+func newStatusCmd(lookup config.Lookup) *cobra.Command {
+	var asJSON bool
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "status [JOB_ID]",
+		Short: "Show one job in detail, or the recent jobs",
+		Long: `Show one job in detail (its stages, vendor request, file, row counts, error and what it
+loaded), or the recent jobs. Reads the jobs table in ClickHouse.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := config.Load(lookup)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			st, err := openStore(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			out := cmd.OutOrStdout()
+			if len(args) == 0 {
+				jobs, err := st.RecentJobs(ctx, limit)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(out, jobs)
+				}
+				printJobs(out, jobs)
+				return nil
+			}
+			j, ok, err := st.Job(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("no job %q in %s.jobs (the loader records jobs as their events arrive)", args[0], cfg.ClickHouse.Database)
+			}
+			fields, err := st.FieldSummary(ctx, j.ID)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(out, struct {
+					events.Job
+					Fields any `json:"fields"`
+				}{j, fields})
+			}
+			printJob(out, &j)
+			if len(fields) > 0 {
+				fmt.Fprintln(out, "\nloaded observations by field:")
+				tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "  FIELD\tOBSERVATIONS\tSECURITIES\tFIRST DATE\tLAST DATE\tNUMERIC\tFLAGGED")
+				for _, f := range fields {
+					fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\t%s\t%d\t%d\n", display(f.Field), f.Observations, f.Securities,
+						f.FirstDate, f.LastDate, f.Numeric, f.Flagged)
+				}
+				tw.Flush()
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().IntVar(&limit, "limit", 20, "how many recent jobs")
+	return cmd
+}
+
+func display(field string) string {
+	if field == "" {
+		return "(return codes)"
+	}
+	return field
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printJobs(w io.Writer, jobs []events.Job) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tPROGRAM\tSTATE\tSUBMITTED\tROWS LOADED\tREJECTED\tERROR")
+	for _, j := range jobs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", j.ID, j.Spec.Program, j.State,
+			j.SubmittedAt.Format(time.DateTime), j.RowsLoaded, j.RowsRejected, short80(j.Error))
+	}
+	tw.Flush()
+}
+
+func short80(s string) string {
+	if len(s) > 80 {
+		return s[:79] + "…"
+	}
+	return s
+}
+
+func printJob(w io.Writer, j *events.Job) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%v\n", k, v) }
+	row("job", j.ID)
+	row("name", j.Spec.Name)
+	row("program", j.Spec.Program)
+	row("state", j.State)
+	if j.Error != "" {
+		row("error", j.Error)
+	}
+	row("request", fmt.Sprintf("%d securities × %d fields %s", len(j.Spec.Securities), len(j.Spec.Fields), dateRange(j.Spec)))
+	if j.VendorRequestID != "" {
+		row("vendor request", j.VendorRequestID+" (account "+j.VendorAccount+")")
+	}
+	if j.ResponseKey != "" {
+		row("vendor output", fmt.Sprintf("%s after %d polls", j.ResponseKey, j.Polls))
+	}
+	if j.FileKey != "" {
+		row("raw file", fmt.Sprintf("%s (%s, sha256 %s)", j.FileKey, humanBytes(j.FileSize), j.FileSHA256))
+	}
+	if j.Batches > 0 {
+		row("rows", fmt.Sprintf("%d parsed in %d batches, %d loaded, %d rejected lines", j.RowsParsed, j.Batches, j.RowsLoaded, j.RowsRejected))
+	}
+	if j.TraceID != "" {
+		row("trace", j.TraceID)
+	}
+	for _, st := range j.StageTimes() {
+		if !st.At.IsZero() {
+			row("  "+st.Event, fmt.Sprintf("%s (+%s)", st.At.Format("2006-01-02 15:04:05.000"), elapsed(j.SubmittedAt, st.At)))
+		}
+	}
+	tw.Flush()
+}
+
+func dateRange(s events.Spec) string {
+	if s.Start == "" {
+		return ""
+	}
+	return "from " + s.Start + " to " + s.End
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/marketpipe/marketpipe/pkg/config"
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/jobspec"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/stage"
+	"github.com/marketpipe/marketpipe/pkg/telemetry"
+)
+
+// Exit statuses of submit.
+const (
+	exitFailed  = 1 // the job failed
+	exitInvalid = 2 // the job file is invalid: nothing was sent
+)
+
+func newSubmitCmd(lookup config.Lookup) *cobra.Command {
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "submit JOB.yaml",
+		Short: "Validate a job file and submit it; print the job id",
+		Long: `Validate a job file and submit it; print the job id.
+
+An invalid file is refused before anything is sent, with the line and the reason of every
+problem (exit status 2). With --wait, live progress per stage is shown on stderr, and the exit
+status is 0 when the job is loaded and 1 when it failed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := jobspec.Load(args[0])
+			if err != nil {
+				return &exitError{code: exitInvalid, err: fmt.Errorf("invalid job file:\n%w", err)}
+			}
+			cfg, err := config.Load(lookup)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			return submit(ctx, cfg, f, wait, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "show progress until the job is loaded or failed")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up waiting after this long (0: no limit)")
+	return cmd
+}
+
+func submit(ctx context.Context, cfg config.Config, f *jobspec.File, wait bool, stdout, stderr io.Writer) error {
+	tr, err := telemetry.NewTracing(ctx, cfg.OTEL, "marketpipe")
+	if err != nil {
+		return err
+	}
+	defer tr.Shutdown(context.WithoutCancel(ctx))
+	nc, err := natsx.Connect(cfg.NATS, "marketpipe-submit", telemetry.Discard())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	setupCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	_, err = natsx.Setup(setupCtx, js, natsx.Retention{})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("is NATS running at %s? %w", cfg.NATS.URL, err)
+	}
+
+	now := time.Now().UTC()
+	j := events.Job{
+		ID: jobspec.NewJobID(f.Name, now), Spec: f.Spec(), Version: uint64(now.UnixNano()),
+		Deadline: now.Add(f.Deadline),
+	}
+	// The job's trace starts here; every stage's span descends from it through the headers.
+	ctx, span := tr.Provider.Tracer("marketpipe").Start(ctx, "job "+f.Name, trace.WithNewRoot())
+	defer span.End()
+	if sc := span.SpanContext(); sc.IsValid() {
+		j.TraceID = sc.TraceID().String()
+	}
+	j = j.Advance(events.Submitted, now)
+	if err := stage.NewPublisher(js).PublishJob(ctx, &j); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, j.ID)
+	if !wait {
+		return nil
+	}
+	return watch(ctx, js, &j, stderr)
+}
+
+// watch prints each stage's event of the job as it arrives, and the load progress, until the
+// job is loaded or failed.
+func watch(ctx context.Context, js jetstream.JetStream, j *events.Job, w io.Writer) error {
+	cons, err := js.OrderedConsumer(ctx, events.JobsStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.JobSubject(j.ID, ">")},
+	})
+	if err != nil {
+		return fmt.Errorf("watch job %s: %w", j.ID, err)
+	}
+	start := j.SubmittedAt
+	fmt.Fprintf(w, "job %s: %s %d securities × %d fields\n", j.ID, j.Spec.Program, len(j.Spec.Securities), len(j.Spec.Fields))
+	seen := map[string]bool{}
+	var transformed *events.Job
+	for {
+		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("gave up waiting for job %s: %w", j.ID, ctx.Err())
+			}
+			if !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) &&
+				!errors.Is(err, context.DeadlineExceeded) {
+				return fmt.Errorf("watch job %s: %w", j.ID, err)
+			}
+			if transformed != nil {
+				if n, err := natsx.LoadedBatches(ctx, js, j.ID, j.Generation); err == nil {
+					fmt.Fprintf(w, "  %-12s %d/%d batches\n", "loading", n, transformed.Batches)
+				}
+			}
+			continue
+		}
+		ev, err := events.Decode(msg.Data())
+		if err != nil || seen[ev.State] || ev.Generation != j.Generation {
+			continue
+		}
+		seen[ev.State] = true
+		fmt.Fprintf(w, "  %-12s %s (+%s)\n", ev.State, describe(&ev), elapsed(start, time.Now()))
+		switch ev.State {
+		case events.Transformed:
+			transformed = &ev
+		case events.Loaded:
+			fmt.Fprintf(w, "loaded %d observations (%d rejected lines) in %s\n", ev.RowsLoaded, ev.RowsRejected, elapsed(start, ev.LoadedAt))
+			return nil
+		case events.Failed:
+			return &exitError{code: exitFailed, err: fmt.Errorf("job %s failed: %s", j.ID, ev.Error)}
+		}
+	}
+}
+
+func describe(j *events.Job) string {
+	switch j.State {
+	case events.Submitted:
+		return "waiting for the requester"
+	case events.Requested:
+		return fmt.Sprintf("vendor request %s", j.VendorRequestID)
+	case events.Ready:
+		return fmt.Sprintf("output %s ready after %d polls", j.ResponseKey, j.Polls)
+	case events.Collected:
+		return fmt.Sprintf("%s stored, sha256 %s", humanBytes(j.FileSize), short(j.FileSHA256))
+	case events.Transformed:
+		return fmt.Sprintf("%d observations in %d batches, %d rejected lines", j.RowsParsed, j.Batches, j.RowsRejected)
+	case events.Loaded:
+		return fmt.Sprintf("%d observations in ClickHouse", j.RowsLoaded)
+	case events.Failed:
+		return j.Error
+	}
+	return ""
+}
+
+func short(s string) string {
+	if len(s) > 12 {
+		return s[:12] + "…"
+	}
+	return s
+}
+
+func elapsed(from, to time.Time) string {
+	return to.Sub(from).Round(10 * time.Millisecond).String()
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), strings.Split("KMGTPE", "")[exp][0])
+}

@@ -1,0 +1,261 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/marketpipe/marketpipe/pkg/chstore"
+	"github.com/marketpipe/marketpipe/pkg/chtest"
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/pkg/simdata"
+	"github.com/marketpipe/marketpipe/pkg/stage"
+	"github.com/marketpipe/marketpipe/services/vendorsim"
+)
+
+const simSeed = 7
+
+// pipeline is a running set of stage processes with their servers.
+type pipeline struct {
+	env     map[string]string
+	store   *chstore.Store
+	runDate obs.Date
+}
+
+func startPipeline(t *testing.T, ctx context.Context) *pipeline {
+	t.Helper()
+	ns := natstest.Start(t)
+	ch := chtest.Start(t)
+	db := chtest.NewDatabase(t, ch)
+	runDate := obs.MakeDate(2026, 11, 20)
+	sim := httptest.NewServer(vendorsim.NewServer(vendorsim.Options{
+		Account: vendorsim.DefaultAccount, ReadyAfter: 500 * time.Millisecond, Seed: simSeed, RunDate: runDate.Time(),
+	}))
+	t.Cleanup(sim.Close)
+	env := map[string]string{
+		"NATS_URL": ns.ClientURL(), "CLICKHOUSE_ADDR": ch.Addr(), "CLICKHOUSE_DATABASE": db,
+		"VENDOR_URL": sim.URL + "/eap", "POLL_INTERVAL": "200ms", "HTTP_ADDR": "127.0.0.1:0",
+		"LOG_LEVEL": "debug",
+	}
+	// Two replicas of transformer and loader: they share their stage's durable consumer.
+	for _, p := range []struct{ name, bin string }{
+		{"requester", "requester"}, {"poller", "poller"}, {"collector", "collector"},
+		{"transformer-1", "transformer"}, {"transformer-2", "transformer"},
+		{"loader-1", "loader"}, {"loader-2", "loader"},
+	} {
+		startProc(t, p.name, p.bin, env)
+	}
+	store, err := chstore.Open(ctx, chstore.Config{Addr: ch.Addr(), Database: db, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return &pipeline{env: env, store: store, runDate: runDate}
+}
+
+func writeJob(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func securities(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("SEC%03d US Equity", i)
+	}
+	return out
+}
+
+func yamlList(items []string) string {
+	var b strings.Builder
+	for _, s := range items {
+		fmt.Fprintf(&b, "  - %s\n", s)
+	}
+	return b.String()
+}
+
+func TestEndToEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	p := startPipeline(t, ctx)
+	dir := t.TempDir()
+
+	histSecs := append(securities(50), "BAD0 US Equity") // BAD… gets return code 10 from the simulator
+	histFields := []string{"PX_LAST", "PX_OPEN", "PX_HIGH", "PX_LOW", "PX_VOLUME"}
+	dataSecs := securities(20)
+	dataFields := []string{"PX_LAST", "NAME", "CRNCY", "EQY_SH_OUT", "CUR_MKT_CAP", "PX_BID", "PX_ASK", "VOLUME"}
+	jobs := []struct {
+		file string
+		spec events.Spec
+	}{
+		{writeJob(t, dir, "history.yaml", "name: e2e-history\nprogram: gethistory\nsecurities:\n"+yamlList(histSecs)+
+			"fields: ["+strings.Join(histFields, ", ")+"]\nstart: 2025-01-01\nend: 2025-12-31\n"),
+			events.Spec{Name: "e2e-history", Program: "gethistory", Securities: histSecs, Fields: histFields, Start: "2025-01-01", End: "2025-12-31"}},
+		{writeJob(t, dir, "data.yaml", "name: e2e-data\nprogram: getdata\nsecurities:\n"+yamlList(dataSecs)+
+			"fields: ["+strings.Join(dataFields, ", ")+"]\n"),
+			events.Spec{Name: "e2e-data", Program: "getdata", Securities: dataSecs, Fields: dataFields}},
+	}
+
+	// Both jobs at once, each through the CLI as a user would: submit --wait.
+	ids := make([]string, len(jobs))
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stdout, stderr, code := runCLI(t, ctx, p.env, "submit", j.file, "--wait", "--timeout", "4m")
+			if code != 0 {
+				t.Errorf("submit %s: exit %d\nstdout: %s\nstderr: %s", j.file, code, stdout, stderr)
+				return
+			}
+			ids[i] = strings.TrimSpace(strings.SplitN(stdout, "\n", 2)[0])
+			if !strings.Contains(stderr, "loaded") {
+				t.Errorf("submit --wait shows no progress up to loaded:\n%s", stderr)
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	for i, j := range jobs {
+		t.Run(j.spec.Program, func(t *testing.T) {
+			want := expected(t, j.spec, p.runDate)
+			got := loaded(t, ctx, p.store, ids[i])
+			compare(t, got, want)
+
+			job, ok, err := p.store.Job(ctx, ids[i])
+			if err != nil || !ok {
+				t.Fatalf("jobs table: %v, found %v", err, ok)
+			}
+			if job.State != events.Loaded || job.RowsLoaded != int64(len(want)) || job.FileSHA256 == "" || job.VendorRequestID == "" {
+				t.Errorf("jobs row: state %q rows_loaded %d (want %d) sha256 %q request %q",
+					job.State, job.RowsLoaded, len(want), job.FileSHA256, job.VendorRequestID)
+			}
+			out, stderr, code := runCLI(t, ctx, p.env, "status", ids[i])
+			if code != 0 || !strings.Contains(out, "loaded") || !strings.Contains(out, fmt.Sprint(len(want))) {
+				t.Errorf("status %s: exit %d\n%s%s", ids[i], code, out, stderr)
+			}
+		})
+	}
+	if len(jobs[0].spec.Securities)*len(jobs[0].spec.Fields) < 250 {
+		t.Fatal("the history job must be at least 50 securities × 5 fields")
+	}
+
+	_, js := natstest.ConnectURL(t, p.env["NATS_URL"])
+	for _, tc := range []struct {
+		name string
+		spec events.Spec
+		want string
+	}{
+		{"vendor 4xx fails the job with the vendor's description",
+			events.Spec{Name: "e2e-refused", Program: "getdata", Securities: []string{"IBM US Equity"}, Fields: []string{"PX LAST"}},
+			`mnemonic "PX LAST" is not a field mnemonic`},
+		{"a request the client will not send fails the job",
+			events.Spec{Name: "e2e-invalid", Program: "gethistory", Securities: []string{"IBM US Equity"},
+				Fields: []string{"PX_LAST"}, Start: "2025-02-01", End: "2025-01-01"},
+			"end 2025-01-01 before start 2025-02-01"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// A submitter that skipped the CLI's validation.
+			now := time.Now().UTC()
+			j := events.Job{ID: tc.spec.Name + "-" + fmt.Sprint(now.UnixNano()), Version: uint64(now.UnixNano()),
+				Deadline: now.Add(time.Minute), Spec: tc.spec}
+			j = j.Advance(events.Submitted, now)
+			if err := stage.NewPublisher(js).PublishJob(ctx, &j); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(time.Minute)
+			for {
+				out, _, _ := runCLI(t, ctx, p.env, "status", j.ID)
+				if strings.Contains(out, "failed") {
+					if !strings.Contains(out, tc.want) {
+						t.Errorf("status does not show %q:\n%s", tc.want, out)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("job not failed within a minute; status:\n%s", out)
+				}
+				time.Sleep(300 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// expected is what the simulator generated for spec, in (security, field, date) order.
+func expected(t *testing.T, spec events.Spec, runDate obs.Date) []obs.Observation {
+	t.Helper()
+	var out []obs.Observation
+	err := simdata.Observations(spec, runDate, simSeed, func(o *obs.Observation) error {
+		out = append(out, *o)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(out, cmpKey)
+	return out
+}
+
+func cmpKey(a, b obs.Observation) int {
+	if c := strings.Compare(a.Security, b.Security); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Field, b.Field); c != 0 {
+		return c
+	}
+	return int(a.Date - b.Date)
+}
+
+// loaded is SELECT ... FINAL of one job's observations.
+func loaded(t *testing.T, ctx context.Context, st *chstore.Store, jobID string) []obs.Observation {
+	t.Helper()
+	var out []obs.Observation
+	err := st.Observations(ctx, jobID, func(o obs.Observation, program, id string, version uint64) error {
+		if id != jobID {
+			return fmt.Errorf("row of job %q in job %q's result", id, jobID)
+		}
+		out = append(out, o)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(out, cmpKey)
+	return out
+}
+
+func compare(t *testing.T, got, want []obs.Observation) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("loaded %d observations, the simulator generated %d", len(got), len(want))
+	}
+	diffs := 0
+	for i := range min(len(got), len(want)) {
+		if !got[i].Equal(&want[i]) {
+			if diffs < 10 {
+				t.Errorf("row %d: loaded %+v, generated %+v", i, got[i], want[i])
+			}
+			diffs++
+		}
+	}
+	if diffs > 0 {
+		t.Errorf("%d rows differ", diffs)
+	}
+	t.Logf("%d observations compared row for row", len(want))
+}
