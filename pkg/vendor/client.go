@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -185,8 +186,15 @@ func (c *Client) send(ctx context.Context, cl *call) (resp *http.Response, wrote
 	if cl.body != nil {
 		body = bytes.NewReader(cl.body)
 	}
+	// WroteRequest runs on the transport's writer goroutine, possibly after Do has returned.
+	var sent atomic.Bool
+	defer func() { wrote = sent.Load() }()
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		WroteRequest: func(info httptrace.WroteRequestInfo) { wrote = wrote || info.Err == nil },
+		WroteRequest: func(info httptrace.WroteRequestInfo) {
+			if info.Err == nil {
+				sent.Store(true)
+			}
+		},
 	})
 	req, err := http.NewRequestWithContext(ctx, cl.method, u, body)
 	if err != nil {

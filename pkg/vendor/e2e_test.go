@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -297,5 +298,41 @@ func TestSimulatorDownloadFaults(t *testing.T) {
 				t.Fatalf("read error %v, want %v", err, tc.want)
 			}
 		})
+	}
+}
+
+// BenchmarkDownload5M downloads a gethistory reply of about 5 million observations from the
+// simulator, gzip and digest-checked, as the collector does:
+// go test -run '^$' -bench Download5M -benchmem ./pkg/vendor/
+func BenchmarkDownload5M(b *testing.B) {
+	sim := httptest.NewServer(vendorsim.NewServer(vendorsim.Options{RunDate: runDate}))
+	defer sim.Close()
+	c, err := vendor.New(vendor.Config{BaseURL: sim.URL + "/eap"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := vendor.Request{Identifier: "bench5m", Program: vendor.ProgramGetHistory,
+		Fields: []string{"PX_LAST", "PX_OPEN", "PX_HIGH", "PX_LOW"}, Start: "2016-01-01", End: "2025-07-31"}
+	for i := range 500 {
+		r.Securities = append(r.Securities, fmt.Sprintf("SEC%d US Equity", i))
+	}
+	ctx := context.Background()
+	if err := c.Submit(ctx, r); err != nil {
+		b.Fatal(err)
+	}
+	out, err := c.Output(ctx, r.Identifier) // hashes the file once, in the simulator
+	if err != nil || out == nil {
+		b.Fatal(out, err)
+	}
+	b.SetBytes(out.ContentLength)
+	for b.Loop() {
+		rc, err := c.Download(ctx, out.Key, out.Digest)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.Copy(io.Discard, rc); err != nil {
+			b.Fatal(err)
+		}
+		rc.Close()
 	}
 }
