@@ -1,6 +1,9 @@
 package deploy_test
 
 import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -649,5 +652,40 @@ func TestComposeNoLiteralSecrets(t *testing.T) {
 	}
 	if m := regexp.MustCompile(`(?i)(PASSWORD|SECRET|TOKEN)[A-Z_]*=[^$\s"']+`).FindString(c.raw); m != "" {
 		t.Errorf("literal secret assignment in the file: %s", m)
+	}
+}
+
+// TestDevCredentials checks the simulator-only vendor credentials that Compose and the dev
+// overlay mount: a credentials file the stages can sign with (client_id, hex client_secret,
+// an expiry in the future), and one whose secret says what it is.
+func TestDevCredentials(t *testing.T) {
+	const file = "deploy/k8s/overlays/dev/vendorsim-credentials.json"
+	var creds struct {
+		ClientID       string   `json:"client_id"`
+		ClientSecret   string   `json:"client_secret"`
+		ExpirationDate int64    `json:"expiration_date"`
+		Scopes         []string `json:"scopes"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(readFile(t, file)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&creds); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	if creds.ClientID == "" {
+		t.Error("client_id is empty")
+	}
+	secret, err := hex.DecodeString(creds.ClientSecret)
+	if err != nil || len(secret) == 0 {
+		t.Errorf("client_secret is not a non-empty hex string: %v", err)
+	}
+	if !strings.Contains(string(secret), "simulator") {
+		t.Error("the dev secret does not say it is for the simulator only")
+	}
+	if exp := time.UnixMilli(creds.ExpirationDate); !exp.After(time.Now().AddDate(10, 0, 0)) {
+		t.Errorf("expiration_date %s is too soon for a file kept in the repository", exp)
+	}
+	c := loadCompose(t)
+	if f := withDefaults(strAt(c.top, "secrets", "vendor_credentials", "file")); f != "./"+file {
+		t.Errorf("Compose's vendor_credentials secret defaults to %s; want ./%s", f, file)
 	}
 }
