@@ -229,3 +229,26 @@ func atoi(t *testing.T, s string) int {
 	}
 	return n
 }
+
+// BenchmarkStart measures a start on a fresh directory, from exec to the first answered ping,
+// and the Stop after it.
+//
+//	go test ./pkg/chserver -run '^$' -bench Start -benchtime 10x
+func BenchmarkStart(b *testing.B) {
+	bin := chtest.Binary(b)
+	var start, stop time.Duration
+	for range b.N {
+		srv, err := chserver.Start(context.Background(), chserver.Options{Dir: b.TempDir(), Binary: bin})
+		if err != nil {
+			b.Fatal(err)
+		}
+		start += srv.StartupTime()
+		begin := time.Now()
+		if err := srv.Stop(); err != nil {
+			b.Fatal(err)
+		}
+		stop += time.Since(begin)
+	}
+	b.ReportMetric(float64(start.Milliseconds())/float64(b.N), "start-ms")
+	b.ReportMetric(float64(stop.Milliseconds())/float64(b.N), "stop-ms")
+}
