@@ -274,8 +274,7 @@ func (s *Server) createRequest(w http.ResponseWriter, r *http.Request) {
 // parseRequest validates a posted body; its errors are the 400 descriptions.
 func (s *Server) parseRequest(body []byte) (*request, error) {
 	var p postedRequest
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	if err := dec.Decode(&p); err != nil {
+	if err := json.Unmarshal(body, &p); err != nil {
 		return nil, fmt.Errorf("body is not a request JSON object: %v", err)
 	}
 	req := &request{id: p.Identifier, typ: p.Type, body: body}
