@@ -163,9 +163,13 @@ func (b *Builder) AddReject(r *obs.Reject) {
 	b.est.addReject(&c)
 }
 
-// truncUTF8 cuts s to at most n bytes without splitting a UTF-8 sequence.
+// truncUTF8 cuts s to at most n bytes without splitting a UTF-8 sequence (in text that is not
+// UTF-8 it backs up at most 3 bytes).
 func truncUTF8(s string, n int) string {
-	for n > 0 && n < len(s) && !utf8.RuneStart(s[n]) {
+	if n >= len(s) {
+		return s
+	}
+	for i := 0; i < utf8.UTFMax-1 && n > 0 && !utf8.RuneStart(s[n]); i++ {
 		n--
 	}
 	return s[:n]

@@ -212,8 +212,14 @@ func TestAddRejectTruncates(t *testing.T) {
 	if r.Reason != wantReason {
 		t.Errorf("reason %q...", r.Reason[len(r.Reason)-40:])
 	}
-	if truncUTF8("aé", 2) != "a" {
-		t.Error("truncUTF8 split a rune")
+	for _, c := range []struct {
+		s    string
+		n    int
+		want string
+	}{{"aé", 2, "a"}, {"aé", 3, "aé"}, {"aé", 9, "aé"}, {"a😀", 4, "a"}, {"\x80\x80\x80\x80\x80", 4, "\x80"}, {"", 0, ""}} {
+		if got := truncUTF8(c.s, c.n); got != c.want {
+			t.Errorf("truncUTF8(%q, %d) = %q, want %q", c.s, c.n, got, c.want)
+		}
 	}
 }
 
