@@ -18,9 +18,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,6 +45,7 @@ var shared struct {
 //
 //	func TestMain(m *testing.M) { chtest.Main(m) }
 func Main(m *testing.M) {
+	removeStale()
 	shared.enabled = true
 	code := m.Run()
 	if shared.srv != nil {
@@ -54,6 +57,27 @@ func Main(m *testing.M) {
 		os.RemoveAll(shared.dir)
 	}
 	os.Exit(code)
+}
+
+// removeStale removes the directories of shared servers whose test binary died without
+// cleaning up (a test timeout panics past Main's cleanup; the server itself dies with the
+// binary, see chserver). A running server keeps a status file naming its live PID, and a
+// cleanly stopped one removes it; a directory with neither a live PID nor recent changes is
+// left over.
+func removeStale() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "chtest-*"))
+	for _, dir := range dirs {
+		status, err := os.ReadFile(filepath.Join(dir, "data", "status"))
+		if err == nil {
+			var pid int
+			if _, err := fmt.Sscanf(string(status), "PID: %d", &pid); err != nil || pid <= 0 || syscall.Kill(pid, 0) != syscall.ESRCH {
+				continue // running, or not a status we understand
+			}
+		} else if fi, err := os.Stat(dir); err != nil || time.Since(fi.ModTime()) < 10*time.Minute {
+			continue // possibly another package's server on its way up
+		}
+		os.RemoveAll(dir)
+	}
 }
 
 // Required reports whether the environment demands a real server (CI=true or
