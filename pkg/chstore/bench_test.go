@@ -63,3 +63,27 @@ func BenchmarkInsert(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkObservations measures reading 250,000 observations back under FINAL.
+//
+//	go test ./pkg/chstore -run '^$' -bench BenchmarkObservations -benchtime 3x
+func BenchmarkObservations(b *testing.B) {
+	s := migrated(b)
+	ctx := context.Background()
+	var batches []chstore.Batch
+	for i := range 250 {
+		batches = append(batches, chstore.Batch{JobID: "j", Version: 1, Obs: history(fmt.Sprintf("S%03d", i), 1000, float64(i))})
+	}
+	if _, err := s.Insert(ctx, batches); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	begin := time.Now()
+	rows := 0
+	for range b.N {
+		if err := s.Observations(ctx, "", func(obs.Observation, string, string, uint64) error { rows++; return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(rows)/time.Since(begin).Seconds(), "rows/s")
+}
