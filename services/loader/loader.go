@@ -62,7 +62,13 @@ func (h *RowsHandler) Handle(ctx context.Context, m *stage.Message) error {
 	}
 	err := h.commit.Insert(ctx, chstore.Batch{JobID: b.JobID, Program: b.Program, Version: b.Version,
 		Obs: b.Obs, Rejects: b.Rejects})
+	if errors.Is(err, chstore.ErrDateOutOfRange) {
+		// No retry can store it; the job then fails for its missing batch.
+		return stage.Permanent(fmt.Errorf("insert batch %s: %w", key, err))
+	}
 	if err != nil {
+		// ClickHouse unavailable or failing: retried without limit (the consumer's MaxDeliver
+		// is unbounded), so an outage leaves messages pending, never dead-lettered.
 		return fmt.Errorf("insert batch %s: %w", key, err)
 	}
 	n := strconv.Itoa(len(b.Obs))
@@ -131,6 +137,10 @@ func (h *JobsHandler) Handle(ctx context.Context, m *stage.Message) error {
 	return nil
 }
 
+// outageBackoff caps redelivery delays at 15s: ClickHouse failures are outages, retried until
+// it is back, and loading should resume soon after it is.
+func outageBackoff(n uint64) time.Duration { return min(stage.DefaultBackoff(n), 15*time.Second) }
+
 // Settings tune the loader.
 type Settings struct {
 	MaxInsertRows int           // rows per INSERT at most (LOADER_MAX_INSERT_ROWS, default 500000)
@@ -143,7 +153,7 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 	pub := stage.NewPublisher(env.JS)
 	rows, err := stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.RowsStream, Filters: []string{events.RowsSubjects},
-		Concurrency: 32, MaxAckPending: 256, AckWait: 2 * time.Minute, MaxDeliver: 30,
+		Concurrency: 32, MaxAckPending: 256, AckWait: 2 * time.Minute, MaxDeliver: -1, Backoff: outageBackoff,
 	}, &RowsHandler{
 		commit: &groupCommit{ins: store, maxRows: s.MaxInsertRows, linger: s.Linger, timeout: 2 * time.Minute},
 		Ledger: env.Streams.Ledger,
@@ -165,7 +175,7 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 	}
 	jobs, err := stage.New(env.JS, stage.Config{
 		Name: JobsName, Stream: events.JobsStream, Filters: []string{events.JobsSubjects},
-		Concurrency: 8, MaxDeliver: 30, AckWait: time.Minute,
+		Concurrency: 8, MaxDeliver: -1, AckWait: time.Minute, Backoff: outageBackoff,
 	}, &JobsHandler{Store: store}, env.StageOptions())
 	if err != nil {
 		return nil, err
