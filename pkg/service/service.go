@@ -66,6 +66,7 @@ type Env struct {
 	closers  []func(context.Context) error
 	draining bool
 	vendor   *vendor.Client
+	ackWait  time.Duration
 }
 
 // AddReadyCheck adds a dependency check to /readyz.
@@ -84,7 +85,7 @@ func (e *Env) OnClose(f func(context.Context) error) {
 
 // StageOptions returns the collaborators every stage of this process shares.
 func (e *Env) StageOptions() stage.Options {
-	return stage.Options{Logger: e.Log, Tracer: e.Tracing.Provider, Metrics: e.Metrics}
+	return stage.Options{Logger: e.Log, Tracer: e.Tracing.Provider, Metrics: e.Metrics, AckWait: e.ackWait}
 }
 
 // NewEnv connects to NATS, declares the streams and sets up telemetry.
@@ -109,8 +110,13 @@ func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.L
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	ackWait, err := config.Duration(lookup, "ACK_WAIT", 0)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
 	env := &Env{Name: name, Config: cfg, Lookup: lookup, Log: log, Tracing: tr, NC: nc, JS: js,
-		Registry: reg, Metrics: m, checks: map[string]Check{}}
+		Registry: reg, Metrics: m, checks: map[string]Check{}, ackWait: ackWait}
 	// Declaring the streams waits for JetStream: a service may start before NATS is up.
 	for attempt := uint64(1); ; attempt++ {
 		setupCtx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -90,11 +90,14 @@ func DefaultBackoff(n uint64) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
-// Options are the stage's collaborators; all are optional.
+// Options are the stage's collaborators and process-wide settings; all are optional.
 type Options struct {
 	Logger  *slog.Logger
 	Tracer  trace.TracerProvider
 	Metrics *Metrics
+	// AckWait, when set, replaces every stage's own AckWait: how soon the messages of a
+	// replica that died are redelivered to the others (the ACK_WAIT variable).
+	AckWait time.Duration
 }
 
 // Stage runs a Handler on a durable consumer.
@@ -110,6 +113,9 @@ type Stage struct {
 
 // New returns a stage; Run starts it.
 func New(js jetstream.JetStream, cfg Config, h Handler, o Options) (*Stage, error) {
+	if o.AckWait > 0 {
+		cfg.AckWait = o.AckWait
+	}
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
