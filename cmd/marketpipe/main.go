@@ -57,6 +57,7 @@ Configuration comes from the environment (NATS_URL, CLICKHOUSE_ADDR, VENDOR_URL,
 		newSubmitCmd(lookup),
 		newStatusCmd(lookup),
 		newMigrateCmd(lookup),
+		newDLQCmd(lookup),
 		newParseCmd(),
 	)
 	return root

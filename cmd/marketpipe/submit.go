@@ -68,21 +68,11 @@ func submit(ctx context.Context, cfg config.Config, f *jobspec.File, wait bool, 
 		return err
 	}
 	defer tr.Shutdown(context.WithoutCancel(ctx))
-	nc, err := natsx.Connect(cfg.NATS, "marketpipe-submit", telemetry.Discard())
+	nc, js, err := connectJS(ctx, cfg, "marketpipe-submit")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	setupCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	_, err = natsx.Setup(setupCtx, js, natsx.Retention{})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("is NATS running at %s? %w", cfg.NATS.URL, err)
-	}
 
 	now := time.Now().UTC()
 	j := events.Job{
