@@ -278,11 +278,19 @@ func Run(ctx context.Context, name, summary string, args []string, lookup config
 	}
 	env, err := NewEnv(ctx, name, cfg, lookup, logOut)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting for NATS
+		}
 		return err
 	}
 	runners, err := build(ctx, env)
 	if err != nil {
 		env.NC.Close()
+		if ctx.Err() != nil {
+			// Stopped while waiting for a dependency (ClickHouse, say): a clean shutdown.
+			env.Log.Info("stopped before start", "reason", err)
+			return nil
+		}
 		return fmt.Errorf("build %s: %w", name, err)
 	}
 	return env.Serve(ctx, runners)
