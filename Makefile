@@ -6,7 +6,7 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Test time bounds: the whole suite stays well under CI's limit.
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build deps clickhouse test unit e2e demo bench fmt vet clean
+.PHONY: all build deps clickhouse test unit e2e faults demo bench fmt vet clean
 
 all: build
 
@@ -37,14 +37,20 @@ vet:
 # Every test: unit tests of every package, the deployment checks, and the end-to-end test of
 # tests/ (stages as separate processes against in-process NATS and a private ClickHouse).
 # MARKETPIPE_REQUIRE_CLICKHOUSE makes a missing server a failure, never a skip.
+# tests/ runs verbose so the end-to-end and fault figures are printed.
 test: deps fmt vet
-	MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v '/tests$$')
+	MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./tests/
 
 unit:
 	$(GO) test -count=1 -short ./pkg/... ./services/... ./cmd/...
 
 e2e: deps
 	MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v -run TestEndToEnd ./tests/
+
+# The delivery-guarantee test alone: kills, a NATS restart, a ClickHouse outage, vendor faults.
+faults: deps
+	MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v -run TestFaults ./tests/
 
 # Builds, runs `marketpipe dev` (embedded NATS, the vendor simulator, the five stages and a
 # private ClickHouse unless one answers on CLICKHOUSE_ADDR), submits the sample job with live

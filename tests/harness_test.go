@@ -32,6 +32,9 @@ var commands = map[string]string{
 	"transformer": "./services/transformer/cmd/transformer",
 	"loader":      "./services/loader/cmd/loader",
 	"vendorsim":   "./services/vendorsim/cmd/vendorsim",
+	// The NATS server as its own process, for restart tests (same module version as the
+	// embedded one).
+	"nats-server": "github.com/nats-io/nats-server/v2",
 }
 
 func repoRoot() string {
@@ -73,10 +76,11 @@ func TestMain(m *testing.M) {
 
 // proc is a service process under test.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  *os.File
-	done chan error
+	name   string
+	cmd    *exec.Cmd
+	log    *os.File
+	done   chan error
+	exited bool // reaped by kill or stop
 }
 
 // startProc runs a built binary with env (added to a minimal environment), logging to a file
@@ -111,11 +115,22 @@ func startProc(t *testing.T, name, binary string, env map[string]string, args ..
 	return p
 }
 
-// stop sends SIGTERM and waits for a graceful exit (bounded), then kills.
-func (p *proc) stop(t *testing.T) {
-	if p.cmd.ProcessState != nil {
+// kill ends the process at once with SIGKILL, as a crash would, and reaps it.
+func (p *proc) kill() {
+	if p.exited {
 		return
 	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+	p.exited = true
+}
+
+// stop sends SIGTERM and waits for a graceful exit (bounded), then kills.
+func (p *proc) stop(t *testing.T) {
+	if p.exited {
+		return
+	}
+	p.exited = true
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-p.done:

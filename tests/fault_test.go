@@ -1,0 +1,283 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketpipe/marketpipe/pkg/chstore"
+	"github.com/marketpipe/marketpipe/pkg/chtest"
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/pkg/stage"
+	"github.com/marketpipe/marketpipe/services/vendorsim"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestFaults is the delivery-guarantee test: while jobs run, a random stage replica is killed
+// with SIGKILL every second and started again, the NATS server restarts once, and ClickHouse is
+// down for ten seconds; the vendor simulator injects 429s, 503s, resets, truncated and corrupt
+// downloads. At the end every job must be loaded, SELECT ... FINAL must equal the simulator's
+// data exactly, and the dead-letter stream must hold only the poison injected on purpose.
+func TestFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the fault test runs in `make test`, not with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	start := time.Now()
+
+	// NATS as its own process with file storage, so it can be restarted.
+	natsPort := strconv.Itoa(freePort(t))
+	natsDir := t.TempDir()
+	natsURL := "nats://127.0.0.1:" + natsPort
+	startNATS := func() *proc {
+		p := startProc(t, "nats-server", "nats-server", nil,
+			"-a", "127.0.0.1", "-p", natsPort, "-js", "-sd", natsDir, "-n", "fault-test")
+		waitUntil(t, ctx, "nats-server listening", func() bool {
+			c, err := net.Dial("tcp", "127.0.0.1:"+natsPort)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+		return p
+	}
+	natsProc := startNATS()
+
+	ch := chtest.StartPrivate(t)
+	db := chtest.NewDatabase(t, ch)
+	runDate := obs.MakeDate(2026, 11, 20)
+	sim := httptest.NewServer(vendorsim.NewServer(vendorsim.Options{
+		Account: vendorsim.DefaultAccount, ReadyAfter: time.Second, Seed: simSeed, RunDate: runDate.Time(),
+		Faults: vendorsim.Faults{Rate429: 0.05, Rate503: 0.05, RetryAfter: time.Second, ResetRate: 0.03,
+			TruncateRate: 0.15, CorruptRate: 0.15},
+	}))
+	t.Cleanup(sim.Close)
+	env := map[string]string{
+		"NATS_URL": natsURL, "CLICKHOUSE_ADDR": ch.Addr(), "CLICKHOUSE_DATABASE": db,
+		"VENDOR_URL": sim.URL + "/eap", "POLL_INTERVAL": "500ms", "HTTP_ADDR": "127.0.0.1:0",
+		"ACK_WAIT": "4s",
+	}
+
+	// Two replicas of every stage, each a separate process.
+	type replica struct {
+		name, bin string
+		p         *proc
+	}
+	var replicas []*replica
+	for _, bin := range []string{"requester", "poller", "collector", "transformer", "loader"} {
+		for i := 1; i <= 2; i++ {
+			r := &replica{name: fmt.Sprintf("%s-%d", bin, i), bin: bin}
+			r.p = startProc(t, r.name, r.bin, env)
+			replicas = append(replicas, r)
+		}
+	}
+
+	// Poison, injected on purpose: an undecodable job event and an undecodable row batch.
+	_, js := natstest.ConnectURL(t, natsURL)
+	pub := stage.NewPublisher(js)
+	for _, subj := range []string{events.JobSubject("poison", events.Submitted), events.RowsSubject("poison")} {
+		if err := pub.Publish(ctx, subj, "poison."+subj, []byte("\x00not a message"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A random replica is killed (SIGKILL) and started again every second until the end.
+	var mu sync.Mutex
+	kills := 0
+	stopChaos := make(chan struct{})
+	chaosDone := make(chan struct{})
+	go func() {
+		defer close(chaosDone)
+		rng := rand.New(rand.NewPCG(1, 2))
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopChaos:
+				return
+			case <-tick.C:
+			}
+			r := replicas[rng.IntN(len(replicas))]
+			r.p.kill()
+			r.p = startProc(t, r.name, r.bin, env)
+			mu.Lock()
+			kills++
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		select {
+		case <-stopChaos:
+		default:
+			close(stopChaos)
+		}
+		<-chaosDone
+	}()
+
+	// 20 jobs over disjoint securities (20 securities × 5 fields × 261 weekdays each), in three
+	// waves so that every fault meets work in flight.
+	fields := []string{"PX_LAST", "PX_OPEN", "PX_HIGH", "PX_LOW", "PX_VOLUME"}
+	dir := t.TempDir()
+	type job struct {
+		id   string
+		spec events.Spec
+	}
+	var jobs []job
+	submit := func(n int) {
+		for range n {
+			j := len(jobs)
+			secs := make([]string, 20)
+			for s := range secs {
+				secs[s] = fmt.Sprintf("F%02dS%02d US Equity", j, s)
+			}
+			name := fmt.Sprintf("fault-%02d", j)
+			spec := events.Spec{Name: name, Program: "gethistory", Securities: secs, Fields: fields, Start: "2025-01-01", End: "2025-12-31"}
+			path := writeJob(t, dir, name+".yaml", "name: "+name+"\nprogram: gethistory\nsecurities:\n"+yamlList(secs)+
+				"fields: ["+strings.Join(fields, ", ")+"]\nstart: 2025-01-01\nend: 2025-12-31\ndeadline: 10m\n")
+			stdout, stderr, code := runCLI(t, ctx, env, "submit", path)
+			if code != 0 {
+				t.Fatalf("submit %s: exit %d: %s", name, code, stderr)
+			}
+			jobs = append(jobs, job{id: strings.TrimSpace(stdout), spec: spec})
+		}
+	}
+	sleepUntil := func(d time.Duration) {
+		select {
+		case <-time.After(time.Until(start.Add(d))):
+		case <-ctx.Done():
+		}
+	}
+	submit(7)
+	sleepUntil(8 * time.Second)
+	natsProc.stop(t)
+	natsProc = startNATS()
+	t.Logf("nats-server restarted at %s", time.Since(start).Round(time.Second))
+	submit(7)
+	sleepUntil(16 * time.Second)
+	if err := ch.Stop(); err != nil {
+		t.Fatalf("stop clickhouse: %v", err)
+	}
+	t.Logf("clickhouse stopped at %s", time.Since(start).Round(time.Second))
+	submit(6) // their row batches wait for ClickHouse
+	time.Sleep(10 * time.Second)
+	if err := ch.Restart(ctx); err != nil {
+		t.Fatalf("restart clickhouse: %v", err)
+	}
+	t.Logf("clickhouse back at %s", time.Since(start).Round(time.Second))
+
+	loadedCount := func() int {
+		s, err := js.Stream(ctx, events.JobsStream)
+		if err != nil {
+			return 0
+		}
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(events.JobFilter(events.Loaded)))
+		if err != nil {
+			return 0
+		}
+		return len(info.State.Subjects)
+	}
+	for loadedCount() < len(jobs) {
+		if ctx.Err() != nil {
+			t.Fatalf("only %d of %d jobs loaded within the time limit", loadedCount(), len(jobs))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	close(stopChaos)
+	<-chaosDone
+	t.Logf("all %d jobs loaded at %s", len(jobs), time.Since(start).Round(time.Second))
+
+	store, err := chstore.Open(ctx, chstore.Config{Addr: ch.Addr(), Database: db, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	total := 0
+	for _, j := range jobs {
+		want := expected(t, j.spec, runDate)
+		got := loaded(t, ctx, store, j.id)
+		compare(t, got, want)
+		total += len(want)
+	}
+	if total < 500_000 {
+		t.Errorf("only %d observations: the test must move at least 500,000", total)
+	}
+
+	// Only the injected poison is dead-lettered, once by each stage that consumes it: the job
+	// event reaches the requester and the jobs recorder, the row batch the loader.
+	wantDL := map[string]bool{
+		"requester " + events.JobSubject("poison", events.Submitted): true,
+		"jobs " + events.JobSubject("poison", events.Submitted):      true,
+		"loader " + events.RowsSubject("poison"):                     true,
+	}
+	dls := listDLQ(t, ctx, env)
+	for _, d := range dls {
+		if !wantDL[d.Stage+" "+d.Subject] {
+			t.Errorf("unexpected dead letter: %+v", d)
+		}
+		delete(wantDL, d.Stage+" "+d.Subject)
+	}
+	for k := range wantDL {
+		t.Errorf("injected poison not dead-lettered: %s", k)
+	}
+
+	all, _ := store.CountObservations(ctx, false)
+	final, _ := store.CountObservations(ctx, true)
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("fault test: %d jobs, %d observations, %d kills, redeliveries %s, %d duplicate rows before FINAL (%d rows, %d after FINAL), %s",
+		len(jobs), total, kills, redeliveries(t, ctx, js), all-final, all, final, time.Since(start).Round(time.Second))
+}
+
+// redeliveries reports, per stage that does not wait on purpose, deliveries beyond the first
+// of each message.
+func redeliveries(t *testing.T, ctx context.Context, js jetstream.JetStream) string {
+	var parts []string
+	for _, c := range []struct{ stream, consumer, filter string }{
+		{events.JobsStream, "requester", events.JobFilter(events.Submitted)},
+		{events.JobsStream, "collector", events.JobFilter(events.Ready)},
+		{events.JobsStream, "transformer", events.JobFilter(events.Collected)},
+		{events.RowsStream, "loader", events.RowsSubjects},
+		{events.JobsStream, "jobs", events.JobsSubjects},
+	} {
+		cons, err := js.Consumer(ctx, c.stream, c.consumer)
+		if err != nil {
+			continue
+		}
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			continue
+		}
+		s, _ := js.Stream(ctx, c.stream)
+		si, err := s.Info(ctx, jetstream.WithSubjectFilter(c.filter))
+		if err != nil {
+			continue
+		}
+		var msgs uint64
+		for _, n := range si.State.Subjects {
+			msgs += n
+		}
+		parts = append(parts, fmt.Sprintf("%s=%d", c.consumer, int64(ci.Delivered.Consumer)-int64(msgs)))
+	}
+	return strings.Join(parts, " ")
+}
