@@ -76,14 +76,21 @@ func NewTracing(ctx context.Context, otel map[string]string, defaultName string)
 // Propagator carries trace context in message headers (W3C traceparent).
 var Propagator propagation.TextMapPropagator = propagation.TraceContext{}
 
-// HeaderCarrier adapts NATS headers to OpenTelemetry propagation. Keys are lower-cased both
-// ways because nats.Header lookups are case-sensitive and W3C names are lower case.
+// HeaderCarrier adapts NATS headers to OpenTelemetry propagation. Set writes lower-case keys
+// (the W3C names) because nats.Header lookups are case-sensitive; Get finds a key in any case,
+// since a producer outside marketpipe may have written "Traceparent".
 type HeaderCarrier nats.Header
 
-// Get returns the value of key.
+// Get returns the value of key, whatever the case it was written in.
 func (c HeaderCarrier) Get(key string) string {
-	if v := c[strings.ToLower(key)]; len(v) > 0 {
+	key = strings.ToLower(key)
+	if v := c[key]; len(v) > 0 {
 		return v[0]
+	}
+	for k, v := range c {
+		if len(v) > 0 && strings.EqualFold(k, key) {
+			return v[0]
+		}
 	}
 	return ""
 }
