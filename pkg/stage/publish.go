@@ -3,10 +3,14 @@ package stage
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/telemetry"
@@ -15,21 +19,77 @@ import (
 // Publisher publishes to JetStream and waits for the stream's acknowledgement, so a handler
 // that returns after publishing knows the event is durable. Every message carries a
 // Nats-Msg-Id (JetStream drops a duplicate within the stream's window) and the caller's trace
-// context.
+// context. With a tracer (PublishTracing), each publish is a producer span and the headers carry
+// that span's context, so the consuming stage's span is its child.
 type Publisher struct {
-	js jetstream.JetStream
+	js     jetstream.JetStream
+	tracer trace.Tracer // nil: no spans of its own; the caller's context is propagated
+}
+
+// PublisherOption configures a Publisher.
+type PublisherOption func(*Publisher)
+
+// PublishTracing makes every publish a producer span of tp.
+func PublishTracing(tp trace.TracerProvider) PublisherOption {
+	return func(p *Publisher) {
+		if tp != nil {
+			p.tracer = tp.Tracer("github.com/marketpipe/marketpipe/pkg/stage")
+		}
+	}
 }
 
 // NewPublisher returns a publisher on js.
-func NewPublisher(js jetstream.JetStream) *Publisher { return &Publisher{js: js} }
+func NewPublisher(js jetstream.JetStream, opts ...PublisherOption) *Publisher {
+	p := &Publisher{js: js}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
 
 // Publish stores data on subject with the given message id and waits for the ack.
-func (p *Publisher) Publish(ctx context.Context, subject, msgID string, data []byte, hdr nats.Header) error {
+func (p *Publisher) Publish(ctx context.Context, subject, msgID string, data []byte, hdr nats.Header) (err error) {
+	ctx, end := p.span(ctx, subject, msgID, len(data))
+	defer func() { end(err) }()
 	msg := p.msg(ctx, subject, data, hdr)
 	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID)); err != nil {
 		return fmt.Errorf("publish %s: %w", subject, err)
 	}
 	return nil
+}
+
+// span starts the producer span of one publish, when the publisher traces.
+func (p *Publisher) span(ctx context.Context, subject, msgID string, size int) (context.Context, func(error)) {
+	if p.tracer == nil {
+		return ctx, func(error) {}
+	}
+	ctx, span := p.tracer.Start(ctx, "publish "+subjectKind(subject), trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", subject),
+			attribute.String("messaging.message.id", msgID),
+			attribute.Int("messaging.message.body.size", size)))
+	return ctx, func(err error) {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}
+}
+
+// subjectKind names what a subject carries without its job id, for span names of bounded
+// cardinality: "requested", "rows", "dlq.loader".
+func subjectKind(subject string) string {
+	if _, event, ok := events.ParseJobSubject(subject); ok {
+		return event
+	}
+	if strings.HasPrefix(subject, "mp.rows.") {
+		return "rows"
+	}
+	if rest, ok := strings.CutPrefix(subject, "mp."); ok {
+		return rest
+	}
+	return subject
 }
 
 func (p *Publisher) msg(ctx context.Context, subject string, data []byte, hdr nats.Header) *nats.Msg {
@@ -60,12 +120,17 @@ type Async struct {
 // Async starts a group of asynchronous publishes.
 func (p *Publisher) Async() *Async { return &Async{p: p} }
 
-// Publish queues a message. It may block when too many publishes are outstanding.
+// Publish queues a message. It may block when too many publishes are outstanding. Its
+// producer span (with PublishTracing) covers the send; Wait collects the acknowledgement.
 func (a *Async) Publish(ctx context.Context, subject, msgID string, data []byte, hdr nats.Header) error {
-	f, err := a.p.js.PublishMsgAsync(a.p.msg(ctx, subject, data, hdr), jetstream.WithMsgID(msgID))
+	sctx, end := a.p.span(ctx, subject, msgID, len(data))
+	f, err := a.p.js.PublishMsgAsync(a.p.msg(sctx, subject, data, hdr), jetstream.WithMsgID(msgID))
 	if err != nil {
-		return fmt.Errorf("publish %s: %w", subject, err)
+		err = fmt.Errorf("publish %s: %w", subject, err)
+		end(err)
+		return err
 	}
+	end(nil)
 	a.acks = append(a.acks, f)
 	// Bound the futures kept so a huge job does not grow this slice without limit.
 	if len(a.acks) >= 256 {

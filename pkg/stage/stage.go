@@ -130,7 +130,7 @@ func New(js jetstream.JetStream, cfg Config, h Handler, o Options) (*Stage, erro
 	}
 	return &Stage{js: js, cfg: cfg, h: h, log: o.Logger.With("stage", cfg.Name),
 		tracer: o.Tracer.Tracer("github.com/marketpipe/marketpipe/pkg/stage"), metrics: o.Metrics,
-		pub: NewPublisher(js)}, nil
+		pub: NewPublisher(js, PublishTracing(o.Tracer))}, nil
 }
 
 // Name returns the stage's name.
@@ -296,18 +296,25 @@ func (s *Stage) keepAlive(ctx context.Context, m *Message) (stop func()) {
 	return func() { once.Do(func() { close(done) }) }
 }
 
+// attrOutcome records on a delivery's span what the ack rules made of it: acked, waiting,
+// retry or dead-lettered.
+const attrOutcome = attribute.Key("marketpipe.outcome")
+
 // settle applies the ack rules of the package doc.
 func (s *Stage) settle(ctx context.Context, m *Message, err error, span trace.Span) {
 	name := s.cfg.Name
 	if err == nil {
+		span.SetAttributes(attrOutcome.String("acked"))
 		if aerr := m.msg.Ack(); aerr != nil {
 			// The work is durable; a lost ack means a redelivery the handler deduplicates.
 			s.log.WarnContext(ctx, "ack", "err", aerr)
 		}
 		s.metrics.Handled.WithLabelValues(name).Inc()
+		s.log.DebugContext(ctx, "handled", "subject", m.Subject(), "deliveries", m.NumDelivered())
 		return
 	}
 	if after, ok := RetryAfter(err); ok {
+		span.SetAttributes(attrOutcome.String("waiting"))
 		s.metrics.Retried.WithLabelValues(name).Inc()
 		s.log.DebugContext(ctx, "waiting", "reason", err.Error(), "after", after)
 		s.nak(ctx, m, after)
@@ -327,10 +334,12 @@ func (s *Stage) settle(ctx context.Context, m *Message, err error, span trace.Sp
 		if derr := s.deadLetter(ctx, m, reason); derr != nil {
 			// Keep the message: it is retried, and dead-lettered again, later.
 			s.log.ErrorContext(ctx, "dead-letter failed; message kept", "err", derr, "reason", reason)
+			span.SetAttributes(attrOutcome.String("retry"))
 			s.nak(ctx, m, s.cfg.Backoff(m.NumDelivered()))
 			return
 		}
 		s.metrics.DeadLettered.WithLabelValues(name).Inc()
+		span.SetAttributes(attrOutcome.String("dead-lettered"))
 		s.log.ErrorContext(ctx, "dead-lettered", "reason", reason, "deliveries", m.NumDelivered())
 		if terr := m.msg.TermWithReason(truncate(reason, 200)); terr != nil {
 			s.log.WarnContext(ctx, "term", "err", terr)
@@ -338,6 +347,7 @@ func (s *Stage) settle(ctx context.Context, m *Message, err error, span trace.Sp
 		return
 	}
 	s.metrics.Failed.WithLabelValues(name, "transient").Inc()
+	span.SetAttributes(attrOutcome.String("retry"))
 	delay := s.cfg.Backoff(m.NumDelivered())
 	s.log.WarnContext(ctx, "handler failed; will retry", "err", err, "deliveries", m.NumDelivered(), "retry_in", delay)
 	s.nak(ctx, m, delay)
