@@ -66,6 +66,7 @@ type Env struct {
 	closers  []func(context.Context) error
 	draining bool
 	vendor   *vendor.Client
+	counters *Counters
 	ackWait  time.Duration
 }
 
@@ -307,5 +308,6 @@ Environment:
   VENDOR_CREDENTIALS       path of the vendor credentials JSON
   HTTP_ADDR                /healthz, /readyz, /metrics (default :8080)
   OTEL_TRACES_EXPORTER     otlp, console or none (default none); OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME
+  MARKETPIPE_TRACE_FILE    console exporter: write spans to this file instead of stdout
   LOG_LEVEL, LOG_FORMAT    debug|info|warn|error; json|text (default info, json)
 `
