@@ -3,12 +3,17 @@
 package natstest
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/stage"
 )
 
 // Start runs a JetStream-enabled server until the test ends. It listens on 127.0.0.1 and a
@@ -75,4 +80,100 @@ func ConnectURL(tb testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 		tb.Fatalf("jetstream: %v", err)
 	}
 	return nc, js
+}
+
+// Env is a server with the pipeline's streams declared, for handler tests.
+type Env struct {
+	tb      testing.TB
+	Server  *server.Server
+	JS      jetstream.JetStream
+	Streams *natsx.Streams
+}
+
+// NewEnv starts a server and declares the pipeline's streams, object store and ledger on it.
+func NewEnv(tb testing.TB) *Env {
+	tb.Helper()
+	s := Start(tb)
+	_, js := Connect(tb, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := natsx.Setup(ctx, js, natsx.Retention{})
+	if err != nil {
+		tb.Fatalf("declare streams: %v", err)
+	}
+	return &Env{tb: tb, Server: s, JS: js, Streams: st}
+}
+
+// Deliver publishes data on subject and returns it as a stage handler receives it (a real
+// delivery from an ephemeral consumer), so a test can call a Handler directly.
+func (e *Env) Deliver(stream, subject string, data []byte) *stage.Message {
+	e.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ack, err := e.JS.Publish(ctx, subject, data)
+	if err != nil {
+		e.tb.Fatalf("publish %s: %v", subject, err)
+	}
+	cons, err := e.JS.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		FilterSubject: subject, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: ack.Sequence,
+		AckPolicy: jetstream.AckExplicitPolicy, InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		e.tb.Fatalf("consumer: %v", err)
+	}
+	msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		e.tb.Fatalf("fetch %s: %v", subject, err)
+	}
+	return stage.NewMessage(msg)
+}
+
+// DeliverJob is Deliver of a job event under the job's current state.
+func (e *Env) DeliverJob(j *events.Job) *stage.Message {
+	e.tb.Helper()
+	data, err := j.Encode()
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	return e.Deliver(events.JobsStream, events.JobSubject(j.ID, j.State), data)
+}
+
+// LastJob returns the latest event of a job on the jobs stream.
+func (e *Env) LastJob(jobID string) (events.Job, bool) {
+	e.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.JS.Stream(ctx, events.JobsStream)
+	if err != nil {
+		e.tb.Fatalf("jobs stream: %v", err)
+	}
+	m, err := s.GetLastMsgForSubject(ctx, events.JobSubject(jobID, "*"))
+	if err != nil {
+		return events.Job{}, false
+	}
+	j, err := events.Decode(m.Data)
+	if err != nil {
+		e.tb.Fatalf("decode: %v", err)
+	}
+	return j, true
+}
+
+// Count returns how many messages of stream match subject (wildcards allowed).
+func (e *Env) Count(stream, subject string) int {
+	e.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.JS.Stream(ctx, stream)
+	if err != nil {
+		e.tb.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		e.tb.Fatalf("stream %s: %v", stream, err)
+	}
+	n := 0
+	for _, c := range info.State.Subjects {
+		n += int(c)
+	}
+	return n
 }

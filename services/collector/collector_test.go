@@ -1,0 +1,132 @@
+package collector_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/stage"
+	"github.com/marketpipe/marketpipe/pkg/vendor"
+	"github.com/marketpipe/marketpipe/services/collector"
+	"github.com/marketpipe/marketpipe/services/vendorsim"
+)
+
+// readyJob creates a request at the simulator and returns the job as the poller leaves it.
+func readyJob(t *testing.T, v *vendor.Client, id string) events.Job {
+	t.Helper()
+	ctx := context.Background()
+	req := vendor.Request{Identifier: id, Program: "gethistory", Securities: []string{"IBM US Equity", "AAPL US Equity"},
+		Fields: []string{"PX_LAST", "PX_VOLUME"}, Start: "2026-01-01", End: "2026-03-31"}
+	if err := v.Submit(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	var out *vendor.Output
+	for out == nil {
+		var err error
+		if out, err = v.Output(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	j := events.Job{ID: "job-" + id, VendorRequestID: id, ResponseKey: out.Key, ResponseDigest: out.Digest}
+	return j.Advance(events.Ready, time.Now())
+}
+
+func newClient(t *testing.T, faults vendorsim.Faults, downloads *atomic.Int64) *vendor.Client {
+	t.Helper()
+	sim := httptest.NewServer(vendorsim.NewServer(vendorsim.Options{Account: vendorsim.DefaultAccount,
+		ReadyAfter: time.Millisecond, Faults: faults}))
+	t.Cleanup(sim.Close)
+	v, err := vendor.New(vendor.Config{BaseURL: sim.URL + "/eap", MaxRetries: -1,
+		ObserveCall: func(op string, status int, d time.Duration) {
+			if op == "download" {
+				downloads.Add(1)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestCollectorStoresTheFile(t *testing.T) {
+	env := natstest.NewEnv(t)
+	var downloads atomic.Int64
+	v := newClient(t, vendorsim.Faults{}, &downloads)
+	h := &collector.Handler{Vendor: v, Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	ctx := context.Background()
+	j := readyJob(t, v, "mpcollect1")
+	m := env.DeliverJob(&j)
+	if err := h.Handle(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := env.LastJob(j.ID)
+	if got.State != events.Collected || got.FileKey != collector.FileKey(&j) {
+		t.Fatalf("collected event: %+v", got)
+	}
+	// The stored bytes are the vendor's file, and the event's sha256 and size describe them.
+	body, err := v.Download(ctx, j.ResponseKey, j.ResponseDigest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := io.ReadAll(body)
+	body.Close()
+	stored, err := env.Streams.Raw.GetBytes(ctx, got.FileKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(want)
+	if string(stored) != string(want) || got.FileSHA256 != hex.EncodeToString(sum[:]) || got.FileSize != int64(len(want)) {
+		t.Errorf("stored %d bytes sha256 %s; vendor file %d bytes sha256 %x", got.FileSize, got.FileSHA256, len(want), sum)
+	}
+
+	// A redelivery (the ack of "collected" was lost) reuses the stored file.
+	before := downloads.Load()
+	if err := h.Handle(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if downloads.Load() != before {
+		t.Errorf("redelivery downloaded the file again")
+	}
+}
+
+func TestCollectorRefusesBadDownloads(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		faults vendorsim.Faults
+	}{
+		{"corrupt", vendorsim.Faults{CorruptRate: 1}},
+		{"truncated", vendorsim.Faults{TruncateRate: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := natstest.NewEnv(t)
+			var downloads atomic.Int64
+			clean := newClient(t, vendorsim.Faults{}, &downloads)
+			j := readyJob(t, clean, "mpbad1")
+			// The same request at a simulator that spoils every download.
+			bad := newClient(t, tc.faults, &downloads)
+			_ = readyJob(t, bad, "mpbad1")
+			h := &collector.Handler{Vendor: bad, Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+			err := h.Handle(context.Background(), env.DeliverJob(&j))
+			if err == nil || stage.IsPermanent(err) {
+				t.Fatalf("Handle = %v, want a transient error (fetched again on redelivery)", err)
+			}
+			if _, err := env.Streams.Raw.GetInfo(context.Background(), collector.FileKey(&j)); !errors.Is(err, jetstream.ErrObjectNotFound) {
+				t.Errorf("a bad download was stored: %v", err)
+			}
+			if got, _ := env.LastJob(j.ID); got.State != events.Ready {
+				t.Errorf("state %q, want still ready", got.State)
+			}
+		})
+	}
+}

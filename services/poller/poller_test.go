@@ -1,0 +1,87 @@
+package poller_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/stage"
+	"github.com/marketpipe/marketpipe/pkg/vendor"
+	"github.com/marketpipe/marketpipe/services/poller"
+	"github.com/marketpipe/marketpipe/services/vendorsim"
+)
+
+func requested(t *testing.T, v *vendor.Client, id string, deadline time.Time) events.Job {
+	t.Helper()
+	spec := events.Spec{Name: "eod", Program: "getdata", Securities: []string{"IBM US Equity"}, Fields: []string{"PX_LAST"}}
+	if v != nil {
+		if err := v.Submit(context.Background(), vendor.Request{Identifier: id, Program: spec.Program,
+			Securities: spec.Securities, Fields: spec.Fields}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now().UTC()
+	j := events.Job{ID: "job-" + id, Spec: spec, Deadline: deadline, VendorRequestID: id}
+	return j.Advance(events.Requested, now)
+}
+
+func TestPoller(t *testing.T) {
+	env := natstest.NewEnv(t)
+	sim := httptest.NewServer(vendorsim.NewServer(vendorsim.Options{Account: vendorsim.DefaultAccount, ReadyAfter: 500 * time.Millisecond}))
+	t.Cleanup(sim.Close)
+	v, err := vendor.New(vendor.Config{BaseURL: sim.URL + "/eap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &poller.Handler{Vendor: v, Pub: stage.NewPublisher(env.JS), Interval: 2 * time.Second, Now: time.Now}
+	ctx := context.Background()
+
+	t.Run("not ready is a wait of one interval, not a failure", func(t *testing.T) {
+		j := requested(t, v, "mpwait1", time.Now().Add(time.Hour))
+		err := h.Handle(ctx, env.DeliverJob(&j))
+		if d, ok := stage.RetryAfter(err); !ok || d != 2*time.Second {
+			t.Fatalf("Handle = %v, want Retry(2s)", err)
+		}
+		if got, _ := env.LastJob(j.ID); got.State != events.Requested {
+			t.Errorf("state %q after a not-ready poll", got.State)
+		}
+	})
+	t.Run("ready publishes the output key and digest", func(t *testing.T) {
+		j := requested(t, v, "mpready1", time.Now().Add(time.Hour))
+		time.Sleep(600 * time.Millisecond)
+		if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := env.LastJob(j.ID)
+		if got.State != events.Ready || !strings.HasPrefix(got.ResponseKey, "mpready1.") ||
+			!strings.HasPrefix(got.ResponseDigest, "sha512=") || got.Polls != 1 {
+			t.Errorf("ready event: %+v", got)
+		}
+	})
+	t.Run("past the deadline the job fails with the reason", func(t *testing.T) {
+		j := requested(t, v, "mplate1", time.Now().Add(-time.Second))
+		if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := env.LastJob(j.ID)
+		if got.State != events.Failed || !strings.Contains(got.Error, "not ready by the deadline") {
+			t.Errorf("state %q error %q", got.State, got.Error)
+		}
+	})
+	t.Run("vendor unreachable is a transient error", func(t *testing.T) {
+		down, err := vendor.New(vendor.Config{BaseURL: "http://127.0.0.1:1/eap", MaxRetries: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hd := &poller.Handler{Vendor: down, Pub: stage.NewPublisher(env.JS), Interval: time.Second, Now: time.Now}
+		j := requested(t, nil, "mpdown1", time.Now().Add(time.Hour))
+		err = hd.Handle(ctx, env.DeliverJob(&j))
+		if _, wait := stage.RetryAfter(err); err == nil || wait || stage.IsPermanent(err) {
+			t.Errorf("Handle = %v, want a transient error", err)
+		}
+	})
+}

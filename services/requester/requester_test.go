@@ -1,0 +1,98 @@
+package requester_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/stage"
+	"github.com/marketpipe/marketpipe/pkg/vendor"
+	"github.com/marketpipe/marketpipe/services/requester"
+	"github.com/marketpipe/marketpipe/services/vendorsim"
+)
+
+func setup(t *testing.T) (*requester.Handler, *natstest.Env) {
+	t.Helper()
+	env := natstest.NewEnv(t)
+	sim := httptest.NewServer(vendorsim.NewServer(vendorsim.Options{Account: vendorsim.DefaultAccount}))
+	t.Cleanup(sim.Close)
+	v, err := vendor.New(vendor.Config{BaseURL: sim.URL + "/eap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &requester.Handler{Vendor: v, Pub: stage.NewPublisher(env.JS), Now: time.Now}, env
+}
+
+func submitted(id string, spec events.Spec) events.Job {
+	now := time.Now().UTC()
+	j := events.Job{ID: id, Spec: spec, Version: 1, Deadline: now.Add(time.Hour)}
+	return j.Advance(events.Submitted, now)
+}
+
+func TestRequester(t *testing.T) {
+	good := events.Spec{Name: "eod", Program: "gethistory", Securities: []string{"IBM US Equity"},
+		Fields: []string{"PX_LAST"}, Start: "2026-01-02", End: "2026-01-30"}
+	tests := []struct {
+		name      string
+		spec      events.Spec
+		wantState string
+		wantError string
+	}{
+		{"creates the request", good, events.Requested, ""},
+		{"vendor refusal fails the job with its description",
+			events.Spec{Name: "x", Program: "getdata", Securities: []string{"IBM US Equity"}, Fields: []string{"px last"}},
+			events.Failed, `mnemonic "px last" is not a field mnemonic`},
+		{"a request the client refuses fails the job",
+			events.Spec{Name: "x", Program: "gethistory", Securities: []string{"IBM US Equity"}, Fields: []string{"PX_LAST"},
+				Start: "2026-02-01", End: "2026-01-01"},
+			events.Failed, "end 2026-01-01 before start 2026-02-01"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h, env := setup(t)
+			j := submitted("job-1", tc.spec)
+			data, _ := j.Encode()
+			m := env.Deliver(events.JobsStream, events.JobSubject(j.ID, events.Submitted), data)
+			if err := h.Handle(context.Background(), m); err != nil {
+				t.Fatalf("Handle: %v", err)
+			}
+			got, ok := env.LastJob(j.ID)
+			if !ok || got.State != tc.wantState {
+				t.Fatalf("last event %q, want %q", got.State, tc.wantState)
+			}
+			if !strings.Contains(got.Error, tc.wantError) {
+				t.Errorf("error %q, want it to contain %q", got.Error, tc.wantError)
+			}
+			if tc.wantState == events.Requested && (got.VendorRequestID == "" || got.VendorAccount != vendorsim.DefaultAccount) {
+				t.Errorf("requested event lacks the vendor request: %+v", got)
+			}
+		})
+	}
+}
+
+func TestRequesterRedeliveryIsHarmless(t *testing.T) {
+	h, env := setup(t)
+	j := submitted("job-2", events.Spec{Name: "eod", Program: "getdata", Securities: []string{"IBM US Equity"}, Fields: []string{"PX_LAST"}})
+	data, _ := j.Encode()
+	m := env.Deliver(events.JobsStream, events.JobSubject(j.ID, events.Submitted), data)
+	for i := range 2 { // the second call is what a redelivery does: the vendor answers 409
+		if err := h.Handle(context.Background(), m); err != nil {
+			t.Fatalf("Handle #%d: %v", i+1, err)
+		}
+	}
+	if n := env.Count(events.JobsStream, events.JobSubject(j.ID, events.Requested)); n != 1 {
+		t.Errorf("%d requested events, want 1 (Nats-Msg-Id deduplicates)", n)
+	}
+}
+
+func TestRequesterPoison(t *testing.T) {
+	h, env := setup(t)
+	m := env.Deliver(events.JobsStream, events.JobSubject("bad", events.Submitted), []byte("{"))
+	if err := h.Handle(context.Background(), m); !stage.IsPermanent(err) {
+		t.Errorf("undecodable event: %v, want a permanent error", err)
+	}
+}

@@ -1,0 +1,167 @@
+package transformer_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/pkg/rowcodec"
+	"github.com/marketpipe/marketpipe/pkg/simdata"
+	"github.com/marketpipe/marketpipe/pkg/stage"
+	"github.com/marketpipe/marketpipe/services/transformer"
+)
+
+func collected(t *testing.T, env *natstest.Env, id string, file []byte) events.Job {
+	t.Helper()
+	key := id + "/g0/file.bbg"
+	if _, err := env.Streams.Raw.PutBytes(context.Background(), key, file); err != nil {
+		t.Fatal(err)
+	}
+	j := events.Job{ID: id, Version: 42, FileKey: key, Spec: events.Spec{Program: "gethistory"}}
+	return j.Advance(events.Collected, time.Now())
+}
+
+// batches reads back every row batch published for a job.
+func batches(t *testing.T, env *natstest.Env, jobID string) []rowcodec.Batch {
+	t.Helper()
+	ctx := context.Background()
+	c, err := env.JS.OrderedConsumer(ctx, events.RowsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.RowsSubject(jobID)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []rowcodec.Batch
+	for {
+		msgs, err := c.FetchNoWait(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range msgs.Messages() {
+			n++
+			var b rowcodec.Batch
+			if err := rowcodec.Decode(m.Data(), &b); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, b)
+		}
+		if n == 0 {
+			return out
+		}
+	}
+}
+
+func TestTransformerPublishesEveryObservation(t *testing.T) {
+	env := natstest.NewEnv(t)
+	h := &transformer.Handler{Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	secs := make([]string, 150)
+	for i := range secs {
+		secs[i] = fmt.Sprintf("T%03d US Equity", i)
+	}
+	spec := events.Spec{Program: "gethistory", Securities: secs, Fields: []string{"PX_LAST", "PX_OPEN", "PX_HIGH", "PX_LOW", "PX_VOLUME"},
+		Start: "2025-01-01", End: "2025-12-31"}
+	runDate := obs.MakeDate(2026, 1, 5)
+	var file bytes.Buffer
+	if err := simdata.WriteReply(&file, spec, runDate, 3); err != nil {
+		t.Fatal(err)
+	}
+	var want []obs.Observation
+	simdata.Observations(spec, runDate, 3, func(o *obs.Observation) error { want = append(want, *o); return nil })
+
+	j := collected(t, env, "job-t1", file.Bytes())
+	m := env.DeliverJob(&j)
+	if err := h.Handle(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := env.LastJob(j.ID)
+	bs := batches(t, env, j.ID)
+	if got.State != events.Transformed || got.Batches != len(bs) || got.RowsParsed != int64(len(want)) || got.RowsRejected != 0 {
+		t.Fatalf("transformed event: state %q batches %d (published %d) rows %d (want %d) rejected %d",
+			got.State, got.Batches, len(bs), got.RowsParsed, len(want), got.RowsRejected)
+	}
+	if len(bs) < 2 {
+		t.Errorf("%d observations in %d batch: a large file must be split", len(want), len(bs))
+	}
+	var all []obs.Observation
+	for i, b := range bs {
+		if b.Seq != i || b.JobID != j.ID || b.Version != 42 || b.Program != "gethistory" {
+			t.Errorf("batch %d: seq %d job %q version %d program %q", i, b.Seq, b.JobID, b.Version, b.Program)
+		}
+		all = append(all, b.Obs...)
+	}
+	if len(all) != len(want) {
+		t.Fatalf("%d observations in batches, want %d", len(all), len(want))
+	}
+	for i := range want {
+		if !all[i].Equal(&want[i]) {
+			t.Fatalf("observation %d: %+v, want %+v", i, all[i], want[i])
+		}
+	}
+
+	// A redelivery republishes the same batches under the same ids: JetStream drops them.
+	if err := h.Handle(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if n := env.Count(events.RowsStream, events.RowsSubject(j.ID)); n != len(bs) {
+		t.Errorf("%d batches after a redelivery, want %d", n, len(bs))
+	}
+}
+
+func TestTransformerFailsUnreadableFiles(t *testing.T) {
+	env := natstest.NewEnv(t)
+	h := &transformer.Handler{Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	tests := []struct {
+		name, file, want string
+	}{
+		{"no data section", "START-OF-FILE\nPROGRAMNAME=getdata\nSTART-OF-FIELDS\nPX_LAST\nEND-OF-FIELDS\n", "line"},
+		{"not a reply file", "<html>gateway timeout</html>\n", "line"},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			j := collected(t, env, fmt.Sprintf("job-bad%d", i), []byte(tc.file))
+			if err := h.Handle(context.Background(), env.DeliverJob(&j)); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := env.LastJob(j.ID)
+			if got.State != events.Failed || !strings.Contains(got.Error, tc.want) || !strings.Contains(got.Error, j.FileKey) {
+				t.Errorf("state %q error %q", got.State, got.Error)
+			}
+		})
+	}
+	t.Run("missing raw file", func(t *testing.T) {
+		j := events.Job{ID: "job-missing", FileKey: "job-missing/g0/nothing"}
+		j = j.Advance(events.Collected, time.Now())
+		if err := h.Handle(context.Background(), env.DeliverJob(&j)); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := env.LastJob(j.ID); got.State != events.Failed || !strings.Contains(got.Error, "not in the raw store") {
+			t.Errorf("state %q error %q", got.State, got.Error)
+		}
+	})
+}
+
+func TestTransformerRejectsBadLinesAndLoadsTheRest(t *testing.T) {
+	env := natstest.NewEnv(t)
+	h := &transformer.Handler{Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	file := "START-OF-FILE\nPROGRAMNAME=getdata\nDATEFORMAT=yyyymmdd\nRUNDATE=20260105\nSTART-OF-FIELDS\nPX_LAST\nPX_BID\nEND-OF-FIELDS\n" +
+		"START-OF-DATA\nIBM US Equity|0|2|101.5|101.4|\nbroken line without delimiters\nAAPL US Equity|0|2|201.5|201.4|\nEND-OF-DATA\nEND-OF-FILE\n"
+	j := collected(t, env, "job-rej", []byte(file))
+	if err := h.Handle(context.Background(), env.DeliverJob(&j)); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := env.LastJob(j.ID)
+	bs := batches(t, env, j.ID)
+	if got.State != events.Transformed || got.RowsParsed != 4 || got.RowsRejected != 1 || len(bs) != 1 {
+		t.Fatalf("state %q rows %d rejected %d batches %d", got.State, got.RowsParsed, got.RowsRejected, len(bs))
+	}
+	if r := bs[0].Rejects; len(r) != 1 || r[0].Line != 11 || r[0].Raw != "broken line without delimiters" {
+		t.Errorf("rejects %+v, want line 11 with its raw text", r)
+	}
+}
