@@ -46,6 +46,7 @@ type Ledger interface {
 type RowsHandler struct {
 	commit *groupCommit
 	Ledger Ledger
+	Loaded Counter // observations loaded; nil: not counted
 }
 
 // Handle implements stage.Handler.
@@ -74,6 +75,9 @@ func (h *RowsHandler) Handle(ctx context.Context, m *stage.Message) error {
 	n := strconv.Itoa(len(b.Obs))
 	if _, err := h.Ledger.Put(ctx, key, []byte(n)); err != nil {
 		return fmt.Errorf("record batch %s in ledger: %w", key, err)
+	}
+	if h.Loaded != nil {
+		h.Loaded.Add(float64(len(b.Obs)))
 	}
 	return nil
 }
@@ -150,13 +154,20 @@ type Settings struct {
 
 // Stages returns the loader's three stages.
 func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runner, error) {
-	pub := stage.NewPublisher(env.JS)
+	pub := env.Publisher()
+	tracer := env.Tracing.Provider.Tracer(tracerName)
+	counters, err := env.Counters()
+	if err != nil {
+		return nil, err
+	}
 	rows, err := stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.RowsStream, Filters: []string{events.RowsSubjects},
 		Concurrency: 32, MaxAckPending: 256, AckWait: 2 * time.Minute, MaxDeliver: -1, Backoff: outageBackoff,
 	}, &RowsHandler{
-		commit: &groupCommit{ins: store, maxRows: s.MaxInsertRows, linger: s.Linger, timeout: 2 * time.Minute},
+		commit: &groupCommit{ins: store, maxRows: s.MaxInsertRows, linger: s.Linger, timeout: 2 * time.Minute,
+			tracer: tracer},
 		Ledger: env.Streams.Ledger,
+		Loaded: counters.RowsLoaded,
 	}, env.StageOptions())
 	if err != nil {
 		return nil, err
@@ -176,7 +187,7 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 	jobs, err := stage.New(env.JS, stage.Config{
 		Name: JobsName, Stream: events.JobsStream, Filters: []string{events.JobsSubjects},
 		Concurrency: 8, MaxDeliver: -1, AckWait: time.Minute, Backoff: outageBackoff,
-	}, &JobsHandler{Store: store}, env.StageOptions())
+	}, &JobsHandler{Store: tracedJobs{store, tracer}}, env.StageOptions())
 	if err != nil {
 		return nil, err
 	}
