@@ -42,6 +42,10 @@ const (
 	LedgerBucket = "mp_ledger" // KV: row batches already loaded, per job
 )
 
+// MaxJobEventBytes bounds a job event. The largest legitimate one carries a job of 100,000
+// securities (jobspec's limit) at up to ~40 bytes each in JSON; anything larger is not ours.
+const MaxJobEventBytes = 8 << 20
+
 // JobSubject returns the subject of a job's event.
 func JobSubject(jobID, event string) string { return "mp.job." + jobID + "." + event }
 

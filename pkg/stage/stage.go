@@ -52,6 +52,9 @@ type Config struct {
 	Backoff func(n uint64) time.Duration
 	// ShutdownGrace is how long in-flight handlers may run after shutdown starts. Default 25s.
 	ShutdownGrace time.Duration
+	// MaxBytes, when set, is the largest payload the stage accepts: a larger message is poison
+	// (dead-lettered with its size) rather than handed to the handler.
+	MaxBytes int
 }
 
 func (c *Config) defaults() error {
@@ -267,7 +270,12 @@ func (s *Stage) handle(ctx context.Context, raw jetstream.Msg) {
 
 	stop := s.keepAlive(ctx, m)
 	start := time.Now()
-	err := s.h.Handle(ctx, m)
+	var err error
+	if n := len(m.Data()); s.cfg.MaxBytes > 0 && n > s.cfg.MaxBytes {
+		err = Permanent(fmt.Errorf("message of %d bytes exceeds the stage's limit of %d", n, s.cfg.MaxBytes))
+	} else {
+		err = s.h.Handle(ctx, m)
+	}
 	stop()
 	s.metrics.Latency.WithLabelValues(s.cfg.Name).Observe(time.Since(start).Seconds())
 	s.settle(ctx, m, err, span)

@@ -290,3 +290,25 @@ func TestShutdownFinishesInFlightWork(t *testing.T) {
 		t.Errorf("after shutdown: ack pending %d, ack floor %d; want 0 and 1", info.NumAckPending, info.AckFloor.Stream)
 	}
 }
+
+func TestOversizedMessageIsDeadLettered(t *testing.T) {
+	js := setup(t)
+	var calls atomic.Int64
+	run(t, js, stage.Config{MaxBytes: 10}, stage.HandlerFunc(func(ctx context.Context, m *stage.Message) error {
+		calls.Add(1)
+		return nil
+	}))
+	p := stage.NewPublisher(js)
+	if err := p.Publish(context.Background(), "t.work", "big", []byte("more than ten bytes"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Publish(context.Background(), "t.work", "small", []byte("ok"), nil); err != nil {
+		t.Fatal(err)
+	}
+	var dl []jetstream.Msg
+	waitFor(t, "dead letter", func() bool { dl = dlqMessages(t, js); return len(dl) == 1 })
+	if got := dl[0].Headers().Get(stage.HdrDLQReason); got != "permanent: message of 19 bytes exceeds the stage's limit of 10" {
+		t.Errorf("reason = %q", got)
+	}
+	waitFor(t, "the small message handled", func() bool { return calls.Load() == 1 })
+}
