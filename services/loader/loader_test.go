@@ -200,3 +200,25 @@ func TestJobsHandlerKeepsTheLatestEvent(t *testing.T) {
 		t.Errorf("undecodable job event: %v, want a permanent error", err)
 	}
 }
+
+func TestRejectsReachClickHouse(t *testing.T) {
+	env := natstest.NewEnv(t)
+	st := openStore(t)
+	h := &RowsHandler{commit: &groupCommit{ins: st, maxRows: 1000, linger: time.Millisecond, timeout: time.Minute},
+		Ledger: env.Streams.Ledger}
+	b := batch("job-r", 0, 3)
+	b.Rejects = []obs.Reject{{Line: 11, Raw: "broken line", Reason: "row has 1 columns"}}
+	if err := h.Handle(context.Background(), deliverBatch(t, env, b)); err != nil {
+		t.Fatal(err)
+	}
+	rej, err := st.Rejects(context.Background(), "job-r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rej) != 1 || rej[0] != b.Rejects[0] {
+		t.Errorf("rejects table: %+v, want %+v", rej, b.Rejects)
+	}
+	if n, _ := st.CountObservations(context.Background(), true); n != 3 {
+		t.Errorf("%d observations beside the reject, want 3", n)
+	}
+}
