@@ -122,7 +122,13 @@ func sha256Hex(digest string) (string, error) {
 
 // Stage returns the collector stage on env's JetStream.
 func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
-	h := &Handler{Vendor: v, Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	counters, err := env.Counters()
+	if err != nil {
+		return nil, err
+	}
+	tracer := env.Tracing.Provider.Tracer("github.com/marketpipe/marketpipe/services/collector")
+	h := &Handler{Vendor: countedVendor{v, counters.BytesDownloaded}, Raw: tracedRaw{env.Streams.Raw, tracer},
+		Pub: env.Publisher(), Now: time.Now}
 	return stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Ready)},
 		Concurrency: 4, AckWait: time.Minute, MaxDeliver: 10,

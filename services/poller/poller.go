@@ -67,7 +67,7 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 
 // Stage returns the poller stage on env's JetStream.
 func Stage(env *service.Env, v Vendor, interval time.Duration) (*stage.Stage, error) {
-	h := &Handler{Vendor: v, Pub: stage.NewPublisher(env.JS), Interval: interval, Now: time.Now}
+	h := &Handler{Vendor: v, Pub: env.Publisher(), Interval: interval, Now: time.Now}
 	return stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Requested)},
 		MaxDeliver: -1, Concurrency: 32, AckWait: time.Minute, MaxAckPending: 20000,

@@ -70,7 +70,7 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 
 // Stage returns the requester stage on env's JetStream.
 func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
-	h := &Handler{Vendor: v, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	h := &Handler{Vendor: v, Pub: env.Publisher(), Now: time.Now}
 	return stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Submitted)},
 		Concurrency: 8, AckWait: time.Minute,

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/marketpipe/marketpipe/pkg/dlformat"
 	"github.com/marketpipe/marketpipe/pkg/events"
@@ -35,6 +38,10 @@ type Handler struct {
 	Raw RawStore
 	Pub *stage.Publisher
 	Now func() time.Time
+	// Tracer gives the parse span (default no-op); RowsParsed and RowsRejected count a job's
+	// figures once its "transformed" event is durable (nil: not counted).
+	Tracer                   trace.Tracer
+	RowsParsed, RowsRejected Counter
 }
 
 // Handle implements stage.Handler. A redelivery parses the file again and republishes the same
@@ -67,7 +74,12 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	}
 	next := j.Advance(events.Transformed, h.Now())
 	next.Batches, next.RowsParsed, next.RowsRejected = st.batches, st.rows, st.rejects
-	return h.Pub.PublishJob(ctx, &next)
+	if err := h.Pub.PublishJob(ctx, &next); err != nil {
+		return err
+	}
+	add(h.RowsParsed, st.rows)
+	add(h.RowsRejected, st.rejects)
+	return nil
 }
 
 type transformStats struct {
@@ -75,8 +87,13 @@ type transformStats struct {
 	rows, rejects int64
 }
 
-func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader) (transformStats, error) {
-	var st transformStats
+func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader) (st transformStats, err error) {
+	ctx, span := h.tracer().Start(ctx, "transformer.parse", trace.WithAttributes(attribute.String("marketpipe.file_key", j.FileKey)))
+	defer func() {
+		span.SetAttributes(attribute.Int("marketpipe.batches", st.batches), attribute.Int64("marketpipe.rows", st.rows),
+			attribute.Int64("marketpipe.rejects", st.rejects))
+		endSpan(span, err)
+	}()
 	rd, err := dlformat.NewReader(r)
 	if err != nil {
 		return st, fmt.Errorf("read %s: %w", j.FileKey, err)
@@ -132,9 +149,22 @@ func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader) (tr
 	return st, nil
 }
 
+func (h *Handler) tracer() trace.Tracer {
+	if h.Tracer == nil {
+		return noop.NewTracerProvider().Tracer(tracerName)
+	}
+	return h.Tracer
+}
+
 // Stage returns the transformer stage on env's JetStream.
 func Stage(env *service.Env) (*stage.Stage, error) {
-	h := &Handler{Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	counters, err := env.Counters()
+	if err != nil {
+		return nil, err
+	}
+	tracer := env.Tracing.Provider.Tracer(tracerName)
+	h := &Handler{Raw: tracedRaw{env.Streams.Raw, tracer}, Pub: env.Publisher(), Now: time.Now,
+		Tracer: tracer, RowsParsed: counters.RowsParsed, RowsRejected: counters.RowsRejected}
 	return stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Collected)},
 		Concurrency: 2, AckWait: time.Minute, MaxDeliver: 10,
