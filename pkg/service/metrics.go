@@ -17,8 +17,8 @@ type Counters struct {
 	BytesDownloaded prometheus.Counter // reply-file bytes the collector read from the vendor (decoded)
 }
 
-// Counters returns the pipeline counters, registered on first use in the Env's registry (so a
-// process shows only the figures of the stages it runs; `marketpipe dev` shows them all).
+// Counters returns the pipeline counters, registered in the Env's registry on first use: the
+// processes whose stages count none of them (requester, poller) do not export them.
 func (e *Env) Counters() (*Counters, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
