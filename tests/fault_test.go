@@ -102,9 +102,10 @@ func TestFaults(t *testing.T) {
 		}
 	}
 
-	// A random replica is killed (SIGKILL) and started again every second until the end.
+	// Every second a random replica is killed with SIGKILL (three times in four) or stopped with
+	// SIGTERM (a rolling restart), and started again, until the end.
 	var mu sync.Mutex
-	kills := 0
+	kills, restarts := 0, 0
 	stopChaos := make(chan struct{})
 	chaosDone := make(chan struct{})
 	go func() {
@@ -119,10 +120,19 @@ func TestFaults(t *testing.T) {
 			case <-tick.C:
 			}
 			r := replicas[rng.IntN(len(replicas))]
-			r.p.kill()
+			graceful := rng.IntN(4) == 0
+			if graceful {
+				r.p.stop(t) // a rolling restart: SIGTERM, and the exit must be clean
+			} else {
+				r.p.kill()
+			}
 			r.p = startProc(t, r.name, r.bin, env)
 			mu.Lock()
-			kills++
+			if graceful {
+				restarts++
+			} else {
+				kills++
+			}
 			mu.Unlock()
 		}
 	}()
@@ -245,8 +255,8 @@ func TestFaults(t *testing.T) {
 	final, _ := store.CountObservations(ctx, true)
 	mu.Lock()
 	defer mu.Unlock()
-	t.Logf("fault test: %d jobs, %d observations, %d kills, redeliveries %s, %d duplicate rows before FINAL (%d rows, %d after FINAL), %s",
-		len(jobs), total, kills, redeliveries(t, ctx, js), all-final, all, final, time.Since(start).Round(time.Second))
+	t.Logf("fault test: %d jobs, %d observations, %d kills, %d graceful restarts, redeliveries %s, %d duplicate rows before FINAL (%d rows, %d after FINAL), %s",
+		len(jobs), total, kills, restarts, redeliveries(t, ctx, js), all-final, all, final, time.Since(start).Round(time.Second))
 }
 
 // redeliveries reports, per stage that does not wait on purpose, deliveries beyond the first
