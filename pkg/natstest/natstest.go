@@ -55,19 +55,10 @@ var errNotReady error = notReady{}
 // Connect returns a connection and JetStream context to s, closed when the test ends.
 func Connect(tb testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) {
 	tb.Helper()
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		tb.Fatalf("connect: %v", err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatalf("jetstream: %v", err)
-	}
-	return nc, js
+	return ConnectURL(tb, s.ClientURL())
 }
 
-// ConnectURL is Connect for a server known only by its URL (another process's, say).
+// ConnectURL connects to the server at url (another process's, say), until the test ends.
 func ConnectURL(tb testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 	tb.Helper()
 	nc, err := nats.Connect(url)
