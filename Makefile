@@ -58,8 +58,12 @@ faults: deps
 demo: deps build
 	./scripts/demo.sh
 
+# The package benchmarks, then the harness (bench/cmd/mpbench): direct insert, the five stages
+# as processes, loader leg, poller CPU, peak RSS, transformer replicas, latency. BENCH_SCALE=0.1
+# for a quick run (1.0: 5,000,000 observations); the last line printed is the JSON result.
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+	$(GO) run ./bench/cmd/mpbench
 
 clean:
 	rm -rf $(BIN) .marketpipe

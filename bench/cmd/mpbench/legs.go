@@ -1,0 +1,673 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketpipe/marketpipe/pkg/chstore"
+	"github.com/marketpipe/marketpipe/pkg/dlformat"
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/pkg/rowcodec"
+)
+
+// runID makes job ids unique across runs against the same servers.
+var runID = strconv.FormatInt(time.Now().Unix()%1_000_000, 10)
+
+// ---- 1. direct ----
+
+// directRows is how many observations go into one INSERT of the direct leg (the loader's
+// default LOADER_MAX_INSERT_ROWS).
+var directRows = 500_000
+
+func (b *bench) legDirect(ctx context.Context) error {
+	if v := os.Getenv("BENCH_DIRECT_ROWS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("BENCH_DIRECT_ROWS=%q: want a positive integer", v)
+		}
+		directRows = n
+	}
+	st, err := chstore.Open(ctx, chstore.Config{Addr: b.ch.Addr(), Database: "bench_direct"})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	// Parse alone first: the parser's share, and the file is in the page cache for both.
+	t0 := time.Now()
+	n, err := parseOnly(b.refPath)
+	if err != nil {
+		return err
+	}
+	b.res.DirectParseS = round(time.Since(t0).Seconds(), 3)
+	log.Printf("direct: parse only: %d observations in %.2fs (%.0f obs/s, %.0f MB/s)", n, b.res.DirectParseS,
+		float64(n)/b.res.DirectParseS, float64(b.refBytes)/1e6/b.res.DirectParseS)
+
+	if b.profile != "" {
+		f, err := os.Create(filepath.Join(b.profile, "direct.pprof"))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	t0 = time.Now()
+	rows, err := directLoad(ctx, st, b.refPath, "bench-direct-"+runID, uint64(time.Now().UnixNano()))
+	d := time.Since(t0)
+	if err != nil {
+		return err
+	}
+	b.res.DirectS = round(d.Seconds(), 3)
+	b.res.DirectRowsPerS = round(float64(rows)/d.Seconds(), 0)
+	log.Printf("direct: parse + insert (%d-row INSERTs, parse and insert overlapped): %d observations in %.2fs = %.0f obs/s",
+		directRows, rows, d.Seconds(), b.res.DirectRowsPerS)
+	if cnt, err := st.CountObservations(ctx, false); err != nil || cnt != uint64(b.refObs) {
+		return fmt.Errorf("direct: %d rows in observations (%v), want %d", cnt, err, b.refObs)
+	}
+	return nil
+}
+
+func parseOnly(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	rd, err := dlformat.NewReader(f)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for {
+		_, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+}
+
+// directLoad parses path and inserts its observations in INSERTs of directRows rows, the parse
+// of the next INSERT overlapping the current one.
+func directLoad(ctx context.Context, st *chstore.Store, path, jobID string, version uint64) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	rd, err := dlformat.NewReader(f)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan []obs.Observation, 1)
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for batch := range work {
+			if err == nil {
+				_, err = st.Insert(ctx, []chstore.Batch{{JobID: jobID, Program: rd.Program(), Version: version, Obs: batch}})
+				if err != nil {
+					cancel()
+				}
+			}
+		}
+		done <- err
+	}()
+	var n int64
+	buf := make([]obs.Observation, 0, directRows)
+	var perr error
+	for {
+		o, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			perr = err
+			break
+		}
+		buf = append(buf, *o)
+		n++
+		if len(buf) == directRows {
+			select {
+			case work <- buf:
+			case <-ctx.Done():
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			buf = make([]obs.Observation, 0, directRows)
+		}
+	}
+	if len(buf) > 0 && perr == nil && ctx.Err() == nil {
+		work <- buf
+	}
+	close(work)
+	if err := <-done; err != nil {
+		return n, err
+	}
+	if perr != nil {
+		return n, perr
+	}
+	return n, ctx.Err()
+}
+
+// ---- 2. pipeline, and 7. latency ----
+
+func (b *bench) legPipeline(ctx context.Context) error {
+	c, err := b.newCluster(ctx, "pipeline", 0)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	ps, err := c.startPipeline()
+	if err != nil {
+		return err
+	}
+	if err := c.waitConsumers(ctx, events.JobsStream, 1, "requester", "poller", "collector", "transformer", "loader-complete", "jobs"); err != nil {
+		return err
+	}
+	if err := c.waitConsumers(ctx, events.RowsStream, 1, "loader"); err != nil {
+		return err
+	}
+	var all []*proc
+	for _, p := range ps {
+		all = append(all, p)
+	}
+	stopSampling := sampler(all, 50*time.Millisecond)
+	defer stopSampling()
+
+	// 7. Latency of small jobs, one at a time: collected → loaded from the loaded event.
+	small := events.Spec{Name: "bench-small", Program: events.GetHistory, Fields: fields[:5],
+		Start: "2025-01-01", End: "2025-01-31"}
+	for i := range 10 {
+		small.Securities = append(small.Securities, fmt.Sprintf("SEC%05d US Equity", i))
+	}
+	const warmup, measured = 3, 30
+	var lat []float64
+	for i := range warmup + measured {
+		id := fmt.Sprintf("bench-small-%s-%d", runID, i)
+		ch := c.watch(id)
+		if _, err := c.submit(ctx, id, small); err != nil {
+			return err
+		}
+		j, _, err := waitEvent(ctx, ch, events.Loaded, time.Minute)
+		c.unwatch(id)
+		if err != nil {
+			c.dumpLogs()
+			return fmt.Errorf("small job %d: %w", i, err)
+		}
+		if i >= warmup {
+			lat = append(lat, float64(j.LoadedAt.Sub(j.CollectedAt).Microseconds())/1000)
+		}
+	}
+	slices.Sort(lat)
+	b.res.LatencyP50MS = round(percentile(lat, 0.50), 1)
+	b.res.LatencyP99MS = round(percentile(lat, 0.99), 1)
+	b.res.LatencyJobs = len(lat)
+	log.Printf("latency: %d small jobs (%d observations each), collected → loaded: p50 %.0f ms, p99 %.0f ms, min %.0f, max %.0f",
+		len(lat), len(small.Securities)*len(small.Fields)*23, b.res.LatencyP50MS, b.res.LatencyP99MS, lat[0], lat[len(lat)-1])
+
+	// 2. The reference job, submit → loaded.
+	cpu0 := map[string]time.Duration{}
+	for n, p := range ps {
+		cpu0[n] = p.cpu()
+	}
+	ch0 := b.chCPU()
+	id := "bench-ref-" + runID
+	ch := c.watch(id)
+	t0 := time.Now()
+	if _, err := c.submit(ctx, id, b.refSpec); err != nil {
+		return err
+	}
+	j, t1, err := waitEvent(ctx, ch, events.Loaded, 30*time.Minute)
+	if err != nil {
+		c.dumpLogs()
+		return err
+	}
+	d := t1.Sub(t0)
+	b.res.PipelineS = round(d.Seconds(), 3)
+	b.res.PipelineStagesMS = map[string]float64{
+		"1_submitted_requested":   ms(j.RequestedAt.Sub(j.SubmittedAt)),
+		"2_requested_ready":       ms(j.ReadyAt.Sub(j.RequestedAt)),
+		"3_ready_collected":       ms(j.CollectedAt.Sub(j.ReadyAt)),
+		"4_collected_transformed": ms(j.TransformedAt.Sub(j.CollectedAt)),
+		"5_transformed_loaded":    ms(j.LoadedAt.Sub(j.TransformedAt)),
+		"collected_loaded":        ms(j.LoadedAt.Sub(j.CollectedAt)),
+	}
+	b.res.PipelineCPUS = map[string]float64{"clickhouse-server": round((b.chCPU() - ch0).Seconds(), 2)}
+	b.res.PipelineRSSMB = map[string]float64{}
+	for n, p := range ps {
+		b.res.PipelineCPUS[n] = round((p.cpu() - cpu0[n]).Seconds(), 2)
+		b.res.PipelineRSSMB[n] = round(p.peakMB(), 1)
+	}
+	log.Printf("pipeline: %d observations submit → loaded in %.2fs = %.0f obs/s; stages (ms): %v",
+		j.RowsLoaded, d.Seconds(), float64(j.RowsLoaded)/d.Seconds(), b.res.PipelineStagesMS)
+	log.Printf("pipeline: CPU seconds during the job: %v; peak RSS MB: %v", b.res.PipelineCPUS, b.res.PipelineRSSMB)
+	if j.FileSHA256 != b.refSHA {
+		log.Printf("pipeline: WARNING: collected file sha256 %s differs from the direct leg's file %s", j.FileSHA256, b.refSHA)
+	}
+	if j.RowsLoaded != b.refObs {
+		return fmt.Errorf("pipeline loaded %d observations, want %d", j.RowsLoaded, b.refObs)
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return round(float64(d.Microseconds())/1000, 1) }
+
+// percentile is the nearest-rank percentile of sorted xs.
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p*float64(len(xs)))) - 1
+	return xs[min(max(i, 0), len(xs)-1)]
+}
+
+// ---- 3. loader leg ----
+
+func (b *bench) legLoader(ctx context.Context) error {
+	c, err := b.newCluster(ctx, "loader", 0)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	id := "bench-loader-" + runID
+	version := uint64(time.Now().UnixNano())
+	nb, rows, size, err := publishBatches(ctx, c, b.refPath, id, version)
+	if err != nil {
+		return err
+	}
+	b.res.LoaderBatches = nb
+	b.res.LoaderAvgBatchKB = round(float64(size)/float64(nb)/1024, 1)
+	log.Printf("loader: published %d batches (%d observations, %.1f MB, %.0f KB each on average) to %s",
+		nb, rows, float64(size)/1e6, b.res.LoaderAvgBatchKB, events.RowsStream)
+	now := time.Now().UTC()
+	j := events.Job{ID: id, Spec: b.refSpec, Version: version, Deadline: now.Add(time.Hour)}
+	j = j.Advance(events.Submitted, now).Advance(events.Collected, now).Advance(events.Transformed, now)
+	j.Batches, j.RowsParsed = nb, rows
+	ch := c.watch(id)
+	if err := c.pub.PublishJob(ctx, &j); err != nil {
+		return err
+	}
+	p, err := c.start("loader", "loader", nil)
+	if err != nil {
+		return err
+	}
+	// The clock starts when the loader's row consumer exists: after its start-up (NATS,
+	// ClickHouse, schema), as it starts consuming.
+	if err := c.waitConsumers(ctx, events.RowsStream, 0, "loader"); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	cpu0 := p.cpu()
+	ch0 := b.chCPU()
+	for {
+		n, err := natsx.LoadedBatches(ctx, c.js, id, 0)
+		if err != nil {
+			return err
+		}
+		if n >= nb {
+			break
+		}
+		if p.exited() {
+			return fmt.Errorf("loader exited: %v\n%s", p.waitErr, p.logTail(3000))
+		}
+		if time.Since(t0) > 20*time.Minute {
+			return fmt.Errorf("only %d of %d batches loaded after 20 minutes", n, nb)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	d := time.Since(t0)
+	b.res.LoaderRowsPerS = round(float64(rows)/d.Seconds(), 0)
+	log.Printf("loader: %d observations from JetStream into ClickHouse in %.2fs = %.0f obs/s (loader %.1f s CPU, clickhouse-server %.1f s CPU)",
+		rows, d.Seconds(), b.res.LoaderRowsPerS, (p.cpu() - cpu0).Seconds(), (b.chCPU() - ch0).Seconds())
+	if _, _, err := waitEvent(ctx, ch, events.Loaded, time.Minute); err != nil {
+		return fmt.Errorf("loaded event: %w", err)
+	}
+	return nil
+}
+
+// publishBatches encodes path's observations into row batches exactly as the transformer does
+// and publishes them on the job's rows subject.
+func publishBatches(ctx context.Context, c *cluster, path, id string, version uint64) (nb int, rows int64, size int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer f.Close()
+	rd, err := dlformat.NewReader(f)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	bld := rowcodec.NewBuilder(id, rd.Program(), 0, version)
+	async := c.pub.Async()
+	flush := func() error {
+		batch, data, err := bld.Flush()
+		if err != nil || batch == nil {
+			return err
+		}
+		nb++
+		size += int64(len(data))
+		return async.Publish(ctx, events.RowsSubject(id), natsx.LedgerKey(id, 0, batch.Seq), data, nil)
+	}
+	for {
+		o, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nb, rows, size, err
+		}
+		if err := bld.Add(o); err != nil {
+			return nb, rows, size, err
+		}
+		rows++
+		for bld.Full() {
+			if err := flush(); err != nil {
+				return nb, rows, size, err
+			}
+		}
+	}
+	for bld.Len() > 0 {
+		if err := flush(); err != nil {
+			return nb, rows, size, err
+		}
+	}
+	return nb, rows, size, async.Wait(ctx)
+}
+
+// ---- 6. transform, 1 and 2 replicas ----
+
+func (b *bench) legTransform(ctx context.Context) error {
+	c, err := b.newCluster(ctx, "transform", 0)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	key := "bench/reference.out"
+	f, err := os.Open(b.refPath)
+	if err != nil {
+		return err
+	}
+	_, err = c.streams.Raw.Put(ctx, jetstream.ObjectMeta{Name: key}, f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("store the reference file: %w", err)
+	}
+	n := 0
+	// transform publishes "collected" for k jobs of the stored file at once and times them
+	// until every one is transformed.
+	transform := func(k int) (time.Duration, error) {
+		var chans []<-chan events.Job
+		var ids []string
+		for range k {
+			n++
+			id := fmt.Sprintf("bench-transform-%s-%d", runID, n)
+			ids = append(ids, id)
+			chans = append(chans, c.watch(id))
+		}
+		t0 := time.Now()
+		for _, id := range ids {
+			now := time.Now().UTC()
+			j := events.Job{ID: id, Spec: b.refSpec, Version: uint64(now.UnixNano()), Deadline: now.Add(time.Hour),
+				FileKey: key, FileSHA256: b.refSHA, FileSize: b.refBytes}
+			j = j.Advance(events.Submitted, now).Advance(events.Collected, now)
+			if err := c.pub.PublishJob(ctx, &j); err != nil {
+				return 0, err
+			}
+		}
+		for i, ch := range chans {
+			j, _, err := waitEvent(ctx, ch, events.Transformed, 20*time.Minute)
+			if err != nil {
+				c.dumpLogs()
+				return 0, err
+			}
+			if j.RowsParsed != b.refObs {
+				return 0, fmt.Errorf("%s: transformed %d observations, want %d", ids[i], j.RowsParsed, b.refObs)
+			}
+			c.unwatch(ids[i])
+		}
+		return time.Since(t0), nil
+	}
+	if _, err := c.start("transformer-1", "transformer", nil); err != nil {
+		return err
+	}
+	if err := c.waitConsumers(ctx, events.JobsStream, 1, "transformer"); err != nil {
+		return err
+	}
+	// Best of two runs each, so that neither figure carries a cold start.
+	best := func(k int) (time.Duration, error) {
+		var d time.Duration
+		for i := range 2 {
+			di, err := transform(k)
+			if err != nil {
+				return 0, err
+			}
+			if i == 0 || di < d {
+				d = di
+			}
+		}
+		return d, nil
+	}
+	d1, err := best(1)
+	if err != nil {
+		return err
+	}
+	if _, err := c.start("transformer-2", "transformer", nil); err != nil {
+		return err
+	}
+	// Both replicas pulling.
+	if err := c.waitConsumers(ctx, events.JobsStream, 2, "transformer"); err != nil {
+		return err
+	}
+	d2, err := best(1)
+	if err != nil {
+		return err
+	}
+	d2f, err := best(2)
+	if err != nil {
+		return err
+	}
+	b.res.TransformS1 = round(d1.Seconds(), 3)
+	b.res.TransformS2 = round(d2.Seconds(), 3)
+	b.res.TransformSpeedup = round(d1.Seconds()/d2.Seconds(), 2)
+	b.res.TransformRowsPS = round(float64(b.refObs)/d1.Seconds(), 0)
+	b.res.Transform2Files = round(2*d1.Seconds()/d2f.Seconds(), 2)
+	log.Printf("transform: one file (%d observations): 1 replica %.2fs (%.0f obs/s), 2 replicas %.2fs: speedup %.2f "+
+		"(one file is transformed by one replica); two files on 2 replicas: %.2fs, throughput ×%.2f",
+		b.refObs, d1.Seconds(), b.res.TransformRowsPS, d2.Seconds(), b.res.TransformSpeedup, d2f.Seconds(), b.res.Transform2Files)
+	return nil
+}
+
+// ---- 5. memory on a 1 GB file ----
+
+func (b *bench) legMemory(ctx context.Context) error {
+	probe, err := historySpec("bench-mem", 20)
+	if err != nil {
+		return err
+	}
+	sz, err := replySize(probe)
+	if err != nil {
+		return err
+	}
+	target := float64(memFileBytes) * b.scale
+	secs := int(math.Ceil(target / (float64(sz) / 20)))
+	spec, err := historySpec("bench-mem", secs)
+	if err != nil {
+		return err
+	}
+	size, err := replySize(spec)
+	if err != nil {
+		return err
+	}
+	nobs, err := countObservations(spec)
+	if err != nil {
+		return err
+	}
+	b.res.MemFileMB = round(float64(size)/(1<<20), 1)
+	b.res.MemObservations = nobs
+	log.Printf("memory: reply file of %d securities × %d fields × %d days = %d observations, %.0f MiB",
+		secs, len(fields), refDays, nobs, b.res.MemFileMB)
+	c, err := b.newCluster(ctx, "memory", 0)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	ps, err := c.startPipeline()
+	if err != nil {
+		return err
+	}
+	var all []*proc
+	for _, p := range ps {
+		all = append(all, p)
+	}
+	stopSampling := sampler(all, 20*time.Millisecond)
+	defer stopSampling()
+	if err := c.waitConsumers(ctx, events.JobsStream, 1, "requester", "poller", "collector", "transformer", "loader-complete"); err != nil {
+		return err
+	}
+	id := "bench-mem-" + runID
+	ch := c.watch(id)
+	t0 := time.Now()
+	if _, err := c.submit(ctx, id, spec); err != nil {
+		return err
+	}
+	j, t1, err := waitEvent(ctx, ch, events.Loaded, 60*time.Minute)
+	if err != nil {
+		c.dumpLogs()
+		return err
+	}
+	b.res.MemPipelineS = round(t1.Sub(t0).Seconds(), 2)
+	for n, p := range ps {
+		b.res.MaxRSSMB[n] = round(p.peakMB(), 1)
+	}
+	log.Printf("memory: %d observations loaded in %.1fs; peak RSS (VmHWM) MB: %v", j.RowsLoaded, b.res.MemPipelineS, b.res.MaxRSSMB)
+	if j.RowsLoaded != nobs {
+		return fmt.Errorf("memory: loaded %d observations, want %d", j.RowsLoaded, nobs)
+	}
+	return nil
+}
+
+// ---- 4. poller ----
+
+func (b *bench) legPoller(ctx context.Context) error {
+	window := 60 * time.Second
+	if v := os.Getenv("BENCH_POLL_WINDOW"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second {
+			return fmt.Errorf("BENCH_POLL_WINDOW=%q: want a duration of at least 1s", v)
+		}
+		window = d
+	}
+	const interval = 30 * time.Second
+	// The vendor never gets ready within the run: every request stays pending.
+	c, err := b.newCluster(ctx, "poller", 24*time.Hour)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	var requested, failed atomic.Int64
+	if _, err := c.nc.Subscribe(events.JobFilter(events.Requested), func(*nats.Msg) { requested.Add(1) }); err != nil {
+		return err
+	}
+	if _, err := c.nc.Subscribe(events.JobFilter(events.Failed), func(*nats.Msg) { failed.Add(1) }); err != nil {
+		return err
+	}
+	req, err := c.start("requester", "requester", nil)
+	if err != nil {
+		return err
+	}
+	poller, err := c.start("poller", "poller", map[string]string{"POLL_INTERVAL": interval.String()})
+	if err != nil {
+		return err
+	}
+	if err := c.waitConsumers(ctx, events.JobsStream, 1, "requester", "poller"); err != nil {
+		return err
+	}
+	spec := events.Spec{Name: "bench-poll", Program: events.GetData, Securities: []string{"SEC00001 US Equity"},
+		Fields: []string{"PX_LAST"}}
+	async := c.pub.Async()
+	t0 := time.Now()
+	for i := range pollRequests {
+		now := time.Now().UTC()
+		j := events.Job{ID: fmt.Sprintf("bench-poll-%s-%d", runID, i), Spec: spec, Version: uint64(now.UnixNano()),
+			Deadline: now.Add(6 * time.Hour)}
+		j = j.Advance(events.Submitted, now)
+		data, err := j.Encode()
+		if err != nil {
+			return err
+		}
+		if err := async.Publish(ctx, events.JobSubject(j.ID, events.Submitted), j.MsgID(events.Submitted), data, nil); err != nil {
+			return err
+		}
+	}
+	if err := async.Wait(ctx); err != nil {
+		return err
+	}
+	for requested.Load() < pollRequests {
+		if failed.Load() > 0 {
+			return fmt.Errorf("%d jobs failed while being requested", failed.Load())
+		}
+		if time.Since(t0) > 10*time.Minute {
+			return fmt.Errorf("only %d of %d requests created in 10 minutes", requested.Load(), pollRequests)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	log.Printf("poller: %d vendor requests created and pending in %.1fs; measuring the poller for %s (POLL_INTERVAL=%s)",
+		pollRequests, time.Since(t0).Seconds(), window, interval)
+	if err := req.stop(); err != nil {
+		return fmt.Errorf("stop requester: %w", err)
+	}
+	cpu0, polls0, w0 := poller.cpu(), c.polls.Load(), time.Now()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(window):
+	}
+	cpu1, polls1, w1 := poller.cpu(), c.polls.Load(), time.Now()
+	wall := w1.Sub(w0).Seconds()
+	b.res.PollerCores = round((cpu1-cpu0).Seconds()/wall, 4)
+	b.res.PollerPollsPerS = round(float64(polls1-polls0)/wall, 1)
+	b.res.PollerWindowS = round(wall, 1)
+	b.res.PollerRequests = pollRequests
+	b.res.PollerInterval = interval.String()
+	b.res.PollerRSSMB = round(poller.peakMB(), 1)
+	log.Printf("poller: %.2f s CPU over %.1fs = %.3f cores; %.0f polls/s (expected %.0f); RSS %.0f MB; %d failed",
+		(cpu1 - cpu0).Seconds(), wall, b.res.PollerCores, b.res.PollerPollsPerS,
+		float64(pollRequests)/interval.Seconds(), b.res.PollerRSSMB, failed.Load())
+	return nil
+}
