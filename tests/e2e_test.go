@@ -156,6 +156,36 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal("the history job must be at least 50 securities × 5 fields")
 	}
 
+	// Replays: the history job from its stored raw file, the getdata job from a new vendor
+	// request. Each is a new generation whose rows supersede the old ones.
+	for i, from := range []string{"transformer", "requester"} {
+		t.Run("replay from "+from, func(t *testing.T) {
+			before, _, _ := p.store.Job(ctx, ids[i])
+			out, stderr, code := runCLI(t, ctx, p.env, "replay", "--job", ids[i], "--from", from, "--wait")
+			if code != 0 || !strings.Contains(out, "as generation 1") || !strings.Contains(stderr, "loaded") {
+				t.Fatalf("replay: exit %d\n%s%s", code, out, stderr)
+			}
+			want := expected(t, jobs[i].spec, p.runDate)
+			compare(t, loaded(t, ctx, p.store, ids[i]), want)
+			var after events.Job
+			waitUntil(t, ctx, "the jobs table at generation 1", func() bool {
+				after, _, _ = p.store.Job(ctx, ids[i])
+				return after.Generation == 1 && after.State == events.Loaded
+			})
+			versions := map[uint64]int{}
+			p.store.Observations(ctx, ids[i], func(_ obs.Observation, _, _ string, v uint64) error { versions[v]++; return nil })
+			if len(versions) != 1 || versions[after.Version] != len(want) || after.Version <= before.Version {
+				t.Errorf("versions after replay %v; replay version %d, first run %d", versions, after.Version, before.Version)
+			}
+			if from == "requester" && after.VendorRequestID == before.VendorRequestID {
+				t.Errorf("replay from the requester reused vendor request %s", after.VendorRequestID)
+			}
+		})
+	}
+	if _, stderr, code := runCLI(t, ctx, p.env, "replay", "--job", "no-such-job"); code == 0 || !strings.Contains(stderr, "no stored") {
+		t.Errorf("replay of an unknown job: exit %d, %s", code, stderr)
+	}
+
 	_, js := natstest.ConnectURL(t, p.env["NATS_URL"])
 	for _, tc := range []struct {
 		name string

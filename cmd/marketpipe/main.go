@@ -58,6 +58,7 @@ Configuration comes from the environment (NATS_URL, CLICKHOUSE_ADDR, VENDOR_URL,
 		newStatusCmd(lookup),
 		newMigrateCmd(lookup),
 		newDLQCmd(lookup),
+		newReplayCmd(lookup),
 		newParseCmd(),
 	)
 	return root

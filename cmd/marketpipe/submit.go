@@ -105,7 +105,7 @@ func watch(ctx context.Context, js jetstream.JetStream, j *events.Job, w io.Writ
 	if err != nil {
 		return fmt.Errorf("watch job %s: %w", j.ID, err)
 	}
-	start := j.SubmittedAt
+	start := time.Now()
 	fmt.Fprintf(w, "job %s: %s %d securities × %d fields\n", j.ID, j.Spec.Program, len(j.Spec.Securities), len(j.Spec.Fields))
 	seen := map[string]bool{}
 	var transformed *events.Job
