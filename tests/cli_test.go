@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/stage"
 )
 
 func TestSubmitRefusesInvalidJobFile(t *testing.T) {
@@ -66,5 +68,45 @@ func TestSubmitRefusesInvalidJobFile(t *testing.T) {
 		}
 	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Fatal(err)
+	}
+}
+
+func TestReplaySinceSelectsJobsBySubmission(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ns := natstest.Start(t)
+	env := map[string]string{"NATS_URL": ns.ClientURL()}
+	// Declare the streams the way every command does, then store three collected jobs.
+	if _, _, code := runCLI(t, ctx, env, "dlq", "list"); code != 0 {
+		t.Fatal("dlq list failed")
+	}
+	_, js := natstest.Connect(t, ns)
+	pub := stage.NewPublisher(js)
+	var marks []time.Time
+	for i := range 3 {
+		j := events.Job{ID: fmt.Sprintf("since-%d", i), FileKey: "k", Deadline: time.Now().Add(time.Hour)}
+		j = j.Advance(events.Submitted, time.Now())
+		if err := pub.PublishJob(ctx, &j); err != nil {
+			t.Fatal(err)
+		}
+		c := j.Advance(events.Collected, time.Now())
+		if err := pub.PublishJob(ctx, &c); err != nil {
+			t.Fatal(err)
+		}
+		marks = append(marks, j.SubmittedAt)
+		time.Sleep(20 * time.Millisecond)
+	}
+	since := marks[1].Add(-time.Millisecond).Format(time.RFC3339Nano)
+	until := marks[2].Add(-time.Millisecond).Format(time.RFC3339Nano)
+	out, stderr, code := runCLI(t, ctx, env, "replay", "--since", since, "--until", until)
+	if code != 0 {
+		t.Fatalf("replay --since: exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(out, "since-1: replaying from transformer as generation 1") || strings.Contains(out, "since-0") ||
+		strings.Contains(out, "since-2") || !strings.Contains(out, "1 job(s) replayed") {
+		t.Errorf("replay --since %s --until %s:\n%s", since, until, out)
+	}
+	if _, stderr, code := runCLI(t, ctx, env, "replay", "--job", "since-0", "--from", "loader"); code != 2 || !strings.Contains(stderr, "--from") {
+		t.Errorf("replay --from loader: exit %d, %s", code, stderr)
 	}
 }
