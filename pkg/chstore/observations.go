@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -58,61 +59,126 @@ func (s *Store) Insert(ctx context.Context, batches []Batch) (rows int, err erro
 	return n, nil
 }
 
-// insertObservations builds one slice per column and appends each whole: the driver then
-// copies them into its column buffers without per-row reflection or interface boxing.
+// insertObservations sends the rows in blocks of blockRows. Each block's columns are built
+// into slices reused from block to block (and, through a pool, from call to call) and appended
+// whole: the driver copies them into its column buffers without per-row reflection or
+// interface boxing, and the memory of an INSERT is bounded by one block's columns whatever
+// its number of rows. Dates are checked before anything is sent.
 func (s *Store) insertObservations(ctx context.Context, batches []Batch, n int, now time.Time) error {
-	var (
-		security = make([]string, 0, n)
-		field    = make([]string, 0, n)
-		date     = make([]time.Time, 0, n)
-		num      = make([]*float64, 0, n)
-		nums     = make([]float64, n) // backing store for num's pointers: no allocation per row
-		str      = make([]string, 0, n)
-		kind     = make([]uint8, 0, n)
-		flag     = make([]string, 0, n)
-		program  = make([]string, 0, n)
-		jobID    = make([]string, 0, n)
-		version  = make([]uint64, 0, n)
-		loadedAt = make([]time.Time, n)
-	)
 	for bi := range batches {
 		b := &batches[bi]
 		for i := range b.Obs {
-			o := &b.Obs[i]
-			if o.Date < 0 || o.Date > maxDate {
+			if o := &b.Obs[i]; o.Date < 0 || o.Date > maxDate {
 				return fmt.Errorf("insert observations: job %s: %s %s on %s: %w", b.JobID, o.Security, o.Field, o.Date, ErrDateOutOfRange)
 			}
-			security = append(security, o.Security)
-			field = append(field, o.Field)
-			date = append(date, o.Date.Time())
-			switch o.Kind {
-			case obs.Number:
-				j := len(num)
-				nums[j] = o.Num
-				num = append(num, &nums[j])
-				str = append(str, "")
-			case obs.String, obs.Bulk:
-				num = append(num, nil)
-				str = append(str, o.Str)
-			default:
-				num = append(num, nil)
-				str = append(str, "")
-			}
-			kind = append(kind, uint8(o.Kind))
-			flag = append(flag, o.Flag)
-			program = append(program, b.Program)
-			jobID = append(jobID, b.JobID)
-			version = append(version, b.Version)
 		}
 	}
-	for i := range loadedAt {
-		loadedAt[i] = now
+	c := obsColumnsPool.Get().(*obsColumns)
+	defer obsColumnsPool.Put(c)
+	for i := range c.loadedAt {
+		c.loadedAt[i] = now
 	}
-	columns := []any{security, field, date, num, str, kind, flag, program, jobID, version, loadedAt}
-	if err := s.sendColumns(ctx, "observations", observationColumns, columns); err != nil {
-		return fmt.Errorf("insert %d observations: %w", n, err)
+	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table("observations")+" ("+observationColumns+")")
+	if err != nil {
+		return fmt.Errorf("insert %d observations: prepare: %w", n, err)
+	}
+	defer batch.Close()
+	bi, i, sent := 0, 0, 0
+	for sent < n {
+		c.reset()
+		for len(c.security) < blockRows && bi < len(batches) {
+			b := &batches[bi]
+			take := min(len(b.Obs)-i, blockRows-len(c.security))
+			c.add(b, b.Obs[i:i+take])
+			if i += take; i == len(b.Obs) {
+				bi, i = bi+1, 0
+			}
+		}
+		rows := len(c.security)
+		if sent > 0 {
+			if err := batch.Flush(); err != nil {
+				batch.Abort()
+				return fmt.Errorf("insert %d observations: send rows %d-%d: %w", n, sent-blockRows, sent-1, err)
+			}
+		}
+		columns := [...]any{c.security, c.field, c.date, c.num, c.str, c.kind, c.flag, c.program, c.jobID,
+			c.version, c.loadedAt[:rows]}
+		for ci, col := range columns {
+			if err := batch.Column(ci).Append(col); err != nil {
+				batch.Abort()
+				return fmt.Errorf("insert %d observations: column %d: %w", n, ci, err)
+			}
+		}
+		sent += rows
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("insert %d observations: send: %w", n, err)
 	}
 	return nil
+}
+
+// obsColumns are the columns of one block of observations.
+type obsColumns struct {
+	security, field, str, flag, program, jobID []string
+	date                                       []time.Time
+	num                                        []*float64
+	nums                                       []float64 // backing store of num's pointers: never reallocated
+	kind                                       []uint8
+	version                                    []uint64
+	loadedAt                                   []time.Time // blockRows long, all the INSERT's time
+}
+
+var obsColumnsPool = sync.Pool{New: func() any {
+	return &obsColumns{
+		security: make([]string, 0, blockRows), field: make([]string, 0, blockRows),
+		str: make([]string, 0, blockRows), flag: make([]string, 0, blockRows),
+		program: make([]string, 0, blockRows), jobID: make([]string, 0, blockRows),
+		date: make([]time.Time, 0, blockRows), num: make([]*float64, 0, blockRows),
+		nums: make([]float64, blockRows), kind: make([]uint8, 0, blockRows),
+		version: make([]uint64, 0, blockRows), loadedAt: make([]time.Time, blockRows),
+	}
+}}
+
+// reset empties the columns, dropping the references they held.
+func (c *obsColumns) reset() {
+	clear(c.security)
+	clear(c.field)
+	clear(c.str)
+	clear(c.flag)
+	clear(c.program)
+	clear(c.jobID)
+	clear(c.num)
+	c.security, c.field, c.str, c.flag = c.security[:0], c.field[:0], c.str[:0], c.flag[:0]
+	c.program, c.jobID, c.date, c.num = c.program[:0], c.jobID[:0], c.date[:0], c.num[:0]
+	c.kind, c.version = c.kind[:0], c.version[:0]
+}
+
+// add appends the rows of os, which belong to b; the block must have room for them.
+func (c *obsColumns) add(b *Batch, os []obs.Observation) {
+	for i := range os {
+		o := &os[i]
+		c.security = append(c.security, o.Security)
+		c.field = append(c.field, o.Field)
+		c.date = append(c.date, o.Date.Time())
+		switch o.Kind {
+		case obs.Number:
+			j := len(c.num)
+			c.nums[j] = o.Num
+			c.num = append(c.num, &c.nums[j])
+			c.str = append(c.str, "")
+		case obs.String, obs.Bulk:
+			c.num = append(c.num, nil)
+			c.str = append(c.str, o.Str)
+		default:
+			c.num = append(c.num, nil)
+			c.str = append(c.str, "")
+		}
+		c.kind = append(c.kind, uint8(o.Kind))
+		c.flag = append(c.flag, o.Flag)
+		c.program = append(c.program, b.Program)
+		c.jobID = append(c.jobID, b.JobID)
+		c.version = append(c.version, b.Version)
+	}
 }
 
 func (s *Store) insertRejects(ctx context.Context, batches []Batch, n int, now time.Time) error {
