@@ -238,7 +238,7 @@ func (b *bench) legPipeline(ctx context.Context) error {
 	for n, p := range ps {
 		cpu0[n] = p.cpu()
 	}
-	ch0 := b.chCPU()
+	ch0, self0 := b.chCPU(), selfCPU()
 	id := "bench-ref-" + runID
 	ch := c.watch(id)
 	t0 := time.Now()
@@ -260,7 +260,8 @@ func (b *bench) legPipeline(ctx context.Context) error {
 		"5_transformed_loaded":    ms(j.LoadedAt.Sub(j.TransformedAt)),
 		"collected_loaded":        ms(j.LoadedAt.Sub(j.CollectedAt)),
 	}
-	b.res.PipelineCPUS = map[string]float64{"clickhouse-server": round((b.chCPU() - ch0).Seconds(), 2)}
+	b.res.PipelineCPUS = map[string]float64{"clickhouse-server": round((b.chCPU() - ch0).Seconds(), 2),
+		"mpbench(nats,vendorsim)": round((selfCPU() - self0).Seconds(), 2)}
 	b.res.PipelineRSSMB = map[string]float64{}
 	for n, p := range ps {
 		b.res.PipelineCPUS[n] = round((p.cpu() - cpu0[n]).Seconds(), 2)
@@ -276,6 +277,12 @@ func (b *bench) legPipeline(ctx context.Context) error {
 		return fmt.Errorf("pipeline loaded %d observations, want %d", j.RowsLoaded, b.refObs)
 	}
 	return nil
+}
+
+// selfCPU is the harness's own CPU time: the embedded NATS server and the vendor simulator.
+func selfCPU() time.Duration {
+	d, _ := cpuTime(os.Getpid())
+	return d
 }
 
 func ms(d time.Duration) float64 { return round(float64(d.Microseconds())/1000, 1) }
