@@ -8,18 +8,17 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/marketpipe/marketpipe/pkg/chstore"
 	"github.com/marketpipe/marketpipe/pkg/events"
-	"github.com/marketpipe/marketpipe/pkg/natstest"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 	"github.com/marketpipe/marketpipe/services/vendorsim"
@@ -31,7 +30,8 @@ type cluster struct {
 	b       *bench
 	leg     string
 	dir     string
-	ns      *server.Server
+	natsP   *proc // the NATS server's process
+	natsURL string
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	streams *natsx.Streams
@@ -53,12 +53,25 @@ func (b *bench) newCluster(ctx context.Context, leg string, readyAfter time.Dura
 		return nil, err
 	}
 	var err error
-	if c.ns, err = natstest.Run(filepath.Join(c.dir, "nats"), -1); err != nil {
+	// NATS in a process of its own, as in production: the harness's simulator and GC do not
+	// share its threads.
+	port, err := freePort()
+	if err != nil {
 		return nil, err
 	}
-	if c.nc, err = nats.Connect(c.ns.ClientURL()); err != nil {
-		c.close()
+	if c.natsP, err = startProc(c.dir, "nats-server", b.svc, nil, "nats", filepath.Join(c.dir, "nats"), strconv.Itoa(port)); err != nil {
 		return nil, err
+	}
+	c.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", port)
+	for start := time.Now(); ; {
+		if c.nc, err = nats.Connect(c.natsURL); err == nil {
+			break
+		}
+		if time.Since(start) > 20*time.Second || c.natsP.exited() {
+			c.close()
+			return nil, fmt.Errorf("nats-server: %v\n%s", err, c.natsP.logTail(2000))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if c.js, err = jetstream.New(c.nc); err != nil {
 		c.close()
@@ -90,7 +103,7 @@ func (b *bench) newCluster(ctx context.Context, leg string, readyAfter time.Dura
 	go c.httpSrv.Serve(ln)
 	c.simURL = "http://" + ln.Addr().String() + vendorsim.Prefix
 	c.env = map[string]string{
-		"NATS_URL": c.ns.ClientURL(), "CLICKHOUSE_ADDR": b.ch.Addr(), "CLICKHOUSE_DATABASE": c.db,
+		"NATS_URL": c.natsURL, "CLICKHOUSE_ADDR": b.ch.Addr(), "CLICKHOUSE_DATABASE": c.db,
 		"VENDOR_URL": c.simURL, "POLL_INTERVAL": "100ms", "HTTP_ADDR": "127.0.0.1:0",
 		"LOG_LEVEL": "warn", "LOG_FORMAT": "json",
 	}
@@ -111,9 +124,10 @@ func (c *cluster) close() {
 	if c.nc != nil {
 		c.nc.Close()
 	}
-	if c.ns != nil {
-		c.ns.Shutdown()
-		c.ns.WaitForShutdown()
+	if c.natsP != nil {
+		if err := c.natsP.stop(); err != nil {
+			log.Printf("%s/nats-server: %v", c.leg, err)
+		}
 	}
 	// The leg's NATS store can be large (a 1 GB file and its batches): free the disk now.
 	os.RemoveAll(filepath.Join(c.dir, "nats"))
@@ -130,6 +144,7 @@ func (c *cluster) start(name, stageName string, extra map[string]string) (*proc,
 	}
 	if c.b.profile != "" {
 		env["MPBENCH_CPUPROFILE"] = filepath.Join(c.b.profile, c.leg+"-"+name+".pprof")
+		env["MPBENCH_HEAPPROFILE"] = filepath.Join(c.b.profile, c.leg+"-"+name+".heap")
 	}
 	p, err := startProc(c.dir, name, c.b.svc, env, stageName)
 	if err != nil {
@@ -255,6 +270,15 @@ func (c *cluster) waitConsumers(ctx context.Context, stream string, waiting int,
 		}
 	}
 	return nil
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 func (c *cluster) dumpLogs() {

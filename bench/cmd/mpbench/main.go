@@ -49,6 +49,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+
 	"github.com/marketpipe/marketpipe/pkg/chserver"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/obs"
@@ -81,6 +83,7 @@ type Result struct {
 	DirectS          float64            `json:"direct_s"`
 	DirectRowsPerS   float64            `json:"direct_rows_per_s"`
 	DirectParseS     float64            `json:"direct_parse_only_s"`
+	DirectWorkers    int                `json:"direct_insert_workers"`
 	PipelineS        float64            `json:"pipeline_s"`
 	Ratio            float64            `json:"ratio"`
 	PipelineStagesMS map[string]float64 `json:"pipeline_stage_ms,omitempty"`
@@ -216,6 +219,7 @@ func run() int {
 		if ctx.Err() != nil {
 			break
 		}
+		b.settle(ctx)
 		log.Printf("---- %s (load average %s)", l.name, loadAvg())
 		start := time.Now()
 		chCPU0 := b.chCPU()
@@ -224,6 +228,7 @@ func run() int {
 			b.res.Errors = append(b.res.Errors, l.name+": "+err.Error())
 		}
 		stopAll()
+		b.dropDatabases(ctx)
 		log.Printf("%s: took %.1fs; clickhouse-server used %.1f s CPU", l.name, time.Since(start).Seconds(),
 			(b.chCPU() - chCPU0).Seconds())
 	}
@@ -278,6 +283,53 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 	b.refObs, err = countObservations(b.refSpec)
 	return err
+}
+
+// settle waits (at most 60s) until clickhouse-server is idle: background merges of the
+// previous leg's parts would otherwise take CPU from the next leg.
+func (b *bench) settle(ctx context.Context) {
+	if b.chPID == 0 {
+		return
+	}
+	start := time.Now()
+	for time.Since(start) < time.Minute && ctx.Err() == nil {
+		c0 := b.chCPU()
+		time.Sleep(500 * time.Millisecond)
+		if b.chCPU()-c0 <= 25*time.Millisecond { // at most 5% of a core
+			break
+		}
+	}
+	if d := time.Since(start); d > time.Second {
+		log.Printf("waited %.1fs for clickhouse-server to go idle", d.Seconds())
+	}
+}
+
+// dropDatabases drops every database a leg created, so no merges of its parts go on.
+func (b *bench) dropDatabases(ctx context.Context) {
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{b.ch.Addr()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		log.Printf("drop databases: %v", err)
+		return
+	}
+	defer conn.Close()
+	rows, err := conn.Query(ctx, "SELECT name FROM system.databases WHERE name LIKE 'bench_%'")
+	if err != nil {
+		log.Printf("drop databases: %v", err)
+		return
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err == nil {
+			names = append(names, n)
+		}
+	}
+	rows.Close()
+	for _, n := range names {
+		if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS `"+n+"`"); err != nil {
+			log.Printf("drop database %s: %v", n, err)
+		}
+	}
 }
 
 func (b *bench) chCPU() time.Duration {
