@@ -590,14 +590,17 @@ func (b *bench) legMemory(ctx context.Context) error {
 		return err
 	}
 	j, t1, err := waitEvent(ctx, ch, events.Loaded, 60*time.Minute)
-	if err != nil {
-		c.dumpLogs()
-		return err
-	}
-	b.res.MemPipelineS = round(t1.Sub(t0).Seconds(), 2)
+	// The peaks so far, also when the job failed (then memory_completed says so).
 	for n, p := range ps {
 		b.res.MaxRSSMB[n] = round(p.peakMB(), 1)
 	}
+	if err != nil {
+		log.Printf("memory: peak RSS (VmHWM) MB until the failure after %.1fs: %v", time.Since(t0).Seconds(), b.res.MaxRSSMB)
+		c.dumpLogs()
+		return err
+	}
+	b.res.MemCompleted = true
+	b.res.MemPipelineS = round(t1.Sub(t0).Seconds(), 2)
 	log.Printf("memory: %d observations loaded in %.1fs; peak RSS (VmHWM) MB: %v; nats-server %.0f MB",
 		j.RowsLoaded, b.res.MemPipelineS, b.res.MaxRSSMB, c.natsP.peakMB())
 	if j.RowsLoaded != nobs {

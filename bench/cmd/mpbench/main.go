@@ -105,6 +105,7 @@ type Result struct {
 	MemFileMB        float64            `json:"memory_file_mb"`
 	MemObservations  int64              `json:"memory_observations"`
 	MemPipelineS     float64            `json:"memory_pipeline_s"`
+	MemCompleted     bool               `json:"memory_completed"`
 	TransformS1      float64            `json:"transform_1_s"`
 	TransformS2      float64            `json:"transform_2_s"`
 	TransformSpeedup float64            `json:"transform_speedup_2"`
