@@ -140,6 +140,13 @@ func Open(r io.Reader, size int64, i, n int) (*Reader, error) {
 	from := cut(size, i, n)
 	first := true
 	for {
+		if i > 0 {
+			// Whole buffers of lines that end before the nominal start: no line-by-line work.
+			if r := cr.s.region(from, &cr.st); r != nil {
+				first = false
+				continue
+			}
+		}
 		line, off, err := cr.s.next()
 		if err == io.EOF {
 			// The data ended (a truncated file) before this chunk's start: empty, except
@@ -167,9 +174,8 @@ func Open(r io.Reader, size int64, i, n int) (*Reader, error) {
 				return cr, nil
 			}
 			cr.out = append(cr.out, line...)
-			if k.endOfData {
-				cr.tail = true // the last chunk: the file's tail as is
-			}
+			// The last chunk is the rest of the file as is: no boundary to look for.
+			cr.tail = cr.last
 			cr.st.update(k)
 			return cr, nil
 		}
@@ -224,6 +230,12 @@ func (cr *Reader) Read(p []byte) (int, error) {
 // fill moves lines of the chunk into out, up to about 64 KiB.
 func (cr *Reader) fill() {
 	for len(cr.out) < 64<<10 {
+		if !cr.last {
+			if r := cr.s.region(cr.end, &cr.st); r != nil {
+				cr.out = append(cr.out, r...)
+				continue
+			}
+		}
 		line, off, err := cr.s.next()
 		if err == io.EOF {
 			// A truncated file: the last chunk lets the parser see it end; others end here.
@@ -620,4 +632,92 @@ func (s *scanner) readRaw(p []byte) (int, error) {
 		s.err = err
 	}
 	return n, err
+}
+
+// region consumes the buffered complete lines that all end at or before limit, when there
+// are any and none is END-OF-DATA, updates st as the lines one by one would, and returns
+// them (valid until the next call). It returns nil when the next line must be read one by one.
+func (s *scanner) region(limit int64, st *state) []byte {
+	if s.peeked {
+		return nil
+	}
+	if s.pos == s.end && s.err == nil {
+		s.refill()
+	}
+	avail := s.buf[s.pos:s.end]
+	if room := limit - s.off; room < int64(len(avail)) {
+		if room <= 0 {
+			return nil
+		}
+		avail = avail[:room]
+	}
+	j := bytes.LastIndexByte(avail, '\n')
+	if j < 0 {
+		return nil
+	}
+	r := avail[:j+1]
+	if bytes.Contains(r, []byte("END-OF-DATA")) {
+		return nil // the end of the data: line by line
+	}
+	st.absorb(r)
+	s.pos += len(r)
+	s.off += int64(len(r))
+	s.lineNo += int64(bytes.Count(r, []byte{'\n'}))
+	s.lineStart = s.off
+	return r
+}
+
+// refill reads more input into an empty buffer.
+func (s *scanner) refill() {
+	s.pos, s.end = 0, 0
+	n, err := s.r.Read(s.buf)
+	s.end = n
+	if err != nil {
+		s.err = err
+	}
+}
+
+// absorb updates the state with complete lines r, as update would line by line: the block
+// state from the last marker line, the previous key from the last data line.
+func (st *state) absorb(r []byte) {
+	if start, end := lastMarkers(r, st.delim); start >= 0 || end >= 0 {
+		st.inBlock = start > end
+	}
+	// The last data line.
+	for rest := r[:len(r)-1]; ; {
+		i := bytes.LastIndexByte(rest, '\n')
+		line := rest[i+1:]
+		if k := st.classify(line); k.data {
+			st.prevKey = append(st.prevKey[:0], k.key...)
+			st.hasPrev = true
+			return
+		}
+		if i < 0 {
+			return
+		}
+		rest = rest[:i]
+	}
+}
+
+// lastMarkers returns the offsets in r of the last line starting with START SECURITY and of
+// the last starting with END SECURITY (each followed by the delimiter), -1 for none. One
+// forward search finds both.
+func lastMarkers(r []byte, d byte) (start, end int) {
+	start, end = -1, -1
+	// Anchored on "RITY": an upper-case R is rarer in data lines than S, E, C or U, and the
+	// search skips ahead on its first byte.
+	pat := []byte{'R', 'I', 'T', 'Y', d}
+	for off := 0; ; {
+		i := bytes.Index(r[off:], pat)
+		if i < 0 {
+			return start, end
+		}
+		i += off
+		if i >= 10 && string(r[i-10:i]) == "START SECU" && (i == 10 || r[i-11] == '\n') {
+			start = i - 10
+		} else if i >= 8 && string(r[i-8:i]) == "END SECU" && (i == 8 || r[i-9] == '\n') {
+			end = i - 8
+		}
+		off = i + len(pat)
+	}
 }
