@@ -95,26 +95,28 @@ type Result struct {
 	LoaderBatches    int     `json:"loader_batches"`
 	LoaderAvgBatchKB float64 `json:"loader_avg_batch_kb"`
 
-	PollerCores      float64            `json:"poller_cores"`
-	PollerPollsPerS  float64            `json:"poller_polls_per_s"`
-	PollerWindowS    float64            `json:"poller_window_s"`
-	PollerRequests   int                `json:"poller_requests"`
-	PollerInterval   string             `json:"poller_interval"`
-	PollerRSSMB      float64            `json:"poller_rss_mb"`
-	MaxRSSMB         map[string]float64 `json:"max_rss_mb"`
-	MemFileMB        float64            `json:"memory_file_mb"`
-	MemObservations  int64              `json:"memory_observations"`
-	MemPipelineS     float64            `json:"memory_pipeline_s"`
-	MemCompleted     bool               `json:"memory_completed"`
-	TransformS1      float64            `json:"transform_1_s"`
-	TransformS2      float64            `json:"transform_2_s"`
-	TransformSpeedup float64            `json:"transform_speedup_2"`
-	TransformRowsPS  float64            `json:"transform_rows_per_s_1"`
-	Transform2Files  float64            `json:"transform_speedup_2_two_files"`
-	LatencyP50MS     float64            `json:"latency_p50_ms"`
-	LatencyP99MS     float64            `json:"latency_p99_ms"`
-	LatencyJobs      int                `json:"latency_jobs"`
-	Errors           []string           `json:"errors,omitempty"`
+	PollerCores     float64            `json:"poller_cores"`
+	PollerPollsPerS float64            `json:"poller_polls_per_s"`
+	PollerWindowS   float64            `json:"poller_window_s"`
+	PollerRequests  int                `json:"poller_requests"`
+	PollerInterval  string             `json:"poller_interval"`
+	PollerRSSMB     float64            `json:"poller_rss_mb"`
+	MaxRSSMB        map[string]float64 `json:"max_rss_mb"`
+	MemFileMB       float64            `json:"memory_file_mb"`
+	MemObservations int64              `json:"memory_observations"`
+	MemPipelineS    float64            `json:"memory_pipeline_s"`
+	MemCompleted    bool               `json:"memory_completed"`
+
+	MemTransformerPatched bool     `json:"memory_transformer_raw_deadline_fix,omitempty"`
+	TransformS1           float64  `json:"transform_1_s"`
+	TransformS2           float64  `json:"transform_2_s"`
+	TransformSpeedup      float64  `json:"transform_speedup_2"`
+	TransformRowsPS       float64  `json:"transform_rows_per_s_1"`
+	Transform2Files       float64  `json:"transform_speedup_2_two_files"`
+	LatencyP50MS          float64  `json:"latency_p50_ms"`
+	LatencyP99MS          float64  `json:"latency_p99_ms"`
+	LatencyJobs           int      `json:"latency_jobs"`
+	Errors                []string `json:"errors,omitempty"`
 }
 
 type bench struct {

@@ -4,6 +4,12 @@
 //
 //	mpsvc <requester|poller|collector|transformer|loader> [service flags]
 //
+// With MPBENCH_RAW_GET_TIMEOUT=<duration>, reads of the raw object store get a context with
+// that deadline: nats.go bounds an object read whose context has no deadline by its default
+// API timeout (5s) for the whole object, so larger files fail to read. This applies the fix
+// the benchmark recommends for the transformer, without changing it; mpbench uses it only
+// after the unchanged stage failed, and says so.
+//
 // With MPBENCH_CPUPROFILE=<file> set, the process writes a pprof CPU profile of its whole life
 // to that file when it stops (SIGTERM or SIGINT). With MPBENCH_HEAPPROFILE=<file>, it writes a
 // heap profile there each time the heap in use has grown by a quarter over the last one
@@ -27,6 +33,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
@@ -71,8 +79,21 @@ func main() {
 		defer f.Close()
 		defer pprof.StopCPUProfile()
 	}
+	build := builds[name]
+	if v := os.Getenv("MPBENCH_RAW_GET_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "mpsvc: MPBENCH_RAW_GET_TIMEOUT: %v\n", err)
+			os.Exit(2)
+		}
+		inner := build
+		build = func(ctx context.Context, env *service.Env) ([]service.Runner, error) {
+			env.Streams.Raw = deadlineStore{ObjectStore: env.Streams.Raw, d: d}
+			return inner(ctx, env)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := service.Run(ctx, name, name+" (benchmark wrapper)", os.Args[2:], config.OS, os.Stderr, builds[name])
+	err := service.Run(ctx, name, name+" (benchmark wrapper)", os.Args[2:], config.OS, os.Stderr, build)
 	stop()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
@@ -125,4 +146,31 @@ func runNATS(dir, port string) int {
 	s.Shutdown()
 	s.WaitForShutdown()
 	return 0
+}
+
+// deadlineStore gives every Get a context with a deadline, kept until the object is closed.
+type deadlineStore struct {
+	jetstream.ObjectStore
+	d time.Duration
+}
+
+func (s deadlineStore) Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.d)
+	r, err := s.ObjectStore.Get(ctx, name, opts...)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return cancelOnClose{ObjectResult: r, cancel: cancel}, nil
+}
+
+type cancelOnClose struct {
+	jetstream.ObjectResult
+	cancel context.CancelFunc
+}
+
+func (c cancelOnClose) Close() error {
+	err := c.ObjectResult.Close()
+	c.cancel()
+	return err
 }
