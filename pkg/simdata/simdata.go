@@ -6,11 +6,19 @@
 // request, the run date and a seed, so any stage can recompute what a file must contain without
 // storing it. Values depend only on (seed, security, field, date), so the same key carries the
 // same value in a getdata and a gethistory file, and a replay sees the same numbers.
+//
+// WriteReplyLayout writes the same data in every layout the reader supports (Layout: getdata
+// with COLUMNHEADER, SECDESLENGTH padding, another DELIMITER, each DATEFORMAT; gethistory
+// vertical, horizontal and REST with a pricing source; CRLF and comment lines), and the layout
+// never changes the observations. Field mnemonics choose the kind of cells (numbers, text, times,
+// dates, bulk cells, FLD UNKNOWN: see cells.go), a share of cells are markers (N.A., N.S., N.D.,
+// blank), and ReturnCode gives the securities that come back with a non-zero return code.
 package simdata
 
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,7 +27,7 @@ import (
 )
 
 // BadPrefix marks a security the simulated vendor does not know: it comes back with return code
-// BadRC and no values, like Bloomberg's RC 10 "unknown security".
+// BadRC and no values, like Bloomberg's RC 10 "unknown security". See ReturnCode for others.
 const (
 	BadPrefix = "BAD"
 	BadRC     = 10
@@ -31,14 +39,22 @@ const NotAvailable = "N.A."
 // ErrSpec is returned (wrapped) for a request that cannot be turned into a reply file.
 var ErrSpec = errors.New("simdata: invalid spec")
 
-// Value returns the value of field for security on date under seed, and false when the
-// simulated vendor has no value for it (the cell is written as N.A.).
+// Value returns the value of a numeric field for security on date under seed, and false when
+// the cell is not a number: a marker (N.A., N.S., N.D., blank), or a field whose mnemonic
+// makes it text, a date, a bulk cell or an unknown field (see ReturnCode and the package's field
+// kinds). Observations gives every cell's normalized value.
 //
 // The float64 is exactly float64(n)/10000 for an integer n, so its 4-decimal text form parses
 // back to the same float64.
 func Value(seed uint64, security, field string, date obs.Date) (float64, bool) {
-	units, ok := cellUnits(pairHash(seed, hashString(security), hashString(field)), date)
-	return float64(units) / 10000, ok
+	if kindOf(field) != kindNumber {
+		return 0, false
+	}
+	h := cellHash(pairHash(seed, hashString(security), hashString(field)), date)
+	if cellMarker(h) != noMarker {
+		return 0, false
+	}
+	return float64(numberUnits(h)) / 10000, true
 }
 
 // IsBad reports whether security is one the simulated vendor rejects with BadRC.
@@ -125,10 +141,12 @@ func isWeekday(d obs.Date) bool {
 }
 
 // Observations calls fn with each observation the reply file for s holds, normalized as
-// DESIGN.md describes and in file order: security by security, then field by field, then date by
-// date (the vertical gethistory layout's order, and getdata's, whose rows are per security). A
-// security with a non-zero return code gives one record
-// (Field "", Kind Null, Flag "RC=10", Date runDate), where its first row or block is.
+// DESIGN.md describes (and as pkg/dlformat reads them), security by security, then field by
+// field, then date by date: the order of getdata and vertical gethistory files. Horizontal and
+// REST files hold the same observations, security by security, then date by date: the layout
+// changes the order, never the records. A security with a non-zero return code (ReturnCode)
+// gives one record (Field "", Kind Null, Flag "RC=<code>", Date runDate), where its first row or
+// block is; in a gethistory reply without fields it gives nothing.
 //
 // fn receives the same *obs.Observation each time, overwritten: it must copy what it keeps.
 // An error from fn stops the walk and is returned as is.
@@ -137,16 +155,22 @@ func Observations(s events.Spec, runDate obs.Date, seed uint64, fn func(*obs.Obs
 	if err != nil {
 		return err
 	}
-	var o obs.Observation
-	rcFlag := fmt.Sprintf("RC=%d", BadRC)
+	kinds := make([]cellKind, len(p.fields))
+	for j, f := range p.fields {
+		kinds[j] = kindOf(f)
+	}
+	var (
+		o       obs.Observation
+		scratch = make([]byte, 0, 256)
+	)
 	for i, sec := range p.securities {
-		if IsBad(sec) {
-			// gethistory writes one empty block per field; with no fields there is nothing in
-			// the file, so nothing to report.
+		if rc := ReturnCode(sec); rc != 0 {
+			// gethistory writes one empty block (or row) per field; with no fields there is
+			// nothing in the file, so nothing to report.
 			if p.program == events.GetHistory && len(p.fields) == 0 {
 				continue
 			}
-			o = obs.Observation{Security: sec, Date: runDate, Kind: obs.Null, Flag: rcFlag}
+			o = obs.Observation{Security: sec, Date: runDate, Kind: obs.Null, Flag: "RC=" + strconv.Itoa(rc)}
 			if err := fn(&o); err != nil {
 				return err
 			}
@@ -154,13 +178,10 @@ func Observations(s events.Spec, runDate obs.Date, seed uint64, fn func(*obs.Obs
 		}
 		for j, f := range p.fields {
 			base := pairHash(seed, p.secHash[i], p.fieldHash[j])
+			k := kinds[j]
 			for _, d := range p.dates {
 				o = obs.Observation{Security: sec, Field: f, Date: d}
-				if units, ok := cellUnits(base, d); ok {
-					o.Kind, o.Num = obs.Number, float64(units)/10000
-				} else {
-					o.Kind, o.Flag = obs.Null, NotAvailable
-				}
+				scratch = observe(&o, k, cellHash(base, d), scratch)
 				if err := fn(&o); err != nil {
 					return err
 				}
@@ -202,15 +223,5 @@ func pairHash(seed, sec, field uint64) uint64 {
 	return mix(mix(seed^golden^sec) + field*golden)
 }
 
-// naOneIn is the share of N.A. cells: one in naOneIn.
+// naOneIn sets the share of marker cells: one in naOneIn.
 const naOneIn = 37
-
-// cellUnits returns the cell's value in units of 1/10000 (1.0000 to 9999.9999), or false for an
-// N.A. cell.
-func cellUnits(base uint64, d obs.Date) (int64, bool) {
-	h := mix(base + uint64(uint32(d))*golden)
-	if h%naOneIn == 0 {
-		return 0, false
-	}
-	return int64((h>>16)%99_990_000) + 10_000, true
-}

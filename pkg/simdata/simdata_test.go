@@ -269,9 +269,12 @@ func readOwnFormat(t *testing.T, file []byte, fields []string) []obs.Observation
 	)
 	cell := func(sec, field string, d obs.Date, v string) {
 		o := obs.Observation{Security: sec, Field: field, Date: d}
-		if v == NotAvailable {
+		switch v {
+		case NotAvailable, NotSupplied, NotDownloadable, FieldUnknown:
 			o.Kind, o.Flag = obs.Null, v
-		} else {
+		case "":
+			o.Kind, o.Flag = obs.Null, BlankFlag
+		default:
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
 				t.Fatalf("cell %q: %v", v, err)

@@ -21,157 +21,402 @@ const (
 	finishedAt = 18*time.Hour + 7*time.Second
 )
 
-// WriteReply writes the reply file for s, as the vendor would deliver it for runDate, to w. It
-// streams through a small buffer, never holding the file, so files of any size cost the same
-// memory. The same arguments always give the same bytes.
-//
-// getdata replies use DATEFORMAT=yyyymmdd and one row per security; gethistory replies use the
-// default vertical layout (one START SECURITY/END SECURITY block per security and field, dates
-// as mm/dd/yyyy). Errors are ErrSpec (wrapped) for an invalid s, or w's write error.
+// PricingSource is the pricing-source column of REST history rows.
+const PricingSource = "EX"
+
+// flushAt is the size at which a writer hands its row buffer to the bufio.Writer.
+const flushAt = 60 << 10
+
+// WriteReply writes the reply file for s, as the vendor would deliver it for runDate, to w, in
+// the program's plain layout: getdata replies use DATEFORMAT=yyyymmdd and one row per security;
+// gethistory replies use the default vertical layout (one START SECURITY/END SECURITY block per
+// security and field, dates as mm/dd/yyyy). It is WriteReplyLayout with the layout named like
+// the program.
 func WriteReply(w io.Writer, s events.Spec, runDate obs.Date, seed uint64) error {
+	return WriteReplyLayout(w, s, runDate, seed, defaultLayout(s.Program))
+}
+
+// WriteReplyLayout writes the reply file for s in layout l to w. It streams through a small
+// buffer, never holding the file, so files of any size cost the same memory. The same arguments
+// always give the same bytes, and the file holds exactly Observations' records whatever the
+// layout. Errors are ErrSpec (wrapped) for an invalid s or l, or a spec the layout cannot carry
+// (see Layout.CanWrite), or w's write error.
+func WriteReplyLayout(w io.Writer, s events.Spec, runDate obs.Date, seed uint64, l Layout) error {
+	if err := l.check(); err != nil {
+		return err
+	}
 	p, err := compile(s, runDate)
 	if err != nil {
 		return err
 	}
-	bw := bufio.NewWriterSize(w, 64<<10)
-	if err := p.writeHeader(bw); err != nil {
+	if err := l.CanWrite(s); err != nil {
+		return err
+	}
+	wr := newWriter(w, p, l, seed)
+	if err := wr.header(); err != nil {
 		return fmt.Errorf("write reply header: %w", err)
 	}
-	if p.program == events.GetData {
-		err = p.writeGetData(bw, seed)
-	} else {
-		err = p.writeGetHistory(bw, seed)
+	switch {
+	case p.program == events.GetData:
+		err = wr.getData()
+	case l.History == Vertical:
+		err = wr.vertical()
+	default:
+		err = wr.rows()
 	}
 	if err != nil {
 		return fmt.Errorf("write reply data: %w", err)
 	}
 	t := runDate.Time()
-	bw.WriteString("END-OF-DATA\nTIMEFINISHED=" + t.Add(finishedAt).Format(unixDate) + "\nEND-OF-FILE\n")
-	if err := bw.Flush(); err != nil {
+	wr.line("END-OF-DATA")
+	wr.line("TIMEFINISHED=" + t.Add(finishedAt).Format(unixDate))
+	wr.line("END-OF-FILE")
+	if err := wr.bw.Flush(); err != nil {
 		return fmt.Errorf("write reply: %w", err)
 	}
 	return nil
 }
 
-func (p *plan) writeHeader(bw *bufio.Writer) error {
-	bw.WriteString("START-OF-FILE\nRUNDATE=")
-	bw.Write(appendYMD(nil, p.runDate))
-	bw.WriteString("\nPROGRAMNAME=" + p.program + "\nPROGRAMFLAG=adhoc\nFIRMNAME=marketpipe-sim\n")
-	if p.program == events.GetData {
-		bw.WriteString("DATEFORMAT=yyyymmdd\n")
-	} else {
-		// No DATEFORMAT: history rows use the default mm/dd/yyyy, as real vertical replies do.
-		bw.WriteString("DATERANGE=")
-		bw.Write(appendYMD(nil, p.start))
-		bw.WriteByte('|')
-		bw.Write(appendYMD(nil, p.end))
-		bw.WriteByte('\n')
+// replyWriter writes one file; rows are built in buf and handed to bw in large pieces.
+type replyWriter struct {
+	bw     *bufio.Writer
+	p      *plan
+	l      Layout
+	seed   uint64
+	d      byte
+	nl     string
+	df     string
+	padEnd bool // a space after every value cell
+	kinds  []cellKind
+	bases  []uint64 // per field, of the current security
+	buf    []byte
+}
+
+func newWriter(w io.Writer, p *plan, l Layout, seed uint64) *replyWriter {
+	wr := &replyWriter{bw: bufio.NewWriterSize(w, 64<<10), p: p, l: l, seed: seed, d: l.delim(), nl: "\n",
+		df: l.DateFormat, padEnd: l.SecDesLength > 0, buf: make([]byte, 0, flushAt+4<<10)}
+	if l.CRLF {
+		wr.nl = "\r\n"
 	}
-	bw.WriteString("\nSTART-OF-FIELDS\n")
+	wr.kinds = make([]cellKind, len(p.fields))
+	for j, f := range p.fields {
+		wr.kinds[j] = kindOf(f)
+	}
+	wr.bases = make([]uint64, len(p.fields))
+	return wr
+}
+
+// line writes a header or trailer line (errors surface at the final Flush).
+func (w *replyWriter) line(s string) {
+	w.bw.WriteString(s)
+	w.bw.WriteString(w.nl)
+}
+
+func (w *replyWriter) header() error {
+	p, l := w.p, w.l
+	w.line("START-OF-FILE")
+	if l.Comments {
+		w.line("# marketpipe simulated reply, layout " + l.Name)
+	}
+	w.line("RUNDATE=" + string(appendYMD(nil, p.runDate)))
+	w.line("PROGRAMNAME=" + p.program)
+	w.line("PROGRAMFLAG=adhoc")
+	w.line("FIRMNAME=marketpipe-sim")
+	if l.Delimiter != 0 {
+		w.line("DELIMITER=" + string(l.Delimiter))
+	}
+	if l.DateFormat != "" {
+		w.line("DATEFORMAT=" + l.DateFormat)
+	}
+	if p.program == events.GetHistory && l.History == Horizontal {
+		w.line("HIST_FORMAT=horizontal")
+	}
+	if w.columnHeader() {
+		w.line("COLUMNHEADER=yes")
+	}
+	if l.SecDesLength > 0 {
+		w.line("SECDESLENGTH=" + strconv.Itoa(l.SecDesLength))
+	}
+	if p.program == events.GetHistory {
+		w.line("DATERANGE=" + string(appendYMD(nil, p.start)) + "|" + string(appendYMD(nil, p.end)))
+	}
+	w.line("")
+	w.line("START-OF-FIELDS")
 	for _, f := range p.fields {
-		bw.WriteString(f)
-		bw.WriteByte('\n')
+		w.line(f)
 	}
-	bw.WriteString("END-OF-FIELDS\n\nTIMESTARTED=")
-	bw.WriteString(p.runDate.Time().Add(startedAt).Format(unixDate))
-	_, err := bw.WriteString("\nSTART-OF-DATA\n")
+	w.line("END-OF-FIELDS")
+	w.line("")
+	w.line("TIMESTARTED=" + p.runDate.Time().Add(startedAt).Format(unixDate))
+	w.line("START-OF-DATA")
+	if l.Comments {
+		w.line("# data rows follow")
+	}
+	if w.columnHeader() && len(p.fields) > 0 {
+		b := append(w.buf[:0], "SECURITIES"...)
+		b = append(b, w.d)
+		b = append(b, "ERROR CODE"...)
+		b = append(b, w.d)
+		b = append(b, "NUM FLDS"...)
+		b = append(b, w.d)
+		for _, f := range p.fields {
+			b = append(b, f...)
+			b = append(b, w.d)
+		}
+		b = append(b, w.nl...)
+		w.buf = b
+		if err := w.flush(); err != nil {
+			return err
+		}
+	}
+	_, err := w.bw.WriteString("") // surfaces an earlier write error
 	return err
 }
 
-func (p *plan) writeGetData(bw *bufio.Writer, seed uint64) error {
-	buf := make([]byte, 0, 256)
-	nfields := strconv.Itoa(len(p.fields))
-	d := p.runDate
-	for i, sec := range p.securities {
-		buf = append(buf[:0], sec...)
-		if IsBad(sec) {
-			buf = append(buf, '|')
-			buf = strconv.AppendInt(buf, BadRC, 10)
-			buf = append(buf, '|')
-			buf = append(buf, nfields...)
-			buf = append(buf, "|\n"...)
-		} else {
-			buf = append(buf, "|0|"...)
-			buf = append(buf, nfields...)
-			buf = append(buf, '|')
-			for j := range p.fields {
-				buf = appendCell(buf, pairHash(seed, p.secHash[i], p.fieldHash[j]), d)
-				buf = append(buf, '|')
-			}
-			buf = append(buf, '\n')
-		}
-		if _, err := bw.Write(buf); err != nil {
-			return err
-		}
-	}
-	return nil
+// columnHeader reports whether the file has a column-header row (never in vertical blocks).
+func (w *replyWriter) columnHeader() bool {
+	return w.l.ColumnHeader && (w.p.program == events.GetData || w.l.History != Vertical)
 }
 
-func (p *plan) writeGetHistory(bw *bufio.Writer, seed uint64) error {
-	// Every row of a block starts with "ID|mm/dd/yyyy|": format the dates once.
-	dates := make([][10]byte, len(p.dates))
-	for i, d := range p.dates {
-		y, m, dd := d.Time().Date()
-		b := dates[i][:0]
-		b = append2(b, int(m))
-		b = append(b, '/')
-		b = append2(b, dd)
-		b = append(b, '/')
-		b = append4(b, y)
-		copy(dates[i][:], b)
+func (w *replyWriter) flush() error {
+	_, err := w.bw.Write(w.buf)
+	w.buf = w.buf[:0]
+	return err
+}
+
+// appendID appends the identifier, right-padded to SECDESLENGTH, and the delimiter.
+func (w *replyWriter) appendID(b []byte, sec string) []byte {
+	b = append(b, sec...)
+	for n := len(sec); n < w.l.SecDesLength; n++ {
+		b = append(b, ' ')
 	}
-	buf := make([]byte, 0, 64<<10)
-	for i, sec := range p.securities {
-		bad := IsBad(sec)
-		for j, f := range p.fields {
-			buf = append(buf, "START SECURITY|"...)
-			buf = append(buf, sec...)
-			buf = append(buf, '|')
-			buf = append(buf, f...)
-			buf = append(buf, "|\n"...)
-			rc := 0
-			if bad {
-				rc = BadRC
-			} else {
-				base := pairHash(seed, p.secHash[i], p.fieldHash[j])
-				for k, d := range p.dates {
-					buf = append(buf, sec...)
-					buf = append(buf, '|')
-					buf = append(buf, dates[k][:]...)
-					buf = append(buf, '|')
-					buf = appendCell(buf, base, d)
-					buf = append(buf, "|\n"...)
-					if len(buf) > 60<<10 {
-						if _, err := bw.Write(buf); err != nil {
-							return err
-						}
-						buf = buf[:0]
+	return append(b, w.d)
+}
+
+// appendHead appends "ID|RC|NFIELDS|".
+func (w *replyWriter) appendHead(b []byte, sec string, rc int) []byte {
+	b = w.appendID(b, sec)
+	b = strconv.AppendInt(b, int64(rc), 10)
+	b = append(b, w.d)
+	b = strconv.AppendInt(b, int64(len(w.p.fields)), 10)
+	return append(b, w.d)
+}
+
+// setBases computes the per-field hashes of security i.
+func (w *replyWriter) setBases(i int) {
+	for j := range w.bases {
+		w.bases[j] = pairHash(w.seed, w.p.secHash[i], w.p.fieldHash[j])
+	}
+}
+
+// appendCells appends every field's cell for date d.
+func (w *replyWriter) appendCells(b []byte, d obs.Date) []byte {
+	for j, k := range w.kinds {
+		b = w.appendCell(b, k, w.bases[j], d)
+	}
+	return b
+}
+
+// appendBlank appends n blank cells.
+func (w *replyWriter) appendBlank(b []byte, n int) []byte {
+	for range n {
+		b = append(b, ' ', w.d)
+	}
+	return b
+}
+
+func (w *replyWriter) getData() error {
+	d := w.p.runDate
+	for i, sec := range w.p.securities {
+		if rc := ReturnCode(sec); rc != 0 {
+			w.buf = w.appendHead(w.buf, sec, rc)
+		} else {
+			w.setBases(i)
+			w.buf = w.appendCells(w.appendHead(w.buf, sec, 0), d)
+		}
+		w.buf = append(w.buf, w.nl...)
+		if len(w.buf) > flushAt {
+			if err := w.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return w.flush()
+}
+
+// rows writes horizontal and REST history rows: one per security and date.
+func (w *replyWriter) rows() error {
+	rest := w.l.History == REST
+	dates := make([][8]byte, len(w.p.dates)) // yyyymmdd, formatted once
+	for k, d := range w.p.dates {
+		copy(dates[k][:], appendYMD(nil, d))
+	}
+	nf := len(w.p.fields)
+	for i, sec := range w.p.securities {
+		rc := ReturnCode(sec)
+		switch {
+		case rc != 0 && nf == 0:
+			continue // as vertical blocks: nothing to say about no fields
+		case rc != 0 && rest:
+			w.buf = w.appendBlank(w.appendHead(w.buf, sec, rc), nf+2)
+			w.buf = append(w.buf, w.nl...)
+		case rc != 0:
+			w.buf = append(w.appendHead(w.buf, sec, rc), w.nl...)
+		case len(dates) == 0 && rest:
+			w.buf = w.appendBlank(w.appendHead(w.buf, sec, 0), nf+2)
+			w.buf = append(w.buf, w.nl...)
+		default:
+			w.setBases(i)
+			for k, d := range w.p.dates {
+				b := w.appendHead(w.buf, sec, 0)
+				if rest {
+					b = append(b, PricingSource...)
+					b = append(b, w.d)
+				}
+				b = append(b, dates[k][:]...)
+				b = append(b, w.d)
+				w.buf = append(w.appendCells(b, d), w.nl...)
+				if len(w.buf) > flushAt {
+					if err := w.flush(); err != nil {
+						return err
 					}
 				}
 			}
-			buf = append(buf, "END SECURITY|"...)
-			buf = append(buf, sec...)
-			buf = append(buf, '|')
-			buf = append(buf, f...)
-			buf = append(buf, '|')
-			buf = strconv.AppendInt(buf, int64(rc), 10)
-			buf = append(buf, "|\n"...)
 		}
-		if _, err := bw.Write(buf); err != nil {
-			return err
+		if len(w.buf) > flushAt {
+			if err := w.flush(); err != nil {
+				return err
+			}
 		}
-		buf = buf[:0]
 	}
-	return nil
+	return w.flush()
 }
 
-// appendCell appends the cell text: the value with exactly 4 decimals, or the N.A. marker.
-// Formatting the integer units directly is exact and avoids float formatting in the hot loop.
-func appendCell(b []byte, base uint64, d obs.Date) []byte {
-	units, ok := cellUnits(base, d)
-	if !ok {
-		return append(b, NotAvailable...)
+// vertical writes START SECURITY/END SECURITY blocks, rows "ID|DATE|VALUE|" with the date in
+// the layout's DATEFORMAT (mm/dd/yyyy without one).
+func (w *replyWriter) vertical() error {
+	dates := make([][]byte, len(w.p.dates))
+	for k, d := range w.p.dates {
+		dates[k] = w.appendDate(nil, d)
 	}
+	d := w.d
+	for i, sec := range w.p.securities {
+		rc := ReturnCode(sec)
+		if rc == 0 {
+			w.setBases(i)
+		}
+		for j, f := range w.p.fields {
+			b := append(w.buf, "START SECURITY"...)
+			b = append(b, d)
+			b = w.appendID(b, sec)
+			b = append(b, f...)
+			b = append(b, d)
+			b = append(b, w.nl...)
+			if rc == 0 {
+				k, base := w.kinds[j], w.bases[j]
+				for x, dt := range w.p.dates {
+					b = w.appendID(b, sec)
+					b = append(b, dates[x]...)
+					b = append(b, d)
+					b = w.appendCell(b, k, base, dt)
+					b = append(b, w.nl...)
+					if len(b) > flushAt {
+						w.buf = b
+						if err := w.flush(); err != nil {
+							return err
+						}
+						b = w.buf
+					}
+				}
+			}
+			b = append(b, "END SECURITY"...)
+			b = append(b, d)
+			b = w.appendID(b, sec)
+			b = append(b, f...)
+			b = append(b, d)
+			b = strconv.AppendInt(b, int64(rc), 10)
+			b = append(b, d)
+			w.buf = append(b, w.nl...)
+		}
+		if len(w.buf) > flushAt {
+			if err := w.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return w.flush()
+}
+
+// appendCell appends a value cell as the layout writes it, and the delimiter. Formatting the
+// integer units directly is exact and avoids float formatting in the hot loop.
+func (w *replyWriter) appendCell(b []byte, k cellKind, base uint64, d obs.Date) []byte {
+	if k == kindUnknown {
+		b = append(b, FieldUnknown...)
+	} else if h := cellHash(base, d); cellMarker(h) != noMarker {
+		b = append(b, markerText[cellMarker(h)]...)
+	} else {
+		switch k {
+		case kindNumber:
+			b = appendUnits(b, numberUnits(h))
+		case kindText:
+			b = appendText(b, h)
+		case kindTime:
+			b = appendTime(b, h)
+		case kindDate:
+			b = w.appendDate(b, cellDate(h))
+		case kindBulk1:
+			n := bulkRows(h)
+			b = append(b, ";1;"...)
+			b = strconv.AppendInt(b, int64(n), 10)
+			b = append(b, ';')
+			for r := range n {
+				b = append(b, "4;"...)
+				b = append(b, makeBulkRow(h, r).member...)
+				b = append(b, ';')
+			}
+		case kindBulk2:
+			n := bulkRows(h)
+			b = append(b, ";2;"...)
+			b = strconv.AppendInt(b, int64(n), 10)
+			b = append(b, ";3;"...)
+			for r := range n {
+				row := makeBulkRow(h, r)
+				b = append(b, "4;"...)
+				b = append(b, row.member...)
+				b = append(b, ";2;"...)
+				if row.hasNum {
+					b = appendCents(b, row.cents)
+				}
+				b = append(b, ";5;"...)
+				b = w.appendDate(b, row.date)
+				b = append(b, ';')
+			}
+		}
+	}
+	if w.padEnd {
+		b = append(b, ' ')
+	}
+	return append(b, w.d)
+}
+
+// appendDate appends a date in the layout's DATEFORMAT.
+func (w *replyWriter) appendDate(b []byte, d obs.Date) []byte {
+	switch w.df {
+	case "yyyymmdd":
+		return appendYMD(b, d)
+	case "ddmmyyyy":
+		y, m, dd := d.Time().Date()
+		b = append2(b, dd)
+		b = append(b, '/')
+		b = append2(b, int(m))
+		b = append(b, '/')
+		return append4(b, y)
+	}
+	return appendMDY(b, d, '/')
+}
+
+// appendUnits appends units/10000 with exactly 4 decimals.
+func appendUnits(b []byte, units int64) []byte {
 	b = strconv.AppendInt(b, units/10000, 10)
 	frac := int(units % 10000)
 	return append(b, '.', byte('0'+frac/1000), byte('0'+frac/100%10), byte('0'+frac/10%10), byte('0'+frac%10))
@@ -182,6 +427,15 @@ func appendYMD(b []byte, d obs.Date) []byte {
 	b = append4(b, y)
 	b = append2(b, int(m))
 	return append2(b, dd)
+}
+
+func appendMDY(b []byte, d obs.Date, sep byte) []byte {
+	y, m, dd := d.Time().Date()
+	b = append2(b, int(m))
+	b = append(b, sep)
+	b = append2(b, dd)
+	b = append(b, sep)
+	return append4(b, y)
 }
 
 func append2(b []byte, n int) []byte { return append(b, byte('0'+n/10%10), byte('0'+n%10)) }
