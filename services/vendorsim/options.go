@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/marketpipe/marketpipe/pkg/simdata"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
 )
 
@@ -25,6 +27,11 @@ type Options struct {
 	// Credentials, when set, make every request carry a valid per-request JWT signed with
 	// them (signature, expiry, issuer, method and path are checked; a jti is accepted once).
 	Credentials *vendor.Credentials
+	// Layouts are the reply-file layouts the simulator writes in (simdata.Layouts); each
+	// request gets one of those for its program, chosen by ChooseLayout from its identifier.
+	// Empty means simdata.DefaultLayouts (the plain getdata and vertical gethistory layouts).
+	// Every layout holds the same observations, so tests need not know which one a file has.
+	Layouts []simdata.Layout
 	// Faults injects failures a robust client must survive.
 	Faults Faults
 	// Logger receives one line per request at Debug; default discards.
@@ -99,6 +106,16 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 			o.Credentials = c
 			return nil
 		})
+	fs.Func("layouts", "comma-separated reply-file `layouts`, or all; each request gets one for its program, chosen\n"+
+		"deterministically from its identifier (default "+simdata.DefaultLayouts+"). Layouts: "+
+		strings.Join(simdata.LayoutNames(), ", "), func(s string) error {
+		ls, err := simdata.ParseLayouts(s)
+		if err != nil {
+			return err
+		}
+		o.Layouts = ls
+		return nil
+	})
 	fs.Float64Var(&o.Faults.Rate429, "fault-429", o.Faults.Rate429, "share (0-1) of requests answered 429 Too Many Requests")
 	fs.Float64Var(&o.Faults.Rate503, "fault-503", o.Faults.Rate503, "share (0-1) of requests answered 503 Service Unavailable")
 	fs.DurationVar(&o.Faults.RetryAfter, "retry-after", o.Faults.RetryAfter,

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -58,6 +59,7 @@ type request struct {
 	body    json.RawMessage // as posted
 	created time.Time
 	runDate obs.Date
+	layout  simdata.Layout
 
 	sumOnce sync.Once
 	size    int64
@@ -75,6 +77,9 @@ func NewServer(opts Options) *Server {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if len(opts.Layouts) == 0 {
+		opts.Layouts, _ = simdata.ParseLayouts(simdata.DefaultLayouts)
 	}
 	s := &Server{
 		opts:     opts,
@@ -353,7 +358,38 @@ func (s *Server) parseRequest(body []byte) (*request, error) {
 	if _, err := simdata.Dates(req.spec, req.runDate); err != nil {
 		return nil, err
 	}
+	req.layout = ChooseLayout(s.opts.Layouts, req.id, req.spec)
 	return req, nil
+}
+
+// ChooseLayout returns the layout a request with this identifier and spec is written in: among
+// the layouts for the spec's program that can carry it (simdata.Layout.CanWrite), the one an
+// FNV-1a hash of the identifier picks, so the same identifier always gets the same layout. When
+// none fits, it is the program's plain layout.
+func ChooseLayout(layouts []simdata.Layout, identifier string, spec events.Spec) simdata.Layout {
+	var fit []simdata.Layout
+	for _, l := range layouts {
+		if l.Program == spec.Program && l.CanWrite(spec) == nil {
+			fit = append(fit, l)
+		}
+	}
+	if len(fit) == 0 {
+		l, _ := simdata.LookupLayout(spec.Program)
+		return l
+	}
+	h := fnv.New64a()
+	io.WriteString(h, identifier)
+	return fit[h.Sum64()%uint64(len(fit))]
+}
+
+// Layout returns the name of the layout the request with this identifier is written in, and
+// false when there is no such request.
+func (s *Server) Layout(identifier string) (string, bool) {
+	req := s.lookup(identifier)
+	if req == nil {
+		return "", false
+	}
+	return req.layout.Name, true
 }
 
 func (s *Server) lookup(id string) *request {
@@ -392,7 +428,7 @@ func (s *Server) sum(req *request) (int64, string, error) {
 	req.sumOnce.Do(func() {
 		h := sha512.New()
 		cw := &countWriter{w: h}
-		if err := simdata.WriteReply(cw, req.spec, req.runDate, s.opts.Seed); err != nil {
+		if err := simdata.WriteReplyLayout(cw, req.spec, req.runDate, s.opts.Seed, req.layout); err != nil {
 			req.sumErr = err
 			return
 		}

@@ -313,6 +313,11 @@ func TestRegisterFlags(t *testing.T) {
 				o.Credentials != nil && o.Credentials.ClientID == "id1" && o.Faults.Rate429 == 0.1 &&
 				o.Faults.TruncateRate == 0.5 && o.Faults.SlowBody == time.Millisecond
 		}, false},
+		{"layouts", []string{"-layouts", "gethistory-rest,getdata-padded"}, func(o *Options) bool {
+			return len(o.Layouts) == 2 && o.Layouts[0].Name == "gethistory-rest" && o.Layouts[1].Name == "getdata-padded"
+		}, false},
+		{"all layouts", []string{"-layouts", "all"}, func(o *Options) bool { return len(o.Layouts) == len(simdata.Layouts()) }, false},
+		{"unknown layout", []string{"-layouts", "getdata,sideways"}, nil, true},
 		{"bad date", []string{"-run-date", "03/02/2026"}, nil, true},
 		{"bad seed", []string{"-seed", "-1"}, nil, true},
 		{"missing credentials", []string{"-credentials", filepath.Join(dir, "none.json")}, nil, true},

@@ -36,7 +36,7 @@ func (s *Server) streamReply(w http.ResponseWriter, r *http.Request, req *reques
 	if s.chance(f.CorruptRate) {
 		fw.flipAt = size / 2
 	}
-	err := simdata.WriteReply(fw, req.spec, req.runDate, s.opts.Seed)
+	err := simdata.WriteReplyLayout(fw, req.spec, req.runDate, s.opts.Seed, req.layout)
 	if errors.Is(err, errCut) {
 		if zw != nil {
 			zw.Flush() // what was generated reaches the client, without the gzip trailer

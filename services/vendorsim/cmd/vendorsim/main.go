@@ -38,7 +38,12 @@ func realMain(ctx context.Context, args []string) error {
 			"Serves a simulated Bloomberg Data License REST API (HAPI) under /eap: catalogs,\n"+
 			"request creation, response listing and reply-file downloads generated from -seed.\n"+
 			"Every /eap request needs the header api-version: 2. Securities starting with BAD\n"+
-			"come back with return code 10. GET /healthz answers ok.\n\nFlags:\n")
+			"come back with return code 10, those whose first word is RC<n> with return code n\n"+
+			"(RC11 X Equity: 11). Mnemonics starting with NOSUCH are unknown fields (FLD UNKNOWN);\n"+
+			"mnemonics ending in _LIST, _MEMBERS, _SCHEDULE or _BULK give bulk cells, _DT or DATE\n"+
+			"dates, _TIME times, NAME, _DES, CRNCY or TICKER text, others numbers; about one cell\n"+
+			"in 37 is N.A., N.S., N.D. or blank. -layouts picks the reply-file layouts; every\n"+
+			"layout holds the same observations. GET /healthz answers ok.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	addr := fs.String("addr", ":8081", "listen `address`")
