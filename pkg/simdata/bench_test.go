@@ -52,3 +52,36 @@ func BenchmarkObservations5M(b *testing.B) {
 	}
 	b.ReportMetric(float64(n), "obs/op")
 }
+
+// BenchmarkWriteReplyLayouts writes about a million observations of every kind of cell in each
+// layout: go test -run '^$' -bench Layouts ./pkg/simdata/
+func BenchmarkWriteReplyLayouts(b *testing.B) {
+	fields := []string{"PX_LAST", "NAME", "DVD_EX_DT", "LAST_UPDATE_TIME", "INDX_MEMBERS", "PEER_LIST", "NOSUCH_FIELD", "PX_VOLUME"}
+	var secs []string
+	for i := range 500 {
+		secs = append(secs, "SEC"+strconv.Itoa(i)+" US Equity")
+	}
+	for _, l := range Layouts() {
+		s := events.Spec{Program: l.Program, Securities: secs, Fields: fields}
+		if l.Program == events.GetHistory {
+			s.Start, s.End = "2025-01-01", "2025-12-31" // 261 weekdays: 1.04 million observations
+		} else {
+			for i := range 250 * 500 {
+				s.Securities = append(s.Securities, "D"+strconv.Itoa(i)+" US Equity")
+			}
+		}
+		ds, _ := Dates(s, jan5)
+		nobs := len(s.Securities) * len(s.Fields) * len(ds)
+		b.Run(l.Name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				var w countingDiscard
+				if err := WriteReplyLayout(&w, s, jan5, 1, l); err != nil {
+					b.Fatal(err)
+				}
+				b.SetBytes(w.n)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(nobs), "ns/obs")
+		})
+	}
+}

@@ -39,23 +39,31 @@ const (
 // all FLD UNKNOWN.
 const UnknownFieldPrefix = "NOSUCH"
 
-// Markers, as written in reply files and as dlformat flags them.
+// Markers, as written in reply files and as dlformat flags them (with NotAvailable).
 const (
-	NotSupplied      = "N.S."
-	NotDownloadable  = "N.D."
-	FieldUnknown     = "FLD UNKNOWN"
-	BlankFlag        = "BLANK" // the flag of a blank cell, which is written empty (or as a space)
-	markerNA         = 0
-	markerNS         = 5
-	markerND         = 6
-	markerBlank      = 7
-	markerCount      = 8
-	noMarker         = -1
-	bulkMaxRows      = 4 // 0 to bulkMaxRows-1 rows
-	bulkDateBase     = 14000
-	bulkDateSpan     = 9000
-	cellDateBaseDays = -3650 // 1960-01-03
-	cellDateSpanDays = 36500 // to about 2060
+	NotSupplied     = "N.S."
+	NotDownloadable = "N.D."
+	FieldUnknown    = "FLD UNKNOWN"
+	BlankFlag       = "BLANK" // the flag of a blank cell, which is written empty (or as a space)
+)
+
+// Marker draws: of markerCount, indexes below markerNS are N.A.
+const (
+	noMarker    = -1
+	markerNA    = 0
+	markerNS    = 5
+	markerND    = 6
+	markerBlank = 7
+	markerCount = 8
+)
+
+// Value ranges.
+const (
+	bulkMaxRows      = 4     // bulk cells have 0 to bulkMaxRows-1 rows
+	bulkDateBase     = 14000 // bulk dates: 2008-05-01 ...
+	bulkDateSpan     = 9000  // ... to about 2033
+	cellDateBaseDays = -3650 // date cells: 1960-01-03 ...
+	cellDateSpanDays = 36500 // ... to about 2060
 )
 
 func kindOf(field string) cellKind {
