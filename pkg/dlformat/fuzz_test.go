@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/pkg/simdata"
 )
 
 // FuzzReader checks that no input makes the reader panic, loop or break its contract: every
@@ -27,6 +29,17 @@ func FuzzReader(f *testing.F) {
 	})
 	f.Add([]byte(file("RUNDATE=20240716\nPROGRAMNAME=getactions\nDATEFORMAT=yyyymmdd", nil,
 		"IBM US Equity|101|202|0|555|DVD_CASH|N|IBM CORP|CUSIP|459200101|USD|Equity| |20170201|20170210|20170202|BBG000BLNNH6||IBM|US|2|CP_RECORD_DT|20170213|CP_GROSS_AMT|1.4|")))
+	// The simulator's files in every layout, small, with every kind of cell and return code.
+	for _, l := range simdata.Layouts() {
+		spec := events.Spec{Program: l.Program, Securities: []string{"IBM US Equity", "BAD X", "RC11 Y", "RC995 Z"},
+			Fields: []string{"PX_LAST", "NAME", "DVD_EX_DT", "LAST_UPDATE_TIME", "INDX_MEMBERS", "PEER_LIST", "NOSUCH_F"}}
+		spec.Start, spec.End = "2026-01-01", "2026-01-06"
+		var b bytes.Buffer
+		if err := simdata.WriteReplyLayout(&b, spec, obs.MakeDate(2026, 1, 6), 3, l); err != nil {
+			f.Fatalf("simulated seed %s: %v", l.Name, err)
+		}
+		f.Add(b.Bytes())
+	}
 	f.Add([]byte(file("RUNDATE=20240716\nDELIMITER=;", []string{"A"}, "S;0;1;1;")))
 	f.Add([]byte(file("RUNDATE=20240716", []string{"A", "B"}, "S|0|2|;1;2;12;1;4;x;|;2;1;2;5;20240101;13;.5;|")))
 
