@@ -28,8 +28,9 @@ import (
 // fault on (429 and 503 with Retry-After, connection resets, truncated and corrupt downloads,
 // slow bodies) and per-request JWTs required, serving every reply-file layout. Each job gets the
 // layout it was made for (its identifier is chosen so), and its files hold every marker, text,
-// dates, bulk cells and return codes 10, 11 and 995. Every job must load, with FINAL equal to
-// simdata's observations row for row, the jobs table's counts right and no reject.
+// dates, bulk cells and return codes 10, 11 and 995; two layouts add a malformed line. Every job
+// must load, with FINAL equal to simdata's observations row for row, the jobs table's counts
+// right and exactly the malformed lines in the rejects table.
 func TestVendorFaults(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
@@ -102,9 +103,10 @@ func TestVendorFaults(t *testing.T) {
 		return secs
 	}
 	type vfJob struct {
-		layout string
-		spec   events.Spec
-		id     string
+		layout  string
+		rejects int // lines the reader must reject (simdata.Layout.Rejects)
+		spec    events.Spec
+		id      string
 	}
 	var jobs []*vfJob
 	for i, l := range append(layouts, mustLayout(t, "getdata"), mustLayout(t, "gethistory")) {
@@ -113,7 +115,7 @@ func TestVendorFaults(t *testing.T) {
 			spec = events.Spec{Program: l.Program, Securities: jobSecs(i, 18), Fields: histFields,
 				Start: "2026-06-01", End: "2026-08-31"}
 		}
-		jobs = append(jobs, &vfJob{layout: l.Name, spec: spec})
+		jobs = append(jobs, &vfJob{layout: l.Name, rejects: l.Rejects(), spec: spec})
 	}
 	// Job ids chosen so that the vendor request identifier derived from each gets its layout.
 	now := time.Now().UTC()
@@ -164,20 +166,25 @@ func TestVendorFaults(t *testing.T) {
 
 	total := 0
 	for i, j := range jobs {
-		t.Run(j.layout, func(t *testing.T) {
+		t.Run(fmt.Sprintf("job %d %s", i, j.layout), func(t *testing.T) {
 			want := expected(t, j.spec, runDate)
 			total += len(want)
 			compare(t, loaded(t, ctx, store, j.id), want)
 			job := final[i]
-			if job.RowsLoaded != int64(len(want)) || job.RowsRejected != 0 {
-				t.Errorf("jobs row: rows loaded %d rejected %d, want %d and 0", job.RowsLoaded, job.RowsRejected, len(want))
+			if job.RowsLoaded != int64(len(want)) || job.RowsRejected != int64(j.rejects) {
+				t.Errorf("jobs row: rows loaded %d rejected %d, want %d and %d", job.RowsLoaded, job.RowsRejected, len(want), j.rejects)
 			}
 			if got, ok := sim.Layout(job.VendorRequestID); !ok || got != j.layout {
 				t.Errorf("vendor request %s was written as %q (known %v), want layout %s", job.VendorRequestID, got, ok, j.layout)
 			}
 			rejects, err := store.Rejects(ctx, j.id)
-			if err != nil || len(rejects) != 0 {
-				t.Errorf("rejects %v, %v; want none", rejects, err)
+			if err != nil || len(rejects) != j.rejects {
+				t.Errorf("rejects %+v, %v; want %d", rejects, err, j.rejects)
+			}
+			for _, rj := range rejects {
+				if rj.Raw != simdata.MalformedLine || rj.Line < 1 || rj.Reason == "" {
+					t.Errorf("reject %+v, want line %q with its number and a reason", rj, simdata.MalformedLine)
+				}
 			}
 		})
 	}

@@ -29,7 +29,7 @@ var (
 // TestParserAgrees parses WriteReplyLayout's output in every layout with the pipeline's reader,
 // plain and gzip, and checks it yields exactly Observations' records (in order for getdata and
 // vertical files, whose order Observations follows; as a set for horizontal and REST files,
-// which go date by date) and no reject: the simulator and the tests that compare loaded rows
+// which go date by date) and exactly the layout's rejects: the simulator and the tests that compare loaded rows
 // with Observations rely on the two agreeing whatever the layout.
 func TestParserAgrees(t *testing.T) {
 	runDate := obs.MakeDate(2026, time.January, 5)
@@ -73,8 +73,13 @@ func TestParserAgrees(t *testing.T) {
 					want := collect(t, sc.spec, runDate, 11)
 					var rejects []obs.Reject
 					got := parse(t, &buf, func(r obs.Reject) error { rejects = append(rejects, r); return nil })
-					if len(rejects) > 0 {
-						t.Errorf("parser rejected %d lines of a simulated file, first %+v", len(rejects), rejects[0])
+					if len(rejects) != layout.Rejects() {
+						t.Errorf("parser rejected %d lines of a simulated file (%+v), want %d", len(rejects), rejects, layout.Rejects())
+					}
+					for _, rj := range rejects {
+						if rj.Raw != simdata.MalformedLine {
+							t.Errorf("parser rejected %+v, want only %q", rj, simdata.MalformedLine)
+						}
 					}
 					inOrder := sc.spec.Program == events.GetData || layout.History == simdata.Vertical
 					if !inOrder {

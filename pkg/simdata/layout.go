@@ -51,6 +51,20 @@ type Layout struct {
 	CRLF bool
 	// Comments adds '#' comment lines in the header and the data section.
 	Comments bool
+	// Malformed adds MalformedLine at the start of the data section: a line the reader must
+	// reject (it goes to the rejects table), which holds no observation.
+	Malformed bool
+}
+
+// MalformedLine is the line a Malformed layout adds: not a row in any layout.
+const MalformedLine = "SIMULATED MALFORMED LINE: NOT A ROW"
+
+// Rejects is the number of lines of a file in this layout that the reader rejects.
+func (l Layout) Rejects() int {
+	if l.Malformed {
+		return 1
+	}
+	return 0
 }
 
 // The layouts vendorsim serves, by name. getdata and gethistory are the plain ones (and
@@ -58,11 +72,11 @@ type Layout struct {
 var layouts = []Layout{
 	{Name: "getdata", Program: events.GetData, DateFormat: "yyyymmdd"},
 	{Name: "getdata-columnheader", Program: events.GetData, DateFormat: "mmddyyyy", ColumnHeader: true},
-	{Name: "getdata-padded", Program: events.GetData, SecDesLength: 32, Comments: true},
+	{Name: "getdata-padded", Program: events.GetData, SecDesLength: 32, Comments: true, Malformed: true},
 	{Name: "getdata-delimiter", Program: events.GetData, DateFormat: "ddmmyyyy", Delimiter: ',', CRLF: true},
 	{Name: "gethistory", Program: events.GetHistory, History: Vertical},
 	{Name: "gethistory-horizontal", Program: events.GetHistory, History: Horizontal, DateFormat: "yyyymmdd",
-		ColumnHeader: true, Comments: true},
+		ColumnHeader: true, Comments: true, Malformed: true},
 	{Name: "gethistory-rest", Program: events.GetHistory, History: REST, SecDesLength: 24, CRLF: true},
 }
 

@@ -23,18 +23,18 @@ func TestLayoutFeatures(t *testing.T) {
 		want   []string
 		absent []string
 	}{
-		{"getdata", data, []string{"DATEFORMAT=yyyymmdd\n", "IBM US Equity|0|2|"}, []string{"\r\n", "COLUMNHEADER", "#"}},
+		{"getdata", data, []string{"DATEFORMAT=yyyymmdd\n", "IBM US Equity|0|2|"}, []string{"\r\n", "COLUMNHEADER", "#", MalformedLine}},
 		{"getdata-columnheader", data, []string{"DATEFORMAT=mmddyyyy\n", "COLUMNHEADER=yes\n",
 			"START-OF-DATA\nSECURITIES|ERROR CODE|NUM FLDS|PX_LAST|DVD_EX_DT|\n"}, nil},
 		{"getdata-padded", data, []string{"SECDESLENGTH=32\n", "IBM US Equity" + strings.Repeat(" ", 19) + "|0|2|",
-			"BAD X Equity" + strings.Repeat(" ", 20) + "|10|2|", " |\n", "\n# "}, []string{"DATEFORMAT"}},
+			"BAD X Equity" + strings.Repeat(" ", 20) + "|10|2|", " |\n", "\n# ", "\n" + MalformedLine + "\n"}, []string{"DATEFORMAT"}},
 		{"getdata-delimiter", data, []string{"DELIMITER=,\r\n", "DATEFORMAT=ddmmyyyy\r\n", "IBM US Equity,0,2,",
 			"BAD X Equity,10,2,\r\n"}, []string{"|0|"}},
 		{"gethistory", hist, []string{"START SECURITY|IBM US Equity|PX_LAST|\nIBM US Equity|01/05/2026|",
 			"END SECURITY|BAD X Equity|DVD_EX_DT|10|\n"}, []string{"DATEFORMAT", "HIST_FORMAT"}},
 		{"gethistory-horizontal", hist, []string{"HIST_FORMAT=horizontal\n", "DATEFORMAT=yyyymmdd\n",
 			"IBM US Equity|0|2|20260105|", "IBM US Equity|0|2|20260106|", "BAD X Equity|10|2|\n",
-			"SECURITIES|ERROR CODE|NUM FLDS|PX_LAST|DVD_EX_DT|\n"}, []string{"START SECURITY"}},
+			"SECURITIES|ERROR CODE|NUM FLDS|PX_LAST|DVD_EX_DT|\n", "\n" + MalformedLine + "\n"}, []string{"START SECURITY"}},
 		{"gethistory-rest", hist, []string{"SECDESLENGTH=24\r\n", "IBM US Equity           |0|2|EX|20260105|",
 			"BAD X Equity            |10|2| | | | |\r\n"}, []string{"START SECURITY", "HIST_FORMAT"}},
 	}

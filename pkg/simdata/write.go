@@ -152,6 +152,9 @@ func (w *replyWriter) header() error {
 	if l.Comments {
 		w.line("# data rows follow")
 	}
+	if l.Malformed {
+		w.line(MalformedLine)
+	}
 	if w.columnHeader() && len(p.fields) > 0 {
 		b := append(w.buf[:0], "SECURITIES"...)
 		b = append(b, w.d)

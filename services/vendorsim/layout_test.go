@@ -128,7 +128,8 @@ func TestServesEveryLayout(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r.OnReject = func(rj obs.Reject) error { return fmt.Errorf("reject %+v", rj) }
+			var rejects []obs.Reject
+			r.OnReject = func(rj obs.Reject) error { rejects = append(rejects, rj); return nil }
 			var got, want []obs.Observation
 			for {
 				o, err := r.Next()
@@ -153,6 +154,9 @@ func TestServesEveryLayout(t *testing.T) {
 			slices.SortFunc(want, key)
 			if !slices.EqualFunc(got, want, func(a, b obs.Observation) bool { return a.Equal(&b) }) {
 				t.Errorf("downloaded file has %d observations, Observations %d, or they differ", len(got), len(want))
+			}
+			if len(rejects) != l.Rejects() || (len(rejects) > 0 && rejects[0].Raw != simdata.MalformedLine) {
+				t.Errorf("rejects %+v, want %d of %q", rejects, l.Rejects(), simdata.MalformedLine)
 			}
 			hdr := r.Header()
 			switch l.Name {
