@@ -526,6 +526,78 @@ func (b *bench) legTransform(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The chunked transformer as pkg/chunk proposes it, prototyped by `mpsvc chunk`: one
+	// process per chunk of the same stored file, each reading the object from its start.
+	runChunks := func(n int) (time.Duration, error) {
+		id := fmt.Sprintf("bench-chunk-%s-%d", runID, n)
+		t0 := time.Now()
+		var ps []*proc
+		for i := range n {
+			p, err := startProc(c.dir, fmt.Sprintf("chunk-%d-of-%d", i, n), b.svc, nil, "chunk", c.natsURL, key,
+				strconv.FormatInt(b.refBytes, 10), strconv.Itoa(i), strconv.Itoa(n), id, b.refSpec.Program)
+			if err != nil {
+				return 0, err
+			}
+			ps = append(ps, p)
+		}
+		stopSampling := sampler(ps, 20*time.Millisecond)
+		defer stopSampling()
+		var rows int64
+		for _, p := range ps {
+			select {
+			case <-p.done:
+			case <-time.After(20 * time.Minute):
+				return 0, fmt.Errorf("%s: not done in 20 minutes", p.name)
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+			if p.waitErr != nil {
+				return 0, fmt.Errorf("%s: %v\n%s", p.name, p.waitErr, p.logTail(2000))
+			}
+			k, err := strconv.ParseInt(strings.TrimSpace(p.logTail(64)), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: output %q", p.name, p.logTail(64))
+			}
+			rows += k
+		}
+		d := time.Since(t0)
+		if rows != b.refObs {
+			return 0, fmt.Errorf("%d chunks gave %d observations, want %d", n, rows, b.refObs)
+		}
+		var cpu time.Duration
+		for _, p := range ps {
+			cpu += p.cpu() // the last sample before the exit
+		}
+		log.Printf("transform, chunked prototype: %d chunk(s) in %.2fs; their processes used %.2f s CPU (at least, sampled every 20 ms), nats-server %.2f s since the leg began",
+			n, d.Seconds(), cpu.Seconds(), c.natsP.cpu().Seconds())
+		return d, nil
+	}
+	bestChunks := func(n int) (time.Duration, error) {
+		var d time.Duration
+		for i := range 2 {
+			di, err := runChunks(n)
+			if err != nil {
+				return 0, err
+			}
+			if i == 0 || di < d {
+				d = di
+			}
+		}
+		return d, nil
+	}
+	c1, err := bestChunks(1)
+	if err != nil {
+		return err
+	}
+	c2, err := bestChunks(2)
+	if err != nil {
+		return err
+	}
+	b.res.ChunkS1, b.res.ChunkS2 = round(c1.Seconds(), 3), round(c2.Seconds(), 3)
+	b.res.ChunkSpeedup2 = round(c1.Seconds()/c2.Seconds(), 2)
+	log.Printf("transform, chunked prototype (pkg/chunk, one process per chunk): 1 chunk %.2fs, 2 chunks in 2 processes %.2fs: speedup %.2f",
+		c1.Seconds(), c2.Seconds(), b.res.ChunkSpeedup2)
+
 	b.res.TransformS1 = round(d1.Seconds(), 3)
 	b.res.TransformS2 = round(d2.Seconds(), 3)
 	b.res.TransformSpeedup = round(d1.Seconds()/d2.Seconds(), 2)

@@ -113,6 +113,9 @@ type Result struct {
 	TransformSpeedup      float64  `json:"transform_speedup_2"`
 	TransformRowsPS       float64  `json:"transform_rows_per_s_1"`
 	Transform2Files       float64  `json:"transform_speedup_2_two_files"`
+	ChunkS1               float64  `json:"transform_chunked_1_s"`
+	ChunkS2               float64  `json:"transform_chunked_2_s"`
+	ChunkSpeedup2         float64  `json:"transform_chunked_speedup_2"`
 	LatencyP50MS          float64  `json:"latency_p50_ms"`
 	LatencyP99MS          float64  `json:"latency_p99_ms"`
 	LatencyJobs           int      `json:"latency_jobs"`
