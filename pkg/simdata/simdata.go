@@ -107,8 +107,9 @@ func compile(s events.Spec, runDate obs.Date) (*plan, error) {
 	p.secHash = make([]uint64, len(s.Securities))
 	for i, sec := range s.Securities {
 		sec = strings.TrimSpace(sec)
-		if sec == "" || strings.ContainsAny(sec, "|\r\n") {
-			return nil, fmt.Errorf("%w: security %q: empty or contains '|' or a line break", ErrSpec, sec)
+		if sec == "" || strings.ContainsAny(sec, "|\r\n") || sec[0] == '#' {
+			// A row starting with '#' would be a comment line to every reader.
+			return nil, fmt.Errorf("%w: security %q: empty, starts with '#', or contains '|' or a line break", ErrSpec, sec)
 		}
 		p.securities[i] = sec
 		p.secHash[i] = hashString(sec)

@@ -207,6 +207,7 @@ func TestInvalidSpecs(t *testing.T) {
 		{"history without dates", events.Spec{Program: events.GetHistory, Fields: []string{"PX_LAST"}}},
 		{"end before start", events.Spec{Program: events.GetHistory, Start: "2026-01-05", End: "2026-01-02"}},
 		{"pipe in security", events.Spec{Program: events.GetData, Securities: []string{"A|B"}}},
+		{"security read as a comment", events.Spec{Program: events.GetData, Securities: []string{"#1 X"}}},
 		{"empty field", events.Spec{Program: events.GetData, Securities: []string{"A"}, Fields: []string{""}}},
 	}
 	for _, tc := range tests {
