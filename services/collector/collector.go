@@ -131,6 +131,7 @@ func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
 		Pub: env.Publisher(), Now: time.Now}
 	return stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Ready)},
+		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 4, AckWait: time.Minute, MaxDeliver: 10,
 	}, h, env.StageOptions())
 }

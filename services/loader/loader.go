@@ -163,6 +163,7 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 	rows, err := stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.RowsStream, Filters: []string{events.RowsSubjects},
 		Concurrency: 32, MaxAckPending: 256, AckWait: 2 * time.Minute, MaxDeliver: -1, Backoff: outageBackoff,
+		MaxBytes: rowcodec.MaxMessageBytes,
 	}, &RowsHandler{
 		commit: &groupCommit{ins: store, maxRows: s.MaxInsertRows, linger: s.Linger, timeout: 2 * time.Minute,
 			tracer: tracer},
@@ -174,6 +175,7 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 	}
 	complete, err := stage.New(env.JS, stage.Config{
 		Name: CompleteName, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Transformed)},
+		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 16, MaxDeliver: -1, AckWait: time.Minute,
 	}, &CompleteHandler{
 		Count: func(ctx context.Context, id string, gen int) (int, error) {
@@ -186,6 +188,7 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 	}
 	jobs, err := stage.New(env.JS, stage.Config{
 		Name: JobsName, Stream: events.JobsStream, Filters: []string{events.JobsSubjects},
+		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 8, MaxDeliver: -1, AckWait: time.Minute, Backoff: outageBackoff,
 	}, &JobsHandler{Store: tracedJobs{store, tracer}}, env.StageOptions())
 	if err != nil {

@@ -70,6 +70,7 @@ func Stage(env *service.Env, v Vendor, interval time.Duration) (*stage.Stage, er
 	h := &Handler{Vendor: v, Pub: env.Publisher(), Interval: interval, Now: time.Now}
 	return stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Requested)},
+		MaxBytes:   events.MaxJobEventBytes,
 		MaxDeliver: -1, Concurrency: 32, AckWait: time.Minute, MaxAckPending: 20000,
 	}, h, env.StageOptions())
 }

@@ -73,6 +73,7 @@ func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
 	h := &Handler{Vendor: v, Pub: env.Publisher(), Now: time.Now}
 	return stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Submitted)},
+		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 8, AckWait: time.Minute,
 	}, h, env.StageOptions())
 }

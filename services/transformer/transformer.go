@@ -167,6 +167,7 @@ func Stage(env *service.Env) (*stage.Stage, error) {
 		Tracer: tracer, RowsParsed: counters.RowsParsed, RowsRejected: counters.RowsRejected}
 	return stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Collected)},
+		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 2, AckWait: time.Minute, MaxDeliver: 10,
 	}, h, env.StageOptions())
 }
