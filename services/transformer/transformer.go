@@ -42,6 +42,9 @@ type Handler struct {
 	// figures once its "transformed" event is durable (nil: not counted).
 	Tracer                   trace.Tracer
 	RowsParsed, RowsRejected Counter
+	// ReadTimeout bounds reading one stored file (default 1h). The object store's reader needs
+	// a deadline: without one, nats.go gives the whole read 5 seconds, which fails large files.
+	ReadTimeout time.Duration
 }
 
 // Handle implements stage.Handler. A redelivery parses the file again and republishes the same
@@ -51,7 +54,13 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	if err != nil {
 		return stage.Permanent(err)
 	}
-	obj, err := h.Raw.Get(ctx, j.FileKey)
+	timeout := h.ReadTimeout
+	if timeout <= 0 {
+		timeout = time.Hour
+	}
+	readCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	obj, err := h.Raw.Get(readCtx, j.FileKey)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
 			failed := j.Fail(fmt.Sprintf("raw file %s is not in the raw store", j.FileKey), h.Now())
@@ -61,9 +70,15 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	}
 	defer obj.Close()
 
-	st, err := h.transform(ctx, &j, obj)
+	src := &readErrs{r: obj}
+	st, err := h.transform(ctx, &j, src)
 	if err != nil {
 		var bad *dlformat.Error
+		if src.err != nil {
+			// Reading the stored object failed (a timeout, NATS unavailable, a digest
+			// mismatch): not the file's fault, so retried, and dead-lettered if it persists.
+			return fmt.Errorf("read raw file %s: %w", j.FileKey, src.err)
+		}
 		if errors.As(err, &bad) {
 			// The file cannot be read at all: retrying cannot help. It stays in the raw
 			// store for inspection and replay.
@@ -80,6 +95,21 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	add(h.RowsParsed, st.rows)
 	add(h.RowsRejected, st.rejects)
 	return nil
+}
+
+// readErrs remembers the first error of the reader it wraps other than io.EOF, so a failure of
+// the store can be told apart from a file that cannot be parsed.
+type readErrs struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErrs) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 type transformStats struct {

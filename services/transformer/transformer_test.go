@@ -3,11 +3,15 @@ package transformer_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/marketpipe/marketpipe/pkg/events"
@@ -163,5 +167,38 @@ func TestTransformerRejectsBadLinesAndLoadsTheRest(t *testing.T) {
 	}
 	if r := bs[0].Rejects; len(r) != 1 || r[0].Line != 11 || r[0].Raw != "broken line without delimiters" {
 		t.Errorf("rejects %+v, want line 11 with its raw text", r)
+	}
+}
+
+// failingStore serves a reader that breaks partway, as the object store does on a timeout.
+type failingStore struct{ transformer.RawStore }
+
+type brokenObject struct {
+	jetstream.ObjectResult
+	r io.Reader
+}
+
+func (b brokenObject) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b brokenObject) Close() error               { return nil }
+
+func (f failingStore) Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		return nil, errors.New("no deadline: nats.go would give the whole read 5 seconds")
+	}
+	head := "START-OF-FILE\nPROGRAMNAME=getdata\nSTART-OF-FIELDS\nPX_LAST\nEND-OF-FIELDS\nSTART-OF-DATA\nIBM US Equity|0|1|1.5|\n"
+	return brokenObject{r: io.MultiReader(strings.NewReader(head), iotest.ErrReader(nats.ErrTimeout))}, nil
+}
+
+func TestTransformerRetriesStoreReadErrors(t *testing.T) {
+	env := natstest.NewEnv(t)
+	h := &transformer.Handler{Raw: failingStore{env.Streams.Raw}, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	j := events.Job{ID: "job-read", FileKey: "job-read/g0/f"}
+	j = j.Advance(events.Collected, time.Now())
+	err := h.Handle(context.Background(), env.DeliverJob(&j))
+	if err == nil || stage.IsPermanent(err) || !errors.Is(err, nats.ErrTimeout) {
+		t.Fatalf("Handle = %v, want a transient error wrapping the read timeout", err)
+	}
+	if got, _ := env.LastJob(j.ID); got.State != events.Collected {
+		t.Errorf("state %q: a store read failure must not fail the job", got.State)
 	}
 }
