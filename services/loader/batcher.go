@@ -28,6 +28,10 @@ type groupCommit struct {
 	timeout time.Duration // bound on one INSERT
 	tracer  trace.Tracer  // nil: no spans
 
+	// inserting lets one INSERT run at a time: ClickHouse takes one large insert best, and
+	// concurrent ones each hold their columns in memory (make bench saw 2.6 GB RSS without it).
+	inserting sync.Mutex
+
 	mu      sync.Mutex
 	pending []pendingBatch
 	rows    int
@@ -89,6 +93,8 @@ func (g *groupCommit) flush(items []pendingBatch) {
 	for i, it := range items {
 		batches[i] = it.b
 	}
+	g.inserting.Lock()
+	defer g.inserting.Unlock()
 	// The insert serves several handlers, so it is bounded by its own timeout, not by the
 	// context of whichever handler happened to trigger it.
 	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)

@@ -160,9 +160,11 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 	if err != nil {
 		return nil, err
 	}
+	// Eight batches of at most 100,000 rows in flight per replica bound the loader's memory
+	// (decoded batches wait in memory for their INSERT) while filling 500,000-row INSERTs.
 	rows, err := stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.RowsStream, Filters: []string{events.RowsSubjects},
-		Concurrency: 32, MaxAckPending: 256, AckWait: 2 * time.Minute, MaxDeliver: -1, Backoff: outageBackoff,
+		Concurrency: 8, MaxAckPending: 64, AckWait: 2 * time.Minute, MaxDeliver: -1, Backoff: outageBackoff,
 		MaxBytes: rowcodec.MaxMessageBytes,
 	}, &RowsHandler{
 		commit: &groupCommit{ins: store, maxRows: s.MaxInsertRows, linger: s.Linger, timeout: 2 * time.Minute,
