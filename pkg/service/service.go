@@ -311,3 +311,12 @@ Environment:
   MARKETPIPE_TRACE_FILE    console exporter: write spans to this file instead of stdout
   LOG_LEVEL, LOG_FORMAT    debug|info|warn|error; json|text (default info, json)
 `
+
+// Only returns a service's single runner as Build's result: Build functions end with
+// `return service.Only(Stage(env, ...))`.
+func Only[R Runner](r R, err error) ([]Runner, error) {
+	if err != nil {
+		return nil, err
+	}
+	return []Runner{r}, nil
+}

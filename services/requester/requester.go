@@ -84,9 +84,5 @@ func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := Stage(env, v)
-	if err != nil {
-		return nil, err
-	}
-	return []service.Runner{s}, nil
+	return service.Only(Stage(env, v))
 }

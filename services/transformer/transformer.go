@@ -204,9 +204,5 @@ func Stage(env *service.Env) (*stage.Stage, error) {
 
 // Build is the service's wiring.
 func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
-	s, err := Stage(env)
-	if err != nil {
-		return nil, err
-	}
-	return []service.Runner{s}, nil
+	return service.Only(Stage(env))
 }
