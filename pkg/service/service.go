@@ -68,6 +68,8 @@ type Env struct {
 	vendor   *vendor.Client
 	counters *Counters
 	ackWait  time.Duration
+	// stopMetrics flushes the OTEL metric export (OTEL_METRICS_EXPORTER), if any.
+	stopMetrics func(context.Context) error
 }
 
 // AddReadyCheck adds a dependency check to /readyz.
@@ -102,6 +104,10 @@ func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.L
 	if err != nil {
 		return nil, err
 	}
+	stopMetrics, err := telemetry.NewMetricExport(ctx, cfg.OTEL, name, reg)
+	if err != nil {
+		return nil, err
+	}
 	nc, err := natsx.Connect(cfg.NATS, "marketpipe-"+name, log)
 	if err != nil {
 		return nil, err
@@ -117,7 +123,7 @@ func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.L
 		return nil, err
 	}
 	env := &Env{Name: name, Config: cfg, Lookup: lookup, Log: log, Tracing: tr, NC: nc, JS: js,
-		Registry: reg, Metrics: m, checks: map[string]Check{}, ackWait: ackWait}
+		Registry: reg, Metrics: m, checks: map[string]Check{}, ackWait: ackWait, stopMetrics: stopMetrics}
 	// Declaring the streams waits for JetStream: a service may start before NATS is up.
 	for attempt := uint64(1); ; attempt++ {
 		setupCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -185,6 +191,9 @@ func (e *Env) Serve(ctx context.Context, runners []Runner) error {
 	e.NC.Close()
 	if err := e.Tracing.Shutdown(shutdownCtx); err != nil {
 		e.Log.Warn("flush traces", "err", err)
+	}
+	if err := e.stopMetrics(shutdownCtx); err != nil {
+		e.Log.Warn("flush metrics", "err", err)
 	}
 	_ = srv.Shutdown(shutdownCtx)
 	if err := <-httpDone; err != nil && runErr == nil {
