@@ -8,10 +8,12 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/stage"
+	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
 
 // replayInput is the event each stage consumes: replaying from a stage republishes that event.
@@ -66,6 +68,11 @@ they were first submitted.`,
 				return err
 			}
 			ctx := cmd.Context()
+			tr, err := telemetry.NewTracing(ctx, cfg.OTEL, "marketpipe")
+			if err != nil {
+				return err
+			}
+			defer tr.Shutdown(context.WithoutCancel(ctx))
 			nc, js, err := connectJS(ctx, cfg, "marketpipe-replay")
 			if err != nil {
 				return err
@@ -80,7 +87,7 @@ they were first submitted.`,
 			out := cmd.OutOrStdout()
 			var replayed []events.Job
 			for _, id := range ids {
-				j, err := replayJob(ctx, js, id, from, input)
+				j, err := replayJob(ctx, js, tr.Provider, id, from, input)
 				if err != nil {
 					return err
 				}
@@ -119,7 +126,7 @@ func parseTime(s string) (time.Time, error) {
 }
 
 // replayJob publishes the job's stored input event of the stage again as a new generation.
-func replayJob(ctx context.Context, js jetstream.JetStream, jobID, from, input string) (events.Job, error) {
+func replayJob(ctx context.Context, js jetstream.JetStream, tp trace.TracerProvider, jobID, from, input string) (events.Job, error) {
 	stream, err := js.Stream(ctx, events.JobsStream)
 	if err != nil {
 		return events.Job{}, fmt.Errorf("jobs stream: %w", err)
@@ -158,7 +165,14 @@ func replayJob(ctx context.Context, js jetstream.JetStream, jobID, from, input s
 		j.VendorRequestID, j.ResponseKey, j.ResponseDigest = "", "", ""
 	}
 	j = j.Advance(input, now)
-	if err := stage.NewPublisher(js).PublishJob(ctx, &j); err != nil {
+	// A replay is a new run of the job: a new trace, rooted here.
+	ctx, span := tp.Tracer("marketpipe").Start(ctx, fmt.Sprintf("replay %s from %s", jobID, from), trace.WithNewRoot())
+	defer span.End()
+	j.TraceID = ""
+	if sc := span.SpanContext(); sc.IsValid() {
+		j.TraceID = sc.TraceID().String()
+	}
+	if err := stage.NewPublisher(js, stage.PublishTracing(tp)).PublishJob(ctx, &j); err != nil {
 		return events.Job{}, err
 	}
 	return j, nil

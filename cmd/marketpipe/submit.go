@@ -86,7 +86,7 @@ func submit(ctx context.Context, cfg config.Config, f *jobspec.File, wait bool, 
 		j.TraceID = sc.TraceID().String()
 	}
 	j = j.Advance(events.Submitted, now)
-	if err := stage.NewPublisher(js).PublishJob(ctx, &j); err != nil {
+	if err := stage.NewPublisher(js, stage.PublishTracing(tr.Provider)).PublishJob(ctx, &j); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, j.ID)
