@@ -24,10 +24,12 @@ var (
 		"VG1 A:00_0_R Index", "RC995 Z Equity", "MSFT US Equity"}
 	richFields = []string{"PX_LAST", "NAME", "PX_BID", "CRNCY", "DVD_EX_DT", "LAST_UPDATE_TIME",
 		"INDX_MEMBERS", "DVD_SCHEDULE", "PEER_LIST", "NOSUCH_FIELD", "PX_VOLUME"}
+	// actionSecs add the return codes getactions writes with 4 columns.
+	actionSecs = append([]string{"RC300 N Equity", "RC400 M Equity"}, richSecs...)
 )
 
 // TestParserAgrees parses WriteReplyLayout's output in every layout with the pipeline's reader,
-// plain and gzip, and checks it yields exactly Observations' records (in order for getdata and
+// plain and gzip, for getdata, gethistory and getactions specs, and checks it yields exactly Observations' records (in order for getdata and
 // vertical files, whose order Observations follows; as a set for horizontal and REST files,
 // which go date by date) and exactly the layout's rejects: the simulator and the tests that compare loaded rows
 // with Observations rely on the two agreeing whatever the layout.
@@ -46,6 +48,12 @@ func TestParserAgrees(t *testing.T) {
 			Fields: []string{"PX_LAST", "NAME"}, Start: "2026-01-03", End: "2026-01-04"}},
 		{"gethistory one day one field", events.Spec{Program: events.GetHistory, Securities: richSecs,
 			Fields: []string{"INDX_MEMBERS"}, Start: "2026-01-05", End: "2026-01-05"}},
+		{"getactions", events.Spec{Program: simdata.GetActions, Securities: actionSecs,
+			Start: "2025-01-01", End: "2026-01-31"}},
+		{"getactions dividends and splits", events.Spec{Program: simdata.GetActions, Securities: actionSecs,
+			Fields: []string{"DVD_CASH", "STOCK_SPLT"}, Start: "2025-10-01", End: "2026-01-31"}},
+		{"getactions weekend only", events.Spec{Program: simdata.GetActions, Securities: actionSecs,
+			Start: "2026-01-03", End: "2026-01-04"}},
 	}
 	for _, layout := range simdata.Layouts() {
 		for _, sc := range specs {
@@ -81,7 +89,7 @@ func TestParserAgrees(t *testing.T) {
 							t.Errorf("parser rejected %+v, want only %q", rj, simdata.MalformedLine)
 						}
 					}
-					inOrder := sc.spec.Program == events.GetData || layout.History == simdata.Vertical
+					inOrder := sc.spec.Program != events.GetHistory || layout.History == simdata.Vertical
 					if !inOrder {
 						slices.SortStableFunc(got, cmpKey)
 						slices.SortStableFunc(want, cmpKey)

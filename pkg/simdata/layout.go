@@ -29,10 +29,11 @@ const (
 type Layout struct {
 	// Name identifies the layout (vendorsim's -layouts flag).
 	Name string
-	// Program is the program the layout is for (events.GetData or events.GetHistory), for
+	// Program is the program the layout is for (events.GetData, events.GetHistory or
+	// GetActions), for
 	// callers choosing among layouts; WriteReplyLayout writes any spec in any layout.
 	Program string
-	// History is the gethistory row layout.
+	// History is the gethistory row layout (getdata and getactions files ignore it).
 	History HistoryFormat
 	// DateFormat is the DATEFORMAT header's value: "yyyymmdd" (20240715), "mmddyyyy" or ""
 	// (no header; 07/15/2024), "ddmmyyyy" (15/07/2024). It sets how date cells, bulk dates and
@@ -42,7 +43,7 @@ type Layout struct {
 	// Delimiter is the column separator; 0 means '|' with no DELIMITER header.
 	Delimiter byte
 	// ColumnHeader adds COLUMNHEADER=yes and the "SECURITIES|ERROR CODE|NUM FLDS|..." row
-	// (not for vertical history).
+	// (not for vertical history nor getactions).
 	ColumnHeader bool
 	// SecDesLength, when positive, adds SECDESLENGTH=n, right-pads identifiers with spaces to n
 	// characters and writes a space after every value cell ("N.A. |"), as some files do.
@@ -78,10 +79,13 @@ var layouts = []Layout{
 	{Name: "gethistory-horizontal", Program: events.GetHistory, History: Horizontal, DateFormat: "yyyymmdd",
 		ColumnHeader: true, Comments: true, Malformed: true},
 	{Name: "gethistory-rest", Program: events.GetHistory, History: REST, SecDesLength: 24, CRLF: true},
+	{Name: "getactions", Program: GetActions, DateFormat: "yyyymmdd"},
+	{Name: "getactions-padded", Program: GetActions, SecDesLength: 28, Comments: true, CRLF: true, Malformed: true},
+	{Name: "getactions-delimiter", Program: GetActions, DateFormat: "ddmmyyyy", Delimiter: ','},
 }
 
 // DefaultLayouts names WriteReply's layouts, one per program.
-const DefaultLayouts = "getdata,gethistory"
+const DefaultLayouts = "getdata,gethistory,getactions"
 
 // Layouts returns every named layout.
 func Layouts() []Layout { return slices.Clone(layouts) }
@@ -131,8 +135,8 @@ func ParseLayouts(list string) ([]Layout, error) {
 
 // defaultLayout is WriteReply's layout for a program.
 func defaultLayout(program string) Layout {
-	if program == events.GetHistory {
-		return layouts[4]
+	if l, ok := LookupLayout(program); ok {
+		return l
 	}
 	return layouts[0]
 }

@@ -17,6 +17,8 @@ func TestLayoutFeatures(t *testing.T) {
 		Fields: []string{"PX_LAST", "DVD_EX_DT"}}
 	hist := events.Spec{Program: events.GetHistory, Securities: []string{"IBM US Equity", "BAD X Equity"},
 		Fields: []string{"PX_LAST", "DVD_EX_DT"}, Start: "2026-01-05", End: "2026-01-06"}
+	acts := events.Spec{Program: GetActions, Securities: []string{"IBM US Equity", "BAD X Equity", "RC300 N Equity"},
+		Start: "2026-01-01", End: "2026-01-31"}
 	tests := []struct {
 		layout string
 		spec   events.Spec
@@ -37,6 +39,14 @@ func TestLayoutFeatures(t *testing.T) {
 			"SECURITIES|ERROR CODE|NUM FLDS|PX_LAST|DVD_EX_DT|\n", "\n" + MalformedLine + "\n"}, []string{"START SECURITY"}},
 		{"gethistory-rest", hist, []string{"SECDESLENGTH=24\r\n", "IBM US Equity           |0|2|EX|20260105|",
 			"BAD X Equity            |10|2| | | | |\r\n"}, []string{"START SECURITY", "HIST_FORMAT"}},
+		{"getactions", acts, []string{"PROGRAMNAME=getactions\n", "DATEFORMAT=yyyymmdd\n", "DATERANGE=20260101|20260131\n",
+			"IBM US Equity|297278|1335000|0|851012921|DVD_CASH|D|", "|20260109|20260129||BBG", "|Cash Dividend|SIM|5|CP_RECORD_DT|",
+			"|CP_GROSS_AMT|3415.5510|", "\nBAD X Equity|838787|9835217|10|||||||||||||||||0|\n", "\nRC300 N Equity|475153|2011360|300|\n"},
+			[]string{"\r\n", "COLUMNHEADER", "#", MalformedLine}},
+		{"getactions-padded", acts, []string{"SECDESLENGTH=28\r\n", "IBM US Equity" + strings.Repeat(" ", 15) + "|297278|",
+			"|01/09/2026|01/29/2026||", "|CP_GROSS_AMT|3415.5510 |", "\n# ", "\n" + MalformedLine + "\r\n"}, []string{"DATEFORMAT"}},
+		{"getactions-delimiter", acts, []string{"DELIMITER=,\n", "DATEFORMAT=ddmmyyyy\n", ",09/01/2026,29/01/2026,,",
+			"\nRC300 N Equity,475153,2011360,300,\n"}, []string{"|0|"}},
 	}
 	if len(tests) != len(Layouts()) {
 		t.Fatalf("%d layouts tested, %d exist", len(tests), len(Layouts()))
@@ -70,7 +80,7 @@ func TestLayoutFeatures(t *testing.T) {
 }
 
 func TestWriteReplyIsWriteReplyLayoutDefault(t *testing.T) {
-	for _, s := range []events.Spec{dataSpec, historySpec} {
+	for _, s := range []events.Spec{dataSpec, historySpec, actionsSpec} {
 		var a, b bytes.Buffer
 		if err := WriteReply(&a, s, jan5, 5); err != nil {
 			t.Fatal(err)
@@ -113,7 +123,7 @@ func TestParseLayouts(t *testing.T) {
 		want       int
 		err        bool
 	}{
-		{"default", DefaultLayouts, 2, false},
+		{"default", DefaultLayouts, 3, false},
 		{"all", "all", len(layouts), false},
 		{"spaces and empty items", " gethistory-rest , ,getdata", 2, false},
 		{"unknown", "getdata,vertical-ish", 0, true},

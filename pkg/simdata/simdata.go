@@ -13,6 +13,11 @@
 // never changes the observations. Field mnemonics choose the kind of cells (numbers, text, times,
 // dates, bulk cells, FLD UNKNOWN: see cells.go), a share of cells are markers (N.A., N.S., N.D.,
 // blank), and ReturnCode gives the securities that come back with a non-zero return code.
+//
+// Corporate actions (program GetActions, an events.Spec with Program "getactions" and a date
+// range) are written in the getactions layout: 21 fixed columns then FIELD|VALUE pairs, 4
+// columns for return codes 300 and 400. See GetActions for what an actions spec asks and what
+// the simulated vendor answers.
 package simdata
 
 import (
@@ -61,7 +66,8 @@ func Value(seed uint64, security, field string, date obs.Date) (float64, bool) {
 func IsBad(security string) bool { return strings.HasPrefix(security, BadPrefix) }
 
 // Dates returns the dates a reply for s holds: runDate for getdata, the weekdays (Monday to
-// Friday) from Start to End inclusive for gethistory.
+// Friday) from Start to End inclusive for gethistory and the dates actions may have for
+// getactions (GetActions).
 func Dates(s events.Spec, runDate obs.Date) ([]obs.Date, error) {
 	p, err := compile(s, runDate)
 	if err != nil {
@@ -76,8 +82,9 @@ type plan struct {
 	securities []string // trimmed
 	fields     []string
 	runDate    obs.Date
-	start, end obs.Date // gethistory only
+	start, end obs.Date // gethistory and getactions only
 	dates      []obs.Date
+	actions    *actionPlan // getactions only
 	secHash    []uint64
 	fieldHash  []uint64
 }
@@ -87,7 +94,7 @@ func compile(s events.Spec, runDate obs.Date) (*plan, error) {
 	switch s.Program {
 	case events.GetData:
 		p.dates = []obs.Date{runDate}
-	case events.GetHistory:
+	case events.GetHistory, GetActions:
 		var err error
 		if p.start, err = obs.ParseDate(s.Start); err != nil {
 			return nil, fmt.Errorf("%w: start: %v", ErrSpec, err)
@@ -100,8 +107,16 @@ func compile(s events.Spec, runDate obs.Date) (*plan, error) {
 		}
 		p.dates = weekdays(p.start, p.end)
 	default:
-		return nil, fmt.Errorf("%w: unknown program %q (want %s or %s)", ErrSpec, s.Program,
-			events.GetData, events.GetHistory)
+		return nil, fmt.Errorf("%w: unknown program %q (want %s, %s or %s)", ErrSpec, s.Program,
+			events.GetData, events.GetHistory, GetActions)
+	}
+	if s.Program == GetActions {
+		ap, ok, bad := newActionPlan(s.Fields)
+		if !ok {
+			return nil, fmt.Errorf("%w: %q is not a corporate action the simulated vendor knows (want some of %s)",
+				ErrSpec, bad, strings.Join(ActionMnemonics(), ", "))
+		}
+		p.actions = ap
 	}
 	p.securities = make([]string, len(s.Securities))
 	p.secHash = make([]uint64, len(s.Securities))
@@ -149,12 +164,20 @@ func isWeekday(d obs.Date) bool {
 // gives one record (Field "", Kind Null, Flag "RC=<code>", Date runDate), where its first row or
 // block is; in a gethistory reply without fields it gives nothing.
 //
+// For a getactions spec (GetActions) they are, security by security and action by action in
+// date order, "<MNEMONIC>.ACTION_ID" and "<MNEMONIC>.FLAG" (text), then one "<MNEMONIC>.<FIELD>"
+// record per FIELD|VALUE pair, dated by the action's date; a security with a non-zero return
+// code gives its one RC record.
+//
 // fn receives the same *obs.Observation each time, overwritten: it must copy what it keeps.
 // An error from fn stops the walk and is returned as is.
 func Observations(s events.Spec, runDate obs.Date, seed uint64, fn func(*obs.Observation) error) error {
 	p, err := compile(s, runDate)
 	if err != nil {
 		return err
+	}
+	if p.actions != nil {
+		return actionObservations(p, seed, fn)
 	}
 	kinds := make([]cellKind, len(p.fields))
 	for j, f := range p.fields {

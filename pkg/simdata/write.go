@@ -30,7 +30,7 @@ const flushAt = 60 << 10
 // WriteReply writes the reply file for s, as the vendor would deliver it for runDate, to w, in
 // the program's plain layout: getdata replies use DATEFORMAT=yyyymmdd and one row per security;
 // gethistory replies use the default vertical layout (one START SECURITY/END SECURITY block per
-// security and field, dates as mm/dd/yyyy). It is WriteReplyLayout with the layout named like
+// security and field, dates as mm/dd/yyyy); getactions replies use DATEFORMAT=yyyymmdd. It is WriteReplyLayout with the layout named like
 // the program.
 func WriteReply(w io.Writer, s events.Spec, runDate obs.Date, seed uint64) error {
 	return WriteReplyLayout(w, s, runDate, seed, defaultLayout(s.Program))
@@ -57,6 +57,8 @@ func WriteReplyLayout(w io.Writer, s events.Spec, runDate obs.Date, seed uint64,
 		return fmt.Errorf("write reply header: %w", err)
 	}
 	switch {
+	case p.actions != nil:
+		err = wr.actions()
 	case p.program == events.GetData:
 		err = wr.getData()
 	case l.History == Vertical:
@@ -137,7 +139,7 @@ func (w *replyWriter) header() error {
 	if l.SecDesLength > 0 {
 		w.line("SECDESLENGTH=" + strconv.Itoa(l.SecDesLength))
 	}
-	if p.program == events.GetHistory {
+	if p.program == events.GetHistory || p.program == GetActions {
 		w.line("DATERANGE=" + string(appendYMD(nil, p.start)) + "|" + string(appendYMD(nil, p.end)))
 	}
 	w.line("")
@@ -176,9 +178,10 @@ func (w *replyWriter) header() error {
 	return err
 }
 
-// columnHeader reports whether the file has a column-header row (never in vertical blocks).
+// columnHeader reports whether the file has a column-header row (never in vertical blocks or
+// getactions files, whose rows have no fixed field list).
 func (w *replyWriter) columnHeader() bool {
-	return w.l.ColumnHeader && (w.p.program == events.GetData || w.l.History != Vertical)
+	return w.l.ColumnHeader && (w.p.program == events.GetData || w.p.program == events.GetHistory && w.l.History != Vertical)
 }
 
 func (w *replyWriter) flush() error {
