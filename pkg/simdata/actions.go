@@ -16,8 +16,10 @@ import (
 //
 //   - Securities: the universe, as for the other programs;
 //   - Start, End (YYYY-MM-DD, required): the range of the actions' dates;
-//   - Fields (optional): the action mnemonics wanted (ActionMnemonics), every one when empty.
-//     A mnemonic the simulated vendor does not know is an ErrSpec.
+//   - Fields (optional): the action mnemonics wanted, among ActionMnemonics. Other mnemonics
+//     are not corporate actions and select nothing; when Fields selects no action kind at all
+//     (empty, or only other mnemonics), every kind is given. Fields are listed in the file's
+//     START-OF-FIELDS section, which the reader does not use for getactions rows.
 //
 // The simulated vendor gives a security with return code 0 an action on about one weekday in
 // actionOneIn of the range, of a kind drawn from ActionMnemonics (skipped when Fields leaves the
@@ -91,17 +93,16 @@ type actionPlan struct {
 // actionsSalt separates the draw of actions from the cells of any field.
 var actionsSalt = hashString("#corporate-actions")
 
-func newActionPlan(fields []string) (*actionPlan, bool, string) {
+func newActionPlan(fields []string) *actionPlan {
 	ap := &actionPlan{}
+	selected := false
 	for _, f := range fields {
-		i := slices.IndexFunc(actionKinds[:], func(k actionKind) bool { return k.mnemonic == f })
-		if i < 0 {
-			return nil, false, f
+		if i := slices.IndexFunc(actionKinds[:], func(k actionKind) bool { return k.mnemonic == f }); i >= 0 {
+			ap.wanted[i], selected = true, true
 		}
-		ap.wanted[i] = true
 	}
 	for i, k := range actionKinds {
-		if len(fields) == 0 {
+		if !selected {
 			ap.wanted[i] = true
 		}
 		ap.idName[i] = k.mnemonic + ".ACTION_ID"
@@ -113,7 +114,7 @@ func newActionPlan(fields []string) (*actionPlan, bool, string) {
 			ap.fieldKinds[i] = append(ap.fieldKinds[i], kindOf(f))
 		}
 	}
-	return ap, true, ""
+	return ap
 }
 
 // action is one drawn corporate action.

@@ -86,11 +86,42 @@ func TestActionsStableAcrossRanges(t *testing.T) {
 	}
 }
 
+// TestActionsFieldFilter checks Fields: action mnemonics select kinds, other mnemonics select
+// nothing, and a list that selects no kind gives every kind.
+func TestActionsFieldFilter(t *testing.T) {
+	with := func(fields ...string) []obs.Observation {
+		s := actionsSpec
+		s.Fields = fields
+		return collect(t, s, 3)
+	}
+	same := func(name string, a, b []obs.Observation) {
+		if len(a) != len(b) {
+			t.Fatalf("%s: %d records, want %d", name, len(a), len(b))
+		}
+		for i := range a {
+			if !a[i].Equal(&b[i]) {
+				t.Fatalf("%s: record %d: %+v, want %+v", name, i, a[i], b[i])
+			}
+		}
+	}
+	all := with()
+	same("no action mnemonic", with("PX_LAST", "NAME"), all)
+	dvd := with("DVD_CASH")
+	same("an action mnemonic among others", with("PX_LAST", "DVD_CASH"), dvd)
+	if len(dvd) >= len(all) {
+		t.Errorf("DVD_CASH alone gives %d records, all kinds %d", len(dvd), len(all))
+	}
+	for _, o := range dvd {
+		if o.Field != "" && !strings.HasPrefix(o.Field, "DVD_CASH.") {
+			t.Fatalf("DVD_CASH spec gives %+v", o)
+		}
+	}
+}
+
 func TestActionsInvalidSpecs(t *testing.T) {
 	for name, s := range map[string]events.Spec{
-		"no range":       {Program: GetActions, Securities: []string{"IBM US Equity"}},
-		"end before":     {Program: GetActions, Securities: []string{"IBM US Equity"}, Start: "2026-01-05", End: "2026-01-01"},
-		"unknown action": {Program: GetActions, Securities: []string{"IBM US Equity"}, Fields: []string{"PX_LAST"}, Start: "2026-01-01", End: "2026-01-05"},
+		"no range":   {Program: GetActions, Securities: []string{"IBM US Equity"}},
+		"end before": {Program: GetActions, Securities: []string{"IBM US Equity"}, Start: "2026-01-05", End: "2026-01-01"},
 	} {
 		if _, err := Dates(s, jan5); !errors.Is(err, ErrSpec) {
 			t.Errorf("%s: error %v, want ErrSpec", name, err)

@@ -111,12 +111,7 @@ func compile(s events.Spec, runDate obs.Date) (*plan, error) {
 			events.GetData, events.GetHistory, GetActions)
 	}
 	if s.Program == GetActions {
-		ap, ok, bad := newActionPlan(s.Fields)
-		if !ok {
-			return nil, fmt.Errorf("%w: %q is not a corporate action the simulated vendor knows (want some of %s)",
-				ErrSpec, bad, strings.Join(ActionMnemonics(), ", "))
-		}
-		p.actions = ap
+		p.actions = newActionPlan(s.Fields)
 	}
 	p.securities = make([]string, len(s.Securities))
 	p.secHash = make([]uint64, len(s.Securities))
