@@ -55,22 +55,30 @@ func (c *Client) Account(ctx context.Context) (acct string, err error) {
 
 var jsonAccept = http.Header{"Accept": {"application/json"}}
 
-// Programs a Request may name, as in events.Spec.
+// Programs a Request may name, as in events.Spec. pkg/events has no constant for getactions;
+// ProgramGetActions (like simdata.GetActions) is its name.
 const (
 	ProgramGetData    = "getdata"
 	ProgramGetHistory = "gethistory"
+	ProgramGetActions = "getactions"
 )
 
 // Request is one data request: a universe, a field list and, for history, a date range.
+//
+// A corporate-actions request (ProgramGetActions, HAPI's ActionsRequest) asks for the actions
+// of each security between Start and End; its Fields are optional and name the action
+// mnemonics wanted (DVD_CASH, STOCK_SPLT, ...), every kind when empty. Its body is HAPI.md's
+// shape with @type ActionsRequest, an ActionsFieldList only when Fields are given, and
+// runtimeOptions {"@type":"ActionsRuntimeOptions","dateRange":{IntervalDateRange}}.
 type Request struct {
 	// Identifier is our name for the request at the vendor: letters and digits, at most 21,
 	// unique per account. Reusing it is how Submit stays idempotent.
 	Identifier string
 	Title      string // free text; default Identifier
-	Program    string // ProgramGetData or ProgramGetHistory
+	Program    string // ProgramGetData, ProgramGetHistory or ProgramGetActions
 	Securities []string
-	Fields     []string
-	Start, End string // YYYY-MM-DD, gethistory only
+	Fields     []string // optional for getactions
+	Start, End string   // YYYY-MM-DD, gethistory and getactions only
 }
 
 var identifierRE = regexp.MustCompile(`^[A-Za-z0-9]{1,21}$`)
@@ -95,22 +103,27 @@ func (r *Request) Validate() error {
 			return bad("empty security identifier")
 		}
 	}
-	if len(r.Fields) == 0 {
+	if len(r.Fields) == 0 && r.Program != ProgramGetActions {
 		return bad("no fields")
+	}
+	for _, f := range r.Fields {
+		if strings.TrimSpace(f) == "" {
+			return bad("empty field mnemonic")
+		}
 	}
 	switch r.Program {
 	case ProgramGetData:
-	case ProgramGetHistory:
+	case ProgramGetHistory, ProgramGetActions:
 		start, err1 := time.Parse(time.DateOnly, r.Start)
 		end, err2 := time.Parse(time.DateOnly, r.End)
 		if err1 != nil || err2 != nil {
-			return bad("gethistory needs start and end as YYYY-MM-DD, got %q and %q", r.Start, r.End)
+			return bad("%s needs start and end as YYYY-MM-DD, got %q and %q", r.Program, r.Start, r.End)
 		}
 		if end.Before(start) {
 			return bad("end %s before start %s", r.End, r.Start)
 		}
 	default:
-		return bad("program %q: want %s or %s", r.Program, ProgramGetData, ProgramGetHistory)
+		return bad("program %q: want %s, %s or %s", r.Program, ProgramGetData, ProgramGetHistory, ProgramGetActions)
 	}
 	return nil
 }
@@ -154,7 +167,7 @@ type (
 		Identifier     string             `json:"identifier"`
 		Title          string             `json:"title"`
 		Universe       apiUniverse        `json:"universe"`
-		FieldList      apiFieldList       `json:"fieldList"`
+		FieldList      *apiFieldList      `json:"fieldList,omitempty"`
 		Trigger        typed              `json:"trigger"`
 		RuntimeOptions *apiRuntimeOptions `json:"runtimeOptions,omitempty"`
 		Formatting     apiFormatting      `json:"formatting"`
@@ -181,15 +194,24 @@ func (r *Request) body() ([]byte, error) {
 		ar.Universe.Contains = append(ar.Universe.Contains,
 			apiIdentifier{Type: "Identifier", IdentifierType: identifierType(s), IdentifierValue: s})
 	}
+	fl := &apiFieldList{}
 	for _, f := range r.Fields {
-		ar.FieldList.Contains = append(ar.FieldList.Contains, apiField{Mnemonic: f})
+		fl.Contains = append(fl.Contains, apiField{Mnemonic: f})
 	}
-	if r.Program == ProgramGetHistory {
-		ar.Type, ar.FieldList.Type = "HistoryRequest", "HistoryFieldList"
+	switch r.Program {
+	case ProgramGetHistory:
+		ar.Type, fl.Type = "HistoryRequest", "HistoryFieldList"
 		ar.RuntimeOptions = &apiRuntimeOptions{Type: "HistoryRuntimeOptions",
 			DateRange: apiDateRange{Type: "IntervalDateRange", StartDate: r.Start, EndDate: r.End}}
-	} else {
-		ar.Type, ar.FieldList.Type = "DataRequest", "DataFieldList"
+	case ProgramGetActions:
+		ar.Type, fl.Type = "ActionsRequest", "ActionsFieldList"
+		ar.RuntimeOptions = &apiRuntimeOptions{Type: "ActionsRuntimeOptions",
+			DateRange: apiDateRange{Type: "IntervalDateRange", StartDate: r.Start, EndDate: r.End}}
+	default:
+		ar.Type, fl.Type = "DataRequest", "DataFieldList"
+	}
+	if len(fl.Contains) > 0 || r.Program != ProgramGetActions {
+		ar.FieldList = fl
 	}
 	return json.Marshal(ar)
 }

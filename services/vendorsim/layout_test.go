@@ -82,7 +82,8 @@ func identifierFor(t testing.TB, layouts []simdata.Layout, prefix string, spec e
 	return ""
 }
 
-// TestServesEveryLayout creates one request per layout through the HAPI client (JWT auth,
+// TestServesEveryLayout creates one request per layout (getactions layouts with an
+// ActionsRequest) through the HAPI client (JWT auth,
 // gzip, digest checked) and checks that each download is in its layout and holds exactly
 // simdata.Observations' records.
 func TestServesEveryLayout(t *testing.T) {
@@ -104,12 +105,18 @@ func TestServesEveryLayout(t *testing.T) {
 	for i, l := range all {
 		t.Run(l.Name, func(t *testing.T) {
 			spec := events.Spec{Program: l.Program, Securities: secs, Fields: fields}
-			if l.Program == events.GetHistory {
+			switch l.Program {
+			case events.GetHistory:
 				spec.Start, spec.End = "2025-12-01", "2026-01-02"
+			case simdata.GetActions:
+				// Action mnemonics; RC300 has the 4-column row.
+				spec.Securities = append(slices.Clone(secs), "RC300 N Equity")
+				spec.Fields = []string{"DVD_CASH", "STOCK_SPLT", "ACQUIS"}
+				spec.Start, spec.End = "2025-06-01", "2026-01-02"
 			}
 			id := identifierFor(t, all, fmt.Sprintf("lay%dx", i), spec, l.Name)
-			if err := c.Submit(ctx, vendor.Request{Identifier: id, Program: spec.Program, Securities: secs,
-				Fields: fields, Start: spec.Start, End: spec.End}); err != nil {
+			if err := c.Submit(ctx, vendor.Request{Identifier: id, Program: spec.Program, Securities: spec.Securities,
+				Fields: spec.Fields, Start: spec.Start, End: spec.End}); err != nil {
 				t.Fatalf("submit: %v", err)
 			}
 			if got, ok := sim.Layout(id); !ok || got != l.Name {
@@ -152,6 +159,9 @@ func TestServesEveryLayout(t *testing.T) {
 			}
 			slices.SortFunc(got, key)
 			slices.SortFunc(want, key)
+			if len(want) < 2*len(spec.Securities) {
+				t.Errorf("only %d observations in layout %s: the spec exercises too little", len(want), l.Name)
+			}
 			if !slices.EqualFunc(got, want, func(a, b obs.Observation) bool { return a.Equal(&b) }) {
 				t.Errorf("downloaded file has %d observations, Observations %d, or they differ", len(got), len(want))
 			}

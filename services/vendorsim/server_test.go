@@ -114,7 +114,7 @@ func TestCreateValidation(t *testing.T) {
 	}{
 		{"not json", `{"@type":`, "not a request JSON"},
 		{"unknown type", strings.Replace(valid, "HistoryRequest", "FooRequest", 1), "unknown @type"},
-		{"actions", strings.Replace(valid, `"HistoryRequest"`, `"ActionsRequest"`, 1), "not supported"},
+		{"actions without a date range", `{"@type":"ActionsRequest","identifier":"x1","universe":{"contains":[{"identifierValue":"IBM US Equity"}]}}`, "ActionsRequest needs runtimeOptions.dateRange"},
 		{"bad identifier", strings.Replace(valid, `"ok1"`, `"has-dash"`, 1), "1 to 21 letters or digits"},
 		{"long identifier", strings.Replace(valid, `"ok1"`, `"a234567890123456789012"`, 1), "1 to 21"},
 		{"empty universe", `{"@type":"DataRequest","identifier":"x1","universe":{"contains":[]},"fieldList":{"contains":[{"mnemonic":"PX_LAST"}]}}`, "universe is empty"},

@@ -42,7 +42,9 @@ func realMain(ctx context.Context, args []string) error {
 			"(RC11 X Equity: 11). Mnemonics starting with NOSUCH are unknown fields (FLD UNKNOWN);\n"+
 			"mnemonics ending in _LIST, _MEMBERS, _SCHEDULE or _BULK give bulk cells, _DT or DATE\n"+
 			"dates, _TIME times, NAME, _DES, CRNCY or TICKER text, others numbers; about one cell\n"+
-			"in 37 is N.A., N.S., N.D. or blank. -layouts picks the reply-file layouts; every\n"+
+			"in 37 is N.A., N.S., N.D. or blank. ActionsRequest (getactions) gives each security\n"+
+			"corporate actions in its dateRange (fieldList optional: DVD_CASH, DVD_STOCK, STOCK_SPLT,\n"+
+			"SPIN, ACQUIS); RC300/RC400 securities get 4-column rows. -layouts picks the reply-file layouts; every\n"+
 			"layout holds the same observations. GET /healthz answers ok.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
