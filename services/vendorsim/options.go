@@ -25,8 +25,13 @@ type Options struct {
 	// request was created.
 	RunDate time.Time
 	// Credentials, when set, make every request carry a valid per-request JWT signed with
-	// them (signature, expiry, issuer, method and path are checked; a jti is accepted once).
+	// them (signature, expiry, issuer, method and path are checked; a jti is accepted once)
+	// or an unexpired bearer token from the OAuth2 endpoint TokenPath, which takes them as
+	// client_id and client_secret.
 	Credentials *vendor.Credentials
+	// TokenTTL is the lifetime of the OAuth2 bearer tokens TokenPath issues when Credentials
+	// are set (a request may carry one instead of a JWT); default DefaultTokenTTL.
+	TokenTTL time.Duration
 	// Layouts are the reply-file layouts the simulator writes in (simdata.Layouts); each
 	// request gets one of those for its program, chosen by ChooseLayout from its identifier.
 	// Empty means simdata.DefaultLayouts (the plain getdata and vertical gethistory layouts).
@@ -97,7 +102,12 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 			o.RunDate = t
 			return nil
 		})
-	fs.Func("credentials", "vendor credentials JSON `file`; when set, every request must carry a valid JWT header signed with it",
+	if o.TokenTTL == 0 {
+		o.TokenTTL = DefaultTokenTTL
+	}
+	fs.Func("credentials", "vendor credentials JSON `file`; when set, every /eap request must carry a valid JWT header signed\n"+
+		"with it, or Authorization: Bearer <token> from POST "+TokenPath+" (OAuth2 client_credentials\n"+
+		"grant; client_id and client_secret from the file, in HTTP Basic auth or the form)",
 		func(path string) error {
 			c, err := vendor.LoadCredentials(path)
 			if err != nil {
@@ -106,6 +116,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 			o.Credentials = c
 			return nil
 		})
+	fs.DurationVar(&o.TokenTTL, "token-ttl", o.TokenTTL, "lifetime of the OAuth2 bearer tokens "+TokenPath+" issues")
 	fs.Func("layouts", "comma-separated reply-file `layouts`, or all; each request gets one for its program, chosen\n"+
 		"deterministically from its identifier (default "+simdata.DefaultLayouts+"). Layouts: "+
 		strings.Join(simdata.LayoutNames(), ", "), func(s string) error {
