@@ -55,7 +55,7 @@ func TestParserAgrees(t *testing.T) {
 		{"getactions weekend only", events.Spec{Program: simdata.GetActions, Securities: actionSecs,
 			Start: "2026-01-03", End: "2026-01-04"}},
 	}
-	for _, layout := range simdata.Layouts() {
+	for _, layout := range append(simdata.Layouts(), simdata.ActionLayouts()...) {
 		for _, sc := range specs {
 			for _, gz := range []bool{false, true} {
 				name := layout.Name + "/" + sc.name

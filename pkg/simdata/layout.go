@@ -79,6 +79,11 @@ var layouts = []Layout{
 	{Name: "gethistory-horizontal", Program: events.GetHistory, History: Horizontal, DateFormat: "yyyymmdd",
 		ColumnHeader: true, Comments: true, Malformed: true},
 	{Name: "gethistory-rest", Program: events.GetHistory, History: REST, SecDesLength: 24, CRLF: true},
+}
+
+// actionLayouts are the getactions layouts, kept apart from Layouts: the pipeline's stages
+// request only getdata and gethistory, and callers that make one job per layout use Layouts.
+var actionLayouts = []Layout{
 	{Name: "getactions", Program: GetActions, DateFormat: "yyyymmdd"},
 	{Name: "getactions-padded", Program: GetActions, SecDesLength: 28, Comments: true, CRLF: true, Malformed: true},
 	{Name: "getactions-delimiter", Program: GetActions, DateFormat: "ddmmyyyy", Delimiter: ','},
@@ -87,21 +92,28 @@ var layouts = []Layout{
 // DefaultLayouts names WriteReply's layouts, one per program.
 const DefaultLayouts = "getdata,gethistory,getactions"
 
-// Layouts returns every named layout.
+// Layouts returns every named getdata and gethistory layout (the programs the pipeline
+// requests); ActionLayouts has the getactions ones.
 func Layouts() []Layout { return slices.Clone(layouts) }
 
-// LayoutNames returns the names of every layout, in Layouts' order.
+// ActionLayouts returns the getactions layouts.
+func ActionLayouts() []Layout { return slices.Clone(actionLayouts) }
+
+// allLayouts is Layouts then ActionLayouts.
+func allLayouts() []Layout { return slices.Concat(layouts, actionLayouts) }
+
+// LayoutNames returns the names of every layout, Layouts' then ActionLayouts'.
 func LayoutNames() []string {
-	names := make([]string, len(layouts))
-	for i, l := range layouts {
-		names[i] = l.Name
+	var names []string
+	for _, l := range allLayouts() {
+		names = append(names, l.Name)
 	}
 	return names
 }
 
-// LookupLayout returns the layout called name.
+// LookupLayout returns the layout called name (in Layouts or ActionLayouts).
 func LookupLayout(name string) (Layout, bool) {
-	for _, l := range layouts {
+	for _, l := range allLayouts() {
 		if l.Name == name {
 			return l, true
 		}
@@ -109,7 +121,8 @@ func LookupLayout(name string) (Layout, bool) {
 	return Layout{}, false
 }
 
-// ParseLayouts reads a comma-separated list of layout names; "all" stands for every layout.
+// ParseLayouts reads a comma-separated list of layout names; "all" stands for every layout,
+// getactions ones included.
 func ParseLayouts(list string) ([]Layout, error) {
 	var out []Layout
 	for name := range strings.SplitSeq(list, ",") {
@@ -118,7 +131,7 @@ func ParseLayouts(list string) ([]Layout, error) {
 			continue
 		}
 		if name == "all" {
-			out = append(out, layouts...)
+			out = append(out, allLayouts()...)
 			continue
 		}
 		l, ok := LookupLayout(name)

@@ -48,8 +48,8 @@ func TestLayoutFeatures(t *testing.T) {
 		{"getactions-delimiter", acts, []string{"DELIMITER=,\n", "DATEFORMAT=ddmmyyyy\n", ",09/01/2026,29/01/2026,,",
 			"\nRC300 N Equity,475153,2011360,300,\n"}, []string{"|0|"}},
 	}
-	if len(tests) != len(Layouts()) {
-		t.Fatalf("%d layouts tested, %d exist", len(tests), len(Layouts()))
+	if len(tests) != len(LayoutNames()) {
+		t.Fatalf("%d layouts tested, %d exist", len(tests), len(LayoutNames()))
 	}
 	for _, tc := range tests {
 		t.Run(tc.layout, func(t *testing.T) {
@@ -124,7 +124,7 @@ func TestParseLayouts(t *testing.T) {
 		err        bool
 	}{
 		{"default", DefaultLayouts, 3, false},
-		{"all", "all", len(layouts), false},
+		{"all", "all", len(layouts) + len(actionLayouts), false},
 		{"spaces and empty items", " gethistory-rest , ,getdata", 2, false},
 		{"unknown", "getdata,vertical-ish", 0, true},
 		{"empty", "", 0, true},

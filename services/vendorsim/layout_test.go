@@ -91,7 +91,7 @@ func TestServesEveryLayout(t *testing.T) {
 	defer cancel()
 	creds := &vendor.Credentials{ClientID: "layouts", ClientSecret: "00112233445566778899aabbccddeeff",
 		ExpirationDate: time.Now().Add(24 * time.Hour).UnixMilli()}
-	all := simdata.Layouts()
+	all := append(simdata.Layouts(), simdata.ActionLayouts()...)
 	runDate := obs.MakeDate(2026, 1, 5)
 	sim := NewServer(Options{Layouts: all, Seed: 5, RunDate: runDate.Time(), Credentials: creds})
 	srv := httptest.NewServer(sim)

@@ -34,7 +34,7 @@ type Options struct {
 	TokenTTL time.Duration
 	// Layouts are the reply-file layouts the simulator writes in (simdata.Layouts); each
 	// request gets one of those for its program, chosen by ChooseLayout from its identifier.
-	// Empty means simdata.DefaultLayouts (the plain getdata and vertical gethistory layouts).
+	// Empty means simdata.DefaultLayouts (the plain getdata, vertical gethistory and getactions layouts).
 	// Every layout holds the same observations, so tests need not know which one a file has.
 	Layouts []simdata.Layout
 	// Faults injects failures a robust client must survive.

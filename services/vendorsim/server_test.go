@@ -316,7 +316,8 @@ func TestRegisterFlags(t *testing.T) {
 		{"layouts", []string{"-layouts", "gethistory-rest,getdata-padded"}, func(o *Options) bool {
 			return len(o.Layouts) == 2 && o.Layouts[0].Name == "gethistory-rest" && o.Layouts[1].Name == "getdata-padded"
 		}, false},
-		{"all layouts", []string{"-layouts", "all"}, func(o *Options) bool { return len(o.Layouts) == len(simdata.Layouts()) }, false},
+		{"all layouts", []string{"-layouts", "all"}, func(o *Options) bool { return len(o.Layouts) == len(simdata.Layouts())+len(simdata.ActionLayouts()) }, false},
+		{"token ttl", []string{"-token-ttl", "45s"}, func(o *Options) bool { return o.TokenTTL == 45*time.Second }, false},
 		{"unknown layout", []string{"-layouts", "getdata,sideways"}, nil, true},
 		{"bad date", []string{"-run-date", "03/02/2026"}, nil, true},
 		{"bad seed", []string{"-seed", "-1"}, nil, true},
