@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/marketpipe/marketpipe/pkg/events"
@@ -30,7 +31,7 @@ func FuzzReader(f *testing.F) {
 	f.Add([]byte(file("RUNDATE=20240716\nPROGRAMNAME=getactions\nDATEFORMAT=yyyymmdd", nil,
 		"IBM US Equity|101|202|0|555|DVD_CASH|N|IBM CORP|CUSIP|459200101|USD|Equity| |20170201|20170210|20170202|BBG000BLNNH6||IBM|US|2|CP_RECORD_DT|20170213|CP_GROSS_AMT|1.4|")))
 	// The simulator's files in every layout, small, with every kind of cell and return code.
-	for _, l := range simdata.Layouts() {
+	for _, l := range slices.Concat(simdata.Layouts(), simdata.ActionLayouts()) {
 		spec := events.Spec{Program: l.Program, Securities: []string{"IBM US Equity", "BAD X", "RC11 Y", "RC995 Z"},
 			Fields: []string{"PX_LAST", "NAME", "DVD_EX_DT", "LAST_UPDATE_TIME", "INDX_MEMBERS", "PEER_LIST", "NOSUCH_F"}}
 		spec.Start, spec.End = "2026-01-01", "2026-01-06"
