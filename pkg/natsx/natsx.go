@@ -5,7 +5,6 @@ package natsx
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -123,12 +122,6 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 		return nil, fmt.Errorf("declare key-value bucket %s: %w", events.LedgerBucket, err)
 	}
 	return &Streams{JS: js, Raw: raw, Ledger: ledger}, nil
-}
-
-// IsNotFound reports whether err says a stream, consumer, key or object does not exist.
-func IsNotFound(err error) bool {
-	return errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
-		errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrObjectNotFound)
 }
 
 // LedgerKey is the load-ledger key of one row batch of a job run.

@@ -39,12 +39,6 @@ type Runner interface {
 	Run(ctx context.Context) error
 }
 
-// RunnerFunc adapts a function to Runner.
-type RunnerFunc func(ctx context.Context) error
-
-// Run calls f.
-func (f RunnerFunc) Run(ctx context.Context) error { return f(ctx) }
-
 // Check reports whether a dependency is usable; readiness fails while any check fails.
 type Check func(ctx context.Context) error
 

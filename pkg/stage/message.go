@@ -1,8 +1,6 @@
 package stage
 
 import (
-	"time"
-
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -36,14 +34,6 @@ func (m *Message) StreamSeq() uint64 {
 		return 0
 	}
 	return m.meta.Sequence.Stream
-}
-
-// Published is when the message was stored.
-func (m *Message) Published() time.Time {
-	if m.meta == nil {
-		return time.Time{}
-	}
-	return m.meta.Timestamp
 }
 
 // InProgress tells the server the work goes on, resetting AckWait. The runtime already does

@@ -494,19 +494,7 @@ func (b *bench) legTransform(ctx context.Context) error {
 		return err
 	}
 	// Best of two runs each, so that neither figure carries a cold start.
-	best := func(k int) (time.Duration, error) {
-		var d time.Duration
-		for i := range 2 {
-			di, err := transform(k)
-			if err != nil {
-				return 0, err
-			}
-			if i == 0 || di < d {
-				d = di
-			}
-		}
-		return d, nil
-	}
+	best := func(k int) (time.Duration, error) { return bestOfTwo(transform, k) }
 	d1, err := best(1)
 	if err != nil {
 		return err
@@ -572,19 +560,7 @@ func (b *bench) legTransform(ctx context.Context) error {
 			n, d.Seconds(), cpu.Seconds(), c.natsP.cpu().Seconds())
 		return d, nil
 	}
-	bestChunks := func(n int) (time.Duration, error) {
-		var d time.Duration
-		for i := range 2 {
-			di, err := runChunks(n)
-			if err != nil {
-				return 0, err
-			}
-			if i == 0 || di < d {
-				d = di
-			}
-		}
-		return d, nil
-	}
+	bestChunks := func(n int) (time.Duration, error) { return bestOfTwo(runChunks, n) }
 	c1, err := bestChunks(1)
 	if err != nil {
 		return err
@@ -791,4 +767,19 @@ func (b *bench) legPoller(ctx context.Context) error {
 		(cpu1 - cpu0).Seconds(), wall, b.res.PollerCores, b.res.PollerPollsPerS,
 		float64(pollRequests)/interval.Seconds(), b.res.PollerRSSMB, failed.Load())
 	return nil
+}
+
+// bestOfTwo runs run(k) twice and returns the shorter time, so no figure carries a cold start.
+func bestOfTwo(run func(int) (time.Duration, error), k int) (time.Duration, error) {
+	var d time.Duration
+	for i := range 2 {
+		di, err := run(k)
+		if err != nil {
+			return 0, err
+		}
+		if i == 0 || di < d {
+			d = di
+		}
+	}
+	return d, nil
 }
