@@ -47,6 +47,21 @@ func BenchmarkDecode(b *testing.B) {
 	report(b, len(batch.Obs), len(data))
 }
 
+// BenchmarkPeek is the loader's look at a batch's identity before it queues the batch for an
+// insert; compare with BenchmarkDecode.
+func BenchmarkPeek(b *testing.B) {
+	data, err := Encode(nil, benchBatch())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Peek(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkBuilder is the transformer's side: Add, Full and Flush over 250k observations.
 func BenchmarkBuilder(b *testing.B) {
 	rows := historyObs(200, 250, 5)

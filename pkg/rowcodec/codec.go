@@ -41,10 +41,13 @@
 package rowcodec
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"strings"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -409,24 +412,33 @@ func Decode(data []byte, b *Batch) error {
 
 var bodyPool = sync.Pool{New: func() any { return new([]byte) }}
 
-func decode(data []byte, b *Batch) error {
+// split checks a message's header and returns its compressed body and the body's length.
+func split(data []byte) (zbody []byte, bodyLen uint64, err error) {
 	if len(data) < len(magic)+2 || string(data[:len(magic)]) != magic {
-		return fmt.Errorf("no row batch header: %w", ErrCorrupt)
+		return nil, 0, fmt.Errorf("no row batch header: %w", ErrCorrupt)
 	}
 	if v := data[len(magic)]; v != formatVersion {
-		return fmt.Errorf("version %d (this build reads %d): %w", v, formatVersion, ErrVersion)
+		return nil, 0, fmt.Errorf("version %d (this build reads %d): %w", v, formatVersion, ErrVersion)
 	}
 	rest := data[len(magic)+1:]
 	bodyLen, n := binary.Uvarint(rest)
 	if n <= 0 || bodyLen > MaxBodyBytes {
-		return fmt.Errorf("bad body length: %w", ErrCorrupt)
+		return nil, 0, fmt.Errorf("bad body length: %w", ErrCorrupt)
+	}
+	return rest[n:], bodyLen, nil
+}
+
+func decode(data []byte, b *Batch) error {
+	zbody, bodyLen, err := split(data)
+	if err != nil {
+		return err
 	}
 	bufp := bodyPool.Get().(*[]byte)
 	defer bodyPool.Put(bufp)
 	if uint64(cap(*bufp)) < bodyLen {
 		*bufp = make([]byte, 0, bodyLen)
 	}
-	body, err := zDecoder().DecodeAll(rest[n:], (*bufp)[:0:bodyLen])
+	body, err := zDecoder().DecodeAll(zbody, (*bufp)[:0:bodyLen])
 	if err != nil {
 		return fmt.Errorf("decompress: %v: %w", err, ErrCorrupt)
 	}
@@ -438,6 +450,65 @@ func decode(data []byte, b *Batch) error {
 	r := reader{s: string(body)}
 	r.decodeBody(b)
 	return r.err
+}
+
+// Header is what identifies a row batch and how many rows it holds.
+type Header struct {
+	JobID, Program        string
+	Generation            int
+	Version               uint64
+	Seq                   int
+	Observations, Rejects int
+}
+
+// peekBytes is how much of a body Peek decompresses: the header fields come first, and a job
+// id and program name are short.
+const peekBytes = 16 << 10
+
+// peekDecoders are streaming zstd decoders for Peek; with concurrency 1 they run no goroutines,
+// so the pool may drop them without Close.
+var peekDecoders = sync.Pool{New: func() any {
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxMemory(MaxBodyBytes))
+	if err != nil {
+		panic(fmt.Sprintf("rowcodec: zstd decoder with constant options: %v", err))
+	}
+	return d
+}}
+
+// Peek reads the header of an encoded batch without decoding its rows: it decompresses only the
+// first peekBytes of the body (a batch whose header is longer is decoded whole). It checks
+// what it reads as Decode does; a batch Peek accepts may still fail Decode further on.
+func Peek(data []byte) (Header, error) {
+	zbody, bodyLen, err := split(data)
+	if err != nil {
+		return Header{}, fmt.Errorf("peek row batch: %w", err)
+	}
+	d := peekDecoders.Get().(*zstd.Decoder)
+	defer peekDecoders.Put(d)
+	if err := d.Reset(bytes.NewReader(zbody)); err != nil {
+		return Header{}, fmt.Errorf("peek row batch: decompress: %v: %w", err, ErrCorrupt)
+	}
+	buf := make([]byte, min(bodyLen, peekBytes))
+	if _, err := io.ReadFull(d, buf); err != nil {
+		return Header{}, fmt.Errorf("peek row batch: decompress: %v: %w", err, ErrCorrupt)
+	}
+	r := reader{s: string(buf)}
+	h := r.header()
+	if r.err != nil && bodyLen > peekBytes {
+		var b Batch
+		if err := Decode(data, &b); err != nil {
+			return Header{}, err
+		}
+		return Header{JobID: b.JobID, Program: b.Program, Generation: b.Generation, Version: b.Version,
+			Seq: b.Seq, Observations: len(b.Obs), Rejects: len(b.Rejects)}, nil
+	}
+	if r.err != nil {
+		return Header{}, fmt.Errorf("peek row batch: %w", r.err)
+	}
+	// The strings are slices of buf: copy them so the header does not keep it alive.
+	h.JobID, h.Program = strings.Clone(h.JobID), strings.Clone(h.Program)
+	return h, nil
 }
 
 // reader reads a body. The first error sticks: later reads return zero values, and callers
@@ -540,14 +611,22 @@ func (r *reader) index(size int) int {
 	return int(i)
 }
 
+// header reads the fields a body starts with.
+func (r *reader) header() (h Header) {
+	h.JobID = r.str()
+	h.Program = r.str()
+	h.Generation = r.count("generation", math.MaxInt32)
+	h.Version = r.uvarint()
+	h.Seq = r.count("seq", math.MaxInt32)
+	h.Observations = r.count("observations", MaxBatchRows)
+	h.Rejects = r.count("rejects", MaxBatchRows-h.Observations)
+	return h
+}
+
 func (r *reader) decodeBody(b *Batch) {
-	b.JobID = r.str()
-	b.Program = r.str()
-	b.Generation = r.count("generation", math.MaxInt32)
-	b.Version = r.uvarint()
-	b.Seq = r.count("seq", math.MaxInt32)
-	n := r.count("observations", MaxBatchRows)
-	m := r.count("rejects", MaxBatchRows-n)
+	h := r.header()
+	b.JobID, b.Program, b.Generation, b.Version, b.Seq = h.JobID, h.Program, h.Generation, h.Version, h.Seq
+	n, m := h.Observations, h.Rejects
 	if r.err == nil && n*minObsBytes+m*minRejectBytes > r.remaining() {
 		r.fail("%d observations and %d rejects in %d bytes", n, m, r.remaining())
 	}

@@ -112,7 +112,54 @@ func TestRoundTrip(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			sameBatch(t, roundTrip(t, &tt.b), &tt.b)
+			data, err := Encode(nil, &tt.b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			samePeek(t, data, &tt.b)
 		})
+	}
+}
+
+// samePeek checks that Peek reads b's header from data.
+func samePeek(t testing.TB, data []byte, b *Batch) {
+	t.Helper()
+	h, err := Peek(data)
+	if err != nil {
+		t.Fatalf("Peek: %v", err)
+	}
+	want := Header{JobID: b.JobID, Program: b.Program, Generation: b.Generation, Version: b.Version, Seq: b.Seq,
+		Observations: len(b.Obs), Rejects: len(b.Rejects)}
+	if h != want {
+		t.Fatalf("Peek = %+v, want %+v", h, want)
+	}
+}
+
+// A header longer than what Peek decompresses is read by decoding the whole batch.
+func TestPeekLongHeader(t *testing.T) {
+	b := Batch{JobID: strings.Repeat("j", peekBytes), Program: "gethistory", Generation: 3, Seq: 9,
+		Obs: historyObs(20, 250, 1)}
+	data, err := Encode(nil, &b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	samePeek(t, data, &b)
+}
+
+func TestPeekErrors(t *testing.T) {
+	data := sample(t)
+	for n := range len(magic) + 3 {
+		if _, err := Peek(data[:n]); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("prefix of %d bytes: %v, want ErrCorrupt", n, err)
+		}
+	}
+	c := bytes.Clone(data)
+	c[len(magic)] = 9
+	if _, err := Peek(c); !errors.Is(err, ErrVersion) {
+		t.Errorf("version 9: %v, want ErrVersion", err)
+	}
+	if _, err := Peek(message(bodyOf("job", "prog", 1, 2, 3, MaxBatchRows+1))); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("too many observations: %v, want ErrCorrupt", err)
 	}
 }
 
@@ -380,6 +427,9 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add([]byte("MPRB\x01\x00"))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if _, err := Peek(data); err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrVersion) {
+			t.Fatalf("Peek: error %v wraps neither ErrCorrupt nor ErrVersion", err)
+		}
 		var b Batch
 		if err := Decode(data, &b); err != nil {
 			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrVersion) {
@@ -387,6 +437,7 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
+		samePeek(t, data, &b)
 		checkStable(t, &b)
 	})
 }
