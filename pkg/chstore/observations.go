@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/marketpipe/marketpipe/pkg/obs"
 )
@@ -34,87 +35,154 @@ const observationColumns = "security, field, date, value_num, value_str, value_k
 
 // Insert writes the observations and rejects of the batches: one columnar INSERT for all
 // observations and, if there are any, one for all rejects; loaded_at is now. It returns the
-// number of observations written.
+// number of observations written. It checks every date first (CheckDates): if one is out of
+// range, nothing of the call is written.
 //
 // Insert is idempotent in effect: writing the same batch again adds rows that FINAL (and in
 // time, background merges) collapse with the first ones. If it fails, some or all rows may
 // have been written; retrying is safe for the same reason.
 func (s *Store) Insert(ctx context.Context, batches []Batch) (rows int, err error) {
-	n, nrej := 0, 0
 	for i := range batches {
-		n += len(batches[i].Obs)
-		nrej += len(batches[i].Rejects)
-	}
-	now := time.Now().UTC().Truncate(time.Second)
-	if n > 0 {
-		if err := s.insertObservations(ctx, batches, n, now); err != nil {
-			return 0, err
+		if err := CheckDates(&batches[i]); err != nil {
+			return 0, fmt.Errorf("insert observations: %w", err)
 		}
 	}
-	if nrej > 0 {
-		if err := s.insertRejects(ctx, batches, nrej, now); err != nil {
+	return s.InsertFrom(ctx, &sliceSource{batches: batches})
+}
+
+// A BatchSource yields the batches of one InsertFrom in turn; Next returns nil after the last.
+// InsertFrom is done with a batch's slices when it calls Next again, so a source may decode
+// every batch into the same one.
+type BatchSource interface {
+	Next() *Batch
+}
+
+type sliceSource struct {
+	batches []Batch
+	i       int
+}
+
+func (s *sliceSource) Next() *Batch {
+	if s.i == len(s.batches) {
+		return nil
+	}
+	s.i++
+	return &s.batches[s.i-1]
+}
+
+// InsertFrom is Insert for batches that a source yields one at a time, so that only one needs
+// to be in memory: the observations go out in blocks of blockRows as they come, the rejects
+// (few) are kept and inserted after them. The source must yield only batches that pass
+// CheckDates: one that does not ends the INSERT with ErrDateOutOfRange after the blocks before
+// it were written.
+func (s *Store) InsertFrom(ctx context.Context, src BatchSource) (rows int, err error) {
+	now := time.Now().UTC().Truncate(time.Second)
+	var rej rejectColumns
+	n, err := s.insertObservations(ctx, src, now, &rej)
+	if err != nil {
+		return 0, err
+	}
+	if len(rej.jobID) > 0 {
+		if err := s.insertRejects(ctx, &rej, now); err != nil {
 			return n, err
 		}
 	}
 	return n, nil
 }
 
+// CheckDates returns an error wrapping ErrDateOutOfRange, naming the observation, if one of
+// b's dates is outside what a ClickHouse Date holds.
+func CheckDates(b *Batch) error {
+	for i := range b.Obs {
+		if o := &b.Obs[i]; o.Date < 0 || o.Date > maxDate {
+			return fmt.Errorf("job %s: %s %s on %s: %w", b.JobID, o.Security, o.Field, o.Date, ErrDateOutOfRange)
+		}
+	}
+	return nil
+}
+
 // insertObservations sends the rows in blocks of blockRows. Each block's columns are built
 // into slices reused from block to block (and, through a pool, from call to call) and appended
 // whole: the driver copies them into its column buffers without per-row reflection or
 // interface boxing, and the memory of an INSERT is bounded by one block's columns whatever
-// its number of rows. Dates are checked before anything is sent.
-func (s *Store) insertObservations(ctx context.Context, batches []Batch, n int, now time.Time) error {
-	for bi := range batches {
-		b := &batches[bi]
-		for i := range b.Obs {
-			if o := &b.Obs[i]; o.Date < 0 || o.Date > maxDate {
-				return fmt.Errorf("insert observations: job %s: %s %s on %s: %w", b.JobID, o.Security, o.Field, o.Date, ErrDateOutOfRange)
-			}
-		}
-	}
+// its number of rows. The INSERT is prepared with the first observation: a source of rejects
+// only sends none. The rejects of every batch are added to rej.
+func (s *Store) insertObservations(ctx context.Context, src BatchSource, now time.Time, rej *rejectColumns) (int, error) {
 	c := obsColumnsPool.Get().(*obsColumns)
 	defer obsColumnsPool.Put(c)
 	for i := range c.loadedAt {
 		c.loadedAt[i] = now
 	}
-	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table("observations")+" ("+observationColumns+")")
-	if err != nil {
-		return fmt.Errorf("insert %d observations: prepare: %w", n, err)
-	}
-	defer batch.Close()
-	bi, i, sent := 0, 0, 0
-	for sent < n {
-		c.reset()
-		for len(c.security) < blockRows && bi < len(batches) {
-			b := &batches[bi]
-			take := min(len(b.Obs)-i, blockRows-len(c.security))
-			c.add(b, b.Obs[i:i+take])
-			if i += take; i == len(b.Obs) {
-				bi, i = bi+1, 0
+	var cur *Batch
+	i := 0
+	// more advances to a batch with observations left, and reports whether there is one.
+	more := func() (bool, error) {
+		for cur == nil || i == len(cur.Obs) {
+			if cur = src.Next(); cur == nil {
+				return false, nil
 			}
+			i = 0
+			if err := CheckDates(cur); err != nil {
+				return false, err
+			}
+			rej.add(cur)
+		}
+		return true, nil
+	}
+	var batch driver.Batch
+	defer func() {
+		if batch != nil {
+			batch.Close()
+		}
+	}()
+	sent := 0
+	for {
+		c.reset()
+		for len(c.security) < blockRows {
+			ok, err := more()
+			if err != nil {
+				if batch != nil {
+					batch.Abort()
+				}
+				return 0, fmt.Errorf("insert observations: %w", err)
+			}
+			if !ok {
+				break
+			}
+			take := min(len(cur.Obs)-i, blockRows-len(c.security))
+			c.add(cur, cur.Obs[i:i+take])
+			i += take
 		}
 		rows := len(c.security)
-		if sent > 0 {
-			if err := batch.Flush(); err != nil {
-				batch.Abort()
-				return fmt.Errorf("insert %d observations: send rows %d-%d: %w", n, sent-blockRows, sent-1, err)
+		if rows == 0 {
+			break
+		}
+		if batch == nil {
+			var err error
+			if batch, err = s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table("observations")+" ("+observationColumns+")"); err != nil {
+				return 0, fmt.Errorf("insert observations: prepare: %w", err)
 			}
+		} else if err := batch.Flush(); err != nil {
+			batch.Abort()
+			return 0, fmt.Errorf("insert observations: send rows %d-%d: %w", sent-blockRows, sent-1, err)
 		}
 		columns := [...]any{c.security, c.field, c.date, c.num, c.str, c.kind, c.flag, c.program, c.jobID,
 			c.version, c.loadedAt[:rows]}
 		for ci, col := range columns {
 			if err := batch.Column(ci).Append(col); err != nil {
 				batch.Abort()
-				return fmt.Errorf("insert %d observations: column %d: %w", n, ci, err)
+				return 0, fmt.Errorf("insert observations: column %d: %w", ci, err)
 			}
 		}
 		sent += rows
 	}
-	if err := batch.Send(); err != nil {
-		return fmt.Errorf("insert %d observations: send: %w", n, err)
+	if batch == nil {
+		return 0, nil
 	}
-	return nil
+	if err := batch.Send(); err != nil {
+		return 0, fmt.Errorf("insert %d observations: send: %w", sent, err)
+	}
+	return sent, nil
 }
 
 // obsColumns are the columns of one block of observations.
@@ -181,27 +249,28 @@ func (c *obsColumns) add(b *Batch, os []obs.Observation) {
 	}
 }
 
-func (s *Store) insertRejects(ctx context.Context, batches []Batch, n int, now time.Time) error {
-	var (
-		jobID    = make([]string, 0, n)
-		line     = make([]uint64, 0, n)
-		raw      = make([]string, 0, n)
-		reason   = make([]string, 0, n)
-		loadedAt = make([]time.Time, n)
-	)
-	for bi := range batches {
-		b := &batches[bi]
-		for _, r := range b.Rejects {
-			jobID = append(jobID, b.JobID)
-			line = append(line, uint64(max(r.Line, 0)))
-			raw = append(raw, r.Raw)
-			reason = append(reason, r.Reason)
-		}
+// rejectColumns gathers the rejects of an insert's batches.
+type rejectColumns struct {
+	jobID, raw, reason []string
+	line               []uint64
+}
+
+func (r *rejectColumns) add(b *Batch) {
+	for _, x := range b.Rejects {
+		r.jobID = append(r.jobID, b.JobID)
+		r.line = append(r.line, uint64(max(x.Line, 0)))
+		r.raw = append(r.raw, x.Raw)
+		r.reason = append(r.reason, x.Reason)
 	}
+}
+
+func (s *Store) insertRejects(ctx context.Context, r *rejectColumns, now time.Time) error {
+	n := len(r.jobID)
+	loadedAt := make([]time.Time, n)
 	for i := range loadedAt {
 		loadedAt[i] = now
 	}
-	if err := s.sendColumns(ctx, "rejects", "job_id, line, raw, reason, loaded_at", []any{jobID, line, raw, reason, loadedAt}); err != nil {
+	if err := s.sendColumns(ctx, "rejects", "job_id, line, raw, reason, loaded_at", []any{r.jobID, r.line, r.raw, r.reason, loadedAt}); err != nil {
 		return fmt.Errorf("insert %d rejects: %w", n, err)
 	}
 	return nil

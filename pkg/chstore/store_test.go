@@ -571,7 +571,7 @@ func TestServerDown(t *testing.T) {
 		if err == nil {
 			t.Fatal("Insert succeeded with the server down")
 		}
-		if !strings.Contains(err.Error(), "insert 10 observations") {
+		if !strings.Contains(err.Error(), "insert observations: prepare") {
 			t.Errorf("error lacks context: %v", err)
 		}
 		if err := s.Ping(ctx); err == nil {
@@ -675,5 +675,82 @@ func TestInsertManyBlocks(t *testing.T) {
 	})
 	if err != nil || count != secs*days {
 		t.Fatalf("read %d rows, %v", count, err)
+	}
+}
+
+// reusingSource yields copies of batches through one Batch whose slices it overwrites, as the
+// loader's decoding source does.
+type reusingSource struct {
+	batches []chstore.Batch
+	cur     chstore.Batch
+	i       int
+}
+
+func (r *reusingSource) Next() *chstore.Batch {
+	if r.i == len(r.batches) {
+		return nil
+	}
+	b := r.batches[r.i]
+	r.i++
+	r.cur.JobID, r.cur.Program, r.cur.Version = b.JobID, b.Program, b.Version
+	r.cur.Obs = append(r.cur.Obs[:0], b.Obs...)
+	r.cur.Rejects = append(r.cur.Rejects[:0], b.Rejects...)
+	return &r.cur
+}
+
+func manyHistories(prefix string, secs, days int) []obs.Observation {
+	var out []obs.Observation
+	for i := range secs {
+		out = append(out, history(fmt.Sprintf("%s%03d", prefix, i), days, float64(i))...)
+	}
+	return out
+}
+
+func TestInsertFromReusedBatch(t *testing.T) {
+	s := migrated(t)
+	ctx := context.Background()
+	// Batches that straddle blocks, one of rejects only, one empty.
+	batches := []chstore.Batch{
+		{JobID: "src", Program: "gethistory", Version: 1, Obs: manyHistories("A", 280, 250)},
+		{JobID: "src", Program: "gethistory", Version: 1, Rejects: []obs.Reject{{Line: 7, Raw: "x", Reason: "bad"}}},
+		{JobID: "src", Program: "gethistory", Version: 1, Obs: manyHistories("B", 240, 250),
+			Rejects: []obs.Reject{{Line: 9, Raw: "y", Reason: "worse"}}},
+		{JobID: "src", Program: "gethistory", Version: 1},
+		{JobID: "src", Program: "gethistory", Version: 1, Obs: history("C", 10, 3)},
+	}
+	n, err := s.InsertFrom(ctx, &reusingSource{batches: batches})
+	if err != nil || n != 130_010 {
+		t.Fatalf("InsertFrom = %d, %v; want 130010", n, err)
+	}
+	var want []obs.Observation
+	for _, b := range batches {
+		want = append(want, b.Obs...)
+	}
+	count := 0
+	err = s.Observations(ctx, "src", func(o obs.Observation, program, _ string, _ uint64) error {
+		if w := want[count]; !o.Equal(&w) || program != "gethistory" {
+			return fmt.Errorf("row %d = %+v (%s), want %+v", count, o, program, w)
+		}
+		count++
+		return nil
+	})
+	if err != nil || count != len(want) {
+		t.Fatalf("read %d of %d rows, %v", count, len(want), err)
+	}
+	rej, err := s.Rejects(ctx, "src")
+	if err != nil || len(rej) != 2 || rej[0].Line != 7 || rej[1].Reason != "worse" {
+		t.Errorf("Rejects = %+v, %v", rej, err)
+	}
+
+	// Rejects only: no observations INSERT, the rejects stored.
+	n, err = s.InsertFrom(ctx, &reusingSource{batches: batches[1:2]})
+	if err != nil || n != 0 {
+		t.Errorf("InsertFrom(rejects only) = %d, %v", n, err)
+	}
+
+	// A date out of range ends the insert with ErrDateOutOfRange.
+	bad := []chstore.Batch{{JobID: "bad", Version: 1, Obs: []obs.Observation{{Security: "A", Field: "F", Date: -1}}}}
+	if _, err := s.InsertFrom(ctx, &reusingSource{batches: bad}); !errors.Is(err, chstore.ErrDateOutOfRange) {
+		t.Errorf("InsertFrom(bad date) = %v, want ErrDateOutOfRange", err)
 	}
 }
