@@ -5,6 +5,7 @@ package config
 
 import (
 	"fmt"
+	"strconv"
 	"os"
 	"strings"
 	"time"
@@ -124,4 +125,17 @@ func Duration(lookup Lookup, key string, def time.Duration) (time.Duration, erro
 		return 0, fmt.Errorf("%s=%q: %w", key, v, err)
 	}
 	return d, nil
+}
+
+// PositiveInt reads a positive integer variable, for service-specific settings.
+func PositiveInt(lookup Lookup, key string, def int) (int, error) {
+	v, ok := lookup(key)
+	if !ok || v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%s=%q: want a positive integer", key, v)
+	}
+	return n, nil
 }
