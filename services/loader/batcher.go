@@ -2,6 +2,7 @@ package loader
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -10,61 +11,62 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/marketpipe/marketpipe/pkg/chstore"
+	"github.com/marketpipe/marketpipe/pkg/rowcodec"
 )
 
-// Inserter writes row batches to ClickHouse in one INSERT.
+// Inserter writes row batches to ClickHouse in one INSERT, taking them one at a time.
 type Inserter interface {
-	Insert(ctx context.Context, batches []chstore.Batch) (int, error)
+	InsertFrom(ctx context.Context, src chstore.BatchSource) (int, error)
 }
 
-// groupCommit gathers the batches that concurrent handlers hand it into one large columnar
-// INSERT (ClickHouse prefers few large inserts to many small ones), and tells every handler
-// the outcome of the insert that carried its batch, so each message is acked only once its
-// rows are durable.
+// groupCommit gathers the batches that concurrent handlers hand it into large columnar INSERTs
+// (ClickHouse prefers few large inserts to many small ones), and tells every handler the
+// outcome of the insert that carried its batch, so each message is acked only once its rows
+// are durable.
+//
+// Batches wait still encoded (a few bytes per row) and are decoded one at a time while their
+// INSERT is written, so the loader's memory is bounded by a decoded batch and a block of
+// columns per running INSERT, however many rows are queued. Up to inserts INSERTs run at once:
+// ClickHouse works on each with a thread of its own, and while one INSERT's last block is
+// being written the next one is already filling.
 type groupCommit struct {
 	ins     Inserter
-	maxRows int           // flush when this many rows wait
-	linger  time.Duration // or when the oldest has waited this long
+	maxRows int           // an INSERT starts once this many rows wait
+	linger  time.Duration // or once the oldest has waited this long
+	inserts int           // INSERTs at once at most (0: 1)
 	timeout time.Duration // bound on one INSERT
 	tracer  trace.Tracer  // nil: no spans
 
-	// inserting lets one INSERT run at a time: ClickHouse takes one large insert best, and
-	// concurrent ones each hold their columns in memory (make bench saw 2.6 GB RSS without it).
-	inserting sync.Mutex
-
 	mu      sync.Mutex
-	pending []pendingBatch
+	pending []*pendingBatch
 	rows    int
+	running int
 	timer   *time.Timer
 }
 
+// pendingBatch is one handler's batch waiting for its INSERT.
 type pendingBatch struct {
-	b    chstore.Batch
-	done chan error
-	sc   trace.SpanContext // of the handler that queued it, for the INSERT's links
+	hdr    rowcodec.Header
+	data   []byte // the encoded batch
+	queued time.Time
+	done   chan error
+	sc     trace.SpanContext // of the handler that queued it, for the INSERT's links
+	failed bool              // given its own error while its INSERT was written
 }
 
-// Insert queues b and waits for the INSERT that carries it.
-func (g *groupCommit) Insert(ctx context.Context, b chstore.Batch) error {
-	p := pendingBatch{b: b, done: make(chan error, 1), sc: trace.SpanContextFromContext(ctx)}
+func (p *pendingBatch) rows() int { return p.hdr.Observations + p.hdr.Rejects }
+
+// Insert queues the encoded batch data, whose header is hdr, and waits for the INSERT that
+// carries it. A batch that cannot be decoded or stored gets an error wrapping rowcodec's or
+// chstore's (ErrCorrupt, ErrVersion, ErrDateOutOfRange) without failing the others.
+func (g *groupCommit) Insert(ctx context.Context, hdr rowcodec.Header, data []byte) error {
+	p := &pendingBatch{hdr: hdr, data: data, queued: time.Now(), done: make(chan error, 1),
+		sc: trace.SpanContextFromContext(ctx)}
 	g.mu.Lock()
 	g.pending = append(g.pending, p)
-	g.rows += len(b.Obs) + len(b.Rejects)
-	if g.rows >= g.maxRows {
-		items := g.takeLocked()
-		g.mu.Unlock()
-		go g.flush(items)
-	} else {
-		if g.timer == nil {
-			g.timer = time.AfterFunc(g.linger, func() {
-				g.mu.Lock()
-				items := g.takeLocked()
-				g.mu.Unlock()
-				g.flush(items)
-			})
-		}
-		g.mu.Unlock()
-	}
+	g.rows += p.rows()
+	g.startLocked()
+	g.mu.Unlock()
 	select {
 	case err := <-p.done:
 		return err
@@ -75,42 +77,98 @@ func (g *groupCommit) Insert(ctx context.Context, b chstore.Batch) error {
 	}
 }
 
-func (g *groupCommit) takeLocked() []pendingBatch {
-	items := g.pending
-	g.pending, g.rows = nil, 0
-	if g.timer != nil {
-		g.timer.Stop()
-		g.timer = nil
+// startLocked starts INSERTs while a slot is free and the queue is worth one: maxRows rows, or
+// a batch older than linger. Otherwise it arms the timer that will look again.
+func (g *groupCommit) startLocked() {
+	for g.running < max(g.inserts, 1) && len(g.pending) > 0 {
+		if wait := g.linger - time.Since(g.pending[0].queued); g.rows < g.maxRows && wait > 0 {
+			if g.timer == nil {
+				g.timer = time.AfterFunc(wait, func() {
+					g.mu.Lock()
+					g.timer = nil
+					g.startLocked()
+					g.mu.Unlock()
+				})
+			}
+			return
+		}
+		g.running++
+		go g.flush(g.takeLocked())
 	}
+}
+
+// takeLocked takes the oldest batches, up to maxRows rows (at least one batch), so that a
+// backlog becomes several INSERTs that can run side by side.
+func (g *groupCommit) takeLocked() []*pendingBatch {
+	rows, n := 0, 0
+	for n < len(g.pending) && (n == 0 || rows+g.pending[n].rows() <= g.maxRows) {
+		rows += g.pending[n].rows()
+		n++
+	}
+	items := g.pending[:n:n]
+	g.pending = append([]*pendingBatch(nil), g.pending[n:]...)
+	g.rows -= rows
 	return items
 }
 
-func (g *groupCommit) flush(items []pendingBatch) {
-	if len(items) == 0 {
-		return
-	}
-	batches := make([]chstore.Batch, len(items))
-	for i, it := range items {
-		batches[i] = it.b
-	}
-	g.inserting.Lock()
-	defer g.inserting.Unlock()
+func (g *groupCommit) flush(items []*pendingBatch) {
+	defer func() {
+		g.mu.Lock()
+		g.running--
+		g.startLocked()
+		g.mu.Unlock()
+	}()
 	// The insert serves several handlers, so it is bounded by its own timeout, not by the
 	// context of whichever handler happened to trigger it.
 	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
+	defer cancel()
 	ctx, span := g.startSpan(ctx, items)
-	_, err := g.ins.Insert(ctx, batches)
+	_, err := g.ins.InsertFrom(ctx, &decodingSource{items: items})
 	endSpan(span, err)
-	cancel()
 	for _, it := range items {
-		it.done <- err
+		if !it.failed {
+			it.done <- err
+		}
 	}
+}
+
+// decodingSource decodes the queued batches one at a time for InsertFrom, into one reused
+// batch. A batch that does not decode, or has a date ClickHouse cannot store, is answered with
+// its error and skipped: the INSERT goes on with the others.
+type decodingSource struct {
+	items []*pendingBatch
+	i     int
+	b     rowcodec.Batch
+	cb    chstore.Batch
+}
+
+func (s *decodingSource) Next() *chstore.Batch {
+	for s.i < len(s.items) {
+		it := s.items[s.i]
+		s.i++
+		if err := rowcodec.Decode(it.data, &s.b); err != nil {
+			s.fail(it, err)
+			continue
+		}
+		s.cb = chstore.Batch{JobID: s.b.JobID, Program: s.b.Program, Version: s.b.Version, Obs: s.b.Obs, Rejects: s.b.Rejects}
+		if err := chstore.CheckDates(&s.cb); err != nil {
+			s.fail(it, err)
+			continue
+		}
+		return &s.cb
+	}
+	return nil
+}
+
+func (s *decodingSource) fail(it *pendingBatch, err error) {
+	it.failed = true
+	it.done <- fmt.Errorf("batch %d of %s: %w", it.hdr.Seq, it.hdr.JobID, err)
 }
 
 // startSpan starts the INSERT's span. It links to the span of every handler whose batch it
 // carries (batches of several jobs, so of several traces), and is the child of the first, so
 // that job's trace shows it in place.
-func (g *groupCommit) startSpan(ctx context.Context, items []pendingBatch) (context.Context, trace.Span) {
+func (g *groupCommit) startSpan(ctx context.Context, items []*pendingBatch) (context.Context, trace.Span) {
 	tracer := g.tracer
 	if tracer == nil {
 		tracer = noop.NewTracerProvider().Tracer(tracerName)
@@ -122,8 +180,8 @@ func (g *groupCommit) startSpan(ctx context.Context, items []pendingBatch) (cont
 		if it.sc.IsValid() {
 			links = append(links, trace.Link{SpanContext: it.sc})
 		}
-		jobs[it.b.JobID] = true
-		rows += len(it.b.Obs) + len(it.b.Rejects)
+		jobs[it.hdr.JobID] = true
+		rows += it.rows()
 	}
 	if len(links) > 0 {
 		ctx = trace.ContextWithSpanContext(ctx, links[0].SpanContext)

@@ -49,21 +49,21 @@ type RowsHandler struct {
 	Loaded Counter // observations loaded; nil: not counted
 }
 
-// Handle implements stage.Handler.
+// Handle implements stage.Handler. The batch's header is read without decoding its rows; the
+// rows are decoded when its INSERT is written.
 func (h *RowsHandler) Handle(ctx context.Context, m *stage.Message) error {
-	var b rowcodec.Batch
-	if err := rowcodec.Decode(m.Data(), &b); err != nil {
+	hdr, err := rowcodec.Peek(m.Data())
+	if err != nil {
 		return stage.Permanent(fmt.Errorf("decode row batch: %w", err))
 	}
-	key := natsx.LedgerKey(b.JobID, b.Generation, b.Seq)
+	key := natsx.LedgerKey(hdr.JobID, hdr.Generation, hdr.Seq)
 	if _, err := h.Ledger.Get(ctx, key); err == nil {
 		return nil // loaded before; this is a redelivery or a republished duplicate
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("ledger %s: %w", key, err)
 	}
-	err := h.commit.Insert(ctx, chstore.Batch{JobID: b.JobID, Program: b.Program, Version: b.Version,
-		Obs: b.Obs, Rejects: b.Rejects})
-	if errors.Is(err, chstore.ErrDateOutOfRange) {
+	err = h.commit.Insert(ctx, hdr, m.Data())
+	if errors.Is(err, chstore.ErrDateOutOfRange) || errors.Is(err, rowcodec.ErrCorrupt) || errors.Is(err, rowcodec.ErrVersion) {
 		// No retry can store it; the job then fails for its missing batch.
 		return stage.Permanent(fmt.Errorf("insert batch %s: %w", key, err))
 	}
@@ -72,12 +72,11 @@ func (h *RowsHandler) Handle(ctx context.Context, m *stage.Message) error {
 		// is unbounded), so an outage leaves messages pending, never dead-lettered.
 		return fmt.Errorf("insert batch %s: %w", key, err)
 	}
-	n := strconv.Itoa(len(b.Obs))
-	if _, err := h.Ledger.Put(ctx, key, []byte(n)); err != nil {
+	if _, err := h.Ledger.Put(ctx, key, []byte(strconv.Itoa(hdr.Observations))); err != nil {
 		return fmt.Errorf("record batch %s in ledger: %w", key, err)
 	}
 	if h.Loaded != nil {
-		h.Loaded.Add(float64(len(b.Obs)))
+		h.Loaded.Add(float64(hdr.Observations))
 	}
 	return nil
 }
@@ -148,6 +147,7 @@ func outageBackoff(n uint64) time.Duration { return min(stage.DefaultBackoff(n),
 // Settings tune the loader.
 type Settings struct {
 	MaxInsertRows int           // rows per INSERT at most (LOADER_MAX_INSERT_ROWS, default 500000)
+	Inserts       int           // INSERTs at once per replica (LOADER_INSERTS, default 2)
 	Linger        time.Duration // longest wait to fill an INSERT (LOADER_LINGER, default 50ms)
 	LoadTimeout   time.Duration // LOADER_TIMEOUT, default 1h
 }
@@ -160,15 +160,16 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 	if err != nil {
 		return nil, err
 	}
-	// Eight batches of at most 100,000 rows in flight per replica bound the loader's memory
-	// (decoded batches wait in memory for their INSERT) while filling 500,000-row INSERTs.
+	// Handlers hold their batch still encoded (at most 1 MB, usually a few hundred KB) while it
+	// waits for its INSERT, so 32 of them cost little memory and keep two 500,000-row INSERTs
+	// of 100,000-row batches fed, the next ones queued behind them.
 	rows, err := stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.RowsStream, Filters: []string{events.RowsSubjects},
-		Concurrency: 8, MaxAckPending: 64, AckWait: 2 * time.Minute, MaxDeliver: -1, Backoff: outageBackoff,
+		Concurrency: 32, MaxAckPending: 64, AckWait: 2 * time.Minute, MaxDeliver: -1, Backoff: outageBackoff,
 		MaxBytes: rowcodec.MaxMessageBytes,
 	}, &RowsHandler{
-		commit: &groupCommit{ins: store, maxRows: s.MaxInsertRows, linger: s.Linger, timeout: 2 * time.Minute,
-			tracer: tracer},
+		commit: &groupCommit{ins: store, maxRows: s.MaxInsertRows, inserts: s.Inserts, linger: s.Linger,
+			timeout: 2 * time.Minute, tracer: tracer},
 		Ledger: env.Streams.Ledger,
 		Loaded: counters.RowsLoaded,
 	}, env.StageOptions())
@@ -209,11 +210,11 @@ func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
 	if s.LoadTimeout, err = config.Duration(env.Lookup, "LOADER_TIMEOUT", time.Hour); err != nil {
 		return nil, err
 	}
-	s.MaxInsertRows = 500_000
-	if v, ok := env.Lookup("LOADER_MAX_INSERT_ROWS"); ok && v != "" {
-		if s.MaxInsertRows, err = strconv.Atoi(v); err != nil || s.MaxInsertRows <= 0 {
-			return nil, fmt.Errorf("LOADER_MAX_INSERT_ROWS=%q: want a positive integer", v)
-		}
+	if s.MaxInsertRows, err = config.PositiveInt(env.Lookup, "LOADER_MAX_INSERT_ROWS", 500_000); err != nil {
+		return nil, err
+	}
+	if s.Inserts, err = config.PositiveInt(env.Lookup, "LOADER_INSERTS", 2); err != nil {
+		return nil, err
 	}
 	store, err := OpenStore(ctx, env)
 	if err != nil {

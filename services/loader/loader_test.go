@@ -43,9 +43,9 @@ type countingInserter struct {
 	calls atomic.Int64
 }
 
-func (c *countingInserter) Insert(ctx context.Context, b []chstore.Batch) (int, error) {
+func (c *countingInserter) InsertFrom(ctx context.Context, src chstore.BatchSource) (int, error) {
 	c.calls.Add(1)
-	return c.Inserter.Insert(ctx, b)
+	return c.Inserter.InsertFrom(ctx, src)
 }
 
 func batch(jobID string, seq, n int) rowcodec.Batch {

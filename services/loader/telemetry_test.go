@@ -12,18 +12,53 @@ import (
 
 	"github.com/marketpipe/marketpipe/pkg/chstore"
 	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/pkg/rowcodec"
 )
 
-type spanTestInserter struct {
-	mu    sync.Mutex
-	calls [][]chstore.Batch
+// recordingInserter records the job ids of each INSERT's batches, optionally holding each
+// INSERT for a while, and counts how many run at once.
+type recordingInserter struct {
+	hold             time.Duration
+	mu               sync.Mutex
+	calls            [][]string
+	running, maxRuns int
 }
 
-func (c *spanTestInserter) Insert(ctx context.Context, b []chstore.Batch) (int, error) {
+func (c *recordingInserter) InsertFrom(ctx context.Context, src chstore.BatchSource) (int, error) {
+	c.mu.Lock()
+	c.running++
+	c.maxRuns = max(c.maxRuns, c.running)
+	c.mu.Unlock()
+	var jobs []string
+	n := 0
+	for b := src.Next(); b != nil; b = src.Next() {
+		jobs = append(jobs, b.JobID)
+		n += len(b.Obs)
+	}
+	time.Sleep(c.hold)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.calls = append(c.calls, b)
-	return len(b), nil
+	c.running--
+	c.calls = append(c.calls, jobs)
+	return n, nil
+}
+
+// encoded returns an encoded batch of one observation per row and its header.
+func encoded(t *testing.T, job string, seq, rows int) (rowcodec.Header, []byte) {
+	t.Helper()
+	b := rowcodec.Batch{JobID: job, Seq: seq}
+	for i := range rows {
+		b.Obs = append(b.Obs, obs.Observation{Security: "S", Field: "F", Date: obs.MakeDate(2026, 1, 1+i%28)})
+	}
+	data, err := rowcodec.Encode(nil, &b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := rowcodec.Peek(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, data
 }
 
 // Batches of two jobs in one INSERT: its span links to both handlers' spans (two traces) and is
@@ -31,7 +66,7 @@ func (c *spanTestInserter) Insert(ctx context.Context, b []chstore.Batch) (int, 
 func TestInsertSpanLinksEveryBatch(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tracer := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)).Tracer("test")
-	ins := &spanTestInserter{}
+	ins := &recordingInserter{}
 	g := &groupCommit{ins: ins, maxRows: 2, linger: time.Minute, timeout: time.Minute, tracer: tracer}
 
 	handlers := map[trace.SpanID]string{}
@@ -46,8 +81,8 @@ func TestInsertSpanLinksEveryBatch(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer span.End()
-			b := chstore.Batch{JobID: job, Obs: []obs.Observation{{Security: "S", Field: "F"}}}
-			if err := g.Insert(ctx, b); err != nil {
+			hdr, data := encoded(t, job, 0, 1)
+			if err := g.Insert(ctx, hdr, data); err != nil {
 				t.Error(err)
 			}
 		}()

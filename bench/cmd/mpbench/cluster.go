@@ -142,6 +142,13 @@ func (c *cluster) start(name, stageName string, extra map[string]string) (*proc,
 	for k, v := range extra {
 		env[k] = v
 	}
+	// MPSVC_<VAR>=v in the harness's environment sets VAR=v for every service: settings to try
+	// (MPSVC_LOADER_INSERTS=1, MPSVC_GOGC=50) without editing the harness.
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "MPSVC_") {
+			env[strings.TrimPrefix(k, "MPSVC_")] = v
+		}
+	}
 	if c.b.profile != "" {
 		env["MPBENCH_CPUPROFILE"] = filepath.Join(c.b.profile, c.leg+"-"+name+".pprof")
 		env["MPBENCH_HEAPPROFILE"] = filepath.Join(c.b.profile, c.leg+"-"+name+".heap")

@@ -26,6 +26,7 @@
 //	BENCH_PROFILE      a directory: every service process and the direct leg write CPU
 //	                   profiles there (<leg>-<process>.pprof)
 //	BENCH_TIMEOUT      bound on the whole run (default 30m)
+//	MPSVC_<VAR>        sets VAR for every service process (e.g. MPSVC_LOADER_INSERTS=1)
 //
 // The last line printed is one JSON object with every figure.
 package main
