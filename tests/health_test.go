@@ -54,6 +54,8 @@ func TestReadinessFollowsDependencies(t *testing.T) {
 	}
 
 	expect("ready", "/readyz", 200, "clickhouse: ok")
+	// GOMEMLIMIT unset: the service runs under the default soft memory limit (200 MiB).
+	expect("default memory limit", "/metrics", 200, "go_gc_gomemlimit_bytes 2.097152e+08")
 	if err := ch.Stop(); err != nil {
 		t.Fatal(err)
 	}

