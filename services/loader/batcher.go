@@ -1,8 +1,11 @@
 package loader
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -108,6 +111,11 @@ func (g *groupCommit) takeLocked() []*pendingBatch {
 	items := g.pending[:n:n]
 	g.pending = append([]*pendingBatch(nil), g.pending[n:]...)
 	g.rows -= rows
+	// In the file's order: the INSERT's blocks then hold rows of neighbouring keys, as the
+	// transformer's batches came, whatever order the handlers queued them in.
+	slices.SortFunc(items, func(a, b *pendingBatch) int {
+		return cmp.Or(strings.Compare(a.hdr.JobID, b.hdr.JobID), cmp.Compare(a.hdr.Seq, b.hdr.Seq))
+	})
 	return items
 }
 
