@@ -106,6 +106,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		ReadTimeout:  DefaultReadTimeout,
 		MaxOpenConns: cfg.MaxOpenConns,
 		MaxIdleConns: cfg.MaxOpenConns,
+		// A connection keeps the buffers its largest query needed (for an INSERT block of
+		// blockRows rows, about 30 MB to encode and compress it). Idle connections holding
+		// them made most of the loader's heap; dropped after each query, an INSERT regrows
+		// them once and reuses them for its following blocks.
+		FreeBufOnConnRelease: true,
 		ClientInfo: clickhouse.ClientInfo{
 			Products: []struct{ Name, Version string }{{Name: "marketpipe", Version: "1"}},
 		},
