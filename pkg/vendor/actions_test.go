@@ -30,7 +30,7 @@ func TestActionsAgainstSimulator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim := vendorsim.NewServer(vendorsim.Options{Seed: 9, RunDate: runDate, Layouts: layouts})
+	sim := newSim(t, vendorsim.Options{Seed: 9, RunDate: runDate, Layouts: layouts})
 	var bodies [][]byte
 	srv := startSimHandler(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {

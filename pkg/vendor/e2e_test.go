@@ -37,9 +37,16 @@ func startSim(t *testing.T, opts vendorsim.Options) *httptest.Server {
 	if opts.RunDate.IsZero() {
 		opts.RunDate = runDate
 	}
-	srv := httptest.NewServer(vendorsim.NewServer(opts))
+	srv := httptest.NewServer(newSim(t, opts))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// newSim returns a simulator that is closed (its prepared files removed) when the test ends.
+func newSim(tb testing.TB, opts vendorsim.Options) *vendorsim.Server {
+	sim := vendorsim.NewServer(opts)
+	tb.Cleanup(func() { sim.Close() })
+	return sim
 }
 
 func newClient(t *testing.T, cfg vendor.Config) *vendor.Client {
@@ -305,7 +312,7 @@ func TestSimulatorDownloadFaults(t *testing.T) {
 // simulator, gzip and digest-checked, as the collector does:
 // go test -run '^$' -bench Download5M -benchmem ./pkg/vendor/
 func BenchmarkDownload5M(b *testing.B) {
-	sim := httptest.NewServer(vendorsim.NewServer(vendorsim.Options{RunDate: runDate}))
+	sim := httptest.NewServer(newSim(b, vendorsim.Options{RunDate: runDate}))
 	defer sim.Close()
 	c, err := vendor.New(vendor.Config{BaseURL: sim.URL + "/eap"})
 	if err != nil {

@@ -13,8 +13,9 @@ import (
 
 // Example shows the request, poll, download flow against the simulator.
 func Example() {
-	sim := httptest.NewServer(vendorsim.NewServer(vendorsim.Options{
-		RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)}))
+	vs := vendorsim.NewServer(vendorsim.Options{RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)})
+	defer vs.Close() // removes the files it prepared
+	sim := httptest.NewServer(vs)
 	defer sim.Close()
 	c, err := vendor.New(vendor.Config{BaseURL: sim.URL + "/eap"})
 	if err != nil {

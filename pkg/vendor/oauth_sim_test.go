@@ -29,7 +29,7 @@ func TestOAuthAgainstSimulator(t *testing.T) {
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	log := slog.New(slog.NewJSONHandler(lockedWriter{&logs, &logMu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	sim := vendorsim.NewServer(vendorsim.Options{Credentials: creds, TokenTTL: 100 * time.Second, Seed: 4,
+	sim := newSim(t, vendorsim.Options{Credentials: creds, TokenTTL: 100 * time.Second, Seed: 4,
 		RunDate: runDate, Now: clk.Now, Logger: log})
 
 	var mu sync.Mutex

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"slices"
 	"strings"
@@ -94,8 +93,7 @@ func TestServesEveryLayout(t *testing.T) {
 	all := append(simdata.Layouts(), simdata.ActionLayouts()...)
 	runDate := obs.MakeDate(2026, 1, 5)
 	sim := NewServer(Options{Layouts: all, Seed: 5, RunDate: runDate.Time(), Credentials: creds})
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
+	srv := serve(t, sim)
 	c, err := vendor.New(vendor.Config{BaseURL: srv.URL + Prefix, Credentials: creds})
 	if err != nil {
 		t.Fatal(err)
@@ -184,8 +182,9 @@ func TestServesEveryLayout(t *testing.T) {
 }
 
 // TestLargeDownloadConstantMemory downloads a 2 GiB reply through the HAPI client, digest
-// checked, while sampling the process's heap: the simulator generates the file as it sends it
-// and the client hashes it as it reads, so the heap must stay small whatever the file size.
+// checked, while sampling the process's heap: the simulator prepares the file on disk and
+// decodes it as it sends it, and the client hashes it as it reads, so the heap must stay small
+// whatever the file size.
 func TestLargeDownloadConstantMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("streams 2 GiB; skipped with -short")
@@ -203,9 +202,7 @@ func TestLargeDownloadConstantMemory(t *testing.T) {
 	for i := range 1100 {
 		spec.Securities = append(spec.Securities, fmt.Sprintf("SEC%04d US Equity", i))
 	}
-	sim := NewServer(Options{RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)})
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
+	srv := start(t, Options{RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)})
 	// Plain transfer: gzip would measure the compressor's speed, not the streaming.
 	c, err := vendor.New(vendor.Config{BaseURL: srv.URL + Prefix,
 		HTTPClient: &http.Client{Transport: noGzip{&http.Transport{DisableCompression: true}}}})
@@ -261,7 +258,7 @@ func TestLargeDownloadConstantMemory(t *testing.T) {
 		t.Fatalf("download after %d bytes: %v", n, err)
 	}
 	took := time.Since(start)
-	t.Logf("%d bytes (%.2f GiB): listed (hashed once) in %v, downloaded and digest-checked in %v (%.0f MB/s); peak heap in use %.1f MiB",
+	t.Logf("%d bytes (%.2f GiB): listed (prepared once) in %v, downloaded and digest-checked in %v (%.0f MB/s); peak heap in use %.1f MiB",
 		n, float64(n)/(1<<30), listed.Round(time.Millisecond), (took - listed).Round(time.Millisecond),
 		float64(n)/1e6/(took-listed).Seconds(), float64(peak.Load())/(1<<20))
 	if n < wantBytes || n != out.ContentLength {

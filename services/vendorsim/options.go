@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +38,10 @@ type Options struct {
 	// Empty means simdata.DefaultLayouts (the plain getdata, vertical gethistory and getactions layouts).
 	// Every layout holds the same observations, so tests need not know which one a file has.
 	Layouts []simdata.Layout
+	// Dir is the directory each request's reply file is stored in, gzipped, once prepared; empty
+	// means a temporary directory, made when the first file is prepared. Server.Close removes
+	// the files it wrote (and the temporary directory).
+	Dir string
 	// Faults injects failures a robust client must survive.
 	Faults Faults
 	// Logger receives one line per request at Debug; default discards.
@@ -125,6 +130,18 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 			return err
 		}
 		o.Layouts = ls
+		return nil
+	})
+	fs.Func("dir", "existing `directory` to store each request's reply file in, gzipped, once prepared; the files\n"+
+		"are removed at shutdown (default: a temporary directory, removed at shutdown)", func(s string) error {
+		fi, err := os.Stat(s)
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", s)
+		}
+		o.Dir = s
 		return nil
 	})
 	fs.Float64Var(&o.Faults.Rate429, "fault-429", o.Faults.Rate429, "share (0-1) of requests answered 429 Too Many Requests")

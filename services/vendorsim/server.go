@@ -11,12 +11,17 @@
 //
 // It parses requests with its own types rather than pkg/vendor's, so that a wire mismatch
 // between the client and HAPI.md shows up as a failing test instead of agreeing with itself.
-// State lives in memory; a Server is safe for concurrent use.
+//
+// Requests live in memory. As a vendor does, the simulator prepares each request's output once,
+// when it is first listed or downloaded after it is ready: one pass generates the reply file,
+// computing its size and SHA-512 digest, while another goroutine stores it gzipped in
+// Options.Dir (a temporary directory by default). A download that accepts gzip is then a plain
+// copy of that file (sendfile, where the connection allows); one that does not, or that gets an
+// injected truncation, corruption or slow body, is decoded from it on the way. Close removes the
+// files. A Server is safe for concurrent use.
 package vendorsim
 
 import (
-	"crypto/sha512"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +31,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +55,7 @@ type Server struct {
 	mux    *http.ServeMux
 	auth   *jwtVerifier // nil: no authentication
 	tokens *tokenIssuer // OAuth2 tokens; nil when auth is
+	files  *fileStore   // the prepared reply files
 
 	rngMu sync.Mutex
 	rng   *rand.Rand // fault draws
@@ -57,7 +64,7 @@ type Server struct {
 	requests map[string]*request // by identifier
 }
 
-// request is one created request and, once computed, its file's size and digest.
+// request is one created request and, once prepared, its reply file.
 type request struct {
 	id      string
 	typ     string // DataRequest, HistoryRequest or ActionsRequest
@@ -67,13 +74,12 @@ type request struct {
 	runDate obs.Date
 	layout  simdata.Layout
 
-	sumOnce sync.Once
-	size    int64
-	digest  string // sha512=<base64>
-	sumErr  error
+	prepMu sync.Mutex
+	prep   *prepared // nil until prepared
 }
 
-// NewServer returns a simulator. It does not listen: serve it with an http.Server.
+// NewServer returns a simulator. It does not listen: serve it with an http.Server, and Close it
+// when done to remove its prepared files.
 func NewServer(opts Options) *Server {
 	if opts.Account == "" {
 		opts.Account = DefaultAccount
@@ -93,7 +99,10 @@ func NewServer(opts Options) *Server {
 		mux:      http.NewServeMux(),
 		rng:      rand.New(rand.NewPCG(opts.Seed, 0x5eedfa17)),
 		requests: map[string]*request{},
+		files:    &fileStore{dir: opts.Dir},
 	}
+	// A backstop for callers that never Close: the files go when the Server is collected.
+	runtime.AddCleanup(s, func(st *fileStore) { st.close() }, s.files)
 	if opts.Credentials != nil {
 		s.auth = newJWTVerifier(opts.Credentials, opts.Now)
 		s.tokens = newTokenIssuer(opts.Credentials, opts.TokenTTL, opts.Now)
@@ -444,19 +453,10 @@ func (req *request) key() string {
 	return req.id + "." + strings.ReplaceAll(req.runDate.String(), "-", "") + ".bbg"
 }
 
-// sum hashes the reply file once, streaming it through SHA-512, and caches size and digest:
-// the file is regenerated on every download, never stored.
-func (s *Server) sum(req *request) (int64, string, error) {
-	req.sumOnce.Do(func() {
-		h := sha512.New()
-		cw := &countWriter{w: h}
-		if err := simdata.WriteReplyLayout(cw, req.spec, req.runDate, s.opts.Seed, req.layout); err != nil {
-			req.sumErr = err
-			return
-		}
-		req.size, req.digest = cw.n, "sha512="+base64.StdEncoding.EncodeToString(h.Sum(nil))
-	})
-	return req.size, req.digest, req.sumErr
+// Close removes the prepared reply files (and the temporary directory holding them); downloads
+// and preparations after it fail. Call it once the http.Server serving s is shut down.
+func (s *Server) Close() error {
+	return s.files.close()
 }
 
 func (s *Server) listResponses(w http.ResponseWriter, r *http.Request) {
@@ -470,9 +470,9 @@ func (s *Server) listResponses(w http.ResponseWriter, r *http.Request) {
 	}
 	items := []any{}
 	if req := s.lookup(id); req != nil && s.ready(req) {
-		size, digest, err := s.sum(req)
+		p, err := s.prepare(req)
 		if err != nil {
-			writeStatus(w, http.StatusInternalServerError, "generating the reply: "+err.Error())
+			writeStatus(w, http.StatusInternalServerError, "preparing the reply: "+err.Error())
 			return
 		}
 		ready := req.created.Add(s.opts.ReadyAfter).UTC()
@@ -481,9 +481,9 @@ func (s *Server) listResponses(w http.ResponseWriter, r *http.Request) {
 			"key":   req.key(),
 			"headers": map[string]string{
 				"Content-Type":   MediaType,
-				"Content-Length": strconv.FormatInt(size, 10),
+				"Content-Length": strconv.FormatInt(p.size, 10),
 				"Last-Modified":  ready.Format(http.TimeFormat),
-				"Digest":         digest,
+				"Digest":         p.digest,
 			},
 			"metadata": map[string]string{
 				"DL_REQUEST_ID":          req.id,
@@ -508,27 +508,33 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusNotFound, fmt.Sprintf("no response %q", key))
 		return
 	}
-	size, digest, err := s.sum(req)
+	p, err := s.prepare(req)
 	if err != nil {
-		writeStatus(w, http.StatusInternalServerError, "generating the reply: "+err.Error())
+		writeStatus(w, http.StatusInternalServerError, "preparing the reply: "+err.Error())
 		return
 	}
+	modified := req.created.Add(s.opts.ReadyAfter).UTC()
 	h := w.Header()
 	h.Set("Content-Type", MediaType)
-	h.Set("Last-Modified", req.created.Add(s.opts.ReadyAfter).UTC().Format(http.TimeFormat))
-	h.Set("Digest", digest)
+	h.Set("Last-Modified", modified.Format(http.TimeFormat))
+	h.Set("Digest", p.digest)
 	h.Set("Vary", "Accept-Encoding")
 	gz := acceptsGzip(r.Header.Get("Accept-Encoding"))
-	if gz {
-		h.Set("Content-Encoding", "gzip")
-	} else {
-		h.Set("Content-Length", strconv.FormatInt(size, 10))
+	cutAt, flipAt := int64(-1), int64(-1)
+	if r.Method != http.MethodHead {
+		if s.chance(s.opts.Faults.TruncateRate) {
+			cutAt = p.size / 2
+		}
+		if s.chance(s.opts.Faults.CorruptRate) {
+			flipAt = p.size / 2
+		}
 	}
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodHead {
+	if gz && cutAt < 0 && flipAt < 0 && s.opts.Faults.SlowBody <= 0 {
+		h.Set("Content-Encoding", "gzip")
+		serveFile(w, r, p.gzPath, modified)
 		return
 	}
-	s.streamReply(w, r, req, size, gz)
+	s.streamReply(w, r, req, p, gz, cutAt, flipAt)
 }
 
 // acceptsGzip reads Accept-Encoding well enough for clients that ask for gzip.
@@ -562,6 +568,14 @@ type statusRecorder struct {
 func (r *statusRecorder) WriteHeader(code int) {
 	r.status = code
 	r.ResponseWriter.WriteHeader(code)
+}
+
+// ReadFrom hands a file download to the connection's own ReadFrom (sendfile) when it has one.
+func (r *statusRecorder) ReadFrom(src io.Reader) (int64, error) {
+	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(r.ResponseWriter, src)
 }
 
 // Flush lets downloads push chunks through the recorder.

@@ -45,8 +45,19 @@ const base = Prefix + "/catalogs/" + DefaultAccount
 
 func start(t *testing.T, opts Options) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(NewServer(opts))
-	t.Cleanup(srv.Close)
+	return serve(t, NewServer(opts))
+}
+
+// serve serves sim until the test ends, then closes it.
+func serve(t *testing.T, sim *Server) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(sim)
+	t.Cleanup(func() {
+		srv.Close()
+		if err := sim.Close(); err != nil {
+			t.Errorf("closing the simulator: %v", err)
+		}
+	})
 	return srv
 }
 
@@ -318,6 +329,9 @@ func TestRegisterFlags(t *testing.T) {
 		}, false},
 		{"all layouts", []string{"-layouts", "all"}, func(o *Options) bool { return len(o.Layouts) == len(simdata.Layouts())+len(simdata.ActionLayouts()) }, false},
 		{"token ttl", []string{"-token-ttl", "45s"}, func(o *Options) bool { return o.TokenTTL == 45*time.Second }, false},
+		{"dir", []string{"-dir", dir}, func(o *Options) bool { return o.Dir == dir }, false},
+		{"dir not a directory", []string{"-dir", credPath}, nil, true},
+		{"missing dir", []string{"-dir", filepath.Join(dir, "none")}, nil, true},
 		{"unknown layout", []string{"-layouts", "getdata,sideways"}, nil, true},
 		{"bad date", []string{"-run-date", "03/02/2026"}, nil, true},
 		{"bad seed", []string{"-seed", "-1"}, nil, true},
@@ -422,5 +436,96 @@ func TestInjectedStatusFaults(t *testing.T) {
 	s := srv.Config.Handler.(*Server)
 	if s.lookup("r1") == nil {
 		t.Errorf("reset POST did not create the request")
+	}
+}
+
+// TestPreparedOnce checks that an output is stored once, gzipped, in Options.Dir, that gzip
+// downloads are that file as it is (with its length), plain ones and HEAD its decoded form, and
+// that Close removes the file.
+func TestPreparedOnce(t *testing.T) {
+	dir := t.TempDir()
+	sim := NewServer(Options{Dir: dir, RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)})
+	srv := httptest.NewServer(sim)
+	defer srv.Close()
+	if code, _, body := do(t, "POST", srv.URL+base+"/requests/", history("p1"), nil); code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	var want bytes.Buffer
+	spec := events.Spec{Program: events.GetHistory, Securities: []string{"IBM US Equity", "BAD X Equity"},
+		Fields: []string{"PX_LAST", "PX_VOLUME"}, Start: "2026-01-02", End: "2026-01-31"}
+	if err := simdata.WriteReply(&want, spec, obs.MakeDate(2026, 1, 5), 0); err != nil {
+		t.Fatal(err)
+	}
+	stored := func() []string {
+		t.Helper()
+		names, err := filepath.Glob(filepath.Join(dir, "*"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return names
+	}
+	url := srv.URL + base + "/content/responses/p1.20260105.bbg"
+	gzipped := map[string]string{"Accept-Encoding": "gzip"}
+	for range 3 {
+		code, hdr, body := do(t, "GET", url, "", gzipped)
+		names := stored()
+		if code != http.StatusOK || len(names) != 1 || !strings.HasSuffix(names[0], ".gz") {
+			t.Fatalf("gzip download: %d; stored %v, want one .gz file", code, names)
+		}
+		file, err := os.ReadFile(names[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(body, file) || hdr.Get("Content-Length") != itoa(len(file)) || hdr.Get("Content-Encoding") != "gzip" {
+			t.Fatalf("gzip download: %d bytes, headers %v; want the %d-byte stored file", len(body), hdr, len(file))
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := io.ReadAll(zr); err != nil || !bytes.Equal(got, want.Bytes()) {
+			t.Fatalf("decoded %d bytes (%v), want the %d-byte reply", len(got), err, want.Len())
+		}
+	}
+	if code, _, body := do(t, "GET", url, "", nil); code != http.StatusOK || !bytes.Equal(body, want.Bytes()) {
+		t.Fatalf("plain download: %d, %d bytes; want the %d-byte reply", code, len(body), want.Len())
+	}
+	code, hdr, body := do(t, "HEAD", url, "", nil)
+	if code != http.StatusOK || len(body) != 0 || hdr.Get("Content-Length") != itoa(want.Len()) {
+		t.Fatalf("HEAD: %d, %d bytes, headers %v", code, len(body), hdr)
+	}
+	if err := sim.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if names := stored(); len(names) != 0 {
+		t.Errorf("after Close: %v left in the directory", names)
+	}
+	if code, _, _ := do(t, "GET", url, "", gzipped); code != http.StatusInternalServerError {
+		t.Errorf("download after Close: %d, want 500", code)
+	}
+}
+
+// TestTemporaryDir checks that the default directory is made for the first output and removed
+// by Close.
+func TestTemporaryDir(t *testing.T) {
+	sim := NewServer(Options{})
+	srv := httptest.NewServer(sim)
+	defer srv.Close()
+	if code, _, body := do(t, "POST", srv.URL+base+"/requests/", history("t1"), nil); code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	if code, _, body := do(t, "GET", srv.URL+base+"/content/responses/?requestIdentifier=t1", "", nil); code != http.StatusOK ||
+		!strings.Contains(string(body), `"key"`) {
+		t.Fatalf("list: %d %s", code, body)
+	}
+	dir := sim.files.dir
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Fatalf("temporary directory %q: %v", dir, err)
+	}
+	if err := sim.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("temporary directory %s after Close: %v, want it removed", dir, err)
 	}
 }

@@ -1,45 +1,57 @@
 package vendorsim
 
 import (
-	"compress/gzip"
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"strconv"
 	"time"
 
-	"github.com/marketpipe/marketpipe/pkg/simdata"
+	"github.com/klauspost/compress/gzip"
 )
 
-// errCut stops the generator where an injected truncation cuts the file.
+// errCut stops the copy where an injected truncation cuts the file.
 var errCut = errors.New("vendorsim: injected truncation")
 
-// streamReply generates the reply into w, through gzip when asked, applying the download
-// faults. Faults act on the decoded bytes, so they land at the same place in the file whether
-// or not it is compressed.
-func (s *Server) streamReply(w http.ResponseWriter, r *http.Request, req *request, size int64, gz bool) {
-	f := s.opts.Faults
+// streamReply sends the stored reply decoded, applying the download faults drawn for this
+// request (cutAt, flipAt: -1 for none; Faults.SlowBody), through gzip again when asked. Faults
+// act on the decoded bytes, so they land at the same place in the file whether or not it is
+// compressed.
+func (s *Server) streamReply(w http.ResponseWriter, r *http.Request, req *request, p *prepared, gz bool, cutAt, flipAt int64) {
+	f, err := os.Open(p.gzPath)
+	if err != nil {
+		writeStatus(w, http.StatusInternalServerError, "opening the reply: "+err.Error())
+		return
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		writeStatus(w, http.StatusInternalServerError, "reading the reply: "+err.Error())
+		return
+	}
+	if gz {
+		w.Header().Set("Content-Encoding", "gzip")
+	} else {
+		w.Header().Set("Content-Length", strconv.FormatInt(p.size, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
 	var out io.Writer = w
-	if f.SlowBody > 0 {
-		out = &slowWriter{w: w, rc: http.NewResponseController(w), pause: f.SlowBody, done: r.Context().Done()}
+	if slow := s.opts.Faults.SlowBody; slow > 0 {
+		out = &slowWriter{w: w, rc: http.NewResponseController(w), pause: slow, done: r.Context().Done()}
 	}
 	var zw *gzip.Writer
 	if gz {
-		// BestSpeed: the default level compresses at ~15 MB/s here and would make the
-		// simulator, not the client, the bottleneck of every large-file test.
-		zw, _ = gzip.NewWriterLevel(out, gzip.BestSpeed)
+		zw = newGzip(out)
 		out = zw
 	}
-	fw := &faultWriter{w: out, cutAt: -1, flipAt: -1}
-	if s.chance(f.TruncateRate) {
-		fw.cutAt = size / 2
-	}
-	if s.chance(f.CorruptRate) {
-		fw.flipAt = size / 2
-	}
-	err := simdata.WriteReplyLayout(fw, req.spec, req.runDate, s.opts.Seed, req.layout)
+	_, err = io.Copy(&faultWriter{w: out, cutAt: cutAt, flipAt: flipAt}, zr)
 	if errors.Is(err, errCut) {
 		if zw != nil {
-			zw.Flush() // what was generated reaches the client, without the gzip trailer
+			zw.Flush() // what was copied reaches the client, without the gzip trailer
 		}
 		http.NewResponseController(w).Flush()
 		panic(http.ErrAbortHandler) // close the connection: the body ends short
@@ -72,7 +84,7 @@ func (f *faultWriter) Write(p []byte) (int, error) {
 		return n, errCut
 	}
 	if f.flipAt >= f.n && f.flipAt < f.n+int64(len(p)) {
-		q := append([]byte(nil), p...) // p belongs to the generator
+		q := append([]byte(nil), p...) // p belongs to the caller
 		q[f.flipAt-f.n] ^= 0x01        // a digit stays a digit-like byte: only the digest notices
 		p = q
 	}

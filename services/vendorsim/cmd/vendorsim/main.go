@@ -45,7 +45,10 @@ func realMain(ctx context.Context, args []string) error {
 			"in 37 is N.A., N.S., N.D. or blank. ActionsRequest (getactions) gives each security\n"+
 			"corporate actions in its dateRange (fieldList optional: DVD_CASH, DVD_STOCK, STOCK_SPLT,\n"+
 			"SPIN, ACQUIS); RC300/RC400 securities get 4-column rows. -layouts picks the reply-file layouts; every\n"+
-			"layout holds the same observations. GET /healthz answers ok.\n\nFlags:\n")
+			"layout holds the same observations. Each output is prepared once, when first listed or downloaded\n"+
+			"after it is ready: its reply file is stored gzipped in -dir; gzip downloads copy that file, others\n"+
+			"are decoded from it.\n"+
+			"GET /healthz answers ok.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	addr := fs.String("addr", ":8081", "listen `address`")
@@ -66,7 +69,13 @@ func realMain(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: vendorsim.NewServer(opts), ReadHeaderTimeout: 10 * time.Second}
+	sim := vendorsim.NewServer(opts)
+	defer func() {
+		if err := sim.Close(); err != nil {
+			log.Warn("vendorsim: removing the prepared files", "error", err)
+		}
+	}()
+	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("vendorsim listening", "addr", ln.Addr().String(), "account", opts.Account,
