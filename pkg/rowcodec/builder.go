@@ -178,8 +178,14 @@ func truncUTF8(s string, n int) string {
 // Len returns the number of pending rows (observations and rejects).
 func (b *Builder) Len() int { return len(b.obs) + len(b.rejects) }
 
-// Seq returns the Seq of the next batch, which is also the number of batches handed out.
+// Seq returns the Seq of the next batch: the first Seq (0, or what StartSeq set) plus the
+// number of batches handed out.
 func (b *Builder) Seq() int { return b.seq }
+
+// StartSeq makes the next batch's Seq seq and numbers the following ones from there, so that
+// builders of different parts of one job run (the transformer's chunks) hand out distinct
+// sequence numbers. Call it before the first Flush.
+func (b *Builder) StartSeq(seq int) { b.seq = seq }
 
 // Full reports whether the pending rows make a batch: MaxBatchRows rows, or as many as are
 // predicted to compress to about MaxMessageBytes. Rows added after Full reports true are

@@ -196,6 +196,35 @@ func TestBuilderFlushWithoutFull(t *testing.T) {
 	}
 }
 
+func TestBuilderStartSeq(t *testing.T) {
+	bl := NewBuilder("j", "getdata", 0, 1)
+	bl.StartSeq(3 << 20)
+	for i := range 3000 {
+		o := obs.Observation{Security: "S", Kind: obs.String, Str: randomString(uint64(i), 1000)}
+		if err := bl.Add(&o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := 3 << 20
+	for bl.Len() > 0 {
+		b, data, err := bl.Flush()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Batch
+		if err := Decode(data, &got); err != nil {
+			t.Fatal(err)
+		}
+		if b.Seq != want || got.Seq != want {
+			t.Fatalf("batch seq %d (decoded %d), want %d", b.Seq, got.Seq, want)
+		}
+		want++
+	}
+	if bl.Seq() != want || want < 3<<20+3 {
+		t.Errorf("Seq() = %d after batches up to %d", bl.Seq(), want-1)
+	}
+}
+
 func TestAddRejectTruncates(t *testing.T) {
 	bl := NewBuilder("j", "getdata", 0, 1)
 	raw := strings.Repeat("é", MaxRejectRawBytes) // 2 bytes each: the cut falls inside a rune
