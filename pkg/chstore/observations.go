@@ -102,17 +102,13 @@ func CheckDates(b *Batch) error {
 }
 
 // insertObservations sends the rows in blocks of blockRows. Each block's columns are built
-// into slices reused from block to block (and, through a pool, from call to call) and appended
-// whole: the driver copies them into its column buffers without per-row reflection or
-// interface boxing, and the memory of an INSERT is bounded by one block's columns whatever
-// its number of rows. The INSERT is prepared with the first observation: a source of rejects
-// only sends none. The rejects of every batch are added to rej.
+// into slices from a pool and appended whole: the driver copies them into its column buffers
+// without per-row reflection or interface boxing, and the memory of an INSERT is bounded by
+// one block's columns whatever its number of rows. The slices go back to the pool as soon as
+// the driver has copied them, before the block is sent, so concurrent INSERTs mostly share
+// one set. The INSERT is prepared with the first observation: a source of rejects only sends
+// none. The rejects of every batch are added to rej.
 func (s *Store) insertObservations(ctx context.Context, src BatchSource, now time.Time, rej *rejectColumns) (int, error) {
-	c := obsColumnsPool.Get().(*obsColumns)
-	defer obsColumnsPool.Put(c)
-	for i := range c.loadedAt {
-		c.loadedAt[i] = now
-	}
 	var cur *Batch
 	i := 0
 	// more advances to a batch with observations left, and reports whether there is one.
@@ -130,6 +126,12 @@ func (s *Store) insertObservations(ctx context.Context, src BatchSource, now tim
 		return true, nil
 	}
 	var batch driver.Batch
+	fail := func(err error) (int, error) {
+		if batch != nil {
+			batch.Abort()
+		}
+		return 0, fmt.Errorf("insert observations: %w", err)
+	}
 	defer func() {
 		if batch != nil {
 			batch.Close()
@@ -137,14 +139,27 @@ func (s *Store) insertObservations(ctx context.Context, src BatchSource, now tim
 	}()
 	sent := 0
 	for {
-		c.reset()
+		ok, err := more()
+		if err != nil {
+			return fail(err)
+		}
+		if !ok {
+			break
+		}
+		if batch == nil {
+			if batch, err = s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table("observations")+" ("+observationColumns+")"); err != nil {
+				return 0, fmt.Errorf("insert observations: prepare: %w", err)
+			}
+		} else if err := batch.Flush(); err != nil {
+			return fail(fmt.Errorf("send rows %d-%d: %w", sent-blockRows, sent-1, err))
+		}
+		// The next block: at least one row is there.
+		c := obsColumnsPool.Get().(*obsColumns)
 		for len(c.security) < blockRows {
 			ok, err := more()
 			if err != nil {
-				if batch != nil {
-					batch.Abort()
-				}
-				return 0, fmt.Errorf("insert observations: %w", err)
+				c.release()
+				return fail(err)
 			}
 			if !ok {
 				break
@@ -154,26 +169,18 @@ func (s *Store) insertObservations(ctx context.Context, src BatchSource, now tim
 			i += take
 		}
 		rows := len(c.security)
-		if rows == 0 {
-			break
-		}
-		if batch == nil {
-			var err error
-			if batch, err = s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table("observations")+" ("+observationColumns+")"); err != nil {
-				return 0, fmt.Errorf("insert observations: prepare: %w", err)
-			}
-		} else if err := batch.Flush(); err != nil {
-			batch.Abort()
-			return 0, fmt.Errorf("insert observations: send rows %d-%d: %w", sent-blockRows, sent-1, err)
+		for k := range rows {
+			c.loadedAt[k] = now
 		}
 		columns := [...]any{c.security, c.field, c.date, c.num, c.str, c.kind, c.flag, c.program, c.jobID,
 			c.version, c.loadedAt[:rows]}
 		for ci, col := range columns {
 			if err := batch.Column(ci).Append(col); err != nil {
-				batch.Abort()
-				return 0, fmt.Errorf("insert observations: column %d: %w", ci, err)
+				c.release()
+				return fail(fmt.Errorf("column %d: %w", ci, err))
 			}
 		}
+		c.release()
 		sent += rows
 	}
 	if batch == nil {
@@ -206,6 +213,12 @@ var obsColumnsPool = sync.Pool{New: func() any {
 		version: make([]uint64, 0, blockRows), loadedAt: make([]time.Time, blockRows),
 	}
 }}
+
+// release empties the columns and puts them back in the pool.
+func (c *obsColumns) release() {
+	c.reset()
+	obsColumnsPool.Put(c)
+}
 
 // reset empties the columns, dropping the references they held.
 func (c *obsColumns) reset() {
