@@ -9,6 +9,7 @@
 //
 //	mp.job.<job id>.<event>   job events (JSON, small, readable with the nats CLI)   stream MP_JOBS
 //	mp.rows.<job id>          row batches (binary, columnar, compressed)              stream MP_ROWS
+//	mp.chunk.<job id>         chunk tasks: one part of a large file to transform      stream MP_CHUNKS
 //	mp.dlq.<stage>            dead-letter records                                     stream MP_DLQ
 package events
 
@@ -32,14 +33,17 @@ const (
 
 // Stream and subject names.
 const (
-	JobsStream   = "MP_JOBS"
-	RowsStream   = "MP_ROWS"
-	DLQStream    = "MP_DLQ"
-	JobsSubjects = "mp.job.>"
-	RowsSubjects = "mp.rows.>"
-	DLQSubjects  = "mp.dlq.>"
-	RawBucket    = "mp_raw"    // object store of downloaded reply files
-	LedgerBucket = "mp_ledger" // KV: row batches already loaded, per job
+	JobsStream    = "MP_JOBS"
+	RowsStream    = "MP_ROWS"
+	DLQStream     = "MP_DLQ"
+	ChunksStream  = "MP_CHUNKS"
+	JobsSubjects  = "mp.job.>"
+	RowsSubjects  = "mp.rows.>"
+	DLQSubjects   = "mp.dlq.>"
+	ChunkSubjects = "mp.chunk.>"
+	RawBucket     = "mp_raw"    // object store of downloaded reply files
+	LedgerBucket  = "mp_ledger" // KV: row batches already loaded, per job
+	ChunksBucket  = "mp_chunks" // KV: what each transformed chunk of a job run published
 )
 
 // MaxJobEventBytes bounds a job event. The largest legitimate one carries a job of 100,000
@@ -55,6 +59,9 @@ func JobFilter(event string) string { return "mp.job.*." + event }
 // RowsSubject returns the subject of a job's row batches.
 func RowsSubject(jobID string) string { return "mp.rows." + jobID }
 
+// ChunkSubject returns the subject of a job's chunk tasks.
+func ChunkSubject(jobID string) string { return "mp.chunk." + jobID }
+
 // DLQSubject returns the dead-letter subject for a stage.
 func DLQSubject(stage string) string { return "mp.dlq." + stage }
 
@@ -65,6 +72,34 @@ func ParseJobSubject(subject string) (jobID, event string, ok bool) {
 		return "", "", false
 	}
 	return parts[2], parts[3], true
+}
+
+// ChunkTask asks the transformer to transform chunk Chunk of Chunks of the job's file
+// (pkg/chunk). It is the job event with the two fields added, so it reads like one.
+type ChunkTask struct {
+	Job
+	Chunk  int `json:"chunk"`
+	Chunks int `json:"chunks"`
+}
+
+// MsgID returns the task's Nats-Msg-Id: one task per chunk of a job run.
+func (c *ChunkTask) MsgID() string {
+	return fmt.Sprintf("%s.g%d.chunk%d", c.ID, c.Generation, c.Chunk)
+}
+
+// Encode returns the task's payload.
+func (c *ChunkTask) Encode() ([]byte, error) { return json.Marshal(c) }
+
+// DecodeChunkTask parses a chunk task's payload.
+func DecodeChunkTask(data []byte) (ChunkTask, error) {
+	var c ChunkTask
+	if err := json.Unmarshal(data, &c); err != nil {
+		return ChunkTask{}, fmt.Errorf("decode chunk task: %w", err)
+	}
+	if c.ID == "" || c.Chunks < 1 || c.Chunk < 0 || c.Chunk >= c.Chunks {
+		return ChunkTask{}, fmt.Errorf("decode chunk task: job %q chunk %d of %d", c.ID, c.Chunk, c.Chunks)
+	}
+	return c, nil
 }
 
 // Program names.

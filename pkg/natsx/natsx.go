@@ -1,5 +1,5 @@
 // Package natsx connects to NATS and declares the JetStream streams, object store and key-value
-// bucket the pipeline uses. Every process declares them at start (idempotently), so no stage
+// buckets the pipeline uses. Every process declares them at start (idempotently), so no stage
 // depends on another having started first.
 package natsx
 
@@ -84,9 +84,12 @@ type Streams struct {
 	JS     jetstream.JetStream
 	Raw    jetstream.ObjectStore
 	Ledger jetstream.KeyValue
+	// Chunks records, per chunk of a job run's file, what the transformer published for it.
+	Chunks jetstream.KeyValue
 }
 
-// Setup declares the streams, the raw object store and the load ledger, and returns them.
+// Setup declares the streams, the raw object store, the load ledger and the chunk records, and
+// returns them.
 // Streams use Limits retention: events stay after they are consumed, so any job can be
 // replayed from any stage.
 func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, error) {
@@ -97,6 +100,8 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 		{Name: events.RowsStream, Subjects: []string{events.RowsSubjects}, MaxAge: r.RowsMaxAge,
 			MaxBytes: r.RowsMaxBytes, Duplicates: 10 * time.Minute, MaxMsgSize: 2 << 20},
 		{Name: events.DLQStream, Subjects: []string{events.DLQSubjects}, MaxAge: r.JobsMaxAge,
+			Duplicates: 10 * time.Minute},
+		{Name: events.ChunksStream, Subjects: []string{events.ChunkSubjects}, MaxAge: r.JobsMaxAge,
 			Duplicates: 10 * time.Minute},
 	}
 	for _, sc := range streams {
@@ -121,7 +126,14 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 	if err != nil {
 		return nil, fmt.Errorf("declare key-value bucket %s: %w", events.LedgerBucket, err)
 	}
-	return &Streams{JS: js, Raw: raw, Ledger: ledger}, nil
+	chunks, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: events.ChunksBucket, Description: "chunks of large reply files transformed, per job run",
+		TTL: r.RowsMaxAge, Storage: r.Storage, Replicas: r.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("declare key-value bucket %s: %w", events.ChunksBucket, err)
+	}
+	return &Streams{JS: js, Raw: raw, Ledger: ledger, Chunks: chunks}, nil
 }
 
 // LedgerKey is the load-ledger key of one row batch of a job run.
@@ -132,14 +144,39 @@ func LedgerKey(jobID string, generation, seq int) string {
 // LoadedBatches counts the row batches of a job run recorded in the load ledger, in one request
 // (the ledger's stream reports its subjects under a filter) rather than one per key.
 func LoadedBatches(ctx context.Context, js jetstream.JetStream, jobID string, generation int) (int, error) {
-	s, err := js.Stream(ctx, "KV_"+events.LedgerBucket)
-	if err != nil {
-		return 0, fmt.Errorf("ledger stream: %w", err)
-	}
-	filter := fmt.Sprintf("$KV.%s.%s.g%d.>", events.LedgerBucket, jobID, generation)
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
+	n, err := countKeys(ctx, js, events.LedgerBucket, jobID, generation)
 	if err != nil {
 		return 0, fmt.Errorf("count loaded batches of %s: %w", jobID, err)
+	}
+	return n, nil
+}
+
+// ChunkKey is the key, in the chunks bucket, of one transformed chunk of a job run.
+func ChunkKey(jobID string, generation, chunk int) string {
+	return fmt.Sprintf("%s.g%d.c%d", jobID, generation, chunk)
+}
+
+// RecordedChunks counts the chunks of a job run recorded in the chunks bucket, in one request
+// as LoadedBatches does.
+func RecordedChunks(ctx context.Context, js jetstream.JetStream, jobID string, generation int) (int, error) {
+	n, err := countKeys(ctx, js, events.ChunksBucket, jobID, generation)
+	if err != nil {
+		return 0, fmt.Errorf("count transformed chunks of %s: %w", jobID, err)
+	}
+	return n, nil
+}
+
+// countKeys counts the keys of a job run (<job id>.g<generation>.*) in a key-value bucket: its
+// stream reports the subjects under a filter.
+func countKeys(ctx context.Context, js jetstream.JetStream, bucket, jobID string, generation int) (int, error) {
+	s, err := js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return 0, fmt.Errorf("%s stream: %w", bucket, err)
+	}
+	filter := fmt.Sprintf("$KV.%s.%s.g%d.>", bucket, jobID, generation)
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return 0, err
 	}
 	return len(info.State.Subjects), nil
 }
