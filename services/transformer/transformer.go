@@ -2,13 +2,24 @@
 // as a stream, turns it into observations, and publishes them as row batches (compact, columnar,
 // compressed, at most 1 MB each) on mp.rows.<job id>, then "transformed" with the batch count.
 // Its consumer reads mp.job.*.collected.
+//
+// A file larger than ChunkBytes (TRANSFORMER_CHUNK_BYTES, default 64 MiB) that pkg/chunk can
+// split is not parsed by the handler of "collected": it publishes one task per chunk on
+// mp.chunk.<job id> (stream MP_CHUNKS), and the service's second consumer, transformer-chunk,
+// shared by the replicas, transforms the chunks in parallel. Each chunk's batches are numbered
+// from chunk<<20, so the job run's ledger keys stay unique; each chunk records its figures in
+// the mp_chunks bucket, and the chunk that finds them all recorded publishes "transformed" with
+// the sums. The loader sees no difference.
 package transformer
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,6 +27,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/marketpipe/marketpipe/pkg/chunk"
+	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/dlformat"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
@@ -23,10 +36,14 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/rowcodec"
 	"github.com/marketpipe/marketpipe/pkg/service"
 	"github.com/marketpipe/marketpipe/pkg/stage"
+	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
 
-// Name is the stage's consumer and service name.
-const Name = "transformer"
+// Name is the stage's consumer and service name; ChunkName is the consumer of chunk tasks.
+const (
+	Name      = "transformer"
+	ChunkName = "transformer-chunk"
+)
 
 // RawStore reads stored reply files.
 type RawStore interface {
@@ -45,55 +62,210 @@ type Handler struct {
 	// ReadTimeout bounds reading one stored file (default 1h). The object store's reader needs
 	// a deadline: without one, nats.go gives the whole read 5 seconds, which fails large files.
 	ReadTimeout time.Duration
+	// ChunkBytes, when positive, splits a file larger than that into chunks of about that
+	// size (at most MaxChunks) that the chunk stage transforms in parallel
+	// (TRANSFORMER_CHUNK_BYTES). Zero: every file in one piece.
+	ChunkBytes int64
+	// Chunks records the transformed chunks of a job run; CountChunks counts a job run's
+	// records (natsx.RecordedChunks). Both are needed by HandleChunk.
+	Chunks      jetstream.KeyValue
+	CountChunks func(ctx context.Context, jobID string, generation int) (int, error)
 }
 
-// Handle implements stage.Handler. A redelivery parses the file again and republishes the same
-// batches under the same message ids; JetStream and the loader's ledger drop the duplicates.
+// Handle implements stage.Handler for "collected". A file larger than ChunkBytes that can be
+// split is handed out as chunk tasks (see HandleChunk); any other is transformed here. A
+// redelivery parses the file again and republishes the same batches under the same message
+// ids; JetStream and the loader's ledger drop the duplicates.
 func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	j, err := events.Decode(m.Data())
 	if err != nil {
 		return stage.Permanent(err)
 	}
+	obj, done, err := h.open(ctx, &j)
+	if err != nil {
+		return h.openFailed(ctx, &j, err)
+	}
+	defer done()
+	var r io.Reader = obj
+	if n := chunk.Count(j.FileSize, h.ChunkBytes, MaxChunks); n > 1 {
+		head := make([]byte, min(j.FileSize, chunk.MaxHeaderBytes))
+		k, err := io.ReadFull(obj, head)
+		if obj.err != nil {
+			return fmt.Errorf("read raw file %s: %w", j.FileKey, obj.err)
+		}
+		if err == nil && chunk.Splittable(head) {
+			done() // the chunks read the file themselves
+			return h.publishChunks(ctx, &j, n)
+		}
+		// A file shorter than its recorded size, gzip, or no START-OF-DATA in the head: the
+		// reader makes of it what it can, in one piece.
+		r = io.MultiReader(bytes.NewReader(head[:k]), obj)
+	}
+	st, err := h.transform(ctx, &j, r, nil)
+	if err != nil {
+		return h.transformFailed(ctx, &j, obj, err)
+	}
+	return h.publishTransformed(ctx, &j, st)
+}
+
+// HandleChunk implements the chunk stage's handler: it transforms one chunk of a job's file
+// (pkg/chunk) with sequence numbers of its own (chunk<<20 + the chunk's), records what it
+// published in the chunks bucket once JetStream has it all, and, if every chunk of the job run
+// is then recorded, publishes "transformed" with the sums. Two chunks finishing together both
+// publish it under the same message id: JetStream keeps one. A redelivered chunk already
+// recorded only does that last step; one not recorded republishes the same batch ids.
+func (h *Handler) HandleChunk(ctx context.Context, m *stage.Message) error {
+	task, err := events.DecodeChunkTask(m.Data())
+	if err != nil {
+		return stage.Permanent(err)
+	}
+	j := &task.Job
+	ctx = telemetry.WithJobID(ctx, j.ID)
+	key := natsx.ChunkKey(j.ID, j.Generation, task.Chunk)
+	if _, err := h.Chunks.Get(ctx, key); errors.Is(err, jetstream.ErrKeyNotFound) {
+		if ok, err := h.transformChunk(ctx, &task); !ok || err != nil {
+			return err
+		}
+	} else if err != nil {
+		return fmt.Errorf("chunk record %s: %w", key, err)
+	}
+	return h.completeChunks(ctx, &task)
+}
+
+// transformChunk transforms and records one chunk. A chunk that cannot be read fails the job:
+// then it returns false.
+func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (ok bool, err error) {
+	j := &task.Job
+	obj, done, err := h.open(ctx, j)
+	if err != nil {
+		return false, h.openFailed(ctx, j, err)
+	}
+	defer done()
+	st, err := func() (transformStats, error) {
+		cr, err := chunk.Open(obj, j.FileSize, task.Chunk, task.Chunks)
+		if err != nil {
+			return transformStats{}, err
+		}
+		return h.transform(ctx, j, cr, cr)
+	}()
+	if err != nil {
+		return false, h.transformFailed(ctx, j, obj, err)
+	}
+	rec, err := json.Marshal(st)
+	if err != nil {
+		return false, err
+	}
+	key := natsx.ChunkKey(j.ID, j.Generation, task.Chunk)
+	if _, err := h.Chunks.Put(ctx, key, rec); err != nil {
+		return false, fmt.Errorf("record chunk %s: %w", key, err)
+	}
+	return true, nil
+}
+
+// completeChunks publishes "transformed" when every chunk of the task's job run is recorded.
+func (h *Handler) completeChunks(ctx context.Context, task *events.ChunkTask) error {
+	j := &task.Job
+	n, err := h.CountChunks(ctx, j.ID, j.Generation)
+	if err != nil {
+		return err
+	}
+	if n < task.Chunks {
+		return nil // the last chunk recorded publishes it
+	}
+	var sum transformStats
+	for i := range task.Chunks {
+		key := natsx.ChunkKey(j.ID, j.Generation, i)
+		e, err := h.Chunks.Get(ctx, key)
+		if err != nil {
+			return fmt.Errorf("chunk record %s: %w", key, err)
+		}
+		var st transformStats
+		if err := json.Unmarshal(e.Value(), &st); err != nil {
+			return stage.Permanent(fmt.Errorf("chunk record %s: %w", key, err))
+		}
+		sum.Batches += st.Batches
+		sum.Rows += st.Rows
+		sum.Rejects += st.Rejects
+	}
+	return h.publishTransformed(ctx, j, sum)
+}
+
+// MaxChunks bounds the chunks of one file.
+const MaxChunks = 64
+
+// publishChunks publishes one task per chunk of j's file.
+func (h *Handler) publishChunks(ctx context.Context, j *events.Job, n int) error {
+	for i := range n {
+		task := events.ChunkTask{Job: *j, Chunk: i, Chunks: n}
+		data, err := task.Encode()
+		if err != nil {
+			return fmt.Errorf("encode chunk task of %s: %w", j.ID, err)
+		}
+		if err := h.Pub.Publish(ctx, events.ChunkSubject(j.ID), task.MsgID(), data, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// open opens j's stored file for reading, with a deadline (ReadTimeout); done closes it.
+func (h *Handler) open(ctx context.Context, j *events.Job) (obj *readErrs, done func(), err error) {
 	timeout := h.ReadTimeout
 	if timeout <= 0 {
 		timeout = time.Hour
 	}
 	readCtx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	obj, err := h.Raw.Get(readCtx, j.FileKey)
+	o, err := h.Raw.Get(readCtx, j.FileKey)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrObjectNotFound) {
-			failed := j.Fail(fmt.Sprintf("raw file %s is not in the raw store", j.FileKey), h.Now())
-			return h.Pub.PublishJob(ctx, &failed)
-		}
-		return fmt.Errorf("open raw file %s: %w", j.FileKey, err)
+		cancel()
+		return nil, nil, err
 	}
-	defer obj.Close()
+	var once sync.Once
+	return &readErrs{r: o}, func() { once.Do(func() { o.Close(); cancel() }) }, nil
+}
 
-	src := &readErrs{r: obj}
-	st, err := h.transform(ctx, &j, src)
-	if err != nil {
-		var bad *dlformat.Error
-		if src.err != nil {
-			// Reading the stored object failed (a timeout, NATS unavailable, a digest
-			// mismatch): not the file's fault, so retried, and dead-lettered if it persists.
-			return fmt.Errorf("read raw file %s: %w", j.FileKey, src.err)
-		}
-		if errors.As(err, &bad) {
-			// The file cannot be read at all: retrying cannot help. It stays in the raw
-			// store for inspection and replay.
-			failed := j.Fail(fmt.Sprintf("reply file %s: %v", j.FileKey, bad), h.Now())
-			return h.Pub.PublishJob(ctx, &failed)
-		}
-		return err
+// openFailed settles a failure to open j's file: a missing file fails the job, anything else
+// is retried.
+func (h *Handler) openFailed(ctx context.Context, j *events.Job, err error) error {
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return h.fail(ctx, j, fmt.Sprintf("raw file %s is not in the raw store", j.FileKey))
 	}
+	return fmt.Errorf("open raw file %s: %w", j.FileKey, err)
+}
+
+// transformFailed settles a failed transform of (part of) j's file read from obj.
+func (h *Handler) transformFailed(ctx context.Context, j *events.Job, obj *readErrs, err error) error {
+	if obj.err != nil {
+		// Reading the stored object failed (a timeout, NATS unavailable, a digest mismatch):
+		// not the file's fault, so retried, and dead-lettered if it persists.
+		return fmt.Errorf("read raw file %s: %w", j.FileKey, obj.err)
+	}
+	var bad *dlformat.Error
+	if errors.As(err, &bad) {
+		err = bad
+	}
+	if bad != nil || errors.Is(err, chunk.ErrNotSplittable) {
+		// The file cannot be read at all: retrying cannot help. It stays in the raw store
+		// for inspection and replay.
+		return h.fail(ctx, j, fmt.Sprintf("reply file %s: %v", j.FileKey, err))
+	}
+	return err
+}
+
+func (h *Handler) fail(ctx context.Context, j *events.Job, reason string) error {
+	failed := j.Fail(reason, h.Now())
+	return h.Pub.PublishJob(ctx, &failed)
+}
+
+// publishTransformed publishes "transformed" with the job's figures, then counts them.
+func (h *Handler) publishTransformed(ctx context.Context, j *events.Job, st transformStats) error {
 	next := j.Advance(events.Transformed, h.Now())
-	next.Batches, next.RowsParsed, next.RowsRejected = st.batches, st.rows, st.rejects
+	next.Batches, next.RowsParsed, next.RowsRejected = st.Batches, st.Rows, st.Rejects
 	if err := h.Pub.PublishJob(ctx, &next); err != nil {
 		return err
 	}
-	add(h.RowsParsed, st.rows)
-	add(h.RowsRejected, st.rejects)
+	add(h.RowsParsed, st.Rows)
+	add(h.RowsRejected, st.Rejects)
 	return nil
 }
 
@@ -112,29 +284,61 @@ func (e *readErrs) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// transformStats is what a transform published; for a chunk it is also its record in the
+// chunks bucket.
 type transformStats struct {
-	batches       int
-	rows, rejects int64
+	Batches int   `json:"batches"`
+	Rows    int64 `json:"rows"`
+	Rejects int64 `json:"rejects"`
 }
 
-func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader) (st transformStats, err error) {
+// asyncWindow bounds the row batches published and not yet acknowledged by one transform, so
+// that memory does not grow with the file: each is up to 1 MB.
+const asyncWindow = 8
+
+// transform parses r, the whole file or (cr not nil) one chunk of it, and publishes its rows.
+func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, cr *chunk.Reader) (st transformStats, err error) {
 	ctx, span := h.tracer().Start(ctx, "transformer.parse", trace.WithAttributes(attribute.String("marketpipe.file_key", j.FileKey)))
+	if cr != nil {
+		span.SetAttributes(attribute.Int("marketpipe.chunk", cr.Chunk().Index), attribute.Int("marketpipe.chunks", cr.Chunk().Count))
+	}
 	defer func() {
-		span.SetAttributes(attribute.Int("marketpipe.batches", st.batches), attribute.Int64("marketpipe.rows", st.rows),
-			attribute.Int64("marketpipe.rejects", st.rejects))
+		span.SetAttributes(attribute.Int("marketpipe.batches", st.Batches), attribute.Int64("marketpipe.rows", st.Rows),
+			attribute.Int64("marketpipe.rejects", st.Rejects))
 		endSpan(span, err)
 	}()
+	// fileLine maps the reader's line numbers to the file's; keep is false for the repeated
+	// header of a chunk other than the first.
+	fileLine := func(l int64) (line int64, keep bool) { return l, true }
+	b := rowcodec.NewBuilder(j.ID, j.Spec.Program, j.Generation, j.Version)
+	if cr != nil {
+		c := cr.Chunk()
+		b.StartSeq(c.Index << 20)
+		fileLine = func(l int64) (int64, bool) {
+			if l <= c.HeaderLines {
+				return l, c.Index == 0
+			}
+			return l + c.LineOffset, true
+		}
+	}
 	rd, err := dlformat.NewReader(r)
 	if err != nil {
-		return st, fmt.Errorf("read %s: %w", j.FileKey, err)
+		return st, fmt.Errorf("read %s: %w", j.FileKey, mapLine(err, fileLine))
 	}
-	b := rowcodec.NewBuilder(j.ID, j.Spec.Program, j.Generation, j.Version)
+	reject := func(rej *obs.Reject) {
+		var keep bool
+		if rej.Line, keep = fileLine(rej.Line); keep {
+			st.Rejects++
+			b.AddReject(rej)
+		}
+	}
 	rd.OnReject = func(rej obs.Reject) error {
-		st.rejects++
-		b.AddReject(&rej)
+		reject(&rej)
 		return nil
 	}
-	async := h.Pub.Async()
+	// Two groups of at most asyncWindow publishes: one fills while the other's acks arrive.
+	async, prev := h.Pub.Async(), h.Pub.Async()
+	inFlight := 0
 	flush := func() error {
 		batch, data, err := b.Flush()
 		if err != nil {
@@ -143,9 +347,18 @@ func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader) (st
 		if batch == nil {
 			return nil
 		}
-		st.batches++
+		st.Batches++
 		id := natsx.LedgerKey(j.ID, j.Generation, batch.Seq)
-		return async.Publish(ctx, events.RowsSubject(j.ID), id, data, nil)
+		if err := async.Publish(ctx, events.RowsSubject(j.ID), id, data, nil); err != nil {
+			return err
+		}
+		if inFlight++; inFlight == asyncWindow {
+			if err := prev.Wait(ctx); err != nil {
+				return err
+			}
+			async, prev, inFlight = prev, async, 0
+		}
+		return nil
 	}
 	for {
 		o, err := rd.Next()
@@ -153,14 +366,13 @@ func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader) (st
 			break
 		}
 		if err != nil {
-			return st, err
+			return st, mapLine(err, fileLine)
 		}
 		if err := b.Add(o); err != nil {
 			// No batch can carry it (a giant bulk cell): recorded as a reject, not lost.
-			st.rejects++
-			b.AddReject(&obs.Reject{Line: rd.Stats().Lines, Reason: err.Error()})
+			reject(&obs.Reject{Line: rd.Stats().Lines, Reason: err.Error()})
 		} else {
-			st.rows++
+			st.Rows++
 		}
 		for b.Full() {
 			if err := flush(); err != nil {
@@ -173,10 +385,21 @@ func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader) (st
 			return st, err
 		}
 	}
-	if err := async.Wait(ctx); err != nil {
+	if err := prev.Wait(ctx); err != nil {
 		return st, err
 	}
-	return st, nil
+	return st, async.Wait(ctx)
+}
+
+// mapLine gives a *dlformat.Error the file's line number.
+func mapLine(err error, fileLine func(int64) (int64, bool)) error {
+	var bad *dlformat.Error
+	if !errors.As(err, &bad) || bad.Line == 0 {
+		return err
+	}
+	c := *bad
+	c.Line, _ = fileLine(c.Line)
+	return &c
 }
 
 func (h *Handler) tracer() trace.Tracer {
@@ -186,8 +409,12 @@ func (h *Handler) tracer() trace.Tracer {
 	return h.Tracer
 }
 
-// Stage returns the transformer stage on env's JetStream.
-func Stage(env *service.Env) (*stage.Stage, error) {
+// DefaultChunkBytes is TRANSFORMER_CHUNK_BYTES's default: 64 MiB.
+const DefaultChunkBytes = 64 << 20
+
+// Stages returns the transformer's two stages on env's JetStream: "collected" events, and the
+// chunk tasks of large files (ChunkName). TRANSFORMER_CHUNK_BYTES sets ChunkBytes.
+func Stages(env *service.Env) ([]service.Runner, error) {
 	counters, err := env.Counters()
 	if err != nil {
 		return nil, err
@@ -195,14 +422,36 @@ func Stage(env *service.Env) (*stage.Stage, error) {
 	tracer := env.Tracing.Provider.Tracer(tracerName)
 	h := &Handler{Raw: tracedRaw{env.Streams.Raw, tracer}, Pub: env.Publisher(), Now: time.Now,
 		Tracer: tracer, RowsParsed: counters.RowsParsed, RowsRejected: counters.RowsRejected}
-	return stage.New(env.JS, stage.Config{
+	chunkBytes, err := config.PositiveInt(env.Lookup, "TRANSFORMER_CHUNK_BYTES", DefaultChunkBytes)
+	if err != nil {
+		return nil, err
+	}
+	h.ChunkBytes = int64(chunkBytes)
+	h.Chunks = env.Streams.Chunks
+	h.CountChunks = func(ctx context.Context, id string, gen int) (int, error) {
+		return natsx.RecordedChunks(ctx, env.JS, id, gen)
+	}
+	files, err := stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Collected)},
 		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 2, AckWait: time.Minute, MaxDeliver: 10,
 	}, h, env.StageOptions())
+	if err != nil {
+		return nil, err
+	}
+	// Two chunks at once, so that one replica can use two cores on one large file.
+	chunks, err := stage.New(env.JS, stage.Config{
+		Name: ChunkName, Stream: events.ChunksStream, Filters: []string{events.ChunkSubjects},
+		MaxBytes:    events.MaxJobEventBytes + 1<<10,
+		Concurrency: 2, AckWait: time.Minute, MaxDeliver: 10,
+	}, stage.HandlerFunc(h.HandleChunk), env.StageOptions())
+	if err != nil {
+		return nil, err
+	}
+	return []service.Runner{files, chunks}, nil
 }
 
 // Build is the service's wiring.
 func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
-	return service.Only(Stage(env))
+	return Stages(env)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/obs"
 	"github.com/marketpipe/marketpipe/pkg/rowcodec"
 	"github.com/marketpipe/marketpipe/pkg/simdata"
@@ -200,5 +202,207 @@ func TestTransformerRetriesStoreReadErrors(t *testing.T) {
 	}
 	if got, _ := env.LastJob(j.ID); got.State != events.Collected {
 		t.Errorf("state %q: a store read failure must not fail the job", got.State)
+	}
+}
+
+// chunkedFile is a gethistory reply of 120 securities with broken lines spread through its
+// data section: rejects in several chunks.
+func chunkedFile(t *testing.T) []byte {
+	t.Helper()
+	secs := make([]string, 120)
+	for i := range secs {
+		secs[i] = fmt.Sprintf("C%03d US Equity", i)
+	}
+	spec := events.Spec{Program: "gethistory", Securities: secs, Fields: []string{"PX_LAST", "PX_OPEN", "PX_VOLUME"},
+		Start: "2025-01-01", End: "2025-12-31"}
+	var file bytes.Buffer
+	if err := simdata.WriteReply(&file, spec, obs.MakeDate(2026, 1, 5), 3); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(file.String(), "\n")
+	var out strings.Builder
+	data := false
+	for i, l := range lines {
+		out.WriteString(l)
+		if strings.HasPrefix(l, "START-OF-DATA") {
+			data = true
+		}
+		if data && strings.HasPrefix(l, "END-OF-DATA") {
+			data = false
+		}
+		if data && i%2000 == 0 {
+			fmt.Fprintf(&out, "broken line %d without delimiters\n", i)
+		}
+	}
+	return []byte(out.String())
+}
+
+// handleChunks delivers every chunk task published for a job to the chunk handler, in the
+// order given (indexes of the tasks as published), and returns the deliveries.
+func handleChunks(t *testing.T, env *natstest.Env, h *transformer.Handler, jobID string, order []int) []*stage.Message {
+	t.Helper()
+	ctx := context.Background()
+	cons, err := env.JS.CreateConsumer(ctx, events.ChunksStream, jetstream.ConsumerConfig{
+		FilterSubject: events.ChunkSubject(jobID), AckPolicy: jetstream.AckExplicitPolicy, InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(len(order), jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*stage.Message
+	for m := range batch.Messages() {
+		msgs = append(msgs, stage.NewMessage(m))
+	}
+	if len(msgs) != len(order) {
+		t.Fatalf("%d chunk tasks published, want %d", len(msgs), len(order))
+	}
+	for _, i := range order {
+		if err := h.HandleChunk(ctx, msgs[i]); err != nil {
+			t.Fatalf("chunk task %d: %v", i, err)
+		}
+	}
+	return msgs
+}
+
+func chunkHandler(env *natstest.Env, chunkBytes int64) *transformer.Handler {
+	return &transformer.Handler{Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now,
+		ChunkBytes: chunkBytes, Chunks: env.Streams.Chunks,
+		CountChunks: func(ctx context.Context, id string, gen int) (int, error) {
+			return natsx.RecordedChunks(ctx, env.JS, id, gen)
+		}}
+}
+
+func TestTransformerChunksAddUpToTheWholeFile(t *testing.T) {
+	env := natstest.NewEnv(t)
+	ctx := context.Background()
+	file := chunkedFile(t)
+
+	// The whole file in one piece, as a reference.
+	whole := collected(t, env, "job-whole", file)
+	whole.FileSize = int64(len(file))
+	if err := chunkHandler(env, 0).Handle(ctx, env.DeliverJob(&whole)); err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := env.LastJob(whole.ID)
+	refBatches := batches(t, env, whole.ID)
+
+	const n = 5
+	h := chunkHandler(env, int64(len(file)/n+1))
+	j := collected(t, env, "job-chunked", file)
+	j.FileSize = int64(len(file))
+	if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := env.LastJob(j.ID); got.State != events.Collected {
+		t.Fatalf("state %q after the chunk tasks were published", got.State)
+	}
+	msgs := handleChunks(t, env, h, j.ID, []int{3, 0, 4, 1, 2})
+	got, _ := env.LastJob(j.ID)
+	if got.State != events.Transformed || ref.State != events.Transformed {
+		t.Fatalf("state %q (whole file: %q)", got.State, ref.State)
+	}
+	bs := batches(t, env, j.ID)
+	if got.Batches != len(bs) || got.RowsParsed != ref.RowsParsed || got.RowsRejected != ref.RowsRejected || ref.RowsRejected < n {
+		t.Errorf("chunked: %d batches (published %d), %d rows, %d rejects; whole file: %d rows, %d rejects",
+			got.Batches, len(bs), got.RowsParsed, got.RowsRejected, ref.RowsParsed, ref.RowsRejected)
+	}
+	// The same observations and rejects in the same order, with unique sequence numbers.
+	slices.SortFunc(bs, func(a, b rowcodec.Batch) int { return a.Seq - b.Seq })
+	seqs := map[int]bool{}
+	chunks := map[int]bool{}
+	var gotObs, refObs []obs.Observation
+	var gotRej, refRej []obs.Reject
+	for _, b := range bs {
+		if seqs[b.Seq] {
+			t.Errorf("seq %d twice", b.Seq)
+		}
+		seqs[b.Seq] = true
+		chunks[b.Seq>>20] = true
+		gotObs, gotRej = append(gotObs, b.Obs...), append(gotRej, b.Rejects...)
+	}
+	for _, b := range refBatches {
+		refObs, refRej = append(refObs, b.Obs...), append(refRej, b.Rejects...)
+	}
+	if len(chunks) != n {
+		t.Errorf("batches of %d chunks, want %d", len(chunks), n)
+	}
+	if len(gotObs) != len(refObs) {
+		t.Fatalf("%d observations, whole file %d", len(gotObs), len(refObs))
+	}
+	for i := range refObs {
+		if !gotObs[i].Equal(&refObs[i]) {
+			t.Fatalf("observation %d: %+v, whole file %+v", i, gotObs[i], refObs[i])
+		}
+	}
+	if !slices.Equal(gotRej, refRej) {
+		t.Errorf("rejects\n%+v\nwhole file\n%+v", gotRej, refRej)
+	}
+	lines := strings.Split(string(file), "\n")
+	for _, r := range gotRej {
+		if lines[r.Line-1] != r.Raw {
+			t.Errorf("reject at line %d: %q, the file's line is %q", r.Line, r.Raw, lines[r.Line-1])
+		}
+	}
+
+	// A chunk redelivered after it was recorded, and one whose record is lost: neither counts
+	// twice nor publishes anything new.
+	if err := h.HandleChunk(ctx, msgs[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Streams.Chunks.Delete(ctx, natsx.ChunkKey(j.ID, 0, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.HandleChunk(ctx, msgs[2]); err != nil {
+		t.Fatal(err)
+	}
+	if n := env.Count(events.JobsStream, events.JobSubject(j.ID, events.Transformed)); n != 1 {
+		t.Errorf("%d transformed events, want 1", n)
+	}
+	if n := env.Count(events.RowsStream, events.RowsSubject(j.ID)); n != len(bs) {
+		t.Errorf("%d batches after redeliveries, want %d", n, len(bs))
+	}
+	if again, _ := env.LastJob(j.ID); again.RowsParsed != got.RowsParsed || again.Batches != got.Batches {
+		t.Errorf("after redeliveries: %d rows %d batches, want %d and %d", again.RowsParsed, again.Batches, got.RowsParsed, got.Batches)
+	}
+}
+
+func TestTransformerFailsOnABadChunk(t *testing.T) {
+	env := natstest.NewEnv(t)
+	ctx := context.Background()
+	file := chunkedFile(t)
+	// Truncated: only the last chunk sees the data end without END-OF-DATA.
+	file = file[:len(file)*9/10]
+	const n = 4
+	h := chunkHandler(env, int64(len(file)/n+1))
+	j := collected(t, env, "job-bad-chunk", file)
+	j.FileSize = int64(len(file))
+	if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
+		t.Fatal(err)
+	}
+	handleChunks(t, env, h, j.ID, []int{3, 0, 1, 2})
+	got, _ := env.LastJob(j.ID)
+	if got.State != events.Failed || !strings.Contains(got.Error, j.FileKey) {
+		t.Errorf("state %q error %q", got.State, got.Error)
+	}
+	if n := env.Count(events.JobsStream, events.JobSubject(j.ID, events.Transformed)); n != 0 {
+		t.Errorf("%d transformed events for a job that failed", n)
+	}
+
+	// A store that fails mid-read: retried, the job not failed.
+	j2 := collected(t, env, "job-chunk-read", file)
+	j2.FileSize = int64(len(file))
+	task := events.ChunkTask{Job: j2, Chunk: 1, Chunks: n}
+	data, _ := task.Encode()
+	hf := chunkHandler(env, 1)
+	hf.Raw = failingStore{env.Streams.Raw}
+	err := hf.HandleChunk(ctx, env.Deliver(events.ChunksStream, events.ChunkSubject(j2.ID), data))
+	if err == nil || stage.IsPermanent(err) || !errors.Is(err, nats.ErrTimeout) {
+		t.Fatalf("HandleChunk = %v, want a transient error wrapping the read timeout", err)
+	}
+	if got, ok := env.LastJob(j2.ID); ok {
+		t.Errorf("event %q published: a store read failure must not fail the job", got.State)
 	}
 }
