@@ -5,8 +5,8 @@ package config
 
 import (
 	"fmt"
-	"strconv"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
