@@ -96,15 +96,35 @@ func (h *Handler) download(ctx context.Context, j *events.Job, key string) (*jet
 		return nil, fmt.Errorf("download %s: %w", j.ResponseKey, err)
 	}
 	defer body.Close()
-	meta := jetstream.ObjectMeta{Name: key, Description: "vendor reply file of job " + j.ID}
+	meta := jetstream.ObjectMeta{Name: key, Description: "vendor reply file of job " + j.ID,
+		Opts: &jetstream.ObjectMetaOptions{ChunkSize: ChunkSize}}
 	meta.Headers = map[string][]string{hdrVendorDigest: {j.ResponseDigest}, "Job-Id": {j.ID}}
 	// Put reads until EOF; a digest mismatch or truncation surfaces as a read error, and Put
 	// then removes the partial object, so a bad download is never recorded as collected.
-	info, err := h.Raw.Put(ctx, meta, body)
+	info, err := h.Raw.Put(ctx, meta, fullReader{body})
 	if err != nil {
 		return nil, fmt.Errorf("store %s as %s: %w", j.ResponseKey, key, err)
 	}
 	return info, nil
+}
+
+// ChunkSize is the size of the raw store's chunks, one JetStream message each. Four times the
+// object store's 128 KiB default: a file is a quarter as many messages for nats-server to store
+// and the transformer to read. It stays well under the default 1 MB max_payload.
+const ChunkSize = 512 << 10
+
+// fullReader fills each Read's buffer unless the stream ends or fails first. The object store
+// sends what one Read returns as one chunk, and a gzip download returns at most 32 KiB per
+// Read, so without it chunks would be that small whatever the chunk size.
+type fullReader struct{ r io.Reader }
+
+func (f fullReader) Read(p []byte) (n int, err error) {
+	for n < len(p) && err == nil {
+		var k int
+		k, err = f.r.Read(p[n:])
+		n += k
+	}
+	return n, err
 }
 
 // sha256Hex turns the object store's "SHA-256=<base64url>" digest into hex.

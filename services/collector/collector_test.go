@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"sync/atomic"
@@ -21,12 +22,18 @@ import (
 	"github.com/marketpipe/marketpipe/services/vendorsim"
 )
 
-// readyJob creates a request at the simulator and returns the job as the poller leaves it.
+// readyJob creates a small request at the simulator and returns the job as the poller leaves it.
 func readyJob(t *testing.T, v *vendor.Client, id string) events.Job {
 	t.Helper()
+	return readyRequest(t, v, vendor.Request{Identifier: id, Program: "gethistory", Securities: []string{"IBM US Equity", "AAPL US Equity"},
+		Fields: []string{"PX_LAST", "PX_VOLUME"}, Start: "2026-01-01", End: "2026-03-31"})
+}
+
+// readyRequest creates req at the simulator and returns the job as the poller leaves it.
+func readyRequest(t *testing.T, v *vendor.Client, req vendor.Request) events.Job {
+	t.Helper()
 	ctx := context.Background()
-	req := vendor.Request{Identifier: id, Program: "gethistory", Securities: []string{"IBM US Equity", "AAPL US Equity"},
-		Fields: []string{"PX_LAST", "PX_VOLUME"}, Start: "2026-01-01", End: "2026-03-31"}
+	id := req.Identifier
 	if err := v.Submit(ctx, req); err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +104,36 @@ func TestCollectorStoresTheFile(t *testing.T) {
 	}
 	if downloads.Load() != before {
 		t.Errorf("redelivery downloaded the file again")
+	}
+}
+
+// A file of several raw-store chunks is stored in full chunks of collector.ChunkSize, although
+// the gzip download hands the collector far smaller reads.
+func TestCollectorStoresFullChunks(t *testing.T) {
+	env := natstest.NewEnv(t)
+	var downloads atomic.Int64
+	v := newClient(t, vendorsim.Faults{}, &downloads)
+	h := &collector.Handler{Vendor: v, Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	ctx := context.Background()
+	var secs []string
+	for i := range 40 {
+		secs = append(secs, fmt.Sprintf("S%03d US Equity", i))
+	}
+	j := readyRequest(t, v, vendor.Request{Identifier: "mpcollectbig", Program: "gethistory", Securities: secs,
+		Fields: []string{"PX_LAST", "PX_VOLUME", "PX_OPEN", "PX_HIGH", "PX_LOW"}, Start: "2025-01-01", End: "2025-12-31"})
+	if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
+		t.Fatal(err)
+	}
+	info, err := env.Streams.Raw.GetInfo(ctx, collector.FileKey(&j))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Size < 3*collector.ChunkSize {
+		t.Fatalf("the file is %d bytes; the test wants at least 3 chunks of %d", info.Size, collector.ChunkSize)
+	}
+	want := (info.Size + collector.ChunkSize - 1) / collector.ChunkSize
+	if uint64(info.Chunks) != want {
+		t.Errorf("%d bytes stored in %d chunks, want %d of %d bytes", info.Size, info.Chunks, want, collector.ChunkSize)
 	}
 }
 
