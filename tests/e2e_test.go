@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/marketpipe/marketpipe/pkg/chstore"
 	"github.com/marketpipe/marketpipe/pkg/chtest"
 	"github.com/marketpipe/marketpipe/pkg/events"
@@ -45,6 +47,9 @@ func startPipeline(t *testing.T, ctx context.Context) *pipeline {
 		"NATS_URL": ns.ClientURL(), "CLICKHOUSE_ADDR": ch.Addr(), "CLICKHOUSE_DATABASE": db,
 		"VENDOR_URL": sim.URL + "/eap", "POLL_INTERVAL": "200ms", "HTTP_ADDR": "127.0.0.1:0",
 		"LOG_LEVEL": "debug",
+		// Chunks of 256 KiB: the history job's file (a few MB) is split into chunk tasks that
+		// both transformer processes share; the getdata job's stays in one piece.
+		"TRANSFORMER_CHUNK_BYTES": "262144",
 	}
 	// Two replicas of transformer and loader: they share their stage's durable consumer.
 	for _, p := range []struct{ name, bin string }{
@@ -131,6 +136,21 @@ func TestEndToEnd(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
+	// The history job went through the chunk tasks, the getdata job did not.
+	_, js := natstest.ConnectURL(t, p.env["NATS_URL"])
+	for i, want := range []bool{true, false} {
+		s, err := js.Stream(ctx, events.ChunksStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(events.ChunkSubject(ids[i])))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := info.State.Subjects[events.ChunkSubject(ids[i])]; (n >= 2) != want {
+			t.Errorf("%s: %d chunk tasks", ids[i], n)
+		}
+	}
 
 	for i, j := range jobs {
 		t.Run(j.spec.Program, func(t *testing.T) {
@@ -186,7 +206,6 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("replay of an unknown job: exit %d, %s", code, stderr)
 	}
 
-	_, js := natstest.ConnectURL(t, p.env["NATS_URL"])
 	for _, tc := range []struct {
 		name string
 		spec events.Spec
