@@ -409,11 +409,16 @@ func (h *Handler) tracer() trace.Tracer {
 	return h.Tracer
 }
 
-// DefaultChunkBytes is TRANSFORMER_CHUNK_BYTES's default: 64 MiB.
-const DefaultChunkBytes = 64 << 20
+// DefaultChunkBytes is TRANSFORMER_CHUNK_BYTES's default: 64 MiB. DefaultChunkConcurrency is
+// TRANSFORMER_CHUNK_CONCURRENCY's: the chunks one replica transforms at once.
+const (
+	DefaultChunkBytes       = 64 << 20
+	DefaultChunkConcurrency = 2
+)
 
 // Stages returns the transformer's two stages on env's JetStream: "collected" events, and the
-// chunk tasks of large files (ChunkName). TRANSFORMER_CHUNK_BYTES sets ChunkBytes.
+// chunk tasks of large files (ChunkName). TRANSFORMER_CHUNK_BYTES sets ChunkBytes and
+// TRANSFORMER_CHUNK_CONCURRENCY how many chunks a replica transforms at once.
 func Stages(env *service.Env) ([]service.Runner, error) {
 	counters, err := env.Counters()
 	if err != nil {
@@ -439,11 +444,15 @@ func Stages(env *service.Env) ([]service.Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Two chunks at once, so that one replica can use two cores on one large file.
+	// By default two chunks at once, so that one replica can use two cores on one large file.
+	chunkConc, err := config.PositiveInt(env.Lookup, "TRANSFORMER_CHUNK_CONCURRENCY", DefaultChunkConcurrency)
+	if err != nil {
+		return nil, err
+	}
 	chunks, err := stage.New(env.JS, stage.Config{
 		Name: ChunkName, Stream: events.ChunksStream, Filters: []string{events.ChunkSubjects},
 		MaxBytes:    events.MaxJobEventBytes + 1<<10,
-		Concurrency: 2, AckWait: time.Minute, MaxDeliver: 10,
+		Concurrency: chunkConc, AckWait: time.Minute, MaxDeliver: 10,
 	}, stage.HandlerFunc(h.HandleChunk), env.StageOptions())
 	if err != nil {
 		return nil, err
