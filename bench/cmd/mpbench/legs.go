@@ -13,7 +13,6 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/obs"
 	"github.com/marketpipe/marketpipe/pkg/rowcodec"
+	"github.com/marketpipe/marketpipe/services/transformer"
 )
 
 // runID makes job ids unique across runs against the same servers.
@@ -487,101 +487,57 @@ func (b *bench) legTransform(ctx context.Context) error {
 		}
 		return time.Since(t0), nil
 	}
-	if _, err := c.start("transformer-1", "transformer", nil); err != nil {
-		return err
-	}
-	if err := c.waitConsumers(ctx, events.JobsStream, 1, "transformer"); err != nil {
-		return err
-	}
-	// Best of two runs each, so that neither figure carries a cold start.
+	// Three settings, each best of two runs so that no figure carries a cold start:
+	//  - unchunked: one replica parses the whole file (chunking off);
+	//  - chunked, 1 replica: the file in chunkN chunks, one chunk at a time;
+	//  - chunked, 2 replicas: the same chunks shared by two replicas, one at a time each.
+	// One chunk at a time per replica, so that the second replica is what adds a core.
+	const chunkN = 8
+	chunkBytes := strconv.FormatInt((b.refBytes+chunkN-1)/chunkN, 10)
 	best := func(k int) (time.Duration, error) { return bestOfTwo(transform, k) }
-	d1, err := best(1)
-	if err != nil {
-		return err
-	}
-	if _, err := c.start("transformer-2", "transformer", nil); err != nil {
-		return err
-	}
-	// Both replicas pulling.
-	if err := c.waitConsumers(ctx, events.JobsStream, 2, "transformer"); err != nil {
-		return err
-	}
-	d2, err := best(1)
-	if err != nil {
-		return err
-	}
-	d2f, err := best(2)
-	if err != nil {
-		return err
-	}
-	// The chunked transformer as pkg/chunk proposes it, prototyped by `mpsvc chunk`: one
-	// process per chunk of the same stored file, each reading the object from its start.
-	runChunks := func(n int) (time.Duration, error) {
-		id := fmt.Sprintf("bench-chunk-%s-%d", runID, n)
-		t0 := time.Now()
+	run := func(names []string, env map[string]string) (time.Duration, error) {
 		var ps []*proc
-		for i := range n {
-			p, err := startProc(c.dir, fmt.Sprintf("chunk-%d-of-%d", i, n), b.svc, nil, "chunk", c.natsURL, key,
-				strconv.FormatInt(b.refBytes, 10), strconv.Itoa(i), strconv.Itoa(n), id, b.refSpec.Program)
+		for _, name := range names {
+			p, err := c.start(name, "transformer", env)
 			if err != nil {
 				return 0, err
 			}
 			ps = append(ps, p)
 		}
-		stopSampling := sampler(ps, 20*time.Millisecond)
-		defer stopSampling()
-		var rows int64
-		for _, p := range ps {
-			select {
-			case <-p.done:
-			case <-time.After(20 * time.Minute):
-				return 0, fmt.Errorf("%s: not done in 20 minutes", p.name)
-			case <-ctx.Done():
-				return 0, ctx.Err()
+		defer func() {
+			for _, p := range ps {
+				_ = p.stop()
 			}
-			if p.waitErr != nil {
-				return 0, fmt.Errorf("%s: %v\n%s", p.name, p.waitErr, p.logTail(2000))
-			}
-			k, err := strconv.ParseInt(strings.TrimSpace(p.logTail(64)), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("%s: output %q", p.name, p.logTail(64))
-			}
-			rows += k
+		}()
+		if err := c.waitConsumers(ctx, events.JobsStream, len(names), transformer.Name); err != nil {
+			return 0, err
 		}
-		d := time.Since(t0)
-		if rows != b.refObs {
-			return 0, fmt.Errorf("%d chunks gave %d observations, want %d", n, rows, b.refObs)
+		if err := c.waitConsumers(ctx, events.ChunksStream, len(names), transformer.ChunkName); err != nil {
+			return 0, err
 		}
-		var cpu time.Duration
-		for _, p := range ps {
-			cpu += p.cpu() // the last sample before the exit
-		}
-		log.Printf("transform, chunked prototype: %d chunk(s) in %.2fs; their processes used %.2f s CPU (at least, sampled every 20 ms), nats-server %.2f s since the leg began",
-			n, d.Seconds(), cpu.Seconds(), c.natsP.cpu().Seconds())
-		return d, nil
+		return best(1)
 	}
-	bestChunks := func(n int) (time.Duration, error) { return bestOfTwo(runChunks, n) }
-	c1, err := bestChunks(1)
+	du, err := run([]string{"transformer-unchunked"}, map[string]string{"TRANSFORMER_CHUNK_BYTES": strconv.FormatInt(1<<50, 10)})
 	if err != nil {
 		return err
 	}
-	c2, err := bestChunks(2)
+	chunked := map[string]string{"TRANSFORMER_CHUNK_BYTES": chunkBytes, "TRANSFORMER_CHUNK_CONCURRENCY": "1"}
+	d1, err := run([]string{"transformer-chunked"}, chunked)
 	if err != nil {
 		return err
 	}
-	b.res.ChunkS1, b.res.ChunkS2 = round(c1.Seconds(), 3), round(c2.Seconds(), 3)
-	b.res.ChunkSpeedup2 = round(c1.Seconds()/c2.Seconds(), 2)
-	log.Printf("transform, chunked prototype (pkg/chunk, one process per chunk): 1 chunk %.2fs, 2 chunks in 2 processes %.2fs: speedup %.2f",
-		c1.Seconds(), c2.Seconds(), b.res.ChunkSpeedup2)
-
+	d2, err := run([]string{"transformer-replica-1", "transformer-replica-2"}, chunked)
+	if err != nil {
+		return err
+	}
+	b.res.TransformUnchunkedS = round(du.Seconds(), 3)
 	b.res.TransformS1 = round(d1.Seconds(), 3)
 	b.res.TransformS2 = round(d2.Seconds(), 3)
 	b.res.TransformSpeedup = round(d1.Seconds()/d2.Seconds(), 2)
 	b.res.TransformRowsPS = round(float64(b.refObs)/d1.Seconds(), 0)
-	b.res.Transform2Files = round(2*d1.Seconds()/d2f.Seconds(), 2)
-	log.Printf("transform: one file (%d observations): 1 replica %.2fs (%.0f obs/s), 2 replicas %.2fs: speedup %.2f "+
-		"(one file is transformed by one replica); two files on 2 replicas: %.2fs, throughput ×%.2f",
-		b.refObs, d1.Seconds(), b.res.TransformRowsPS, d2.Seconds(), b.res.TransformSpeedup, d2f.Seconds(), b.res.Transform2Files)
+	log.Printf("transform: one file (%d observations, %d chunks of %s bytes, one chunk at a time per replica): "+
+		"1 replica %.2fs (%.0f obs/s), 2 replicas %.2fs: speedup %.2f; unchunked, 1 replica: %.2fs",
+		b.refObs, chunkN, chunkBytes, d1.Seconds(), b.res.TransformRowsPS, d2.Seconds(), b.res.TransformSpeedup, du.Seconds())
 	return nil
 }
 
@@ -614,28 +570,16 @@ func (b *bench) legMemory(ctx context.Context) error {
 	b.res.MemObservations = nobs
 	log.Printf("memory: reply file of %d securities × %d fields × %d days = %d observations, %.0f MiB",
 		secs, len(fields), refDays, nobs, b.res.MemFileMB)
-	err = b.memoryRun(ctx, spec, nobs, "memory", nil)
-	if err != nil && strings.Contains(err.Error(), "timeout") && ctx.Err() == nil {
-		// The transformer's object read is bounded by nats.go's 5s default when its context
-		// has no deadline. Measure again with that fixed (in the bench wrapper only).
-		log.Printf("memory: the unchanged transformer failed (%v); again with MPBENCH_RAW_GET_TIMEOUT=1h", err)
-		b.res.Errors = append(b.res.Errors, "memory (unchanged transformer): "+err.Error())
-		b.res.MemTransformerPatched = true
-		b.settle(ctx)
-		b.dropDatabases(ctx)
-		err = b.memoryRun(ctx, spec, nobs, "memfix", map[string]string{"MPBENCH_RAW_GET_TIMEOUT": "1h"})
-	}
-	return err
+	return b.memoryRun(ctx, spec, nobs)
 }
 
 // memoryRun runs one job of spec through a fresh pipeline and records each service's peak RSS.
-func (b *bench) memoryRun(ctx context.Context, spec events.Spec, nobs int64, leg string, extra map[string]string) error {
-	c, err := b.newCluster(ctx, leg, 0)
+func (b *bench) memoryRun(ctx context.Context, spec events.Spec, nobs int64) error {
+	c, err := b.newCluster(ctx, "memory", 0)
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	maps.Copy(c.env, extra)
 	ps, err := c.startPipeline()
 	if err != nil {
 		return err

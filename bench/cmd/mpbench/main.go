@@ -108,19 +108,15 @@ type Result struct {
 	MemPipelineS    float64            `json:"memory_pipeline_s"`
 	MemCompleted    bool               `json:"memory_completed"`
 
-	MemTransformerPatched bool     `json:"memory_transformer_raw_deadline_fix,omitempty"`
-	TransformS1           float64  `json:"transform_1_s"`
-	TransformS2           float64  `json:"transform_2_s"`
-	TransformSpeedup      float64  `json:"transform_speedup_2"`
-	TransformRowsPS       float64  `json:"transform_rows_per_s_1"`
-	Transform2Files       float64  `json:"transform_speedup_2_two_files"`
-	ChunkS1               float64  `json:"transform_chunked_1_s"`
-	ChunkS2               float64  `json:"transform_chunked_2_s"`
-	ChunkSpeedup2         float64  `json:"transform_chunked_speedup_2"`
-	LatencyP50MS          float64  `json:"latency_p50_ms"`
-	LatencyP99MS          float64  `json:"latency_p99_ms"`
-	LatencyJobs           int      `json:"latency_jobs"`
-	Errors                []string `json:"errors,omitempty"`
+	TransformUnchunkedS float64  `json:"transform_unchunked_s"`
+	TransformS1         float64  `json:"transform_1_s"`
+	TransformS2         float64  `json:"transform_2_s"`
+	TransformSpeedup    float64  `json:"transform_speedup_2"`
+	TransformRowsPS     float64  `json:"transform_rows_per_s_1"`
+	LatencyP50MS        float64  `json:"latency_p50_ms"`
+	LatencyP99MS        float64  `json:"latency_p99_ms"`
+	LatencyJobs         int      `json:"latency_jobs"`
+	Errors              []string `json:"errors,omitempty"`
 }
 
 type bench struct {
