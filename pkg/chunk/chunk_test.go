@@ -176,6 +176,7 @@ func TestChunksAddUp(t *testing.T) {
 			}
 			for n := 1; n <= 9; n++ {
 				same(t, fmt.Sprintf("%d chunks", n), parseChunks(t, file, n), want)
+				same(t, fmt.Sprintf("%d chunks at marks", n), parseMarkedChunks(t, file, n), want)
 			}
 		})
 	}
@@ -212,6 +213,7 @@ func TestEdgeCases(t *testing.T) {
 			}
 			for n := 1; n <= 7; n++ {
 				same(t, fmt.Sprintf("%d chunks", n), parseChunks(t, []byte(file), n), want)
+				same(t, fmt.Sprintf("%d chunks at marks", n), parseMarkedChunks(t, []byte(file), n), want)
 			}
 		})
 	}
@@ -258,16 +260,7 @@ func TestCount(t *testing.T) {
 // on (no parsing), for the last of two chunks and the middle one of three of a
 // 5-million-observation gethistory file; MB/s are of the whole file.
 func BenchmarkChunks(b *testing.B) {
-	spec := events.Spec{Program: events.GetHistory, Fields: []string{"PX_LAST", "PX_OPEN", "PX_HIGH", "PX_LOW"},
-		Start: "2016-01-01", End: "2025-07-31"}
-	for i := range 500 {
-		spec.Securities = append(spec.Securities, fmt.Sprintf("SEC%d US Equity", i))
-	}
-	var buf bytes.Buffer
-	if err := simdata.WriteReply(&buf, spec, obs.MakeDate(2026, 1, 5), 1); err != nil {
-		b.Fatal(err)
-	}
-	file := buf.Bytes()
+	file := benchFile(b)
 	for _, c := range []struct{ i, n int }{{1, 2}, {1, 3}} {
 		b.Run(fmt.Sprintf("%d_of_%d", c.i, c.n), func(b *testing.B) {
 			b.SetBytes(int64(len(file)))
@@ -282,4 +275,18 @@ func BenchmarkChunks(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchFile is a 5-million-observation gethistory file.
+func benchFile(b *testing.B) []byte {
+	spec := events.Spec{Program: events.GetHistory, Fields: []string{"PX_LAST", "PX_OPEN", "PX_HIGH", "PX_LOW"},
+		Start: "2016-01-01", End: "2025-07-31"}
+	for i := range 500 {
+		spec.Securities = append(spec.Securities, fmt.Sprintf("SEC%d US Equity", i))
+	}
+	var buf bytes.Buffer
+	if err := simdata.WriteReply(&buf, spec, obs.MakeDate(2026, 1, 5), 1); err != nil {
+		b.Fatal(err)
+	}
+	return buf.Bytes()
 }
