@@ -74,13 +74,33 @@ func ParseJobSubject(subject string) (jobID, event string, ok bool) {
 	return parts[2], parts[3], true
 }
 
+// FileMark is a record boundary of a file: the offset of a line where a chunk may start, and
+// the line's number (1-based).
+type FileMark struct {
+	Offset int64 `json:"offset"`
+	Line   int64 `json:"line"`
+}
+
+// MaxFileMarks bounds a job's FileMarks.
+const MaxFileMarks = 128
+
 // ChunkTask asks the transformer to transform chunk Chunk of Chunks of the job's file
-// (pkg/chunk). It is the job event with the two fields added, so it reads like one.
+// (pkg/chunk). It is the job event with the chunk's fields added, so it reads like one.
+//
+// A chunk cut at the file's marks has its range: Start (zero for the first chunk, which starts
+// at the data) and End, the next chunk's start (0 for the last chunk, which ends with the
+// file). Without a range (a file collected without marks) the chunk is found by scanning the
+// file from its start (pkg/chunk's Open).
 type ChunkTask struct {
 	Job
-	Chunk  int `json:"chunk"`
-	Chunks int `json:"chunks"`
+	Chunk  int      `json:"chunk"`
+	Chunks int      `json:"chunks"`
+	Start  FileMark `json:"start,omitzero"`
+	End    int64    `json:"end,omitempty"`
 }
+
+// AtMarks reports whether the task's chunk is cut at the file's marks (it has a range).
+func (c *ChunkTask) AtMarks() bool { return c.Start.Offset > 0 || c.End > 0 }
 
 // MsgID returns the task's Nats-Msg-Id: one task per chunk of a job run.
 func (c *ChunkTask) MsgID() string {
@@ -98,6 +118,13 @@ func DecodeChunkTask(data []byte) (ChunkTask, error) {
 	}
 	if c.ID == "" || c.Chunks < 1 || c.Chunk < 0 || c.Chunk >= c.Chunks {
 		return ChunkTask{}, fmt.Errorf("decode chunk task: job %q chunk %d of %d", c.ID, c.Chunk, c.Chunks)
+	}
+	if c.AtMarks() {
+		first, last := c.Chunk == 0, c.Chunk == c.Chunks-1
+		if first != (c.Start == FileMark{}) || !first && (c.Start.Offset <= 0 || c.Start.Line < 1) ||
+			last != (c.End == 0) || !last && c.End <= c.Start.Offset {
+			return ChunkTask{}, fmt.Errorf("decode chunk task: job %q chunk %d of %d: range %+v to %d", c.ID, c.Chunk, c.Chunks, c.Start, c.End)
+		}
 	}
 	return c, nil
 }
@@ -144,7 +171,11 @@ type Job struct {
 	FileKey         string `json:"file_key,omitempty"`        // object name in the raw store
 	FileSHA256      string `json:"file_sha256,omitempty"`
 	FileSize        int64  `json:"file_size,omitempty"`
-	Polls           int    `json:"polls,omitempty"`
+	// FileMarks are record boundaries spread over the stored file (pkg/chunk's Marks, at most
+	// MaxFileMarks), recorded by the collector: the transformer cuts large files into chunks
+	// there, and each chunk reads only its own part of the file.
+	FileMarks []FileMark `json:"file_marks,omitempty"`
+	Polls     int        `json:"polls,omitempty"`
 
 	Batches      int    `json:"batches,omitempty"` // row batches published by the transformer
 	RowsParsed   int64  `json:"rows_parsed,omitempty"`
