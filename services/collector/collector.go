@@ -4,18 +4,23 @@
 package collector
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/marketpipe/marketpipe/pkg/chunk"
 	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/service"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
@@ -48,6 +53,9 @@ type Handler struct {
 	Raw    RawStore
 	Pub    Publisher
 	Now    func() time.Time
+	// MarkBytes is the spacing of the marks recorded for the transformer (default
+	// DefaultMarkBytes).
+	MarkBytes int64
 }
 
 // FileKey is the raw-store name of a job run's file.
@@ -64,11 +72,14 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	}
 	key := FileKey(&j)
 	info, err := h.Raw.GetInfo(ctx, key)
+	// A file stored by an earlier delivery has no marks: the transformer then finds its chunks
+	// by scanning the file.
+	var marks []events.FileMark
 	if err != nil || info.Headers.Get(hdrVendorDigest) != j.ResponseDigest {
 		if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 			return fmt.Errorf("look up raw file %s: %w", key, err)
 		}
-		info, err = h.download(ctx, &j, key)
+		info, marks, err = h.download(ctx, &j, key)
 		if err != nil {
 			var apiErr *vendor.APIError
 			if errors.As(err, &apiErr) && !apiErr.Temporary() {
@@ -84,29 +95,72 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	}
 	next := j.Advance(events.Collected, h.Now())
 	next.FileKey, next.FileSHA256, next.FileSize = key, sum, int64(info.Size)
+	next.FileMarks = marks
 	return h.Pub.PublishJob(ctx, &next)
 }
 
 // hdrVendorDigest records on the stored object the vendor digest it was checked against.
 const hdrVendorDigest = "Vendor-Digest"
 
-func (h *Handler) download(ctx context.Context, j *events.Job, key string) (*jetstream.ObjectInfo, error) {
+// download streams j's file into the raw store as key and returns what was stored with the
+// file's marks (pkg/chunk), found on the way.
+func (h *Handler) download(ctx context.Context, j *events.Job, key string) (*jetstream.ObjectInfo, []events.FileMark, error) {
 	body, err := h.Vendor.Download(ctx, j.ResponseKey, j.ResponseDigest)
 	if err != nil {
-		return nil, fmt.Errorf("download %s: %w", j.ResponseKey, err)
+		return nil, nil, fmt.Errorf("download %s: %w", j.ResponseKey, err)
 	}
 	defer body.Close()
 	meta := jetstream.ObjectMeta{Name: key, Description: "vendor reply file of job " + j.ID,
-		Opts: &jetstream.ObjectMetaOptions{ChunkSize: ChunkSize}}
-	meta.Headers = map[string][]string{hdrVendorDigest: {j.ResponseDigest}, "Job-Id": {j.ID}}
-	// Put reads until EOF; a digest mismatch or truncation surfaces as a read error, and Put
-	// then removes the partial object, so a bad download is never recorded as collected.
-	info, err := h.Raw.Put(ctx, meta, fullReader{body})
+		Headers: map[string][]string{hdrVendorDigest: {j.ResponseDigest}, "Job-Id": {j.ID}}}
+	info, marks, err := Store(ctx, h.Raw, meta, body, h.MarkBytes)
 	if err != nil {
-		return nil, fmt.Errorf("store %s as %s: %w", j.ResponseKey, key, err)
+		return nil, nil, fmt.Errorf("store %s as %s: %w", j.ResponseKey, key, err)
 	}
-	return info, nil
+	return info, marks, nil
 }
+
+// ObjectPutter stores objects.
+type ObjectPutter interface {
+	Put(ctx context.Context, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error)
+}
+
+// Store stores the file that r yields in raw as meta says, in full chunks of ChunkSize (so that
+// a chunk of the transformer can read from an offset: natsx.OpenObjectAt), and returns what was
+// stored with the file's marks (pkg/chunk's Marks every markBytes, 0 for DefaultMarkBytes),
+// found on the way. Put reads r until EOF; a read error (a digest mismatch, a truncated
+// download) fails the store, and Put then removes the partial object.
+func Store(ctx context.Context, raw ObjectPutter, meta jetstream.ObjectMeta, r io.Reader, markBytes int64) (*jetstream.ObjectInfo, []events.FileMark, error) {
+	meta.Opts = &jetstream.ObjectMetaOptions{ChunkSize: ChunkSize}
+	meta.Headers = maps.Clone(meta.Headers)
+	if meta.Headers == nil {
+		meta.Headers = nats.Header{}
+	}
+	meta.Headers.Set(natsx.ChunkLayoutHeader, natsx.ChunkLayoutFull)
+	// The marks are found in a copy of the stream as it is stored: chunk.Marks reads its input
+	// to the end whatever it finds, so the copy never blocks the store.
+	pr, pw := io.Pipe()
+	found := make(chan []chunk.Mark, 1)
+	go func() {
+		ms, _ := chunk.Marks(pr, cmp.Or(markBytes, DefaultMarkBytes), events.MaxFileMarks) // fails only with the stream
+		found <- ms
+	}()
+	info, err := raw.Put(ctx, meta, io.TeeReader(fullReader{r}, pw))
+	pw.CloseWithError(err) // nil: Marks reads EOF
+	ms := <-found
+	if err != nil {
+		return nil, nil, err
+	}
+	marks := make([]events.FileMark, len(ms))
+	for i, m := range ms {
+		marks[i] = events.FileMark(m)
+	}
+	return info, marks, nil
+}
+
+// DefaultMarkBytes is the first spacing of a file's marks, doubled as often as needed to keep
+// at most events.MaxFileMarks: 64 KiB, so that a file of a few MB has marks too, and a large one
+// has about a hundred, evenly spread, whatever the transformer's chunk size.
+const DefaultMarkBytes = 64 << 10
 
 // ChunkSize is the size of the raw store's chunks, one JetStream message each. Four times the
 // object store's 128 KiB default: a file is a quarter as many messages for nats-server to store

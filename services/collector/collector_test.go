@@ -1,6 +1,7 @@
 package collector_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,8 +15,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/marketpipe/marketpipe/pkg/chunk"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
 	"github.com/marketpipe/marketpipe/services/collector"
@@ -113,7 +116,8 @@ func TestCollectorStoresFullChunks(t *testing.T) {
 	env := natstest.NewEnv(t)
 	var downloads atomic.Int64
 	v := newClient(t, vendorsim.Faults{}, &downloads)
-	h := &collector.Handler{Vendor: v, Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	h := &collector.Handler{Vendor: v, Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now,
+		MarkBytes: 64 << 10}
 	ctx := context.Background()
 	var secs []string
 	for i := range 40 {
@@ -134,6 +138,28 @@ func TestCollectorStoresFullChunks(t *testing.T) {
 	want := (info.Size + collector.ChunkSize - 1) / collector.ChunkSize
 	if uint64(info.Chunks) != want {
 		t.Errorf("%d bytes stored in %d chunks, want %d of %d bytes", info.Size, info.Chunks, want, collector.ChunkSize)
+	}
+	if info.Headers.Get(natsx.ChunkLayoutHeader) != natsx.ChunkLayoutFull {
+		t.Errorf("headers %v: the layout is not marked", info.Headers)
+	}
+
+	// The event carries the file's marks, as pkg/chunk finds them in the stored file.
+	got, _ := env.LastJob(j.ID)
+	file, err := env.Streams.Raw.GetBytes(ctx, got.FileKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := chunk.Marks(bytes.NewReader(file), 64<<10, events.MaxFileMarks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) < 10 || len(got.FileMarks) != len(ms) {
+		t.Fatalf("%d marks in the event, %d in the file", len(got.FileMarks), len(ms))
+	}
+	for i, m := range ms {
+		if events.FileMark(m) != got.FileMarks[i] {
+			t.Fatalf("mark %d: %+v in the event, %+v in the file", i, got.FileMarks[i], m)
+		}
 	}
 }
 
