@@ -47,8 +47,9 @@ func startPipeline(t *testing.T, ctx context.Context) *pipeline {
 		"NATS_URL": ns.ClientURL(), "CLICKHOUSE_ADDR": ch.Addr(), "CLICKHOUSE_DATABASE": db,
 		"VENDOR_URL": sim.URL + "/eap", "POLL_INTERVAL": "200ms", "HTTP_ADDR": "127.0.0.1:0",
 		"LOG_LEVEL": "debug",
-		// Chunks of 256 KiB: the history job's file (a few MB) is split into chunk tasks that
-		// both transformer processes share; the getdata job's stays in one piece.
+		// Chunks of 256 KiB: the history job's file (a few MB) is split at the collector's marks
+		// into chunk tasks that both transformer processes share; the getdata job's stays in
+		// one piece.
 		"TRANSFORMER_CHUNK_BYTES": "262144",
 	}
 	// Two replicas of transformer and loader: they share their stage's durable consumer.
@@ -149,6 +150,21 @@ func TestEndToEnd(t *testing.T) {
 		}
 		if n := info.State.Subjects[events.ChunkSubject(ids[i])]; (n >= 2) != want {
 			t.Errorf("%s: %d chunk tasks", ids[i], n)
+		}
+		if !want {
+			continue
+		}
+		// Cut at the marks the collector recorded, so each chunk read only its part.
+		m, err := s.GetLastMsgForSubject(ctx, events.ChunkSubject(ids[i]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		task, err := events.DecodeChunkTask(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !task.AtMarks() || len(task.FileMarks) == 0 {
+			t.Errorf("%s: chunk task %d of %d not cut at marks (%d marks)", ids[i], task.Chunk, task.Chunks, len(task.FileMarks))
 		}
 	}
 

@@ -48,7 +48,12 @@ const (
 // RawStore reads stored reply files.
 type RawStore interface {
 	Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error)
+	GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error)
 }
+
+// OpenAtFunc opens a stored object from a byte offset without reading what comes before it;
+// ok is false when the object cannot be read that way (natsx.OpenObjectAt).
+type OpenAtFunc func(ctx context.Context, info *jetstream.ObjectInfo, offset int64) (r io.ReadCloser, ok bool, err error)
 
 // Handler transforms one collected job's file.
 type Handler struct {
@@ -70,6 +75,9 @@ type Handler struct {
 	// records (natsx.RecordedChunks). Both are needed by HandleChunk.
 	Chunks      jetstream.KeyValue
 	CountChunks func(ctx context.Context, jobID string, generation int) (int, error)
+	// OpenAt lets a chunk cut at the file's marks read only its own part of the file (nil: it
+	// reads the file from its start and skips to its part).
+	OpenAt OpenAtFunc
 }
 
 // Handle implements stage.Handler for "collected". A file larger than ChunkBytes that can be
@@ -81,13 +89,20 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	if err != nil {
 		return stage.Permanent(err)
 	}
+	n := chunk.Count(j.FileSize, h.ChunkBytes, MaxChunks)
+	if n > 1 && len(j.FileMarks) > 0 {
+		// Cut at the marks the collector found: no need to look at the file here.
+		if starts := chunk.Cut(fileMarks(j.FileMarks), j.FileSize, n); len(starts) > 0 {
+			return h.publishChunksAt(ctx, &j, starts)
+		}
+	}
 	obj, done, err := h.open(ctx, &j)
 	if err != nil {
 		return h.openFailed(ctx, &j, err)
 	}
 	defer done()
 	var r io.Reader = obj
-	if n := chunk.Count(j.FileSize, h.ChunkBytes, MaxChunks); n > 1 {
+	if n > 1 && len(j.FileMarks) == 0 {
 		head := make([]byte, min(j.FileSize, chunk.MaxHeaderBytes))
 		k, err := io.ReadFull(obj, head)
 		if obj.err != nil {
@@ -103,7 +118,7 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	}
 	st, err := h.transform(ctx, &j, r, nil)
 	if err != nil {
-		return h.transformFailed(ctx, &j, obj, err)
+		return h.transformFailed(ctx, &j, obj.err, err)
 	}
 	return h.publishTransformed(ctx, &j, st)
 }
@@ -141,15 +156,47 @@ func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (o
 		return false, h.openFailed(ctx, j, err)
 	}
 	defer done()
+	var data *readErrs // the file from the chunk's start, when that is not obj
 	st, err := func() (transformStats, error) {
-		cr, err := chunk.Open(obj, j.FileSize, task.Chunk, task.Chunks)
-		if err != nil {
-			return transformStats{}, err
+		switch {
+		case !task.AtMarks():
+			cr, err := chunk.Open(obj, j.FileSize, task.Chunk, task.Chunks)
+			if err != nil {
+				return transformStats{}, err
+			}
+			c := cr.Chunk()
+			return h.transform(ctx, j, cr, &c)
+		case task.Chunk == 0:
+			cr, err := chunk.OpenFirst(obj, task.End, task.Chunks)
+			if err != nil {
+				return transformStats{}, err
+			}
+			c := cr.Chunk()
+			return h.transform(ctx, j, cr, &c)
+		default:
+			r, closeData, err := h.openAt(ctx, j, task.Start.Offset)
+			if err != nil {
+				return transformStats{}, err
+			}
+			defer closeData()
+			data = &readErrs{r: r}
+			rr, err := chunk.OpenAt(obj, data, chunk.Mark(task.Start), task.End, task.Chunk, task.Chunks)
+			if err != nil {
+				return transformStats{}, err
+			}
+			// The header is read: stop the object's delivery, which would otherwise fill the
+			// client's buffers with chunks nobody reads.
+			done()
+			c := rr.Chunk()
+			return h.transform(ctx, j, rr, &c)
 		}
-		return h.transform(ctx, j, cr, cr)
 	}()
 	if err != nil {
-		return false, h.transformFailed(ctx, j, obj, err)
+		readErr := obj.err
+		if data != nil && readErr == nil {
+			readErr = data.err
+		}
+		return false, h.transformFailed(ctx, j, readErr, err)
 	}
 	rec, err := json.Marshal(st)
 	if err != nil {
@@ -160,6 +207,54 @@ func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (o
 		return false, fmt.Errorf("record chunk %s: %w", key, err)
 	}
 	return true, nil
+}
+
+// openAt opens j's stored file from byte offset on, under the read deadline: without reading
+// what comes before when OpenAt can, else by reading and dropping it.
+func (h *Handler) openAt(ctx context.Context, j *events.Job, offset int64) (io.Reader, func(), error) {
+	readCtx, cancel := context.WithTimeout(ctx, h.readTimeout())
+	if h.OpenAt != nil {
+		info, err := h.Raw.GetInfo(readCtx, j.FileKey)
+		if err != nil {
+			cancel()
+			return nil, nil, fmt.Errorf("open raw file %s: %w", j.FileKey, err)
+		}
+		r, ok, err := h.OpenAt(readCtx, info, offset)
+		if err != nil {
+			cancel()
+			return nil, nil, fmt.Errorf("open raw file %s at %d: %w", j.FileKey, offset, err)
+		}
+		if ok {
+			return r, func() { r.Close(); cancel() }, nil
+		}
+	}
+	o, err := h.Raw.Get(readCtx, j.FileKey)
+	if err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("open raw file %s: %w", j.FileKey, err)
+	}
+	closeAll := func() { o.Close(); cancel() }
+	if _, err := io.CopyN(io.Discard, o, offset); err != nil {
+		closeAll()
+		return nil, nil, fmt.Errorf("read raw file %s to %d: %w", j.FileKey, offset, err)
+	}
+	return o, closeAll, nil
+}
+
+func (h *Handler) readTimeout() time.Duration {
+	if h.ReadTimeout <= 0 {
+		return time.Hour
+	}
+	return h.ReadTimeout
+}
+
+// fileMarks converts a job's marks for pkg/chunk.
+func fileMarks(fm []events.FileMark) []chunk.Mark {
+	ms := make([]chunk.Mark, len(fm))
+	for i, m := range fm {
+		ms[i] = chunk.Mark(m)
+	}
+	return ms
 }
 
 // completeChunks publishes "transformed" when every chunk of the task's job run is recorded.
@@ -196,25 +291,44 @@ const MaxChunks = 64
 // publishChunks publishes one task per chunk of j's file.
 func (h *Handler) publishChunks(ctx context.Context, j *events.Job, n int) error {
 	for i := range n {
-		task := events.ChunkTask{Job: *j, Chunk: i, Chunks: n}
-		data, err := task.Encode()
-		if err != nil {
-			return fmt.Errorf("encode chunk task of %s: %w", j.ID, err)
-		}
-		if err := h.Pub.Publish(ctx, events.ChunkSubject(j.ID), task.MsgID(), data, nil); err != nil {
+		if err := h.publishTask(ctx, &events.ChunkTask{Job: *j, Chunk: i, Chunks: n}); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// publishChunksAt publishes one task per chunk of j's file cut at starts (chunk.Cut): the
+// first chunk from the data to starts[0], chunk i from starts[i-1] to starts[i], the last to
+// the end of the file.
+func (h *Handler) publishChunksAt(ctx context.Context, j *events.Job, starts []chunk.Mark) error {
+	n := len(starts) + 1
+	for i := range n {
+		task := events.ChunkTask{Job: *j, Chunk: i, Chunks: n}
+		if i > 0 {
+			task.Start = events.FileMark(starts[i-1])
+		}
+		if i < len(starts) {
+			task.End = starts[i].Offset
+		}
+		if err := h.publishTask(ctx, &task); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *Handler) publishTask(ctx context.Context, task *events.ChunkTask) error {
+	data, err := task.Encode()
+	if err != nil {
+		return fmt.Errorf("encode chunk task of %s: %w", task.ID, err)
+	}
+	return h.Pub.Publish(ctx, events.ChunkSubject(task.ID), task.MsgID(), data, nil)
+}
+
 // open opens j's stored file for reading, with a deadline (ReadTimeout); done closes it.
 func (h *Handler) open(ctx context.Context, j *events.Job) (obj *readErrs, done func(), err error) {
-	timeout := h.ReadTimeout
-	if timeout <= 0 {
-		timeout = time.Hour
-	}
-	readCtx, cancel := context.WithTimeout(ctx, timeout)
+	readCtx, cancel := context.WithTimeout(ctx, h.readTimeout())
 	o, err := h.Raw.Get(readCtx, j.FileKey)
 	if err != nil {
 		cancel()
@@ -233,12 +347,13 @@ func (h *Handler) openFailed(ctx context.Context, j *events.Job, err error) erro
 	return fmt.Errorf("open raw file %s: %w", j.FileKey, err)
 }
 
-// transformFailed settles a failed transform of (part of) j's file read from obj.
-func (h *Handler) transformFailed(ctx context.Context, j *events.Job, obj *readErrs, err error) error {
-	if obj.err != nil {
+// transformFailed settles a failed transform of (part of) j's file; readErr is the error of
+// reading the stored object, if any.
+func (h *Handler) transformFailed(ctx context.Context, j *events.Job, readErr, err error) error {
+	if readErr != nil {
 		// Reading the stored object failed (a timeout, NATS unavailable, a digest mismatch):
 		// not the file's fault, so retried, and dead-lettered if it persists.
-		return fmt.Errorf("read raw file %s: %w", j.FileKey, obj.err)
+		return fmt.Errorf("read raw file %s: %w", j.FileKey, readErr)
 	}
 	var bad *dlformat.Error
 	if errors.As(err, &bad) {
@@ -261,6 +376,8 @@ func (h *Handler) fail(ctx context.Context, j *events.Job, reason string) error 
 func (h *Handler) publishTransformed(ctx context.Context, j *events.Job, st transformStats) error {
 	next := j.Advance(events.Transformed, h.Now())
 	next.Batches, next.RowsParsed, next.RowsRejected = st.Batches, st.Rows, st.Rejects
+	// The marks served the transform; "collected" keeps them for a replay.
+	next.FileMarks = nil
 	if err := h.Pub.PublishJob(ctx, &next); err != nil {
 		return err
 	}
@@ -296,11 +413,12 @@ type transformStats struct {
 // that memory does not grow with the file: each is up to 1 MB.
 const asyncWindow = 8
 
-// transform parses r, the whole file or (cr not nil) one chunk of it, and publishes its rows.
-func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, cr *chunk.Reader) (st transformStats, err error) {
+// transform parses r, the whole file or (c not nil) the stream of chunk c, and publishes its
+// rows.
+func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, c *chunk.Chunk) (st transformStats, err error) {
 	ctx, span := h.tracer().Start(ctx, "transformer.parse", trace.WithAttributes(attribute.String("marketpipe.file_key", j.FileKey)))
-	if cr != nil {
-		span.SetAttributes(attribute.Int("marketpipe.chunk", cr.Chunk().Index), attribute.Int("marketpipe.chunks", cr.Chunk().Count))
+	if c != nil {
+		span.SetAttributes(attribute.Int("marketpipe.chunk", c.Index), attribute.Int("marketpipe.chunks", c.Count))
 	}
 	defer func() {
 		span.SetAttributes(attribute.Int("marketpipe.batches", st.Batches), attribute.Int64("marketpipe.rows", st.Rows),
@@ -311,8 +429,7 @@ func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, cr 
 	// header of a chunk other than the first.
 	fileLine := func(l int64) (line int64, keep bool) { return l, true }
 	b := rowcodec.NewBuilder(j.ID, j.Spec.Program, j.Generation, j.Version)
-	if cr != nil {
-		c := cr.Chunk()
+	if c != nil {
 		b.StartSeq(c.Index << 20)
 		fileLine = func(l int64) (int64, bool) {
 			if l <= c.HeaderLines {
@@ -433,6 +550,9 @@ func Stages(env *service.Env) ([]service.Runner, error) {
 	}
 	h.ChunkBytes = int64(chunkBytes)
 	h.Chunks = env.Streams.Chunks
+	h.OpenAt = func(ctx context.Context, info *jetstream.ObjectInfo, offset int64) (io.ReadCloser, bool, error) {
+		return natsx.OpenObjectAt(ctx, env.JS, info, offset)
+	}
 	h.CountChunks = func(ctx context.Context, id string, gen int) (int, error) {
 		return natsx.RecordedChunks(ctx, env.JS, id, gen)
 	}

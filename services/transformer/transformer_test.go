@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/marketpipe/marketpipe/pkg/chunk"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
@@ -289,84 +291,134 @@ func TestTransformerChunksAddUpToTheWholeFile(t *testing.T) {
 	ref, _ := env.LastJob(whole.ID)
 	refBatches := batches(t, env, whole.ID)
 
-	const n = 5
-	h := chunkHandler(env, int64(len(file)/n+1))
-	j := collected(t, env, "job-chunked", file)
-	j.FileSize = int64(len(file))
-	if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := env.LastJob(j.ID); got.State != events.Collected {
-		t.Fatalf("state %q after the chunk tasks were published", got.State)
-	}
-	msgs := handleChunks(t, env, h, j.ID, []int{3, 0, 4, 1, 2})
-	got, _ := env.LastJob(j.ID)
-	if got.State != events.Transformed || ref.State != events.Transformed {
-		t.Fatalf("state %q (whole file: %q)", got.State, ref.State)
-	}
-	bs := batches(t, env, j.ID)
-	if got.Batches != len(bs) || got.RowsParsed != ref.RowsParsed || got.RowsRejected != ref.RowsRejected || ref.RowsRejected < n {
-		t.Errorf("chunked: %d batches (published %d), %d rows, %d rejects; whole file: %d rows, %d rejects",
-			got.Batches, len(bs), got.RowsParsed, got.RowsRejected, ref.RowsParsed, ref.RowsRejected)
-	}
-	// The same observations and rejects in the same order, with unique sequence numbers.
-	slices.SortFunc(bs, func(a, b rowcodec.Batch) int { return a.Seq - b.Seq })
-	seqs := map[int]bool{}
-	chunks := map[int]bool{}
-	var gotObs, refObs []obs.Observation
-	var gotRej, refRej []obs.Reject
-	for _, b := range bs {
-		if seqs[b.Seq] {
-			t.Errorf("seq %d twice", b.Seq)
-		}
-		seqs[b.Seq] = true
-		chunks[b.Seq>>20] = true
-		gotObs, gotRej = append(gotObs, b.Obs...), append(gotRej, b.Rejects...)
-	}
-	for _, b := range refBatches {
-		refObs, refRej = append(refObs, b.Obs...), append(refRej, b.Rejects...)
-	}
-	if len(chunks) != n {
-		t.Errorf("batches of %d chunks, want %d", len(chunks), n)
-	}
-	if len(gotObs) != len(refObs) {
-		t.Fatalf("%d observations, whole file %d", len(gotObs), len(refObs))
-	}
-	for i := range refObs {
-		if !gotObs[i].Equal(&refObs[i]) {
-			t.Fatalf("observation %d: %+v, whole file %+v", i, gotObs[i], refObs[i])
-		}
-	}
-	if !slices.Equal(gotRej, refRej) {
-		t.Errorf("rejects\n%+v\nwhole file\n%+v", gotRej, refRej)
-	}
-	lines := strings.Split(string(file), "\n")
-	for _, r := range gotRej {
-		if lines[r.Line-1] != r.Raw {
-			t.Errorf("reject at line %d: %q, the file's line is %q", r.Line, r.Raw, lines[r.Line-1])
-		}
-	}
+	// The chunks found by scanning the file from its start, cut at the collector's marks and
+	// read from their offset, and cut at marks but read from the start (no OpenAt).
+	for _, variant := range []string{"scan", "marks", "marks-without-openat"} {
+		t.Run(variant, func(t *testing.T) {
+			const n = 5
+			h := chunkHandler(env, int64(len(file)/n+1))
+			var j events.Job
+			var openedAt atomic.Int64
+			switch variant {
+			case "scan":
+				j = collected(t, env, "job-chunked-scan", file)
+			default:
+				// As the collector stores it: full chunks, and the marks found on the way.
+				j = collectedFull(t, env, "job-chunked-"+variant, file)
+				ms, err := chunk.Marks(bytes.NewReader(file), int64(len(file)/40), events.MaxFileMarks)
+				if err != nil || len(ms) < 20 {
+					t.Fatalf("%d marks, %v", len(ms), err)
+				}
+				for _, m := range ms {
+					j.FileMarks = append(j.FileMarks, events.FileMark(m))
+				}
+				if variant == "marks" {
+					h.OpenAt = func(ctx context.Context, info *jetstream.ObjectInfo, offset int64) (io.ReadCloser, bool, error) {
+						r, ok, err := natsx.OpenObjectAt(ctx, env.JS, info, offset)
+						if ok {
+							openedAt.Add(1)
+						}
+						return r, ok, err
+					}
+				}
+			}
+			j.FileSize = int64(len(file))
+			if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := env.LastJob(j.ID); got.State != events.Collected {
+				t.Fatalf("state %q after the chunk tasks were published", got.State)
+			}
+			msgs := handleChunks(t, env, h, j.ID, []int{3, 0, 4, 1, 2})
+			got, _ := env.LastJob(j.ID)
+			if got.State != events.Transformed || ref.State != events.Transformed {
+				t.Fatalf("state %q (whole file: %q)", got.State, ref.State)
+			}
+			bs := batches(t, env, j.ID)
+			if got.Batches != len(bs) || got.RowsParsed != ref.RowsParsed || got.RowsRejected != ref.RowsRejected || ref.RowsRejected < n {
+				t.Errorf("chunked: %d batches (published %d), %d rows, %d rejects; whole file: %d rows, %d rejects",
+					got.Batches, len(bs), got.RowsParsed, got.RowsRejected, ref.RowsParsed, ref.RowsRejected)
+			}
+			// The same observations and rejects in the same order, with unique sequence numbers.
+			slices.SortFunc(bs, func(a, b rowcodec.Batch) int { return a.Seq - b.Seq })
+			seqs := map[int]bool{}
+			chunks := map[int]bool{}
+			var gotObs, refObs []obs.Observation
+			var gotRej, refRej []obs.Reject
+			for _, b := range bs {
+				if seqs[b.Seq] {
+					t.Errorf("seq %d twice", b.Seq)
+				}
+				seqs[b.Seq] = true
+				chunks[b.Seq>>20] = true
+				gotObs, gotRej = append(gotObs, b.Obs...), append(gotRej, b.Rejects...)
+			}
+			for _, b := range refBatches {
+				refObs, refRej = append(refObs, b.Obs...), append(refRej, b.Rejects...)
+			}
+			if len(chunks) != n {
+				t.Errorf("batches of %d chunks, want %d", len(chunks), n)
+			}
+			if len(gotObs) != len(refObs) {
+				t.Fatalf("%d observations, whole file %d", len(gotObs), len(refObs))
+			}
+			for i := range refObs {
+				if !gotObs[i].Equal(&refObs[i]) {
+					t.Fatalf("observation %d: %+v, whole file %+v", i, gotObs[i], refObs[i])
+				}
+			}
+			if !slices.Equal(gotRej, refRej) {
+				t.Errorf("rejects\n%+v\nwhole file\n%+v", gotRej, refRej)
+			}
+			lines := strings.Split(string(file), "\n")
+			for _, r := range gotRej {
+				if lines[r.Line-1] != r.Raw {
+					t.Errorf("reject at line %d: %q, the file's line is %q", r.Line, r.Raw, lines[r.Line-1])
+				}
+			}
 
-	// A chunk redelivered after it was recorded, and one whose record is lost: neither counts
-	// twice nor publishes anything new.
-	if err := h.HandleChunk(ctx, msgs[1]); err != nil {
+			// A chunk redelivered after it was recorded, and one whose record is lost: neither counts
+			// twice nor publishes anything new.
+			if err := h.HandleChunk(ctx, msgs[1]); err != nil {
+				t.Fatal(err)
+			}
+			if err := env.Streams.Chunks.Delete(ctx, natsx.ChunkKey(j.ID, 0, 2)); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.HandleChunk(ctx, msgs[2]); err != nil {
+				t.Fatal(err)
+			}
+			if n := env.Count(events.JobsStream, events.JobSubject(j.ID, events.Transformed)); n != 1 {
+				t.Errorf("%d transformed events, want 1", n)
+			}
+			if n := env.Count(events.RowsStream, events.RowsSubject(j.ID)); n != len(bs) {
+				t.Errorf("%d batches after redeliveries, want %d", n, len(bs))
+			}
+			if again, _ := env.LastJob(j.ID); again.RowsParsed != got.RowsParsed || again.Batches != got.Batches {
+				t.Errorf("after redeliveries: %d rows %d batches, want %d and %d", again.RowsParsed, again.Batches, got.RowsParsed, got.Batches)
+			}
+			if variant == "marks" {
+				// Chunks 1 to 4, and chunk 2 again once its record was lost.
+				if want := int64(n); openedAt.Load() != want {
+					t.Errorf("%d chunks read from their offset, want %d", openedAt.Load(), want)
+				}
+			}
+		})
+	}
+}
+
+// collectedFull stores file as the collector does, in full chunks (of 4 KiB, so that chunks
+// start mid-chunk) marked so, and returns the job as collected.
+func collectedFull(t *testing.T, env *natstest.Env, id string, file []byte) events.Job {
+	t.Helper()
+	key := id + "/g0/file.bbg"
+	meta := jetstream.ObjectMeta{Name: key, Opts: &jetstream.ObjectMetaOptions{ChunkSize: 4 << 10},
+		Headers: map[string][]string{natsx.ChunkLayoutHeader: {natsx.ChunkLayoutFull}}}
+	if _, err := env.Streams.Raw.Put(context.Background(), meta, bytes.NewReader(file)); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Streams.Chunks.Delete(ctx, natsx.ChunkKey(j.ID, 0, 2)); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.HandleChunk(ctx, msgs[2]); err != nil {
-		t.Fatal(err)
-	}
-	if n := env.Count(events.JobsStream, events.JobSubject(j.ID, events.Transformed)); n != 1 {
-		t.Errorf("%d transformed events, want 1", n)
-	}
-	if n := env.Count(events.RowsStream, events.RowsSubject(j.ID)); n != len(bs) {
-		t.Errorf("%d batches after redeliveries, want %d", n, len(bs))
-	}
-	if again, _ := env.LastJob(j.ID); again.RowsParsed != got.RowsParsed || again.Batches != got.Batches {
-		t.Errorf("after redeliveries: %d rows %d batches, want %d and %d", again.RowsParsed, again.Batches, got.RowsParsed, got.Batches)
-	}
+	j := events.Job{ID: id, Version: 42, FileKey: key, Spec: events.Spec{Program: "gethistory"}}
+	return j.Advance(events.Collected, time.Now())
 }
 
 func TestTransformerFailsOnABadChunk(t *testing.T) {
