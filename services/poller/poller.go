@@ -58,7 +58,8 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	if out == nil {
 		return stage.Retry(h.Interval, "output not ready")
 	}
-	next := j.Advance(events.Ready, now)
+	// Ready when the vendor said so: the call may have taken the vendor a while.
+	next := j.Advance(events.Ready, h.Now())
 	next.ResponseKey = out.Key
 	next.ResponseDigest = out.Digest
 	next.Polls = int(m.NumDelivered())
