@@ -25,6 +25,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/obs"
 	"github.com/marketpipe/marketpipe/pkg/rowcodec"
+	"github.com/marketpipe/marketpipe/services/collector"
 	"github.com/marketpipe/marketpipe/services/transformer"
 )
 
@@ -271,8 +272,11 @@ func (b *bench) legPipeline(ctx context.Context) error {
 		c.dumpLogs()
 		return err
 	}
-	d := t1.Sub(t0)
+	// From the vendor's "ready": the simulator writes and compresses a reply file when it is
+	// first listed (a vendor prepares it before), which is no work of the pipeline's.
+	d := j.LoadedAt.Sub(j.ReadyAt)
 	b.res.PipelineS = round(d.Seconds(), 3)
+	b.res.PipelineSubmitS = round(t1.Sub(t0).Seconds(), 3)
 	b.res.PipelineStagesMS = map[string]float64{
 		"1_submitted_requested":   ms(j.RequestedAt.Sub(j.SubmittedAt)),
 		"2_requested_ready":       ms(j.ReadyAt.Sub(j.RequestedAt)),
@@ -288,8 +292,8 @@ func (b *bench) legPipeline(ctx context.Context) error {
 		b.res.PipelineCPUS[n] = round((p.cpu() - cpu0[n]).Seconds(), 2)
 		b.res.PipelineRSSMB[n] = round(p.peakMB(), 1)
 	}
-	log.Printf("pipeline: %d observations submit → loaded in %.2fs = %.0f obs/s; stages (ms): %v",
-		j.RowsLoaded, d.Seconds(), float64(j.RowsLoaded)/d.Seconds(), b.res.PipelineStagesMS)
+	log.Printf("pipeline: %d observations ready → loaded in %.2fs = %.0f obs/s (submit → loaded %.2fs); stages (ms): %v",
+		j.RowsLoaded, d.Seconds(), float64(j.RowsLoaded)/d.Seconds(), t1.Sub(t0).Seconds(), b.res.PipelineStagesMS)
 	log.Printf("pipeline: CPU seconds during the job: %v; peak RSS MB: %v", b.res.PipelineCPUS, b.res.PipelineRSSMB)
 	if j.FileSHA256 != b.refSHA {
 		log.Printf("pipeline: WARNING: collected file sha256 %s differs from the direct leg's file %s", j.FileSHA256, b.refSHA)
@@ -447,7 +451,8 @@ func (b *bench) legTransform(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.streams.Raw.Put(ctx, jetstream.ObjectMeta{Name: key}, f)
+	// Stored as the collector stores it, with the marks it finds.
+	_, marks, err := collector.Store(ctx, c.streams.Raw, jetstream.ObjectMeta{Name: key}, f, 0)
 	f.Close()
 	if err != nil {
 		return fmt.Errorf("store the reference file: %w", err)
@@ -468,7 +473,7 @@ func (b *bench) legTransform(ctx context.Context) error {
 		for _, id := range ids {
 			now := time.Now().UTC()
 			j := events.Job{ID: id, Spec: b.refSpec, Version: uint64(now.UnixNano()), Deadline: now.Add(time.Hour),
-				FileKey: key, FileSHA256: b.refSHA, FileSize: b.refBytes}
+				FileKey: key, FileSHA256: b.refSHA, FileSize: b.refBytes, FileMarks: marks}
 			j = j.Advance(events.Submitted, now).Advance(events.Collected, now)
 			if err := c.pub.PublishJob(ctx, &j); err != nil {
 				return 0, err

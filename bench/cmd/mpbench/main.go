@@ -4,7 +4,7 @@
 //  1. direct: this process parses the reply file and inserts it into ClickHouse in large
 //     columnar INSERTs (the practical limit);
 //  2. pipeline: the same file through the five stages as separate processes over NATS, from
-//     submit to loaded, and the ratio pipeline / direct;
+//     the vendor's "ready" to loaded (and from submit), and the ratio pipeline / direct;
 //  3. loader leg: observations per second from JetStream into ClickHouse (batches published
 //     first, then the loader alone is timed);
 //  4. poller: CPU used by the poller for 10,000 pending vendor requests polled every 30 s;
@@ -86,6 +86,7 @@ type Result struct {
 	DirectParseS     float64            `json:"direct_parse_only_s"`
 	DirectWorkers    int                `json:"direct_insert_workers"`
 	PipelineS        float64            `json:"pipeline_s"`
+	PipelineSubmitS  float64            `json:"pipeline_submit_s"`
 	Ratio            float64            `json:"ratio"`
 	PipelineStagesMS map[string]float64 `json:"pipeline_stage_ms,omitempty"`
 	PipelineCPUS     map[string]float64 `json:"pipeline_cpu_s,omitempty"`
