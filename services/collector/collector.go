@@ -158,9 +158,11 @@ func Store(ctx context.Context, raw ObjectPutter, meta jetstream.ObjectMeta, r i
 }
 
 // DefaultMarkBytes is the first spacing of a file's marks, doubled as often as needed to keep
-// at most events.MaxFileMarks: 64 KiB, so that a file of a few MB has marks too, and a large one
-// has about a hundred, evenly spread, whatever the transformer's chunk size.
-const DefaultMarkBytes = 64 << 10
+// at most events.MaxFileMarks: 1 MiB, so that a file of a few MB has marks too, and a large one
+// has about a hundred, evenly spread, whatever the transformer's chunk size. After each
+// multiple, Marks reads lines one by one to the next boundary (up to a security's lines), so a
+// smaller spacing costs the collector more.
+const DefaultMarkBytes = 1 << 20
 
 // ChunkSize is the size of the raw store's chunks, one JetStream message each. Four times the
 // object store's 128 KiB default: a file is a quarter as many messages for nats-server to store
