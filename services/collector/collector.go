@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klauspost/readahead"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -144,12 +145,22 @@ func Store(ctx context.Context, raw ObjectPutter, meta jetstream.ObjectMeta, r i
 		ms, _ := chunk.Marks(pr, cmp.Or(markBytes, DefaultMarkBytes), events.MaxFileMarks) // fails only with the stream
 		found <- ms
 	}()
-	info, err := raw.Put(ctx, meta, io.TeeReader(fullReader{r}, pw))
-	pw.CloseWithError(err) // nil: Marks reads EOF
-	ms := <-found
+	// Reading r (for a download: inflating and the vendor's SHA-512) runs ahead in a goroutine
+	// of its own, two chunks at most, while Put hashes and publishes: about a core each.
+	ra, err := readahead.NewReaderSize(fullReader{r}, 2, ChunkSize)
 	if err != nil {
 		return nil, nil, err
 	}
+	info, err := raw.Put(ctx, meta, io.TeeReader(fullReader{ra}, pw))
+	pw.CloseWithError(err) // nil: Marks reads EOF
+	ms := <-found
+	if err != nil {
+		// The read-ahead may be blocked in r's Read until the caller closes r: stop it in the
+		// background.
+		go ra.Close()
+		return nil, nil, err
+	}
+	ra.Close() // r is at its end: returns at once
 	marks := make([]events.FileMark, len(ms))
 	for i, m := range ms {
 		marks[i] = events.FileMark(m)
