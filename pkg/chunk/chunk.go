@@ -161,13 +161,9 @@ func Open(r io.Reader, size int64, i, n int) (*Reader, error) {
 		cr.tail = true
 		return cr, nil
 	}
-	h, err := readHeader(cr.s)
-	if err != nil {
+	if err := cr.readHeader(); err != nil {
 		return nil, err
 	}
-	cr.st.delim = h.delim
-	cr.out = append(cr.out, h.prefix...)
-	cr.ch.HeaderLines = h.lines
 	cr.end = cut(size, i+1, n)
 	// The start: the first candidate line (the data section's first line, or a boundary) at or
 	// after the nominal start; chunk 0 starts at the data section's first line.
@@ -219,6 +215,18 @@ func Open(r io.Reader, size int64, i, n int) (*Reader, error) {
 }
 
 const endOfData = "END-OF-DATA\n"
+
+// readHeader reads the file's header context and makes it the start of the chunk's stream.
+func (cr *Reader) readHeader() error {
+	h, err := readHeader(cr.s)
+	if err != nil {
+		return err
+	}
+	cr.st.delim = h.delim
+	cr.out = append(cr.out, h.prefix...)
+	cr.ch.HeaderLines = h.lines
+	return nil
+}
 
 func (cr *Reader) startAt(off, lineNo int64) {
 	cr.ch.Start = off

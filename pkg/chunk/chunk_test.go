@@ -73,18 +73,7 @@ func parseChunks(t *testing.T, file []byte, n int) parsed {
 		if ch != plan[i] {
 			t.Errorf("chunk %d of %d: Open gives %+v, Plan %+v", i, n, ch, plan[i])
 		}
-		all.obs = append(all.obs, p.obs...)
-		for _, r := range p.rejects {
-			if r.Line > ch.HeaderLines {
-				r.Line += ch.LineOffset
-			} else if i > 0 {
-				continue
-			}
-			all.rejects = append(all.rejects, r)
-		}
-		if p.err != nil && all.err == nil {
-			all.err = p.err
-		}
+		all.add(p, ch)
 	}
 	// The chunks cover the file's data without gaps or overlaps.
 	for i := 1; i < n; i++ {
@@ -96,6 +85,23 @@ func parseChunks(t *testing.T, file []byte, n int) parsed {
 		t.Errorf("last chunk ends at %d, the file at %d", plan[n-1].End, len(file))
 	}
 	return all
+}
+
+// add puts what chunk c's stream gave after what the chunks before it gave: rejects with the
+// file's line numbers, those of the repeated header from chunk 0 only.
+func (all *parsed) add(p parsed, c Chunk) {
+	all.obs = append(all.obs, p.obs...)
+	for _, r := range p.rejects {
+		if r.Line > c.HeaderLines {
+			r.Line += c.LineOffset
+		} else if c.Index > 0 {
+			continue
+		}
+		all.rejects = append(all.rejects, r)
+	}
+	if p.err != nil && all.err == nil {
+		all.err = p.err
+	}
 }
 
 func same(t *testing.T, name string, got, want parsed) {

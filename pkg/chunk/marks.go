@@ -108,13 +108,9 @@ func OpenFirst(r io.Reader, end int64, count int) (*Reader, error) {
 		return nil, fmt.Errorf("chunk: first of %d chunks", count)
 	}
 	cr := &Reader{s: newScanner(r, 0), ch: Chunk{Index: 0, Count: count}}
-	h, err := readHeader(cr.s)
-	if err != nil {
+	if err := cr.readHeader(); err != nil {
 		return nil, err
 	}
-	cr.st.delim = h.delim
-	cr.out = append(cr.out, h.prefix...)
-	cr.ch.HeaderLines = h.lines
 	// end is a boundary, so the first boundary at or after it is end itself.
 	cr.end = end
 	line, off, err := cr.s.next()

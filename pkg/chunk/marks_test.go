@@ -52,19 +52,7 @@ func parseMarkedChunks(t *testing.T, file []byte, n int) parsed {
 			r, ch = rr, rr.Chunk
 		}
 		p := parse(r)
-		c := ch()
-		all.obs = append(all.obs, p.obs...)
-		for _, r := range p.rejects {
-			if r.Line > c.HeaderLines {
-				r.Line += c.LineOffset
-			} else if i > 0 {
-				continue
-			}
-			all.rejects = append(all.rejects, r)
-		}
-		if p.err != nil && all.err == nil {
-			all.err = p.err
-		}
+		all.add(p, ch())
 	}
 	return all
 }
