@@ -81,6 +81,21 @@ func NewBuilder(jobID, program string, generation int, version uint64) *Builder 
 	return b
 }
 
+// Reset makes b a Builder for the batches of another job run, as NewBuilder does, but keeps
+// its arrays and encoder, and its last compression ratio as the first prediction (Flush
+// corrects a prediction that turns out too low). A transformer that parses many chunks reuses
+// one Builder instead of growing new arrays for each.
+func (b *Builder) Reset(jobID, program string, generation int, version uint64) {
+	clear(b.obs[:cap(b.obs)]) // no references to the last run's strings
+	clear(b.spareObs[:cap(b.spareObs)])
+	clear(b.rejects[:cap(b.rejects)])
+	clear(b.spareRejects[:cap(b.spareRejects)])
+	b.obs, b.spareObs, b.rejects, b.spareRejects = b.obs[:0], b.spareObs[:0], b.rejects[:0], b.spareRejects[:0]
+	b.jobID, b.program, b.generation, b.version, b.seq = jobID, program, generation, version, 0
+	b.batch = Batch{}
+	b.est.reset(b.fixed())
+}
+
 func (b *Builder) fixed() int { return batchOverhead + len(b.jobID) + len(b.program) }
 
 // sizer keeps an upper bound of the body size of a sequence of rows, following the encoder's

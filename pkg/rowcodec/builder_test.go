@@ -285,3 +285,29 @@ func TestEstimateIsUpperBound(t *testing.T) {
 		}
 	}
 }
+
+// TestBuilderReset: a Builder reset for another job run gives that run's batches, numbered from
+// 0 and carrying its identity, with every row once and nothing of the run before; its first
+// batch already uses the ratio learnt, and incompressible rows after compressible ones still
+// fit (Flush corrects the prediction).
+func TestBuilderReset(t *testing.T) {
+	bl := NewBuilder("first", "gethistory", 0, 1)
+	rows := historyObs(100, 250, 4) // 100,000 observations
+	first := drain(t, bl, rows, []obs.Reject{{Line: 1, Raw: "x", Reason: "bad"}})
+	bl.Reset("second", "getdata", 2, 7)
+	second := drain(t, bl, rows, nil)
+	if len(second[0].Obs) <= len(first[0].Obs) {
+		t.Errorf("first batch after Reset: %d rows, no more than a new Builder's %d", len(second[0].Obs), len(first[0].Obs))
+	}
+	for _, b := range second {
+		if b.JobID != "second" || b.Program != "getdata" || b.Generation != 2 || b.Version != 7 || len(b.Rejects) != 0 {
+			t.Fatalf("batch %d after Reset: job %q program %q gen %d version %d, %d rejects", b.Seq, b.JobID, b.Program, b.Generation, b.Version, len(b.Rejects))
+		}
+	}
+	bl.Reset("third", "getdata", 0, 1)
+	var noisy []obs.Observation
+	for i := range 3000 {
+		noisy = append(noisy, obs.Observation{Security: "S", Kind: obs.String, Str: randomString(uint64(i), 1000)})
+	}
+	drain(t, bl, noisy, nil) // checks every batch's size bound
+}

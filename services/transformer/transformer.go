@@ -78,6 +78,10 @@ type Handler struct {
 	// OpenAt lets a chunk cut at the file's marks read only its own part of the file (nil: it
 	// reads the file from its start and skips to its part).
 	OpenAt OpenAtFunc
+
+	// builders keeps row-batch builders between transforms: a chunk is a transform, and a
+	// new Builder would grow its arrays again for each.
+	builders sync.Pool
 }
 
 // Handle implements stage.Handler for "collected". A file larger than ChunkBytes that can be
@@ -428,7 +432,14 @@ func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, c *
 	// fileLine maps the reader's line numbers to the file's; keep is false for the repeated
 	// header of a chunk other than the first.
 	fileLine := func(l int64) (line int64, keep bool) { return l, true }
-	b := rowcodec.NewBuilder(j.ID, j.Spec.Program, j.Generation, j.Version)
+	b, _ := h.builders.Get().(*rowcodec.Builder)
+	if b == nil {
+		b = rowcodec.NewBuilder(j.ID, j.Spec.Program, j.Generation, j.Version)
+	} else {
+		b.Reset(j.ID, j.Spec.Program, j.Generation, j.Version)
+	}
+	// Flush hands out copies, so the builder is free once this transform returns.
+	defer h.builders.Put(b)
 	if c != nil {
 		b.StartSeq(c.Index << 20)
 		fileLine = func(l int64) (int64, bool) {
