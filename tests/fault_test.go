@@ -77,6 +77,9 @@ func TestFaults(t *testing.T) {
 		"NATS_URL": natsURL, "CLICKHOUSE_ADDR": ch.Addr(), "CLICKHOUSE_DATABASE": db,
 		"VENDOR_URL": sim.URL + "/eap", "POLL_INTERVAL": "500ms", "HTTP_ADDR": "127.0.0.1:0",
 		"ACK_WAIT": "4s",
+		// Each job's file (about 1 MB) is cut at marks into about four chunk tasks, so that
+		// kills and the NATS restart also meet chunks read from their offset.
+		"COLLECTOR_MARK_BYTES": "65536", "TRANSFORMER_CHUNK_BYTES": "262144",
 	}
 
 	// Two replicas of every stage, each a separate process.
@@ -232,6 +235,33 @@ func TestFaults(t *testing.T) {
 	if total < 500_000 {
 		t.Errorf("only %d observations: the test must move at least 500,000", total)
 	}
+	// Every file went through chunk tasks, and the files collected in one delivery were cut at
+	// marks (one stored by an earlier, killed delivery has none and is cut by scanning).
+	atMarks := 0
+	cs, err := js.Stream(ctx, events.ChunksStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobs {
+		si, err := cs.Info(ctx, jetstream.WithSubjectFilter(events.ChunkSubject(j.id)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := si.State.Subjects[events.ChunkSubject(j.id)]; n < 2 {
+			t.Errorf("%s: %d chunk tasks", j.id, n)
+			continue
+		}
+		m, err := cs.GetLastMsgForSubject(ctx, events.ChunkSubject(j.id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if task, err := events.DecodeChunkTask(m.Data); err == nil && task.AtMarks() {
+			atMarks++
+		}
+	}
+	if atMarks < len(jobs)/2 {
+		t.Errorf("only %d of %d jobs cut at marks", atMarks, len(jobs))
+	}
 
 	// Only the injected poison is dead-lettered, once by each stage that consumes it: the job
 	// event reaches the requester and the jobs recorder, the row batch the loader.
@@ -255,8 +285,8 @@ func TestFaults(t *testing.T) {
 	final, _ := store.CountObservations(ctx, true)
 	mu.Lock()
 	defer mu.Unlock()
-	t.Logf("fault test: %d jobs, %d observations, %d kills, %d graceful restarts, redeliveries %s, %d duplicate rows before FINAL (%d rows, %d after FINAL), %s",
-		len(jobs), total, kills, restarts, redeliveries(t, ctx, js), all-final, all, final, time.Since(start).Round(time.Second))
+	t.Logf("fault test: %d jobs (%d cut at marks), %d observations, %d kills, %d graceful restarts, redeliveries %s, %d duplicate rows before FINAL (%d rows, %d after FINAL), %s",
+		len(jobs), atMarks, total, kills, restarts, redeliveries(t, ctx, js), all-final, all, final, time.Since(start).Round(time.Second))
 }
 
 // redeliveries reports, per stage that does not wait on purpose, deliveries beyond the first
@@ -267,6 +297,7 @@ func redeliveries(t *testing.T, ctx context.Context, js jetstream.JetStream) str
 		{events.JobsStream, "requester", events.JobFilter(events.Submitted)},
 		{events.JobsStream, "collector", events.JobFilter(events.Ready)},
 		{events.JobsStream, "transformer", events.JobFilter(events.Collected)},
+		{events.ChunksStream, "transformer-chunk", events.ChunkSubjects},
 		{events.RowsStream, "loader", events.RowsSubjects},
 		{events.JobsStream, "jobs", events.JobsSubjects},
 	} {

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/marketpipe/marketpipe/pkg/chunk"
+	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/service"
@@ -54,8 +55,8 @@ type Handler struct {
 	Raw    RawStore
 	Pub    Publisher
 	Now    func() time.Time
-	// MarkBytes is the spacing of the marks recorded for the transformer (default
-	// DefaultMarkBytes).
+	// MarkBytes is the first spacing of the marks recorded for the transformer
+	// (COLLECTOR_MARK_BYTES, default DefaultMarkBytes).
 	MarkBytes int64
 }
 
@@ -213,9 +214,13 @@ func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
 	if err != nil {
 		return nil, err
 	}
+	markBytes, err := config.PositiveInt(env.Lookup, "COLLECTOR_MARK_BYTES", DefaultMarkBytes)
+	if err != nil {
+		return nil, err
+	}
 	tracer := env.Tracing.Provider.Tracer("github.com/marketpipe/marketpipe/services/collector")
 	h := &Handler{Vendor: countedVendor{v, counters.BytesDownloaded}, Raw: tracedRaw{env.Streams.Raw, tracer},
-		Pub: env.Publisher(), Now: time.Now}
+		Pub: env.Publisher(), Now: time.Now, MarkBytes: int64(markBytes)}
 	return stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Ready)},
 		MaxBytes:    events.MaxJobEventBytes,
