@@ -138,6 +138,12 @@ func Store(ctx context.Context, raw ObjectPutter, meta jetstream.ObjectMeta, r i
 		meta.Headers = nats.Header{}
 	}
 	meta.Headers.Set(natsx.ChunkLayoutHeader, natsx.ChunkLayoutFull)
+	// Reading r (for a download: inflating and the vendor's SHA-512) runs ahead in a goroutine
+	// of its own, two chunks at most, while Put hashes and publishes: about a core each.
+	ra, err := readahead.NewReaderSize(fullReader{r}, 2, ChunkSize)
+	if err != nil {
+		return nil, nil, err
+	}
 	// The marks are found in a copy of the stream as it is stored: chunk.Marks reads its input
 	// to the end whatever it finds, so the copy never blocks the store.
 	pr, pw := io.Pipe()
@@ -146,12 +152,6 @@ func Store(ctx context.Context, raw ObjectPutter, meta jetstream.ObjectMeta, r i
 		ms, _ := chunk.Marks(pr, cmp.Or(markBytes, DefaultMarkBytes), events.MaxFileMarks) // fails only with the stream
 		found <- ms
 	}()
-	// Reading r (for a download: inflating and the vendor's SHA-512) runs ahead in a goroutine
-	// of its own, two chunks at most, while Put hashes and publishes: about a core each.
-	ra, err := readahead.NewReaderSize(fullReader{r}, 2, ChunkSize)
-	if err != nil {
-		return nil, nil, err
-	}
 	info, err := raw.Put(ctx, meta, io.TeeReader(fullReader{ra}, pw))
 	pw.CloseWithError(err) // nil: Marks reads EOF
 	ms := <-found
