@@ -561,9 +561,9 @@ func Stages(env *service.Env) ([]service.Runner, error) {
 	}
 	h.ChunkBytes = int64(chunkBytes)
 	h.Chunks = env.Streams.Chunks
-	h.OpenAt = func(ctx context.Context, info *jetstream.ObjectInfo, offset int64) (io.ReadCloser, bool, error) {
+	h.OpenAt = TracedOpenAt(tracer, func(ctx context.Context, info *jetstream.ObjectInfo, offset int64) (io.ReadCloser, bool, error) {
 		return natsx.OpenObjectAt(ctx, env.JS, info, offset)
-	}
+	})
 	h.CountChunks = func(ctx context.Context, id string, gen int) (int, error) {
 		return natsx.RecordedChunks(ctx, env.JS, id, gen)
 	}

@@ -15,6 +15,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/marketpipe/marketpipe/pkg/chunk"
 	"github.com/marketpipe/marketpipe/pkg/events"
@@ -456,5 +459,61 @@ func TestTransformerFailsOnABadChunk(t *testing.T) {
 	}
 	if got, ok := env.LastJob(j2.ID); ok {
 		t.Errorf("event %q published: a store read failure must not fail the job", got.State)
+	}
+}
+
+// TestChunkReadsAreTraced: a chunk read from its offset is an "objectstore.get" span with the
+// offset and exactly the chunk's bytes.
+func TestChunkReadsAreTraced(t *testing.T) {
+	env := natstest.NewEnv(t)
+	ctx := context.Background()
+	file := chunkedFile(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	const n = 4
+	h := chunkHandler(env, int64(len(file)/n+1))
+	h.OpenAt = transformer.TracedOpenAt(tp.Tracer("test"), func(ctx context.Context, info *jetstream.ObjectInfo, offset int64) (io.ReadCloser, bool, error) {
+		return natsx.OpenObjectAt(ctx, env.JS, info, offset)
+	})
+	j := collectedFull(t, env, "job-traced", file)
+	j.FileSize = int64(len(file))
+	ms, err := chunk.Marks(bytes.NewReader(file), int64(len(file)/40), events.MaxFileMarks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		j.FileMarks = append(j.FileMarks, events.FileMark(m))
+	}
+	if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
+		t.Fatal(err)
+	}
+	msgs := handleChunks(t, env, h, j.ID, []int{0, 1, 2, 3})
+	var want []string
+	for _, m := range msgs[1:] {
+		task, err := events.DecodeChunkTask(m.Data())
+		if err != nil {
+			t.Fatal(err)
+		}
+		end := task.End
+		if end == 0 {
+			end = int64(len(file))
+		}
+		want = append(want, fmt.Sprintf("%d+%d", task.Start.Offset, end-task.Start.Offset))
+	}
+	var got []string
+	for _, s := range rec.Ended() {
+		if s.Name() != "objectstore.get" {
+			continue
+		}
+		attrs := map[attribute.Key]attribute.Value{}
+		for _, a := range s.Attributes() {
+			attrs[a.Key] = a.Value
+		}
+		got = append(got, fmt.Sprintf("%d+%d", attrs["objectstore.offset"].AsInt64(), attrs["objectstore.bytes_read"].AsInt64()))
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("objectstore.get spans (offset+bytes) %v, want %v", got, want)
 	}
 }
