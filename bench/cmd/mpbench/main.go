@@ -26,6 +26,7 @@
 //	BENCH_PROFILE      a directory: every service process and the direct leg write CPU
 //	                   profiles there (<leg>-<process>.pprof)
 //	BENCH_TIMEOUT      bound on the whole run (default 30m)
+//	BENCH_KEEP         when set, the run's directory (files, every process's log) is kept
 //	MPSVC_<VAR>        sets VAR for every service process (e.g. MPSVC_LOADER_INSERTS=1)
 //
 // The last line printed is one JSON object with every figure.
@@ -185,6 +186,10 @@ func run() int {
 		stopAll()
 		if b.ch != nil {
 			_ = b.ch.Stop()
+		}
+		if os.Getenv("BENCH_KEEP") != "" {
+			log.Printf("kept %s (each leg's process logs are in <leg>/<process>.log)", b.tmp)
+			return
 		}
 		os.RemoveAll(b.tmp)
 	}()
