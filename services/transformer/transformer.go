@@ -162,38 +162,33 @@ func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (o
 	defer done()
 	var data *readErrs // the file from the chunk's start, when that is not obj
 	st, err := func() (transformStats, error) {
+		var (
+			cs  chunkStream
+			err error
+		)
 		switch {
 		case !task.AtMarks():
-			cr, err := chunk.Open(obj, j.FileSize, task.Chunk, task.Chunks)
-			if err != nil {
-				return transformStats{}, err
-			}
-			c := cr.Chunk()
-			return h.transform(ctx, j, cr, &c)
+			cs, err = chunk.Open(obj, j.FileSize, task.Chunk, task.Chunks)
 		case task.Chunk == 0:
-			cr, err := chunk.OpenFirst(obj, task.End, task.Chunks)
-			if err != nil {
-				return transformStats{}, err
-			}
-			c := cr.Chunk()
-			return h.transform(ctx, j, cr, &c)
+			cs, err = chunk.OpenFirst(obj, task.End, task.Chunks)
 		default:
-			r, closeData, err := h.openAt(ctx, j, task.Start.Offset)
-			if err != nil {
-				return transformStats{}, err
+			r, closeData, openErr := h.openAt(ctx, j, task.Start.Offset)
+			if openErr != nil {
+				return transformStats{}, openErr
 			}
 			defer closeData()
 			data = &readErrs{r: r}
-			rr, err := chunk.OpenAt(obj, data, chunk.Mark(task.Start), task.End, task.Chunk, task.Chunks)
-			if err != nil {
-				return transformStats{}, err
+			if cs, err = chunk.OpenAt(obj, data, chunk.Mark(task.Start), task.End, task.Chunk, task.Chunks); err == nil {
+				// The header is read: stop the object's delivery, which would otherwise fill
+				// the client's buffers with chunks nobody reads.
+				done()
 			}
-			// The header is read: stop the object's delivery, which would otherwise fill the
-			// client's buffers with chunks nobody reads.
-			done()
-			c := rr.Chunk()
-			return h.transform(ctx, j, rr, &c)
 		}
+		if err != nil {
+			return transformStats{}, err
+		}
+		c := cs.Chunk()
+		return h.transform(ctx, j, cs, &c)
 	}()
 	if err != nil {
 		readErr := obj.err
@@ -211,6 +206,12 @@ func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (o
 		return false, fmt.Errorf("record chunk %s: %w", key, err)
 	}
 	return true, nil
+}
+
+// chunkStream is a chunk's stream for the parser: chunk.Reader or chunk.RangeReader.
+type chunkStream interface {
+	io.Reader
+	Chunk() chunk.Chunk
 }
 
 // openAt opens j's stored file from byte offset on, under the read deadline: without reading
