@@ -59,7 +59,11 @@ func (b *bench) newCluster(ctx context.Context, leg string, readyAfter time.Dura
 	if err != nil {
 		return nil, err
 	}
-	if c.natsP, err = startProc(c.dir, "nats-server", b.svc, nil, "nats", filepath.Join(c.dir, "nats"), strconv.Itoa(port)); err != nil {
+	var natsEnv map[string]string
+	if b.profile != "" {
+		natsEnv = map[string]string{"MPBENCH_CPUPROFILE": filepath.Join(b.profile, leg+"-nats-server.pprof")}
+	}
+	if c.natsP, err = startProc(c.dir, "nats-server", b.svc, natsEnv, "nats", filepath.Join(c.dir, "nats"), strconv.Itoa(port)); err != nil {
 		return nil, err
 	}
 	c.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", port)

@@ -47,14 +47,15 @@ var builds = map[string]service.Build{
 }
 
 func main() {
-	if len(os.Args) == 4 && os.Args[1] == "nats" {
-		os.Exit(runNATS(os.Args[2], os.Args[3]))
-	}
-	if len(os.Args) < 2 || builds[os.Args[1]] == nil {
+	if len(os.Args) < 2 || (builds[os.Args[1]] == nil && os.Args[1] != "nats") {
 		fmt.Fprintln(os.Stderr, "usage: mpsvc <requester|poller|collector|transformer|loader> [flags]")
 		os.Exit(2)
 	}
 	name := os.Args[1]
+	if name == "nats" && len(os.Args) != 4 {
+		fmt.Fprintln(os.Stderr, "usage: mpsvc nats <dir> <port>")
+		os.Exit(2)
+	}
 	if path := os.Getenv("MPBENCH_HEAPPROFILE"); path != "" {
 		go heapProfiles(path)
 	}
@@ -70,6 +71,11 @@ func main() {
 		}
 		defer f.Close()
 		defer pprof.StopCPUProfile()
+	}
+	if name == "nats" {
+		code := runNATS(os.Args[2], os.Args[3])
+		pprof.StopCPUProfile()
+		os.Exit(code)
 	}
 	build := builds[name]
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
