@@ -4,6 +4,7 @@ package natstest
 
 import (
 	"context"
+	"io"
 	"testing"
 	"time"
 
@@ -167,4 +168,29 @@ func (e *Env) Count(stream, subject string) int {
 		n += int(c)
 	}
 	return n
+}
+
+// RawFile returns the file stored in the raw store as name, decoded (natsx.PlainReader).
+func (e *Env) RawFile(name string) []byte {
+	e.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	o, err := e.Streams.Raw.Get(ctx, name)
+	if err != nil {
+		e.tb.Fatalf("raw file %s: %v", name, err)
+	}
+	defer o.Close()
+	info, err := o.Info()
+	if err != nil {
+		e.tb.Fatalf("raw file %s: %v", name, err)
+	}
+	r, err := natsx.PlainReader(info, o)
+	if err != nil {
+		e.tb.Fatalf("raw file %s: %v", name, err)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		e.tb.Fatalf("read raw file %s: %v", name, err)
+	}
+	return b
 }

@@ -114,7 +114,10 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 	}
 	raw, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket: events.RawBucket, Description: "downloaded vendor reply files",
-		TTL: r.RawMaxAge, Storage: r.Storage, Replicas: r.Replicas, Compression: true,
+		// Not compressed by the server: the collector stores files compressed already
+		// (ChunkLayoutS2), which spares nats-server compressing every block it writes and
+		// decompressing every block it reads.
+		TTL: r.RawMaxAge, Storage: r.Storage, Replicas: r.Replicas, Compression: false,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("declare object store %s: %w", events.RawBucket, err)

@@ -34,45 +34,57 @@ const objectConsumerDeleteTimeout = 5 * time.Second
 // errObjectReaderClosed is returned by Read after Close.
 var errObjectReaderClosed = errors.New("object reader closed")
 
-// OpenObjectAt returns a reader of object info's bytes from offset to its end, reading only the
-// chunks from the one holding offset. ok is false (and the reader nil, err nil) when the object
-// cannot be read that way: its header ChunkLayoutHeader is not ChunkLayoutFull, or its chunk
-// messages are not contiguous in the stream (another object's Put interleaved with it), or it
-// is deleted / has no chunks. Then the caller reads the object from its start and skips.
-// The caller closes the reader. ctx bounds the whole read (give it a deadline).
+// OpenObjectAt returns a reader of the file stored as object info from offset to its end,
+// reading only the chunks from the one holding offset. The object is in the full layout
+// (ChunkLayoutFull: the file itself, in chunks of info.Opts' chunk size, nats.go's 128 KiB
+// default when none is recorded) or the S2 layout (ChunkLayoutS2: each chunk compressed alone;
+// offsets and sizes are then the decoded file's, and each chunk is decoded and checked). ok is
+// false (and the reader nil, err nil) when the object cannot be read that way: it has another
+// layout, or its chunk messages are not contiguous in the stream (another object's Put
+// interleaved with it), or it is deleted / has no chunks. Then the caller reads the object from
+// its start and skips. The caller closes the reader. ctx bounds the whole read (give it a
+// deadline).
 //
-// An offset equal to the object's size gives an empty reader whatever the object's layout, as
-// nothing has to be read; an offset outside [0, size] is an error. The chunk size is the one
-// recorded in info.Opts (nats.go's 128 KiB default when none is). A reader whose chunks turn
-// out not to match the full layout (a chunk of the wrong size, a chunk missing because the
-// object was replaced meanwhile) fails its Read with an error rather than return wrong or
-// short data. Read and Close must not be called concurrently: cancel ctx to end a blocked
-// Read.
+// An offset equal to the file's size gives an empty reader whatever the object's layout, as
+// nothing has to be read; an offset outside [0, size] is an error, as is an S2 object without
+// its plain headers. A reader whose chunks turn out not to match the layout (a chunk of the
+// wrong size, a chunk missing because the object was replaced meanwhile) fails its Read with an
+// error rather than return wrong or short data. Read and Close must not be called
+// concurrently: cancel ctx to end a blocked Read.
 func OpenObjectAt(ctx context.Context, js jetstream.JetStream, info *jetstream.ObjectInfo, offset int64) (r io.ReadCloser, ok bool, err error) {
 	if info == nil {
 		return nil, false, errors.New("open object at offset: no object info")
 	}
-	if offset < 0 || uint64(offset) > info.Size {
-		return nil, false, fmt.Errorf("open object %s at %d: offset outside the object's %d bytes",
-			info.Name, offset, info.Size)
+	// size and chunkSize are the file's: for the S2 layout, decoded.
+	size, chunkSize := info.Size, uint64(defaultObjectChunkSize)
+	layout := info.Headers.Get(ChunkLayoutHeader)
+	var s2c *s2Chunk
+	if layout == ChunkLayoutS2 && !info.Deleted {
+		lay, err := s2Layout(info)
+		if err != nil {
+			return nil, false, fmt.Errorf("open object %s at %d: %w", info.Name, offset, err)
+		}
+		size, chunkSize, s2c = uint64(lay.size), lay.chunk, newS2Chunk(lay.chunk)
+	} else if info.Opts != nil && info.Opts.ChunkSize != 0 {
+		chunkSize = uint64(info.Opts.ChunkSize)
+	}
+	if offset < 0 || uint64(offset) > size {
+		return nil, false, fmt.Errorf("open object %s at %d: offset outside the file's %d bytes",
+			info.Name, offset, size)
 	}
 	if info.Deleted || info.NUID == "" || (info.Opts != nil && info.Opts.Link != nil) {
 		return nil, false, nil
 	}
-	if uint64(offset) == info.Size {
+	if uint64(offset) == size {
 		return io.NopCloser(strings.NewReader("")), true, nil
 	}
-	if info.Headers.Get(ChunkLayoutHeader) != ChunkLayoutFull {
+	if layout != ChunkLayoutFull && layout != ChunkLayoutS2 {
 		return nil, false, nil
 	}
-	chunkSize := uint64(defaultObjectChunkSize)
-	if info.Opts != nil && info.Opts.ChunkSize != 0 {
-		chunkSize = uint64(info.Opts.ChunkSize)
-	}
 	chunks := uint64(info.Chunks)
-	// In the full layout the chunk count follows from the size; if it does not, the header is
+	// In these layouts the chunk count follows from the size; if it does not, the header is
 	// wrong and the offset cannot be mapped to a chunk.
-	if chunks == 0 || (chunks-1)*chunkSize >= info.Size || info.Size > chunks*chunkSize {
+	if chunks == 0 || (chunks-1)*chunkSize >= size || size > chunks*chunkSize {
 		return nil, false, nil
 	}
 
@@ -119,8 +131,8 @@ func OpenObjectAt(ctx context.Context, js jetstream.JetStream, info *jetstream.O
 	return &objectReader{
 		ctx: ctx, js: js, stream: streamName, cons: cons, msgs: msgs, name: info.Name,
 		chunk: k, next: first.Sequence + k, last: last.Sequence,
-		chunkSize: chunkSize, lastSize: info.Size - (chunks-1)*chunkSize,
-		skip: uint64(offset) % chunkSize, left: info.Size - uint64(offset),
+		chunkSize: chunkSize, lastSize: size - (chunks-1)*chunkSize,
+		skip: uint64(offset) % chunkSize, left: size - uint64(offset), s2: s2c,
 	}, true, nil
 }
 
@@ -138,12 +150,13 @@ type objectReader struct {
 	next      uint64 // stream sequence of the next chunk
 	last      uint64 // stream sequence of the object's last chunk
 	chunkSize uint64
-	lastSize  uint64 // bytes of the object's last chunk
-	skip      uint64 // bytes to drop from the next chunk (the first one received)
-	left      uint64 // bytes still to return
-	buf       []byte // received bytes not returned yet
-	stopped   bool   // msgs is stopped
-	err       error  // sticky: io.EOF or the error that ended the read
+	lastSize  uint64   // bytes of the object's last chunk
+	skip      uint64   // bytes to drop from the next chunk (the first one received)
+	left      uint64   // bytes still to return
+	buf       []byte   // received bytes not returned yet
+	s2        *s2Chunk // decodes each chunk of the S2 layout; nil: the full layout
+	stopped   bool     // msgs is stopped
+	err       error    // sticky: io.EOF or the error that ended the read
 }
 
 // Read returns the object's next bytes, receiving the next chunk when it has none left.
@@ -197,7 +210,11 @@ func (r *objectReader) receive() error {
 	if r.next == r.last {
 		want = r.lastSize
 	}
-	if uint64(len(data)) != want {
+	if r.s2 != nil {
+		if data, err = r.s2.decode(data, want); err != nil {
+			return fmt.Errorf("chunk %d: %w: the object's chunks are not in the %s layout", r.chunk, err, ChunkLayoutS2)
+		}
+	} else if uint64(len(data)) != want {
 		return fmt.Errorf("chunk %d has %d bytes, want %d: the object's chunks are not in the %s layout",
 			r.chunk, len(data), want, ChunkLayoutFull)
 	}

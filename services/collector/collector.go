@@ -6,13 +6,10 @@ package collector
 import (
 	"cmp"
 	"context"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"strings"
 	"time"
 
 	"github.com/klauspost/readahead"
@@ -40,7 +37,7 @@ type Vendor interface {
 
 // RawStore keeps downloaded files.
 type RawStore interface {
-	Put(ctx context.Context, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error)
+	ObjectPutter
 	GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error)
 }
 
@@ -74,13 +71,21 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	}
 	key := FileKey(&j)
 	info, err := h.Raw.GetInfo(ctx, key)
-	// A file stored by an earlier delivery has no marks: the transformer then finds its chunks
-	// by scanning the file.
-	var marks []events.FileMark
-	if err != nil || info.Headers.Get(hdrVendorDigest) != j.ResponseDigest {
-		if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-			return fmt.Errorf("look up raw file %s: %w", key, err)
-		}
+	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("look up raw file %s: %w", key, err)
+	}
+	// A file stored by an earlier delivery is reused: it has no marks, so the transformer finds
+	// its chunks by scanning it. One stored for another digest, or not completely (without its
+	// plain headers), is downloaded again.
+	var (
+		marks []events.FileMark
+		size  int64
+		sum   string
+	)
+	if err == nil && info.Headers.Get(hdrVendorDigest) == j.ResponseDigest {
+		size, sum, _, err = natsx.PlainFile(info)
+	}
+	if info == nil || info.Headers.Get(hdrVendorDigest) != j.ResponseDigest || err != nil {
 		info, marks, err = h.download(ctx, &j, key)
 		if err != nil {
 			var apiErr *vendor.APIError
@@ -90,13 +95,12 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 			}
 			return err
 		}
-	}
-	sum, err := sha256Hex(info.Digest)
-	if err != nil {
-		return fmt.Errorf("raw file %s: %w", key, err)
+		if size, sum, _, err = natsx.PlainFile(info); err != nil {
+			return fmt.Errorf("raw file %s: %w", key, err)
+		}
 	}
 	next := j.Advance(events.Collected, h.Now())
-	next.FileKey, next.FileSHA256, next.FileSize = key, sum, int64(info.Size)
+	next.FileKey, next.FileSHA256, next.FileSize = key, sum, size
 	next.FileMarks = marks
 	return h.Pub.PublishJob(ctx, &next)
 }
@@ -124,22 +128,27 @@ func (h *Handler) download(ctx context.Context, j *events.Job, key string) (*jet
 // ObjectPutter stores objects.
 type ObjectPutter interface {
 	Put(ctx context.Context, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error)
+	UpdateMeta(ctx context.Context, name string, meta jetstream.ObjectMeta) error
 }
 
-// Store stores the file that r yields in raw as meta says, in full chunks of ChunkSize (so that
-// a chunk of the transformer can read from an offset: natsx.OpenObjectAt), and returns what was
+// Store stores the file that r yields in raw as meta says, compressed in the S2 layout
+// (natsx.ChunkLayoutS2: chunks of ChunkSize plain bytes, each compressed alone, so that a chunk
+// of the transformer can read from an offset with natsx.OpenObjectAt), and returns what was
 // stored with the file's marks (pkg/chunk's Marks every markBytes, 0 for DefaultMarkBytes),
-// found on the way. Put reads r until EOF; a read error (a digest mismatch, a truncated
-// download) fails the store, and Put then removes the partial object.
+// found on the way. The object's plain headers (the file's size and SHA-256) are added once it
+// is stored: an object without them is incomplete (natsx.PlainFile). Put reads r until EOF; a
+// read error (a digest mismatch, a truncated download) fails the store, and Put then removes
+// the partial object.
 func Store(ctx context.Context, raw ObjectPutter, meta jetstream.ObjectMeta, r io.Reader, markBytes int64) (*jetstream.ObjectInfo, []events.FileMark, error) {
-	meta.Opts = &jetstream.ObjectMetaOptions{ChunkSize: ChunkSize}
+	meta.Opts = &jetstream.ObjectMetaOptions{ChunkSize: uint32(natsx.S2ChunkSize(ChunkSize))}
 	meta.Headers = maps.Clone(meta.Headers)
 	if meta.Headers == nil {
 		meta.Headers = nats.Header{}
 	}
-	meta.Headers.Set(natsx.ChunkLayoutHeader, natsx.ChunkLayoutFull)
+	meta.Headers.Set(natsx.ChunkLayoutHeader, natsx.ChunkLayoutS2)
 	// Reading r (for a download: inflating and the vendor's SHA-512) runs ahead in a goroutine
-	// of its own, two chunks at most, while Put hashes and publishes: about a core each.
+	// of its own, two chunks at most, while the file is hashed, compressed and published:
+	// about a core each.
 	ra, err := readahead.NewReaderSize(fullReader{r}, 2, ChunkSize)
 	if err != nil {
 		return nil, nil, err
@@ -152,7 +161,8 @@ func Store(ctx context.Context, raw ObjectPutter, meta jetstream.ObjectMeta, r i
 		ms, _ := chunk.Marks(pr, cmp.Or(markBytes, DefaultMarkBytes), events.MaxFileMarks) // fails only with the stream
 		found <- ms
 	}()
-	info, err := raw.Put(ctx, meta, io.TeeReader(fullReader{ra}, pw))
+	file := natsx.NewS2Chunks(io.TeeReader(ra, pw), ChunkSize)
+	info, err := raw.Put(ctx, meta, file)
 	pw.CloseWithError(err) // nil: Marks reads EOF
 	ms := <-found
 	if err != nil {
@@ -162,6 +172,11 @@ func Store(ctx context.Context, raw ObjectPutter, meta jetstream.ObjectMeta, r i
 		return nil, nil, err
 	}
 	ra.Close() // r is at its end: returns at once
+	natsx.SetPlainHeaders(meta.Headers, ChunkSize, file.Size(), file.SHA256())
+	if err := raw.UpdateMeta(ctx, meta.Name, meta); err != nil {
+		return nil, nil, fmt.Errorf("record the plain size and digest of %s: %w", meta.Name, err)
+	}
+	info.Headers = meta.Headers
 	marks := make([]events.FileMark, len(ms))
 	for i, m := range ms {
 		marks[i] = events.FileMark(m)
@@ -176,14 +191,14 @@ func Store(ctx context.Context, raw ObjectPutter, meta jetstream.ObjectMeta, r i
 // smaller spacing costs the collector more.
 const DefaultMarkBytes = 1 << 20
 
-// ChunkSize is the size of the raw store's chunks, one JetStream message each. Four times the
-// object store's 128 KiB default: a file is a quarter as many messages for nats-server to store
-// and the transformer to read. It stays well under the default 1 MB max_payload.
+// ChunkSize is the plain bytes of each of the raw store's chunks, one JetStream message each,
+// compressed (natsx.ChunkLayoutS2). Four times the object store's 128 KiB default: a file is a
+// quarter as many messages for nats-server to store and the transformer to read. Compressed or
+// not (a chunk that does not compress), it stays well under the default 1 MB max_payload.
 const ChunkSize = 512 << 10
 
-// fullReader fills each Read's buffer unless the stream ends or fails first. The object store
-// sends what one Read returns as one chunk, and a gzip download returns at most 32 KiB per
-// Read, so without it chunks would be that small whatever the chunk size.
+// fullReader fills each Read's buffer unless the stream ends or fails first: a gzip download
+// returns at most 32 KiB per Read, and the read-ahead hands on what one Read returned.
 type fullReader struct{ r io.Reader }
 
 func (f fullReader) Read(p []byte) (n int, err error) {
@@ -193,19 +208,6 @@ func (f fullReader) Read(p []byte) (n int, err error) {
 		n += k
 	}
 	return n, err
-}
-
-// sha256Hex turns the object store's "SHA-256=<base64url>" digest into hex.
-func sha256Hex(digest string) (string, error) {
-	b64, ok := strings.CutPrefix(digest, "SHA-256=")
-	if !ok {
-		return "", fmt.Errorf("unexpected object digest %q", digest)
-	}
-	raw, err := base64.URLEncoding.DecodeString(b64)
-	if err != nil {
-		return "", fmt.Errorf("object digest %q: %w", digest, err)
-	}
-	return hex.EncodeToString(raw), nil
 }
 
 // Stage returns the collector stage on env's JetStream.

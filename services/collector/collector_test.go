@@ -91,10 +91,7 @@ func TestCollectorStoresTheFile(t *testing.T) {
 	}
 	want, _ := io.ReadAll(body)
 	body.Close()
-	stored, err := env.Streams.Raw.GetBytes(ctx, got.FileKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stored := env.RawFile(got.FileKey)
 	sum := sha256.Sum256(want)
 	if string(stored) != string(want) || got.FileSHA256 != hex.EncodeToString(sum[:]) || got.FileSize != int64(len(want)) {
 		t.Errorf("stored %d bytes sha256 %s; vendor file %d bytes sha256 %x", got.FileSize, got.FileSHA256, len(want), sum)
@@ -110,9 +107,10 @@ func TestCollectorStoresTheFile(t *testing.T) {
 	}
 }
 
-// A file of several raw-store chunks is stored in full chunks of collector.ChunkSize, although
-// the gzip download hands the collector far smaller reads.
-func TestCollectorStoresFullChunks(t *testing.T) {
+// A file of several raw-store chunks is stored compressed, in chunks of collector.ChunkSize
+// plain bytes (natsx.ChunkLayoutS2), although the gzip download hands the collector far smaller
+// reads, and reads from an offset.
+func TestCollectorStoresS2Chunks(t *testing.T) {
 	env := natstest.NewEnv(t)
 	var downloads atomic.Int64
 	v := newClient(t, vendorsim.Faults{}, &downloads)
@@ -120,7 +118,7 @@ func TestCollectorStoresFullChunks(t *testing.T) {
 		MarkBytes: 64 << 10}
 	ctx := context.Background()
 	var secs []string
-	for i := range 40 {
+	for i := range 60 {
 		secs = append(secs, fmt.Sprintf("S%03d US Equity", i))
 	}
 	j := readyRequest(t, v, vendor.Request{Identifier: "mpcollectbig", Program: "gethistory", Securities: secs,
@@ -128,27 +126,38 @@ func TestCollectorStoresFullChunks(t *testing.T) {
 	if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
 		t.Fatal(err)
 	}
+	got, _ := env.LastJob(j.ID)
 	info, err := env.Streams.Raw.GetInfo(ctx, collector.FileKey(&j))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Size < 3*collector.ChunkSize {
-		t.Fatalf("the file is %d bytes; the test wants at least 3 chunks of %d", info.Size, collector.ChunkSize)
+	size := uint64(got.FileSize)
+	if size < 3*collector.ChunkSize {
+		t.Fatalf("the file is %d bytes; the test wants at least 3 chunks of %d", size, collector.ChunkSize)
 	}
-	want := (info.Size + collector.ChunkSize - 1) / collector.ChunkSize
+	want := (size + collector.ChunkSize - 1) / collector.ChunkSize
 	if uint64(info.Chunks) != want {
-		t.Errorf("%d bytes stored in %d chunks, want %d of %d bytes", info.Size, info.Chunks, want, collector.ChunkSize)
+		t.Errorf("%d bytes stored in %d chunks, want %d of %d bytes", size, info.Chunks, want, collector.ChunkSize)
 	}
-	if info.Headers.Get(natsx.ChunkLayoutHeader) != natsx.ChunkLayoutFull {
-		t.Errorf("headers %v: the layout is not marked", info.Headers)
+	if info.Headers.Get(natsx.ChunkLayoutHeader) != natsx.ChunkLayoutS2 || info.Size*2 > size {
+		t.Errorf("headers %v, %d bytes stored for a file of %d: not compressed in the S2 layout", info.Headers, info.Size, size)
+	}
+	file := env.RawFile(got.FileKey)
+	if uint64(len(file)) != size {
+		t.Fatalf("the stored file decodes to %d bytes, the event says %d", len(file), size)
+	}
+	off := int64(collector.ChunkSize + 12345)
+	r, ok, err := natsx.OpenObjectAt(ctx, env.JS, info, off)
+	if err != nil || !ok {
+		t.Fatalf("OpenObjectAt = %v, %v", ok, err)
+	}
+	part, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(part, file[off:]) {
+		t.Errorf("read from %d: %d bytes, %v; want the file's %d from there", off, len(part), err, len(file[off:]))
 	}
 
 	// The event carries the file's marks, as pkg/chunk finds them in the stored file.
-	got, _ := env.LastJob(j.ID)
-	file, err := env.Streams.Raw.GetBytes(ctx, got.FileKey)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ms, err := chunk.Marks(bytes.NewReader(file), 64<<10, events.MaxFileMarks)
 	if err != nil {
 		t.Fatal(err)

@@ -239,11 +239,26 @@ func (h *Handler) openAt(ctx context.Context, j *events.Job, offset int64) (io.R
 		return nil, nil, fmt.Errorf("open raw file %s: %w", j.FileKey, err)
 	}
 	closeAll := func() { o.Close(); cancel() }
-	if _, err := io.CopyN(io.Discard, o, offset); err != nil {
+	file, err := plainFile(o)
+	if err != nil {
+		closeAll()
+		return nil, nil, fmt.Errorf("open raw file %s: %w", j.FileKey, err)
+	}
+	if _, err := io.CopyN(io.Discard, file, offset); err != nil {
 		closeAll()
 		return nil, nil, fmt.Errorf("read raw file %s to %d: %w", j.FileKey, offset, err)
 	}
-	return o, closeAll, nil
+	return file, closeAll, nil
+}
+
+// plainFile is the file stored as object o: o's bytes, decoded if they are compressed
+// (natsx.PlainReader).
+func plainFile(o jetstream.ObjectResult) (io.Reader, error) {
+	info, err := o.Info()
+	if err != nil {
+		return nil, err
+	}
+	return natsx.PlainReader(info, o)
 }
 
 func (h *Handler) readTimeout() time.Duration {
@@ -339,8 +354,14 @@ func (h *Handler) open(ctx context.Context, j *events.Job) (obj *readErrs, done 
 		cancel()
 		return nil, nil, err
 	}
+	file, err := plainFile(o)
+	if err != nil {
+		o.Close()
+		cancel()
+		return nil, nil, err
+	}
 	var once sync.Once
-	return &readErrs{r: o}, func() { once.Do(func() { o.Close(); cancel() }) }, nil
+	return &readErrs{r: file}, func() { once.Do(func() { o.Close(); cancel() }) }, nil
 }
 
 // openFailed settles a failure to open j's file: a missing file fails the job, anything else

@@ -187,6 +187,9 @@ type brokenObject struct {
 
 func (b brokenObject) Read(p []byte) (int, error) { return b.r.Read(p) }
 func (b brokenObject) Close() error               { return nil }
+func (b brokenObject) Info() (*jetstream.ObjectInfo, error) {
+	return &jetstream.ObjectInfo{ObjectMeta: jetstream.ObjectMeta{Name: "job-read/g0/f"}}, nil
+}
 
 func (f failingStore) Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
 	if _, ok := ctx.Deadline(); !ok {
@@ -294,9 +297,11 @@ func TestTransformerChunksAddUpToTheWholeFile(t *testing.T) {
 	ref, _ := env.LastJob(whole.ID)
 	refBatches := batches(t, env, whole.ID)
 
-	// The chunks found by scanning the file from its start, cut at the collector's marks and
-	// read from their offset, and cut at marks but read from the start (no OpenAt).
-	for _, variant := range []string{"scan", "marks", "marks-without-openat"} {
+	// The chunks found by scanning the file from its start; cut at the collector's marks and
+	// read from their offset, of a file stored compressed as the collector stores it (S2) and
+	// of one stored plain in full chunks, as it stored them before; and cut at marks but read
+	// from the start (no OpenAt).
+	for _, variant := range []string{"scan", "marks", "marks-full-layout", "marks-without-openat"} {
 		t.Run(variant, func(t *testing.T) {
 			const n = 5
 			h := chunkHandler(env, int64(len(file)/n+1))
@@ -306,8 +311,12 @@ func TestTransformerChunksAddUpToTheWholeFile(t *testing.T) {
 			case "scan":
 				j = collected(t, env, "job-chunked-scan", file)
 			default:
-				// As the collector stores it: full chunks, and the marks found on the way.
-				j = collectedFull(t, env, "job-chunked-"+variant, file)
+				// As the collector stores it, with the marks found on the way.
+				layout := natsx.ChunkLayoutS2
+				if variant == "marks-full-layout" {
+					layout = natsx.ChunkLayoutFull
+				}
+				j = collectedAt(t, env, "job-chunked-"+variant, file, layout)
 				ms, err := chunk.Marks(bytes.NewReader(file), int64(len(file)/40), events.MaxFileMarks)
 				if err != nil || len(ms) < 20 {
 					t.Fatalf("%d marks, %v", len(ms), err)
@@ -315,7 +324,7 @@ func TestTransformerChunksAddUpToTheWholeFile(t *testing.T) {
 				for _, m := range ms {
 					j.FileMarks = append(j.FileMarks, events.FileMark(m))
 				}
-				if variant == "marks" {
+				if variant != "marks-without-openat" {
 					h.OpenAt = func(ctx context.Context, info *jetstream.ObjectInfo, offset int64) (io.ReadCloser, bool, error) {
 						r, ok, err := natsx.OpenObjectAt(ctx, env.JS, info, offset)
 						if ok {
@@ -400,7 +409,7 @@ func TestTransformerChunksAddUpToTheWholeFile(t *testing.T) {
 			if again, _ := env.LastJob(j.ID); again.RowsParsed != got.RowsParsed || again.Batches != got.Batches {
 				t.Errorf("after redeliveries: %d rows %d batches, want %d and %d", again.RowsParsed, again.Batches, got.RowsParsed, got.Batches)
 			}
-			if variant == "marks" {
+			if variant == "marks" || variant == "marks-full-layout" {
 				// Chunks 1 to 4, and chunk 2 again once its record was lost.
 				if want := int64(n); openedAt.Load() != want {
 					t.Errorf("%d chunks read from their offset, want %d", openedAt.Load(), want)
@@ -410,15 +419,33 @@ func TestTransformerChunksAddUpToTheWholeFile(t *testing.T) {
 	}
 }
 
-// collectedFull stores file as the collector does, in full chunks (of 4 KiB, so that chunks
-// start mid-chunk) marked so, and returns the job as collected.
-func collectedFull(t *testing.T, env *natstest.Env, id string, file []byte) events.Job {
+// collectedAt stores file in a layout that natsx.OpenObjectAt reads from an offset, in chunks
+// of 4 KiB (so that chunks start mid-chunk): the full layout, or the S2 layout as the collector
+// stores it. It returns the job as collected.
+func collectedAt(t *testing.T, env *natstest.Env, id string, file []byte, layout string) events.Job {
 	t.Helper()
+	ctx := context.Background()
 	key := id + "/g0/file.bbg"
-	meta := jetstream.ObjectMeta{Name: key, Opts: &jetstream.ObjectMetaOptions{ChunkSize: 4 << 10},
-		Headers: map[string][]string{natsx.ChunkLayoutHeader: {natsx.ChunkLayoutFull}}}
-	if _, err := env.Streams.Raw.Put(context.Background(), meta, bytes.NewReader(file)); err != nil {
-		t.Fatal(err)
+	const chunkSize = 4 << 10
+	meta := jetstream.ObjectMeta{Name: key, Opts: &jetstream.ObjectMetaOptions{ChunkSize: chunkSize},
+		Headers: map[string][]string{natsx.ChunkLayoutHeader: {layout}}}
+	switch layout {
+	case natsx.ChunkLayoutFull:
+		if _, err := env.Streams.Raw.Put(ctx, meta, bytes.NewReader(file)); err != nil {
+			t.Fatal(err)
+		}
+	case natsx.ChunkLayoutS2:
+		meta.Opts.ChunkSize = uint32(natsx.S2ChunkSize(chunkSize))
+		r := natsx.NewS2Chunks(bytes.NewReader(file), chunkSize)
+		if _, err := env.Streams.Raw.Put(ctx, meta, r); err != nil {
+			t.Fatal(err)
+		}
+		natsx.SetPlainHeaders(meta.Headers, chunkSize, r.Size(), r.SHA256())
+		if err := env.Streams.Raw.UpdateMeta(ctx, key, meta); err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Fatalf("layout %q", layout)
 	}
 	j := events.Job{ID: id, Version: 42, FileKey: key, Spec: events.Spec{Program: "gethistory"}}
 	return j.Advance(events.Collected, time.Now())
@@ -475,7 +502,7 @@ func TestChunkReadsAreTraced(t *testing.T) {
 	h.OpenAt = transformer.TracedOpenAt(tp.Tracer("test"), func(ctx context.Context, info *jetstream.ObjectInfo, offset int64) (io.ReadCloser, bool, error) {
 		return natsx.OpenObjectAt(ctx, env.JS, info, offset)
 	})
-	j := collectedFull(t, env, "job-traced", file)
+	j := collectedAt(t, env, "job-traced", file, natsx.ChunkLayoutS2)
 	j.FileSize = int64(len(file))
 	ms, err := chunk.Marks(bytes.NewReader(file), int64(len(file)/40), events.MaxFileMarks)
 	if err != nil {
