@@ -458,6 +458,17 @@ func (b *bench) legTransform(ctx context.Context) error {
 		return fmt.Errorf("store the reference file: %w", err)
 	}
 	n := 0
+	// running are the transformer processes of the setting under test, and nats-server: the
+	// CPU they use during a transform is the setting's.
+	var running []*proc
+	cpuNow := func() time.Duration {
+		var d time.Duration
+		for _, p := range running {
+			d += p.cpu()
+		}
+		return d
+	}
+	var lastCPU time.Duration // of the last transform
 	// transform publishes "collected" for k jobs of the stored file at once and times them
 	// until every one is transformed.
 	transform := func(k int) (time.Duration, error) {
@@ -469,7 +480,7 @@ func (b *bench) legTransform(ctx context.Context) error {
 			ids = append(ids, id)
 			chans = append(chans, c.watch(id))
 		}
-		t0 := time.Now()
+		t0, cpu0 := time.Now(), cpuNow()
 		for _, id := range ids {
 			now := time.Now().UTC()
 			j := events.Job{ID: id, Spec: b.refSpec, Version: uint64(now.UnixNano()), Deadline: now.Add(time.Hour),
@@ -490,7 +501,9 @@ func (b *bench) legTransform(ctx context.Context) error {
 			}
 			c.unwatch(ids[i])
 		}
-		return time.Since(t0), nil
+		d := time.Since(t0)
+		lastCPU = cpuNow() - cpu0
+		return d, nil
 	}
 	// Three settings, each best of two runs so that no figure carries a cold start:
 	//  - unchunked: one replica parses the whole file (chunking off);
@@ -499,42 +512,56 @@ func (b *bench) legTransform(ctx context.Context) error {
 	// One chunk at a time per replica, so that the second replica is what adds a core.
 	const chunkN = 8
 	chunkBytes := strconv.FormatInt((b.refBytes+chunkN-1)/chunkN, 10)
-	best := func(k int) (time.Duration, error) { return bestOfTwo(transform, k) }
-	run := func(names []string, env map[string]string) (time.Duration, error) {
+	// run starts the setting's replicas and returns its better time of two, with the CPU the
+	// replicas and nats-server used in that run.
+	run := func(names []string, env map[string]string) (time.Duration, time.Duration, error) {
 		var ps []*proc
 		for _, name := range names {
 			p, err := c.start(name, "transformer", env)
 			if err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 			ps = append(ps, p)
 		}
+		running = append([]*proc{c.natsP}, ps...)
 		defer func() {
 			for _, p := range ps {
 				_ = p.stop()
 			}
 		}()
 		if err := c.waitConsumers(ctx, events.JobsStream, len(names), transformer.Name); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if err := c.waitConsumers(ctx, events.ChunksStream, len(names), transformer.ChunkName); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		return best(1)
+		var best, bestCPU time.Duration
+		for i := range 2 {
+			d, err := transform(1)
+			if err != nil {
+				return 0, 0, err
+			}
+			if i == 0 || d < best {
+				best, bestCPU = d, lastCPU
+			}
+		}
+		return best, bestCPU, nil
 	}
-	du, err := run([]string{"transformer-unchunked"}, map[string]string{"TRANSFORMER_CHUNK_BYTES": strconv.FormatInt(1<<50, 10)})
+	du, _, err := run([]string{"transformer-unchunked"}, map[string]string{"TRANSFORMER_CHUNK_BYTES": strconv.FormatInt(1<<50, 10)})
 	if err != nil {
 		return err
 	}
 	chunked := map[string]string{"TRANSFORMER_CHUNK_BYTES": chunkBytes, "TRANSFORMER_CHUNK_CONCURRENCY": "1"}
-	d1, err := run([]string{"transformer-chunked"}, chunked)
+	d1, cpu1, err := run([]string{"transformer-chunked"}, chunked)
 	if err != nil {
 		return err
 	}
-	d2, err := run([]string{"transformer-replica-1", "transformer-replica-2"}, chunked)
+	d2, cpu2, err := run([]string{"transformer-replica-1", "transformer-replica-2"}, chunked)
 	if err != nil {
 		return err
 	}
+	b.res.TransformCPU1 = round(cpu1.Seconds(), 2)
+	b.res.TransformCPU2 = round(cpu2.Seconds(), 2)
 	b.res.TransformUnchunkedS = round(du.Seconds(), 3)
 	b.res.TransformS1 = round(d1.Seconds(), 3)
 	b.res.TransformS2 = round(d2.Seconds(), 3)
@@ -543,6 +570,8 @@ func (b *bench) legTransform(ctx context.Context) error {
 	log.Printf("transform: one file (%d observations, %d chunks of %s bytes, one chunk at a time per replica): "+
 		"1 replica %.2fs (%.0f obs/s), 2 replicas %.2fs: speedup %.2f; unchunked, 1 replica: %.2fs",
 		b.refObs, chunkN, chunkBytes, d1.Seconds(), b.res.TransformRowsPS, d2.Seconds(), b.res.TransformSpeedup, du.Seconds())
+	log.Printf("transform: CPU of the transformers and nats-server: 1 replica %.2fs (%.2f cores), 2 replicas %.2fs (%.2f cores)",
+		cpu1.Seconds(), cpu1.Seconds()/d1.Seconds(), cpu2.Seconds(), cpu2.Seconds()/d2.Seconds())
 	return nil
 }
 
@@ -716,19 +745,4 @@ func (b *bench) legPoller(ctx context.Context) error {
 		(cpu1 - cpu0).Seconds(), wall, b.res.PollerCores, b.res.PollerPollsPerS,
 		float64(pollRequests)/interval.Seconds(), b.res.PollerRSSMB, failed.Load())
 	return nil
-}
-
-// bestOfTwo runs run(k) twice and returns the shorter time, so no figure carries a cold start.
-func bestOfTwo(run func(int) (time.Duration, error), k int) (time.Duration, error) {
-	var d time.Duration
-	for i := range 2 {
-		di, err := run(k)
-		if err != nil {
-			return 0, err
-		}
-		if i == 0 || di < d {
-			d = di
-		}
-	}
-	return d, nil
 }

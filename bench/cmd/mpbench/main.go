@@ -81,6 +81,9 @@ type Result struct {
 	Cores        int     `json:"cores"`
 	LoadStart    string  `json:"loadavg_start"`
 	LoadEnd      string  `json:"loadavg_end"`
+	// StealS is the CPU time the hypervisor gave other guests while each leg ran (all cores,
+	// /proc/stat): a leg with much of it ran on a slower machine than the others.
+	StealS map[string]float64 `json:"steal_s,omitempty"`
 
 	DirectS          float64            `json:"direct_s"`
 	DirectRowsPerS   float64            `json:"direct_rows_per_s"`
@@ -115,6 +118,8 @@ type Result struct {
 	TransformS2         float64  `json:"transform_2_s"`
 	TransformSpeedup    float64  `json:"transform_speedup_2"`
 	TransformRowsPS     float64  `json:"transform_rows_per_s_1"`
+	TransformCPU1       float64  `json:"transform_cpu_1_s"` // transformers' and nats-server's CPU
+	TransformCPU2       float64  `json:"transform_cpu_2_s"`
 	LatencyP50MS        float64  `json:"latency_p50_ms"`
 	LatencyP99MS        float64  `json:"latency_p99_ms"`
 	LatencyJobs         int      `json:"latency_jobs"`
@@ -231,15 +236,24 @@ func run() int {
 		b.settle(ctx)
 		log.Printf("---- %s (load average %s)", l.name, loadAvg())
 		start := time.Now()
-		chCPU0 := b.chCPU()
+		chCPU0, steal0, chEv0 := b.chCPU(), stealTime(), b.chEvents(ctx)
 		if err := l.fn(ctx); err != nil {
 			log.Printf("%s: FAILED: %v", l.name, err)
 			b.res.Errors = append(b.res.Errors, l.name+": "+err.Error())
 		}
 		stopAll()
 		b.dropDatabases(ctx)
-		log.Printf("%s: took %.1fs; clickhouse-server used %.1f s CPU", l.name, time.Since(start).Seconds(),
-			(b.chCPU() - chCPU0).Seconds())
+		steal := stealTime() - steal0
+		if b.res.StealS == nil {
+			b.res.StealS = map[string]float64{}
+		}
+		b.res.StealS[l.name] = round(steal.Seconds(), 2)
+		chEv := b.chEvents(ctx)
+		for k, v := range chEv {
+			chEv[k] = v - chEv0[k]
+		}
+		log.Printf("%s: took %.1fs; clickhouse-server used %.1f s CPU (its events: %v); CPU stolen by the hypervisor: %.2f s",
+			l.name, time.Since(start).Seconds(), (b.chCPU() - chCPU0).Seconds(), chEv, steal.Seconds())
 	}
 	if ctx.Err() != nil {
 		b.res.Errors = append(b.res.Errors, "run: "+ctx.Err().Error())
@@ -314,6 +328,31 @@ func (b *bench) settle(ctx context.Context) {
 }
 
 // dropDatabases drops every database a leg created, so no merges of its parts go on.
+// chEvents reads ClickHouse's counters of INSERTs and merges (system.events), so that a leg's
+// log tells how many INSERTs it made and how much merging they caused; nil if they cannot be
+// read.
+func (b *bench) chEvents(ctx context.Context) map[string]uint64 {
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{b.ch.Addr()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		return nil
+	}
+	defer conn.Close()
+	rows, err := conn.Query(ctx, "SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows', 'Merge', 'MergedRows')")
+	if err != nil {
+		return nil
+	}
+	defer rows.Close()
+	ev := map[string]uint64{}
+	for rows.Next() {
+		var k string
+		var v uint64
+		if rows.Scan(&k, &v) == nil {
+			ev[k] = v
+		}
+	}
+	return ev
+}
+
 func (b *bench) dropDatabases(ctx context.Context) {
 	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{b.ch.Addr()}, DialTimeout: 5 * time.Second})
 	if err != nil {
@@ -453,4 +492,23 @@ func round(x float64, digits int) float64 {
 		return float64(int64(x*p+0.5)) / p
 	}
 	return -float64(int64(-x*p+0.5)) / p
+}
+
+// stealTime is the machine's CPU time stolen by the hypervisor so far, all cores (the "steal"
+// column of /proc/stat's cpu line, in USER_HZ ticks of 10 ms); 0 where it cannot be read.
+func stealTime() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	ticks, err := strconv.ParseInt(f[8], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
