@@ -59,6 +59,12 @@ func JobFilter(event string) string { return "mp.job.*." + event }
 // RowsSubject returns the subject of a job's row batches.
 func RowsSubject(jobID string) string { return "mp.rows." + jobID }
 
+// MoreRowsHeader, set to "1" on a row batch, says that the transform that published it was
+// still reading its file: more batches of the job follow. The loader then waits longer to fill
+// an INSERT (LOADER_MAX_LINGER) instead of inserting what it has after LOADER_LINGER. A batch
+// without it is the last of its transform (or of an earlier version's).
+const MoreRowsHeader = "Marketpipe-More-Rows"
+
 // ChunkSubject returns the subject of a job's chunk tasks.
 func ChunkSubject(jobID string) string { return "mp.chunk." + jobID }
 

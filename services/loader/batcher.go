@@ -36,15 +36,20 @@ type groupCommit struct {
 	ins     Inserter
 	maxRows int           // an INSERT starts once this many rows wait
 	linger  time.Duration // or once the oldest has waited this long
-	inserts int           // INSERTs at once at most (0: 1)
-	timeout time.Duration // bound on one INSERT
-	tracer  trace.Tracer  // nil: no spans
+	// maxLinger replaces linger while a transform is still sending the batches queued: an
+	// INSERT then waits for maxRows, up to this long, instead of taking a batch or two, so a
+	// large job makes few large INSERTs (fewer parts for ClickHouse to write and merge).
+	maxLinger time.Duration
+	inserts   int           // INSERTs at once at most (0: 1)
+	timeout   time.Duration // bound on one INSERT
+	tracer    trace.Tracer  // nil: no spans
 
 	mu      sync.Mutex
 	pending []*pendingBatch
 	rows    int
 	running int
 	timer   *time.Timer
+	timerAt time.Time // when timer fires
 }
 
 // pendingBatch is one handler's batch waiting for its INSERT.
@@ -55,16 +60,18 @@ type pendingBatch struct {
 	done   chan error
 	sc     trace.SpanContext // of the handler that queued it, for the INSERT's links
 	failed bool              // given its own error while its INSERT was written
+	more   bool              // more batches of its transform follow (events.MoreRowsHeader)
 }
 
 func (p *pendingBatch) rows() int { return p.hdr.Observations + p.hdr.Rejects }
 
 // Insert queues the encoded batch data, whose header is hdr, and waits for the INSERT that
-// carries it. A batch that cannot be decoded or stored gets an error wrapping rowcodec's or
-// chstore's (ErrCorrupt, ErrVersion, ErrDateOutOfRange) without failing the others.
-func (g *groupCommit) Insert(ctx context.Context, hdr rowcodec.Header, data []byte) error {
+// carries it; more says that more batches of its transform follow. A batch that cannot be
+// decoded or stored gets an error wrapping rowcodec's or chstore's (ErrCorrupt, ErrVersion,
+// ErrDateOutOfRange) without failing the others.
+func (g *groupCommit) Insert(ctx context.Context, hdr rowcodec.Header, data []byte, more bool) error {
 	p := &pendingBatch{hdr: hdr, data: data, queued: time.Now(), done: make(chan error, 1),
-		sc: trace.SpanContextFromContext(ctx)}
+		sc: trace.SpanContextFromContext(ctx), more: more}
 	g.mu.Lock()
 	g.pending = append(g.pending, p)
 	g.rows += p.rows()
@@ -81,23 +88,57 @@ func (g *groupCommit) Insert(ctx context.Context, hdr rowcodec.Header, data []by
 }
 
 // startLocked starts INSERTs while a slot is free and the queue is worth one: maxRows rows, or
-// a batch older than linger. Otherwise it arms the timer that will look again.
+// a batch that has waited long enough (lingerLocked). Otherwise it arms the timer that will
+// look again, sooner if the wait became shorter.
 func (g *groupCommit) startLocked() {
 	for g.running < max(g.inserts, 1) && len(g.pending) > 0 {
-		if wait := g.linger - time.Since(g.pending[0].queued); g.rows < g.maxRows && wait > 0 {
-			if g.timer == nil {
-				g.timer = time.AfterFunc(wait, func() {
-					g.mu.Lock()
-					g.timer = nil
-					g.startLocked()
-					g.mu.Unlock()
-				})
+		if wait := g.lingerLocked() - time.Since(g.pending[0].queued); g.rows < g.maxRows && wait > 0 {
+			at := time.Now().Add(wait)
+			if g.timer != nil && !g.timerAt.After(at) {
+				return
 			}
+			if g.timer != nil {
+				g.timer.Stop()
+			}
+			g.timerAt = at
+			g.timer = time.AfterFunc(wait, func() {
+				g.mu.Lock()
+				g.timer = nil
+				g.startLocked()
+				g.mu.Unlock()
+			})
 			return
 		}
 		g.running++
 		go g.flush(g.takeLocked())
 	}
+}
+
+// lingerLocked is how long the oldest queued batch may wait for an INSERT to fill: maxLinger
+// while a transform is still sending batches (the latest queued batch of one of the streams a
+// transform publishes, a job run's file or chunk, says more follow), else linger. A small job's
+// single batch, or the end of a large one, is inserted after linger.
+func (g *groupCommit) lingerLocked() time.Duration {
+	if g.maxLinger <= g.linger {
+		return g.linger
+	}
+	type stream struct {
+		job        string
+		gen, chunk int
+	}
+	latest := make(map[stream]*pendingBatch, 4)
+	for _, p := range g.pending {
+		k := stream{p.hdr.JobID, p.hdr.Generation, p.hdr.Seq >> 20} // chunks number from chunk<<20
+		if q := latest[k]; q == nil || p.hdr.Seq > q.hdr.Seq {
+			latest[k] = p
+		}
+	}
+	for _, p := range latest {
+		if p.more {
+			return g.maxLinger
+		}
+	}
+	return g.linger
 }
 
 // takeLocked takes the oldest batches, up to maxRows rows (at least one batch), so that a

@@ -28,7 +28,7 @@ func TestGroupCommitSplitsBacklogAcrossInserts(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := g.Insert(ctx, hdr, data); err != nil {
+			if err := g.Insert(ctx, hdr, data, false); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -55,12 +55,47 @@ func TestGroupCommitLinger(t *testing.T) {
 	defer cancel()
 	for i := range 3 { // one after the other: each waits for its own INSERT
 		hdr, data := encoded(t, "job", i, 1)
-		if err := g.Insert(ctx, hdr, data); err != nil {
+		if err := g.Insert(ctx, hdr, data, false); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if len(ins.calls) != 3 {
 		t.Errorf("INSERTs %v, want 3", ins.calls)
+	}
+}
+
+// While a transform is still sending batches (more follow), an INSERT waits to fill up to
+// maxRows instead of taking each batch after linger; the last batch of the stream shortens the
+// wait back to linger.
+func TestGroupCommitWaitsWhileMoreRowsFollow(t *testing.T) {
+	ins := &recordingInserter{}
+	// maxLinger longer than the test's deadline: a batch left waiting for it fails the test.
+	g := &groupCommit{ins: ins, maxRows: 10, inserts: 2, linger: 20 * time.Millisecond, maxLinger: time.Hour,
+		timeout: time.Minute}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	insert := func(seq int, more bool, after time.Duration) {
+		hdr, data := encoded(t, "job", seq, 3)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.Insert(ctx, hdr, data, more); err != nil {
+				t.Errorf("batch %d: %v", seq, err)
+			}
+		}()
+		time.Sleep(after)
+	}
+	for seq := range 3 {
+		insert(seq, true, 3*g.linger)
+	}
+	// 12 rows: one INSERT of the first three batches (9 rows). Then the last, with the fourth:
+	// the two go out together once they have waited linger, not maxLinger.
+	insert(3, true, 0)
+	insert(4, false, 0)
+	wg.Wait()
+	if len(ins.calls) != 2 || len(ins.calls[0]) != 3 || len(ins.calls[1]) != 2 {
+		t.Errorf("INSERTs of %v batches, want one of 3 then one of 2", ins.calls)
 	}
 }
 

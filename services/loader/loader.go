@@ -62,7 +62,7 @@ func (h *RowsHandler) Handle(ctx context.Context, m *stage.Message) error {
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("ledger %s: %w", key, err)
 	}
-	err = h.commit.Insert(ctx, hdr, m.Data())
+	err = h.commit.Insert(ctx, hdr, m.Data(), m.Header().Get(events.MoreRowsHeader) == "1")
 	if errors.Is(err, chstore.ErrDateOutOfRange) || errors.Is(err, rowcodec.ErrCorrupt) || errors.Is(err, rowcodec.ErrVersion) {
 		// No retry can store it; the job then fails for its missing batch.
 		return stage.Permanent(fmt.Errorf("insert batch %s: %w", key, err))
@@ -149,7 +149,10 @@ type Settings struct {
 	MaxInsertRows int           // rows per INSERT at most (LOADER_MAX_INSERT_ROWS, default 500000)
 	Inserts       int           // INSERTs at once per replica (LOADER_INSERTS, default 2)
 	Linger        time.Duration // longest wait to fill an INSERT (LOADER_LINGER, default 50ms)
-	LoadTimeout   time.Duration // LOADER_TIMEOUT, default 1h
+	// MaxLinger is the longest wait to fill an INSERT while a transform is still sending
+	// batches (events.MoreRowsHeader; LOADER_MAX_LINGER, default 1s).
+	MaxLinger   time.Duration
+	LoadTimeout time.Duration // LOADER_TIMEOUT, default 1h
 }
 
 // Stages returns the loader's three stages.
@@ -169,7 +172,7 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 		MaxBytes: rowcodec.MaxMessageBytes,
 	}, &RowsHandler{
 		commit: &groupCommit{ins: store, maxRows: s.MaxInsertRows, inserts: s.Inserts, linger: s.Linger,
-			timeout: 2 * time.Minute, tracer: tracer},
+			maxLinger: s.MaxLinger, timeout: 2 * time.Minute, tracer: tracer},
 		Ledger: env.Streams.Ledger,
 		Loaded: counters.RowsLoaded,
 	}, env.StageOptions())
@@ -205,6 +208,9 @@ func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
 	var s Settings
 	var err error
 	if s.Linger, err = config.Duration(env.Lookup, "LOADER_LINGER", 50*time.Millisecond); err != nil {
+		return nil, err
+	}
+	if s.MaxLinger, err = config.Duration(env.Lookup, "LOADER_MAX_LINGER", time.Second); err != nil {
 		return nil, err
 	}
 	if s.LoadTimeout, err = config.Duration(env.Lookup, "LOADER_TIMEOUT", time.Hour); err != nil {

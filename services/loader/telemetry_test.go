@@ -82,7 +82,7 @@ func TestInsertSpanLinksEveryBatch(t *testing.T) {
 			defer wg.Done()
 			defer span.End()
 			hdr, data := encoded(t, job, 0, 1)
-			if err := g.Insert(ctx, hdr, data); err != nil {
+			if err := g.Insert(ctx, hdr, data, false); err != nil {
 				t.Error(err)
 			}
 		}()

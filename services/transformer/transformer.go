@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -489,7 +490,9 @@ func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, c *
 	// Two groups of at most asyncWindow publishes: one fills while the other's acks arrive.
 	async, prev := h.Pub.Async(), h.Pub.Async()
 	inFlight := 0
-	flush := func() error {
+	// more marks the batches published while the file is still being read (events.MoreRowsHeader).
+	more := nats.Header{events.MoreRowsHeader: []string{"1"}}
+	flush := func(hdr nats.Header) error {
 		batch, data, err := b.Flush()
 		if err != nil {
 			return fmt.Errorf("encode batch of %s: %w", j.ID, err)
@@ -499,7 +502,7 @@ func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, c *
 		}
 		st.Batches++
 		id := natsx.LedgerKey(j.ID, j.Generation, batch.Seq)
-		if err := async.Publish(ctx, events.RowsSubject(j.ID), id, data, nil); err != nil {
+		if err := async.Publish(ctx, events.RowsSubject(j.ID), id, data, hdr); err != nil {
 			return err
 		}
 		if inFlight++; inFlight == asyncWindow {
@@ -525,13 +528,13 @@ func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, c *
 			st.Rows++
 		}
 		for b.Full() {
-			if err := flush(); err != nil {
+			if err := flush(more); err != nil {
 				return st, err
 			}
 		}
 	}
 	for b.Len() > 0 {
-		if err := flush(); err != nil {
+		if err := flush(nil); err != nil {
 			return st, err
 		}
 	}

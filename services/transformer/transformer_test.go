@@ -69,6 +69,32 @@ func batches(t *testing.T, env *natstest.Env, jobID string) []rowcodec.Batch {
 	}
 }
 
+// moreRows reads, in stream order, whether each row batch published for a job carries
+// events.MoreRowsHeader.
+func moreRows(t *testing.T, env *natstest.Env, jobID string) []bool {
+	t.Helper()
+	ctx := context.Background()
+	c, err := env.JS.OrderedConsumer(ctx, events.RowsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.RowsSubject(jobID)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var more []bool
+	for {
+		msgs, err := c.FetchNoWait(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range msgs.Messages() {
+			n++
+			more = append(more, m.Headers().Get(events.MoreRowsHeader) == "1")
+		}
+		if n == 0 {
+			return more
+		}
+	}
+}
+
 func TestTransformerPublishesEveryObservation(t *testing.T) {
 	env := natstest.NewEnv(t)
 	h := &transformer.Handler{Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
@@ -114,6 +140,10 @@ func TestTransformerPublishesEveryObservation(t *testing.T) {
 		if !all[i].Equal(&want[i]) {
 			t.Fatalf("observation %d: %+v, want %+v", i, all[i], want[i])
 		}
+	}
+	// Every batch but the last says that more follow, so the loader waits to fill an INSERT.
+	if more := moreRows(t, env, j.ID); len(more) != len(bs) || more[len(bs)-1] || slices.Contains(more[:len(bs)-1], false) {
+		t.Errorf("%s headers of the %d batches: %v; want all but the last", events.MoreRowsHeader, len(bs), more)
 	}
 
 	// A redelivery republishes the same batches under the same ids: JetStream drops them.
