@@ -199,21 +199,62 @@ func directLoad(ctx context.Context, st *chstore.Store, path, jobID string, vers
 
 // ---- 2. pipeline, and 7. latency ----
 
+// legPipeline runs the reference job through the five stages twice, each time on a cluster of
+// its own (a fresh NATS server and database, ClickHouse idle), and keeps the faster run: the
+// direct and transform legs also keep the better of two, so a passing slowdown of this shared
+// machine weighs on no figure alone. The latency jobs run on the first cluster.
 func (b *bench) legPipeline(ctx context.Context) error {
-	c, err := b.newCluster(ctx, "pipeline", 0)
+	var best *pipelineRun
+	for i := range 2 {
+		if i > 0 {
+			b.dropDatabases(ctx)
+			b.settle(ctx)
+		}
+		r, err := b.pipelineOnce(ctx, i)
+		if err != nil {
+			return err
+		}
+		log.Printf("pipeline: run %d: %d observations ready → loaded in %.2fs = %.0f obs/s (submit → loaded %.2fs); stages (ms): %v",
+			i+1, b.refObs, r.d.Seconds(), float64(b.refObs)/r.d.Seconds(), r.submit.Seconds(), r.stages)
+		log.Printf("pipeline: run %d: CPU seconds during the job: %v; peak RSS MB: %v", i+1, r.cpu, r.rss)
+		if best == nil || r.d < best.d {
+			best = r
+		}
+	}
+	b.res.PipelineS = round(best.d.Seconds(), 3)
+	b.res.PipelineSubmitS = round(best.submit.Seconds(), 3)
+	b.res.PipelineStagesMS, b.res.PipelineCPUS, b.res.PipelineRSSMB = best.stages, best.cpu, best.rss
+	return nil
+}
+
+// pipelineRun is the outcome of one run of the reference job through the pipeline.
+type pipelineRun struct {
+	d, submit time.Duration // ready → loaded, submit → loaded
+	stages    map[string]float64
+	cpu, rss  map[string]float64
+}
+
+// pipelineOnce starts a cluster (the n-th of the leg) with the five stages, measures the latency
+// of small jobs if n is 0, and runs the reference job.
+func (b *bench) pipelineOnce(ctx context.Context, n int) (*pipelineRun, error) {
+	leg := "pipeline"
+	if n > 0 {
+		leg = fmt.Sprintf("pipeline%d", n+1)
+	}
+	c, err := b.newCluster(ctx, leg, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer c.close()
 	ps, err := c.startPipeline()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := c.waitConsumers(ctx, events.JobsStream, 1, "requester", "poller", "collector", "transformer", "loader-complete", "jobs"); err != nil {
-		return err
+		return nil, err
 	}
 	if err := c.waitConsumers(ctx, events.RowsStream, 1, "loader"); err != nil {
-		return err
+		return nil, err
 	}
 	measured := maps.Clone(ps)
 	measured["nats-server"] = c.natsP
@@ -224,7 +265,59 @@ func (b *bench) legPipeline(ctx context.Context) error {
 	stopSampling := sampler(all, 50*time.Millisecond)
 	defer stopSampling()
 
-	// 7. Latency of small jobs, one at a time: collected → loaded from the loaded event.
+	if n == 0 {
+		if err := b.latency(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+
+	// 2. The reference job, submit → loaded.
+	cpu0 := map[string]time.Duration{}
+	for n, p := range measured {
+		cpu0[n] = p.cpu()
+	}
+	ch0, self0 := b.chCPU(), selfCPU()
+	id := fmt.Sprintf("bench-ref-%s-%d", runID, n)
+	ch := c.watch(id)
+	t0 := time.Now()
+	if _, err := c.submit(ctx, id, b.refSpec); err != nil {
+		return nil, err
+	}
+	j, t1, err := waitEvent(ctx, ch, events.Loaded, 30*time.Minute)
+	if err != nil {
+		c.dumpLogs()
+		return nil, err
+	}
+	if j.RowsLoaded != b.refObs {
+		return nil, fmt.Errorf("pipeline loaded %d observations, want %d", j.RowsLoaded, b.refObs)
+	}
+	if j.FileSHA256 != b.refSHA {
+		log.Printf("pipeline: WARNING: collected file sha256 %s differs from the direct leg's file %s", j.FileSHA256, b.refSHA)
+	}
+	// From the vendor's "ready": the simulator writes and compresses a reply file when it is
+	// first listed (a vendor prepares it before), which is no work of the pipeline's.
+	r := &pipelineRun{d: j.LoadedAt.Sub(j.ReadyAt), submit: t1.Sub(t0),
+		stages: map[string]float64{
+			"1_submitted_requested":   ms(j.RequestedAt.Sub(j.SubmittedAt)),
+			"2_requested_ready":       ms(j.ReadyAt.Sub(j.RequestedAt)),
+			"3_ready_collected":       ms(j.CollectedAt.Sub(j.ReadyAt)),
+			"4_collected_transformed": ms(j.TransformedAt.Sub(j.CollectedAt)),
+			"5_transformed_loaded":    ms(j.LoadedAt.Sub(j.TransformedAt)),
+			"collected_loaded":        ms(j.LoadedAt.Sub(j.CollectedAt)),
+		},
+		cpu: map[string]float64{"clickhouse-server": round((b.chCPU() - ch0).Seconds(), 2),
+			"mpbench(vendorsim)": round((selfCPU() - self0).Seconds(), 2)},
+		rss: map[string]float64{},
+	}
+	for n, p := range measured {
+		r.cpu[n] = round((p.cpu() - cpu0[n]).Seconds(), 2)
+		r.rss[n] = round(p.peakMB(), 1)
+	}
+	return r, nil
+}
+
+// latency measures collected → loaded of small jobs, one at a time, from their events.
+func (b *bench) latency(ctx context.Context, c *cluster) error {
 	small := events.Spec{Name: "bench-small", Program: events.GetHistory, Fields: fields[:5],
 		Start: "2025-01-01", End: "2025-01-31"}
 	for i := range 10 {
@@ -254,53 +347,6 @@ func (b *bench) legPipeline(ctx context.Context) error {
 	b.res.LatencyJobs = len(lat)
 	log.Printf("latency: %d small jobs (%d observations each), collected → loaded: p50 %.0f ms, p99 %.0f ms, min %.0f, max %.0f",
 		len(lat), len(small.Securities)*len(small.Fields)*23, b.res.LatencyP50MS, b.res.LatencyP99MS, lat[0], lat[len(lat)-1])
-
-	// 2. The reference job, submit → loaded.
-	cpu0 := map[string]time.Duration{}
-	for n, p := range measured {
-		cpu0[n] = p.cpu()
-	}
-	ch0, self0 := b.chCPU(), selfCPU()
-	id := "bench-ref-" + runID
-	ch := c.watch(id)
-	t0 := time.Now()
-	if _, err := c.submit(ctx, id, b.refSpec); err != nil {
-		return err
-	}
-	j, t1, err := waitEvent(ctx, ch, events.Loaded, 30*time.Minute)
-	if err != nil {
-		c.dumpLogs()
-		return err
-	}
-	// From the vendor's "ready": the simulator writes and compresses a reply file when it is
-	// first listed (a vendor prepares it before), which is no work of the pipeline's.
-	d := j.LoadedAt.Sub(j.ReadyAt)
-	b.res.PipelineS = round(d.Seconds(), 3)
-	b.res.PipelineSubmitS = round(t1.Sub(t0).Seconds(), 3)
-	b.res.PipelineStagesMS = map[string]float64{
-		"1_submitted_requested":   ms(j.RequestedAt.Sub(j.SubmittedAt)),
-		"2_requested_ready":       ms(j.ReadyAt.Sub(j.RequestedAt)),
-		"3_ready_collected":       ms(j.CollectedAt.Sub(j.ReadyAt)),
-		"4_collected_transformed": ms(j.TransformedAt.Sub(j.CollectedAt)),
-		"5_transformed_loaded":    ms(j.LoadedAt.Sub(j.TransformedAt)),
-		"collected_loaded":        ms(j.LoadedAt.Sub(j.CollectedAt)),
-	}
-	b.res.PipelineCPUS = map[string]float64{"clickhouse-server": round((b.chCPU() - ch0).Seconds(), 2),
-		"mpbench(vendorsim)": round((selfCPU() - self0).Seconds(), 2)}
-	b.res.PipelineRSSMB = map[string]float64{}
-	for n, p := range measured {
-		b.res.PipelineCPUS[n] = round((p.cpu() - cpu0[n]).Seconds(), 2)
-		b.res.PipelineRSSMB[n] = round(p.peakMB(), 1)
-	}
-	log.Printf("pipeline: %d observations ready → loaded in %.2fs = %.0f obs/s (submit → loaded %.2fs); stages (ms): %v",
-		j.RowsLoaded, d.Seconds(), float64(j.RowsLoaded)/d.Seconds(), t1.Sub(t0).Seconds(), b.res.PipelineStagesMS)
-	log.Printf("pipeline: CPU seconds during the job: %v; peak RSS MB: %v", b.res.PipelineCPUS, b.res.PipelineRSSMB)
-	if j.FileSHA256 != b.refSHA {
-		log.Printf("pipeline: WARNING: collected file sha256 %s differs from the direct leg's file %s", j.FileSHA256, b.refSHA)
-	}
-	if j.RowsLoaded != b.refObs {
-		return fmt.Errorf("pipeline loaded %d observations, want %d", j.RowsLoaded, b.refObs)
-	}
 	return nil
 }
 

@@ -4,7 +4,8 @@
 //  1. direct: this process parses the reply file and inserts it into ClickHouse in large
 //     columnar INSERTs (the practical limit);
 //  2. pipeline: the same file through the five stages as separate processes over NATS, from
-//     the vendor's "ready" to loaded (and from submit), and the ratio pipeline / direct;
+//     the vendor's "ready" to loaded (and from submit), the better of two runs on fresh
+//     clusters, and the ratio pipeline / direct;
 //  3. loader leg: observations per second from JetStream into ClickHouse (batches published
 //     first, then the loader alone is timed);
 //  4. poller: CPU used by the poller for 10,000 pending vendor requests polled every 30 s;
@@ -23,8 +24,8 @@
 //	                   days = 5,000,000 observations); the 1 GB memory file scales with it
 //	BENCH_LEGS         comma-separated subset of direct,pipeline,loader,poller,memory,transform
 //	BENCH_POLL_WINDOW  how long the poller's CPU is measured (default 60s)
-//	BENCH_PROFILE      a directory: every service process and the direct leg write CPU
-//	                   profiles there (<leg>-<process>.pprof)
+//	BENCH_PROFILE      a directory: every service process, nats-server and the direct leg
+//	                   write CPU profiles there (<leg>-<process>.pprof)
 //	BENCH_TIMEOUT      bound on the whole run (default 30m)
 //	BENCH_KEEP         when set, the run's directory (files, every process's log) is kept
 //	MPSVC_<VAR>        sets VAR for every service process (e.g. MPSVC_LOADER_INSERTS=1)
@@ -327,7 +328,6 @@ func (b *bench) settle(ctx context.Context) {
 	}
 }
 
-// dropDatabases drops every database a leg created, so no merges of its parts go on.
 // chEvents reads ClickHouse's counters of INSERTs and merges (system.events), so that a leg's
 // log tells how many INSERTs it made and how much merging they caused; nil if they cannot be
 // read.
@@ -353,6 +353,7 @@ func (b *bench) chEvents(ctx context.Context) map[string]uint64 {
 	return ev
 }
 
+// dropDatabases drops every database a leg created, so no merges of its parts go on.
 func (b *bench) dropDatabases(ctx context.Context) {
 	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{b.ch.Addr()}, DialTimeout: 5 * time.Second})
 	if err != nil {
