@@ -40,15 +40,14 @@ func collected(t *testing.T, env *natstest.Env, id string, file []byte) events.J
 	return j.Advance(events.Collected, time.Now())
 }
 
-// batches reads back every row batch published for a job.
-func batches(t *testing.T, env *natstest.Env, jobID string) []rowcodec.Batch {
+// eachRowBatch calls fn with every row batch message published for a job, in stream order.
+func eachRowBatch(t *testing.T, env *natstest.Env, jobID string, fn func(m jetstream.Msg)) {
 	t.Helper()
 	ctx := context.Background()
 	c, err := env.JS.OrderedConsumer(ctx, events.RowsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.RowsSubject(jobID)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []rowcodec.Batch
 	for {
 		msgs, err := c.FetchNoWait(100)
 		if err != nil {
@@ -57,42 +56,37 @@ func batches(t *testing.T, env *natstest.Env, jobID string) []rowcodec.Batch {
 		n := 0
 		for m := range msgs.Messages() {
 			n++
-			var b rowcodec.Batch
-			if err := rowcodec.Decode(m.Data(), &b); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, b)
+			fn(m)
 		}
 		if n == 0 {
-			return out
+			return
 		}
 	}
+}
+
+// batches reads back every row batch published for a job.
+func batches(t *testing.T, env *natstest.Env, jobID string) []rowcodec.Batch {
+	t.Helper()
+	var out []rowcodec.Batch
+	eachRowBatch(t, env, jobID, func(m jetstream.Msg) {
+		var b rowcodec.Batch
+		if err := rowcodec.Decode(m.Data(), &b); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	})
+	return out
 }
 
 // moreRows reads, in stream order, whether each row batch published for a job carries
 // events.MoreRowsHeader.
 func moreRows(t *testing.T, env *natstest.Env, jobID string) []bool {
 	t.Helper()
-	ctx := context.Background()
-	c, err := env.JS.OrderedConsumer(ctx, events.RowsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.RowsSubject(jobID)}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var more []bool
-	for {
-		msgs, err := c.FetchNoWait(100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for m := range msgs.Messages() {
-			n++
-			more = append(more, m.Headers().Get(events.MoreRowsHeader) == "1")
-		}
-		if n == 0 {
-			return more
-		}
-	}
+	eachRowBatch(t, env, jobID, func(m jetstream.Msg) {
+		more = append(more, m.Headers().Get(events.MoreRowsHeader) == "1")
+	})
+	return more
 }
 
 func TestTransformerPublishesEveryObservation(t *testing.T) {
