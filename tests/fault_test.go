@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http/httptest"
@@ -83,15 +84,20 @@ func TestFaults(t *testing.T) {
 	}
 
 	// Two replicas of every stage, each a separate process.
+	// Each replica keeps its own HTTP port across restarts, picked now: a port the kernel
+	// handed out at each restart could be one of ClickHouse's while it is down, which its
+	// restart then cannot bind.
 	type replica struct {
 		name, bin string
+		env       map[string]string
 		p         *proc
 	}
 	var replicas []*replica
 	for _, bin := range []string{"requester", "poller", "collector", "transformer", "loader"} {
 		for i := 1; i <= 2; i++ {
-			r := &replica{name: fmt.Sprintf("%s-%d", bin, i), bin: bin}
-			r.p = startProc(t, r.name, r.bin, env)
+			r := &replica{name: fmt.Sprintf("%s-%d", bin, i), bin: bin, env: maps.Clone(env)}
+			r.env["HTTP_ADDR"] = "127.0.0.1:" + strconv.Itoa(freePort(t))
+			r.p = startProc(t, r.name, r.bin, r.env)
 			replicas = append(replicas, r)
 		}
 	}
@@ -129,7 +135,7 @@ func TestFaults(t *testing.T) {
 			} else {
 				r.p.kill()
 			}
-			r.p = startProc(t, r.name, r.bin, env)
+			r.p = startProc(t, r.name, r.bin, r.env)
 			mu.Lock()
 			if graceful {
 				restarts++
