@@ -49,7 +49,6 @@ const (
 // RawStore reads stored reply files.
 type RawStore interface {
 	Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error)
-	GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error)
 }
 
 // OpenAtFunc opens a stored object from a byte offset without reading what comes before it;
@@ -101,7 +100,7 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 			return h.publishChunksAt(ctx, &j, starts)
 		}
 	}
-	obj, done, err := h.open(ctx, &j)
+	obj, _, done, err := h.open(ctx, &j)
 	if err != nil {
 		return h.openFailed(ctx, &j, err)
 	}
@@ -156,7 +155,7 @@ func (h *Handler) HandleChunk(ctx context.Context, m *stage.Message) error {
 // then it returns false.
 func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (ok bool, err error) {
 	j := &task.Job
-	obj, done, err := h.open(ctx, j)
+	obj, info, done, err := h.open(ctx, j)
 	if err != nil {
 		return false, h.openFailed(ctx, j, err)
 	}
@@ -173,7 +172,7 @@ func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (o
 		case task.Chunk == 0:
 			cs, err = chunk.OpenFirst(obj, task.End, task.Chunks)
 		default:
-			r, closeData, openErr := h.openAt(ctx, j, task.Start.Offset)
+			r, closeData, openErr := h.openAt(ctx, j, info, task.Start.Offset)
 			if openErr != nil {
 				return transformStats{}, openErr
 			}
@@ -215,16 +214,12 @@ type chunkStream interface {
 	Chunk() chunk.Chunk
 }
 
-// openAt opens j's stored file from byte offset on, under the read deadline: without reading
-// what comes before when OpenAt can, else by reading and dropping it.
-func (h *Handler) openAt(ctx context.Context, j *events.Job, offset int64) (io.Reader, func(), error) {
+// openAt opens j's stored file, the object info describes (as open found it), from byte offset
+// on, under the read deadline: without reading what comes before when OpenAt can, else by
+// reading and dropping it.
+func (h *Handler) openAt(ctx context.Context, j *events.Job, info *jetstream.ObjectInfo, offset int64) (io.Reader, func(), error) {
 	readCtx, cancel := context.WithTimeout(ctx, h.readTimeout())
 	if h.OpenAt != nil {
-		info, err := h.Raw.GetInfo(readCtx, j.FileKey)
-		if err != nil {
-			cancel()
-			return nil, nil, fmt.Errorf("open raw file %s: %w", j.FileKey, err)
-		}
 		r, ok, err := h.OpenAt(readCtx, info, offset)
 		if err != nil {
 			cancel()
@@ -240,7 +235,7 @@ func (h *Handler) openAt(ctx context.Context, j *events.Job, offset int64) (io.R
 		return nil, nil, fmt.Errorf("open raw file %s: %w", j.FileKey, err)
 	}
 	closeAll := func() { o.Close(); cancel() }
-	file, err := plainFile(o)
+	file, _, err := plainFile(o)
 	if err != nil {
 		closeAll()
 		return nil, nil, fmt.Errorf("open raw file %s: %w", j.FileKey, err)
@@ -253,13 +248,14 @@ func (h *Handler) openAt(ctx context.Context, j *events.Job, offset int64) (io.R
 }
 
 // plainFile is the file stored as object o: o's bytes, decoded if they are compressed
-// (natsx.PlainReader).
-func plainFile(o jetstream.ObjectResult) (io.Reader, error) {
+// (natsx.PlainReader), and o's info.
+func plainFile(o jetstream.ObjectResult) (io.Reader, *jetstream.ObjectInfo, error) {
 	info, err := o.Info()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return natsx.PlainReader(info, o)
+	r, err := natsx.PlainReader(info, o)
+	return r, info, err
 }
 
 func (h *Handler) readTimeout() time.Duration {
@@ -347,22 +343,23 @@ func (h *Handler) publishTask(ctx context.Context, task *events.ChunkTask) error
 	return h.Pub.Publish(ctx, events.ChunkSubject(task.ID), task.MsgID(), data, nil)
 }
 
-// open opens j's stored file for reading, with a deadline (ReadTimeout); done closes it.
-func (h *Handler) open(ctx context.Context, j *events.Job) (obj *readErrs, done func(), err error) {
+// open opens j's stored file for reading, with a deadline (ReadTimeout), and returns it with
+// the object's info; done closes it.
+func (h *Handler) open(ctx context.Context, j *events.Job) (obj *readErrs, info *jetstream.ObjectInfo, done func(), err error) {
 	readCtx, cancel := context.WithTimeout(ctx, h.readTimeout())
 	o, err := h.Raw.Get(readCtx, j.FileKey)
 	if err != nil {
 		cancel()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	file, err := plainFile(o)
+	file, info, err := plainFile(o)
 	if err != nil {
 		o.Close()
 		cancel()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var once sync.Once
-	return &readErrs{r: file}, func() { once.Do(func() { o.Close(); cancel() }) }, nil
+	return &readErrs{r: file}, info, func() { once.Do(func() { o.Close(); cancel() }) }, nil
 }
 
 // openFailed settles a failure to open j's file: a missing file fails the job, anything else
