@@ -227,12 +227,8 @@ func TestEdgeCases(t *testing.T) {
 
 func TestNotSplittable(t *testing.T) {
 	data := simulated(t, events.Spec{Program: events.GetData, Securities: secs(3), Fields: []string{"PX_LAST"}})
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(data)
-	zw.Close()
 	noData := bytes.ReplaceAll(data, []byte("START-OF-DATA"), []byte("STARTOFDATA"))
-	for name, file := range map[string][]byte{"gzip": gz.Bytes(), "no START-OF-DATA": noData} {
+	for name, file := range map[string][]byte{"gzip": gzipped(data), "no START-OF-DATA": noData} {
 		if Splittable(file) {
 			t.Errorf("%s: Splittable", name)
 		}
@@ -295,4 +291,13 @@ func benchFile(b *testing.B) []byte {
 		b.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// gzipped returns data gzip-compressed.
+func gzipped(data []byte) []byte {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(data)
+	zw.Close()
+	return gz.Bytes()
 }

@@ -2,7 +2,6 @@ package chunk
 
 import (
 	"bytes"
-	"compress/gzip"
 	"fmt"
 	"io"
 	"testing"
@@ -113,11 +112,7 @@ func TestMarksSpread(t *testing.T) {
 // so a tee feeding it never blocks.
 func TestMarksReadToTheEnd(t *testing.T) {
 	data := simulated(t, events.Spec{Program: events.GetData, Securities: secs(300), Fields: []string{"PX_LAST"}})
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(data)
-	zw.Close()
-	for name, file := range map[string][]byte{"plain": data, "gzip": gz.Bytes(),
+	for name, file := range map[string][]byte{"plain": data, "gzip": gzipped(data),
 		"no START-OF-DATA": bytes.ReplaceAll(data, []byte("START-OF-DATA"), []byte("STARTOFDATA"))} {
 		r := bytes.NewReader(file)
 		ms, err := Marks(r, 1024, 64)
