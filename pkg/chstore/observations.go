@@ -101,13 +101,11 @@ func CheckDates(b *Batch) error {
 	return nil
 }
 
-// insertObservations sends the rows in blocks of blockRows. Each block's columns are built
-// into slices from a pool and appended whole: the driver copies them into its column buffers
-// without per-row reflection or interface boxing, and the memory of an INSERT is bounded by
-// one block's columns whatever its number of rows. The slices go back to the pool as soon as
-// the driver has copied them, before the block is sent, so concurrent INSERTs mostly share
-// one set. The INSERT is prepared with the first observation: a source of rejects only sends
-// none. The rejects of every batch are added to rej.
+// insertObservations sends the rows in blocks of blockRows through the store's writer of
+// blocks (chinsert's, or clickhouse-go's when Config.DriverInserts is set), a block at a time,
+// so the memory of an INSERT is bounded by a block whatever its number of rows. The INSERT is
+// started with the first observation: a source of rejects only sends none. The rejects of
+// every batch are added to rej.
 func (s *Store) insertObservations(ctx context.Context, src BatchSource, now time.Time, rej *rejectColumns) (int, error) {
 	var cur *Batch
 	i := 0
@@ -125,71 +123,133 @@ func (s *Store) insertObservations(ctx context.Context, src BatchSource, now tim
 		}
 		return true, nil
 	}
-	var batch driver.Batch
-	fail := func(err error) (int, error) {
-		if batch != nil {
-			batch.Abort()
-		}
-		return 0, fmt.Errorf("insert observations: %w", err)
+	var sink obsSink
+	if s.cfg.DriverInserts {
+		sink = &driverSink{s: s, now: now}
+	} else {
+		sink = &blockSink{s: s, loadedAt: uint32(now.Unix())}
 	}
-	defer func() {
-		if batch != nil {
-			batch.Close()
-		}
-	}()
+	defer sink.close()
 	sent := 0
 	for {
 		ok, err := more()
 		if err != nil {
-			return fail(err)
+			return 0, fmt.Errorf("insert observations: %w", err)
 		}
 		if !ok {
 			break
 		}
-		if batch == nil {
-			if batch, err = s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table("observations")+" ("+observationColumns+")"); err != nil {
-				return 0, fmt.Errorf("insert observations: prepare: %w", err)
-			}
-		} else if err := batch.Flush(); err != nil {
-			return fail(fmt.Errorf("send rows %d-%d: %w", sent-blockRows, sent-1, err))
-		}
 		// The next block: at least one row is there.
-		c := obsColumnsPool.Get().(*obsColumns)
-		for len(c.security) < blockRows {
-			ok, err := more()
-			if err != nil {
-				c.release()
-				return fail(err)
-			}
-			if !ok {
+		for sink.rows() < blockRows {
+			if ok, err := more(); err != nil {
+				return 0, fmt.Errorf("insert observations: %w", err)
+			} else if !ok {
 				break
 			}
-			take := min(len(cur.Obs)-i, blockRows-len(c.security))
-			c.add(cur, cur.Obs[i:i+take])
+			take := min(len(cur.Obs)-i, blockRows-sink.rows())
+			sink.add(cur, cur.Obs[i:i+take])
 			i += take
 		}
-		rows := len(c.security)
-		for k := range rows {
-			c.loadedAt[k] = now
+		n := sink.rows()
+		if err := sink.send(ctx); err != nil {
+			return 0, fmt.Errorf("insert observations: rows %d-%d: %w", sent, sent+n-1, err)
 		}
-		columns := [...]any{c.security, c.field, c.date, c.num, c.str, c.kind, c.flag, c.program, c.jobID,
-			c.version, c.loadedAt[:rows]}
-		for ci, col := range columns {
-			if err := batch.Column(ci).Append(col); err != nil {
-				c.release()
-				return fail(fmt.Errorf("column %d: %w", ci, err))
-			}
-		}
-		c.release()
-		sent += rows
+		sent += n
 	}
-	if batch == nil {
+	if sent == 0 {
 		return 0, nil
 	}
-	if err := batch.Send(); err != nil {
-		return 0, fmt.Errorf("insert %d observations: send: %w", sent, err)
+	if err := sink.finish(ctx); err != nil {
+		return 0, fmt.Errorf("insert %d observations: %w", sent, err)
 	}
 	return sent, nil
+}
+
+// An obsSink writes one INSERT of observations, block by block.
+type obsSink interface {
+	// add appends rows of b to the block being built.
+	add(b *Batch, os []obs.Observation)
+	// rows is the number of rows in the block being built.
+	rows() int
+	// send sends the block (the first one starts the INSERT) and starts the next.
+	send(ctx context.Context) error
+	// finish ends the INSERT once the server has written every block.
+	finish(ctx context.Context) error
+	// close releases the sink's memory and connection, abandoning an unfinished INSERT.
+	close()
+}
+
+// driverSink writes the INSERT through clickhouse-go. Each block's columns are built into
+// slices from a pool and appended whole: the driver copies them into its column buffers
+// without per-row reflection or interface boxing. The slices go back to the pool as soon as
+// the driver has copied them, before the block is sent, so concurrent INSERTs mostly share
+// one set. A block is sent by the next block's Flush, or by the final Send.
+type driverSink struct {
+	s     *Store
+	now   time.Time
+	batch driver.Batch
+	cols  *obsColumns
+	done  bool
+}
+
+func (d *driverSink) add(b *Batch, os []obs.Observation) {
+	if d.cols == nil {
+		d.cols = obsColumnsPool.Get().(*obsColumns)
+	}
+	d.cols.add(b, os)
+}
+
+func (d *driverSink) rows() int {
+	if d.cols == nil {
+		return 0
+	}
+	return len(d.cols.security)
+}
+
+func (d *driverSink) send(ctx context.Context) error {
+	var err error
+	if d.batch == nil {
+		if d.batch, err = d.s.conn.PrepareBatch(ctx, "INSERT INTO "+d.s.table("observations")+" ("+observationColumns+")"); err != nil {
+			return fmt.Errorf("start: prepare: %w", err)
+		}
+	} else if err := d.batch.Flush(); err != nil {
+		return err
+	}
+	c := d.cols
+	d.cols = nil
+	defer c.release()
+	rows := len(c.security)
+	for k := range rows {
+		c.loadedAt[k] = d.now
+	}
+	columns := [...]any{c.security, c.field, c.date, c.num, c.str, c.kind, c.flag, c.program, c.jobID,
+		c.version, c.loadedAt[:rows]}
+	for ci, col := range columns {
+		if err := d.batch.Column(ci).Append(col); err != nil {
+			return fmt.Errorf("column %d: %w", ci, err)
+		}
+	}
+	return nil
+}
+
+func (d *driverSink) finish(context.Context) error {
+	if err := d.batch.Send(); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	d.done = true
+	return nil
+}
+
+func (d *driverSink) close() {
+	if d.cols != nil {
+		d.cols.release()
+	}
+	if d.batch != nil {
+		if !d.done {
+			d.batch.Abort()
+		}
+		d.batch.Close()
+	}
 }
 
 // obsColumns are the columns of one block of observations.

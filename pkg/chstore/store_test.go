@@ -20,10 +20,12 @@ import (
 
 func TestMain(m *testing.M) { chtest.Main(m) }
 
-// open returns a store on a fresh database of srv, closed at the end of the test.
-func open(t testing.TB, srv *chserver.Server, db string) *chstore.Store {
+// open returns a store on a fresh database of srv, closed at the end of the test; driver
+// sets Config.DriverInserts.
+func open(t testing.TB, srv *chserver.Server, db string, driver ...bool) *chstore.Store {
 	t.Helper()
-	s, err := chstore.Open(context.Background(), chstore.Config{Addr: srv.Addr(), Database: db})
+	s, err := chstore.Open(context.Background(), chstore.Config{Addr: srv.Addr(), Database: db,
+		DriverInserts: len(driver) > 0 && driver[0]})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,15 +33,23 @@ func open(t testing.TB, srv *chserver.Server, db string) *chstore.Store {
 	return s
 }
 
-// migrated returns a store on a fresh, migrated database of the shared server.
-func migrated(t testing.TB) *chstore.Store {
+// migrated returns a store on a fresh, migrated database of the shared server; driver sets
+// Config.DriverInserts.
+func migrated(t testing.TB, driver ...bool) *chstore.Store {
 	t.Helper()
 	srv := chtest.Start(t)
-	s := open(t, srv, chtest.NewDatabase(t, srv))
+	s := open(t, srv, chtest.NewDatabase(t, srv), driver...)
 	if err := s.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// eachWriter runs test once with each writer of observation INSERTs: pkg/chinsert's blocks
+// (the default) and clickhouse-go's batches (Config.DriverInserts).
+func eachWriter(t *testing.T, test func(t *testing.T, driver bool)) {
+	t.Run("blocks", func(t *testing.T) { test(t, false) })
+	t.Run("driver", func(t *testing.T) { test(t, true) })
 }
 
 func TestMigrate(t *testing.T) {
@@ -140,7 +150,9 @@ var (
 	dMax = obs.MakeDate(2149, 6, 6)
 )
 
-func TestInsertRoundTrip(t *testing.T) {
+func TestInsertRoundTrip(t *testing.T) { eachWriter(t, testInsertRoundTrip) }
+
+func testInsertRoundTrip(t *testing.T, driver bool) {
 	tests := []struct {
 		name string
 		o    obs.Observation
@@ -163,7 +175,7 @@ func TestInsertRoundTrip(t *testing.T) {
 		{"last date", obs.Observation{Security: "NEW", Field: "PX_LAST", Date: dMax, Kind: obs.Number, Num: 2}},
 		{"other month", obs.Observation{Security: "IBM US Equity", Field: "PX_LAST", Date: d2, Kind: obs.Number, Num: 130}},
 	}
-	s := migrated(t)
+	s := migrated(t, driver)
 	ctx := context.Background()
 	var all []obs.Observation
 	for _, tt := range tests {
@@ -571,7 +583,7 @@ func TestServerDown(t *testing.T) {
 		if err == nil {
 			t.Fatal("Insert succeeded with the server down")
 		}
-		if !strings.Contains(err.Error(), "insert observations: prepare") {
+		if !strings.Contains(err.Error(), "insert observations: rows 0-9: start: ") || !strings.Contains(err.Error(), srv.Addr()) {
 			t.Errorf("error lacks context: %v", err)
 		}
 		if err := s.Ping(ctx); err == nil {
@@ -652,9 +664,11 @@ func TestServerTimezone(t *testing.T) {
 	}
 }
 
-func TestInsertManyBlocks(t *testing.T) {
+func TestInsertManyBlocks(t *testing.T) { eachWriter(t, testInsertManyBlocks) }
+
+func testInsertManyBlocks(t *testing.T, driver bool) {
 	// More rows than one block: the INSERT is sent in several.
-	s := migrated(t)
+	s := migrated(t, driver)
 	ctx := context.Background()
 	var batches []chstore.Batch
 	const secs, days = 250, 1000 // 250,000 rows
@@ -706,8 +720,10 @@ func manyHistories(prefix string, secs, days int) []obs.Observation {
 	return out
 }
 
-func TestInsertFromReusedBatch(t *testing.T) {
-	s := migrated(t)
+func TestInsertFromReusedBatch(t *testing.T) { eachWriter(t, testInsertFromReusedBatch) }
+
+func testInsertFromReusedBatch(t *testing.T, driver bool) {
+	s := migrated(t, driver)
 	ctx := context.Background()
 	// Batches that straddle blocks, one of rejects only, one empty.
 	batches := []chstore.Batch{
