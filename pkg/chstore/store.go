@@ -3,11 +3,12 @@
 // reads behind `marketpipe status` and the tests.
 //
 // It speaks only the native protocol and only what works both on Debian's ClickHouse 18.16
-// (the development and test server) and on current ClickHouse (production) through
-// clickhouse-go v2: INSERTs are prepared batches that name their columns (an INSERT without a
-// column list gives 18.16 a batch of no columns, and Exec of INSERT ... VALUES hangs), no
-// string-valued settings (the client fails on them against 18.16), no LowCardinality, no
-// DateTime64, no HTTP.
+// (the development and test server) and on current ClickHouse (production). Observations go
+// through pkg/chinsert, which sends blocks serialized straight from the rows (or, with
+// Config.DriverInserts, through clickhouse-go); everything else through clickhouse-go v2:
+// INSERTs are prepared batches that name their columns (an INSERT without a column list gives
+// 18.16 a batch of no columns, and Exec of INSERT ... VALUES hangs), no string-valued settings
+// (the client fails on them against 18.16), no LowCardinality, no DateTime64, no HTTP.
 //
 // Idempotence comes from the table engines, not from bookkeeping: observations is a
 // ReplacingMergeTree on (security, field, date) with the run's version, so a redelivered batch

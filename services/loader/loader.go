@@ -222,22 +222,40 @@ func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
 	if s.Inserts, err = config.PositiveInt(env.Lookup, "LOADER_INSERTS", 2); err != nil {
 		return nil, err
 	}
-	store, err := OpenStore(ctx, env)
+	driver, err := driverInserts(env.Lookup)
+	if err != nil {
+		return nil, err
+	}
+	store, err := OpenStore(ctx, env, driver)
 	if err != nil {
 		return nil, err
 	}
 	return Stages(env, store, s)
 }
 
+// driverInserts reads LOADER_INSERT_CLIENT: marketpipe (the default) writes observations
+// through pkg/chinsert, clickhouse-go through the driver, for a server chinsert cannot talk to.
+func driverInserts(lookup config.Lookup) (bool, error) {
+	switch v, _ := lookup("LOADER_INSERT_CLIENT"); v {
+	case "", "marketpipe":
+		return false, nil
+	case "clickhouse-go":
+		return true, nil
+	default:
+		return false, fmt.Errorf("LOADER_INSERT_CLIENT=%q: want marketpipe or clickhouse-go", v)
+	}
+}
+
 // OpenStore opens ClickHouse, creates or upgrades the schema, and adds it to /readyz.
-func OpenStore(ctx context.Context, env *service.Env) (*chstore.Store, error) {
+// driverInserts writes observations through clickhouse-go (chstore.Config.DriverInserts).
+func OpenStore(ctx context.Context, env *service.Env, driverInserts bool) (*chstore.Store, error) {
 	c := env.Config.ClickHouse
 	var store *chstore.Store
 	var err error
 	// ClickHouse may start after the loader: wait for it rather than crash-loop.
 	for attempt := uint64(1); ; attempt++ {
 		store, err = chstore.Open(ctx, chstore.Config{Addr: c.Addr, Database: c.Database, User: c.User,
-			Password: c.Password, DialTimeout: 5 * time.Second})
+			Password: c.Password, DialTimeout: 5 * time.Second, DriverInserts: driverInserts})
 		if err == nil {
 			if err = store.Migrate(ctx); err == nil {
 				break

@@ -222,3 +222,16 @@ func TestRejectsReachClickHouse(t *testing.T) {
 		t.Errorf("%d observations beside the reject, want 3", n)
 	}
 }
+
+func TestDriverInserts(t *testing.T) {
+	for v, want := range map[string]bool{"": false, "marketpipe": false, "clickhouse-go": true} {
+		got, err := driverInserts(func(string) (string, bool) { return v, v != "" })
+		if err != nil || got != want {
+			t.Errorf("LOADER_INSERT_CLIENT=%q: %v, %v; want %v", v, got, err, want)
+		}
+	}
+	if _, err := driverInserts(func(string) (string, bool) { return "http", true }); err == nil ||
+		!strings.Contains(err.Error(), `LOADER_INSERT_CLIENT="http"`) {
+		t.Errorf("an unknown client: err = %v", err)
+	}
+}

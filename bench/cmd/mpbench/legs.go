@@ -56,17 +56,11 @@ func (b *bench) legDirect(ctx context.Context) error {
 	log.Printf("direct: parse only: %d observations in %.2fs (%.0f obs/s, %.0f MB/s)", n, b.res.DirectParseS,
 		float64(n)/b.res.DirectParseS, float64(b.refBytes)/1e6/b.res.DirectParseS)
 
-	if b.profile != "" {
-		f, err := os.Create(filepath.Join(b.profile, "direct.pprof"))
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stop, err := b.selfProfile("direct")
+	if err != nil {
+		return err
 	}
+	defer stop()
 	// One INSERT at a time, then two concurrent ones; the best is the direct figure.
 	for _, workers := range []int{1, 2} {
 		b.settle(ctx)
@@ -197,6 +191,26 @@ func directLoad(ctx context.Context, st *chstore.Store, path, jobID string, vers
 	return n, ctx.Err()
 }
 
+// selfProfile starts a CPU profile of this process into <BENCH_PROFILE>/<name>.pprof, if
+// profiles are asked for, and returns what stops it.
+func (b *bench) selfProfile(name string) (stop func(), err error) {
+	if b.profile == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(filepath.Join(b.profile, name+".pprof"))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
 // ---- 2. pipeline, and 7. latency ----
 
 // legPipeline runs the reference job through the five stages twice, each time on a cluster of
@@ -204,6 +218,12 @@ func directLoad(ctx context.Context, st *chstore.Store, path, jobID string, vers
 // direct and transform legs also keep the better of two, so a passing slowdown of this shared
 // machine weighs on no figure alone. The latency jobs run on the first cluster.
 func (b *bench) legPipeline(ctx context.Context) error {
+	// This process's profile shows the simulator's work (it serves the downloads).
+	stop, err := b.selfProfile("pipeline-mpbench")
+	if err != nil {
+		return err
+	}
+	defer stop()
 	var best *pipelineRun
 	for i := range 2 {
 		if i > 0 {
