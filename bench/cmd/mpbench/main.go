@@ -328,16 +328,17 @@ func (b *bench) settle(ctx context.Context) {
 	}
 }
 
-// chEvents reads ClickHouse's counters of INSERTs and merges (system.events), so that a leg's
-// log tells how many INSERTs it made and how much merging they caused; nil if they cannot be
-// read.
+// chEvents reads ClickHouse's counters of INSERTs, parts written (and how many of them came
+// already sorted by the table's key, which spares the server a sort) and merges
+// (system.events), so that a leg's log tells how many INSERTs it made and how much work they
+// caused; nil if they cannot be read.
 func (b *bench) chEvents(ctx context.Context) map[string]uint64 {
 	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{b.ch.Addr()}, DialTimeout: 5 * time.Second})
 	if err != nil {
 		return nil
 	}
 	defer conn.Close()
-	rows, err := conn.Query(ctx, "SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows', 'Merge', 'MergedRows')")
+	rows, err := conn.Query(ctx, "SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows', 'MergeTreeDataWriterBlocks', 'MergeTreeDataWriterBlocksAlreadySorted', 'Merge', 'MergedRows')")
 	if err != nil {
 		return nil
 	}
