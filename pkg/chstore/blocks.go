@@ -1,10 +1,13 @@
 package chstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/marketpipe/marketpipe/pkg/chinsert"
@@ -20,48 +23,85 @@ var observationTypes = []chinsert.Column{
 	{Name: "job_id", Type: "String"}, {Name: "version", Type: "UInt64"}, {Name: "loaded_at", Type: "DateTime"},
 }
 
-// blockSink writes the INSERT through pkg/chinsert: each row's values are appended in
-// ClickHouse's native format to the block's column buffers as the rows come, and the block
-// is compressed and sent from them, with no Go value per row in between.
+// sortRows is how many rows blockSink gathers before it sends them in the table's key order.
+// ClickHouse squashes the blocks of an INSERT into blocks of about a million rows
+// (min_insert_block_size_rows) and writes each as a part per month, sorted by the key; a part
+// whose rows come sorted is written without that sort (the MergeTreeDataWriterBlocksAlreadySorted
+// event), which took a tenth or so off the server's CPU for the reference job of
+// bench/cmd/mpbench. Reply files are in the order of the request (securities as listed, each
+// one's fields as listed, dates ascending), so that is seldom the key's order. The loader's
+// INSERTs (LOADER_MAX_INSERT_ROWS, 500,000 rows by default) fit; a larger one is sent in
+// windows of this many rows, each sorted, which the server then sorts as it would anyway. The
+// rows gathered take about 55 bytes each.
+const sortRows = 1 << 19
+
+// blockSink writes the INSERT through pkg/chinsert. Each row's values are appended in
+// ClickHouse's native format to column buffers as the rows come; the rows gathered (up to
+// sortRows) are then sent in key order, in blocks of blockRows compressed straight from those
+// buffers, with no Go value per row in between.
+//
+// The rows come in runs of one security and field with ascending dates (what reply files
+// hold), so putting them in key order is sorting the runs, not the rows: the runs are cut as
+// the rows come, and each is copied whole into the blocks. Rows that are not in such runs
+// make runs of one row; they are still sent correctly, and the server sorts what is not in
+// order.
 type blockSink struct {
 	s        *Store
 	loadedAt uint32
 	conn     *chinsert.Conn
 	ins      *chinsert.Insert
-	blk      *obsBlock
+	rows     *obsRows
+	sent     int  // rows sent
 	done     bool // the INSERT is finished
 }
 
-func (k *blockSink) add(b *Batch, os []obs.Observation) {
-	if k.blk == nil {
-		k.blk = obsBlockPool.Get().(*obsBlock)
+func (k *blockSink) add(ctx context.Context, b *Batch) error {
+	if k.rows == nil {
+		k.rows = obsRowsPool.Get().(*obsRows)
 	}
-	k.blk.add(b, os)
+	for os := b.Obs; len(os) > 0; {
+		take := min(len(os), sortRows-k.rows.n)
+		k.rows.add(b, os[:take])
+		os = os[take:]
+		if k.rows.n == sortRows {
+			if err := k.flush(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
-func (k *blockSink) rows() int {
-	if k.blk == nil {
-		return 0
+// flush sends the rows gathered in key order, in blocks of blockRows.
+func (k *blockSink) flush(ctx context.Context) error {
+	r := k.rows
+	if r.n == 0 {
+		return nil
 	}
-	return k.blk.rows
-}
-
-func (k *blockSink) send(ctx context.Context) error {
 	if k.ins == nil {
 		var err error
 		k.conn, k.ins, err = k.s.blocks.Insert(ctx, "INSERT INTO "+k.s.table("observations")+" ("+observationColumns+") VALUES",
 			observationTypes)
 		if err != nil {
-			return fmt.Errorf("start: %w", err)
+			return fmt.Errorf("rows %d-%d: start: %w", k.sent, k.sent+r.n-1, err)
 		}
 	}
-	blk := k.blk
-	err := k.ins.WriteBlock(ctx, blk.rows, func(col int, dst []byte) []byte { return blk.column(col, dst, k.loadedAt) })
-	blk.reset()
-	return err
+	r.sortRuns()
+	for blk := range r.blocks(blockRows) {
+		n := blk.rows()
+		if err := k.ins.WriteBlock(ctx, n, func(col int, dst []byte) []byte { return r.column(blk, col, dst, k.loadedAt) }); err != nil {
+			return fmt.Errorf("rows %d-%d: %w", k.sent, k.sent+n-1, err)
+		}
+		k.sent += n
+	}
+	r.reset()
+	return nil
 }
 
 func (k *blockSink) finish(ctx context.Context) error {
+	if err := k.flush(ctx); err != nil {
+		return err
+	}
 	if err := k.ins.Finish(ctx); err != nil {
 		return err
 	}
@@ -70,14 +110,14 @@ func (k *blockSink) finish(ctx context.Context) error {
 }
 
 func (k *blockSink) close() {
-	if k.blk != nil {
-		k.blk.reset()
-		obsBlockPool.Put(k.blk)
-		k.blk = nil
+	if k.rows != nil {
+		k.rows.reset()
+		obsRowsPool.Put(k.rows)
+		k.rows = nil
 	}
 	if k.conn != nil {
 		// An unfinished INSERT has left the connection unusable (the server waits for the
-		// rest): Put then closes it, and the server drops what it received.
+		// rest): closed, the server drops what it received.
 		if !k.done {
 			k.conn.Close()
 		}
@@ -86,97 +126,233 @@ func (k *blockSink) close() {
 	}
 }
 
-// obsBlock is one block of observations, column by column in ClickHouse's native format.
-type obsBlock struct {
-	rows                                                                       int
-	security, field, date, null, num, str, kind, flag, program, jobID, version []byte
-	// The last batch's program and job id, encoded, repeated on each of its rows.
-	lastProgram, lastJobID string
-	programEnc, jobIDEnc   []byte
+// obsRows gathers rows column by column in ClickHouse's native format, with where each row
+// starts in the variable-width columns, and cuts them into runs.
+type obsRows struct {
+	n                          int
+	security, field, str, flag []byte
+	secAt, fieldAt, strAt      []uint32 // where row i starts; a final entry ends the last row
+	flagAt                     []uint32
+	date, null, num, kind      []byte
+	runs                       []run
+	batches                    []batchConsts // a run's batch indexes it
 }
 
-var obsBlockPool = sync.Pool{New: func() any { return new(obsBlock) }}
+// run is a sequence of rows of one batch, one security and one field, with ascending dates.
+type run struct {
+	first, end          int32 // rows [first, end)
+	firstDate, lastDate obs.Date
+	batch               int32 // in obsRows.batches
+}
 
-// reset empties the block, keeping its buffers.
-func (k *obsBlock) reset() {
-	k.rows = 0
-	for _, c := range k.columns() {
+// batchConsts are a batch's values for every one of its rows.
+type batchConsts struct {
+	programS, jobIDS string
+	version          uint64
+	program, jobID   []byte // encoded as String values
+	versionEnc       [8]byte
+}
+
+var obsRowsPool = sync.Pool{New: func() any { return &obsRows{} }}
+
+// reset empties the rows, keeping the buffers.
+func (r *obsRows) reset() {
+	r.n = 0
+	for _, c := range [...]*[]byte{&r.security, &r.field, &r.str, &r.flag, &r.date, &r.null, &r.num, &r.kind} {
 		*c = (*c)[:0]
 	}
-}
-
-func (k *obsBlock) columns() []*[]byte {
-	return []*[]byte{&k.security, &k.field, &k.date, &k.null, &k.num, &k.str, &k.kind, &k.flag,
-		&k.program, &k.jobID, &k.version}
+	r.secAt, r.fieldAt, r.strAt, r.flagAt = r.secAt[:0], r.fieldAt[:0], r.strAt[:0], r.flagAt[:0]
+	r.runs = r.runs[:0]
+	clear(r.batches) // drop the strings
+	r.batches = r.batches[:0]
 }
 
 // add appends the rows os of batch b.
-func (k *obsBlock) add(b *Batch, os []obs.Observation) {
-	if k.programEnc == nil || b.Program != k.lastProgram {
-		k.lastProgram, k.programEnc = b.Program, chinsert.AppendString(k.programEnc[:0], b.Program)
+func (r *obsRows) add(b *Batch, os []obs.Observation) {
+	bi := len(r.batches) - 1
+	if bi < 0 || r.batches[bi].version != b.Version || r.batches[bi].jobIDS != b.JobID || r.batches[bi].programS != b.Program {
+		c := batchConsts{programS: b.Program, jobIDS: b.JobID, version: b.Version,
+			program: chinsert.AppendString(nil, b.Program), jobID: chinsert.AppendString(nil, b.JobID)}
+		binary.LittleEndian.PutUint64(c.versionEnc[:], b.Version)
+		r.batches = append(r.batches, c)
+		bi++
 	}
-	if k.jobIDEnc == nil || b.JobID != k.lastJobID {
-		k.lastJobID, k.jobIDEnc = b.JobID, chinsert.AppendString(k.jobIDEnc[:0], b.JobID)
+	var cur *run
+	if len(r.runs) > 0 && r.runs[len(r.runs)-1].batch == int32(bi) {
+		cur = &r.runs[len(r.runs)-1]
 	}
-	k.rows += len(os)
+	var prevSec, prevField string
+	if cur != nil {
+		prevSec, prevField = r.key(cur.first)
+	}
 	for i := range os {
 		o := &os[i]
-		k.security = chinsert.AppendString(k.security, o.Security)
-		k.field = chinsert.AppendString(k.field, o.Field)
-		k.date = binary.LittleEndian.AppendUint16(k.date, uint16(o.Date))
+		if cur == nil || o.Security != prevSec || o.Field != prevField || o.Date <= cur.lastDate {
+			r.runs = append(r.runs, run{first: int32(r.n), end: int32(r.n), firstDate: o.Date, batch: int32(bi)})
+			cur = &r.runs[len(r.runs)-1]
+			prevSec, prevField = o.Security, o.Field
+		}
+		cur.end++
+		cur.lastDate = o.Date
+		r.n++
+		r.secAt = append(r.secAt, uint32(len(r.security)))
+		r.security = chinsert.AppendString(r.security, o.Security)
+		r.fieldAt = append(r.fieldAt, uint32(len(r.field)))
+		r.field = chinsert.AppendString(r.field, o.Field)
+		r.date = binary.LittleEndian.AppendUint16(r.date, uint16(o.Date))
+		r.strAt = append(r.strAt, uint32(len(r.str)))
 		switch o.Kind {
 		case obs.Number:
-			k.null = append(k.null, 0)
-			k.num = binary.LittleEndian.AppendUint64(k.num, math.Float64bits(o.Num))
-			k.str = append(k.str, 0)
+			r.null = append(r.null, 0)
+			r.num = binary.LittleEndian.AppendUint64(r.num, math.Float64bits(o.Num))
+			r.str = append(r.str, 0)
 		case obs.String, obs.Bulk:
-			k.null = append(k.null, 1)
-			k.num = binary.LittleEndian.AppendUint64(k.num, 0)
-			k.str = chinsert.AppendString(k.str, o.Str)
+			r.null = append(r.null, 1)
+			r.num = binary.LittleEndian.AppendUint64(r.num, 0)
+			r.str = chinsert.AppendString(r.str, o.Str)
 		default:
-			k.null = append(k.null, 1)
-			k.num = binary.LittleEndian.AppendUint64(k.num, 0)
-			k.str = append(k.str, 0)
+			r.null = append(r.null, 1)
+			r.num = binary.LittleEndian.AppendUint64(r.num, 0)
+			r.str = append(r.str, 0)
 		}
-		k.kind = append(k.kind, byte(o.Kind))
-		k.flag = chinsert.AppendString(k.flag, o.Flag)
+		r.kind = append(r.kind, byte(o.Kind))
+		r.flagAt = append(r.flagAt, uint32(len(r.flag)))
+		r.flag = chinsert.AppendString(r.flag, o.Flag)
 	}
-	k.program = appendRepeated(k.program, k.programEnc, len(os))
-	k.jobID = appendRepeated(k.jobID, k.jobIDEnc, len(os))
-	var v [8]byte
-	binary.LittleEndian.PutUint64(v[:], b.Version)
-	k.version = appendRepeated(k.version, v[:], len(os))
 }
 
-// column appends column i (in observationColumns' order) to dst.
-func (k *obsBlock) column(i int, dst []byte, loadedAt uint32) []byte {
+// key returns the security and field of row i, as stored (without their length prefixes).
+func (r *obsRows) key(i int32) (security, field string) {
+	return unprefixed(r.security, r.secAt, i), unprefixed(r.field, r.fieldAt, i)
+}
+
+// unprefixed returns row i's String value of a column whose row i starts at at[i].
+func unprefixed(col []byte, at []uint32, i int32) string {
+	v := col[at[i]:]
+	n, k := binary.Uvarint(v)
+	return string(v[k : k+int(n)])
+}
+
+// minRunRows is the average run length below which sortRuns leaves the rows in the order
+// they came: sorting them would be sorting row by row, which spares the server nothing.
+const minRunRows = 8
+
+// sortRuns puts the runs in the key's order (security, field, date), runs of one key keeping
+// their order, unless they are too short to be worth it.
+func (r *obsRows) sortRuns() {
+	// The final offsets end the last row.
+	r.secAt = append(r.secAt, uint32(len(r.security)))
+	r.fieldAt = append(r.fieldAt, uint32(len(r.field)))
+	r.strAt = append(r.strAt, uint32(len(r.str)))
+	r.flagAt = append(r.flagAt, uint32(len(r.flag)))
+	if len(r.runs)*minRunRows > r.n {
+		return
+	}
+	slices.SortStableFunc(r.runs, func(a, b run) int {
+		as, af := r.key(a.first)
+		bs, bf := r.key(b.first)
+		return cmp.Or(strings.Compare(as, bs), strings.Compare(af, bf), cmp.Compare(a.firstDate, b.firstDate))
+	})
+}
+
+// span is the rows [first, end) of a run, in a block.
+type span struct {
+	first, end int32
+	batch      int32
+}
+
+// block is the spans of one block, in order.
+type block []span
+
+func (b block) rows() int {
+	n := 0
+	for _, s := range b {
+		n += int(s.end - s.first)
+	}
+	return n
+}
+
+// blocks yields the sorted runs cut into blocks of at most size rows. A block is valid until
+// the next is yielded.
+func (r *obsRows) blocks(size int) func(yield func(block) bool) {
+	return func(yield func(block) bool) {
+		var blk block
+		n := 0
+		for _, rn := range r.runs {
+			for first := rn.first; first < rn.end; {
+				end := min(rn.end, first+int32(size-n))
+				blk = append(blk, span{first, end, rn.batch})
+				n += int(end - first)
+				first = end
+				if n == size {
+					if !yield(blk) {
+						return
+					}
+					blk, n = blk[:0], 0
+				}
+			}
+		}
+		if n > 0 {
+			yield(blk)
+		}
+	}
+}
+
+// column appends column i (in observationColumns' order) of the block's rows to dst.
+func (r *obsRows) column(blk block, i int, dst []byte, loadedAt uint32) []byte {
 	switch i {
 	case 0:
-		return append(dst, k.security...)
+		return appendSpans(dst, blk, r.security, r.secAt)
 	case 1:
-		return append(dst, k.field...)
+		return appendSpans(dst, blk, r.field, r.fieldAt)
 	case 2:
-		return append(dst, k.date...)
+		return appendFixed(dst, blk, r.date, 2)
 	case 3:
-		return append(append(dst, k.null...), k.num...)
+		return appendFixed(appendFixed(dst, blk, r.null, 1), blk, r.num, 8)
 	case 4:
-		return append(dst, k.str...)
+		return appendSpans(dst, blk, r.str, r.strAt)
 	case 5:
-		return append(dst, k.kind...)
+		return appendFixed(dst, blk, r.kind, 1)
 	case 6:
-		return append(dst, k.flag...)
+		return appendSpans(dst, blk, r.flag, r.flagAt)
 	case 7:
-		return append(dst, k.program...)
+		for _, s := range blk {
+			dst = appendRepeated(dst, r.batches[s.batch].program, int(s.end-s.first))
+		}
+		return dst
 	case 8:
-		return append(dst, k.jobID...)
+		for _, s := range blk {
+			dst = appendRepeated(dst, r.batches[s.batch].jobID, int(s.end-s.first))
+		}
+		return dst
 	case 9:
-		return append(dst, k.version...)
+		for _, s := range blk {
+			dst = appendRepeated(dst, r.batches[s.batch].versionEnc[:], int(s.end-s.first))
+		}
+		return dst
 	case 10:
 		var t [4]byte
 		binary.LittleEndian.PutUint32(t[:], loadedAt)
-		return appendRepeated(dst, t[:], k.rows)
+		return appendRepeated(dst, t[:], blk.rows())
 	}
 	panic(fmt.Sprintf("chstore: observations column %d", i))
+}
+
+// appendSpans appends the spans' rows of a variable-width column whose row i is
+// col[at[i]:at[i+1]].
+func appendSpans(dst []byte, blk block, col []byte, at []uint32) []byte {
+	for _, s := range blk {
+		dst = append(dst, col[at[s.first]:at[s.end]]...)
+	}
+	return dst
+}
+
+// appendFixed appends the spans' rows of a column of width-byte values.
+func appendFixed(dst []byte, blk block, col []byte, width int) []byte {
+	for _, s := range blk {
+		dst = append(dst, col[int(s.first)*width:int(s.end)*width]...)
+	}
+	return dst
 }
 
 // appendRepeated appends n copies of v to dst.

@@ -101,28 +101,12 @@ func CheckDates(b *Batch) error {
 	return nil
 }
 
-// insertObservations sends the rows in blocks of blockRows through the store's writer of
-// blocks (chinsert's, or clickhouse-go's when Config.DriverInserts is set), a block at a time,
-// so the memory of an INSERT is bounded by a block whatever its number of rows. The INSERT is
-// started with the first observation: a source of rejects only sends none. The rejects of
-// every batch are added to rej.
+// insertObservations sends the rows through the store's writer (chinsert's blocks, or
+// clickhouse-go's batches when Config.DriverInserts is set), which sends them in blocks of
+// blockRows as they come, so the memory of an INSERT is bounded whatever its number of rows.
+// The INSERT is started with the first observation: a source of rejects only sends none. The
+// rejects of every batch are added to rej.
 func (s *Store) insertObservations(ctx context.Context, src BatchSource, now time.Time, rej *rejectColumns) (int, error) {
-	var cur *Batch
-	i := 0
-	// more advances to a batch with observations left, and reports whether there is one.
-	more := func() (bool, error) {
-		for cur == nil || i == len(cur.Obs) {
-			if cur = src.Next(); cur == nil {
-				return false, nil
-			}
-			i = 0
-			if err := CheckDates(cur); err != nil {
-				return false, err
-			}
-			rej.add(cur)
-		}
-		return true, nil
-	}
 	var sink obsSink
 	if s.cfg.DriverInserts {
 		sink = &driverSink{s: s, now: now}
@@ -130,50 +114,35 @@ func (s *Store) insertObservations(ctx context.Context, src BatchSource, now tim
 		sink = &blockSink{s: s, loadedAt: uint32(now.Unix())}
 	}
 	defer sink.close()
-	sent := 0
-	for {
-		ok, err := more()
-		if err != nil {
+	n := 0
+	for b := src.Next(); b != nil; b = src.Next() {
+		if err := CheckDates(b); err != nil {
 			return 0, fmt.Errorf("insert observations: %w", err)
 		}
-		if !ok {
-			break
+		rej.add(b)
+		if len(b.Obs) == 0 {
+			continue
 		}
-		// The next block: at least one row is there.
-		for sink.rows() < blockRows {
-			if ok, err := more(); err != nil {
-				return 0, fmt.Errorf("insert observations: %w", err)
-			} else if !ok {
-				break
-			}
-			take := min(len(cur.Obs)-i, blockRows-sink.rows())
-			sink.add(cur, cur.Obs[i:i+take])
-			i += take
+		if err := sink.add(ctx, b); err != nil {
+			return 0, fmt.Errorf("insert observations: %w", err)
 		}
-		n := sink.rows()
-		if err := sink.send(ctx); err != nil {
-			return 0, fmt.Errorf("insert observations: rows %d-%d: %w", sent, sent+n-1, err)
-		}
-		sent += n
+		n += len(b.Obs)
 	}
-	if sent == 0 {
+	if n == 0 {
 		return 0, nil
 	}
 	if err := sink.finish(ctx); err != nil {
-		return 0, fmt.Errorf("insert %d observations: %w", sent, err)
+		return 0, fmt.Errorf("insert %d observations: %w", n, err)
 	}
-	return sent, nil
+	return n, nil
 }
 
 // An obsSink writes one INSERT of observations, block by block.
 type obsSink interface {
-	// add appends rows of b to the block being built.
-	add(b *Batch, os []obs.Observation)
-	// rows is the number of rows in the block being built.
-	rows() int
-	// send sends the block (the first one starts the INSERT) and starts the next.
-	send(ctx context.Context) error
-	// finish ends the INSERT once the server has written every block.
+	// add takes b's observations (it is done with b when it returns), sending blocks as they
+	// fill; the first block starts the INSERT.
+	add(ctx context.Context, b *Batch) error
+	// finish sends what is left and ends the INSERT once the server has written every block.
 	finish(ctx context.Context) error
 	// close releases the sink's memory and connection, abandoning an unfinished INSERT.
 	close()
@@ -189,36 +158,41 @@ type driverSink struct {
 	now   time.Time
 	batch driver.Batch
 	cols  *obsColumns
+	sent  int // rows handed to the driver
 	done  bool
 }
 
-func (d *driverSink) add(b *Batch, os []obs.Observation) {
-	if d.cols == nil {
-		d.cols = obsColumnsPool.Get().(*obsColumns)
-	}
-	d.cols.add(b, os)
-}
-
-func (d *driverSink) rows() int {
-	if d.cols == nil {
-		return 0
-	}
-	return len(d.cols.security)
-}
-
-func (d *driverSink) send(ctx context.Context) error {
-	var err error
-	if d.batch == nil {
-		if d.batch, err = d.s.conn.PrepareBatch(ctx, "INSERT INTO "+d.s.table("observations")+" ("+observationColumns+")"); err != nil {
-			return fmt.Errorf("start: prepare: %w", err)
+func (d *driverSink) add(ctx context.Context, b *Batch) error {
+	for os := b.Obs; len(os) > 0; {
+		if d.cols == nil {
+			d.cols = obsColumnsPool.Get().(*obsColumns)
 		}
-	} else if err := d.batch.Flush(); err != nil {
-		return err
+		take := min(len(os), blockRows-len(d.cols.security))
+		d.cols.add(b, os[:take])
+		os = os[take:]
+		if len(d.cols.security) == blockRows {
+			if err := d.send(ctx); err != nil {
+				return err
+			}
+		}
 	}
+	return nil
+}
+
+// send appends the block to the INSERT, sending the one before it.
+func (d *driverSink) send(ctx context.Context) error {
 	c := d.cols
 	d.cols = nil
 	defer c.release()
 	rows := len(c.security)
+	var err error
+	if d.batch == nil {
+		if d.batch, err = d.s.conn.PrepareBatch(ctx, "INSERT INTO "+d.s.table("observations")+" ("+observationColumns+")"); err != nil {
+			return fmt.Errorf("rows %d-%d: start: prepare: %w", d.sent, d.sent+rows-1, err)
+		}
+	} else if err := d.batch.Flush(); err != nil {
+		return fmt.Errorf("rows %d-%d: %w", d.sent-blockRows, d.sent-1, err)
+	}
 	for k := range rows {
 		c.loadedAt[k] = d.now
 	}
@@ -229,10 +203,16 @@ func (d *driverSink) send(ctx context.Context) error {
 			return fmt.Errorf("column %d: %w", ci, err)
 		}
 	}
+	d.sent += rows
 	return nil
 }
 
-func (d *driverSink) finish(context.Context) error {
+func (d *driverSink) finish(ctx context.Context) error {
+	if d.cols != nil {
+		if err := d.send(ctx); err != nil {
+			return err
+		}
+	}
 	if err := d.batch.Send(); err != nil {
 		return fmt.Errorf("send: %w", err)
 	}

@@ -583,7 +583,7 @@ func TestServerDown(t *testing.T) {
 		if err == nil {
 			t.Fatal("Insert succeeded with the server down")
 		}
-		if !strings.Contains(err.Error(), "insert observations: rows 0-9: start: ") || !strings.Contains(err.Error(), srv.Addr()) {
+		if !strings.Contains(err.Error(), "rows 0-9: start: ") || !strings.Contains(err.Error(), srv.Addr()) {
 			t.Errorf("error lacks context: %v", err)
 		}
 		if err := s.Ping(ctx); err == nil {

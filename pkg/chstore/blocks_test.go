@@ -1,0 +1,225 @@
+package chstore
+
+import (
+	"cmp"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/marketpipe/marketpipe/pkg/chtest"
+	"github.com/marketpipe/marketpipe/pkg/obs"
+)
+
+// sent is one row as a block carries it.
+type sent struct {
+	security, field, str, flag, program, jobID string
+	date                                       uint16
+	null                                       byte
+	num                                        uint64
+	kind                                       byte
+	version                                    uint64
+}
+
+func (s sent) less(t sent) int {
+	return cmp.Or(strings.Compare(s.security, t.security), strings.Compare(s.field, t.field), cmp.Compare(s.date, t.date))
+}
+
+// decodeBlock reads the rows of a block's columns back.
+func decodeBlock(t *testing.T, r *obsRows, blk block) []sent {
+	t.Helper()
+	n := blk.rows()
+	col := func(i int) []byte { return r.column(blk, i, nil, 0) }
+	strs := func(b []byte) []string {
+		var out []string
+		for len(b) > 0 {
+			l, k := binary.Uvarint(b)
+			out = append(out, string(b[k:k+int(l)]))
+			b = b[k+int(l):]
+		}
+		if len(out) != n {
+			t.Fatalf("String column of %d values in a block of %d rows", len(out), n)
+		}
+		return out
+	}
+	sec, field, str, flag, prog, job := strs(col(0)), strs(col(1)), strs(col(4)), strs(col(6)), strs(col(7)), strs(col(8))
+	date, nullNum, kind, version := col(2), col(3), col(5), col(9)
+	if len(date) != 2*n || len(nullNum) != 9*n || len(kind) != n || len(version) != 8*n || len(col(10)) != 4*n {
+		t.Fatalf("fixed-width columns of the wrong size for %d rows", n)
+	}
+	out := make([]sent, n)
+	for i := range out {
+		out[i] = sent{security: sec[i], field: field[i], str: str[i], flag: flag[i], program: prog[i], jobID: job[i],
+			date: binary.LittleEndian.Uint16(date[2*i:]), null: nullNum[i], num: binary.LittleEndian.Uint64(nullNum[n+8*i:]),
+			kind: kind[i], version: binary.LittleEndian.Uint64(version[8*i:])}
+	}
+	return out
+}
+
+// expect is what a block must carry for observation o of batch b.
+func expect(b *Batch, o obs.Observation) sent {
+	s := sent{security: o.Security, field: o.Field, flag: o.Flag, program: b.Program, jobID: b.JobID,
+		date: uint16(o.Date), kind: byte(o.Kind), version: b.Version, null: 1}
+	switch o.Kind {
+	case obs.Number:
+		s.null, s.num = 0, math.Float64bits(o.Num)
+	case obs.String, obs.Bulk:
+		s.str = o.Str
+	}
+	return s
+}
+
+func TestObsRowsKeyOrder(t *testing.T) {
+	d := obs.MakeDate(2025, 3, 3)
+	// Two jobs; securities and fields in request order, not the key's; a string value, a
+	// null with a marker.
+	var batches []Batch
+	for j, job := range []string{"job-b", "job-a"} {
+		b := Batch{JobID: job, Program: "gethistory", Version: uint64(10 + j)}
+		for _, sec := range []string{"ZZZ US Equity", "AAPL US Equity", "MSFT US Equity"} {
+			sec = fmt.Sprintf("%s %d", sec, 1-j)
+			for _, f := range []string{"PX_LAST", "NAME", "PX_BID"} {
+				for k := range 10 {
+					o := obs.Observation{Security: sec, Field: f, Date: d + obs.Date(k), Kind: obs.Number, Num: float64(k) / 3}
+					switch f {
+					case "NAME":
+						o.Kind, o.Num, o.Str = obs.String, 0, sec+" INC"
+					case "PX_BID":
+						if k == 2 {
+							o.Kind, o.Num, o.Flag = obs.Null, 0, "N.A."
+						}
+					}
+					b.Obs = append(b.Obs, o)
+				}
+			}
+		}
+		batches = append(batches, b)
+	}
+	r := &obsRows{}
+	var want []sent
+	for i := range batches {
+		b := &batches[i]
+		// In two pieces, as a block boundary would cut it.
+		r.add(b, b.Obs[:7])
+		r.add(b, b.Obs[7:])
+		for _, o := range b.Obs {
+			want = append(want, expect(b, o))
+		}
+	}
+	if len(r.runs) != 2*9 {
+		t.Errorf("%d runs, want 18 (one per job, security and field)", len(r.runs))
+	}
+	r.sortRuns()
+	var got []sent
+	for blk := range r.blocks(7) {
+		if n := blk.rows(); n == 0 || n > 7 {
+			t.Errorf("block of %d rows, want 1 to 7", n)
+		}
+		got = append(got, decodeBlock(t, r, blk)...)
+	}
+	if !slices.IsSortedFunc(got, sent.less) {
+		t.Errorf("rows not in key order: %v", got)
+	}
+	// Every row exactly once, with its batch's job and version.
+	slices.SortStableFunc(want, sent.less)
+	key := func(s sent) string { return fmt.Sprintf("%+v", s) }
+	count := map[string]int{}
+	for _, s := range want {
+		count[key(s)]++
+	}
+	for _, s := range got {
+		count[key(s)]--
+	}
+	for k, c := range count {
+		if c != 0 {
+			t.Errorf("row %s: %+d", k, c)
+		}
+	}
+
+	// Rows that make no runs stay in the order they came.
+	r.reset()
+	b := Batch{JobID: "j", Program: "getdata", Version: 1}
+	for i := range 20 {
+		b.Obs = append(b.Obs, obs.Observation{Security: fmt.Sprintf("S%02d", 20-i), Field: "F", Date: d, Kind: obs.Null})
+	}
+	r.add(&b, b.Obs)
+	r.sortRuns()
+	got = got[:0]
+	for blk := range r.blocks(blockRows) {
+		got = append(got, decodeBlock(t, r, blk)...)
+	}
+	for i, s := range got {
+		if s.security != b.Obs[i].Security {
+			t.Fatalf("row %d is %s, want %s: short runs were reordered", i, s.security, b.Obs[i].Security)
+		}
+	}
+}
+
+// The server writes the parts of an INSERT sent in key order without sorting them again.
+func TestInsertSendsKeyOrder(t *testing.T) {
+	srv := chtest.StartPrivate(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := Open(ctx, Config{Addr: srv.Addr(), Database: chtest.NewDatabase(t, srv)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := chtest.Conn(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// 300 securities in reverse order, fields out of order, 100 days over four months.
+	var b Batch
+	b.JobID, b.Program, b.Version = "sorted", "gethistory", 1
+	for i := range 300 {
+		for _, f := range []string{"PX_LAST", "PX_BID", "CUR_MKT_CAP"} {
+			for k := range 100 {
+				b.Obs = append(b.Obs, obs.Observation{Security: fmt.Sprintf("S%03d", 300-i), Field: f,
+					Date: obs.MakeDate(2025, 1, 1) + obs.Date(k), Kind: obs.Number, Num: float64(k)})
+			}
+		}
+	}
+	before := writerEvents(t, conn)
+	if n, err := s.Insert(ctx, []Batch{b}); err != nil || n != len(b.Obs) {
+		t.Fatalf("Insert = %d, %v", n, err)
+	}
+	after := writerEvents(t, conn)
+	parts := after["MergeTreeDataWriterBlocks"] - before["MergeTreeDataWriterBlocks"]
+	sorted := after["MergeTreeDataWriterBlocksAlreadySorted"] - before["MergeTreeDataWriterBlocksAlreadySorted"]
+	if parts < 4 || sorted != parts {
+		t.Errorf("the server wrote %d parts, %d of them already sorted; want all of at least 4", parts, sorted)
+	}
+	if n, err := s.CountObservations(ctx, true); err != nil || n != uint64(len(b.Obs)) {
+		t.Errorf("CountObservations = %d, %v; want %d", n, err, len(b.Obs))
+	}
+}
+
+func writerEvents(t *testing.T, conn clickhouse.Conn) map[string]uint64 {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), "SELECT event, value FROM system.events WHERE event LIKE 'MergeTreeDataWriterBlocks%'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	ev := map[string]uint64{}
+	for rows.Next() {
+		var k string
+		var v uint64
+		if err := rows.Scan(&k, &v); err != nil {
+			t.Fatal(err)
+		}
+		ev[k] = v
+	}
+	return ev
+}
