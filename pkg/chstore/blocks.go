@@ -32,7 +32,7 @@ var observationTypes = []chinsert.Column{
 // one's fields as listed, dates ascending), so that is seldom the key's order. The loader's
 // INSERTs (LOADER_MAX_INSERT_ROWS, 500,000 rows by default) fit; a larger one is sent in
 // windows of this many rows, each sorted, which the server then sorts as it would anyway. The
-// rows gathered take about 55 bytes each.
+// rows gathered take about 22 bytes each.
 const sortRows = 1 << 19
 
 // blockSink writes the INSERT through pkg/chinsert. Each row's values are appended in
@@ -127,22 +127,24 @@ func (k *blockSink) close() {
 }
 
 // obsRows gathers rows column by column in ClickHouse's native format, with where each row
-// starts in the variable-width columns, and cuts them into runs.
+// starts in the variable-width columns, and cuts them into runs. The security and field,
+// the same for every row of a run, are kept once per run.
 type obsRows struct {
-	n                          int
-	security, field, str, flag []byte
-	secAt, fieldAt, strAt      []uint32 // where row i starts; a final entry ends the last row
-	flagAt                     []uint32
-	date, null, num, kind      []byte
-	runs                       []run
-	batches                    []batchConsts // a run's batch indexes it
+	n                     int
+	str, flag             []byte
+	strAt, flagAt         []uint32 // where row i starts; a final entry ends the last row
+	date, null, num, kind []byte
+	runs                  []run
+	keys                  []byte        // each run's security and field, encoded
+	batches               []batchConsts // a run's batch indexes it
 }
 
 // run is a sequence of rows of one batch, one security and one field, with ascending dates.
 type run struct {
-	first, end          int32 // rows [first, end)
-	firstDate, lastDate obs.Date
-	batch               int32 // in obsRows.batches
+	first, end           int32 // rows [first, end)
+	firstDate, lastDate  obs.Date
+	batch                int32  // in obsRows.batches
+	key, fieldAt, keyEnd uint32 // keys[key:fieldAt] is the security, keys[fieldAt:keyEnd] the field
 }
 
 // batchConsts are a batch's values for every one of its rows.
@@ -158,10 +160,10 @@ var obsRowsPool = sync.Pool{New: func() any { return &obsRows{} }}
 // reset empties the rows, keeping the buffers.
 func (r *obsRows) reset() {
 	r.n = 0
-	for _, c := range [...]*[]byte{&r.security, &r.field, &r.str, &r.flag, &r.date, &r.null, &r.num, &r.kind} {
+	for _, c := range [...]*[]byte{&r.str, &r.flag, &r.date, &r.null, &r.num, &r.kind, &r.keys} {
 		*c = (*c)[:0]
 	}
-	r.secAt, r.fieldAt, r.strAt, r.flagAt = r.secAt[:0], r.fieldAt[:0], r.strAt[:0], r.flagAt[:0]
+	r.strAt, r.flagAt = r.strAt[:0], r.flagAt[:0]
 	r.runs = r.runs[:0]
 	clear(r.batches) // drop the strings
 	r.batches = r.batches[:0]
@@ -183,22 +185,23 @@ func (r *obsRows) add(b *Batch, os []obs.Observation) {
 	}
 	var prevSec, prevField string
 	if cur != nil {
-		prevSec, prevField = r.key(cur.first)
+		prevSec, prevField = r.key(cur)
 	}
 	for i := range os {
 		o := &os[i]
 		if cur == nil || o.Security != prevSec || o.Field != prevField || o.Date <= cur.lastDate {
-			r.runs = append(r.runs, run{first: int32(r.n), end: int32(r.n), firstDate: o.Date, batch: int32(bi)})
+			rn := run{first: int32(r.n), end: int32(r.n), firstDate: o.Date, batch: int32(bi), key: uint32(len(r.keys))}
+			r.keys = chinsert.AppendString(r.keys, o.Security)
+			rn.fieldAt = uint32(len(r.keys))
+			r.keys = chinsert.AppendString(r.keys, o.Field)
+			rn.keyEnd = uint32(len(r.keys))
+			r.runs = append(r.runs, rn)
 			cur = &r.runs[len(r.runs)-1]
 			prevSec, prevField = o.Security, o.Field
 		}
 		cur.end++
 		cur.lastDate = o.Date
 		r.n++
-		r.secAt = append(r.secAt, uint32(len(r.security)))
-		r.security = chinsert.AppendString(r.security, o.Security)
-		r.fieldAt = append(r.fieldAt, uint32(len(r.field)))
-		r.field = chinsert.AppendString(r.field, o.Field)
 		r.date = binary.LittleEndian.AppendUint16(r.date, uint16(o.Date))
 		r.strAt = append(r.strAt, uint32(len(r.str)))
 		switch o.Kind {
@@ -221,14 +224,13 @@ func (r *obsRows) add(b *Batch, os []obs.Observation) {
 	}
 }
 
-// key returns the security and field of row i, as stored (without their length prefixes).
-func (r *obsRows) key(i int32) (security, field string) {
-	return unprefixed(r.security, r.secAt, i), unprefixed(r.field, r.fieldAt, i)
+// key returns the security and field of a run's rows.
+func (r *obsRows) key(rn *run) (security, field string) {
+	return unprefixed(r.keys[rn.key:rn.fieldAt]), unprefixed(r.keys[rn.fieldAt:rn.keyEnd])
 }
 
-// unprefixed returns row i's String value of a column whose row i starts at at[i].
-func unprefixed(col []byte, at []uint32, i int32) string {
-	v := col[at[i]:]
+// unprefixed returns the value of an encoded String.
+func unprefixed(v []byte) string {
 	n, k := binary.Uvarint(v)
 	return string(v[k : k+int(n)])
 }
@@ -241,16 +243,14 @@ const minRunRows = 8
 // their order, unless they are too short to be worth it.
 func (r *obsRows) sortRuns() {
 	// The final offsets end the last row.
-	r.secAt = append(r.secAt, uint32(len(r.security)))
-	r.fieldAt = append(r.fieldAt, uint32(len(r.field)))
 	r.strAt = append(r.strAt, uint32(len(r.str)))
 	r.flagAt = append(r.flagAt, uint32(len(r.flag)))
 	if len(r.runs)*minRunRows > r.n {
 		return
 	}
 	slices.SortStableFunc(r.runs, func(a, b run) int {
-		as, af := r.key(a.first)
-		bs, bf := r.key(b.first)
+		as, af := r.key(&a)
+		bs, bf := r.key(&b)
 		return cmp.Or(strings.Compare(as, bs), strings.Compare(af, bf), cmp.Compare(a.firstDate, b.firstDate))
 	})
 }
@@ -258,7 +258,7 @@ func (r *obsRows) sortRuns() {
 // span is the rows [first, end) of a run, in a block.
 type span struct {
 	first, end int32
-	batch      int32
+	run        *run
 }
 
 // block is the spans of one block, in order.
@@ -278,10 +278,11 @@ func (r *obsRows) blocks(size int) func(yield func(block) bool) {
 	return func(yield func(block) bool) {
 		var blk block
 		n := 0
-		for _, rn := range r.runs {
+		for i := range r.runs {
+			rn := &r.runs[i]
 			for first := rn.first; first < rn.end; {
 				end := min(rn.end, first+int32(size-n))
-				blk = append(blk, span{first, end, rn.batch})
+				blk = append(blk, span{first, end, rn})
 				n += int(end - first)
 				first = end
 				if n == size {
@@ -302,9 +303,15 @@ func (r *obsRows) blocks(size int) func(yield func(block) bool) {
 func (r *obsRows) column(blk block, i int, dst []byte, loadedAt uint32) []byte {
 	switch i {
 	case 0:
-		return appendSpans(dst, blk, r.security, r.secAt)
+		for _, s := range blk {
+			dst = appendRepeated(dst, r.keys[s.run.key:s.run.fieldAt], int(s.end-s.first))
+		}
+		return dst
 	case 1:
-		return appendSpans(dst, blk, r.field, r.fieldAt)
+		for _, s := range blk {
+			dst = appendRepeated(dst, r.keys[s.run.fieldAt:s.run.keyEnd], int(s.end-s.first))
+		}
+		return dst
 	case 2:
 		return appendFixed(dst, blk, r.date, 2)
 	case 3:
@@ -317,17 +324,17 @@ func (r *obsRows) column(blk block, i int, dst []byte, loadedAt uint32) []byte {
 		return appendSpans(dst, blk, r.flag, r.flagAt)
 	case 7:
 		for _, s := range blk {
-			dst = appendRepeated(dst, r.batches[s.batch].program, int(s.end-s.first))
+			dst = appendRepeated(dst, r.batches[s.run.batch].program, int(s.end-s.first))
 		}
 		return dst
 	case 8:
 		for _, s := range blk {
-			dst = appendRepeated(dst, r.batches[s.batch].jobID, int(s.end-s.first))
+			dst = appendRepeated(dst, r.batches[s.run.batch].jobID, int(s.end-s.first))
 		}
 		return dst
 	case 9:
 		for _, s := range blk {
-			dst = appendRepeated(dst, r.batches[s.batch].versionEnc[:], int(s.end-s.first))
+			dst = appendRepeated(dst, r.batches[s.run.batch].versionEnc[:], int(s.end-s.first))
 		}
 		return dst
 	case 10:
