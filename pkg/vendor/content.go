@@ -163,7 +163,7 @@ func (c *Client) Download(ctx context.Context, key, expectDigest string) (rc io.
 		d.src = zr
 	}
 	if want != nil {
-		d.h = sha512.New()
+		d.h = newBackgroundHash(sha512.New())
 	}
 	span.SetAttributes(attribute.Bool("vendor.gzip", d.src != d.body), attribute.Bool("vendor.digest_checked", want != nil))
 	return d, nil
@@ -201,9 +201,9 @@ func truncatedOr(err error) error {
 // download is the reader Download returns: it decodes, hashes and checks at EOF.
 type download struct {
 	key  string
-	body io.ReadCloser // the HTTP body
-	src  io.Reader     // body, or a gzip reader over it
-	h    hash.Hash     // nil when no digest is known
+	body io.ReadCloser   // the HTTP body
+	src  io.Reader       // body, or a gzip reader over it
+	h    *backgroundHash // nil when no digest is known
 	want []byte
 	n    int64 // decoded bytes read
 	err  error // sticky final error
@@ -225,7 +225,7 @@ func (d *download) Read(p []byte) (int, error) {
 		return n, nil
 	case err == io.EOF:
 		if d.h != nil {
-			if got := d.h.Sum(nil); !bytes.Equal(got, d.want) {
+			if got := d.h.Sum(); !bytes.Equal(got, d.want) {
 				err = fmt.Errorf("download %s: %w: got sha512=%s, want sha512=%s", d.key, ErrDigestMismatch,
 					base64.StdEncoding.EncodeToString(got), base64.StdEncoding.EncodeToString(d.want))
 			}
@@ -251,8 +251,96 @@ func (d *download) finish(err error) {
 // Close releases the connection; closing before EOF abandons the download.
 func (d *download) Close() error {
 	err := d.body.Close()
+	if d.h != nil {
+		d.h.Stop()
+	}
 	if d.err == nil {
 		d.finish(errors.New("closed before the end of the file"))
 	}
 	return err
 }
+
+// backgroundHash computes a hash in a goroutine of its own, so that the vendor's SHA-512 of a
+// download runs beside its inflating rather than after it in the same goroutine (they were
+// the two largest costs of the collector's reading goroutine, which bounded how fast a file
+// is stored). Write copies what it is given into buffers of hashChunk bytes, at most
+// hashBuffers of them queued. Write and Sum are for the reading goroutine; Stop, which
+// abandons the hash, for any.
+type backgroundHash struct {
+	h    hash.Hash
+	cur  []byte
+	ch   chan []byte // buffers to hash; nil: the end, Sum waits
+	free chan []byte
+	quit chan struct{}
+	done chan struct{}
+	stop sync.Once
+}
+
+const (
+	hashChunk   = 256 << 10
+	hashBuffers = 4
+)
+
+func newBackgroundHash(h hash.Hash) *backgroundHash {
+	// At most hashBuffers queued, one being hashed and one being filled exist at once, so
+	// returning a buffer to free never blocks.
+	b := &backgroundHash{h: h, ch: make(chan []byte, hashBuffers), free: make(chan []byte, hashBuffers+2),
+		quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		for {
+			select {
+			case buf := <-b.ch:
+				if buf == nil {
+					return
+				}
+				b.h.Write(buf)
+				b.free <- buf[:0]
+			case <-b.quit:
+				return
+			}
+		}
+	}()
+	return b
+}
+
+// send queues buf, unless the hash was stopped.
+func (b *backgroundHash) send(buf []byte) {
+	select {
+	case b.ch <- buf:
+	case <-b.quit:
+	}
+}
+
+// Write queues p for hashing.
+func (b *backgroundHash) Write(p []byte) {
+	for len(p) > 0 {
+		if b.cur == nil {
+			select {
+			case b.cur = <-b.free:
+			default:
+				b.cur = make([]byte, 0, hashChunk)
+			}
+		}
+		k := copy(b.cur[len(b.cur):cap(b.cur)], p)
+		b.cur, p = b.cur[:len(b.cur)+k], p[k:]
+		if len(b.cur) == cap(b.cur) {
+			b.send(b.cur)
+			b.cur = nil
+		}
+	}
+}
+
+// Sum waits for everything written to be hashed and returns the hash.
+func (b *backgroundHash) Sum() []byte {
+	if len(b.cur) > 0 {
+		b.send(b.cur)
+		b.cur = nil
+	}
+	b.send(nil)
+	<-b.done
+	return b.h.Sum(nil)
+}
+
+// Stop abandons the hash: its goroutine ends.
+func (b *backgroundHash) Stop() { b.stop.Do(func() { close(b.quit) }) }
