@@ -68,6 +68,7 @@ type Builder struct {
 
 	est   sizer   // upper bound of the pending rows' body size
 	ratio float64 // compressed size / estimate, of the last batch
+	lim   int     // limit() for ratio, computed when ratio changes: Full runs for every row
 	enc   *encoder
 	out   []byte
 	batch Batch
@@ -76,7 +77,8 @@ type Builder struct {
 // NewBuilder returns a Builder for the batches of one job run.
 func NewBuilder(jobID, program string, generation int, version uint64) *Builder {
 	b := &Builder{jobID: jobID, program: program, generation: generation, version: version,
-		ratio: 1, enc: newEncoder()}
+		enc: newEncoder()}
+	b.setRatio(1)
 	b.est.reset(b.fixed())
 	return b
 }
@@ -206,7 +208,13 @@ func (b *Builder) StartSeq(seq int) { b.seq = seq }
 // predicted to compress to about MaxMessageBytes. Rows added after Full reports true are
 // kept for later batches.
 func (b *Builder) Full() bool {
-	return b.Len() >= MaxBatchRows || b.est.size >= b.limit()
+	return b.Len() >= MaxBatchRows || b.est.size >= b.lim
+}
+
+// setRatio records the last batch's compression ratio, and the limit it gives.
+func (b *Builder) setRatio(r float64) {
+	b.ratio = r
+	b.lim = b.limit()
 }
 
 // limit is the estimated body size predicted to fill a message: never below what fits however
@@ -240,7 +248,7 @@ func (b *Builder) Flush() (batch *Batch, data []byte, err error) {
 			if estimate < 0 {
 				estimate = b.estimate(nObs, nRej)
 			}
-			b.ratio = float64(size) / float64(estimate)
+			b.setRatio(float64(size) / float64(estimate))
 			break
 		}
 		if !errors.Is(err, ErrTooLarge) {
