@@ -329,16 +329,18 @@ func (s *Store) insertRejects(ctx context.Context, r *rejectColumns, now time.Ti
 	return nil
 }
 
-// blockRows is how many rows go to the server in one block of an INSERT. The driver's column
-// buffers keep their capacity from one block to the next, so a bounded block bounds its memory
-// and spares it regrowing the buffers (for one block of a million rows it allocates about
-// 1 GB; in blocks of this size, a fraction of that, and inserts faster). The server writes a
-// part per block; this is well above the sizes that make for too many parts. Measured with
-// the loader and memory legs of bench/cmd/mpbench (two INSERTs at once, gctrace): 100,000-row
-// blocks kept up to 140 to 170 MB live in the loader (peak RSS 233 MB on the 300 MB file, 259
-// MB on the 1 GB one, over its 200 MiB soft limit); 50,000 up to 110 to 120 MB (220 MB on the
-// 300 MB file) at the same or a better insert rate; 25,000 up to 80 MB (176 MB) but with more
-// ClickHouse CPU per row.
+// blockRows is how many rows go to the server in one block of an INSERT. The server squashes
+// an INSERT's blocks into blocks of about a million rows before it writes parts (the
+// MergeTreeDataWriterBlocks counter of bench/cmd/mpbench's legs shows one part per month per
+// 500,000-row INSERT), so the block size sets the client's memory, not the parts. For the
+// driver, whose column buffers keep their capacity from one block to the next, it bounds
+// them (for one block of a million rows they take about 1 GB). Measured with the loader and
+// memory legs of bench/cmd/mpbench through the driver (two INSERTs at once, gctrace):
+// 100,000-row blocks kept up to 140 to 170 MB live in the loader (peak RSS 233 MB on the 300 MB
+// file, 259 MB on the 1 GB one, over its 200 MiB soft limit); 50,000 up to 110 to 120 MB (220
+// MB on the 300 MB file) at the same or a better insert rate; 25,000 up to 80 MB (176 MB) but
+// with more ClickHouse CPU per row. chinsert's blocks are a fraction of that (one buffer of
+// about 90 bytes a row, compressed as it is sent).
 const blockRows = 50_000
 
 // sendColumns runs one INSERT of whole columns, sent in blocks of blockRows. The column list

@@ -93,6 +93,7 @@ type Result struct {
 	PipelineS        float64            `json:"pipeline_s"`
 	PipelineSubmitS  float64            `json:"pipeline_submit_s"`
 	Ratio            float64            `json:"ratio"`
+	RatioPairs       []float64          `json:"ratio_pairs"` // each pipeline run / the direct run just before it
 	PipelineStagesMS map[string]float64 `json:"pipeline_stage_ms,omitempty"`
 	PipelineCPUS     map[string]float64 `json:"pipeline_cpu_s,omitempty"`
 	PipelineRSSMB    map[string]float64 `json:"pipeline_rss_mb,omitempty"`
