@@ -26,7 +26,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/ClickHouse/ch-go/compress"
@@ -625,9 +624,3 @@ var (
 	hostname, _ = os.Hostname()
 	osUser      = os.Getenv("USER")
 )
-
-// String describes the connection for logs.
-func (c *Conn) String() string {
-	return c.cfg.User + "@" + c.cfg.Addr + "/" + c.cfg.Database + " (" + c.server.Name + " " +
-		strconv.FormatUint(c.server.Major, 10) + "." + strconv.FormatUint(c.server.Minor, 10) + ")"
-}

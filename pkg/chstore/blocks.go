@@ -14,8 +14,8 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/obs"
 )
 
-// observationTypes are the observations table's columns in observationColumns' order, as the
-// server describes them for an INSERT.
+// observationTypes are the observations table's columns, in the order the INSERTs send them,
+// as the server describes them for an INSERT.
 var observationTypes = []chinsert.Column{
 	{Name: "security", Type: "String"}, {Name: "field", Type: "String"}, {Name: "date", Type: "Date"},
 	{Name: "value_num", Type: "Nullable(Float64)"}, {Name: "value_str", Type: "String"},
@@ -299,7 +299,7 @@ func (r *obsRows) blocks(size int) func(yield func(block) bool) {
 	}
 }
 
-// column appends column i (in observationColumns' order) of the block's rows to dst.
+// column appends column i (in observationTypes' order) of the block's rows to dst.
 func (r *obsRows) column(blk block, i int, dst []byte, loadedAt uint32) []byte {
 	switch i {
 	case 0:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,7 +32,14 @@ var ErrDateOutOfRange = errors.New("date outside ClickHouse Date range 1970-01-0
 // maxDate is the last day a ClickHouse Date (UInt16 days since 1970) holds.
 const maxDate = obs.Date(1<<16 - 1)
 
-const observationColumns = "security, field, date, value_num, value_str, value_kind, flag, program, job_id, version, loaded_at"
+// observationColumns is the column list of the observations INSERTs (observationTypes').
+var observationColumns = func() string {
+	names := make([]string, len(observationTypes))
+	for i, c := range observationTypes {
+		names[i] = c.Name
+	}
+	return strings.Join(names, ", ")
+}()
 
 // Insert writes the observations and rejects of the batches: one columnar INSERT for all
 // observations and, if there are any, one for all rejects; loaded_at is now. It returns the
