@@ -27,7 +27,12 @@ var testCols = []Column{
 // clickhouse-go connection to read it back.
 func table(t *testing.T) (*chserver.Server, Config, clickhouse.Conn) {
 	t.Helper()
-	srv := chtest.Start(t)
+	return tableOn(t, chtest.Start(t))
+}
+
+// tableOn is table on the server srv.
+func tableOn(t *testing.T, srv *chserver.Server) (*chserver.Server, Config, clickhouse.Conn) {
+	t.Helper()
 	db := chtest.NewDatabase(t, srv)
 	conn, err := chtest.Conn(srv)
 	if err != nil {
@@ -260,7 +265,7 @@ func TestInsertErrors(t *testing.T) {
 }
 
 func TestPoolReplacesDeadConnection(t *testing.T) {
-	_, cfg, conn := table(t)
+	srv, cfg, _ := tableOn(t, chtest.StartPrivate(t))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	p := NewPool(cfg, 1)
@@ -273,8 +278,10 @@ func TestPoolReplacesDeadConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Put(c)
-	// The server side of the idle connection goes away (a restart, an idle timeout).
-	c.nc.(*net.TCPConn).CloseRead()
+	// The server restarts: the pool's idle connection is dead, and it does not know yet.
+	if err := srv.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
 	c2, ins, err := p.Insert(ctx, "INSERT INTO t (s, d, n, k, v, t) VALUES", testCols)
 	if err != nil {
 		t.Fatalf("INSERT after the idle connection died: %v", err)
@@ -290,6 +297,11 @@ func TestPoolReplacesDeadConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Put(c2)
+	conn, err := chtest.Conn(srv) // a new one: the old pool's connections died too
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
 	if n := len(readBack(t, conn, cfg.Database)); n != 1 {
 		t.Errorf("%d rows, want 1", n)
 	}
