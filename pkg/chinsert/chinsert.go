@@ -8,10 +8,11 @@
 // the block, which is LZ4-compressed and sent as it is.
 //
 // The client speaks protocol revision 54213 (that of ClickHouse 1.1.54213, which
-// clickhouse-go v1 speaks too). A server answers a client in the client's revision, 18.16 and
-// current releases alike, so at this revision no packet carries a field this package does not
-// know: no server logs, no table-column metadata, no profile events, settings in the old
-// binary form (none are sent).
+// clickhouse-go v1 speaks too). A server answers a client in the client's revision, so at this
+// revision no packet carries a field this package does not know: no server logs, no
+// table-column metadata, no profile events, settings in the old binary form (none are sent).
+// Its tests run against 18.16, the server this project's tests have; current releases still
+// serve clients of old revisions, but none was at hand to run them against.
 //
 // A Conn runs one INSERT at a time. Any error leaves it unusable (Err reports it); Pool then
 // drops it.
