@@ -1,13 +1,13 @@
 package chstore
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/marketpipe/marketpipe/pkg/chinsert"
@@ -185,7 +185,8 @@ func (r *obsRows) add(b *Batch, os []obs.Observation) {
 	}
 	var prevSec, prevField string
 	if cur != nil {
-		prevSec, prevField = r.key(cur)
+		sec, field := r.key(cur)
+		prevSec, prevField = string(sec), string(field)
 	}
 	for i := range os {
 		o := &os[i]
@@ -224,15 +225,15 @@ func (r *obsRows) add(b *Batch, os []obs.Observation) {
 	}
 }
 
-// key returns the security and field of a run's rows.
-func (r *obsRows) key(rn *run) (security, field string) {
+// key returns the security and field of a run's rows (in r.keys: not to be kept).
+func (r *obsRows) key(rn *run) (security, field []byte) {
 	return unprefixed(r.keys[rn.key:rn.fieldAt]), unprefixed(r.keys[rn.fieldAt:rn.keyEnd])
 }
 
 // unprefixed returns the value of an encoded String.
-func unprefixed(v []byte) string {
+func unprefixed(v []byte) []byte {
 	n, k := binary.Uvarint(v)
-	return string(v[k : k+int(n)])
+	return v[k : k+int(n)]
 }
 
 // minRunRows is the average run length below which sortRuns leaves the rows in the order
@@ -251,7 +252,7 @@ func (r *obsRows) sortRuns() {
 	slices.SortStableFunc(r.runs, func(a, b run) int {
 		as, af := r.key(&a)
 		bs, bf := r.key(&b)
-		return cmp.Or(strings.Compare(as, bs), strings.Compare(af, bf), cmp.Compare(a.firstDate, b.firstDate))
+		return cmp.Or(bytes.Compare(as, bs), bytes.Compare(af, bf), cmp.Compare(a.firstDate, b.firstDate))
 	})
 }
 
