@@ -157,14 +157,14 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 
 func (c *Conn) handshake(ctx context.Context) error {
 	defer c.watch(ctx)()
-	b := appendUvarint(c.out[:0], clientHello)
-	b = appendString(b, clientName)
-	b = appendUvarint(b, 1) // client version major
-	b = appendUvarint(b, 0) // minor
-	b = appendUvarint(b, revision)
-	b = appendString(b, c.cfg.Database)
-	b = appendString(b, c.cfg.User)
-	b = appendString(b, c.cfg.Password)
+	b := binary.AppendUvarint(c.out[:0], clientHello)
+	b = AppendString(b, clientName)
+	b = binary.AppendUvarint(b, 1) // client version major
+	b = binary.AppendUvarint(b, 0) // minor
+	b = binary.AppendUvarint(b, revision)
+	b = AppendString(b, c.cfg.Database)
+	b = AppendString(b, c.cfg.User)
+	b = AppendString(b, c.cfg.Password)
 	c.out = b
 	if err := c.write(b); err != nil {
 		return err
@@ -259,27 +259,27 @@ func (c *Conn) Insert(ctx context.Context, query string, cols []Column) (*Insert
 	}
 	c.used = time.Now()
 	defer c.watch(ctx)()
-	b := appendUvarint(c.out[:0], clientQuery)
-	b = appendString(b, "") // query id: the server makes one
+	b := binary.AppendUvarint(c.out[:0], clientQuery)
+	b = AppendString(b, "") // query id: the server makes one
 	// Client info.
 	b = append(b, 1)                 // query kind: initial
-	b = appendString(b, "")          // initial user
-	b = appendString(b, "")          // initial query id
-	b = appendString(b, "0.0.0.0:0") // initial address
+	b = AppendString(b, "")          // initial user
+	b = AppendString(b, "")          // initial query id
+	b = AppendString(b, "0.0.0.0:0") // initial address
 	b = append(b, 1)                 // interface: TCP
-	b = appendString(b, osUser)
-	b = appendString(b, hostname)
-	b = appendString(b, clientName)
-	b = appendUvarint(b, 1) // major
-	b = appendUvarint(b, 0) // minor
-	b = appendUvarint(b, revision)
+	b = AppendString(b, osUser)
+	b = AppendString(b, hostname)
+	b = AppendString(b, clientName)
+	b = binary.AppendUvarint(b, 1) // major
+	b = binary.AppendUvarint(b, 0) // minor
+	b = binary.AppendUvarint(b, revision)
 	if c.rev >= revQuotaKey {
-		b = appendString(b, "") // quota key
+		b = AppendString(b, "") // quota key
 	}
-	b = appendString(b, "") // settings: none
-	b = appendUvarint(b, 2) // stage: complete
-	b = appendUvarint(b, 1) // compression: on
-	b = appendString(b, query)
+	b = AppendString(b, "")        // settings: none
+	b = binary.AppendUvarint(b, 2) // stage: complete
+	b = binary.AppendUvarint(b, 1) // compression: on
+	b = AppendString(b, query)
 	// An empty block: the end of the external tables (none).
 	b, err := c.appendData(b, appendBlockHeader(c.block[:0], 0, 0))
 	c.out = b
@@ -350,8 +350,8 @@ func (ins *Insert) WriteBlock(ctx context.Context, rows int, values func(col int
 	defer c.watch(ctx)()
 	blk := appendBlockHeader(c.block[:0], len(ins.cols), rows)
 	for i, col := range ins.cols {
-		blk = appendString(blk, col.Name)
-		blk = appendString(blk, col.Type)
+		blk = AppendString(blk, col.Name)
+		blk = AppendString(blk, col.Type)
 		blk = values(i, blk)
 	}
 	c.block = blk
@@ -419,8 +419,8 @@ func (c *Conn) explain(err error) error {
 // appendData appends a Data packet of the serialized block blk: its header, then blk in
 // compressed frames.
 func (c *Conn) appendData(dst, blk []byte) ([]byte, error) {
-	dst = appendUvarint(dst, clientData)
-	dst = appendString(dst, "") // table name: the INSERT's
+	dst = binary.AppendUvarint(dst, clientData)
+	dst = AppendString(dst, "") // table name: the INSERT's
 	for len(blk) > 0 {
 		n := min(len(blk), frameSize)
 		if err := c.zw.Compress(blk[:n]); err != nil {
@@ -434,13 +434,13 @@ func (c *Conn) appendData(dst, blk []byte) ([]byte, error) {
 
 // appendBlockHeader appends a block's info (not an overflow row, no bucket) and sizes.
 func appendBlockHeader(b []byte, cols, rows int) []byte {
-	b = appendUvarint(b, 1) // field 1: is_overflows
+	b = binary.AppendUvarint(b, 1) // field 1: is_overflows
 	b = append(b, 0)
-	b = appendUvarint(b, 2) // field 2: bucket_num
+	b = binary.AppendUvarint(b, 2) // field 2: bucket_num
 	b = binary.LittleEndian.AppendUint32(b, 0xffffffff)
-	b = appendUvarint(b, 0) // end of fields
-	b = appendUvarint(b, uint64(cols))
-	return appendUvarint(b, uint64(rows))
+	b = binary.AppendUvarint(b, 0) // end of fields
+	b = binary.AppendUvarint(b, uint64(cols))
+	return binary.AppendUvarint(b, uint64(rows))
 }
 
 // readHeaderBlock reads a Data packet's table name and compressed block of no rows, and
@@ -605,20 +605,15 @@ func (r *reader) str() string {
 	return string(p)
 }
 
-func appendUvarint(b []byte, v uint64) []byte { return binary.AppendUvarint(b, v) }
-
-func appendString(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
-// AppendString appends s as a value of a String column.
+// AppendString appends s as the protocol writes strings: a uvarint length and the bytes, which
+// is also a value of a String column.
 func AppendString(b []byte, s string) []byte {
 	if len(s) < 0x80 {
 		b = append(b, byte(len(s)))
-		return append(b, s...)
+	} else {
+		b = binary.AppendUvarint(b, uint64(len(s)))
 	}
-	return appendString(b, s)
+	return append(b, s...)
 }
 
 var (
