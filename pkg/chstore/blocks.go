@@ -59,10 +59,14 @@ func (k *blockSink) add(ctx context.Context, b *Batch) error {
 	if k.rows == nil {
 		k.rows = obsRowsPool.Get().(*obsRows)
 	}
-	for os := b.Obs; len(os) > 0; {
-		take := min(len(os), sortRows-k.rows.n)
-		k.rows.add(b, os[:take])
-		os = os[take:]
+	for i, n := 0, b.observations(); i < n; {
+		take := min(n-i, sortRows-k.rows.n)
+		if b.Cols != nil {
+			k.rows.addColumns(b, i, i+take)
+		} else {
+			k.rows.add(b, b.Obs[i:i+take])
+		}
+		i += take
 		if k.rows.n == sortRows {
 			if err := k.flush(ctx); err != nil {
 				return err
@@ -137,6 +141,9 @@ type obsRows struct {
 	runs                  []run
 	keys                  []byte        // each run's security and field, encoded
 	batches               []batchConsts // a run's batch indexes it
+	// addColumns' scratch: a batch's flags encoded, flag i at flagEnc[flagEncAt[i]:flagEncAt[i+1]].
+	flagEnc   []byte
+	flagEncAt []uint32
 }
 
 // run is a sequence of rows of one batch, one security and one field, with ascending dates.
@@ -169,8 +176,9 @@ func (r *obsRows) reset() {
 	r.batches = r.batches[:0]
 }
 
-// add appends the rows os of batch b.
-func (r *obsRows) add(b *Batch, os []obs.Observation) {
+// lastRun returns the index of b's batchConsts, adding them if the last rows were of another
+// job run, and the run the last rows are in if they were of the same job run (else nil).
+func (r *obsRows) lastRun(b *Batch) (int32, *run) {
 	bi := len(r.batches) - 1
 	if bi < 0 || r.batches[bi].version != b.Version || r.batches[bi].jobIDS != b.JobID || r.batches[bi].programS != b.Program {
 		c := batchConsts{programS: b.Program, jobIDS: b.JobID, version: b.Version,
@@ -179,10 +187,26 @@ func (r *obsRows) add(b *Batch, os []obs.Observation) {
 		r.batches = append(r.batches, c)
 		bi++
 	}
-	var cur *run
 	if len(r.runs) > 0 && r.runs[len(r.runs)-1].batch == int32(bi) {
-		cur = &r.runs[len(r.runs)-1]
+		return int32(bi), &r.runs[len(r.runs)-1]
 	}
+	return int32(bi), nil
+}
+
+// newRun starts a run of the batch bi at the next row, and returns it.
+func (r *obsRows) newRun(bi int32, security, field string, date obs.Date) *run {
+	rn := run{first: int32(r.n), end: int32(r.n), firstDate: date, batch: bi, key: uint32(len(r.keys))}
+	r.keys = chinsert.AppendString(r.keys, security)
+	rn.fieldAt = uint32(len(r.keys))
+	r.keys = chinsert.AppendString(r.keys, field)
+	rn.keyEnd = uint32(len(r.keys))
+	r.runs = append(r.runs, rn)
+	return &r.runs[len(r.runs)-1]
+}
+
+// add appends the rows os of batch b.
+func (r *obsRows) add(b *Batch, os []obs.Observation) {
+	bi, cur := r.lastRun(b)
 	var prevSec, prevField string
 	if cur != nil {
 		sec, field := r.key(cur)
@@ -191,13 +215,7 @@ func (r *obsRows) add(b *Batch, os []obs.Observation) {
 	for i := range os {
 		o := &os[i]
 		if cur == nil || o.Security != prevSec || o.Field != prevField || o.Date <= cur.lastDate {
-			rn := run{first: int32(r.n), end: int32(r.n), firstDate: o.Date, batch: int32(bi), key: uint32(len(r.keys))}
-			r.keys = chinsert.AppendString(r.keys, o.Security)
-			rn.fieldAt = uint32(len(r.keys))
-			r.keys = chinsert.AppendString(r.keys, o.Field)
-			rn.keyEnd = uint32(len(r.keys))
-			r.runs = append(r.runs, rn)
-			cur = &r.runs[len(r.runs)-1]
+			cur = r.newRun(bi, o.Security, o.Field, o.Date)
 			prevSec, prevField = o.Security, o.Field
 		}
 		cur.end++
@@ -222,6 +240,70 @@ func (r *obsRows) add(b *Batch, os []obs.Observation) {
 		r.kind = append(r.kind, byte(o.Kind))
 		r.flagAt = append(r.flagAt, uint32(len(r.flag)))
 		r.flag = chinsert.AppendString(r.flag, o.Flag)
+	}
+}
+
+// addColumns appends the rows [lo, hi) of batch b, whose observations are b.Cols. It does
+// what add does, column by column, comparing the dictionary indexes of the rows' securities
+// and fields rather than their strings.
+func (r *obsRows) addColumns(b *Batch, lo, hi int) {
+	c := b.Cols
+	bi, cur := r.lastRun(b)
+	// The first row continues the last run if it has the same key (compared as strings: the
+	// run may be of another message, with other dictionaries) and a later date.
+	if cur != nil {
+		sec, field := r.key(cur)
+		if string(sec) != c.Securities[c.Security[lo]] || string(field) != c.Fields[c.Field[lo]] || c.Date[lo] <= cur.lastDate {
+			cur = nil
+		}
+	}
+	prevSec, prevField := uint32(math.MaxUint32), uint32(math.MaxUint32)
+	if cur != nil {
+		prevSec, prevField = c.Security[lo], c.Field[lo]
+	}
+	for i := lo; i < hi; i++ {
+		s, f, d := c.Security[i], c.Field[i], c.Date[i]
+		if s != prevSec || f != prevField || d <= cur.lastDate {
+			cur = r.newRun(bi, c.Securities[s], c.Fields[f], d)
+			prevSec, prevField = s, f
+		}
+		cur.end++
+		cur.lastDate = d
+		r.n++
+	}
+
+	for _, d := range c.Date[lo:hi] {
+		r.date = binary.LittleEndian.AppendUint16(r.date, uint16(d))
+	}
+	for i, k := range c.Kind[lo:hi] {
+		r.strAt = append(r.strAt, uint32(len(r.str)))
+		switch k {
+		case obs.Number:
+			r.null = append(r.null, 0)
+			r.num = binary.LittleEndian.AppendUint64(r.num, math.Float64bits(c.Num[lo+i]))
+			r.str = append(r.str, 0)
+		case obs.String, obs.Bulk:
+			r.null = append(r.null, 1)
+			r.num = binary.LittleEndian.AppendUint64(r.num, 0)
+			r.str = chinsert.AppendString(r.str, c.Str[lo+i])
+		default:
+			r.null = append(r.null, 1)
+			r.num = binary.LittleEndian.AppendUint64(r.num, 0)
+			r.str = append(r.str, 0)
+		}
+		r.kind = append(r.kind, byte(k))
+	}
+	// The flags, each encoded once.
+	r.flagEnc = r.flagEnc[:0]
+	r.flagEncAt = r.flagEncAt[:0]
+	for _, f := range c.Flags {
+		r.flagEncAt = append(r.flagEncAt, uint32(len(r.flagEnc)))
+		r.flagEnc = chinsert.AppendString(r.flagEnc, f)
+	}
+	r.flagEncAt = append(r.flagEncAt, uint32(len(r.flagEnc)))
+	for _, f := range c.Flag[lo:hi] {
+		r.flagAt = append(r.flagAt, uint32(len(r.flag)))
+		r.flag = append(r.flag, r.flagEnc[r.flagEncAt[f]:r.flagEncAt[f+1]]...)
 	}
 }
 

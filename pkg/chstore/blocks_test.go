@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/marketpipe/marketpipe/pkg/chtest"
 	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/pkg/rowcodec"
 )
 
 // sent is one row as a block carries it.
@@ -75,10 +77,10 @@ func expect(b *Batch, o obs.Observation) sent {
 	return s
 }
 
-func TestObsRowsKeyOrder(t *testing.T) {
+// keyOrderBatches are two jobs' batches: securities and fields in request order, not the
+// key's; a string value, a null with a marker.
+func keyOrderBatches() []Batch {
 	d := obs.MakeDate(2025, 3, 3)
-	// Two jobs; securities and fields in request order, not the key's; a string value, a
-	// null with a marker.
 	var batches []Batch
 	for j, job := range []string{"job-b", "job-a"} {
 		b := Batch{JobID: job, Program: "gethistory", Version: uint64(10 + j)}
@@ -101,6 +103,12 @@ func TestObsRowsKeyOrder(t *testing.T) {
 		}
 		batches = append(batches, b)
 	}
+	return batches
+}
+
+func TestObsRowsKeyOrder(t *testing.T) {
+	d := obs.MakeDate(2025, 3, 3)
+	batches := keyOrderBatches()
 	r := &obsRows{}
 	var want []sent
 	for i := range batches {
@@ -222,4 +230,67 @@ func writerEvents(t *testing.T, conn clickhouse.Conn) map[string]uint64 {
 		ev[k] = v
 	}
 	return ev
+}
+
+// columnar returns b with its observations as rowcodec's DecodeColumns gives them, as the
+// loader decodes them.
+func columnar(t *testing.T, b Batch) Batch {
+	t.Helper()
+	data, err := rowcodec.Encode(nil, &rowcodec.Batch{JobID: b.JobID, Program: b.Program, Version: b.Version, Obs: b.Obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cb rowcodec.ColumnBatch
+	if err := rowcodec.DecodeColumns(data, &cb); err != nil {
+		t.Fatal(err)
+	}
+	b.Obs, b.Cols = nil, &cb.Cols
+	return b
+}
+
+// Columns (the loader's batches) make the same rows and runs as observations do.
+func TestObsRowsColumns(t *testing.T) {
+	d := obs.MakeDate(2025, 3, 3)
+	var batches []Batch
+	for _, b := range keyOrderBatches() {
+		// Each job's rows in two messages, the second continuing the first one's last run,
+		// with dictionaries in another order.
+		cut := len(b.Obs) - 15
+		first, second := b, b
+		first.Obs, second.Obs = b.Obs[:cut], b.Obs[cut:]
+		batches = append(batches, first, second)
+	}
+	short := Batch{JobID: "j", Program: "getdata", Version: 1}
+	for i := range 20 {
+		short.Obs = append(short.Obs, obs.Observation{Security: fmt.Sprintf("S%02d", 20-i), Field: "F", Date: d,
+			Kind: obs.Null, Flag: []string{"", "N.A.", "N.S."}[i%3]})
+	}
+	batches = append(batches, short)
+
+	rows, cols := &obsRows{}, &obsRows{}
+	for _, b := range batches {
+		c := columnar(t, b)
+		// In pieces, as sortRows would cut them.
+		for lo := 0; lo < len(b.Obs); lo += 13 {
+			hi := min(lo+13, len(b.Obs))
+			rows.add(&b, b.Obs[lo:hi])
+			cols.addColumns(&c, lo, hi)
+		}
+	}
+	if len(rows.runs) != 2*9+20 {
+		t.Errorf("%d runs, want 38: a run goes on across messages and pieces", len(rows.runs))
+	}
+	for _, r := range []*obsRows{rows, cols} {
+		r.sortRuns()
+	}
+	fields := func(r *obsRows) map[string]any {
+		return map[string]any{"n": r.n, "str": r.str, "flag": r.flag, "strAt": r.strAt, "flagAt": r.flagAt,
+			"date": r.date, "null": r.null, "num": r.num, "kind": r.kind, "runs": r.runs, "keys": r.keys, "batches": r.batches}
+	}
+	want, got := fields(rows), fields(cols)
+	for k := range want {
+		if !reflect.DeepEqual(want[k], got[k]) {
+			t.Errorf("columns gave another %s:\nobservations: %v\ncolumns:      %v", k, want[k], got[k])
+		}
+	}
 }

@@ -22,7 +22,18 @@ type Batch struct {
 	// Version): the highest wins.
 	Version uint64
 	Obs     []obs.Observation
+	// Cols, when not nil, holds the batch's observations column by column instead of Obs (which
+	// is then ignored): what the loader decodes row batches into.
+	Cols    *obs.Columns
 	Rejects []obs.Reject
+}
+
+// observations returns the number of b's observations.
+func (b *Batch) observations() int {
+	if b.Cols != nil {
+		return b.Cols.Len()
+	}
+	return len(b.Obs)
 }
 
 // ErrDateOutOfRange is returned (wrapped) by Insert for an observation whose date ClickHouse's
@@ -101,12 +112,24 @@ func (s *Store) InsertFrom(ctx context.Context, src BatchSource) (rows int, err 
 // CheckDates returns an error wrapping ErrDateOutOfRange, naming the observation, if one of
 // b's dates is outside what a ClickHouse Date holds.
 func CheckDates(b *Batch) error {
+	if c := b.Cols; c != nil {
+		for i, d := range c.Date {
+			if d < 0 || d > maxDate {
+				return dateError(b, c.Row(i))
+			}
+		}
+		return nil
+	}
 	for i := range b.Obs {
 		if o := &b.Obs[i]; o.Date < 0 || o.Date > maxDate {
-			return fmt.Errorf("job %s: %s %s on %s: %w", b.JobID, o.Security, o.Field, o.Date, ErrDateOutOfRange)
+			return dateError(b, *o)
 		}
 	}
 	return nil
+}
+
+func dateError(b *Batch, o obs.Observation) error {
+	return fmt.Errorf("job %s: %s %s on %s: %w", b.JobID, o.Security, o.Field, o.Date, ErrDateOutOfRange)
 }
 
 // insertObservations sends the rows through the store's writer (chinsert's blocks, or
@@ -128,13 +151,13 @@ func (s *Store) insertObservations(ctx context.Context, src BatchSource, now tim
 			return 0, fmt.Errorf("insert observations: %w", err)
 		}
 		rej.add(b)
-		if len(b.Obs) == 0 {
+		if b.observations() == 0 {
 			continue
 		}
 		if err := sink.add(ctx, b); err != nil {
 			return 0, fmt.Errorf("insert observations: %w", err)
 		}
-		n += len(b.Obs)
+		n += b.observations()
 	}
 	if n == 0 {
 		return 0, nil
@@ -166,12 +189,23 @@ type driverSink struct {
 	now   time.Time
 	batch driver.Batch
 	cols  *obsColumns
-	sent  int // rows handed to the driver
+	rows  []obs.Observation // a columnar batch's rows
+	sent  int               // rows handed to the driver
 	done  bool
 }
 
 func (d *driverSink) add(ctx context.Context, b *Batch) error {
-	for os := b.Obs; len(os) > 0; {
+	os := b.Obs
+	if c := b.Cols; c != nil {
+		// The driver takes a slice per column: build the rows (this writer is the way back,
+		// not the fast one).
+		d.rows = d.rows[:0]
+		for i := range c.Len() {
+			d.rows = append(d.rows, c.Row(i))
+		}
+		os = d.rows
+	}
+	for len(os) > 0 {
 		if d.cols == nil {
 			d.cols = obsColumnsPool.Get().(*obsColumns)
 		}

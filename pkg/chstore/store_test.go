@@ -16,6 +16,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/chtest"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/pkg/rowcodec"
 )
 
 func TestMain(m *testing.M) { chtest.Main(m) }
@@ -45,11 +46,47 @@ func migrated(t testing.TB, driver ...bool) *chstore.Store {
 	return s
 }
 
-// eachWriter runs test once with each writer of observation INSERTs: pkg/chinsert's blocks
-// (the default) and clickhouse-go's batches (Config.DriverInserts).
-func eachWriter(t *testing.T, test func(t *testing.T, driver bool)) {
-	t.Run("blocks", func(t *testing.T) { test(t, false) })
-	t.Run("driver", func(t *testing.T) { test(t, true) })
+// writer is a way of writing observations: through clickhouse-go's batches
+// (Config.DriverInserts) or pkg/chinsert's blocks (the default), from batches of
+// observations or of columns (Batch.Cols, as the loader writes).
+type writer struct{ driver, columns bool }
+
+// eachWriter runs test once with each writer of observation INSERTs, from observations and
+// from columns.
+func eachWriter(t *testing.T, test func(t *testing.T, w writer)) {
+	for _, w := range []writer{{false, false}, {false, true}, {true, false}, {true, true}} {
+		name := map[bool]string{false: "blocks", true: "driver"}[w.driver] + map[bool]string{false: "", true: "-columns"}[w.columns]
+		t.Run(name, func(t *testing.T) { test(t, w) })
+	}
+}
+
+// batches returns bs as the writer takes them: with their observations as columns, as the
+// loader decodes them (rowcodec.DecodeColumns), if it writes columns.
+func (w writer) batches(t *testing.T, bs []chstore.Batch) []chstore.Batch {
+	t.Helper()
+	if !w.columns {
+		return bs
+	}
+	out := make([]chstore.Batch, len(bs))
+	for i, b := range bs {
+		var cb rowcodec.ColumnBatch
+		decodeColumns(t, b, &cb)
+		b.Obs, b.Cols = nil, &cb.Cols
+		out[i] = b
+	}
+	return out
+}
+
+// decodeColumns encodes b as a row batch and decodes its columns into cb.
+func decodeColumns(t testing.TB, b chstore.Batch, cb *rowcodec.ColumnBatch) {
+	t.Helper()
+	data, err := rowcodec.Encode(nil, &rowcodec.Batch{JobID: b.JobID, Program: b.Program, Version: b.Version, Obs: b.Obs, Rejects: b.Rejects})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rowcodec.DecodeColumns(data, cb); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestMigrate(t *testing.T) {
@@ -152,7 +189,7 @@ var (
 
 func TestInsertRoundTrip(t *testing.T) { eachWriter(t, testInsertRoundTrip) }
 
-func testInsertRoundTrip(t *testing.T, driver bool) {
+func testInsertRoundTrip(t *testing.T, w writer) {
 	tests := []struct {
 		name string
 		o    obs.Observation
@@ -175,7 +212,7 @@ func testInsertRoundTrip(t *testing.T, driver bool) {
 		{"last date", obs.Observation{Security: "NEW", Field: "PX_LAST", Date: dMax, Kind: obs.Number, Num: 2}},
 		{"other month", obs.Observation{Security: "IBM US Equity", Field: "PX_LAST", Date: d2, Kind: obs.Number, Num: 130}},
 	}
-	s := migrated(t, driver)
+	s := migrated(t, w.driver)
 	ctx := context.Background()
 	var all []obs.Observation
 	for _, tt := range tests {
@@ -183,10 +220,10 @@ func testInsertRoundTrip(t *testing.T, driver bool) {
 	}
 	// Two batches of two jobs in one call.
 	half := len(all) / 2
-	n, err := s.Insert(ctx, []chstore.Batch{
+	n, err := s.Insert(ctx, w.batches(t, []chstore.Batch{
 		{JobID: "job-a", Program: events.GetHistory, Version: 7, Obs: all[:half]},
 		{JobID: "job-b", Program: events.GetData, Version: 8, Obs: all[half:]},
-	})
+	}))
 	if err != nil || n != len(all) {
 		t.Fatalf("Insert = %d, %v; want %d", n, err, len(all))
 	}
@@ -666,16 +703,16 @@ func TestServerTimezone(t *testing.T) {
 
 func TestInsertManyBlocks(t *testing.T) { eachWriter(t, testInsertManyBlocks) }
 
-func testInsertManyBlocks(t *testing.T, driver bool) {
+func testInsertManyBlocks(t *testing.T, w writer) {
 	// More rows than one block: the INSERT is sent in several.
-	s := migrated(t, driver)
+	s := migrated(t, w.driver)
 	ctx := context.Background()
 	var batches []chstore.Batch
 	const secs, days = 250, 1000 // 250,000 rows
 	for i := range secs {
 		batches = append(batches, chstore.Batch{JobID: "big", Version: 1, Obs: history(fmt.Sprintf("S%03d", i), days, float64(i))})
 	}
-	n, err := s.Insert(ctx, batches)
+	n, err := s.Insert(ctx, w.batches(t, batches))
 	if err != nil || n != secs*days {
 		t.Fatalf("Insert = %d, %v", n, err)
 	}
@@ -693,10 +730,14 @@ func testInsertManyBlocks(t *testing.T, driver bool) {
 }
 
 // reusingSource yields copies of batches through one Batch whose slices it overwrites, as the
-// loader's decoding source does.
+// loader's decoding source does; with columns, it decodes them into one reused ColumnBatch, as
+// the loader does.
 type reusingSource struct {
+	t       testing.TB
 	batches []chstore.Batch
+	columns bool
 	cur     chstore.Batch
+	cb      rowcodec.ColumnBatch
 	i       int
 }
 
@@ -707,6 +748,11 @@ func (r *reusingSource) Next() *chstore.Batch {
 	b := r.batches[r.i]
 	r.i++
 	r.cur.JobID, r.cur.Program, r.cur.Version = b.JobID, b.Program, b.Version
+	if r.columns {
+		decodeColumns(r.t, b, &r.cb)
+		r.cur.Cols, r.cur.Rejects = &r.cb.Cols, r.cb.Rejects
+		return &r.cur
+	}
 	r.cur.Obs = append(r.cur.Obs[:0], b.Obs...)
 	r.cur.Rejects = append(r.cur.Rejects[:0], b.Rejects...)
 	return &r.cur
@@ -722,8 +768,8 @@ func manyHistories(prefix string, secs, days int) []obs.Observation {
 
 func TestInsertFromReusedBatch(t *testing.T) { eachWriter(t, testInsertFromReusedBatch) }
 
-func testInsertFromReusedBatch(t *testing.T, driver bool) {
-	s := migrated(t, driver)
+func testInsertFromReusedBatch(t *testing.T, w writer) {
+	s := migrated(t, w.driver)
 	ctx := context.Background()
 	// Batches that straddle blocks, one of rejects only, one empty.
 	batches := []chstore.Batch{
@@ -734,7 +780,7 @@ func testInsertFromReusedBatch(t *testing.T, driver bool) {
 		{JobID: "src", Program: "gethistory", Version: 1},
 		{JobID: "src", Program: "gethistory", Version: 1, Obs: history("C", 10, 3)},
 	}
-	n, err := s.InsertFrom(ctx, &reusingSource{batches: batches})
+	n, err := s.InsertFrom(ctx, &reusingSource{t: t, batches: batches, columns: w.columns})
 	if err != nil || n != 130_010 {
 		t.Fatalf("InsertFrom = %d, %v; want 130010", n, err)
 	}
@@ -759,14 +805,14 @@ func testInsertFromReusedBatch(t *testing.T, driver bool) {
 	}
 
 	// Rejects only: no observations INSERT, the rejects stored.
-	n, err = s.InsertFrom(ctx, &reusingSource{batches: batches[1:2]})
+	n, err = s.InsertFrom(ctx, &reusingSource{t: t, batches: batches[1:2], columns: w.columns})
 	if err != nil || n != 0 {
 		t.Errorf("InsertFrom(rejects only) = %d, %v", n, err)
 	}
 
 	// A date out of range ends the insert with ErrDateOutOfRange.
 	bad := []chstore.Batch{{JobID: "bad", Version: 1, Obs: []obs.Observation{{Security: "A", Field: "F", Date: -1}}}}
-	if _, err := s.InsertFrom(ctx, &reusingSource{batches: bad}); !errors.Is(err, chstore.ErrDateOutOfRange) {
+	if _, err := s.InsertFrom(ctx, &reusingSource{t: t, batches: bad, columns: w.columns}); !errors.Is(err, chstore.ErrDateOutOfRange) {
 		t.Errorf("InsertFrom(bad date) = %v, want ErrDateOutOfRange", err)
 	}
 }

@@ -111,6 +111,28 @@ type Key struct {
 // Key returns the observation's key.
 func (o *Observation) Key() Key { return Key{o.Security, o.Field, o.Date} }
 
+// Columns holds observations column by column, with each row's security, field and flag as an
+// index into a list of the distinct values: the form in which row batches travel
+// (pkg/rowcodec) and in which ClickHouse takes rows, so that a consumer going from one to the
+// other builds no Observation per row. All columns have one entry per row.
+type Columns struct {
+	Securities, Fields, Flags []string // the distinct values
+	Security, Field, Flag     []uint32 // row i's index into Securities, Fields and Flags
+	Date                      []Date
+	Kind                      []Kind
+	Num                       []float64 // row i's value when Kind[i] == Number, else 0
+	Str                       []string  // row i's value when Kind[i] is String or Bulk, else ""
+}
+
+// Len returns the number of rows.
+func (c *Columns) Len() int { return len(c.Date) }
+
+// Row returns row i as an Observation.
+func (c *Columns) Row(i int) Observation {
+	return Observation{Security: c.Securities[c.Security[i]], Field: c.Fields[c.Field[i]], Date: c.Date[i],
+		Kind: c.Kind[i], Num: c.Num[i], Str: c.Str[i], Flag: c.Flags[c.Flag[i]]}
+}
+
 // Reject is an input line that could not be turned into observations.
 type Reject struct {
 	Line   int64  // 1-based line number in the reply file

@@ -47,6 +47,24 @@ func BenchmarkDecode(b *testing.B) {
 	report(b, len(batch.Obs), len(data))
 }
 
+// BenchmarkDecodeColumns is the loader's decoding: compare with BenchmarkDecode, which also
+// builds an Observation per row.
+func BenchmarkDecodeColumns(b *testing.B) {
+	batch := benchBatch()
+	data, err := Encode(nil, batch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out ColumnBatch
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := DecodeColumns(data, &out); err != nil {
+			b.Fatal(err)
+		}
+	}
+	report(b, len(batch.Obs), len(data))
+}
+
 // BenchmarkPeek is the loader's look at a batch's identity before it queues the batch for an
 // insert; compare with BenchmarkDecode.
 func BenchmarkPeek(b *testing.B) {

@@ -404,6 +404,55 @@ func appendIndexes(b []byte, idx []uint32) []byte {
 // in b share one allocation per batch. Any malformed input gives an error wrapping ErrCorrupt
 // (ErrVersion for an unknown format version), never a panic; b's contents are then undefined.
 func Decode(data []byte, b *Batch) error {
+	cb := columnsPool.Get().(*ColumnBatch)
+	defer columnsPool.Put(cb)
+	if err := DecodeColumns(data, cb); err != nil {
+		return err
+	}
+	cb.rows(b)
+	cb.clear()
+	return nil
+}
+
+// rows sets b to the batch in rows, reusing b's arrays.
+func (cb *ColumnBatch) rows(b *Batch) {
+	b.JobID, b.Program, b.Generation, b.Version, b.Seq = cb.JobID, cb.Program, cb.Generation, cb.Version, cb.Seq
+	b.Obs = grow(b.Obs, cb.Cols.Len())
+	for i := range b.Obs {
+		b.Obs[i] = cb.Cols.Row(i)
+	}
+	b.Rejects = append(b.Rejects[:0], cb.Rejects...)
+}
+
+// ColumnBatch is a row batch as DecodeColumns gives it: its observations column by column,
+// as the body holds them.
+type ColumnBatch struct {
+	JobID      string
+	Program    string
+	Generation int
+	Version    uint64
+	Seq        int
+	Cols       obs.Columns
+	Rejects    []obs.Reject
+}
+
+// clear drops b's references to the strings of the last batch decoded into it.
+func (b *ColumnBatch) clear() {
+	c := &b.Cols
+	clear(c.Securities)
+	clear(c.Fields)
+	clear(c.Flags)
+	clear(c.Str)
+	clear(b.Rejects)
+	b.JobID, b.Program = "", ""
+}
+
+var columnsPool = sync.Pool{New: func() any { return new(ColumnBatch) }}
+
+// DecodeColumns decodes a message made by Encode into b, reusing b's arrays: what a consumer
+// that stores columns (the loader) uses, as it builds no Observation per row. Strings in b
+// share one allocation per batch. It checks the message as Decode does.
+func DecodeColumns(data []byte, b *ColumnBatch) error {
 	if err := decode(data, b); err != nil {
 		return fmt.Errorf("decode row batch: %w", err)
 	}
@@ -428,7 +477,7 @@ func split(data []byte) (zbody []byte, bodyLen uint64, err error) {
 	return rest[n:], bodyLen, nil
 }
 
-func decode(data []byte, b *Batch) error {
+func decode(data []byte, b *ColumnBatch) error {
 	zbody, bodyLen, err := split(data)
 	if err != nil {
 		return err
@@ -591,14 +640,31 @@ func (r *reader) bytes(n int) string {
 	return s
 }
 
-// dict reads a dictionary; it has at most one entry per row that uses it.
-func (r *reader) dict(rows int) []string {
+// dict reads a dictionary into list's array; it has at most one entry per row that uses it.
+func (r *reader) dict(list []string, rows int) []string {
 	k := r.count("dictionary size", min(rows, r.remaining()))
-	list := make([]string, k)
+	list = grow(list, k)
 	for i := range list {
 		list[i] = r.str()
 	}
 	return list
+}
+
+// indexes reads n indexes into a dictionary of size entries into idx's array.
+func (r *reader) indexes(idx []uint32, n, size int) []uint32 {
+	idx = grow(idx, n)
+	for i := range idx {
+		if r.off < len(r.s) && r.s[r.off] < 0x80 && int(r.s[r.off]) < size {
+			idx[i] = uint32(r.s[r.off])
+			r.off++
+			continue
+		}
+		idx[i] = uint32(r.index(size))
+		if r.err != nil {
+			return idx[:0]
+		}
+	}
+	return idx
 }
 
 // index reads a dictionary index.
@@ -623,7 +689,15 @@ func (r *reader) header() (h Header) {
 	return h
 }
 
-func (r *reader) decodeBody(b *Batch) {
+// grow returns s with length n, reusing its array when it is large enough.
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+func (r *reader) decodeBody(b *ColumnBatch) {
 	h := r.header()
 	b.JobID, b.Program, b.Generation, b.Version, b.Seq = h.JobID, h.Program, h.Generation, h.Version, h.Seq
 	n, m := h.Observations, h.Rejects
@@ -633,97 +707,77 @@ func (r *reader) decodeBody(b *Batch) {
 	if r.err != nil {
 		return
 	}
-	if cap(b.Obs) < n {
-		b.Obs = make([]obs.Observation, n)
-	}
-	b.Obs = b.Obs[:n]
-	if cap(b.Rejects) < m {
-		b.Rejects = make([]obs.Reject, m)
-	}
-	b.Rejects = b.Rejects[:m]
-
-	secs := r.dict(n)
-	for i := range b.Obs {
-		si := r.index(len(secs))
-		if r.err != nil {
-			return
-		}
-		b.Obs[i].Security = secs[si]
-	}
-	fields := r.dict(n)
-	exps := r.bytes(len(fields))
+	c := &b.Cols
+	c.Securities = r.dict(c.Securities, n)
+	c.Security = r.indexes(c.Security, n, len(c.Securities))
+	c.Fields = r.dict(c.Fields, n)
+	exps := r.bytes(len(c.Fields))
 	for i := 0; i < len(exps); i++ {
 		if exps[i] > maxExp {
 			r.fail("decimal exponent %d", exps[i])
 			return
 		}
 	}
-	fieldIdx := make([]uint32, n)
-	for i := range b.Obs {
-		fi := r.index(len(fields))
-		if r.err != nil {
-			return
-		}
-		fieldIdx[i] = uint32(fi)
-		b.Obs[i].Field = fields[fi]
+	c.Field = r.indexes(c.Field, n, len(c.Fields))
+	c.Flags = r.dict(c.Flags, n)
+	c.Flag = r.indexes(c.Flag, n, len(c.Flags))
+	if r.err != nil {
+		return
 	}
-	flags := r.dict(n)
-	for i := range b.Obs {
-		fl := r.index(len(flags))
-		if r.err != nil {
-			return
-		}
-		b.Obs[i].Flag = flags[fl]
-	}
+	c.Date = grow(c.Date, n)
 	var date int64
-	for i := range b.Obs {
+	for i := range c.Date {
 		date += r.varint()
 		if date < math.MinInt32 || date > math.MaxInt32 {
 			r.fail("date out of range")
 			return
 		}
-		b.Obs[i].Date = obs.Date(date)
+		c.Date[i] = obs.Date(date)
 	}
 	kinds := r.bytes(n)
 	if r.err != nil {
 		return
 	}
+	c.Kind = grow(c.Kind, n)
 	var nFloat int
-	for i := range b.Obs {
-		o := &b.Obs[i]
-		o.Num, o.Str = 0, ""
+	for i := range c.Kind {
 		switch k := kinds[i]; k {
 		case wireNull, wireDecimal, wireString, wireBulk:
-			o.Kind = obs.Kind(k)
+			c.Kind[i] = obs.Kind(k)
 		case wireFloat:
-			o.Kind = obs.Number
+			c.Kind[i] = obs.Number
 			nFloat++
 		default:
 			r.fail("kind %d", k)
 			return
 		}
 	}
-	last := make([]int64, len(fields))
-	for i := range b.Obs {
+	c.Num = grow(c.Num, n)
+	last := make([]int64, len(c.Fields))
+	for i := range c.Num {
+		c.Num[i] = 0
 		if kinds[i] == wireDecimal {
-			fi := fieldIdx[i]
+			fi := c.Field[i]
 			last[fi] += r.varint()
-			b.Obs[i].Num = float64(last[fi]) / pow10[exps[fi]]
+			c.Num[i] = float64(last[fi]) / pow10[exps[fi]]
 		}
 	}
 	floats := r.bytes(nFloat * 8)
 	if r.err != nil {
 		return
 	}
-	for i := range b.Obs {
+	c.Str = grow(c.Str, n)
+	for i := range c.Str {
+		c.Str[i] = ""
 		switch kinds[i] {
 		case wireFloat:
-			b.Obs[i].Num = math.Float64frombits(leUint64(floats))
+			c.Num[i] = math.Float64frombits(leUint64(floats))
 			floats = floats[8:]
 		case wireString, wireBulk:
-			b.Obs[i].Str = r.str()
+			c.Str[i] = r.str()
 		}
 	}
+	b.Rejects = grow(b.Rejects, m)
 	for i := range b.Rejects {
 		b.Rejects[i] = obs.Reject{Line: r.varint(), Raw: r.str(), Reason: r.str()}
 	}

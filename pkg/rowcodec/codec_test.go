@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -55,8 +56,49 @@ func roundTrip(t *testing.T, b *Batch) *Batch {
 	if err := Decode(data, &got); err != nil {
 		t.Fatalf("Decode: %v", err)
 	}
+	// DecodeColumns gives the same rows, also into a ColumnBatch that held a larger batch
+	// (every value of every kind) before.
+	if err := DecodeColumns(data, &reusedColumns); err != nil {
+		t.Fatalf("DecodeColumns: %v", err)
+	}
+	c := &reusedColumns.Cols
+	for _, col := range []int{len(c.Security), len(c.Field), len(c.Flag), len(c.Kind), len(c.Num), len(c.Str)} {
+		if col != c.Len() {
+			t.Fatalf("DecodeColumns: columns of %d and %d rows", col, c.Len())
+		}
+	}
+	var rows Batch
+	reusedColumns.rows(&rows)
+	sameBatch(t, &rows, &got)
+	if err := DecodeColumns(stale, &reusedColumns); err != nil {
+		t.Fatal(err)
+	}
 	return &got
 }
+
+// reusedColumns is where roundTrip decodes columns, after decoding stale into it.
+var reusedColumns ColumnBatch
+
+// stale is a batch of every kind of value, decoded into reusedColumns before each of
+// roundTrip's decodings.
+var stale = func() []byte {
+	var os []obs.Observation
+	for i := range 300 {
+		os = append(os, obs.Observation{Security: fmt.Sprint("S", i%7), Field: fmt.Sprint("F", i%3), Date: d0 + obs.Date(i),
+			Kind: obs.Kind(i % 4), Num: float64(i) / 3, Str: "stale", Flag: "N.A."})
+		if os[i].Kind != obs.Number {
+			os[i].Num = 0
+		}
+		if os[i].Kind < obs.String {
+			os[i].Str = ""
+		}
+	}
+	data, err := Encode(nil, &Batch{JobID: "stale", Obs: os, Rejects: []obs.Reject{{Line: 1, Raw: "r", Reason: "x"}}})
+	if err != nil {
+		panic(err)
+	}
+	return data
+}()
 
 func TestRoundTrip(t *testing.T) {
 	negZero := math.Copysign(0, -1)
@@ -457,15 +499,17 @@ func FuzzDecodeBody(f *testing.F) {
 		f.Add(bytes.Clone(e.body))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var b Batch
+		var cb ColumnBatch
 		r := reader{s: string(body)}
-		r.decodeBody(&b)
+		r.decodeBody(&cb)
 		if r.err != nil {
 			if !errors.Is(r.err, ErrCorrupt) {
 				t.Fatalf("error %v does not wrap ErrCorrupt", r.err)
 			}
 			return
 		}
+		var b Batch
+		cb.rows(&b)
 		checkStable(t, &b)
 	})
 }

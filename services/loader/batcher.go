@@ -184,10 +184,13 @@ func (g *groupCommit) flush(items []*pendingBatch) {
 // decodingSource decodes the queued batches one at a time for InsertFrom, into one reused
 // batch. A batch that does not decode, or has a date ClickHouse cannot store, is answered with
 // its error and skipped: the INSERT goes on with the others.
+//
+// Batches are decoded column by column (rowcodec.DecodeColumns), the form chstore writes, with
+// no observation built per row.
 type decodingSource struct {
 	items []*pendingBatch
 	i     int
-	b     rowcodec.Batch
+	b     rowcodec.ColumnBatch
 	cb    chstore.Batch
 }
 
@@ -195,11 +198,11 @@ func (s *decodingSource) Next() *chstore.Batch {
 	for s.i < len(s.items) {
 		it := s.items[s.i]
 		s.i++
-		if err := rowcodec.Decode(it.data, &s.b); err != nil {
+		if err := rowcodec.DecodeColumns(it.data, &s.b); err != nil {
 			s.fail(it, err)
 			continue
 		}
-		s.cb = chstore.Batch{JobID: s.b.JobID, Program: s.b.Program, Version: s.b.Version, Obs: s.b.Obs, Rejects: s.b.Rejects}
+		s.cb = chstore.Batch{JobID: s.b.JobID, Program: s.b.Program, Version: s.b.Version, Cols: &s.b.Cols, Rejects: s.b.Rejects}
 		if err := chstore.CheckDates(&s.cb); err != nil {
 			s.fail(it, err)
 			continue

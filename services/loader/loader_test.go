@@ -23,7 +23,7 @@ import (
 
 func TestMain(m *testing.M) { chtest.Main(m) }
 
-func openStore(t *testing.T) *chstore.Store {
+func openStore(t testing.TB) *chstore.Store {
 	t.Helper()
 	srv := chtest.Start(t)
 	st, err := chstore.Open(context.Background(), chstore.Config{Addr: srv.Addr(), Database: chtest.NewDatabase(t, srv)})
