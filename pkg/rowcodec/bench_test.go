@@ -111,6 +111,39 @@ func BenchmarkBuilder(b *testing.B) {
 	report(b, len(rows), total)
 }
 
+// BenchmarkBuilderReuse is the transformer's steady state: one Builder, Reset for each of its
+// chunks, over 250k observations per chunk.
+func BenchmarkBuilderReuse(b *testing.B) {
+	rows := historyObs(200, 250, 5)
+	bl := NewBuilder("j", "gethistory", 0, 1)
+	var total int
+	b.ReportAllocs()
+	for b.Loop() {
+		bl.Reset("j", "gethistory", 0, 1)
+		total = 0
+		for i := range rows {
+			if err := bl.Add(&rows[i]); err != nil {
+				b.Fatal(err)
+			}
+			if bl.Full() {
+				_, data, err := bl.Flush()
+				if err != nil {
+					b.Fatal(err)
+				}
+				total += len(data)
+			}
+		}
+		for bl.Len() > 0 {
+			_, data, err := bl.Flush()
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += len(data)
+		}
+	}
+	report(b, len(rows), total)
+}
+
 // BenchmarkLevels compares zstd levels on the same body, to choose the encoder's level.
 func BenchmarkLevels(b *testing.B) {
 	e := newEncoder()

@@ -1,6 +1,7 @@
 package rowcodec
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -37,6 +38,10 @@ func drain(t *testing.T, bl *Builder, rows []obs.Observation, rejects []obs.Reje
 		}
 		if n := len(batch.Obs) + len(batch.Rejects); n > MaxBatchRows || n == 0 {
 			t.Fatalf("batch %d: %d rows", batch.Seq, n)
+		}
+		// The dictionaries the Builder kept as rows came make the encoding Encode makes.
+		if want, err := Encode(nil, batch); err != nil || !bytes.Equal(data, want) {
+			t.Fatalf("batch %d: the Builder's encoding differs from Encode's (%v)", batch.Seq, err)
 		}
 		var got Batch
 		if err := Decode(data, &got); err != nil {

@@ -249,34 +249,59 @@ func decimalAt(v float64, e uint8) (int64, bool) {
 	return mi, math.Float64bits(float64(mi)/pow10[e]) == math.Float64bits(v)
 }
 
+// dictIndexes are the dictionaries of a batch's security, field and flag columns, with each
+// row's index in them: the Builder's sizer computes them as rows are added, and the encoder
+// takes them instead of computing them again.
+type dictIndexes struct {
+	secs, fields, flags []string // in the order of first use
+	sec, field, flag    []uint32 // row i's index
+}
+
 // encodeBody writes b's body into e.body.
-func (e *encoder) encodeBody(b *Batch) error {
+func (e *encoder) encodeBody(b *Batch) error { return e.encodeBodyWith(b, nil) }
+
+// encodeBodyWith writes b's body into e.body, taking the dictionaries and indexes from pre
+// when it is not nil; they must be those of b's observations, as encodeBody would compute them.
+func (e *encoder) encodeBodyWith(b *Batch, pre *dictIndexes) error {
 	if b.Generation < 0 || b.Seq < 0 {
 		return fmt.Errorf("negative generation %d or seq %d", b.Generation, b.Seq)
 	}
 	if n := len(b.Obs) + len(b.Rejects); n > MaxBatchRows {
 		return fmt.Errorf("%d rows, limit %d: %w", n, MaxBatchRows, ErrTooLarge)
 	}
-	e.secs.reset()
-	e.fields.reset()
-	e.flags.reset()
-	e.secIdx, e.fieldIdx, e.flg = e.secIdx[:0], e.fieldIdx[:0], e.flg[:0]
 	e.fieldExp = e.fieldExp[:0]
 	e.mants, e.mantExps = e.mants[:0], e.mantExps[:0]
+	var d dictIndexes
+	if pre != nil {
+		d = *pre
+		e.fieldExp = grow(e.fieldExp, len(d.fields))
+		clear(e.fieldExp)
+	} else {
+		e.secs.reset()
+		e.fields.reset()
+		e.flags.reset()
+		e.secIdx, e.fieldIdx, e.flg = e.secIdx[:0], e.fieldIdx[:0], e.flg[:0]
+	}
 
-	// Pass 1: dictionaries, and for each field the exponent that makes its numbers decimals.
+	// Pass 1: dictionaries (unless given), and for each field the exponent that makes its
+	// numbers decimals.
 	for i := range b.Obs {
 		o := &b.Obs[i]
 		if o.Kind > obs.Bulk {
 			return fmt.Errorf("observation %d: unknown kind %d", i, o.Kind)
 		}
-		e.secIdx = append(e.secIdx, e.secs.id(o.Security))
-		fi := e.fields.id(o.Field)
-		e.fieldIdx = append(e.fieldIdx, fi)
-		if int(fi) == len(e.fieldExp) {
-			e.fieldExp = append(e.fieldExp, 0)
+		var fi uint32
+		if pre != nil {
+			fi = d.field[i]
+		} else {
+			e.secIdx = append(e.secIdx, e.secs.id(o.Security))
+			fi = e.fields.id(o.Field)
+			e.fieldIdx = append(e.fieldIdx, fi)
+			if int(fi) == len(e.fieldExp) {
+				e.fieldExp = append(e.fieldExp, 0)
+			}
+			e.flg = append(e.flg, e.flags.id(o.Flag))
 		}
-		e.flg = append(e.flg, e.flags.id(o.Flag))
 		if o.Kind == obs.Number {
 			ex := e.fieldExp[fi]
 			m, ok := decimalAt(o.Num, ex)
@@ -293,6 +318,10 @@ func (e *encoder) encodeBody(b *Batch) error {
 			e.mantExps = append(e.mantExps, ex)
 		}
 	}
+	if pre == nil {
+		d = dictIndexes{secs: e.secs.list, fields: e.fields.list, flags: e.flags.list,
+			sec: e.secIdx, field: e.fieldIdx, flag: e.flg}
+	}
 
 	body := e.body[:0]
 	body = appendStr(body, b.JobID)
@@ -303,13 +332,13 @@ func (e *encoder) encodeBody(b *Batch) error {
 	body = binary.AppendUvarint(body, uint64(len(b.Obs)))
 	body = binary.AppendUvarint(body, uint64(len(b.Rejects)))
 
-	body = appendDict(body, e.secs.list)
-	body = appendIndexes(body, e.secIdx)
-	body = appendDict(body, e.fields.list)
+	body = appendDict(body, d.secs)
+	body = appendIndexes(body, d.sec)
+	body = appendDict(body, d.fields)
 	body = append(body, e.fieldExp...)
-	body = appendIndexes(body, e.fieldIdx)
-	body = appendDict(body, e.flags.list)
-	body = appendIndexes(body, e.flg)
+	body = appendIndexes(body, d.field)
+	body = appendDict(body, d.flags)
+	body = appendIndexes(body, d.flag)
 
 	var prev int64
 	for i := range b.Obs {
@@ -330,7 +359,7 @@ func (e *encoder) encodeBody(b *Batch) error {
 		o := &b.Obs[i]
 		k := byte(o.Kind)
 		if o.Kind == obs.Number {
-			fi := e.fieldIdx[i]
+			fi := d.field[i]
 			m, ok := e.mants[j], true
 			if ex := e.fieldExp[fi]; e.mantExps[j] != ex {
 				m, ok = decimalAt(o.Num, ex)
