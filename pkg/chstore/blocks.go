@@ -222,25 +222,31 @@ func (r *obsRows) add(b *Batch, os []obs.Observation) {
 		cur.lastDate = o.Date
 		r.n++
 		r.date = binary.LittleEndian.AppendUint16(r.date, uint16(o.Date))
-		r.strAt = append(r.strAt, uint32(len(r.str)))
-		switch o.Kind {
-		case obs.Number:
-			r.null = append(r.null, 0)
-			r.num = binary.LittleEndian.AppendUint64(r.num, math.Float64bits(o.Num))
-			r.str = append(r.str, 0)
-		case obs.String, obs.Bulk:
-			r.null = append(r.null, 1)
-			r.num = binary.LittleEndian.AppendUint64(r.num, 0)
-			r.str = chinsert.AppendString(r.str, o.Str)
-		default:
-			r.null = append(r.null, 1)
-			r.num = binary.LittleEndian.AppendUint64(r.num, 0)
-			r.str = append(r.str, 0)
-		}
-		r.kind = append(r.kind, byte(o.Kind))
+		r.value(o.Kind, o.Num, o.Str)
 		r.flagAt = append(r.flagAt, uint32(len(r.flag)))
 		r.flag = chinsert.AppendString(r.flag, o.Flag)
 	}
+}
+
+// value appends a row's value: value_num (its null map entry and number), value_str and
+// value_kind.
+func (r *obsRows) value(k obs.Kind, num float64, str string) {
+	r.strAt = append(r.strAt, uint32(len(r.str)))
+	switch k {
+	case obs.Number:
+		r.null = append(r.null, 0)
+		r.num = binary.LittleEndian.AppendUint64(r.num, math.Float64bits(num))
+		r.str = append(r.str, 0)
+	case obs.String, obs.Bulk:
+		r.null = append(r.null, 1)
+		r.num = binary.LittleEndian.AppendUint64(r.num, 0)
+		r.str = chinsert.AppendString(r.str, str)
+	default:
+		r.null = append(r.null, 1)
+		r.num = binary.LittleEndian.AppendUint64(r.num, 0)
+		r.str = append(r.str, 0)
+	}
+	r.kind = append(r.kind, byte(k))
 }
 
 // addColumns appends the rows [lo, hi) of batch b, whose observations are b.Cols. It does
@@ -275,23 +281,8 @@ func (r *obsRows) addColumns(b *Batch, lo, hi int) {
 	for _, d := range c.Date[lo:hi] {
 		r.date = binary.LittleEndian.AppendUint16(r.date, uint16(d))
 	}
-	for i, k := range c.Kind[lo:hi] {
-		r.strAt = append(r.strAt, uint32(len(r.str)))
-		switch k {
-		case obs.Number:
-			r.null = append(r.null, 0)
-			r.num = binary.LittleEndian.AppendUint64(r.num, math.Float64bits(c.Num[lo+i]))
-			r.str = append(r.str, 0)
-		case obs.String, obs.Bulk:
-			r.null = append(r.null, 1)
-			r.num = binary.LittleEndian.AppendUint64(r.num, 0)
-			r.str = chinsert.AppendString(r.str, c.Str[lo+i])
-		default:
-			r.null = append(r.null, 1)
-			r.num = binary.LittleEndian.AppendUint64(r.num, 0)
-			r.str = append(r.str, 0)
-		}
-		r.kind = append(r.kind, byte(k))
+	for i := lo; i < hi; i++ {
+		r.value(c.Kind[i], c.Num[i], c.Str[i])
 	}
 	// The flags, each encoded once.
 	r.flagEnc = r.flagEnc[:0]
