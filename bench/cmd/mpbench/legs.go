@@ -255,7 +255,7 @@ func (b *bench) legPipeline(ctx context.Context) error {
 		b.res.RatioPairs = append(b.res.RatioPairs, round(r.d.Seconds()/dd.Seconds(), 3))
 		log.Printf("pipeline: run %d: %d observations ready → loaded in %.2fs = %.0f obs/s (submit → loaded %.2fs); stages (ms): %v",
 			i+1, b.refObs, r.d.Seconds(), float64(b.refObs)/r.d.Seconds(), r.submit.Seconds(), r.stages)
-		log.Printf("pipeline: run %d: CPU seconds during the job: %v; peak RSS MB: %v", i+1, r.cpu, r.rss)
+		log.Printf("pipeline: run %d: CPU seconds during the job: %v; peak RSS MB: %v; ClickHouse's events: %v", i+1, r.cpu, r.rss, r.chEvents)
 		if best == nil || r.d < best.d {
 			best = r
 		}
@@ -271,6 +271,7 @@ type pipelineRun struct {
 	d, submit time.Duration // ready → loaded, submit → loaded
 	stages    map[string]float64
 	cpu, rss  map[string]float64
+	chEvents  map[string]uint64 // ClickHouse's counters' increase during the job
 }
 
 // pipelineOnce starts a cluster (the n-th of the leg) with the five stages, measures the latency
@@ -315,7 +316,7 @@ func (b *bench) pipelineOnce(ctx context.Context, n int) (*pipelineRun, error) {
 	for n, p := range measured {
 		cpu0[n] = p.cpu()
 	}
-	ch0, self0 := b.chCPU(), selfCPU()
+	ch0, self0, ev0 := b.chCPU(), selfCPU(), b.chEvents(ctx)
 	id := fmt.Sprintf("bench-ref-%s-%d", runID, n)
 	ch := c.watch(id)
 	t0 := time.Now()
@@ -352,6 +353,7 @@ func (b *bench) pipelineOnce(ctx context.Context, n int) (*pipelineRun, error) {
 		r.cpu[n] = round((p.cpu() - cpu0[n]).Seconds(), 2)
 		r.rss[n] = round(p.peakMB(), 1)
 	}
+	r.chEvents = eventsSince(b.chEvents(ctx), ev0)
 	return r, nil
 }
 

@@ -250,10 +250,7 @@ func run() int {
 			b.res.StealS = map[string]float64{}
 		}
 		b.res.StealS[l.name] = round(steal.Seconds(), 2)
-		chEv := b.chEvents(ctx)
-		for k, v := range chEv {
-			chEv[k] = v - chEv0[k]
-		}
+		chEv := eventsSince(b.chEvents(ctx), chEv0)
 		log.Printf("%s: took %.1fs; clickhouse-server used %.1f s CPU (its events: %v); CPU stolen by the hypervisor: %.2f s",
 			l.name, time.Since(start).Seconds(), (b.chCPU() - chCPU0).Seconds(), chEv, steal.Seconds())
 	}
@@ -353,6 +350,14 @@ func (b *bench) chEvents(ctx context.Context) map[string]uint64 {
 		}
 	}
 	return ev
+}
+
+// eventsSince returns the counters now minus the counters before.
+func eventsSince(now, before map[string]uint64) map[string]uint64 {
+	for k, v := range now {
+		now[k] = v - before[k]
+	}
+	return now
 }
 
 // dropDatabases drops every database a leg created, so no merges of its parts go on.
