@@ -3,7 +3,6 @@ package chstore_test
 import (
 	"context"
 	"fmt"
-	"syscall"
 	"testing"
 	"time"
 
@@ -63,7 +62,7 @@ func BenchmarkInsert(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ResetTimer()
-			begin, cpu0 := time.Now(), processCPU(b)
+			begin, cpu0 := time.Now(), chtest.ProcessCPU(b)
 			for range b.N {
 				n, err := s.Insert(ctx, batches)
 				if err != nil || n != len(all) {
@@ -72,18 +71,9 @@ func BenchmarkInsert(b *testing.B) {
 			}
 			rows := float64(b.N * len(all))
 			b.ReportMetric(rows/time.Since(begin).Seconds(), "rows/s")
-			b.ReportMetric(float64((processCPU(b)-cpu0).Nanoseconds())/rows, "client-cpu-ns/row")
+			b.ReportMetric(float64((chtest.ProcessCPU(b)-cpu0).Nanoseconds())/rows, "client-cpu-ns/row")
 		})
 	}
-}
-
-// processCPU returns the CPU time this process has used.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkObservations measures reading 250,000 observations back under FINAL.

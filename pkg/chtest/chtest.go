@@ -216,3 +216,14 @@ func Conn(srv *chserver.Server) (clickhouse.Conn, error) {
 	}
 	return conn, nil
 }
+
+// ProcessCPU returns the CPU time (user and system) this process has used: benchmarks of
+// ClickHouse clients report their own CPU per row with it, the server's being in another
+// process.
+func ProcessCPU(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

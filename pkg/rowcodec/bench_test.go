@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/marketpipe/marketpipe/pkg/obs"
 )
 
 // benchBatch is gethistory-like: 50 securities × 5 fields × 250 dates, about 3% N.A.
@@ -86,27 +88,7 @@ func BenchmarkBuilder(b *testing.B) {
 	var total int
 	b.ReportAllocs()
 	for b.Loop() {
-		bl := NewBuilder("j", "gethistory", 0, 1)
-		total = 0
-		for i := range rows {
-			if err := bl.Add(&rows[i]); err != nil {
-				b.Fatal(err)
-			}
-			if bl.Full() {
-				_, data, err := bl.Flush()
-				if err != nil {
-					b.Fatal(err)
-				}
-				total += len(data)
-			}
-		}
-		for bl.Len() > 0 {
-			_, data, err := bl.Flush()
-			if err != nil {
-				b.Fatal(err)
-			}
-			total += len(data)
-		}
+		total = buildAll(b, NewBuilder("j", "gethistory", 0, 1), rows)
 	}
 	report(b, len(rows), total)
 }
@@ -120,28 +102,32 @@ func BenchmarkBuilderReuse(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		bl.Reset("j", "gethistory", 0, 1)
-		total = 0
-		for i := range rows {
-			if err := bl.Add(&rows[i]); err != nil {
-				b.Fatal(err)
-			}
-			if bl.Full() {
-				_, data, err := bl.Flush()
-				if err != nil {
-					b.Fatal(err)
-				}
-				total += len(data)
-			}
-		}
-		for bl.Len() > 0 {
-			_, data, err := bl.Flush()
-			if err != nil {
-				b.Fatal(err)
-			}
-			total += len(data)
-		}
+		total = buildAll(b, bl, rows)
 	}
 	report(b, len(rows), total)
+}
+
+// buildAll runs the Builder protocol over rows and returns the bytes of the batches.
+func buildAll(b *testing.B, bl *Builder, rows []obs.Observation) (total int) {
+	flush := func() {
+		_, data, err := bl.Flush()
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += len(data)
+	}
+	for i := range rows {
+		if err := bl.Add(&rows[i]); err != nil {
+			b.Fatal(err)
+		}
+		if bl.Full() {
+			flush()
+		}
+	}
+	for bl.Len() > 0 {
+		flush()
+	}
+	return total
 }
 
 // BenchmarkLevels compares zstd levels on the same body, to choose the encoder's level.

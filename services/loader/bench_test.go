@@ -3,57 +3,53 @@ package loader
 import (
 	"context"
 	"fmt"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/marketpipe/marketpipe/pkg/chstore"
+	"github.com/marketpipe/marketpipe/pkg/chtest"
+	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/obs"
 	"github.com/marketpipe/marketpipe/pkg/rowcodec"
+	"github.com/marketpipe/marketpipe/pkg/simdata"
 )
 
-// BenchmarkDecodeInsert is the loader's side of an INSERT: one million observations (1,000
-// securities × 10 fields × 100 days, mostly numbers, some strings and markers) in encoded row
-// batches, decoded one at a time and written in one INSERT. "columns" is what the loader does
-// (decodingSource: rowcodec.DecodeColumns, written from the columns); "rows" decodes each batch
-// into observations first (rowcodec.Decode) and writes those. client-cpu-ns/row is this
-// process's CPU per row (the server's is not in it).
+// BenchmarkDecodeInsert is the loader's side of an INSERT: the simulator's gethistory of 400
+// securities × 10 fields × 250 days (one million observations) in encoded row batches, decoded
+// one at a time and written in one INSERT. "columns" is what the loader does (decodingSource:
+// rowcodec.DecodeColumns, written from the columns); "rows" decodes each batch into
+// observations first (rowcodec.Decode) and writes those. client-cpu-ns/row is this process's
+// CPU per row (the server's is not in it).
 //
 //	go test ./services/loader -run '^$' -bench BenchmarkDecodeInsert -benchtime 3x
 func BenchmarkDecodeInsert(b *testing.B) {
-	const securities, fields, days = 1000, 10, 100
+	spec := events.Spec{Program: events.GetHistory, Start: "2025-01-01", End: "2025-12-16",
+		Fields: []string{"PX_LAST", "PX_OPEN", "PX_HIGH", "PX_LOW", "PX_VOLUME", "PX_BID", "PX_ASK",
+			"CUR_MKT_CAP", "EQY_WEIGHTED_AVG_PX", "NAME"}}
+	for i := range 400 {
+		spec.Securities = append(spec.Securities, fmt.Sprintf("SEC%04d US Equity", i))
+	}
 	bl := rowcodec.NewBuilder("bench-job", "gethistory", 0, 1)
 	var items []*pendingBatch
-	flush := func() {
+	flush := func() error {
 		batch, data, err := bl.Flush()
-		if err != nil {
-			b.Fatal(err)
-		}
-		items = append(items, &pendingBatch{hdr: rowcodec.Header{JobID: batch.JobID, Seq: batch.Seq, Observations: len(batch.Obs)},
-			data: data, done: make(chan error, 1)})
+		items = append(items, &pendingBatch{hdr: rowcodec.Header{JobID: "bench-job", Seq: len(items),
+			Observations: len(batch.Obs)}, data: data, done: make(chan error, 1)})
+		return err
 	}
-	for s := range securities {
-		for f := range fields {
-			for d := range days {
-				o := obs.Observation{Security: fmt.Sprintf("SEC%04d US Equity", s), Field: fmt.Sprintf("FIELD_%02d", f),
-					Date: obs.MakeDate(2025, 1, 1) + obs.Date(d), Kind: obs.Number, Num: float64(s*d) / 7}
-				switch {
-				case f == 8:
-					o.Kind, o.Num, o.Str = obs.String, 0, "INTERNATIONAL BUSINESS MACHINES CORP"
-				case f == 9 && d%10 == 0:
-					o.Kind, o.Num, o.Flag = obs.Null, 0, "N.A."
-				}
-				if err := bl.Add(&o); err != nil {
-					b.Fatal(err)
-				}
-				if bl.Full() {
-					flush()
-				}
-			}
+	nobs := 0
+	err := simdata.Observations(spec, obs.MakeDate(2025, 12, 17), 7, func(o *obs.Observation) error {
+		nobs++
+		if err := bl.Add(o); err != nil || !bl.Full() {
+			return err
 		}
+		return flush()
+	})
+	for err == nil && bl.Len() > 0 {
+		err = flush()
 	}
-	for bl.Len() > 0 {
-		flush()
+	if err != nil {
+		b.Fatal(err)
 	}
 	st := openStore(b)
 	for _, v := range []struct {
@@ -65,16 +61,16 @@ func BenchmarkDecodeInsert(b *testing.B) {
 	} {
 		b.Run(v.name, func(b *testing.B) {
 			ctx := context.Background()
-			begin, cpu0 := time.Now(), processCPU(b)
+			begin, cpu0 := time.Now(), chtest.ProcessCPU(b)
 			for range b.N {
 				n, err := st.InsertFrom(ctx, v.src())
-				if err != nil || n != securities*fields*days {
+				if err != nil || n != nobs {
 					b.Fatalf("InsertFrom = %d, %v", n, err)
 				}
 			}
-			rows := float64(b.N * securities * fields * days)
+			rows := float64(b.N * nobs)
 			b.ReportMetric(rows/time.Since(begin).Seconds(), "rows/s")
-			b.ReportMetric(float64((processCPU(b)-cpu0).Nanoseconds())/rows, "client-cpu-ns/row")
+			b.ReportMetric(float64((chtest.ProcessCPU(b)-cpu0).Nanoseconds())/rows, "client-cpu-ns/row")
 		})
 	}
 }
@@ -98,13 +94,4 @@ func (s *rowsSource) Next() *chstore.Batch {
 	s.i++
 	s.cb = chstore.Batch{JobID: s.rb.JobID, Program: s.rb.Program, Version: s.rb.Version, Obs: s.rb.Obs, Rejects: s.rb.Rejects}
 	return &s.cb
-}
-
-// processCPU returns the CPU time this process has used.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
