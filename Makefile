@@ -62,7 +62,7 @@ demo: deps build
 # as processes, loader leg, poller CPU, peak RSS, transformer replicas, latency. BENCH_SCALE=0.1
 # for a quick run (1.0: 5,000,000 observations); the last line printed is the JSON result.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... ./services/...
 	$(GO) run ./bench/cmd/mpbench
 
 clean:
