@@ -410,7 +410,17 @@ func percentile(xs []float64, p float64) float64 {
 
 // ---- 3. loader leg ----
 
+//
+// As each pipeline run, the leg follows a direct run of its own (two INSERTs at a time),
+// which counts towards direct_s too: loader_vs_direct_pair is the loader's rate over that
+// run's, which this machine's drift between legs does not skew.
 func (b *bench) legLoader(ctx context.Context) error {
+	dd, err := b.directRun(ctx, "loader: direct just before", "bench_paired_loader", 2)
+	if err != nil {
+		return err
+	}
+	b.dropDatabases(ctx)
+	b.settle(ctx)
 	c, err := b.newCluster(ctx, "loader", 0)
 	if err != nil {
 		return err
@@ -468,8 +478,9 @@ func (b *bench) legLoader(ctx context.Context) error {
 	}
 	d := time.Since(t0)
 	b.res.LoaderRowsPerS = round(float64(rows)/d.Seconds(), 0)
-	log.Printf("loader: %d observations from JetStream into ClickHouse in %.2fs = %.0f obs/s (loader %.1f s CPU, clickhouse-server %.1f s CPU)",
-		rows, d.Seconds(), b.res.LoaderRowsPerS, (p.cpu() - cpu0).Seconds(), (b.chCPU() - ch0).Seconds())
+	b.res.LoaderVsDirectPair = round(dd.Seconds()/d.Seconds(), 3)
+	log.Printf("loader: %d observations from JetStream into ClickHouse in %.2fs = %.0f obs/s (loader %.1f s CPU, clickhouse-server %.1f s CPU); %.2f × the direct run just before",
+		rows, d.Seconds(), b.res.LoaderRowsPerS, (p.cpu() - cpu0).Seconds(), (b.chCPU() - ch0).Seconds(), b.res.LoaderVsDirectPair)
 	if _, _, err := waitEvent(ctx, ch, events.Loaded, time.Minute); err != nil {
 		return fmt.Errorf("loaded event: %w", err)
 	}

@@ -98,10 +98,12 @@ type Result struct {
 	PipelineCPUS     map[string]float64 `json:"pipeline_cpu_s,omitempty"`
 	PipelineRSSMB    map[string]float64 `json:"pipeline_rss_mb,omitempty"`
 
-	LoaderRowsPerS   float64 `json:"loader_rows_per_s"`
-	LoaderVsDirect   float64 `json:"loader_vs_direct"`
-	LoaderBatches    int     `json:"loader_batches"`
-	LoaderAvgBatchKB float64 `json:"loader_avg_batch_kb"`
+	LoaderRowsPerS float64 `json:"loader_rows_per_s"`
+	LoaderVsDirect float64 `json:"loader_vs_direct"`
+	// LoaderVsDirectPair is the loader leg's rate / the rate of the direct run just before it.
+	LoaderVsDirectPair float64 `json:"loader_vs_direct_pair"`
+	LoaderBatches      int     `json:"loader_batches"`
+	LoaderAvgBatchKB   float64 `json:"loader_avg_batch_kb"`
 
 	PollerCores     float64            `json:"poller_cores"`
 	PollerPollsPerS float64            `json:"poller_polls_per_s"`
