@@ -410,9 +410,10 @@ func percentile(xs []float64, p float64) float64 {
 
 // ---- 3. loader leg ----
 
-// As each pipeline run, the leg follows a direct run of its own (two INSERTs at a time),
-// which counts towards direct_s too: loader_vs_direct_pair is the loader's rate over that
-// run's, which this machine's drift between legs does not skew.
+// legLoader times the loader alone, from row batches published before it starts. Like each
+// pipeline run, it follows a direct run of its own (two INSERTs at a time), which counts
+// towards direct_s too: loader_vs_direct_pair is the loader's rate over that run's, which
+// this machine's drift between legs does not skew.
 func (b *bench) legLoader(ctx context.Context) error {
 	dd, err := b.directRun(ctx, "loader: direct just before", "bench_paired_loader", 2)
 	if err != nil {
