@@ -434,12 +434,14 @@ func appendIndexes(b []byte, idx []uint32) []byte {
 // (ErrVersion for an unknown format version), never a panic; b's contents are then undefined.
 func Decode(data []byte, b *Batch) error {
 	cb := columnsPool.Get().(*ColumnBatch)
-	defer columnsPool.Put(cb)
+	defer func() {
+		cb.clear() // the pool keeps no strings of this batch
+		columnsPool.Put(cb)
+	}()
 	if err := DecodeColumns(data, cb); err != nil {
 		return err
 	}
 	cb.rows(b)
-	cb.clear()
 	return nil
 }
 
