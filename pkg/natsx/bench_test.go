@@ -2,14 +2,12 @@ package natsx_test
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"testing"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/obs"
 	"github.com/marketpipe/marketpipe/pkg/simdata"
@@ -22,14 +20,9 @@ import (
 //
 //	go test ./pkg/natsx -run '^$' -bench BenchmarkRawCompression -benchtime 5x
 func BenchmarkRawCompression(b *testing.B) {
-	spec := events.Spec{Program: events.GetHistory, Start: "2025-01-01", End: "2025-12-16",
-		Fields: []string{"PX_LAST", "PX_OPEN", "PX_HIGH", "PX_LOW", "PX_VOLUME", "PX_BID", "PX_ASK",
-			"VOLUME", "EQY_SH_OUT", "CUR_MKT_CAP"}}
-	for i := range 400 {
-		spec.Securities = append(spec.Securities, fmt.Sprintf("SEC%05d US Equity", i))
-	}
+	spec := simdata.History("bench", 400, 250)
 	var file bytes.Buffer
-	if err := simdata.WriteReply(&file, spec, obs.MakeDate(2025, 12, 17), 7); err != nil {
+	if err := simdata.WriteReply(&file, spec, obs.MakeDate(2026, 11, 20), 7); err != nil {
 		b.Fatal(err)
 	}
 	plain := file.Bytes()

@@ -2,13 +2,11 @@ package loader
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/marketpipe/marketpipe/pkg/chstore"
 	"github.com/marketpipe/marketpipe/pkg/chtest"
-	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/obs"
 	"github.com/marketpipe/marketpipe/pkg/rowcodec"
 	"github.com/marketpipe/marketpipe/pkg/simdata"
@@ -23,12 +21,7 @@ import (
 //
 //	go test ./services/loader -run '^$' -bench BenchmarkDecodeInsert -benchtime 3x
 func BenchmarkDecodeInsert(b *testing.B) {
-	spec := events.Spec{Program: events.GetHistory, Start: "2025-01-01", End: "2025-12-16",
-		Fields: []string{"PX_LAST", "PX_OPEN", "PX_HIGH", "PX_LOW", "PX_VOLUME", "PX_BID", "PX_ASK",
-			"CUR_MKT_CAP", "EQY_WEIGHTED_AVG_PX", "NAME"}}
-	for i := range 400 {
-		spec.Securities = append(spec.Securities, fmt.Sprintf("SEC%04d US Equity", i))
-	}
+	spec := simdata.History("bench", 400, 250)
 	bl := rowcodec.NewBuilder("bench-job", "gethistory", 0, 1)
 	var items []*pendingBatch
 	flush := func() error {
@@ -38,7 +31,7 @@ func BenchmarkDecodeInsert(b *testing.B) {
 		return err
 	}
 	nobs := 0
-	err := simdata.Observations(spec, obs.MakeDate(2025, 12, 17), 7, func(o *obs.Observation) error {
+	err := simdata.Observations(spec, obs.MakeDate(2026, 11, 20), 7, func(o *obs.Observation) error {
 		nobs++
 		if err := bl.Add(o); err != nil || !bl.Full() {
 			return err

@@ -71,8 +71,7 @@ const (
 
 var runDate = obs.MakeDate(2026, 11, 20)
 
-var fields = []string{"PX_LAST", "PX_OPEN", "PX_HIGH", "PX_LOW", "PX_VOLUME",
-	"PX_BID", "PX_ASK", "VOLUME", "EQY_SH_OUT", "CUR_MKT_CAP"}
+var fields = simdata.HistoryFields
 
 // Result is the final JSON line.
 type Result struct {
@@ -400,22 +399,7 @@ func (b *bench) chCPU() time.Duration {
 
 // historySpec is a gethistory spec of n securities × refFields fields × refDays weekdays.
 func historySpec(name string, n int) (events.Spec, error) {
-	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	end, days := start, 0
-	for d := start; ; d = d.AddDate(0, 0, 1) {
-		if wd := d.Weekday(); wd != time.Saturday && wd != time.Sunday {
-			days++
-		}
-		if days == refDays {
-			end = d
-			break
-		}
-	}
-	s := events.Spec{Name: name, Program: events.GetHistory, Fields: fields,
-		Start: start.Format(time.DateOnly), End: end.Format(time.DateOnly)}
-	for i := range n {
-		s.Securities = append(s.Securities, fmt.Sprintf("SEC%05d US Equity", i))
-	}
+	s := simdata.History(name, n, refDays)
 	ds, err := simdata.Dates(s, runDate)
 	if err != nil {
 		return s, err
