@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -664,4 +666,69 @@ func TestDates(t *testing.T) {
 			t.Errorf("parseUnixDate(%q) = %v, %v; want %s, %v", tt.in, got, ok, tt.want, tt.ok)
 		}
 	}
+}
+
+// TestShortDecimalsMatchStrconv checks the fast path against strconv.ParseFloat bit for bit
+// (the sign of zero included) on random cells of up to 17 digits, with and without a sign,
+// point and leading zeros, so that a wrong power or a missed length limit fails.
+func TestShortDecimalsMatchStrconv(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 11))
+	fast := 0
+	for range 200_000 {
+		var b []byte
+		if rng.IntN(4) == 0 {
+			b = append(b, '-')
+		}
+		n := 1 + rng.IntN(17)
+		dot := -1
+		if rng.IntN(5) != 0 {
+			dot = rng.IntN(n + 1)
+		}
+		for i := range n {
+			if i == dot {
+				b = append(b, '.')
+			}
+			b = append(b, byte('0'+rng.IntN(10)))
+		}
+		if dot == n {
+			b = append(b, '.')
+		}
+		want, err := strconv.ParseFloat(string(b), 64)
+		if err != nil {
+			t.Fatalf("strconv.ParseFloat(%q): %v", b, err)
+		}
+		got, ok := parseNumber(b, false)
+		if !ok || math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("parseNumber(%q) = %v (%x), %v; strconv gives %v (%x)", b, got, math.Float64bits(got), ok, want, math.Float64bits(want))
+		}
+		if _, ok := parseShortDecimal(b); ok {
+			fast++
+		}
+	}
+	if fast < 100_000 {
+		t.Errorf("only %d of 200000 cells took the fast path", fast)
+	}
+}
+
+// FuzzNumber checks parseNumber against strconv.ParseFloat on any cell of numeric shape.
+func FuzzNumber(f *testing.F) {
+	for _, s := range []string{"0", "-0.000", ".215", "105.230000", "5.", "123456789012345", "0.1", "999999999999999.9"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !numericShape([]byte(s), false) {
+			return
+		}
+		got, ok := parseNumber([]byte(s), false)
+		want, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			if ok {
+				t.Fatalf("parseNumber(%q) = %v, want not a number (%v)", s, got, err)
+			}
+			return
+		}
+		if !ok || math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("parseNumber(%q) = %v, %v; strconv gives %v", s, got, ok, want)
+		}
+	})
 }
