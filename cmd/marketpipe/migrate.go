@@ -13,7 +13,8 @@ import (
 
 func openStore(ctx context.Context, cfg config.Config) (*chstore.Store, error) {
 	return chstore.Open(ctx, chstore.Config{Addr: cfg.ClickHouse.Addr, Database: cfg.ClickHouse.Database,
-		User: cfg.ClickHouse.User, Password: cfg.ClickHouse.Password, DialTimeout: 5 * time.Second})
+		User: cfg.ClickHouse.User, Password: cfg.ClickHouse.Password, DialTimeout: 5 * time.Second,
+		NoCompression: cfg.ClickHouse.Compression == "none"})
 }
 
 func newMigrateCmd(lookup config.Lookup) *cobra.Command {

@@ -76,6 +76,9 @@ type Config struct {
 	// ReadTimeout bounds each call's exchange with the server when the context has no
 	// earlier deadline (default 2m), so a server that stops answering cannot hang a caller.
 	ReadTimeout time.Duration
+	// NoCompression sends blocks as they are instead of in LZ4 frames: less CPU on both
+	// sides, more bytes on the wire.
+	NoCompression bool
 }
 
 func (c *Config) defaults() {
@@ -278,7 +281,7 @@ func (c *Conn) Insert(ctx context.Context, query string, cols []Column) (*Insert
 	}
 	b = AppendString(b, "")        // settings: none
 	b = binary.AppendUvarint(b, 2) // stage: complete
-	b = binary.AppendUvarint(b, 1) // compression: on
+	b = binary.AppendUvarint(b, compressionFlag(c.cfg.NoCompression))
 	b = AppendString(b, query)
 	// An empty block: the end of the external tables (none).
 	b, err := c.appendData(b, appendBlockHeader(c.block[:0], 0, 0))
@@ -421,6 +424,9 @@ func (c *Conn) explain(err error) error {
 func (c *Conn) appendData(dst, blk []byte) ([]byte, error) {
 	dst = binary.AppendUvarint(dst, clientData)
 	dst = AppendString(dst, "") // table name: the INSERT's
+	if c.cfg.NoCompression {
+		return append(dst, blk...), nil
+	}
 	for len(blk) > 0 {
 		n := min(len(blk), frameSize)
 		if err := c.zw.Compress(blk[:n]); err != nil {
@@ -430,6 +436,14 @@ func (c *Conn) appendData(dst, blk []byte) ([]byte, error) {
 		blk = blk[n:]
 	}
 	return dst, nil
+}
+
+// compressionFlag is the Query packet's compression field.
+func compressionFlag(off bool) uint64 {
+	if off {
+		return 0
+	}
+	return 1
 }
 
 // appendBlockHeader appends a block's info (not an overflow row, no bucket) and sizes.
@@ -449,8 +463,10 @@ func (c *Conn) readHeaderBlock() ([]Column, error) {
 	if _, err := c.str(); err != nil { // table name
 		return nil, err
 	}
-	zr := bufio.NewReaderSize(compress.NewReader(c.r), 4<<10)
-	rd := reader{r: zr}
+	rd := reader{r: c.r}
+	if !c.cfg.NoCompression {
+		rd.r = bufio.NewReaderSize(compress.NewReader(c.r), 4<<10)
+	}
 	for {
 		field := rd.uvarint()
 		if field == 0 || rd.err != nil {
@@ -479,8 +495,8 @@ func (c *Conn) readHeaderBlock() ([]Column, error) {
 	if rd.err != nil {
 		return nil, rd.err
 	}
-	if zr.Buffered() != 0 {
-		return nil, fmt.Errorf("%d bytes after the header block: %w", zr.Buffered(), ErrProtocol)
+	if !c.cfg.NoCompression && rd.r.Buffered() != 0 {
+		return nil, fmt.Errorf("%d bytes after the header block: %w", rd.r.Buffered(), ErrProtocol)
 	}
 	return cols, nil
 }

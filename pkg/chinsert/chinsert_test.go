@@ -5,9 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,75 +130,135 @@ func readBack(t *testing.T, conn clickhouse.Conn, db string) []row {
 
 func f(v float64) *float64 { return &v }
 
+// TestInsertRoundTrip inserts blocks in LZ4 frames and, with NoCompression, as they are: the
+// bytes the client sends through a counting proxy show which it did.
 func TestInsertRoundTrip(t *testing.T) {
-	_, cfg, conn := table(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	long := strings.Repeat("x", 300) // a length of two varint bytes
-	first := []row{
-		{"a", 0, f(1.5), 1, 7, 1_700_000_000},
-		{long, 20_000, nil, 0, math.MaxUint64, 0},
-		{"é", math.MaxUint16, f(math.Inf(-1)), 255, 0, math.MaxUint32},
+	var sent [2]int64 // by NoCompression
+	for i, noCompression := range []bool{false, true} {
+		t.Run(fmt.Sprintf("NoCompression=%v", noCompression), func(t *testing.T) {
+			_, cfg, conn := table(t)
+			cfg.NoCompression = noCompression
+			var counted *atomic.Int64
+			cfg.Addr, counted = countingProxy(t, cfg.Addr)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			long := strings.Repeat("x", 300) // a length of two varint bytes
+			first := []row{
+				{"a", 0, f(1.5), 1, 7, 1_700_000_000},
+				{long, 20_000, nil, 0, math.MaxUint64, 0},
+				{"é", math.MaxUint16, f(math.Inf(-1)), 255, 0, math.MaxUint32},
+			}
+			// A block larger than a compressed frame.
+			var second []row
+			for i := range 40_000 {
+				second = append(second, row{fmt.Sprintf("b%06d-%s", i, strings.Repeat("y", i%50)), uint16(i), f(float64(i) / 7), uint8(i), uint64(i), uint32(i)})
+			}
+			p := NewPool(cfg, 1)
+			defer p.Close()
+			c, ins, err := p.Insert(ctx, "INSERT INTO t (s, d, n, k, v, t) VALUES", testCols)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s := c.Server(); s.Revision < revision || s.Name == "" {
+				t.Errorf("server info %+v", s)
+			}
+			for _, rows := range [][]row{first, second} {
+				if err := ins.WriteBlock(ctx, len(rows), values(rows)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := ins.Finish(ctx); err != nil {
+				t.Fatal(err)
+			}
+			p.Put(c)
+			sent[i] = counted.Load()
+
+			got := readBack(t, conn, cfg.Database)
+			want := append(append([]row(nil), first...), second...)
+			if len(got) != len(want) {
+				t.Fatalf("read %d rows, wrote %d", len(got), len(want))
+			}
+			byKey := map[string]row{}
+			for _, r := range want {
+				byKey[r.s] = r
+			}
+			for _, g := range got {
+				w, ok := byKey[g.s]
+				if !ok {
+					t.Fatalf("unexpected row %q", g.s)
+				}
+				if g.d != w.d || g.k != w.k || g.v != w.v || g.t != w.t || (g.n == nil) != (w.n == nil) ||
+					g.n != nil && math.Float64bits(*g.n) != math.Float64bits(*w.n) {
+					t.Fatalf("row %.20q: read %+v, wrote %+v", g.s, g, w)
+				}
+			}
+
+			// The connection is reused for the next INSERT.
+			c2, ins, err := p.Insert(ctx, "INSERT INTO t (s, d, n, k, v, t) VALUES", testCols)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c2 != c {
+				t.Error("a second INSERT dialled a new connection; want the idle one")
+			}
+			if err := ins.Finish(ctx); err != nil { // no block: nothing inserted
+				t.Fatal(err)
+			}
+			p.Put(c2)
+			if n := len(readBack(t, conn, cfg.Database)); n != len(want) {
+				t.Errorf("%d rows after an empty INSERT, want %d", n, len(want))
+			}
+		})
 	}
-	// A block larger than a compressed frame.
-	var second []row
-	for i := range 40_000 {
-		second = append(second, row{fmt.Sprintf("b%06d-%s", i, strings.Repeat("y", i%50)), uint16(i), f(float64(i) / 7), uint8(i), uint64(i), uint32(i)})
+	// The second block's strings repeat "y": LZ4 sends well under half of it.
+	if !(sent[0] > 0 && 2*sent[0] < sent[1]) {
+		t.Errorf("the client sent %d bytes compressed and %d uncompressed; want compressed under half", sent[0], sent[1])
 	}
-	p := NewPool(cfg, 1)
-	defer p.Close()
-	c, ins, err := p.Insert(ctx, "INSERT INTO t (s, d, n, k, v, t) VALUES", testCols)
+}
+
+// countingProxy forwards connections to addr until the test ends, and counts the bytes
+// clients send.
+func countingProxy(t *testing.T, addr string) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := c.Server(); s.Revision < revision || s.Name == "" {
-		t.Errorf("server info %+v", s)
-	}
-	for _, rows := range [][]row{first, second} {
-		if err := ins.WriteBlock(ctx, len(rows), values(rows)); err != nil {
-			t.Fatal(err)
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); s.Close() })
+			wg.Go(func() {
+				io.Copy(countingWriter{s, &sent}, c)
+				s.(*net.TCPConn).CloseWrite()
+			})
+			wg.Go(func() { io.Copy(c, s); c.(*net.TCPConn).CloseWrite() })
 		}
-	}
-	if err := ins.Finish(ctx); err != nil {
-		t.Fatal(err)
-	}
-	p.Put(c)
+	})
+	return ln.Addr().String(), &sent
+}
 
-	got := readBack(t, conn, cfg.Database)
-	want := append(append([]row(nil), first...), second...)
-	if len(got) != len(want) {
-		t.Fatalf("read %d rows, wrote %d", len(got), len(want))
-	}
-	byKey := map[string]row{}
-	for _, r := range want {
-		byKey[r.s] = r
-	}
-	for _, g := range got {
-		w, ok := byKey[g.s]
-		if !ok {
-			t.Fatalf("unexpected row %q", g.s)
-		}
-		if g.d != w.d || g.k != w.k || g.v != w.v || g.t != w.t || (g.n == nil) != (w.n == nil) ||
-			g.n != nil && math.Float64bits(*g.n) != math.Float64bits(*w.n) {
-			t.Fatalf("row %.20q: read %+v, wrote %+v", g.s, g, w)
-		}
-	}
+// countingWriter counts what it writes as it writes it.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
 
-	// The connection is reused for the next INSERT.
-	c2, ins, err := p.Insert(ctx, "INSERT INTO t (s, d, n, k, v, t) VALUES", testCols)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c2 != c {
-		t.Error("a second INSERT dialled a new connection; want the idle one")
-	}
-	if err := ins.Finish(ctx); err != nil { // no block: nothing inserted
-		t.Fatal(err)
-	}
-	p.Put(c2)
-	if n := len(readBack(t, conn, cfg.Database)); n != len(want) {
-		t.Errorf("%d rows after an empty INSERT, want %d", n, len(want))
-	}
+func (c countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 func TestInsertErrors(t *testing.T) {

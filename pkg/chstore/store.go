@@ -51,8 +51,9 @@ type Config struct {
 	// quickly instead of a hang.
 	DialTimeout  time.Duration
 	MaxOpenConns int
-	// NoCompression sends blocks uncompressed. By default they are LZ4-compressed: that saves
-	// network when the server is remote, and on loopback measured no slower (BenchmarkInsert).
+	// NoCompression sends blocks uncompressed, through pkg/chinsert and clickhouse-go alike
+	// (CLICKHOUSE_COMPRESSION=none). By default they are LZ4-compressed: that saves network
+	// when the server is remote, at some CPU on both sides.
 	NoCompression bool
 	// DriverInserts writes observations through clickhouse-go's batches instead of
 	// pkg/chinsert's blocks (the default), which serializes each block's columns straight
@@ -133,7 +134,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, conn: conn, db: "`" + cfg.Database + "`",
 		blocks: chinsert.NewPool(chinsert.Config{Addr: cfg.Addr, Database: cfg.Database, User: cfg.User,
-			Password: cfg.Password, DialTimeout: cfg.DialTimeout, ReadTimeout: DefaultReadTimeout}, cfg.MaxOpenConns)}
+			Password: cfg.Password, DialTimeout: cfg.DialTimeout, ReadTimeout: DefaultReadTimeout, NoCompression: cfg.NoCompression}, cfg.MaxOpenConns)}
 	if err := s.Ping(ctx); err != nil {
 		conn.Close()
 		return nil, err

@@ -36,3 +36,16 @@ func TestDuration(t *testing.T) {
 		t.Errorf("BAD: %v", err)
 	}
 }
+
+func TestClickHouseCompression(t *testing.T) {
+	for v, want := range map[string]string{"": "lz4", "lz4": "lz4", "NONE": "none"} {
+		c, err := Load(lookupOf(map[string]string{"CLICKHOUSE_COMPRESSION": v}))
+		if err != nil || c.ClickHouse.Compression != want {
+			t.Errorf("CLICKHOUSE_COMPRESSION=%q: %q, %v; want %q", v, c.ClickHouse.Compression, err, want)
+		}
+	}
+	if _, err := Load(lookupOf(map[string]string{"CLICKHOUSE_COMPRESSION": "zstd"})); err == nil ||
+		!strings.Contains(err.Error(), `CLICKHOUSE_COMPRESSION="zstd"`) {
+		t.Errorf("CLICKHOUSE_COMPRESSION=zstd: error %v does not name the variable and value", err)
+	}
+}

@@ -255,7 +255,8 @@ func OpenStore(ctx context.Context, env *service.Env, driverInserts bool) (*chst
 	// ClickHouse may start after the loader: wait for it rather than crash-loop.
 	for attempt := uint64(1); ; attempt++ {
 		store, err = chstore.Open(ctx, chstore.Config{Addr: c.Addr, Database: c.Database, User: c.User,
-			Password: c.Password, DialTimeout: 5 * time.Second, DriverInserts: driverInserts})
+			Password: c.Password, DialTimeout: 5 * time.Second, DriverInserts: driverInserts,
+			NoCompression: c.Compression == "none"})
 		if err == nil {
 			if err = store.Migrate(ctx); err == nil {
 				break

@@ -109,7 +109,7 @@ func (b *bench) newCluster(ctx context.Context, leg string, readyAfter time.Dura
 	c.env = map[string]string{
 		"NATS_URL": c.natsURL, "CLICKHOUSE_ADDR": b.ch.Addr(), "CLICKHOUSE_DATABASE": c.db,
 		"VENDOR_URL": c.simURL, "POLL_INTERVAL": "100ms", "HTTP_ADDR": "127.0.0.1:0",
-		"LOG_LEVEL": "warn", "LOG_FORMAT": "json",
+		"LOG_LEVEL": "warn", "LOG_FORMAT": "json", "CLICKHOUSE_COMPRESSION": b.res.CHCompression,
 	}
 	return c, nil
 }

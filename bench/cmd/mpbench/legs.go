@@ -75,7 +75,7 @@ func (b *bench) legDirect(ctx context.Context) error {
 // towards direct_s if it is the best so far.
 func (b *bench) directRun(ctx context.Context, label, db string, workers int) (time.Duration, error) {
 	b.settle(ctx)
-	st, err := chstore.Open(ctx, chstore.Config{Addr: b.ch.Addr(), Database: db})
+	st, err := chstore.Open(ctx, chstore.Config{Addr: b.ch.Addr(), Database: db, NoCompression: b.res.CHCompression == "none"})
 	if err != nil {
 		return 0, err
 	}

@@ -27,6 +27,9 @@
 //	BENCH_PROFILE      a directory: every service process, nats-server and the direct leg
 //	                   write CPU profiles there (<leg>-<process>.pprof)
 //	BENCH_TIMEOUT      bound on the whole run (default 30m)
+//	BENCH_CLICKHOUSE_COMPRESSION
+//	                   how every INSERT's blocks travel, in the direct leg and the loader
+//	                   alike (CLICKHOUSE_COMPRESSION): lz4, the default, or none
 //	BENCH_KEEP         when set, the run's directory (files, every process's log) is kept
 //	MPSVC_<VAR>        sets VAR for every service process (e.g. MPSVC_LOADER_INSERTS=1)
 //
@@ -84,6 +87,8 @@ type Result struct {
 	// StealS is the CPU time the hypervisor gave other guests while each leg ran (all cores,
 	// /proc/stat): a leg with much of it ran on a slower machine than the others.
 	StealS map[string]float64 `json:"steal_s,omitempty"`
+
+	CHCompression string `json:"clickhouse_compression"` // of every INSERT, direct and loader
 
 	DirectS          float64            `json:"direct_s"`
 	DirectRowsPerS   float64            `json:"direct_rows_per_s"`
@@ -171,6 +176,11 @@ func run() int {
 		}
 		timeout = d
 	}
+	compression := envOr("BENCH_CLICKHOUSE_COMPRESSION", "lz4")
+	if compression != "lz4" && compression != "none" {
+		log.Printf("BENCH_CLICKHOUSE_COMPRESSION=%q: want lz4 or none", compression)
+		return 2
+	}
 	legs := map[string]bool{}
 	for _, l := range strings.Split(envOr("BENCH_LEGS", "direct,pipeline,loader,transform,memory,poller"), ",") {
 		legs[strings.TrimSpace(l)] = true
@@ -182,6 +192,7 @@ func run() int {
 
 	b := &bench{scale: scale, profile: os.Getenv("BENCH_PROFILE")}
 	b.res.Scale = scale
+	b.res.CHCompression = compression
 	b.res.Cores = runtime.NumCPU()
 	b.res.LoadStart = loadAvg()
 	b.res.MaxRSSMB = map[string]float64{}
