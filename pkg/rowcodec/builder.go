@@ -61,23 +61,27 @@ type Builder struct {
 	version        uint64
 	seq            int
 
-	// Pending rows. Flush swaps in the spare arrays, so that the batch it hands out stays
-	// valid while the next one fills.
-	obs, spareObs         []obs.Observation
+	// Pending rows: the observations column by column, with their indexes into the sizer's
+	// dictionaries, and the rejects. Flush swaps in the spare columns, dictionaries and
+	// rejects, so that the batch it hands out stays valid while the next one fills.
+	cols, spareCols       obs.Columns
+	spareDicts            [3]dict // the sizer's secs, fields and flags of the last batch
 	rejects, spareRejects []obs.Reject
+	part                  obs.Columns // a leading part of the pending rows, when they do not fit
+	partDicts             [3]dict
 
-	est   sizer   // upper bound of the pending rows' body size
+	est   sizer   // upper bound of the pending rows' body size; its dictionaries are theirs
 	ratio float64 // compressed size / estimate, of the last batch
 	lim   int     // limit() for ratio, computed when ratio changes: Full runs for every row
 	enc   *encoder
 	out   []byte
-	batch Batch
+	batch ColumnBatch
 }
 
 // NewBuilder returns a Builder for the batches of one job run.
 func NewBuilder(jobID, program string, generation int, version uint64) *Builder {
-	b := &Builder{jobID: jobID, program: program, generation: generation, version: version,
-		enc: newEncoder(), est: sizer{record: true}}
+	b := &Builder{jobID: jobID, program: program, generation: generation, version: version, enc: newEncoder(),
+		spareDicts: [3]dict{newDict(), newDict(), newDict()}, partDicts: [3]dict{newDict(), newDict(), newDict()}}
 	b.setRatio(1)
 	b.est.reset(b.fixed())
 	return b
@@ -88,28 +92,40 @@ func NewBuilder(jobID, program string, generation int, version uint64) *Builder 
 // corrects a prediction that turns out too low). A transformer that parses many chunks reuses
 // one Builder instead of growing new arrays for each.
 func (b *Builder) Reset(jobID, program string, generation int, version uint64) {
-	clear(b.obs[:cap(b.obs)]) // no references to the last run's strings
-	clear(b.spareObs[:cap(b.spareObs)])
+	// No references to the last run's strings.
+	for _, c := range []*obs.Columns{&b.cols, &b.spareCols, &b.part} {
+		clear(c.Str[:cap(c.Str)])
+		truncColumns(c)
+	}
+	for i := range 3 {
+		b.spareDicts[i].reset()
+		b.partDicts[i].reset()
+	}
 	clear(b.rejects[:cap(b.rejects)])
 	clear(b.spareRejects[:cap(b.spareRejects)])
-	b.obs, b.spareObs, b.rejects, b.spareRejects = b.obs[:0], b.spareObs[:0], b.rejects[:0], b.spareRejects[:0]
+	b.rejects, b.spareRejects = b.rejects[:0], b.spareRejects[:0]
 	b.jobID, b.program, b.generation, b.version, b.seq = jobID, program, generation, version, 0
-	b.batch = Batch{}
+	b.batch = ColumnBatch{}
 	b.est.reset(b.fixed())
+}
+
+// truncColumns empties c, keeping its arrays.
+func truncColumns(c *obs.Columns) {
+	c.Securities, c.Fields, c.Flags = nil, nil, nil
+	c.Security, c.Field, c.Flag = c.Security[:0], c.Field[:0], c.Flag[:0]
+	c.Date, c.Kind, c.Num, c.Str = c.Date[:0], c.Kind[:0], c.Num[:0], c.Str[:0]
 }
 
 func (b *Builder) fixed() int { return batchOverhead + len(b.jobID) + len(b.program) }
 
 // sizer keeps an upper bound of the body size of a sequence of rows, following the encoder's
 // layout: it must never be below the real size, because the bounds rely on it. The
-// dictionaries it builds for that are the encoder's (dictIndexes), when the rows' indexes are
-// recorded (record).
+// dictionaries it builds for that are the encoder's: each value once, in the order of first
+// use.
 type sizer struct {
 	size                int
 	secs, fields, flags dict
 	lastDate            obs.Date
-	record              bool
-	sec, field, flag    []uint32 // with record, each row's indexes
 }
 
 func (s *sizer) reset(fixed int) {
@@ -120,7 +136,6 @@ func (s *sizer) reset(fixed int) {
 	s.fields.reset()
 	s.flags.reset()
 	s.size, s.lastDate = fixed, 0
-	s.sec, s.field, s.flag = s.sec[:0], s.field[:0], s.flag[:0]
 }
 
 // index adds v's dictionary entry if new (length, bytes and, for fields, the exponent byte),
@@ -135,11 +150,9 @@ func (s *sizer) index(d *dict, v string) uint32 {
 	return i
 }
 
-func (s *sizer) add(o *obs.Observation) {
-	si, fi, fl := s.index(&s.secs, o.Security), s.index(&s.fields, o.Field), s.index(&s.flags, o.Flag)
-	if s.record {
-		s.sec, s.field, s.flag = append(s.sec, si), append(s.field, fi), append(s.flag, fl)
-	}
+// add adds o and returns its security's, field's and flag's indexes in the dictionaries.
+func (s *sizer) add(o *obs.Observation) (sec, field, flag uint32) {
+	sec, field, flag = s.index(&s.secs, o.Security), s.index(&s.fields, o.Field), s.index(&s.flags, o.Flag)
 	d := int64(o.Date) - int64(s.lastDate)
 	s.lastDate = o.Date
 	s.size += uvarintLen(uint64(d<<1^d>>63)) + 1 // date delta, kind
@@ -149,6 +162,7 @@ func (s *sizer) add(o *obs.Observation) {
 	case obs.String, obs.Bulk:
 		s.size += uvarintLen(uint64(len(o.Str))) + len(o.Str)
 	}
+	return sec, field, flag
 }
 
 func (s *sizer) addReject(r *obs.Reject) {
@@ -158,7 +172,7 @@ func (s *sizer) addReject(r *obs.Reject) {
 
 func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
 
-// Add appends a copy of o to the pending rows. It refuses, with ErrTooLarge, an observation
+// Add appends o to the pending rows, column by column. It refuses, with ErrTooLarge, an observation
 // whose strings exceed MaxObservationBytes (no batch could carry it), and one of an unknown
 // Kind.
 func (b *Builder) Add(o *obs.Observation) error {
@@ -169,8 +183,8 @@ func (b *Builder) Add(o *obs.Observation) error {
 		return fmt.Errorf("add observation %.64q %s %s: %d bytes, limit %d: %w",
 			o.Security, o.Field, o.Date, n, MaxObservationBytes, ErrTooLarge)
 	}
-	b.obs = append(b.obs, *o)
-	b.est.add(o)
+	sec, field, flag := b.est.add(o)
+	appendRow(&b.cols, sec, field, flag, o)
 	return nil
 }
 
@@ -202,7 +216,7 @@ func truncUTF8(s string, n int) string {
 }
 
 // Len returns the number of pending rows (observations and rejects).
-func (b *Builder) Len() int { return len(b.obs) + len(b.rejects) }
+func (b *Builder) Len() int { return b.cols.Len() + len(b.rejects) }
 
 // Seq returns the Seq of the next batch: the first Seq (0, or what StartSeq set) plus the
 // number of batches handed out.
@@ -235,9 +249,9 @@ func (b *Builder) limit() int {
 
 // Flush encodes the leading pending rows as the next batch and returns it with its encoding.
 // It returns a nil batch when nothing is pending. data is newly allocated and belongs to the
-// caller; batch shares the Builder's memory and stays valid until the next Flush.
-func (b *Builder) Flush() (batch *Batch, data []byte, err error) {
-	nObs, nRej := len(b.obs), len(b.rejects)
+// caller; batch shares the Builder's memory and stays valid until the next Flush or Reset.
+func (b *Builder) Flush() (batch *ColumnBatch, data []byte, err error) {
+	nObs, nRej := b.cols.Len(), len(b.rejects)
 	if nObs+nRej == 0 {
 		return nil, nil, nil
 	}
@@ -245,19 +259,22 @@ func (b *Builder) Flush() (batch *Batch, data []byte, err error) {
 		nObs = min(nObs, MaxBatchRows)
 		nRej = MaxBatchRows - nObs
 	}
-	estimate := -1 // the estimate of the rows tried; -1: not computed
-	var pre *dictIndexes
-	if nObs == len(b.obs) && nRej == len(b.rejects) {
-		// All the pending rows: the sizer's dictionaries are theirs.
-		estimate = b.est.size
-		pre = &dictIndexes{secs: b.est.secs.list, fields: b.est.fields.list, flags: b.est.flags.list,
-			sec: b.est.sec, field: b.est.field, flag: b.est.flag}
-	}
 	for {
-		b.batch = Batch{JobID: b.jobID, Program: b.program, Generation: b.generation,
-			Version: b.version, Seq: b.seq, Obs: b.obs[:nObs], Rejects: b.rejects[:nRej]}
-		size, err := b.encode(&b.batch, pre)
-		pre = nil // a smaller part is encoded with its own dictionaries
+		all := nObs == b.cols.Len() && nRej == len(b.rejects)
+		b.batch = ColumnBatch{JobID: b.jobID, Program: b.program, Generation: b.generation,
+			Version: b.version, Seq: b.seq, Rejects: b.rejects[:nRej]}
+		estimate := -1 // the estimate of the rows tried; -1: not computed
+		if all {
+			// All the pending rows: the sizer's dictionaries are theirs.
+			b.batch.Cols = b.cols
+			b.batch.Cols.Securities, b.batch.Cols.Fields, b.batch.Cols.Flags = b.est.secs.list, b.est.fields.list, b.est.flags.list
+			estimate = b.est.size
+		} else {
+			// A leading part, with dictionaries of its own.
+			rowsInto(&b.part, &b.partDicts, b.pending(), 0, nObs)
+			b.batch.Cols = b.part
+		}
+		size, err := b.encode(&b.batch)
 		if err == nil {
 			if estimate < 0 {
 				estimate = b.estimate(nObs, nRej)
@@ -286,7 +303,7 @@ func (b *Builder) Flush() (batch *Batch, data []byte, err error) {
 				r = 1
 			}
 		}
-		nObs, nRej, estimate = o, r, -1
+		nObs, nRej = o, r
 	}
 	data = make([]byte, len(b.out))
 	copy(data, b.out)
@@ -295,10 +312,31 @@ func (b *Builder) Flush() (batch *Batch, data []byte, err error) {
 	return &b.batch, data, nil
 }
 
-// encode encodes batch into b.out, with pre's dictionaries if not nil, returning the encoded
-// size, or ErrTooLarge with the size when that exceeds MaxMessageBytes.
-func (b *Builder) encode(batch *Batch, pre *dictIndexes) (int, error) {
-	if err := b.enc.encodeBodyWith(batch, pre); err != nil {
+// pending returns the pending observations with their dictionaries.
+func (b *Builder) pending() *obs.Columns {
+	c := b.cols
+	c.Securities, c.Fields, c.Flags = b.est.secs.list, b.est.fields.list, b.est.flags.list
+	return &c
+}
+
+// rowsInto makes dst rows [from, to) of src, with dictionaries of their own built in dicts
+// (each value once, in the order of first use).
+func rowsInto(dst *obs.Columns, dicts *[3]dict, src *obs.Columns, from, to int) {
+	for i := range dicts {
+		dicts[i].reset()
+	}
+	truncColumns(dst)
+	for i := from; i < to; i++ {
+		o := src.Row(i)
+		appendRow(dst, dicts[0].id(o.Security), dicts[1].id(o.Field), dicts[2].id(o.Flag), &o)
+	}
+	dst.Securities, dst.Fields, dst.Flags = dicts[0].list, dicts[1].list, dicts[2].list
+}
+
+// encode encodes batch into b.out, returning the encoded size, or ErrTooLarge with the size
+// when that exceeds MaxMessageBytes.
+func (b *Builder) encode(batch *ColumnBatch) (int, error) {
+	if err := b.enc.encodeColumns(batch); err != nil {
 		return 0, err
 	}
 	b.out = b.enc.appendMessage(b.out[:0])
@@ -312,8 +350,10 @@ func (b *Builder) encode(batch *Batch, pre *dictIndexes) (int, error) {
 func (b *Builder) estimate(nObs, nRej int) int {
 	var s sizer
 	s.reset(b.fixed())
-	for i := range b.obs[:nObs] {
-		s.add(&b.obs[i])
+	c := b.pending()
+	for i := range nObs {
+		o := c.Row(i)
+		s.add(&o)
 	}
 	for i := range b.rejects[:nRej] {
 		s.addReject(&b.rejects[i])
@@ -321,20 +361,37 @@ func (b *Builder) estimate(nObs, nRej int) int {
 	return s.size
 }
 
-// drop removes the leading rows, moving the rest to the spare arrays, which become the pending
-// ones; the dropped rows' arrays become the spares (and back the batch just handed out).
+// drop removes the leading rows. When they are all the pending rows (the common case), the
+// pending columns, dictionaries and rejects become the spares, which back the batch just
+// handed out, and the spares, emptied, become the pending ones. Otherwise the rest is gathered
+// again, with dictionaries of its own, in the spare arrays, which then become the pending ones.
 //
 // The spare arrays are not cleared: the rows added next overwrite them, so the strings they
-// keep alive are at most one more batch's (Reset clears them). Clearing them took a tenth of
-// the Builder's time.
+// keep alive are at most one more batch's (Reset clears them).
 func (b *Builder) drop(nObs, nRej int) {
-	restObs := append(b.spareObs[:0], b.obs[nObs:]...)
 	restRej := append(b.spareRejects[:0], b.rejects[nRej:]...)
-	b.spareObs, b.obs = b.obs, restObs
 	b.spareRejects, b.rejects = b.rejects, restRej
-	b.est.reset(b.fixed())
-	for i := range b.obs {
-		b.est.add(&b.obs[i])
+	if nObs == b.cols.Len() {
+		b.cols, b.spareCols = b.spareCols, b.cols
+		truncColumns(&b.cols)
+		b.est.secs, b.spareDicts[0] = b.spareDicts[0], b.est.secs
+		b.est.fields, b.spareDicts[1] = b.spareDicts[1], b.est.fields
+		b.est.flags, b.spareDicts[2] = b.spareDicts[2], b.est.flags
+		b.est.reset(b.fixed())
+	} else {
+		// Rare: a batch came out too large. The rest is copied out, then added again to the
+		// emptied sizer and columns (the part handed out has arrays of its own).
+		src := b.pending()
+		var rest obs.Columns
+		restDicts := [3]dict{newDict(), newDict(), newDict()}
+		rowsInto(&rest, &restDicts, src, nObs, src.Len())
+		b.est.reset(b.fixed())
+		truncColumns(&b.cols)
+		for i := range rest.Len() {
+			o := rest.Row(i)
+			sec, field, flag := b.est.add(&o)
+			appendRow(&b.cols, sec, field, flag, &o)
+		}
 	}
 	for i := range b.rejects {
 		b.est.addReject(&b.rejects[i])

@@ -25,14 +25,26 @@ func randomString(seed uint64, n int) string {
 func drain(t *testing.T, bl *Builder, rows []obs.Observation, rejects []obs.Reject) []Batch {
 	t.Helper()
 	var out []Batch
+	// The batch handed out last, and its rows then: it must stay as it was while the next
+	// batch's rows are added.
+	var last *ColumnBatch
+	var lastRows Batch
 	take := func() {
-		batch, data, err := bl.Flush()
+		if last != nil {
+			var now Batch
+			last.rows(&now)
+			sameBatch(t, &now, &lastRows)
+		}
+		cb, data, err := bl.Flush()
 		if err != nil {
 			t.Fatalf("Flush: %v", err)
 		}
-		if batch == nil {
+		if cb == nil {
 			t.Fatal("Flush returned no batch with rows pending")
 		}
+		batch := new(Batch)
+		cb.rows(batch)
+		last, lastRows = cb, *batch
 		if len(data) > MaxMessageBytes {
 			t.Fatalf("batch %d: %d bytes, bound %d", batch.Seq, len(data), MaxMessageBytes)
 		}
@@ -280,9 +292,9 @@ func TestEstimateIsUpperBound(t *testing.T) {
 				bl.AddReject(&obs.Reject{Line: r.Int64() - r.Int64(), Raw: randomString(uint64(i), r.IntN(100)), Reason: "x"})
 			}
 		}
-		b := Batch{JobID: bl.jobID, Program: bl.program, Generation: bl.generation, Version: bl.version,
-			Seq: r.IntN(1 << 30), Obs: bl.obs, Rejects: bl.rejects}
-		if err := e.encodeBody(&b); err != nil {
+		b := ColumnBatch{JobID: bl.jobID, Program: bl.program, Generation: bl.generation, Version: bl.version,
+			Seq: r.IntN(1 << 30), Cols: *bl.pending(), Rejects: bl.rejects}
+		if err := e.encodeColumns(&b); err != nil {
 			t.Fatal(err)
 		}
 		if bl.est.size < len(e.body) {

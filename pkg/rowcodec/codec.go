@@ -170,9 +170,9 @@ var encoderPool = sync.Pool{New: func() any { return newEncoder() }}
 
 // encoder holds the scratch memory of encoding, reused across batches.
 type encoder struct {
-	secs, fields, flags   dict
-	secIdx, fieldIdx, flg []uint32
-	fieldExp              []uint8
+	secs, fields, flags dict
+	cols                obs.Columns // Encode's batch, gathered into columns
+	fieldExp            []uint8
 	// mantissas found in the first pass, and the exponent they were found at: most are still
 	// valid at the field's final exponent, which saves computing them again.
 	mants        []int64
@@ -249,64 +249,63 @@ func decimalAt(v float64, e uint8) (int64, bool) {
 	return mi, math.Float64bits(float64(mi)/pow10[e]) == math.Float64bits(v)
 }
 
-// dictIndexes are the dictionaries of a batch's security, field and flag columns, with each
-// row's index in them: the Builder's sizer computes them as rows are added, and the encoder
-// takes them instead of computing them again.
-type dictIndexes struct {
-	secs, fields, flags []string // in the order of first use
-	sec, field, flag    []uint32 // row i's index
-}
-
-// encodeBody writes b's body into e.body.
-func (e *encoder) encodeBody(b *Batch) error { return e.encodeBodyWith(b, nil) }
-
-// encodeBodyWith writes b's body into e.body, taking the dictionaries and indexes from pre
-// when it is not nil; they must be those of b's observations, as encodeBody would compute them.
-func (e *encoder) encodeBodyWith(b *Batch, pre *dictIndexes) error {
-	if b.Generation < 0 || b.Seq < 0 {
-		return fmt.Errorf("negative generation %d or seq %d", b.Generation, b.Seq)
-	}
+// encodeBody writes b's body into e.body: it gathers b's observations into columns, with
+// the dictionaries in the order of first use, and encodes those (encodeColumns).
+func (e *encoder) encodeBody(b *Batch) error {
 	if n := len(b.Obs) + len(b.Rejects); n > MaxBatchRows {
 		return fmt.Errorf("%d rows, limit %d: %w", n, MaxBatchRows, ErrTooLarge)
 	}
-	e.fieldExp = e.fieldExp[:0]
-	e.mants, e.mantExps = e.mants[:0], e.mantExps[:0]
-	var d dictIndexes
-	if pre != nil {
-		d = *pre
-		e.fieldExp = grow(e.fieldExp, len(d.fields))
-		clear(e.fieldExp)
-	} else {
-		e.secs.reset()
-		e.fields.reset()
-		e.flags.reset()
-		e.secIdx, e.fieldIdx, e.flg = e.secIdx[:0], e.fieldIdx[:0], e.flg[:0]
-	}
-
-	// Pass 1: dictionaries (unless given), and for each field the exponent that makes its
-	// numbers decimals.
+	e.secs.reset()
+	e.fields.reset()
+	e.flags.reset()
+	c := &e.cols
+	c.Security, c.Field, c.Flag = c.Security[:0], c.Field[:0], c.Flag[:0]
+	c.Date, c.Kind, c.Num, c.Str = c.Date[:0], c.Kind[:0], c.Num[:0], c.Str[:0]
 	for i := range b.Obs {
 		o := &b.Obs[i]
-		if o.Kind > obs.Bulk {
-			return fmt.Errorf("observation %d: unknown kind %d", i, o.Kind)
+		appendRow(c, e.secs.id(o.Security), e.fields.id(o.Field), e.flags.id(o.Flag), o)
+	}
+	c.Securities, c.Fields, c.Flags = e.secs.list, e.fields.list, e.flags.list
+	cb := ColumnBatch{JobID: b.JobID, Program: b.Program, Generation: b.Generation, Version: b.Version,
+		Seq: b.Seq, Cols: *c, Rejects: b.Rejects}
+	err := e.encodeColumns(&cb)
+	clear(c.Str) // no references to the batch's strings in the pooled encoder
+	return err
+}
+
+// appendRow appends o to c, with the given dictionary indexes.
+func appendRow(c *obs.Columns, sec, field, flag uint32, o *obs.Observation) {
+	c.Security, c.Field, c.Flag = append(c.Security, sec), append(c.Field, field), append(c.Flag, flag)
+	c.Date, c.Kind, c.Num, c.Str = append(c.Date, o.Date), append(c.Kind, o.Kind), append(c.Num, o.Num), append(c.Str, o.Str)
+}
+
+// encodeColumns writes b's body into e.body. b's dictionaries must list each value once, in
+// the order of the rows' first use of it (as encodeBody and the Builder make them), for the
+// encoding of a batch to be one and the same whoever made it.
+func (e *encoder) encodeColumns(b *ColumnBatch) error {
+	if b.Generation < 0 || b.Seq < 0 {
+		return fmt.Errorf("negative generation %d or seq %d", b.Generation, b.Seq)
+	}
+	c := &b.Cols
+	nObs := c.Len()
+	if n := nObs + len(b.Rejects); n > MaxBatchRows {
+		return fmt.Errorf("%d rows, limit %d: %w", n, MaxBatchRows, ErrTooLarge)
+	}
+	e.fieldExp = grow(e.fieldExp[:0], len(c.Fields))
+	clear(e.fieldExp)
+	e.mants, e.mantExps = e.mants[:0], e.mantExps[:0]
+
+	// Pass 1: for each field, the exponent that makes its numbers decimals.
+	for i, k := range c.Kind {
+		if k > obs.Bulk {
+			return fmt.Errorf("observation %d: unknown kind %d", i, k)
 		}
-		var fi uint32
-		if pre != nil {
-			fi = d.field[i]
-		} else {
-			e.secIdx = append(e.secIdx, e.secs.id(o.Security))
-			fi = e.fields.id(o.Field)
-			e.fieldIdx = append(e.fieldIdx, fi)
-			if int(fi) == len(e.fieldExp) {
-				e.fieldExp = append(e.fieldExp, 0)
-			}
-			e.flg = append(e.flg, e.flags.id(o.Flag))
-		}
-		if o.Kind == obs.Number {
+		if k == obs.Number {
+			fi, v := c.Field[i], c.Num[i]
 			ex := e.fieldExp[fi]
-			m, ok := decimalAt(o.Num, ex)
+			m, ok := decimalAt(v, ex)
 			for x := ex + 1; !ok && x <= maxExp; x++ {
-				if m, ok = decimalAt(o.Num, x); ok {
+				if m, ok = decimalAt(v, x); ok {
 					ex = x
 					e.fieldExp[fi] = x
 				}
@@ -318,10 +317,6 @@ func (e *encoder) encodeBodyWith(b *Batch, pre *dictIndexes) error {
 			e.mantExps = append(e.mantExps, ex)
 		}
 	}
-	if pre == nil {
-		d = dictIndexes{secs: e.secs.list, fields: e.fields.list, flags: e.flags.list,
-			sec: e.secIdx, field: e.fieldIdx, flag: e.flg}
-	}
 
 	body := e.body[:0]
 	body = appendStr(body, b.JobID)
@@ -329,22 +324,21 @@ func (e *encoder) encodeBodyWith(b *Batch, pre *dictIndexes) error {
 	body = binary.AppendUvarint(body, uint64(b.Generation))
 	body = binary.AppendUvarint(body, b.Version)
 	body = binary.AppendUvarint(body, uint64(b.Seq))
-	body = binary.AppendUvarint(body, uint64(len(b.Obs)))
+	body = binary.AppendUvarint(body, uint64(nObs))
 	body = binary.AppendUvarint(body, uint64(len(b.Rejects)))
 
-	body = appendDict(body, d.secs)
-	body = appendIndexes(body, d.sec)
-	body = appendDict(body, d.fields)
+	body = appendDict(body, c.Securities)
+	body = appendIndexes(body, c.Security)
+	body = appendDict(body, c.Fields)
 	body = append(body, e.fieldExp...)
-	body = appendIndexes(body, d.field)
-	body = appendDict(body, d.flags)
-	body = appendIndexes(body, d.flag)
+	body = appendIndexes(body, c.Field)
+	body = appendDict(body, c.Flags)
+	body = appendIndexes(body, c.Flag)
 
 	var prev int64
-	for i := range b.Obs {
-		d := int64(b.Obs[i].Date)
-		body = binary.AppendVarint(body, d-prev)
-		prev = d
+	for _, d := range c.Date {
+		body = binary.AppendVarint(body, int64(d)-prev)
+		prev = int64(d)
 	}
 
 	// Kinds, with the numbers' streams gathered on the side.
@@ -355,14 +349,13 @@ func (e *encoder) encodeBodyWith(b *Batch, pre *dictIndexes) error {
 	clear(last)
 	mant, floats := e.mant[:0], e.floats[:0]
 	j := 0 // index in e.mants
-	for i := range b.Obs {
-		o := &b.Obs[i]
-		k := byte(o.Kind)
-		if o.Kind == obs.Number {
-			fi := d.field[i]
+	for i, kind := range c.Kind {
+		k := byte(kind)
+		if kind == obs.Number {
+			fi := c.Field[i]
 			m, ok := e.mants[j], true
 			if ex := e.fieldExp[fi]; e.mantExps[j] != ex {
-				m, ok = decimalAt(o.Num, ex)
+				m, ok = decimalAt(c.Num[i], ex)
 			}
 			j++
 			if ok {
@@ -370,7 +363,7 @@ func (e *encoder) encodeBodyWith(b *Batch, pre *dictIndexes) error {
 				last[fi] = m
 			} else {
 				k = wireFloat
-				floats = binary.LittleEndian.AppendUint64(floats, math.Float64bits(o.Num))
+				floats = binary.LittleEndian.AppendUint64(floats, math.Float64bits(c.Num[i]))
 			}
 		}
 		body = append(body, k)
@@ -379,9 +372,9 @@ func (e *encoder) encodeBodyWith(b *Batch, pre *dictIndexes) error {
 	body = append(body, floats...)
 	e.mant, e.floats = mant, floats
 
-	for i := range b.Obs {
-		if k := b.Obs[i].Kind; k == obs.String || k == obs.Bulk {
-			body = appendStr(body, b.Obs[i].Str)
+	for i, k := range c.Kind {
+		if k == obs.String || k == obs.Bulk {
+			body = appendStr(body, c.Str[i])
 		}
 	}
 	for i := range b.Rejects {

@@ -11,7 +11,7 @@ import (
 func Example() {
 	bl := rowcodec.NewBuilder("eod-prices-20261125t045724z-k3qa", "gethistory", 0, 1)
 	var messages [][]byte
-	publish := func(b *rowcodec.Batch, data []byte, err error) {
+	publish := func(b *rowcodec.ColumnBatch, data []byte, err error) {
 		if err != nil {
 			panic(err) // in the transformer: fail the message
 		}

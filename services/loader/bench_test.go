@@ -27,7 +27,7 @@ func BenchmarkDecodeInsert(b *testing.B) {
 	flush := func() error {
 		batch, data, err := bl.Flush()
 		items = append(items, &pendingBatch{hdr: rowcodec.Header{JobID: "bench-job", Seq: len(items),
-			Observations: len(batch.Obs)}, data: data, done: make(chan error, 1)})
+			Observations: batch.Cols.Len()}, data: data, done: make(chan error, 1)})
 		return err
 	}
 	nobs := 0
