@@ -172,9 +172,9 @@ func (s *sizer) addReject(r *obs.Reject) {
 
 func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
 
-// Add appends o to the pending rows, column by column. It refuses, with ErrTooLarge, an observation
-// whose strings exceed MaxObservationBytes (no batch could carry it), and one of an unknown
-// Kind.
+// Add appends o to the pending rows, column by column. It refuses, with ErrTooLarge, an
+// observation whose strings exceed MaxObservationBytes (no batch could carry it), and one of
+// an unknown Kind.
 func (b *Builder) Add(o *obs.Observation) error {
 	if o.Kind > obs.Bulk {
 		return fmt.Errorf("add observation %s %s %s: unknown kind %d", o.Security, o.Field, o.Date, o.Kind)
