@@ -373,8 +373,8 @@ func (s *Store) insertRejects(ctx context.Context, r *rejectColumns, now time.Ti
 
 // blockRows is how many rows go to the server in one block of an INSERT. The server squashes
 // an INSERT's blocks into blocks of about a million rows before it writes parts (the
-// MergeTreeDataWriterBlocks counter of bench/cmd/mpbench's legs shows one part per month per
-// 500,000-row INSERT), so the block size sets the client's memory, not the parts. For the
+// MergeTreeDataWriterBlocks counter of bench/cmd/mpbench's legs shows one part per partition
+// (year) per 500,000-row INSERT), so the block size sets the client's memory, not the parts. For the
 // driver, whose column buffers keep their capacity from one block to the next, it bounds
 // them (for one block of a million rows they take about 1 GB). Measured with the loader and
 // memory legs of bench/cmd/mpbench through the driver (two INSERTs at once, gctrace):

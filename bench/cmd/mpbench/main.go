@@ -348,7 +348,7 @@ func (b *bench) chEvents(ctx context.Context) map[string]uint64 {
 		return nil
 	}
 	defer conn.Close()
-	rows, err := conn.Query(ctx, "SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows', 'MergeTreeDataWriterBlocks', 'MergeTreeDataWriterBlocksAlreadySorted', 'Merge', 'MergedRows')")
+	rows, err := conn.Query(ctx, "SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows', 'MergeTreeDataWriterBlocks', 'MergeTreeDataWriterBlocksAlreadySorted', 'Merge', 'MergedRows', 'Query', 'SelectQuery', 'SelectedRows', 'MergedUncompressedBytes')")
 	if err != nil {
 		return nil
 	}
