@@ -8,6 +8,8 @@ import (
 	"log"
 	"maps"
 	"math"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -25,8 +27,10 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/obs"
 	"github.com/marketpipe/marketpipe/pkg/rowcodec"
+	"github.com/marketpipe/marketpipe/pkg/vendor"
 	"github.com/marketpipe/marketpipe/services/collector"
 	"github.com/marketpipe/marketpipe/services/transformer"
+	"github.com/marketpipe/marketpipe/services/vendorsim"
 )
 
 // runID makes job ids unique across runs against the same servers.
@@ -83,8 +87,13 @@ func (b *bench) directRun(ctx context.Context, label, db string, workers int) (t
 	if err := st.Migrate(ctx); err != nil {
 		return 0, err
 	}
+	f, err := os.Open(b.refPath)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
 	t0 := time.Now()
-	rows, err := directLoad(ctx, st, b.refPath, "bench-direct-"+runID, uint64(time.Now().UnixNano()), workers)
+	rows, err := directLoad(ctx, st, f, "bench-direct-"+runID, uint64(time.Now().UnixNano()), workers)
 	d := time.Since(t0)
 	if err != nil {
 		return 0, err
@@ -98,6 +107,79 @@ func (b *bench) directRun(ctx context.Context, label, db string, workers int) (t
 		b.res.DirectS = round(d.Seconds(), 3)
 		b.res.DirectRowsPerS = round(float64(rows)/d.Seconds(), 0)
 		b.res.DirectWorkers = workers
+	}
+	return d, nil
+}
+
+// directDownloadRun is the direct run as a script that fetches the file from the vendor runs
+// it: this process downloads the reference job's reply from a simulator of its own through
+// pkg/vendor (gzip, the SHA-512 checked), parses it as it arrives and inserts it, two INSERTs
+// at a time, into a fresh database db. It is timed from the download's start, as the pipeline
+// is from "ready"; the simulator prepares the file before, when it is first listed.
+func (b *bench) directDownloadRun(ctx context.Context, label, db string) (time.Duration, error) {
+	b.settle(ctx)
+	st, err := chstore.Open(ctx, chstore.Config{Addr: b.ch.Addr(), Database: db, NoCompression: b.res.CHCompression == "none"})
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		return 0, err
+	}
+	sim := vendorsim.NewServer(vendorsim.Options{Account: vendorsim.DefaultAccount, Seed: simSeed, RunDate: runDate.Time()})
+	defer sim.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	vc, err := vendor.New(vendor.Config{BaseURL: "http://" + ln.Addr().String() + vendorsim.Prefix})
+	if err != nil {
+		return 0, err
+	}
+	s := b.refSpec
+	id := fmt.Sprintf("benchdl%s%d", runID, time.Now().UnixNano()%1e6) // HAPI: 1 to 21 letters or digits
+	if err := vc.Submit(ctx, vendor.Request{Identifier: id, Title: s.Name, Program: s.Program,
+		Securities: s.Securities, Fields: s.Fields, Start: s.Start, End: s.End}); err != nil {
+		return 0, fmt.Errorf("%s: submit: %w", label, err)
+	}
+	var out *vendor.Output
+	for out == nil {
+		if out, err = vc.Output(ctx, id); err != nil {
+			return 0, fmt.Errorf("%s: output: %w", label, err)
+		}
+		if out == nil {
+			select {
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	t0 := time.Now()
+	body, err := vc.Download(ctx, out.Key, out.Digest)
+	if err != nil {
+		return 0, fmt.Errorf("%s: download: %w", label, err)
+	}
+	rows, err := directLoad(ctx, st, body, "bench-direct-dl-"+runID, uint64(time.Now().UnixNano()), 2)
+	if err == nil {
+		// The parser stops at the file's last line; the digest is checked at the body's end.
+		_, err = io.Copy(io.Discard, body)
+	}
+	body.Close()
+	d := time.Since(t0)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", label, err)
+	}
+	log.Printf("%s: download, parse + insert (%d-row INSERTs, 2 at a time, overlapping the download): %d observations in %.2fs = %.0f obs/s",
+		label, directRows, rows, d.Seconds(), float64(rows)/d.Seconds())
+	if cnt, err := st.CountObservations(ctx, false); err != nil || cnt != uint64(b.refObs) {
+		return 0, fmt.Errorf("%s: %d rows in %s.observations (%v), want %d", label, cnt, db, err, b.refObs)
+	}
+	if b.res.DirectDownloadS == 0 || d.Seconds() < b.res.DirectDownloadS {
+		b.res.DirectDownloadS = round(d.Seconds(), 3)
 	}
 	return d, nil
 }
@@ -125,15 +207,10 @@ func parseOnly(path string) (int64, error) {
 	}
 }
 
-// directLoad parses path and inserts its observations in INSERTs of directRows rows, the parse
-// of the next INSERT overlapping the current one.
-func directLoad(ctx context.Context, st *chstore.Store, path, jobID string, version uint64, workers int) (int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	rd, err := dlformat.NewReader(f)
+// directLoad parses the reply file r gives and inserts its observations in INSERTs of
+// directRows rows, the parse of the next INSERT overlapping the current one.
+func directLoad(ctx context.Context, st *chstore.Store, r io.Reader, jobID string, version uint64, workers int) (int64, error) {
+	rd, err := dlformat.NewReader(r)
 	if err != nil {
 		return 0, err
 	}
@@ -240,6 +317,10 @@ func (b *bench) legPipeline(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		ddl, err := b.directDownloadRun(ctx, fmt.Sprintf("pipeline: run %d: direct from the vendor just before", i+1), fmt.Sprintf("bench_paired_dl%d", i))
+		if err != nil {
+			return err
+		}
 		b.dropDatabases(ctx)
 		b.settle(ctx)
 		// This process's profile shows the simulator's work (it serves the downloads).
@@ -253,6 +334,7 @@ func (b *bench) legPipeline(ctx context.Context) error {
 			return err
 		}
 		b.res.RatioPairs = append(b.res.RatioPairs, round(r.d.Seconds()/dd.Seconds(), 3))
+		b.res.RatioDownloadPairs = append(b.res.RatioDownloadPairs, round(r.d.Seconds()/ddl.Seconds(), 3))
 		log.Printf("pipeline: run %d: %d observations ready → loaded in %.2fs = %.0f obs/s (submit → loaded %.2fs); stages (ms): %v",
 			i+1, b.refObs, r.d.Seconds(), float64(b.refObs)/r.d.Seconds(), r.submit.Seconds(), r.stages)
 		log.Printf("pipeline: run %d: CPU seconds during the job: %v; peak RSS MB: %v; ClickHouse's events: %v", i+1, r.cpu, r.rss, r.chEvents)

@@ -5,7 +5,9 @@
 //     columnar INSERTs (the practical limit);
 //  2. pipeline: the same file through the five stages as separate processes over NATS, from
 //     the vendor's "ready" to loaded (and from submit), the better of two runs on fresh
-//     clusters, and the ratio pipeline / direct;
+//     clusters, and the ratio pipeline / direct; each run also follows a direct run that
+//     downloads the file from the vendor simulator first, as a script would
+//     (ratio_download: the pipeline against the same job done end to end in one process);
 //  3. loader leg: observations per second from JetStream into ClickHouse (batches published
 //     first, then the loader alone is timed);
 //  4. poller: CPU used by the poller for 10,000 pending vendor requests polled every 30 s;
@@ -90,17 +92,23 @@ type Result struct {
 
 	CHCompression string `json:"clickhouse_compression"` // of every INSERT, direct and loader
 
-	DirectS          float64            `json:"direct_s"`
-	DirectRowsPerS   float64            `json:"direct_rows_per_s"`
-	DirectParseS     float64            `json:"direct_parse_only_s"`
-	DirectWorkers    int                `json:"direct_insert_workers"`
-	PipelineS        float64            `json:"pipeline_s"`
-	PipelineSubmitS  float64            `json:"pipeline_submit_s"`
-	Ratio            float64            `json:"ratio"`
-	RatioPairs       []float64          `json:"ratio_pairs"` // each pipeline run / the direct run just before it
-	PipelineStagesMS map[string]float64 `json:"pipeline_stage_ms,omitempty"`
-	PipelineCPUS     map[string]float64 `json:"pipeline_cpu_s,omitempty"`
-	PipelineRSSMB    map[string]float64 `json:"pipeline_rss_mb,omitempty"`
+	DirectS         float64   `json:"direct_s"`
+	DirectRowsPerS  float64   `json:"direct_rows_per_s"`
+	DirectParseS    float64   `json:"direct_parse_only_s"`
+	DirectWorkers   int       `json:"direct_insert_workers"`
+	PipelineS       float64   `json:"pipeline_s"`
+	PipelineSubmitS float64   `json:"pipeline_submit_s"`
+	Ratio           float64   `json:"ratio"`
+	RatioPairs      []float64 `json:"ratio_pairs"` // each pipeline run / the direct run just before it
+	// DirectDownloadS is the best direct run that also downloads the file from the vendor
+	// (directDownloadRun), and RatioDownload the pipeline's best over it: the pipeline against
+	// a script doing the same job end to end. RatioDownloadPairs pairs the runs as RatioPairs.
+	DirectDownloadS    float64            `json:"direct_download_s"`
+	RatioDownload      float64            `json:"ratio_download"`
+	RatioDownloadPairs []float64          `json:"ratio_download_pairs"`
+	PipelineStagesMS   map[string]float64 `json:"pipeline_stage_ms,omitempty"`
+	PipelineCPUS       map[string]float64 `json:"pipeline_cpu_s,omitempty"`
+	PipelineRSSMB      map[string]float64 `json:"pipeline_rss_mb,omitempty"`
 
 	LoaderRowsPerS float64 `json:"loader_rows_per_s"`
 	LoaderVsDirect float64 `json:"loader_vs_direct"`
@@ -271,6 +279,9 @@ func run() int {
 	}
 	if b.res.DirectS > 0 && b.res.PipelineS > 0 {
 		b.res.Ratio = round(b.res.PipelineS/b.res.DirectS, 3)
+	}
+	if b.res.DirectDownloadS > 0 && b.res.PipelineS > 0 {
+		b.res.RatioDownload = round(b.res.PipelineS/b.res.DirectDownloadS, 3)
 	}
 	if b.res.DirectRowsPerS > 0 && b.res.LoaderRowsPerS > 0 {
 		b.res.LoaderVsDirect = round(b.res.LoaderRowsPerS/b.res.DirectRowsPerS, 3)
