@@ -231,17 +231,7 @@ func (c *cluster) submit(ctx context.Context, id string, spec events.Spec) (even
 }
 
 // store opens the leg's ClickHouse database, creating the schema.
-func (c *cluster) store(ctx context.Context) (*chstore.Store, error) {
-	st, err := chstore.Open(ctx, chstore.Config{Addr: c.b.ch.Addr(), Database: c.db})
-	if err != nil {
-		return nil, err
-	}
-	if err := st.Migrate(ctx); err != nil {
-		st.Close()
-		return nil, err
-	}
-	return st, nil
-}
+func (c *cluster) store(ctx context.Context) (*chstore.Store, error) { return c.b.openStore(ctx, c.db) }
 
 // startPipeline starts the five stages, one process each.
 func (c *cluster) startPipeline() (map[string]*proc, error) {

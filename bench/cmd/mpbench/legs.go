@@ -74,19 +74,35 @@ func (b *bench) legDirect(ctx context.Context) error {
 	return nil
 }
 
+// directStore waits for ClickHouse to be idle and opens a fresh database db for a direct run.
+func (b *bench) directStore(ctx context.Context, db string) (*chstore.Store, error) {
+	b.settle(ctx)
+	return b.openStore(ctx, db)
+}
+
+// openStore opens the database db, creating the schema, with the INSERTs' compression of the
+// run.
+func (b *bench) openStore(ctx context.Context, db string) (*chstore.Store, error) {
+	st, err := chstore.Open(ctx, chstore.Config{Addr: b.ch.Addr(), Database: db, NoCompression: b.res.CHCompression == "none"})
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Migrate(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
 // directRun parses the reference file and inserts it into a fresh database db with workers
 // INSERTs at a time, once ClickHouse is idle, and logs it under label; the result counts
 // towards direct_s if it is the best so far.
 func (b *bench) directRun(ctx context.Context, label, db string, workers int) (time.Duration, error) {
-	b.settle(ctx)
-	st, err := chstore.Open(ctx, chstore.Config{Addr: b.ch.Addr(), Database: db, NoCompression: b.res.CHCompression == "none"})
+	st, err := b.directStore(ctx, db)
 	if err != nil {
 		return 0, err
 	}
 	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		return 0, err
-	}
 	f, err := os.Open(b.refPath)
 	if err != nil {
 		return 0, err
@@ -117,15 +133,11 @@ func (b *bench) directRun(ctx context.Context, label, db string, workers int) (t
 // at a time, into a fresh database db. It is timed from the download's start, as the pipeline
 // is from "ready"; the simulator prepares the file before, when it is first listed.
 func (b *bench) directDownloadRun(ctx context.Context, label, db string) (time.Duration, error) {
-	b.settle(ctx)
-	st, err := chstore.Open(ctx, chstore.Config{Addr: b.ch.Addr(), Database: db, NoCompression: b.res.CHCompression == "none"})
+	st, err := b.directStore(ctx, db)
 	if err != nil {
 		return 0, err
 	}
 	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		return 0, err
-	}
 	sim := vendorsim.NewServer(vendorsim.Options{Account: vendorsim.DefaultAccount, Seed: simSeed, RunDate: runDate.Time()})
 	defer sim.Close()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
