@@ -108,14 +108,17 @@ func (b *bench) directRun(ctx context.Context, label, db string, workers int) (t
 		return 0, err
 	}
 	defer f.Close()
-	t0 := time.Now()
+	t0, self0, ch0 := time.Now(), selfCPU(), b.chCPU()
 	rows, err := directLoad(ctx, st, f, "bench-direct-"+runID, uint64(time.Now().UnixNano()), workers)
 	d := time.Since(t0)
 	if err != nil {
 		return 0, err
 	}
-	log.Printf("%s: parse + insert (%d-row INSERTs, %d at a time, overlapping the parse): %d observations in %.2fs = %.0f obs/s",
-		label, directRows, workers, rows, d.Seconds(), float64(rows)/d.Seconds())
+	// The CPU of this process (parse and blocks) and of the server, against the run's time:
+	// how much of the two cores the direct run leaves idle.
+	self, ch := selfCPU()-self0, b.chCPU()-ch0
+	log.Printf("%s: parse + insert (%d-row INSERTs, %d at a time, overlapping the parse): %d observations in %.2fs = %.0f obs/s; CPU: this process %.2f s, clickhouse-server %.2f s (%.2f cores)",
+		label, directRows, workers, rows, d.Seconds(), float64(rows)/d.Seconds(), self.Seconds(), ch.Seconds(), (self+ch).Seconds()/d.Seconds())
 	if cnt, err := st.CountObservations(ctx, false); err != nil || cnt != uint64(b.refObs) {
 		return 0, fmt.Errorf("direct: %d rows in %s.observations (%v), want %d", cnt, db, err, b.refObs)
 	}
