@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sync"
 
 	"github.com/marketpipe/marketpipe/pkg/chinsert"
 	"github.com/marketpipe/marketpipe/pkg/obs"
@@ -57,7 +56,7 @@ type blockSink struct {
 
 func (k *blockSink) add(ctx context.Context, b *Batch) error {
 	if k.rows == nil {
-		k.rows = obsRowsPool.Get().(*obsRows)
+		k.rows = getObsRows()
 	}
 	for i, n := 0, b.observations(); i < n; {
 		take := min(n-i, sortRows-k.rows.n)
@@ -116,7 +115,7 @@ func (k *blockSink) finish(ctx context.Context) error {
 func (k *blockSink) close() {
 	if k.rows != nil {
 		k.rows.reset()
-		obsRowsPool.Put(k.rows)
+		putObsRows(k.rows)
 		k.rows = nil
 	}
 	if k.conn != nil {
@@ -162,7 +161,30 @@ type batchConsts struct {
 	versionEnc       [8]byte
 }
 
-var obsRowsPool = sync.Pool{New: func() any { return &obsRows{} }}
+// freeObsRows keeps the buffers of the last INSERTs' rows for the next ones. Not a sync.Pool:
+// a pool drops what it holds at the second garbage collection after a Put, and the loader,
+// which collects several times between two INSERTs, grew the buffers (about 12 MB at
+// sortRows rows) anew for every INSERT: growing them was a tenth of its CPU on the pipeline
+// (runtime.growslice, in bench/cmd/mpbench's profiles). It keeps as many as two INSERTs at a
+// time need (the loader's and the direct leg's default); more are left to the collector.
+var freeObsRows = make(chan *obsRows, 2)
+
+func getObsRows() *obsRows {
+	select {
+	case r := <-freeObsRows:
+		return r
+	default:
+		return &obsRows{}
+	}
+}
+
+// putObsRows keeps r, emptied, for getObsRows if there is room.
+func putObsRows(r *obsRows) {
+	select {
+	case freeObsRows <- r:
+	default:
+	}
+}
 
 // reset empties the rows, keeping the buffers.
 func (r *obsRows) reset() {

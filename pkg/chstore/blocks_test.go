@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -293,5 +294,28 @@ func TestObsRowsColumns(t *testing.T) {
 		if !reflect.DeepEqual(want[k], got[k]) {
 			t.Errorf("columns gave another %s:\nobservations: %v\ncolumns:      %v", k, want[k], got[k])
 		}
+	}
+}
+
+// The rows' buffers outlive garbage collections between INSERTs (a sync.Pool drops them at
+// the second), so an INSERT does not grow them anew.
+func TestObsRowsKeptAcrossCollections(t *testing.T) {
+	for len(freeObsRows) > 0 { // what other tests left
+		<-freeObsRows
+	}
+	r := getObsRows()
+	r.num = append(r.num, make([]byte, 1<<20)...)
+	r.reset()
+	putObsRows(r)
+	runtime.GC()
+	runtime.GC()
+	if got := getObsRows(); got != r || cap(got.num) < 1<<20 {
+		t.Fatalf("after two collections got %p with %d bytes of num, want %p with its 1 MiB kept", got, cap(got.num), r)
+	}
+	putObsRows(r)
+	putObsRows(&obsRows{})
+	putObsRows(&obsRows{}) // beyond the two kept: dropped
+	if n := len(freeObsRows); n != 2 {
+		t.Errorf("%d rows kept, want at most 2", n)
 	}
 }
