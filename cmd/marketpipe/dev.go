@@ -94,6 +94,11 @@ func runDev(ctx context.Context, lookup config.Lookup, o devOptions, logOut io.W
 	}
 	defer stopCH()
 	cfg.ClickHouse.Addr = chAddr
+	if _, set := lookup("CLICKHOUSE_COMPRESSION"); !set && isLoopback(chAddr) {
+		// LZ4 would cost the loader and the server CPU for bytes that never leave the host.
+		cfg.ClickHouse.Compression = "none"
+		fmt.Fprintf(logOut, "dev: INSERTs to %s without LZ4 (CLICKHOUSE_COMPRESSION=none; set it to lz4 to compress)\n", chAddr)
+	}
 
 	if _, set := lookup("VENDOR_URL"); !set {
 		simURL, stopSim, err := startSimulator(o.sim)
@@ -187,6 +192,19 @@ func ensureClickHouse(ctx context.Context, addr, dir string, logOut io.Writer) (
 			fmt.Fprintf(logOut, "dev: stop clickhouse-server: %v\n", err)
 		}
 	}, nil
+}
+
+// isLoopback reports whether addr (host:port) names this host's loopback interface.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // startSimulator serves the vendor simulator on a free loopback port.
