@@ -350,16 +350,17 @@ func (b *bench) settle(ctx context.Context) {
 }
 
 // chEvents reads ClickHouse's counters of INSERTs, parts written (and how many of them came
-// already sorted by the table's key, which spares the server a sort) and merges
-// (system.events), so that a leg's log tells how many INSERTs it made and how much work they
-// caused; nil if they cannot be read.
+// already sorted by the table's key, which spares the server a sort), merges, and the
+// buffers, page faults and user and system CPU of its queries (system.events), so that a
+// leg's log tells how many INSERTs it made and how much work they caused; nil if they cannot
+// be read.
 func (b *bench) chEvents(ctx context.Context) map[string]uint64 {
 	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{b.ch.Addr()}, DialTimeout: 5 * time.Second})
 	if err != nil {
 		return nil
 	}
 	defer conn.Close()
-	rows, err := conn.Query(ctx, "SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows', 'MergeTreeDataWriterBlocks', 'MergeTreeDataWriterBlocksAlreadySorted', 'Merge', 'MergedRows', 'Query', 'SelectQuery', 'SelectedRows', 'MergedUncompressedBytes')")
+	rows, err := conn.Query(ctx, "SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows', 'MergeTreeDataWriterBlocks', 'MergeTreeDataWriterBlocksAlreadySorted', 'Merge', 'MergedRows', 'Query', 'SelectQuery', 'SelectedRows', 'MergedUncompressedBytes', 'IOBufferAllocBytes', 'SoftPageFaults', 'UserTimeMicroseconds', 'SystemTimeMicroseconds')")
 	if err != nil {
 		return nil
 	}
