@@ -56,7 +56,11 @@ func TestVendorFaults(t *testing.T) {
 		Account: vendorsim.DefaultAccount, ReadyAfter: 500 * time.Millisecond, Seed: simSeed, RunDate: runDate.Time(),
 		Credentials: creds, Layouts: layouts,
 		Faults: vendorsim.Faults{Rate429: 0.08, Rate503: 0.08, RetryAfter: time.Second, ResetRate: 0.05,
-			TruncateRate: 0.3, CorruptRate: 0.3, SlowBody: 2 * time.Millisecond},
+			TruncateRate: 0.3, CorruptRate: 0.3, SlowBody: 2 * time.Millisecond,
+			// Half the downloads are bad; unbounded, one job of nine met eight bad ones in a
+			// row in a CI run, and the collector's backoff (1 s doubling to 1 min) took it past
+			// the test's deadline. After four, a file downloads clean: 15 s of backoff at most.
+			MaxBadDownloads: 4},
 	})
 	var counts vfCounter
 	srv := httptest.NewServer(counts.wrap(sim))

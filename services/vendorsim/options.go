@@ -64,6 +64,10 @@ type Faults struct {
 	TruncateRate float64
 	// CorruptRate changes one byte in the middle of a download, so its digest does not match.
 	CorruptRate float64
+	// MaxBadDownloads bounds the truncated or corrupt downloads of one reply file; the ones
+	// after are clean, as a vendor's transient faults end (0: no bound). Without it a client
+	// that backs off between attempts may meet a long run of bad draws.
+	MaxBadDownloads int
 	// SlowBody pauses this long after each 64 KiB of a download.
 	SlowBody time.Duration
 }
@@ -154,5 +158,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 		"share (0-1) of downloads cut off halfway")
 	fs.Float64Var(&o.Faults.CorruptRate, "fault-corrupt", o.Faults.CorruptRate,
 		"share (0-1) of downloads with one byte changed (digest mismatch)")
+	fs.IntVar(&o.Faults.MaxBadDownloads, "fault-max-bad-downloads", o.Faults.MaxBadDownloads,
+		"truncated or corrupt downloads of one reply file at most; later ones are clean (0: no bound)")
 	fs.DurationVar(&o.Faults.SlowBody, "slow-body", o.Faults.SlowBody, "pause after each 64 KiB of a download")
 }

@@ -35,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/marketpipe/marketpipe/pkg/events"
@@ -76,6 +77,8 @@ type request struct {
 
 	prepMu sync.Mutex
 	prep   *prepared // nil until prepared
+
+	badDownloads atomic.Int32 // truncated or corrupt downloads served (Faults.MaxBadDownloads)
 }
 
 // NewServer returns a simulator. It does not listen: serve it with an http.Server, and Close it
@@ -521,12 +524,15 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 	h.Set("Vary", "Accept-Encoding")
 	gz := acceptsGzip(r.Header.Get("Accept-Encoding"))
 	cutAt, flipAt := int64(-1), int64(-1)
-	if r.Method != http.MethodHead {
-		if s.chance(s.opts.Faults.TruncateRate) {
+	if f := s.opts.Faults; r.Method != http.MethodHead && (f.MaxBadDownloads <= 0 || int(req.badDownloads.Load()) < f.MaxBadDownloads) {
+		if s.chance(f.TruncateRate) {
 			cutAt = p.size / 2
 		}
-		if s.chance(s.opts.Faults.CorruptRate) {
+		if s.chance(f.CorruptRate) {
 			flipAt = p.size / 2
+		}
+		if cutAt >= 0 || flipAt >= 0 {
+			req.badDownloads.Add(1)
 		}
 	}
 	if gz && cutAt < 0 && flipAt < 0 && s.opts.Faults.SlowBody <= 0 {

@@ -319,10 +319,10 @@ func TestRegisterFlags(t *testing.T) {
 			return o.ReadyAfter == DefaultReadyAfter && o.Account == DefaultAccount && o.RunDate.IsZero() && o.Credentials == nil
 		}, false},
 		{"all", []string{"-ready-after", "5s", "-seed", "9", "-run-date", "2026-02-03", "-credentials", credPath,
-			"-fault-429", "0.1", "-fault-truncate", "0.5", "-slow-body", "1ms"}, func(o *Options) bool {
+			"-fault-429", "0.1", "-fault-truncate", "0.5", "-fault-max-bad-downloads", "3", "-slow-body", "1ms"}, func(o *Options) bool {
 			return o.ReadyAfter == 5*time.Second && o.Seed == 9 && o.RunDate.Equal(time.Date(2026, 2, 3, 0, 0, 0, 0, time.UTC)) &&
 				o.Credentials != nil && o.Credentials.ClientID == "id1" && o.Faults.Rate429 == 0.1 &&
-				o.Faults.TruncateRate == 0.5 && o.Faults.SlowBody == time.Millisecond
+				o.Faults.TruncateRate == 0.5 && o.Faults.MaxBadDownloads == 3 && o.Faults.SlowBody == time.Millisecond
 		}, false},
 		{"layouts", []string{"-layouts", "gethistory-rest,getdata-padded"}, func(o *Options) bool {
 			return len(o.Layouts) == 2 && o.Layouts[0].Name == "gethistory-rest" && o.Layouts[1].Name == "getdata-padded"
@@ -351,6 +351,35 @@ func TestRegisterFlags(t *testing.T) {
 				t.Errorf("options %+v", o)
 			}
 		})
+	}
+}
+
+// MaxBadDownloads ends a reply file's faults: with every download drawn bad, the first two are
+// and the third is clean.
+func TestMaxBadDownloads(t *testing.T) {
+	srv := start(t, Options{Faults: Faults{TruncateRate: 1, CorruptRate: 1, MaxBadDownloads: 2},
+		RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)})
+	if code, _, body := do(t, "POST", srv.URL+base+"/requests/", history("f1"), nil); code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	var want bytes.Buffer
+	spec := events.Spec{Program: events.GetHistory, Securities: []string{"IBM US Equity", "BAD X Equity"},
+		Fields: []string{"PX_LAST", "PX_VOLUME"}, Start: "2026-01-02", End: "2026-01-31"}
+	if err := simdata.WriteReply(&want, spec, obs.MakeDate(2026, 1, 5), 0); err != nil {
+		t.Fatal(err)
+	}
+	for i, wantClean := range []bool{false, false, true, true} {
+		req, _ := http.NewRequest("GET", srv.URL+base+"/content/responses/f1.20260105.bbg", nil)
+		req.Header.Set("api-version", "2")
+		resp, err := plainTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if clean := err == nil && bytes.Equal(body, want.Bytes()); clean != wantClean {
+			t.Errorf("download %d: clean %v (%d bytes, %v), want clean %v", i+1, clean, len(body), err, wantClean)
+		}
 	}
 }
 
