@@ -266,12 +266,12 @@ func (b *Builder) Flush() (batch *ColumnBatch, data []byte, err error) {
 		estimate := -1 // the estimate of the rows tried; -1: not computed
 		if all {
 			// All the pending rows: the sizer's dictionaries are theirs.
-			b.batch.Cols = b.cols
-			b.batch.Cols.Securities, b.batch.Cols.Fields, b.batch.Cols.Flags = b.est.secs.list, b.est.fields.list, b.est.flags.list
+			b.batch.Cols = b.pending()
 			estimate = b.est.size
 		} else {
 			// A leading part, with dictionaries of its own.
-			rowsInto(&b.part, &b.partDicts, b.pending(), 0, nObs)
+			src := b.pending()
+			rowsInto(&b.part, &b.partDicts, &src, 0, nObs)
 			b.batch.Cols = b.part
 		}
 		size, err := b.encode(&b.batch)
@@ -313,10 +313,10 @@ func (b *Builder) Flush() (batch *ColumnBatch, data []byte, err error) {
 }
 
 // pending returns the pending observations with their dictionaries.
-func (b *Builder) pending() *obs.Columns {
+func (b *Builder) pending() obs.Columns {
 	c := b.cols
 	c.Securities, c.Fields, c.Flags = b.est.secs.list, b.est.fields.list, b.est.flags.list
-	return &c
+	return c
 }
 
 // rowsInto makes dst rows [from, to) of src, with dictionaries of their own built in dicts
@@ -384,7 +384,7 @@ func (b *Builder) drop(nObs, nRej int) {
 		src := b.pending()
 		var rest obs.Columns
 		restDicts := [3]dict{newDict(), newDict(), newDict()}
-		rowsInto(&rest, &restDicts, src, nObs, src.Len())
+		rowsInto(&rest, &restDicts, &src, nObs, src.Len())
 		b.est.reset(b.fixed())
 		truncColumns(&b.cols)
 		for i := range rest.Len() {

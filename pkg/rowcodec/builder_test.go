@@ -293,7 +293,7 @@ func TestEstimateIsUpperBound(t *testing.T) {
 			}
 		}
 		b := ColumnBatch{JobID: bl.jobID, Program: bl.program, Generation: bl.generation, Version: bl.version,
-			Seq: r.IntN(1 << 30), Cols: *bl.pending(), Rejects: bl.rejects}
+			Seq: r.IntN(1 << 30), Cols: bl.pending(), Rejects: bl.rejects}
 		if err := e.encodeColumns(&b); err != nil {
 			t.Fatal(err)
 		}

@@ -78,7 +78,7 @@ type request struct {
 	prepMu sync.Mutex
 	prep   *prepared // nil until prepared
 
-	badDownloads atomic.Int32 // truncated or corrupt downloads served (Faults.MaxBadDownloads)
+	badDownloads atomic.Int32 // truncated or corrupt downloads drawn (Faults.MaxBadDownloads)
 }
 
 // NewServer returns a simulator. It does not listen: serve it with an http.Server, and Close it
@@ -524,15 +524,16 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 	h.Set("Vary", "Accept-Encoding")
 	gz := acceptsGzip(r.Header.Get("Accept-Encoding"))
 	cutAt, flipAt := int64(-1), int64(-1)
-	if f := s.opts.Faults; r.Method != http.MethodHead && (f.MaxBadDownloads <= 0 || int(req.badDownloads.Load()) < f.MaxBadDownloads) {
+	if f := s.opts.Faults; r.Method != http.MethodHead {
 		if s.chance(f.TruncateRate) {
 			cutAt = p.size / 2
 		}
 		if s.chance(f.CorruptRate) {
 			flipAt = p.size / 2
 		}
-		if cutAt >= 0 || flipAt >= 0 {
-			req.badDownloads.Add(1)
+		// Counted as drawn, so that concurrent downloads cannot exceed the bound either.
+		if (cutAt >= 0 || flipAt >= 0) && f.MaxBadDownloads > 0 && int(req.badDownloads.Add(1)) > f.MaxBadDownloads {
+			cutAt, flipAt = -1, -1
 		}
 	}
 	if gz && cutAt < 0 && flipAt < 0 && s.opts.Faults.SlowBody <= 0 {

@@ -357,30 +357,53 @@ func TestRegisterFlags(t *testing.T) {
 // MaxBadDownloads ends a reply file's faults: with every download drawn bad, the first two are
 // and the third is clean.
 func TestMaxBadDownloads(t *testing.T) {
-	srv := start(t, Options{Faults: Faults{TruncateRate: 1, CorruptRate: 1, MaxBadDownloads: 2},
-		RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)})
+	srv, want := faultServer(t, Faults{TruncateRate: 1, CorruptRate: 1, MaxBadDownloads: 2})
+	for i, wantClean := range []bool{false, false, true, true} {
+		resp := getReply(t, srv, false)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if clean := err == nil && bytes.Equal(body, want); clean != wantClean {
+			t.Errorf("download %d: clean %v (%d bytes, %v), want clean %v", i+1, clean, len(body), err, wantClean)
+		}
+	}
+}
+
+// faultServer starts a simulator with faults that has request f1 created, and returns it with
+// the reply file f1 has.
+func faultServer(t *testing.T, faults Faults) (*httptest.Server, []byte) {
+	t.Helper()
+	srv := start(t, Options{Faults: faults, RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)})
 	if code, _, body := do(t, "POST", srv.URL+base+"/requests/", history("f1"), nil); code != http.StatusCreated {
 		t.Fatalf("create: %d %s", code, body)
 	}
+	return srv, historyReply(t)
+}
+
+// historyReply is the reply file of a request made with history(id), run on 2026-01-05.
+func historyReply(t *testing.T) []byte {
+	t.Helper()
 	var want bytes.Buffer
 	spec := events.Spec{Program: events.GetHistory, Securities: []string{"IBM US Equity", "BAD X Equity"},
 		Fields: []string{"PX_LAST", "PX_VOLUME"}, Start: "2026-01-02", End: "2026-01-31"}
 	if err := simdata.WriteReply(&want, spec, obs.MakeDate(2026, 1, 5), 0); err != nil {
 		t.Fatal(err)
 	}
-	for i, wantClean := range []bool{false, false, true, true} {
-		req, _ := http.NewRequest("GET", srv.URL+base+"/content/responses/f1.20260105.bbg", nil)
-		req.Header.Set("api-version", "2")
-		resp, err := plainTransport.RoundTrip(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if clean := err == nil && bytes.Equal(body, want.Bytes()); clean != wantClean {
-			t.Errorf("download %d: clean %v (%d bytes, %v), want clean %v", i+1, clean, len(body), err, wantClean)
-		}
+	return want.Bytes()
+}
+
+// getReply downloads f1's reply file from srv, asking for gzip if gz.
+func getReply(t *testing.T, srv *httptest.Server, gz bool) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("GET", srv.URL+base+"/content/responses/f1.20260105.bbg", nil)
+	req.Header.Set("api-version", "2")
+	if gz {
+		req.Header.Set("Accept-Encoding", "gzip")
 	}
+	resp, err := plainTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }
 
 func TestDownloadFaults(t *testing.T) {
@@ -413,25 +436,8 @@ func TestDownloadFaults(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := start(t, Options{Faults: tc.faults, RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)})
-			if code, _, body := do(t, "POST", srv.URL+base+"/requests/", history("f1"), nil); code != http.StatusCreated {
-				t.Fatalf("create: %d %s", code, body)
-			}
-			var want bytes.Buffer
-			spec := events.Spec{Program: events.GetHistory, Securities: []string{"IBM US Equity", "BAD X Equity"},
-				Fields: []string{"PX_LAST", "PX_VOLUME"}, Start: "2026-01-02", End: "2026-01-31"}
-			if err := simdata.WriteReply(&want, spec, obs.MakeDate(2026, 1, 5), 0); err != nil {
-				t.Fatal(err)
-			}
-			req, _ := http.NewRequest("GET", srv.URL+base+"/content/responses/f1.20260105.bbg", nil)
-			req.Header.Set("api-version", "2")
-			if tc.gzip {
-				req.Header.Set("Accept-Encoding", "gzip")
-			}
-			resp, err := plainTransport.RoundTrip(req)
-			if err != nil {
-				t.Fatal(err)
-			}
+			srv, want := faultServer(t, tc.faults)
+			resp := getReply(t, srv, tc.gzip)
 			defer resp.Body.Close()
 			var r io.Reader = resp.Body
 			if tc.gzip {
@@ -442,7 +448,7 @@ func TestDownloadFaults(t *testing.T) {
 				r = zr
 			}
 			body, err := io.ReadAll(r)
-			tc.check(t, body, err, want.Bytes())
+			tc.check(t, body, err, want)
 		})
 	}
 }
@@ -479,12 +485,7 @@ func TestPreparedOnce(t *testing.T) {
 	if code, _, body := do(t, "POST", srv.URL+base+"/requests/", history("p1"), nil); code != http.StatusCreated {
 		t.Fatalf("create: %d %s", code, body)
 	}
-	var want bytes.Buffer
-	spec := events.Spec{Program: events.GetHistory, Securities: []string{"IBM US Equity", "BAD X Equity"},
-		Fields: []string{"PX_LAST", "PX_VOLUME"}, Start: "2026-01-02", End: "2026-01-31"}
-	if err := simdata.WriteReply(&want, spec, obs.MakeDate(2026, 1, 5), 0); err != nil {
-		t.Fatal(err)
-	}
+	want := historyReply(t)
 	stored := func() []string {
 		t.Helper()
 		names, err := filepath.Glob(filepath.Join(dir, "*"))
@@ -512,15 +513,15 @@ func TestPreparedOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, err := io.ReadAll(zr); err != nil || !bytes.Equal(got, want.Bytes()) {
-			t.Fatalf("decoded %d bytes (%v), want the %d-byte reply", len(got), err, want.Len())
+		if got, err := io.ReadAll(zr); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("decoded %d bytes (%v), want the %d-byte reply", len(got), err, len(want))
 		}
 	}
-	if code, _, body := do(t, "GET", url, "", nil); code != http.StatusOK || !bytes.Equal(body, want.Bytes()) {
-		t.Fatalf("plain download: %d, %d bytes; want the %d-byte reply", code, len(body), want.Len())
+	if code, _, body := do(t, "GET", url, "", nil); code != http.StatusOK || !bytes.Equal(body, want) {
+		t.Fatalf("plain download: %d, %d bytes; want the %d-byte reply", code, len(body), len(want))
 	}
 	code, hdr, body := do(t, "HEAD", url, "", nil)
-	if code != http.StatusOK || len(body) != 0 || hdr.Get("Content-Length") != itoa(want.Len()) {
+	if code != http.StatusOK || len(body) != 0 || hdr.Get("Content-Length") != itoa(len(want)) {
 		t.Fatalf("HEAD: %d, %d bytes, headers %v", code, len(body), hdr)
 	}
 	if err := sim.Close(); err != nil {
