@@ -151,20 +151,7 @@ func replayJob(ctx context.Context, js jetstream.JetStream, tp trace.TracerProvi
 	if err != nil {
 		return events.Job{}, fmt.Errorf("job %s: %w", jobID, err)
 	}
-	now := time.Now().UTC()
-	j := base
-	j.Generation = latest.Generation + 1
-	j.Version = uint64(now.UnixNano())
-	j.Error = ""
-	j.LoadedAt, j.FailedAt, j.TransformedAt = time.Time{}, time.Time{}, time.Time{}
-	j.Batches, j.RowsParsed, j.RowsLoaded, j.RowsRejected = 0, 0, 0, 0
-	if j.Deadline.Before(now) {
-		j.Deadline = now.Add(base.Deadline.Sub(base.SubmittedAt))
-	}
-	if from == "requester" {
-		j.VendorRequestID, j.ResponseKey, j.ResponseDigest = "", "", ""
-	}
-	j = j.Advance(input, now)
+	j := base.Rerun(latest.Generation, from, input, time.Now())
 	// A replay is a new run of the job: a new trace, rooted here.
 	ctx, span := tp.Tracer("marketpipe").Start(ctx, fmt.Sprintf("replay %s from %s", jobID, from), trace.WithNewRoot())
 	defer span.End()

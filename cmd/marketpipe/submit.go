@@ -75,17 +75,13 @@ func submit(ctx context.Context, cfg config.Config, f *jobspec.File, wait bool, 
 	defer nc.Close()
 
 	now := time.Now().UTC()
-	j := events.Job{
-		ID: jobspec.NewJobID(f.Name, now), Spec: f.Spec(), Version: uint64(now.UnixNano()),
-		Deadline: now.Add(f.Deadline),
-	}
+	j := events.NewRun(jobspec.NewJobID(f.Name, now), f.Spec(), now, f.Deadline)
 	// The job's trace starts here; every stage's span descends from it through the headers.
 	ctx, span := tr.Provider.Tracer("marketpipe").Start(ctx, "job "+f.Name, trace.WithNewRoot())
 	defer span.End()
 	if sc := span.SpanContext(); sc.IsValid() {
 		j.TraceID = sc.TraceID().String()
 	}
-	j = j.Advance(events.Submitted, now)
 	if err := stage.NewPublisher(js, stage.PublishTracing(tr.Provider)).PublishJob(ctx, &j); err != nil {
 		return err
 	}

@@ -22,12 +22,12 @@ import (
 
 // Event names, in pipeline order.
 const (
-	Submitted   = "submitted"   // by the CLI, HTTP or schedule → requester
+	Submitted   = "submitted"   // by the CLI → requester
 	Requested   = "requested"   // by the requester → poller
 	Ready       = "ready"       // by the poller → collector
 	Collected   = "collected"   // by the collector → transformer
 	Transformed = "transformed" // by the transformer → loader (completion)
-	Loaded      = "loaded"      // by the loader: the job is done
+	Loaded      = "loaded"      // by the loader: the run is committed, its rows visible
 	Failed      = "failed"      // by any stage: the job ended with Error
 )
 
@@ -149,6 +149,8 @@ type Spec struct {
 	Fields     []string `json:"fields"`
 	Start      string   `json:"start,omitempty"` // YYYY-MM-DD, gethistory only
 	End        string   `json:"end,omitempty"`
+	// Strict fails a run whose reply file carries warnings instead of loading it.
+	Strict bool `json:"strict,omitempty"`
 }
 
 // Job is the state of one job run; every job event carries it.
@@ -158,7 +160,8 @@ type Job struct {
 	Spec       Spec   `json:"spec"`
 	State      string `json:"state"` // the name of the latest event
 	// Version orders the rows this run loads against those of other runs of the same keys: it
-	// is fixed when the run is submitted (or replayed), so redeliveries keep it.
+	// is fixed when the run starts (NewRun, Rerun), so redeliveries keep it, and the loader
+	// loads a row batch only if it carries its run's version.
 	Version  uint64    `json:"version"`
 	Deadline time.Time `json:"deadline"`
 
@@ -183,12 +186,14 @@ type Job struct {
 	FileMarks []FileMark `json:"file_marks,omitempty"`
 	Polls     int        `json:"polls,omitempty"`
 
-	Batches      int    `json:"batches,omitempty"` // row batches published by the transformer
-	RowsParsed   int64  `json:"rows_parsed,omitempty"`
-	RowsLoaded   int64  `json:"rows_loaded,omitempty"`
-	RowsRejected int64  `json:"rows_rejected,omitempty"`
-	Error        string `json:"error,omitempty"`
-	TraceID      string `json:"trace_id,omitempty"`
+	Batches      int   `json:"batches,omitempty"` // row batches published by the transformer
+	RowsParsed   int64 `json:"rows_parsed,omitempty"`
+	RowsLoaded   int64 `json:"rows_loaded,omitempty"`
+	RowsRejected int64 `json:"rows_rejected,omitempty"`
+	// Warnings are what the reply file said was wrong (set by the transformer).
+	Warnings *Warnings `json:"warnings,omitempty"`
+	Error    string    `json:"error,omitempty"`
+	TraceID  string    `json:"trace_id,omitempty"`
 }
 
 // Stage timestamps by event name, for display.

@@ -70,6 +70,9 @@ type File struct {
 	TZ         string // IANA time zone of Schedule; empty means UTC
 	// Deadline is how long the vendor may take before the job fails.
 	Deadline time.Duration
+	// Strict makes any warning of the reply file (unknown fields, return codes, rejected
+	// lines) fail the run, so that its rows never become visible.
+	Strict bool
 	// Path is the job file's path as given to Load or Parse.
 	Path string
 	// SecuritiesFile is the path of the securities file, resolved against the job file's
@@ -166,6 +169,7 @@ func (f *File) Spec() events.Spec {
 		Fields:     slices.Clone(f.Fields),
 		Start:      f.Start,
 		End:        f.End,
+		Strict:     f.Strict,
 	}
 }
 
@@ -258,7 +262,7 @@ var (
 )
 
 var knownKeys = []string{"name", "program", "securities", "securities_file", "fields", "start",
-	"end", "schedule", "tz", "deadline"}
+	"end", "schedule", "tz", "deadline", "strict"}
 
 type parser struct {
 	path    string
@@ -382,6 +386,17 @@ func (p *parser) parse(data []byte) {
 				p.errorf(v, "deadline", "%s: must be positive", show(s))
 			default:
 				f.Deadline = d
+			}
+		}
+	}
+	if v, ok := values["strict"]; ok {
+		if s, ok := p.scalar("strict", v); ok {
+			switch s {
+			case "true":
+				f.Strict = true
+			case "false":
+			default:
+				p.errorf(v, "strict", "%s: want true or false", show(s))
 			}
 		}
 	}

@@ -121,7 +121,7 @@ func TestParseErrors(t *testing.T) {
 		{"yaml syntax", "name: a\n  program: b\n", []string{p + ":2: not valid YAML: mapping values are not allowed in this context"}},
 		{"two documents", history + "---\nname: b\n", []string{p + ":9: more than one YAML document; a job file is one"}},
 		{"unknown key with suggestion", mod("", "sechdule: x\n"), []string{p + ":9: unknown key sechdule (did you mean schedule?)"}},
-		{"unknown key", mod("", "colour: blue\n"), []string{p + ":9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, deadline)"}},
+		{"unknown key", mod("", "colour: blue\n"), []string{p + ":9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, deadline, strict)"}},
 		{"non-scalar key", mod("", "[a]: b\n"), []string{p + ":9: keys are plain names such as name or fields"}},
 		{"duplicate key", mod("", "name: other\n"), []string{p + ":9: name: given twice (first at line 1)"}},
 		{"missing everything", "deadline: 1h\n", []string{
@@ -197,7 +197,8 @@ func TestParseErrors(t *testing.T) {
 			"testdata/bad.yaml:5: securities: IBM US Equity repeated (first at line 4)",
 			"testdata/bad.yaml:6: fields: PX LAST is not a field mnemonic (upper-case letters, digits and '_')",
 			"testdata/bad.yaml:7: start: 2026-01-31 is after end 2026-01-02",
-			"testdata/bad.yaml:9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, deadline)"}},
+			"testdata/bad.yaml:9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, deadline, strict)"}},
+		{"strict not a boolean", mod("", "strict: yes\n"), []string{p + ":9: strict: yes: want true or false"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -354,6 +355,13 @@ func TestSpec(t *testing.T) {
 	}
 	if f.Deadline != 2*time.Hour {
 		t.Errorf("deadline = %v", f.Deadline)
+	}
+	strict, err := Parse([]byte(history+"strict: true\n"), jobPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strict.Spec().Strict {
+		t.Error("strict: true did not reach the Spec")
 	}
 }
 
