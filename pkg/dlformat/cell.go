@@ -12,10 +12,11 @@ import (
 
 // Markers as written in the files; returned as Flag without allocating.
 const (
-	flagNA      = "N.A."
-	flagNS      = "N.S."
-	flagND      = "N.D."
-	flagUnknown = "FLD UNKNOWN"
+	flagNA = "N.A."
+	flagNS = "N.S."
+	flagND = "N.D."
+	// FlagUnknown is the marker of a field the vendor does not know.
+	FlagUnknown = "FLD UNKNOWN"
 	flagBlank   = "BLANK"
 )
 
@@ -272,8 +273,8 @@ func marker(b []byte) string {
 			return flagND
 		}
 	case 11:
-		if bstr(b) == flagUnknown {
-			return flagUnknown
+		if bstr(b) == FlagUnknown {
+			return FlagUnknown
 		}
 	}
 	return ""

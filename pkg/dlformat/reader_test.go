@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/marketpipe/marketpipe/pkg/obs"
 )
@@ -731,4 +732,25 @@ func FuzzNumber(f *testing.F) {
 			t.Fatalf("parseNumber(%q) = %v, %v; strconv gives %v", s, got, ok, want)
 		}
 	})
+}
+
+func TestSnapshotTime(t *testing.T) {
+	tests := []struct {
+		pairs []Pair
+		want  time.Time
+		ok    bool
+	}{
+		{[]Pair{{"RUNDATE", "20251217"}, {"TIMESTARTED", "Wed Dec 17 11:19:10 EST 2025"}}, time.Date(2025, 12, 17, 16, 19, 10, 0, time.UTC), true},
+		{[]Pair{{"TIMESTARTED", "Mon Jan  5 18:00:00 UTC 2026"}, {"TIMESTARTED", "Mon Jan  5 19:00:00 UTC 2026"}}, time.Date(2026, 1, 5, 18, 0, 0, 0, time.UTC), true},
+		{[]Pair{{"TIMESTARTED", "Tue Jul 16 09:00:00 EDT 2024"}}, time.Date(2024, 7, 16, 13, 0, 0, 0, time.UTC), true},
+		{[]Pair{{"TIMESTARTED", "Fri Jun  7 14:29:39 2015"}}, time.Date(2015, 6, 7, 14, 29, 39, 0, time.UTC), true},
+		{[]Pair{{"TIMESTARTED", "not a time"}, {"RUNDATE", "20260105"}}, time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC), true},
+		{[]Pair{{"PROGRAMNAME", "getdata"}}, time.Time{}, false},
+	}
+	for _, tt := range tests {
+		got, ok := Header{Pairs: tt.pairs}.SnapshotTime()
+		if !got.Equal(tt.want) || ok != tt.ok {
+			t.Errorf("%v: got %v %v, want %v %v", tt.pairs, got, ok, tt.want, tt.ok)
+		}
+	}
 }

@@ -60,6 +60,7 @@ type Builder struct {
 	generation     int
 	version        uint64
 	seq            int
+	snapshotAt     int64 // Unix seconds of a snapshot file's data (SetSnapshotAt)
 
 	// Pending rows: the observations column by column, with their indexes into the sizer's
 	// dictionaries, and the rejects. Flush swaps in the spare columns, dictionaries and
@@ -105,6 +106,7 @@ func (b *Builder) Reset(jobID, program string, generation int, version uint64) {
 	clear(b.spareRejects[:cap(b.spareRejects)])
 	b.rejects, b.spareRejects = b.rejects[:0], b.spareRejects[:0]
 	b.jobID, b.program, b.generation, b.version, b.seq = jobID, program, generation, version, 0
+	b.snapshotAt = 0
 	b.batch = ColumnBatch{}
 	b.est.reset(b.fixed())
 }
@@ -222,6 +224,10 @@ func (b *Builder) Len() int { return b.cols.Len() + len(b.rejects) }
 // number of batches handed out.
 func (b *Builder) Seq() int { return b.seq }
 
+// SetSnapshotAt sets the SnapshotAt of the batches flushed from now on (Unix seconds; 0 for
+// history). Reset sets it back to 0.
+func (b *Builder) SetSnapshotAt(unix int64) { b.snapshotAt = unix }
+
 // StartSeq makes the next batch's Seq seq and numbers the following ones from there, so that
 // builders of different parts of one job run (the transformer's chunks) hand out distinct
 // sequence numbers. Call it before the first Flush.
@@ -262,7 +268,7 @@ func (b *Builder) Flush() (batch *ColumnBatch, data []byte, err error) {
 	for {
 		all := nObs == b.cols.Len() && nRej == len(b.rejects)
 		b.batch = ColumnBatch{JobID: b.jobID, Program: b.program, Generation: b.generation,
-			Version: b.version, Seq: b.seq, Rejects: b.rejects[:nRej]}
+			Version: b.version, Seq: b.seq, SnapshotAt: b.snapshotAt, Rejects: b.rejects[:nRej]}
 		estimate := -1 // the estimate of the rows tried; -1: not computed
 		if all {
 			// All the pending rows: the sizer's dictionaries are theirs.

@@ -68,8 +68,10 @@ const (
 )
 
 const (
-	magic         = "MPRB"
-	formatVersion = 1
+	magic = "MPRB"
+	// formatVersion 2 added SnapshotAt after Seq; Decode and Peek still read version 1
+	// (SnapshotAt 0), so batches published by the release before stay loadable.
+	formatVersion = 2
 	headerMax     = len(magic) + 1 + binary.MaxVarintLen32
 	// maxExp is the largest decimal exponent: 10^9 and every mantissa below 2^53 are exact in a
 	// float64, which is what makes m / 10^e round-trip.
@@ -113,9 +115,12 @@ type Batch struct {
 	Version uint64
 	// Seq numbers the job's batches from 0 in the reply file's order; with JobID and
 	// Generation it identifies the batch for deduplication.
-	Seq     int
-	Obs     []obs.Observation
-	Rejects []obs.Reject
+	Seq int
+	// SnapshotAt is when a snapshot (getdata) file's data was taken, in Unix seconds; 0 for
+	// history, whose rows are dated by their own dates. It is part of the observations' key.
+	SnapshotAt int64
+	Obs        []obs.Observation
+	Rejects    []obs.Reject
 }
 
 // Shared zstd state: both are safe for concurrent EncodeAll/DecodeAll, and building them is
@@ -267,7 +272,7 @@ func (e *encoder) encodeBody(b *Batch) error {
 	}
 	c.Securities, c.Fields, c.Flags = e.secs.list, e.fields.list, e.flags.list
 	cb := ColumnBatch{JobID: b.JobID, Program: b.Program, Generation: b.Generation, Version: b.Version,
-		Seq: b.Seq, Cols: *c, Rejects: b.Rejects}
+		Seq: b.Seq, SnapshotAt: b.SnapshotAt, Cols: *c, Rejects: b.Rejects}
 	err := e.encodeColumns(&cb)
 	clear(c.Str) // no references to the batch's strings in the pooled encoder
 	return err
@@ -324,6 +329,7 @@ func (e *encoder) encodeColumns(b *ColumnBatch) error {
 	body = binary.AppendUvarint(body, uint64(b.Generation))
 	body = binary.AppendUvarint(body, b.Version)
 	body = binary.AppendUvarint(body, uint64(b.Seq))
+	body = binary.AppendVarint(body, b.SnapshotAt)
 	body = binary.AppendUvarint(body, uint64(nObs))
 	body = binary.AppendUvarint(body, uint64(len(b.Rejects)))
 
@@ -441,6 +447,7 @@ func Decode(data []byte, b *Batch) error {
 // rows sets b to the batch in rows, reusing b's arrays.
 func (cb *ColumnBatch) rows(b *Batch) {
 	b.JobID, b.Program, b.Generation, b.Version, b.Seq = cb.JobID, cb.Program, cb.Generation, cb.Version, cb.Seq
+	b.SnapshotAt = cb.SnapshotAt
 	b.Obs = grow(b.Obs, cb.Cols.Len())
 	for i := range b.Obs {
 		b.Obs[i] = cb.Cols.Row(i)
@@ -456,6 +463,7 @@ type ColumnBatch struct {
 	Generation int
 	Version    uint64
 	Seq        int
+	SnapshotAt int64
 	Cols       obs.Columns
 	Rejects    []obs.Reject
 }
@@ -485,24 +493,25 @@ func DecodeColumns(data []byte, b *ColumnBatch) error {
 
 var bodyPool = sync.Pool{New: func() any { return new([]byte) }}
 
-// split checks a message's header and returns its compressed body and the body's length.
-func split(data []byte) (zbody []byte, bodyLen uint64, err error) {
+// split checks a message's header and returns its format version, its compressed body and the
+// body's length.
+func split(data []byte) (version byte, zbody []byte, bodyLen uint64, err error) {
 	if len(data) < len(magic)+2 || string(data[:len(magic)]) != magic {
-		return nil, 0, fmt.Errorf("no row batch header: %w", ErrCorrupt)
+		return 0, nil, 0, fmt.Errorf("no row batch header: %w", ErrCorrupt)
 	}
-	if v := data[len(magic)]; v != formatVersion {
-		return nil, 0, fmt.Errorf("version %d (this build reads %d): %w", v, formatVersion, ErrVersion)
+	if version = data[len(magic)]; version < 1 || version > formatVersion {
+		return 0, nil, 0, fmt.Errorf("version %d (this build reads 1 to %d): %w", version, formatVersion, ErrVersion)
 	}
 	rest := data[len(magic)+1:]
 	bodyLen, n := binary.Uvarint(rest)
 	if n <= 0 || bodyLen > MaxBodyBytes {
-		return nil, 0, fmt.Errorf("bad body length: %w", ErrCorrupt)
+		return 0, nil, 0, fmt.Errorf("bad body length: %w", ErrCorrupt)
 	}
-	return rest[n:], bodyLen, nil
+	return version, rest[n:], bodyLen, nil
 }
 
 func decode(data []byte, b *ColumnBatch) error {
-	zbody, bodyLen, err := split(data)
+	version, zbody, bodyLen, err := split(data)
 	if err != nil {
 		return err
 	}
@@ -520,7 +529,7 @@ func decode(data []byte, b *ColumnBatch) error {
 	}
 	// One string for the whole body: every string in the batch is a slice of it, so decoding
 	// allocates once rather than once per value, and the pooled buffer can be reused.
-	r := reader{s: string(body)}
+	r := reader{s: string(body), version: version}
 	r.decodeBody(b)
 	return r.err
 }
@@ -531,6 +540,7 @@ type Header struct {
 	Generation            int
 	Version               uint64
 	Seq                   int
+	SnapshotAt            int64
 	Observations, Rejects int
 }
 
@@ -553,7 +563,7 @@ var peekDecoders = sync.Pool{New: func() any {
 // first peekBytes of the body (a batch whose header is longer is decoded whole). It checks
 // what it reads as Decode does; a batch Peek accepts may still fail Decode further on.
 func Peek(data []byte) (Header, error) {
-	zbody, bodyLen, err := split(data)
+	version, zbody, bodyLen, err := split(data)
 	if err != nil {
 		return Header{}, fmt.Errorf("peek row batch: %w", err)
 	}
@@ -566,7 +576,7 @@ func Peek(data []byte) (Header, error) {
 	if _, err := io.ReadFull(d, buf); err != nil {
 		return Header{}, fmt.Errorf("peek row batch: decompress: %v: %w", err, ErrCorrupt)
 	}
-	r := reader{s: string(buf)}
+	r := reader{s: string(buf), version: version}
 	h := r.header()
 	if r.err != nil && bodyLen > peekBytes {
 		var b Batch
@@ -574,7 +584,7 @@ func Peek(data []byte) (Header, error) {
 			return Header{}, err
 		}
 		return Header{JobID: b.JobID, Program: b.Program, Generation: b.Generation, Version: b.Version,
-			Seq: b.Seq, Observations: len(b.Obs), Rejects: len(b.Rejects)}, nil
+			Seq: b.Seq, SnapshotAt: b.SnapshotAt, Observations: len(b.Obs), Rejects: len(b.Rejects)}, nil
 	}
 	if r.err != nil {
 		return Header{}, fmt.Errorf("peek row batch: %w", r.err)
@@ -587,9 +597,10 @@ func Peek(data []byte) (Header, error) {
 // reader reads a body. The first error sticks: later reads return zero values, and callers
 // check err at the end (loops are bounded by counts checked against the input's length).
 type reader struct {
-	s   string
-	off int
-	err error
+	s       string
+	off     int
+	err     error
+	version byte // the message's format version
 }
 
 func (r *reader) fail(format string, args ...any) {
@@ -708,6 +719,9 @@ func (r *reader) header() (h Header) {
 	h.Generation = r.count("generation", math.MaxInt32)
 	h.Version = r.uvarint()
 	h.Seq = r.count("seq", math.MaxInt32)
+	if r.version >= 2 {
+		h.SnapshotAt = r.varint()
+	}
 	h.Observations = r.count("observations", MaxBatchRows)
 	h.Rejects = r.count("rejects", MaxBatchRows-h.Observations)
 	return h
@@ -724,6 +738,7 @@ func grow[T any](s []T, n int) []T {
 func (r *reader) decodeBody(b *ColumnBatch) {
 	h := r.header()
 	b.JobID, b.Program, b.Generation, b.Version, b.Seq = h.JobID, h.Program, h.Generation, h.Version, h.Seq
+	b.SnapshotAt = h.SnapshotAt
 	n, m := h.Observations, h.Rejects
 	if r.err == nil && n*minObsBytes+m*minRejectBytes > r.remaining() {
 		r.fail("%d observations and %d rejects in %d bytes", n, m, r.remaining())

@@ -359,11 +359,50 @@ func TestDecodeCorrupt(t *testing.T) {
 }
 
 func TestDecodeVersion(t *testing.T) {
-	data := sample(t)
-	data[4] = 2
-	var b Batch
-	if err := Decode(data, &b); !errors.Is(err, ErrVersion) || errors.Is(err, ErrCorrupt) {
-		t.Errorf("got %v, want ErrVersion", err)
+	for _, v := range []byte{0, formatVersion + 1} {
+		data := sample(t)
+		data[4] = v
+		var b Batch
+		if err := Decode(data, &b); !errors.Is(err, ErrVersion) || errors.Is(err, ErrCorrupt) {
+			t.Errorf("version %d: got %v, want ErrVersion", v, err)
+		}
+	}
+}
+
+// TestSnapshotAtRoundTrip: a snapshot batch's time survives Encode, Decode and Peek, and a batch
+// of format version 1 (no snapshot time) still decodes, with SnapshotAt 0.
+func TestSnapshotAtRoundTrip(t *testing.T) {
+	in := Batch{JobID: "j", Program: "getdata", Version: 7, Seq: 3, SnapshotAt: 1765988350,
+		Obs: []obs.Observation{{Security: "A", Field: "F", Date: 20000, Kind: obs.Number, Num: 1.5}}}
+	data, err := Encode(nil, &in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out Batch
+	if err := Decode(data, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.SnapshotAt != in.SnapshotAt {
+		t.Errorf("Decode: SnapshotAt %d, want %d", out.SnapshotAt, in.SnapshotAt)
+	}
+	if h, err := Peek(data); err != nil || h.SnapshotAt != in.SnapshotAt {
+		t.Errorf("Peek: %+v, %v", h, err)
+	}
+	// Version 1: the same body without the snapshot time.
+	v1 := bodyOf("j", "getdata", 0, 7, 3, 1, 0, 1, "A", 0, 1, "F", []byte{1}, 0, 1, "", 0,
+		binary.AppendVarint(nil, 20000), []byte{wireDecimal}, 30)
+	old := append([]byte(magic), 1)
+	old = binary.AppendUvarint(old, uint64(len(v1)))
+	old = zEncoder().EncodeAll(v1, old)
+	out = Batch{}
+	if err := Decode(old, &out); err != nil {
+		t.Fatalf("version 1: %v", err)
+	}
+	if out.SnapshotAt != 0 || out.Seq != 3 || len(out.Obs) != 1 || out.Obs[0].Num != 1.5 {
+		t.Errorf("version 1 decoded %+v", out)
+	}
+	if h, err := Peek(old); err != nil || h.Seq != 3 || h.Observations != 1 {
+		t.Errorf("version 1 Peek: %+v, %v", h, err)
 	}
 }
 
@@ -391,7 +430,7 @@ func bodyOf(parts ...any) []byte {
 }
 
 func TestDecodeBadBodies(t *testing.T) {
-	hdr := []any{"j", "p", 0, 0, 0}
+	hdr := []any{"j", "p", 0, 0, 0, 0} // job, program, generation, version, seq, snapshot time
 	// one observation: security A, field F (exponent 0), flag "", date 0, then kind and value.
 	one := func(kind byte, rest ...any) []byte {
 		parts := append(append([]any{}, hdr...), 1, 0, 1, "A", 0, 1, "F", []byte{0}, 0, 1, "", 0, 0, []byte{kind})

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/marketpipe/marketpipe/pkg/events"
 )
@@ -55,6 +56,9 @@ type Layout struct {
 	// Malformed adds MalformedLine at the start of the data section: a line the reader must
 	// reject (it goes to the rejects table), which holds no observation.
 	Malformed bool
+	// Started is the time of day of the TIMESTARTED header on the run date; 0 means 18:00. A
+	// vendor stamps each file with when it made it, so two snapshots of one day differ here.
+	Started time.Duration
 }
 
 // MalformedLine is the line a Malformed layout adds: not a row in any layout.

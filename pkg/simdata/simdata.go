@@ -151,6 +151,15 @@ func isWeekday(d obs.Date) bool {
 	return wd != time.Saturday && wd != time.Sunday
 }
 
+// RevisedSeed returns the seed of revision rev of the data seed selects: revision 0 is seed
+// itself, and every other revision changes every value, as a vendor's correction would.
+func RevisedSeed(seed, rev uint64) uint64 {
+	if rev == 0 {
+		return seed
+	}
+	return seed ^ rev*0x9e3779b97f4a7c15
+}
+
 // Observations calls fn with each observation the reply file for s holds, normalized as
 // DESIGN.md describes (and as pkg/dlformat reads them), security by security, then field by
 // field, then date by date: the order of getdata and vertical gethistory files. Horizontal and

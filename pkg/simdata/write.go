@@ -149,7 +149,11 @@ func (w *replyWriter) header() error {
 	}
 	w.line("END-OF-FIELDS")
 	w.line("")
-	w.line("TIMESTARTED=" + p.runDate.Time().Add(startedAt).Format(unixDate))
+	started := startedAt
+	if l.Started > 0 {
+		started = l.Started
+	}
+	w.line("TIMESTARTED=" + p.runDate.Time().Add(started).Format(unixDate))
 	w.line("START-OF-DATA")
 	if l.Comments {
 		w.line("# data rows follow")

@@ -19,6 +19,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -298,6 +300,7 @@ func (h *Handler) completeChunks(ctx context.Context, task *events.ChunkTask) er
 		sum.Batches += st.Batches
 		sum.Rows += st.Rows
 		sum.Rejects += st.Rejects
+		sum.Warnings.Add(&st.Warnings)
 	}
 	return h.publishTransformed(ctx, j, sum)
 }
@@ -400,6 +403,8 @@ func (h *Handler) fail(ctx context.Context, j *events.Job, reason string) error 
 func (h *Handler) publishTransformed(ctx context.Context, j *events.Job, st transformStats) error {
 	next := j.Advance(events.Transformed, h.Now())
 	next.Batches, next.RowsParsed, next.RowsRejected = st.Batches, st.Rows, st.Rejects
+	st.Warnings.RejectedLines = st.Rejects
+	next.Warnings = st.Warnings.OrNil()
 	// The marks served the transform; "collected" keeps them for a replay.
 	next.FileMarks = nil
 	if err := h.Pub.PublishJob(ctx, &next); err != nil {
@@ -431,6 +436,26 @@ type transformStats struct {
 	Batches int   `json:"batches"`
 	Rows    int64 `json:"rows"`
 	Rejects int64 `json:"rejects"`
+	// Warnings are the unknown fields and return codes the file's rows carried (its rejected
+	// lines are Rejects).
+	Warnings events.Warnings `json:"warnings,omitzero"`
+}
+
+// warn notes what o says was wrong with the request, if anything: a field the vendor does not
+// know, or a security answered with a return code.
+func (st *transformStats) warn(o *obs.Observation) {
+	switch {
+	case o.Flag == dlformat.FlagUnknown:
+		if !slices.Contains(st.Warnings.UnknownFields, o.Field) {
+			st.Warnings.UnknownFields = append(st.Warnings.UnknownFields, o.Field)
+			slices.Sort(st.Warnings.UnknownFields)
+		}
+	case strings.HasPrefix(o.Flag, "RC="):
+		if st.Warnings.ReturnCodes == nil {
+			st.Warnings.ReturnCodes = map[string]int64{}
+		}
+		st.Warnings.ReturnCodes[o.Flag]++
+	}
 }
 
 // asyncWindow bounds the row batches published and not yet acknowledged by one transform, so
@@ -472,6 +497,12 @@ func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, c *
 	rd, err := dlformat.NewReader(r)
 	if err != nil {
 		return st, fmt.Errorf("read %s: %w", j.FileKey, mapLine(err, fileLine))
+	}
+	if j.Spec.Program == events.GetData {
+		// A snapshot is keyed by when it was taken: two of one day are two snapshots.
+		if t, ok := rd.Header().SnapshotTime(); ok {
+			b.SetSnapshotAt(t.Unix())
+		}
 	}
 	reject := func(rej *obs.Reject) {
 		var keep bool
@@ -523,6 +554,9 @@ func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, c *
 			reject(&obs.Reject{Line: rd.Stats().Lines, Reason: err.Error()})
 		} else {
 			st.Rows++
+			if o.Flag != "" {
+				st.warn(o)
+			}
 		}
 		for b.Full() {
 			if err := flush(more); err != nil {

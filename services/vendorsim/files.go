@@ -58,7 +58,7 @@ func (s *Server) writeReply(req *request) (p *prepared, err error) {
 	go func() { zdone <- compressTo(gz, pr) }()
 	h := sha512.New()
 	cw := &countWriter{w: io.MultiWriter(h, pw)}
-	werr := simdata.WriteReplyLayout(cw, req.spec, req.runDate, s.opts.Seed, req.layout)
+	werr := simdata.WriteReplyLayout(cw, req.spec, req.runDate, req.seed, req.layout)
 	pw.CloseWithError(werr) // nil: the compressor reads EOF
 	if err = cmp.Or(werr, <-zdone); err != nil {
 		os.Remove(p.gzPath)

@@ -22,6 +22,10 @@ type Options struct {
 	ReadyAfter time.Duration
 	// Seed selects the simulated data (simdata's seed).
 	Seed uint64
+	// Revision is the revision of the data that requests created from now on get
+	// (simdata.RevisedSeed): another revision changes every value, as a vendor's correction
+	// does. POST /sim/revision moves it on while the simulator runs.
+	Revision uint64
 	// RunDate is every file's RUNDATE and getdata date; zero means the UTC date at which each
 	// request was created.
 	RunDate time.Time
@@ -102,6 +106,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 		o.Seed = n
 		return nil
 	})
+	fs.Uint64Var(&o.Revision, "revision", o.Revision, "revision of the simulated data (0: the seed's own values); POST /sim/revision adds one")
 	fs.Func("run-date", "RUNDATE of every reply file, a `date` YYYY-MM-DD (default: the UTC date at each request's creation)",
 		func(s string) error {
 			t, err := time.Parse(time.DateOnly, s)

@@ -63,6 +63,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	requests map[string]*request // by identifier
+	revision uint64              // of the data of requests created from now on (Options.Revision)
 }
 
 // request is one created request and, once prepared, its reply file.
@@ -73,6 +74,7 @@ type request struct {
 	body    json.RawMessage // as posted
 	created time.Time
 	runDate obs.Date
+	seed    uint64 // of its data: the revision current when it was created
 	layout  simdata.Layout
 
 	prepMu sync.Mutex
@@ -103,6 +105,7 @@ func NewServer(opts Options) *Server {
 		rng:      rand.New(rand.NewPCG(opts.Seed, 0x5eedfa17)),
 		requests: map[string]*request{},
 		files:    &fileStore{dir: opts.Dir},
+		revision: opts.Revision,
 	}
 	// A backstop for callers that never Close: the files go when the Server is collected.
 	runtime.AddCleanup(s, func(st *fileStore) { st.close() }, s.files)
@@ -111,6 +114,7 @@ func NewServer(opts Options) *Server {
 		s.tokens = newTokenIssuer(opts.Credentials, opts.TokenTTL, opts.Now)
 	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	s.mux.HandleFunc("POST /sim/revision", s.nextRevision)
 	s.mux.HandleFunc("GET "+Prefix+"/catalogs/{$}", s.catalogs)
 	s.mux.HandleFunc("POST "+Prefix+"/catalogs/{acct}/requests/{$}", s.createRequest)
 	s.mux.HandleFunc("GET "+Prefix+"/catalogs/{acct}/requests/{id}/{$}", s.getRequest)
@@ -393,6 +397,11 @@ func (s *Server) parseRequest(body []byte) (*request, error) {
 		return nil, err
 	}
 	req.layout = ChooseLayout(s.opts.Layouts, req.id, req.spec)
+	// The file says when it was made: two snapshots of one day are two snapshots.
+	req.layout.Started = req.created.UTC().Sub(req.created.UTC().Truncate(24 * time.Hour)).Truncate(time.Second)
+	s.mu.Lock()
+	req.seed = simdata.RevisedSeed(s.opts.Seed, s.revision)
+	s.mu.Unlock()
 	return req, nil
 }
 
@@ -608,4 +617,15 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// nextRevision moves the data of the requests created from now on to the next revision, as a
+// vendor's correction of its data would, and answers the new revision. It is the simulator's
+// own endpoint, not HAPI's: no api-version, no faults, no authentication.
+func (s *Server) nextRevision(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	s.revision++
+	rev := s.revision
+	s.mu.Unlock()
+	fmt.Fprintf(w, "%d\n", rev)
 }

@@ -201,7 +201,9 @@ func TestRequestLifecycle(t *testing.T) {
 	var want bytes.Buffer
 	spec := events.Spec{Name: "life1", Program: events.GetHistory, Securities: []string{"IBM US Equity", "BAD X Equity"},
 		Fields: []string{"PX_LAST", "PX_VOLUME"}, Start: "2026-01-02", End: "2026-01-31"}
-	if err := simdata.WriteReply(&want, spec, obs.MakeDate(2026, 1, 5), 4); err != nil {
+	layout, _ := simdata.LookupLayout(spec.Program)
+	layout.Started = 21 * time.Hour // the clock's time of day when the request was created
+	if err := simdata.WriteReplyLayout(&want, spec, obs.MakeDate(2026, 1, 5), 4, layout); err != nil {
 		t.Fatal(err)
 	}
 	sum := sha512.Sum512(want.Bytes())
@@ -372,7 +374,7 @@ func TestMaxBadDownloads(t *testing.T) {
 // the reply file f1 has.
 func faultServer(t *testing.T, faults Faults) (*httptest.Server, []byte) {
 	t.Helper()
-	srv := start(t, Options{Faults: faults, RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)})
+	srv := start(t, Options{Faults: faults, RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC), Now: newClock().Now})
 	if code, _, body := do(t, "POST", srv.URL+base+"/requests/", history("f1"), nil); code != http.StatusCreated {
 		t.Fatalf("create: %d %s", code, body)
 	}
@@ -385,7 +387,9 @@ func historyReply(t *testing.T) []byte {
 	var want bytes.Buffer
 	spec := events.Spec{Program: events.GetHistory, Securities: []string{"IBM US Equity", "BAD X Equity"},
 		Fields: []string{"PX_LAST", "PX_VOLUME"}, Start: "2026-01-02", End: "2026-01-31"}
-	if err := simdata.WriteReply(&want, spec, obs.MakeDate(2026, 1, 5), 0); err != nil {
+	layout, _ := simdata.LookupLayout(spec.Program)
+	layout.Started = 21 * time.Hour // newClock's time of day, when the request was created
+	if err := simdata.WriteReplyLayout(&want, spec, obs.MakeDate(2026, 1, 5), 0, layout); err != nil {
 		t.Fatal(err)
 	}
 	return want.Bytes()
@@ -479,7 +483,7 @@ func TestInjectedStatusFaults(t *testing.T) {
 // that Close removes the file.
 func TestPreparedOnce(t *testing.T) {
 	dir := t.TempDir()
-	sim := NewServer(Options{Dir: dir, RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)})
+	sim := NewServer(Options{Dir: dir, RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC), Now: newClock().Now})
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
 	if code, _, body := do(t, "POST", srv.URL+base+"/requests/", history("p1"), nil); code != http.StatusCreated {
