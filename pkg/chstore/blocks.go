@@ -19,7 +19,8 @@ var observationTypes = []chinsert.Column{
 	{Name: "security", Type: "String"}, {Name: "field", Type: "String"}, {Name: "date", Type: "Date"},
 	{Name: "value_num", Type: "Nullable(Float64)"}, {Name: "value_str", Type: "String"},
 	{Name: "value_kind", Type: "UInt8"}, {Name: "flag", Type: "String"}, {Name: "program", Type: "String"},
-	{Name: "job_id", Type: "String"}, {Name: "version", Type: "UInt64"}, {Name: "loaded_at", Type: "DateTime"},
+	{Name: "snapshot_at", Type: "DateTime"}, {Name: "job_id", Type: "String"}, {Name: "version", Type: "UInt64"},
+	{Name: "loaded_at", Type: "DateTime"},
 }
 
 // sortRows is how many rows blockSink gathers before it sends them in the table's key order.
@@ -157,8 +158,10 @@ type run struct {
 type batchConsts struct {
 	programS, jobIDS string
 	version          uint64
+	snapshotAt       int64
 	program, jobID   []byte // encoded as String values
 	versionEnc       [8]byte
+	snapshotEnc      [4]byte // a DateTime
 }
 
 // freeObsRows keeps the buffers of the last INSERTs' rows for the next ones. Not a sync.Pool:
@@ -202,10 +205,12 @@ func (r *obsRows) reset() {
 // job run, and the run the last rows are in if they were of the same job run (else nil).
 func (r *obsRows) lastRun(b *Batch) (int32, *run) {
 	bi := len(r.batches) - 1
-	if bi < 0 || r.batches[bi].version != b.Version || r.batches[bi].jobIDS != b.JobID || r.batches[bi].programS != b.Program {
-		c := batchConsts{programS: b.Program, jobIDS: b.JobID, version: b.Version,
+	if bi < 0 || r.batches[bi].version != b.Version || r.batches[bi].jobIDS != b.JobID || r.batches[bi].programS != b.Program ||
+		r.batches[bi].snapshotAt != b.SnapshotAt {
+		c := batchConsts{programS: b.Program, jobIDS: b.JobID, version: b.Version, snapshotAt: b.SnapshotAt,
 			program: chinsert.AppendString(nil, b.Program), jobID: chinsert.AppendString(nil, b.JobID)}
 		binary.LittleEndian.PutUint64(c.versionEnc[:], b.Version)
+		binary.LittleEndian.PutUint32(c.snapshotEnc[:], uint32(b.SnapshotAt))
 		r.batches = append(r.batches, c)
 		bi++
 	}
@@ -425,15 +430,20 @@ func (r *obsRows) column(blk block, i int, dst []byte, loadedAt uint32) []byte {
 		return dst
 	case 8:
 		for _, s := range blk {
-			dst = appendRepeated(dst, r.batches[s.run.batch].jobID, int(s.end-s.first))
+			dst = appendRepeated(dst, r.batches[s.run.batch].snapshotEnc[:], int(s.end-s.first))
 		}
 		return dst
 	case 9:
 		for _, s := range blk {
-			dst = appendRepeated(dst, r.batches[s.run.batch].versionEnc[:], int(s.end-s.first))
+			dst = appendRepeated(dst, r.batches[s.run.batch].jobID, int(s.end-s.first))
 		}
 		return dst
 	case 10:
+		for _, s := range blk {
+			dst = appendRepeated(dst, r.batches[s.run.batch].versionEnc[:], int(s.end-s.first))
+		}
+		return dst
+	case 11:
 		var t [4]byte
 		binary.LittleEndian.PutUint32(t[:], loadedAt)
 		return appendRepeated(dst, t[:], blk.rows())

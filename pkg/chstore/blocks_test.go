@@ -28,6 +28,7 @@ type sent struct {
 	num                                        uint64
 	kind                                       byte
 	version                                    uint64
+	snapshotAt                                 uint32
 }
 
 func (s sent) less(t sent) int {
@@ -51,23 +52,23 @@ func decodeBlock(t *testing.T, r *obsRows, blk block) []sent {
 		}
 		return out
 	}
-	sec, field, str, flag, prog, job := strs(col(0)), strs(col(1)), strs(col(4)), strs(col(6)), strs(col(7)), strs(col(8))
-	date, nullNum, kind, version := col(2), col(3), col(5), col(9)
-	if len(date) != 2*n || len(nullNum) != 9*n || len(kind) != n || len(version) != 8*n || len(col(10)) != 4*n {
+	sec, field, str, flag, prog, job := strs(col(0)), strs(col(1)), strs(col(4)), strs(col(6)), strs(col(7)), strs(col(9))
+	date, nullNum, kind, snap, version := col(2), col(3), col(5), col(8), col(10)
+	if len(date) != 2*n || len(nullNum) != 9*n || len(kind) != n || len(snap) != 4*n || len(version) != 8*n || len(col(11)) != 4*n {
 		t.Fatalf("fixed-width columns of the wrong size for %d rows", n)
 	}
 	out := make([]sent, n)
 	for i := range out {
 		out[i] = sent{security: sec[i], field: field[i], str: str[i], flag: flag[i], program: prog[i], jobID: job[i],
 			date: binary.LittleEndian.Uint16(date[2*i:]), null: nullNum[i], num: binary.LittleEndian.Uint64(nullNum[n+8*i:]),
-			kind: kind[i], version: binary.LittleEndian.Uint64(version[8*i:])}
+			kind: kind[i], version: binary.LittleEndian.Uint64(version[8*i:]), snapshotAt: binary.LittleEndian.Uint32(snap[4*i:])}
 	}
 	return out
 }
 
 // expect is what a block must carry for observation o of batch b.
 func expect(b *Batch, o obs.Observation) sent {
-	s := sent{security: o.Security, field: o.Field, flag: o.Flag, program: b.Program, jobID: b.JobID,
+	s := sent{security: o.Security, field: o.Field, flag: o.Flag, program: b.Program, jobID: b.JobID, snapshotAt: uint32(b.SnapshotAt),
 		date: uint16(o.Date), kind: byte(o.Kind), version: b.Version, null: 1}
 	switch o.Kind {
 	case obs.Number:
@@ -85,6 +86,9 @@ func keyOrderBatches() []Batch {
 	var batches []Batch
 	for j, job := range []string{"job-b", "job-a"} {
 		b := Batch{JobID: job, Program: "gethistory", Version: uint64(10 + j)}
+		if j == 1 {
+			b.Program, b.SnapshotAt = "getdata", 1765988350 // a snapshot's time travels as a constant column
+		}
 		for _, sec := range []string{"ZZZ US Equity", "AAPL US Equity", "MSFT US Equity"} {
 			sec = fmt.Sprintf("%s %d", sec, 1-j)
 			for _, f := range []string{"PX_LAST", "NAME", "PX_BID"} {

@@ -14,9 +14,13 @@ const jobColumns = "id, name, program, generation, state, spec, " +
 	"vendor_request_id, vendor_account, response_key, file_key, file_sha256, file_size, polls, " +
 	"batches, rows_parsed, rows_loaded, rows_rejected, error, trace_id, version, updated"
 
-// RecordJob writes the job's whole current state. seq orders the writes of one job (use the
-// job event's stream sequence): the row with the highest seq is the job's state, whatever
-// order the writes arrive in, and writing the same (job, seq) twice is harmless.
+// jobColumnsNow are the jobs table's columns today: jobColumns (schema 1's) and the warnings.
+const jobColumnsNow = jobColumns + ", warnings"
+
+// RecordJob writes the whole current state of a job run (one generation of the job). seq
+// orders the writes of one run (use the job event's stream sequence): the row with the highest
+// seq is the run's state, whatever order the writes arrive in, and writing the same (job, seq)
+// twice is harmless. The state column holds the run's Outcome ("loaded with warnings").
 //
 // Timestamps are stored to the second (DateTime); the zero time is stored as 1970-01-01
 // 00:00:00 and read back as the zero time.
@@ -25,16 +29,23 @@ func (s *Store) RecordJob(ctx context.Context, j events.Job, seq uint64) error {
 	if err != nil {
 		return fmt.Errorf("record job %s: encode spec: %w", j.ID, err)
 	}
-	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table("jobs")+" ("+jobColumns+")")
+	var warnings []byte
+	if !j.Warnings.Empty() {
+		if warnings, err = json.Marshal(j.Warnings); err != nil {
+			return fmt.Errorf("record job %s: encode warnings: %w", j.ID, err)
+		}
+	}
+	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table("jobs")+" ("+jobColumnsNow+")")
 	if err != nil {
 		return fmt.Errorf("record job %s: %w", j.ID, err)
 	}
 	defer batch.Close()
-	err = batch.Append(j.ID, j.Spec.Name, j.Spec.Program, int64(j.Generation), j.State, string(spec),
+	err = batch.Append(j.ID, j.Spec.Name, j.Spec.Program, int64(j.Generation), j.Outcome(), string(spec),
 		toDateTime(j.SubmittedAt), toDateTime(j.RequestedAt), toDateTime(j.ReadyAt), toDateTime(j.CollectedAt),
 		toDateTime(j.TransformedAt), toDateTime(j.LoadedAt), toDateTime(j.FailedAt), toDateTime(j.Deadline),
 		j.VendorRequestID, j.VendorAccount, j.ResponseKey, j.FileKey, j.FileSHA256, j.FileSize, int64(j.Polls),
-		int64(j.Batches), j.RowsParsed, j.RowsLoaded, j.RowsRejected, j.Error, j.TraceID, j.Version, seq)
+		int64(j.Batches), j.RowsParsed, j.RowsLoaded, j.RowsRejected, j.Error, j.TraceID, j.Version, seq,
+		string(warnings))
 	if err != nil {
 		batch.Abort()
 		return fmt.Errorf("record job %s: %w", j.ID, err)
@@ -45,9 +56,10 @@ func (s *Store) RecordJob(ctx context.Context, j events.Job, seq uint64) error {
 	return nil
 }
 
-// Job returns a job's current state; false if the job is unknown.
+// Job returns the current state of a job's latest run; false if the job is unknown.
 func (s *Store) Job(ctx context.Context, id string) (events.Job, bool, error) {
-	jobs, err := s.queryJobs(ctx, "SELECT "+jobColumns+" FROM "+s.table("jobs")+" FINAL WHERE id = ?", id)
+	jobs, err := s.queryJobs(ctx, "SELECT "+jobColumnsNow+" FROM "+s.table("jobs")+
+		" FINAL WHERE id = ? ORDER BY generation DESC LIMIT 1", id)
 	if err != nil {
 		return events.Job{}, false, fmt.Errorf("read job %s: %w", id, err)
 	}
@@ -57,13 +69,24 @@ func (s *Store) Job(ctx context.Context, id string) (events.Job, bool, error) {
 	return jobs[0], true, nil
 }
 
-// RecentJobs returns the current state of the limit most recently submitted jobs, newest first.
+// JobRuns returns the state of every run of a job, oldest first.
+func (s *Store) JobRuns(ctx context.Context, id string) ([]events.Job, error) {
+	jobs, err := s.queryJobs(ctx, "SELECT "+jobColumnsNow+" FROM "+s.table("jobs")+
+		" FINAL WHERE id = ? ORDER BY generation", id)
+	if err != nil {
+		return nil, fmt.Errorf("read runs of job %s: %w", id, err)
+	}
+	return jobs, nil
+}
+
+// RecentJobs returns the current state of the latest run of the limit most recently submitted
+// jobs, newest first.
 func (s *Store) RecentJobs(ctx context.Context, limit int) ([]events.Job, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
-	jobs, err := s.queryJobs(ctx, "SELECT "+jobColumns+" FROM "+s.table("jobs")+
-		" FINAL ORDER BY submitted_at DESC, id DESC LIMIT ?", limit)
+	jobs, err := s.queryJobs(ctx, "SELECT "+jobColumnsNow+" FROM "+s.table("jobs")+
+		" FINAL ORDER BY submitted_at DESC, id DESC, generation DESC LIMIT 1 BY id LIMIT ?", limit)
 	if err != nil {
 		return nil, fmt.Errorf("read recent jobs: %w", err)
 	}
@@ -85,11 +108,13 @@ func (s *Store) queryJobs(ctx context.Context, query string, args ...any) ([]eve
 			sub, req, ready, coll, trans, load, fl time.Time
 			deadline                               time.Time
 			updated                                uint64
+			warnings                               string
 		)
 		err := rows.Scan(&j.ID, &name, &program, &generation, &j.State, &spec,
 			&sub, &req, &ready, &coll, &trans, &load, &fl, &deadline,
 			&j.VendorRequestID, &j.VendorAccount, &j.ResponseKey, &j.FileKey, &j.FileSHA256, &j.FileSize, &polls,
-			&batches, &j.RowsParsed, &j.RowsLoaded, &j.RowsRejected, &j.Error, &j.TraceID, &j.Version, &updated)
+			&batches, &j.RowsParsed, &j.RowsLoaded, &j.RowsRejected, &j.Error, &j.TraceID, &j.Version, &updated,
+			&warnings)
 		if err != nil {
 			return nil, err
 		}
@@ -98,6 +123,13 @@ func (s *Store) queryJobs(ctx context.Context, query string, args ...any) ([]eve
 				return nil, fmt.Errorf("job %s: decode spec: %w", j.ID, err)
 			}
 		}
+		if warnings != "" {
+			j.Warnings = new(events.Warnings)
+			if err := json.Unmarshal([]byte(warnings), j.Warnings); err != nil {
+				return nil, fmt.Errorf("job %s: decode warnings: %w", j.ID, err)
+			}
+		}
+		j.State = events.StateFromOutcome(j.State)
 		// The columns are the source of truth for what they hold (and what operators query).
 		j.Spec.Name, j.Spec.Program = name, program
 		j.Generation, j.Polls, j.Batches = int(generation), int(polls), int(batches)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -19,9 +20,13 @@ type Batch struct {
 	JobID   string
 	Program string
 	// Version orders this run's rows against other runs' rows of the same keys (events.Job's
-	// Version): the highest wins.
+	// Version): the highest committed one is current.
 	Version uint64
-	Obs     []obs.Observation
+	// SnapshotAt is when a snapshot's data was taken, in Unix seconds (0 for history): part of
+	// the key, so that two snapshots of one day, or a snapshot and a history row, are kept
+	// apart.
+	SnapshotAt int64
+	Obs        []obs.Observation
 	// Cols, when not nil, holds the batch's observations column by column instead of Obs (which
 	// is then ignored): what the loader decodes row batches into.
 	Cols    *obs.Columns
@@ -110,8 +115,12 @@ func (s *Store) InsertFrom(ctx context.Context, src BatchSource) (rows int, err 
 }
 
 // CheckDates returns an error wrapping ErrDateOutOfRange, naming the observation, if one of
-// b's dates is outside what a ClickHouse Date holds.
+// b's dates is outside what a ClickHouse Date holds, or its snapshot time outside what a
+// DateTime holds.
 func CheckDates(b *Batch) error {
+	if b.SnapshotAt < 0 || b.SnapshotAt > math.MaxUint32 {
+		return fmt.Errorf("job %s: snapshot time %d: %w", b.JobID, b.SnapshotAt, ErrDateOutOfRange)
+	}
 	if c := b.Cols; c != nil {
 		for i, d := range c.Date {
 			if d < 0 || d > maxDate {
@@ -238,8 +247,8 @@ func (d *driverSink) send(ctx context.Context) error {
 	for k := range rows {
 		c.loadedAt[k] = d.now
 	}
-	columns := [...]any{c.security, c.field, c.date, c.num, c.str, c.kind, c.flag, c.program, c.jobID,
-		c.version, c.loadedAt[:rows]}
+	columns := [...]any{c.security, c.field, c.date, c.num, c.str, c.kind, c.flag, c.program, c.snapshotAt,
+		c.jobID, c.version, c.loadedAt[:rows]}
 	for ci, col := range columns {
 		if err := d.batch.Column(ci).Append(col); err != nil {
 			return fmt.Errorf("column %d: %w", ci, err)
@@ -277,7 +286,7 @@ func (d *driverSink) close() {
 // obsColumns are the columns of one block of observations.
 type obsColumns struct {
 	security, field, str, flag, program, jobID []string
-	date                                       []time.Time
+	date, snapshotAt                           []time.Time
 	num                                        []*float64
 	nums                                       []float64 // backing store of num's pointers: never reallocated
 	kind                                       []uint8
@@ -290,7 +299,8 @@ var obsColumnsPool = sync.Pool{New: func() any {
 		security: make([]string, 0, blockRows), field: make([]string, 0, blockRows),
 		str: make([]string, 0, blockRows), flag: make([]string, 0, blockRows),
 		program: make([]string, 0, blockRows), jobID: make([]string, 0, blockRows),
-		date: make([]time.Time, 0, blockRows), num: make([]*float64, 0, blockRows),
+		date: make([]time.Time, 0, blockRows), snapshotAt: make([]time.Time, 0, blockRows),
+		num:  make([]*float64, 0, blockRows),
 		nums: make([]float64, blockRows), kind: make([]uint8, 0, blockRows),
 		version: make([]uint64, 0, blockRows), loadedAt: make([]time.Time, blockRows),
 	}
@@ -313,6 +323,7 @@ func (c *obsColumns) reset() {
 	clear(c.num)
 	c.security, c.field, c.str, c.flag = c.security[:0], c.field[:0], c.str[:0], c.flag[:0]
 	c.program, c.jobID, c.date, c.num = c.program[:0], c.jobID[:0], c.date[:0], c.num[:0]
+	c.snapshotAt = c.snapshotAt[:0]
 	c.kind, c.version = c.kind[:0], c.version[:0]
 }
 
@@ -339,6 +350,7 @@ func (c *obsColumns) add(b *Batch, os []obs.Observation) {
 		c.kind = append(c.kind, uint8(o.Kind))
 		c.flag = append(c.flag, o.Flag)
 		c.program = append(c.program, b.Program)
+		c.snapshotAt = append(c.snapshotAt, time.Unix(b.SnapshotAt, 0).UTC())
 		c.jobID = append(c.jobID, b.JobID)
 		c.version = append(c.version, b.Version)
 	}

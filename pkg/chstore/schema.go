@@ -2,107 +2,153 @@ package chstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 )
 
-// migration is one numbered schema change. Its statements must be idempotent (IF NOT EXISTS,
-// and the like): ClickHouse has no transactions or locks to stop two processes migrating at
-// once, so both may run the same statements, and then both record the version, which the
-// ReplacingMergeTree of schema_migrations collapses into one row.
+// The schema has two parts: currentSchema, which a new database gets in one step, and
+// migrations, which upgrade a database made by an earlier release in place. Both must give the
+// same tables.
 //
 // DDL here must be valid for ClickHouse 18.16 and current releases alike: no LowCardinality,
-// no DateTime64, no table SETTINGS that 18.16 lacks. A later migration that needs a newer
-// server must check Store.version and skip itself (without recording) on older ones.
+// no DateTime64, no table SETTINGS that 18.16 lacks. {db} is replaced by the quoted database
+// name.
+
+// obsKey is the key of an observation as readers see it: one value per key per run. A getdata
+// snapshot (program getdata, snapshot_at its file's time) and a gethistory row (snapshot_at 0)
+// never share one.
+const obsKey = "security, field, date, program, snapshot_at"
+
+// Every run's rows stay: version is in the sorting key, so merges collapse only the duplicate
+// rows of one run (a batch inserted twice) and never an earlier run's rows, which "as of" queries
+// still read. Readers see only committed runs (commits; observations_current).
+//
+// By year, not month: an INSERT writes one part per partition its rows fall in, and
+// ClickHouse's cost of a part dominated its CPU on history jobs (docs/performance.md).
+const createObservations = `CREATE TABLE IF NOT EXISTS {db}.%s (
+	security    String,
+	field       String,
+	date        Date,
+	value_num   Nullable(Float64),
+	value_str   String,
+	value_kind  UInt8,
+	flag        String,
+	program     String,
+	snapshot_at DateTime,
+	job_id      String,
+	version     UInt64,
+	loaded_at   DateTime
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYear(date)
+ORDER BY (` + obsKey + `, version)`
+
+// One row per job run (generation), rewritten by every stage with the run's whole state; the
+// row with the highest updated (the job event's stream sequence) is the run's state, and an
+// event of one generation never touches another's row.
+const createJobs = `CREATE TABLE IF NOT EXISTS {db}.%s (
+	id                String,
+	name              String,
+	program           String,
+	generation        Int64,
+	state             String,
+	spec              String,
+	submitted_at      DateTime,
+	requested_at      DateTime,
+	ready_at          DateTime,
+	collected_at      DateTime,
+	transformed_at    DateTime,
+	loaded_at         DateTime,
+	failed_at         DateTime,
+	deadline          DateTime,
+	vendor_request_id String,
+	vendor_account    String,
+	response_key      String,
+	file_key          String,
+	file_sha256       String,
+	file_size         Int64,
+	polls             Int64,
+	batches           Int64,
+	rows_parsed       Int64,
+	rows_loaded       Int64,
+	rows_rejected     Int64,
+	error             String,
+	trace_id          String,
+	version           UInt64,
+	updated           UInt64,
+	warnings          String
+) ENGINE = ReplacingMergeTree(updated)
+ORDER BY (id, generation)`
+
+// A reject is identified by its job and line, so a redelivered batch's rejects collapse too.
+const createRejects = `CREATE TABLE IF NOT EXISTS {db}.rejects (
+	job_id    String,
+	line      UInt64,
+	raw       String,
+	reason    String,
+	loaded_at DateTime
+) ENGINE = ReplacingMergeTree
+ORDER BY (job_id, line)`
+
+// A run's rows become visible when its one row here is written, after all of them are
+// inserted: a single-row INSERT is atomic, which is all the atomicity a reader needs.
+// committed_ns is the commit time to the nanosecond, for "as of" queries; writing a commit
+// twice (a redelivery) is harmless.
+const createCommits = `CREATE TABLE IF NOT EXISTS {db}.commits (
+	job_id       String,
+	version      UInt64,
+	committed_at DateTime,
+	committed_ns UInt64
+) ENGINE = ReplacingMergeTree
+ORDER BY version`
+
+// currentSchema is what a new database gets.
+var currentSchema = []string{
+	fmt.Sprintf(createObservations, "observations"),
+	fmt.Sprintf(createJobs, "jobs"),
+	createRejects,
+	createCommits,
+	"CREATE VIEW IF NOT EXISTS {db}.observations_current AS " + CurrentSQL("{db}", Filter{}),
+}
+
+// migration is one numbered upgrade of a database made by an earlier release. Its steps must be
+// safe to run again after a failure halfway. ClickHouse has no transactions or locks to stop two
+// processes migrating at once: a migration that copies tables (manual) runs only from
+// `marketpipe migrate`, never from a service at start.
 type migration struct {
 	version uint32
 	name    string
-	stmts   []string // {db} is replaced by the quoted database name
+	manual  bool
+	run     func(ctx context.Context, s *Store) error
 }
 
 var migrations = []migration{
-	{1, "observations, jobs, rejects", []string{
-		// One row per security, field and date; the highest version (the latest run) wins
-		// under FINAL and in background merges, which stay within a year's partition.
-		//
-		// By year, not month: an INSERT writes one part per partition its rows fall in, and
-		// ClickHouse's cost of a part (a buffer of about a megabyte per column file, the page
-		// faults of filling them, the merges after) dominated its CPU on history jobs. For the
-		// reference job of bench/cmd/mpbench (5 M observations over 250 days, ten 500,000-row
-		// INSERTs) monthly partitions made 121 parts and 3 M merged rows per run; yearly ones
-		// one part per INSERT (its dates fall in one year), and the server used 3.0 to 3.3 s
-		// of CPU per run instead of 5.9 to 7.0.
-		// A daily job writes one part either way. Tables created by earlier versions keep
-		// their monthly partitions, which work the same.
-		`CREATE TABLE IF NOT EXISTS {db}.observations (
-			security   String,
-			field      String,
-			date       Date,
-			value_num  Nullable(Float64),
-			value_str  String,
-			value_kind UInt8,
-			flag       String,
-			program    String,
-			job_id     String,
-			version    UInt64,
-			loaded_at  DateTime
-		) ENGINE = ReplacingMergeTree(version)
-		PARTITION BY toYear(date)
-		ORDER BY (security, field, date)`,
-		// One row per job run, rewritten by every stage with the whole state; the row with the
-		// highest updated (the job event's stream sequence) is the current state.
-		`CREATE TABLE IF NOT EXISTS {db}.jobs (
-			id                String,
-			name              String,
-			program           String,
-			generation        Int64,
-			state             String,
-			spec              String,
-			submitted_at      DateTime,
-			requested_at      DateTime,
-			ready_at          DateTime,
-			collected_at      DateTime,
-			transformed_at    DateTime,
-			loaded_at         DateTime,
-			failed_at         DateTime,
-			deadline          DateTime,
-			vendor_request_id String,
-			vendor_account    String,
-			response_key      String,
-			file_key          String,
-			file_sha256       String,
-			file_size         Int64,
-			polls             Int64,
-			batches           Int64,
-			rows_parsed       Int64,
-			rows_loaded       Int64,
-			rows_rejected     Int64,
-			error             String,
-			trace_id          String,
-			version           UInt64,
-			updated           UInt64
-		) ENGINE = ReplacingMergeTree(updated)
-		ORDER BY id`,
-		// A reject is identified by its job and line, so a redelivered batch's rejects
-		// collapse too.
-		`CREATE TABLE IF NOT EXISTS {db}.rejects (
-			job_id    String,
-			line      UInt64,
-			raw       String,
-			reason    String,
-			loaded_at DateTime
-		) ENGINE = ReplacingMergeTree
-		ORDER BY (job_id, line)`,
-	}},
+	// Schema 1, the first release's tables, is what currentSchema replaced; a database made by
+	// that release has it recorded.
+	{1, "observations, jobs, rejects", false, nil},
+	{2, "every run kept and committed atomically: observations by run, commits, observations_current, jobs by generation",
+		true, upgradeToRuns},
 }
 
 // SchemaVersion is the schema version this package migrates to.
 func SchemaVersion() uint32 { return migrations[len(migrations)-1].version }
 
-// Migrate creates the database and tables, or upgrades them to SchemaVersion. It is
-// idempotent and safe to run from several processes at once.
-func (s *Store) Migrate(ctx context.Context) error {
+// ErrManualMigration is returned (wrapped) by MigrateAtStart when the database needs a
+// migration that only `marketpipe migrate` runs.
+var ErrManualMigration = errors.New("the database needs `marketpipe migrate`")
+
+// Migrate creates the database and tables, or upgrades them to SchemaVersion, copying tables
+// where an upgrade needs it. It is idempotent. Run it from one process at a time
+// (`marketpipe migrate`); services use MigrateAtStart.
+func (s *Store) Migrate(ctx context.Context) error { return s.migrate(ctx, true) }
+
+// MigrateAtStart is Migrate for a service starting: it creates a new database's tables, which
+// is safe from several processes at once, and applies the upgrades that are, but returns
+// ErrManualMigration instead of copying tables.
+func (s *Store) MigrateAtStart(ctx context.Context) error { return s.migrate(ctx, false) }
+
+func (s *Store) migrate(ctx context.Context, manual bool) error {
 	if err := s.exec(ctx, "CREATE DATABASE IF NOT EXISTS "+s.db, codeDatabaseAlreadyExists); err != nil {
 		return fmt.Errorf("migrate: create database %s: %w", s.cfg.Database, err)
 	}
@@ -118,28 +164,168 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
+	if len(applied) == 0 {
+		legacy, err := s.tableExists(ctx, "observations")
+		if err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		if !legacy {
+			// A new database: the current schema in one step.
+			for _, stmt := range currentSchema {
+				if err := s.exec(ctx, strings.ReplaceAll(stmt, "{db}", s.db), codeTableAlreadyExists); err != nil {
+					return fmt.Errorf("migrate: create schema: %w", err)
+				}
+			}
+			for _, m := range migrations {
+				if err := s.recordMigration(ctx, m); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		// Tables without a record: made by schema 1 before it recorded itself.
+		applied[1] = true
+	}
 	for _, m := range migrations {
 		if applied[m.version] {
 			continue
 		}
-		for _, stmt := range m.stmts {
-			if err := s.exec(ctx, strings.ReplaceAll(stmt, "{db}", s.db), codeTableAlreadyExists); err != nil {
+		if m.manual && !manual {
+			return fmt.Errorf("migrate: schema %d (%s): %w", m.version, m.name, ErrManualMigration)
+		}
+		if m.run != nil {
+			if err := m.run(ctx, s); err != nil {
 				return fmt.Errorf("migrate: version %d (%s): %w", m.version, m.name, err)
 			}
 		}
-		batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table("schema_migrations")+" (version, name, applied_at)")
-		if err != nil {
-			return fmt.Errorf("migrate: record version %d: %w", m.version, err)
-		}
-		if err := batch.Append(m.version, m.name, time.Now().UTC().Truncate(time.Second)); err != nil {
-			batch.Abort()
-			return fmt.Errorf("migrate: record version %d: %w", m.version, err)
-		}
-		if err := batch.Send(); err != nil {
-			return fmt.Errorf("migrate: record version %d: %w", m.version, err)
+		if err := s.recordMigration(ctx, m); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+func (s *Store) recordMigration(ctx context.Context, m migration) error {
+	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table("schema_migrations")+" (version, name, applied_at)")
+	if err != nil {
+		return fmt.Errorf("migrate: record version %d: %w", m.version, err)
+	}
+	if err := batch.Append(m.version, m.name, time.Now().UTC().Truncate(time.Second)); err != nil {
+		batch.Abort()
+		return fmt.Errorf("migrate: record version %d: %w", m.version, err)
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("migrate: record version %d: %w", m.version, err)
+	}
+	return nil
+}
+
+// upgradeToRuns turns a schema 1 database into schema 2 in place. Every row readers saw stays
+// visible as it was: observations are copied as FINAL showed them (one row per key, the
+// latest version) into the new layout, and each (job, version) found becomes a committed run.
+// jobs rows are copied into the table keyed by generation. Each copy is checked by counting
+// before the old table is dropped; a failure leaves the old table in place, and running the
+// migration again starts the copy over.
+func upgradeToRuns(ctx context.Context, s *Store) error {
+	if err := s.exec(ctx, strings.ReplaceAll(createCommits, "{db}", s.db), codeTableAlreadyExists); err != nil {
+		return fmt.Errorf("create commits: %w", err)
+	}
+	obsCols := "security, field, date, value_num, value_str, value_kind, flag, program, snapshot_at, job_id, version, loaded_at"
+	if err := s.copyTable(ctx, "observations", "security, field, date", createObservations, obsCols,
+		"SELECT security, field, date, value_num, value_str, value_kind, flag, program, toDateTime(0), job_id, version, loaded_at FROM {src} FINAL",
+		"SELECT count() FROM {src} FINAL",
+		// Every run whose rows readers saw is a committed run, committed when its last row was loaded.
+		"INSERT INTO {db}.commits (job_id, version, committed_at, committed_ns) "+
+			"SELECT job_id, version, max(loaded_at), toUInt64(max(loaded_at)) * 1000000000 FROM {dst} GROUP BY job_id, version",
+	); err != nil {
+		return err
+	}
+	jobCols := jobColumns + ", warnings"
+	if err := s.copyTable(ctx, "jobs", "id", createJobs, jobCols,
+		"SELECT "+jobColumns+", '' FROM {src}", "SELECT count() FROM {src}", ""); err != nil {
+		return err
+	}
+	view := "CREATE VIEW IF NOT EXISTS {db}.observations_current AS " + CurrentSQL("{db}", Filter{})
+	if err := s.exec(ctx, strings.ReplaceAll(view, "{db}", s.db), codeTableAlreadyExists); err != nil {
+		return fmt.Errorf("create observations_current: %w", err)
+	}
+	return nil
+}
+
+// copyTable rebuilds table in a new layout when its sorting key is still oldKey: it creates
+// <table>_migrating with create (a format string taking the table's name), copies the rows
+// with selectSQL (from {src}), checks that it holds as many rows as countSQL finds in the old
+// one, runs after (if any; {dst} is the new table), then swaps the two and drops the old one.
+func (s *Store) copyTable(ctx context.Context, table, oldKey, create, cols, selectSQL, countSQL, after string) error {
+	key, err := s.sortingKey(ctx, table)
+	if err != nil {
+		return err
+	}
+	if key != oldKey {
+		return nil // already in the new layout
+	}
+	tmp := table + "_migrating"
+	sub := func(q string) string {
+		return strings.NewReplacer("{db}", s.db, "{src}", s.table(table), "{dst}", s.table(tmp)).Replace(q)
+	}
+	steps := []string{
+		"DROP TABLE IF EXISTS " + s.table(tmp),
+		sub(fmt.Sprintf(create, tmp)),
+		"INSERT INTO " + s.table(tmp) + " (" + cols + ") " + sub(selectSQL),
+	}
+	for _, q := range steps {
+		if err := s.conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("copy %s: %w", table, err)
+		}
+	}
+	var want, got uint64
+	if err := s.conn.QueryRow(ctx, sub(countSQL)).Scan(&want); err != nil {
+		return fmt.Errorf("count %s: %w", table, err)
+	}
+	if err := s.conn.QueryRow(ctx, "SELECT count() FROM "+s.table(tmp)).Scan(&got); err != nil {
+		return fmt.Errorf("count %s: %w", tmp, err)
+	}
+	if got != want {
+		return fmt.Errorf("copy %s: %d rows copied, %d in the table; it is left as it was", table, got, want)
+	}
+	if after != "" {
+		if err := s.conn.Exec(ctx, sub(after)); err != nil {
+			return fmt.Errorf("copy %s: %w", table, err)
+		}
+	}
+	old := table + "_schema1"
+	for _, q := range []string{
+		"DROP TABLE IF EXISTS " + s.table(old),
+		"RENAME TABLE " + s.table(table) + " TO " + s.table(old) + ", " + s.table(tmp) + " TO " + s.table(table),
+		"DROP TABLE " + s.table(old),
+	} {
+		if err := s.conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("swap %s: %w", table, err)
+		}
+	}
+	return nil
+}
+
+// sortingKey returns a table's sorting key as system.tables shows it.
+func (s *Store) sortingKey(ctx context.Context, table string) (string, error) {
+	var key string
+	err := s.conn.QueryRow(ctx, "SELECT sorting_key FROM system.tables WHERE database = ? AND name = ?",
+		s.cfg.Database, table).Scan(&key)
+	if err != nil {
+		return "", fmt.Errorf("sorting key of %s: %w", table, err)
+	}
+	return key, nil
+}
+
+// tableExists reports whether the database has the table.
+func (s *Store) tableExists(ctx context.Context, table string) (bool, error) {
+	var n uint64
+	err := s.conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name = ?",
+		s.cfg.Database, table).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("look for table %s: %w", table, err)
+	}
+	return n > 0, nil
 }
 
 // AppliedSchemaVersion returns the highest schema version recorded in the database, 0 if none.

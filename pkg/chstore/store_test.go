@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -153,7 +154,7 @@ func TestMigrate(t *testing.T) {
 				tables = append(tables, name)
 			}
 			rows.Close()
-			if got, want := strings.Join(tables, ","), "jobs,observations,rejects,schema_migrations"; got != want {
+			if got, want := strings.Join(tables, ","), "commits,jobs,observations,observations_current,rejects,schema_migrations"; got != want {
 				t.Fatalf("tables = %s, want %s", got, want)
 			}
 		})
@@ -329,80 +330,158 @@ func history(sec string, n int, base float64) []obs.Observation {
 	return out
 }
 
-func TestFinalDedup(t *testing.T) {
-	const n = 40 // spans two months: two partitions
-	tests := []struct {
-		name      string
-		inserts   []chstore.Batch // in order, each its own Insert
-		wantRaw   uint64
-		wantBase  float64
-		wantJob   string
-		emptyJobs []string // jobs whose rows were all superseded
-	}{
-		{
-			name:     "same batch twice",
-			inserts:  []chstore.Batch{{JobID: "a", Version: 1, Obs: history("S", n, 100)}, {JobID: "a", Version: 1, Obs: history("S", n, 100)}},
-			wantRaw:  2 * n,
-			wantBase: 100, wantJob: "a",
-		},
-		{
-			name:     "higher version supersedes",
-			inserts:  []chstore.Batch{{JobID: "a", Version: 1, Obs: history("S", n, 100)}, {JobID: "b", Version: 2, Obs: history("S", n, 200)}},
-			wantRaw:  2 * n,
-			wantBase: 200, wantJob: "b", emptyJobs: []string{"a"},
-		},
-		{
-			name:     "lower version arriving late does not",
-			inserts:  []chstore.Batch{{JobID: "b", Version: 2, Obs: history("S", n, 200)}, {JobID: "a", Version: 1, Obs: history("S", n, 100)}},
-			wantRaw:  2 * n,
-			wantBase: 200, wantJob: "b", emptyJobs: []string{"a"},
-		},
-		{
-			name: "redelivery of the old run after a replay",
-			inserts: []chstore.Batch{
-				{JobID: "a", Version: 1, Obs: history("S", n, 100)},
-				{JobID: "b", Version: 2, Obs: history("S", n, 200)},
-				{JobID: "a", Version: 1, Obs: history("S", n, 100)},
-			},
-			wantRaw:  3 * n,
-			wantBase: 200, wantJob: "b", emptyJobs: []string{"a"},
-		},
+// current reads what readers see (observations_current's query), as of asOf if not zero, as
+// "security field date program snapshot = value job" lines.
+func current(t *testing.T, s *chstore.Store, asOf time.Time) []string {
+	t.Helper()
+	var out []string
+	err := s.Query(context.Background(), chstore.Filter{AsOf: asOf}, func(r *chstore.Row) error {
+		out = append(out, fmt.Sprintf("%s %s %s %s %d = %v %s", r.Security, r.Field, r.Date, r.Program,
+			r.SnapshotAt.Unix(), r.Value(), r.JobID))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := migrated(t)
-			ctx := context.Background()
-			for _, b := range tt.inserts {
-				if _, err := s.Insert(ctx, []chstore.Batch{b}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if raw, err := s.CountObservations(ctx, false); err != nil || raw != tt.wantRaw {
-				t.Errorf("raw count = %d, %v; want %d", raw, err, tt.wantRaw)
-			}
-			if final, err := s.CountObservations(ctx, true); err != nil || final != n {
-				t.Errorf("final count = %d, %v; want %d", final, err, n)
-			}
-			i := 0
-			err := s.Observations(ctx, "", func(o obs.Observation, _, jobID string, _ uint64) error {
-				if o.Num != tt.wantBase+float64(i) || jobID != tt.wantJob {
-					t.Errorf("row %d: %v from %s; want %v from %s", i, o.Num, jobID, tt.wantBase+float64(i), tt.wantJob)
-				}
-				i++
-				return nil
-			})
-			if err != nil || i != n {
-				t.Errorf("read %d rows, %v; want %d", i, err, n)
-			}
-			for _, job := range tt.emptyJobs {
-				err := s.Observations(ctx, job, func(o obs.Observation, _, _ string, _ uint64) error {
-					return fmt.Errorf("superseded row of %s read: %+v", job, o)
-				})
-				if err != nil {
-					t.Error(err)
-				}
-			}
-		})
+	return out
+}
+
+// runRows is what current gives for history(sec, n, base) loaded by job.
+func runRows(sec string, n int, base float64, job string) []string {
+	var out []string
+	for _, o := range history(sec, n, base) {
+		out = append(out, fmt.Sprintf("%s %s %s gethistory %d = %v %s", o.Security, o.Field, o.Date, time.Time{}.Unix(), o.Value(), job))
+	}
+	return out
+}
+
+// TestCurrentSeesCommittedRuns: readers see, per key, the latest committed run's value, without
+// FINAL and before any merge; a run's rows are invisible until it is committed, whatever was
+// inserted twice, and an earlier run's rows stay for "as of" queries.
+func TestCurrentSeesCommittedRuns(t *testing.T) {
+	const n = 40 // spans two months
+	ctx := context.Background()
+	s := migrated(t)
+	insert := func(job string, version uint64, base float64) {
+		t.Helper()
+		b := chstore.Batch{JobID: job, Program: "gethistory", Version: version, Obs: history("S", n, base)}
+		if _, err := s.Insert(ctx, []chstore.Batch{b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit := func(job string, version uint64) time.Time {
+		t.Helper()
+		at := time.Now()
+		if err := s.Commit(ctx, job, version, at); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	check := func(what string, asOf time.Time, want []string) {
+		t.Helper()
+		if got := current(t, s, asOf); !slices.Equal(got, want) {
+			t.Errorf("%s:\n got  %q\n want %q", what, got, want)
+		}
+	}
+
+	// Run a, inserted twice (a redelivery after a crash before the ledger), not yet committed.
+	insert("a", 1, 100)
+	insert("a", 1, 100)
+	check("uncommitted run", time.Time{}, nil)
+	tA := commit("a", 1)
+	check("run a committed, its batch inserted twice", time.Time{}, runRows("S", n, 100, "a"))
+
+	// Run b (a higher version) fails halfway: some rows inserted, never committed.
+	b := chstore.Batch{JobID: "b", Program: "gethistory", Version: 2, Obs: history("S", n/2, 200)}
+	if _, err := s.Insert(ctx, []chstore.Batch{b}); err != nil {
+		t.Fatal(err)
+	}
+	check("a failed run's rows", time.Time{}, runRows("S", n, 100, "a"))
+
+	// Run c (higher still) is committed: it supersedes a; a stays as of before c.
+	insert("c", 3, 300)
+	time.Sleep(2 * time.Millisecond)
+	tC := commit("c", 3)
+	check("run c committed", time.Time{}, runRows("S", n, 300, "c"))
+	check("as of a's commit", tA, runRows("S", n, 100, "a"))
+	check("as of just before c's commit", tC.Add(-time.Nanosecond), runRows("S", n, 100, "a"))
+	check("as of before anything", tA.Add(-time.Hour), nil)
+
+	// A late redelivery of a's rows and a commit twice change nothing.
+	insert("a", 1, 100)
+	commit("a", 1)
+	check("a redelivered late", time.Time{}, runRows("S", n, 300, "c"))
+
+	// Merges keep every run's rows: a stays readable as of its time after OPTIMIZE ... FINAL.
+	conn, err := chtest.Conn(chtest.Start(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Exec(ctx, "OPTIMIZE TABLE `"+s.Database()+"`.observations FINAL"); err != nil {
+		t.Fatal(err)
+	}
+	check("after merging, now", time.Time{}, runRows("S", n, 300, "c"))
+	check("after merging, as of a", tA, runRows("S", n, 100, "a"))
+	if raw, err := s.CountObservations(ctx, false); err != nil || raw != n+n/2+n {
+		t.Errorf("rows kept after merging = %d, %v; want %d (a, b's half, c)", raw, err, n+n/2+n)
+	}
+}
+
+// TestSnapshotsKeepTheirTime: a snapshot and a history row of the same key both stay, and so do
+// two snapshots of one day.
+func TestSnapshotsKeepTheirTime(t *testing.T) {
+	ctx := context.Background()
+	s := migrated(t)
+	d := obs.MakeDate(2026, 1, 5)
+	morning, evening := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC), time.Date(2026, 1, 5, 21, 0, 0, 0, time.UTC)
+	px := func(v float64) []obs.Observation {
+		return []obs.Observation{{Security: "IBM US Equity", Field: "PX_LAST", Date: d, Kind: obs.Number, Num: v}}
+	}
+	runs := []chstore.Batch{
+		{JobID: "hist", Program: "gethistory", Version: 1, Obs: px(1)},
+		{JobID: "snap-am", Program: "getdata", Version: 2, SnapshotAt: morning.Unix(), Obs: px(2)},
+		{JobID: "snap-pm", Program: "getdata", Version: 3, SnapshotAt: evening.Unix(), Obs: px(3)},
+	}
+	for _, b := range runs {
+		if _, err := s.Insert(ctx, []chstore.Batch{b}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Commit(ctx, b.JobID, b.Version, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{
+		fmt.Sprintf("IBM US Equity PX_LAST 2026-01-05 getdata %d = 2 snap-am", morning.Unix()),
+		fmt.Sprintf("IBM US Equity PX_LAST 2026-01-05 getdata %d = 3 snap-pm", evening.Unix()),
+		fmt.Sprintf("IBM US Equity PX_LAST 2026-01-05 gethistory %d = 1 hist", time.Time{}.Unix()),
+	}
+	if got := current(t, s, time.Time{}); !slices.Equal(got, want) {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}
+
+// TestQueryFilter: the filter selects securities, fields and dates inside the query.
+func TestQueryFilter(t *testing.T) {
+	ctx := context.Background()
+	s := migrated(t)
+	b := chstore.Batch{JobID: "j", Program: "gethistory", Version: 1,
+		Obs: append(append(history("A", 10, 1), history("B", 10, 2)...), obs.Observation{Security: "A", Field: "PX_VOLUME", Date: d1, Kind: obs.Number, Num: 5})}
+	if _, err := s.Insert(ctx, []chstore.Batch{b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "j", 1, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	f := chstore.Filter{Securities: []string{"A"}, Fields: []string{"PX_LAST"}, From: (d1 + 2).Time(), To: (d1 + 4).Time()}
+	err := s.Query(ctx, f, func(r *chstore.Row) error {
+		got = append(got, fmt.Sprintf("%s %s %s %v", r.Security, r.Field, r.Date, r.Num))
+		return nil
+	})
+	want := []string{"A PX_LAST " + (d1 + 2).String() + " 3", "A PX_LAST " + (d1 + 3).String() + " 4", "A PX_LAST " + (d1 + 4).String() + " 5"}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("got %q, %v; want %q", got, err, want)
 	}
 }
 

@@ -202,7 +202,7 @@ func (s *decodingSource) Next() *chstore.Batch {
 			s.fail(it, err)
 			continue
 		}
-		s.cb = chstore.Batch{JobID: s.b.JobID, Program: s.b.Program, Version: s.b.Version, Cols: &s.b.Cols, Rejects: s.b.Rejects}
+		s.cb = chstore.Batch{JobID: s.b.JobID, Program: s.b.Program, Version: s.b.Version, SnapshotAt: s.b.SnapshotAt, Cols: &s.b.Cols, Rejects: s.b.Rejects}
 		if err := chstore.CheckDates(&s.cb); err != nil {
 			s.fail(it, err)
 			continue
