@@ -183,3 +183,41 @@ func countKeys(ctx context.Context, js jetstream.JetStream, bucket, jobID string
 	}
 	return len(info.State.Subjects), nil
 }
+
+// RunVersions returns the version of every run of a job that reached "collected", by
+// generation, from the job's stored events: what row batches of the job may carry. Every
+// path to row batches (a first run, a replay from any stage) goes through that event.
+func RunVersions(ctx context.Context, js jetstream.JetStream, jobID string) (map[int]uint64, error) {
+	cons, err := js.OrderedConsumer(ctx, events.JobsStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.JobSubject(jobID, events.Collected)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read runs of %s: %w", jobID, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read runs of %s: %w", jobID, err)
+	}
+	runs := map[int]uint64{}
+	for left := int(info.NumPending); left > 0; {
+		batch, err := cons.Fetch(min(left, 256), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("read runs of %s: %w", jobID, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if j, err := events.Decode(m.Data()); err == nil {
+				runs[j.Generation] = j.Version
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return nil, fmt.Errorf("read runs of %s: %w", jobID, err)
+		}
+		if n == 0 {
+			break
+		}
+		left -= n
+	}
+	return runs, nil
+}

@@ -15,6 +15,8 @@ type Counters struct {
 	RowsRejected    prometheus.Counter // reply-file lines the transformer could not parse
 	RowsLoaded      prometheus.Counter // observations the loader inserted and recorded in the ledger
 	BytesDownloaded prometheus.Counter // reply-file bytes the collector read from the vendor (decoded)
+	// BatchesRefused counts row batches the loader dead-lettered as not authentic, by reason.
+	BatchesRefused *prometheus.CounterVec
 }
 
 // Counters returns the pipeline counters, registered in the Env's registry on first use: the
@@ -34,8 +36,11 @@ func (e *Env) Counters() (*Counters, error) {
 			Help: "Observations inserted into ClickHouse (each batch counted once, when recorded in the ledger)."}),
 		BytesDownloaded: prometheus.NewCounter(prometheus.CounterOpts{Name: "marketpipe_bytes_downloaded_total",
 			Help: "Reply-file bytes downloaded from the vendor, after decompression."}),
+		BatchesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "marketpipe_batches_refused_total",
+			Help: "Row batches the loader refused and dead-lettered: not of a known run, with its version, on its job's subject."},
+			[]string{"reason"}),
 	}
-	for _, col := range []prometheus.Collector{c.RowsParsed, c.RowsRejected, c.RowsLoaded, c.BytesDownloaded} {
+	for _, col := range []prometheus.Collector{c.RowsParsed, c.RowsRejected, c.RowsLoaded, c.BytesDownloaded, c.BatchesRefused} {
 		if err := e.Registry.Register(col); err != nil {
 			return nil, fmt.Errorf("register pipeline metrics: %w", err)
 		}

@@ -104,8 +104,7 @@ func TestGroupCommitWaitsWhileMoreRowsFollow(t *testing.T) {
 func TestRowsHandlerBadBatchFailsAlone(t *testing.T) {
 	env := natstest.NewEnv(t)
 	st := openStore(t)
-	h := &RowsHandler{commit: &groupCommit{ins: st, maxRows: 1 << 20, linger: 500 * time.Millisecond, timeout: time.Minute},
-		Ledger: env.Streams.Ledger}
+	h := rowsHandler(t, env, &groupCommit{ins: st, maxRows: 1 << 20, linger: 500 * time.Millisecond, timeout: time.Minute}, "job-g")
 	ctx := context.Background()
 
 	good := batch("job-g", 0, 10)
@@ -113,7 +112,7 @@ func TestRowsHandlerBadBatchFailsAlone(t *testing.T) {
 	badDate.Obs[4].Date = -1
 	// A batch large enough that Peek reads only its start, with its zstd checksum broken: Peek
 	// accepts it, Decode does not.
-	big := rowcodec.Batch{JobID: "job-g", Program: "gethistory", Seq: 2}
+	big := rowcodec.Batch{JobID: "job-g", Program: "gethistory", Version: 7, Seq: 2}
 	for i := range 60_000 {
 		big.Obs = append(big.Obs, obs.Observation{Security: "S" + string(rune('A'+i%26)), Field: "PX_LAST",
 			Date: obs.Date(i % 20000), Kind: obs.Number, Num: float64(i) * 1.37})

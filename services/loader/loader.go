@@ -6,9 +6,14 @@
 //     publishes "loaded";
 //   - jobs (mp.job.>): keeps the jobs table current with the latest event of each job.
 //
+// Only authentic batches load: a batch must be of a run known from the job events (its
+// "collected" event), carry that run's version, and come on its job's subject; anything else is
+// dead-lettered with the reason and counted (marketpipe_batches_refused_total).
+//
 // Loading is idempotent: a batch already in the ledger is acked without a second insert, and a
-// batch inserted twice (a crash between insert and ledger) carries the same version, so
-// SELECT ... FINAL still gives one row per key.
+// batch inserted twice (a crash between insert and ledger) is the same run's rows, which readers
+// see once (chstore's observations_current). A run becomes visible only when loader-complete
+// commits it, after every batch is loaded; a strict run with warnings fails instead.
 package loader
 
 import (
@@ -44,9 +49,11 @@ type Ledger interface {
 
 // RowsHandler loads one row batch per message.
 type RowsHandler struct {
-	commit *groupCommit
-	Ledger Ledger
-	Loaded Counter // observations loaded; nil: not counted
+	commit  *groupCommit
+	runs    *runCache
+	Ledger  Ledger
+	Loaded  Counter             // observations loaded; nil: not counted
+	Refused func(reason string) // counts a refused batch; nil: not counted
 }
 
 // Handle implements stage.Handler. The batch's header is read without decoding its rows; the
@@ -55,6 +62,13 @@ func (h *RowsHandler) Handle(ctx context.Context, m *stage.Message) error {
 	hdr, err := rowcodec.Peek(m.Data())
 	if err != nil {
 		return stage.Permanent(fmt.Errorf("decode row batch: %w", err))
+	}
+	if err := h.runs.check(ctx, m.Subject(), hdr); err != nil {
+		var r *refused
+		if errors.As(err, &r) {
+			return h.asPermanent(r)
+		}
+		return fmt.Errorf("check row batch: %w", err)
 	}
 	key := natsx.LedgerKey(hdr.JobID, hdr.Generation, hdr.Seq)
 	if _, err := h.Ledger.Get(ctx, key); err == nil {
@@ -86,9 +100,16 @@ type Publisher interface {
 	PublishJob(ctx context.Context, j *events.Job) error
 }
 
-// CompleteHandler publishes "loaded" once every batch of a transformed job is in the ledger.
+// Committer makes a run's rows visible to readers.
+type Committer interface {
+	Commit(ctx context.Context, jobID string, version uint64, at time.Time) error
+}
+
+// CompleteHandler commits a transformed run and publishes "loaded" once every batch of it is
+// in the ledger; a strict run whose file had warnings fails instead, uncommitted.
 type CompleteHandler struct {
 	Count   func(ctx context.Context, jobID string, generation int) (int, error)
+	Commits Committer
 	Pub     Publisher
 	Poll    time.Duration // how soon to look again
 	Timeout time.Duration // after "transformed", how long batches may take to load
@@ -113,6 +134,13 @@ func (h *CompleteHandler) Handle(ctx context.Context, m *stage.Message) error {
 			return h.Pub.PublishJob(ctx, &failed)
 		}
 		return stage.Retry(h.Poll, fmt.Sprintf("%d of %d batches loaded", n, j.Batches))
+	}
+	if j.Spec.Strict && !j.Warnings.Empty() {
+		failed := j.Fail("strict: the reply file has warnings: "+j.Warnings.String()+"; its rows stay invisible", now)
+		return h.Pub.PublishJob(ctx, &failed)
+	}
+	if err := h.Commits.Commit(ctx, j.ID, j.Version, now); err != nil {
+		return fmt.Errorf("commit run %s generation %d: %w", j.ID, j.Generation, err)
 	}
 	next := j.Advance(events.Loaded, now)
 	next.RowsLoaded = j.RowsParsed
@@ -173,8 +201,12 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 	}, &RowsHandler{
 		commit: &groupCommit{ins: store, maxRows: s.MaxInsertRows, inserts: s.Inserts, linger: s.Linger,
 			maxLinger: s.MaxLinger, timeout: 2 * time.Minute, tracer: tracer},
-		Ledger: env.Streams.Ledger,
-		Loaded: counters.RowsLoaded,
+		runs: &runCache{lookup: func(ctx context.Context, id string) (map[int]uint64, error) {
+			return natsx.RunVersions(ctx, env.JS, id)
+		}},
+		Ledger:  env.Streams.Ledger,
+		Loaded:  counters.RowsLoaded,
+		Refused: func(reason string) { counters.BatchesRefused.WithLabelValues(reason).Inc() },
 	}, env.StageOptions())
 	if err != nil {
 		return nil, err
@@ -187,7 +219,7 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 		Count: func(ctx context.Context, id string, gen int) (int, error) {
 			return natsx.LoadedBatches(ctx, env.JS, id, gen)
 		},
-		Pub: pub, Poll: 100 * time.Millisecond, Timeout: s.LoadTimeout, Now: time.Now,
+		Commits: store, Pub: pub, Poll: 100 * time.Millisecond, Timeout: s.LoadTimeout, Now: time.Now,
 	}, env.StageOptions())
 	if err != nil {
 		return nil, err
@@ -258,10 +290,13 @@ func OpenStore(ctx context.Context, env *service.Env, driverInserts bool) (*chst
 			Password: c.Password, DialTimeout: 5 * time.Second, DriverInserts: driverInserts,
 			NoCompression: c.Compression == "none"})
 		if err == nil {
-			if err = store.Migrate(ctx); err == nil {
+			if err = store.MigrateAtStart(ctx); err == nil {
 				break
 			}
 			store.Close()
+			if errors.Is(err, chstore.ErrManualMigration) {
+				return nil, err // waiting will not help: an operator must run it
+			}
 		}
 		env.Log.Warn("waiting for clickhouse", "addr", c.Addr, "err", err, "attempt", attempt)
 		select {

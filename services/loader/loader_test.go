@@ -3,6 +3,7 @@ package loader
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,22 @@ func batch(jobID string, seq, n int) rowcodec.Batch {
 	return b
 }
 
+// rowsHandler returns a RowsHandler over ins that knows runs from env's job events, as the
+// loader's does; collected records the "collected" event of each of the jobs with version 7
+// (what batch makes).
+func rowsHandler(t *testing.T, env *natstest.Env, commit *groupCommit, collected ...string) *RowsHandler {
+	t.Helper()
+	for _, id := range collected {
+		j := events.Job{ID: id, Version: 7}
+		j = j.Advance(events.Collected, time.Now())
+		env.DeliverJob(&j)
+	}
+	return &RowsHandler{commit: commit, Ledger: env.Streams.Ledger,
+		runs: &runCache{lookup: func(ctx context.Context, id string) (map[int]uint64, error) {
+			return natsx.RunVersions(ctx, env.JS, id)
+		}}}
+}
+
 func deliverBatch(t *testing.T, env *natstest.Env, b rowcodec.Batch) *stage.Message {
 	t.Helper()
 	data, err := rowcodec.Encode(nil, &b)
@@ -70,8 +87,7 @@ func TestRowsHandler(t *testing.T) {
 	env := natstest.NewEnv(t)
 	st := openStore(t)
 	ins := &countingInserter{Inserter: st}
-	h := &RowsHandler{commit: &groupCommit{ins: ins, maxRows: 1000, linger: 300 * time.Millisecond, timeout: time.Minute},
-		Ledger: env.Streams.Ledger}
+	h := rowsHandler(t, env, &groupCommit{ins: ins, maxRows: 1000, linger: 300 * time.Millisecond, timeout: time.Minute}, "job-a")
 	ctx := context.Background()
 
 	// Eight batches handled at once go to ClickHouse in one INSERT.
@@ -114,6 +130,62 @@ func TestRowsHandler(t *testing.T) {
 	}
 }
 
+// TestForgedBatchesAreRefused: a batch of an unknown job, of an unknown run of a known job, with
+// another version than its run's, or on another job's subject is dead-lettered with the reason,
+// counted, and changes nothing.
+func TestForgedBatchesAreRefused(t *testing.T) {
+	env := natstest.NewEnv(t)
+	st := openStore(t)
+	ins := &countingInserter{Inserter: st}
+	h := rowsHandler(t, env, &groupCommit{ins: ins, maxRows: 1000, linger: time.Millisecond, timeout: time.Minute}, "job-f")
+	counted := map[string]int{}
+	h.Refused = func(reason string) { counted[reason]++ }
+	ctx := context.Background()
+	encode := func(b rowcodec.Batch) []byte {
+		data, err := rowcodec.Encode(nil, &b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	unknownRun := batch("job-f", 0, 3)
+	unknownRun.Generation = 1
+	maxVersion := batch("job-f", 0, 3)
+	maxVersion.Version = math.MaxUint64
+	tests := []struct {
+		name, subject string
+		b             rowcodec.Batch
+		reason, want  string
+	}{
+		{"unknown job", events.RowsSubject("nobody"), batch("nobody", 0, 3), refusedRun, "no such run"},
+		{"unknown run", events.RowsSubject("job-f"), unknownRun, refusedRun, "generation 1: no such run"},
+		{"wrong version", events.RowsSubject("job-f"), maxVersion, refusedVersion, "the run was given 7"},
+		{"another job's subject", events.RowsSubject("job-f"), batch("nobody", 0, 3), refusedSubject, "on subject mp.rows.job-f"},
+		{"a subject for a name that is no job id", events.RowsSubject("job-f"), batch("x*y", 0, 3), refusedSubject, "x*y"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := h.Handle(ctx, env.Deliver(events.RowsStream, tt.subject, encode(tt.b)))
+			if !stage.IsPermanent(err) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want a permanent error saying %q", err, tt.want)
+			}
+			if counted[tt.reason] == 0 {
+				t.Errorf("not counted as %s: %v", tt.reason, counted)
+			}
+		})
+	}
+	if c := ins.calls.Load(); c != 0 {
+		t.Errorf("%d INSERTs of refused batches", c)
+	}
+	if n, _ := st.CountObservations(ctx, false); n != 0 {
+		t.Errorf("%d rows stored from refused batches", n)
+	}
+	// The run's own batch loads.
+	if err := h.Handle(ctx, deliverBatch(t, env, batch("job-f", 0, 3))); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestRowsHandlerClickHouseDownIsTransient(t *testing.T) {
 	env := natstest.NewEnv(t)
 	srv := chtest.StartPrivate(t)
@@ -125,8 +197,7 @@ func TestRowsHandlerClickHouseDownIsTransient(t *testing.T) {
 	if err := st.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	h := &RowsHandler{commit: &groupCommit{ins: st, maxRows: 1000, linger: time.Millisecond, timeout: 10 * time.Second},
-		Ledger: env.Streams.Ledger}
+	h := rowsHandler(t, env, &groupCommit{ins: st, maxRows: 1000, linger: time.Millisecond, timeout: 10 * time.Second}, "job-b")
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -144,14 +215,18 @@ func TestCompleteHandler(t *testing.T) {
 	env := natstest.NewEnv(t)
 	ctx := context.Background()
 	loaded := 0
+	st := openStore(t)
 	h := &CompleteHandler{Count: func(context.Context, string, int) (int, error) { return loaded, nil },
-		Pub: stage.NewPublisher(env.JS), Poll: 100 * time.Millisecond, Timeout: time.Hour, Now: time.Now}
-	j := events.Job{ID: "job-c", Batches: 2, RowsParsed: 150}
+		Commits: st, Pub: stage.NewPublisher(env.JS), Poll: 100 * time.Millisecond, Timeout: time.Hour, Now: time.Now}
+	j := events.Job{ID: "job-c", Batches: 2, RowsParsed: 150, Version: 11}
 	j = j.Advance(events.Transformed, time.Now())
 
 	loaded = 1
 	if d, ok := stage.RetryAfter(h.Handle(ctx, env.DeliverJob(&j))); !ok || d != 100*time.Millisecond {
 		t.Errorf("1 of 2 batches loaded: want Retry(100ms)")
+	}
+	if ok, err := st.Committed(ctx, 11); err != nil || ok {
+		t.Errorf("run committed with 1 of 2 batches loaded (%v)", err)
 	}
 	loaded = 2
 	if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
@@ -159,6 +234,35 @@ func TestCompleteHandler(t *testing.T) {
 	}
 	if got, _ := env.LastJob(j.ID); got.State != events.Loaded || got.RowsLoaded != 150 {
 		t.Errorf("state %q rows loaded %d, want loaded 150", got.State, got.RowsLoaded)
+	}
+	if ok, err := st.Committed(ctx, 11); err != nil || !ok {
+		t.Errorf("loaded run not committed (%v)", err)
+	}
+
+	// A strict run whose file had warnings fails, uncommitted; a lenient one loads with them.
+	warn := &events.Warnings{UnknownFields: []string{"PX_NOPE"}, ReturnCodes: map[string]int64{"RC=10": 1}}
+	strict := events.Job{ID: "job-strict", Batches: 1, Version: 12, Warnings: warn, Spec: events.Spec{Strict: true}}
+	strict = strict.Advance(events.Transformed, time.Now())
+	lenient := events.Job{ID: "job-lenient", Batches: 1, Version: 13, Warnings: warn}
+	lenient = lenient.Advance(events.Transformed, time.Now())
+	loaded = 1
+	for _, r := range []*events.Job{&strict, &lenient} {
+		if err := h.Handle(ctx, env.DeliverJob(r)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := env.LastJob(strict.ID); got.State != events.Failed ||
+		!strings.Contains(got.Error, "strict: the reply file has warnings: 1 unknown field (PX_NOPE); 1 security with return codes (RC=10: 1)") {
+		t.Errorf("strict run: state %q error %q", got.State, got.Error)
+	}
+	if ok, _ := st.Committed(ctx, 12); ok {
+		t.Error("strict run with warnings committed")
+	}
+	if got, _ := env.LastJob(lenient.ID); got.Outcome() != events.OutcomeLoadedWarnings {
+		t.Errorf("lenient run: %q", got.Outcome())
+	}
+	if ok, _ := st.Committed(ctx, 13); !ok {
+		t.Error("lenient run with warnings not committed")
 	}
 
 	late := events.Job{ID: "job-late", Batches: 3}
@@ -204,8 +308,7 @@ func TestJobsHandlerKeepsTheLatestEvent(t *testing.T) {
 func TestRejectsReachClickHouse(t *testing.T) {
 	env := natstest.NewEnv(t)
 	st := openStore(t)
-	h := &RowsHandler{commit: &groupCommit{ins: st, maxRows: 1000, linger: time.Millisecond, timeout: time.Minute},
-		Ledger: env.Streams.Ledger}
+	h := rowsHandler(t, env, &groupCommit{ins: st, maxRows: 1000, linger: time.Millisecond, timeout: time.Minute}, "job-r")
 	b := batch("job-r", 0, 3)
 	b.Rejects = []obs.Reject{{Line: 11, Raw: "broken line", Reason: "row has 1 columns"}}
 	if err := h.Handle(context.Background(), deliverBatch(t, env, b)); err != nil {
