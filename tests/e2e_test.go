@@ -2,7 +2,9 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -31,6 +33,7 @@ type pipeline struct {
 	env     map[string]string
 	store   *chstore.Store
 	runDate obs.Date
+	simURL  string // the vendor simulator's base URL (POST /sim/revision revises its data)
 }
 
 func startPipeline(t *testing.T, ctx context.Context) *pipeline {
@@ -65,7 +68,7 @@ func startPipeline(t *testing.T, ctx context.Context) *pipeline {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	return &pipeline{env: env, store: store, runDate: runDate}
+	return &pipeline{env: env, store: store, runDate: runDate, simURL: sim.URL}
 }
 
 func writeJob(t *testing.T, dir, name, body string) string {
@@ -197,20 +200,60 @@ func TestEndToEnd(t *testing.T) {
 	for i, from := range []string{"transformer", "requester"} {
 		t.Run("replay from "+from, func(t *testing.T) {
 			before, _, _ := p.store.Job(ctx, ids[i])
+			old := expected(t, jobs[i].spec, p.runDate)
+			beforeReplay := time.Now()
+			seed := uint64(simSeed)
+			if from == "requester" {
+				// The vendor corrects its data: the new request's file has other values.
+				resp, err := http.Post(p.simURL+"/sim/revision", "text/plain", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				seed = simdata.RevisedSeed(simSeed, 1)
+			}
 			out, stderr, code := runCLI(t, ctx, p.env, "replay", "--job", ids[i], "--from", from, "--wait")
 			if code != 0 || !strings.Contains(out, "as generation 1") || !strings.Contains(stderr, "loaded") {
 				t.Fatalf("replay: exit %d\n%s%s", code, out, stderr)
 			}
-			want := expected(t, jobs[i].spec, p.runDate)
+			want := expectedSeed(t, jobs[i].spec, p.runDate, seed)
 			compare(t, loaded(t, ctx, p.store, ids[i]), want)
+			// As of before the replay, readers see the first run's values (a backtest sees no
+			// later correction); now, the replay's.
+			sec := jobs[i].spec.Securities[0]
+			for _, c := range []struct {
+				args []string
+				want []obs.Observation
+			}{
+				{[]string{"--as-of", beforeReplay.UTC().Format(time.RFC3339Nano)}, old},
+				{nil, want},
+			} {
+				args := append([]string{"query", "--security", sec, "--format", "jsonl"}, c.args...)
+				out, stderr, code := runCLI(t, ctx, p.env, args...)
+				if code != 0 {
+					t.Fatalf("query %v: exit %d: %s", args, code, stderr)
+				}
+				compare(t, parseQueryJSONL(t, out, ids[i], jobs[i].spec.Program), onlySecurity(c.want, sec))
+			}
 			var after events.Job
 			waitUntil(t, ctx, "the jobs table at generation 1", func() bool {
 				after, _, _ = p.store.Job(ctx, ids[i])
 				return after.Generation == 1 && after.State == events.Loaded
 			})
+			// Every history row is the replay's; a snapshot replayed from a new vendor request
+			// is a new snapshot beside the first.
 			versions := map[uint64]int{}
-			p.store.Observations(ctx, ids[i], func(_ obs.Observation, _, _ string, v uint64) error { versions[v]++; return nil })
-			if len(versions) != 1 || versions[after.Version] != len(want) || after.Version <= before.Version {
+			p.store.Query(ctx, chstore.Filter{Securities: jobs[i].spec.Securities}, func(r *chstore.Row) error {
+				if r.JobID == ids[i] {
+					versions[r.Version]++
+				}
+				return nil
+			})
+			wantRuns := 1
+			if jobs[i].spec.Program == events.GetData {
+				wantRuns = 2
+			}
+			if len(versions) != wantRuns || versions[after.Version] != len(want) || after.Version <= before.Version {
 				t.Errorf("versions after replay %v; replay version %d, first run %d", versions, after.Version, before.Version)
 			}
 			if from == "requester" && after.VendorRequestID == before.VendorRequestID {
@@ -265,8 +308,14 @@ func TestEndToEnd(t *testing.T) {
 // expected is what the simulator generated for spec, in (security, field, date) order.
 func expected(t *testing.T, spec events.Spec, runDate obs.Date) []obs.Observation {
 	t.Helper()
+	return expectedSeed(t, spec, runDate, simSeed)
+}
+
+// expectedSeed is expected for the simulator's data of seed (simdata.RevisedSeed).
+func expectedSeed(t *testing.T, spec events.Spec, runDate obs.Date, seed uint64) []obs.Observation {
+	t.Helper()
 	var out []obs.Observation
-	err := simdata.Observations(spec, runDate, simSeed, func(o *obs.Observation) error {
+	err := simdata.Observations(spec, runDate, seed, func(o *obs.Observation) error {
 		out = append(out, *o)
 		return nil
 	})
@@ -287,21 +336,86 @@ func cmpKey(a, b obs.Observation) int {
 	return int(a.Date - b.Date)
 }
 
-// loaded is SELECT ... FINAL of one job's observations.
+// loaded is what readers see of one job's observations: observations_current's rows (no
+// FINAL) that the job's latest committed run loaded.
 func loaded(t *testing.T, ctx context.Context, st *chstore.Store, jobID string) []obs.Observation {
 	t.Helper()
 	var out []obs.Observation
-	err := st.Observations(ctx, jobID, func(o obs.Observation, program, id string, version uint64) error {
-		if id != jobID {
-			return fmt.Errorf("row of job %q in job %q's result", id, jobID)
+	var top uint64
+	err := st.Query(ctx, chstore.Filter{}, func(r *chstore.Row) error {
+		if r.JobID != jobID || r.Version < top {
+			return nil
 		}
-		out = append(out, o)
+		if r.Version > top {
+			// A replayed snapshot is a snapshot of its own, beside the first: the latest run's.
+			top, out = r.Version, nil
+		}
+		out = append(out, r.Observation)
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	slices.SortFunc(out, cmpKey)
+	return out
+}
+
+// parseQueryJSONL reads `marketpipe query --format jsonl`'s observations of the job's latest
+// run there (its highest version: a replayed snapshot is a snapshot of its own, beside the
+// first), in key order.
+func parseQueryJSONL(t *testing.T, out, jobID, program string) []obs.Observation {
+	t.Helper()
+	var got []obs.Observation
+	var top uint64
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if line == "" {
+			continue
+		}
+		var r struct {
+			Security, Field, Date, Flag string
+			Value                       json.RawMessage
+			JobID                       string `json:"job_id"`
+			Program                     string
+			Version                     uint64
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("query output %q: %v", line, err)
+		}
+		if r.JobID != jobID || r.Program != program || r.Version < top {
+			continue
+		}
+		if r.Version > top {
+			top, got = r.Version, nil
+		}
+		d, err := obs.ParseDate(r.Date)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := obs.Observation{Security: r.Security, Field: r.Field, Date: d, Flag: r.Flag}
+		switch v := string(r.Value); {
+		case v == "null":
+		case strings.HasPrefix(v, `"`):
+			o.Kind = obs.String
+			json.Unmarshal(r.Value, &o.Str)
+		case strings.HasPrefix(v, `[`):
+			o.Kind, o.Str = obs.Bulk, v
+		default:
+			o.Kind = obs.Number
+			json.Unmarshal(r.Value, &o.Num)
+		}
+		got = append(got, o)
+	}
+	slices.SortFunc(got, cmpKey)
+	return got
+}
+
+func onlySecurity(all []obs.Observation, sec string) []obs.Observation {
+	var out []obs.Observation
+	for _, o := range all {
+		if o.Security == sec {
+			out = append(out, o)
+		}
+	}
 	return out
 }
 

@@ -60,6 +60,7 @@ Configuration comes from the environment (NATS_URL, CLICKHOUSE_ADDR, VENDOR_URL,
 		newDLQCmd(lookup),
 		newReplayCmd(lookup),
 		newParseCmd(),
+		newQueryCmd(lookup),
 	)
 	return root
 }

@@ -32,11 +32,22 @@ func newMigrateCmd(lookup config.Lookup) *cobra.Command {
 				return err
 			}
 			defer st.Close()
+			before, err := st.AppliedSchemaVersion(cmd.Context())
+			if err != nil && !chstore.IsMissingDatabase(err) {
+				return err
+			}
 			if err := st.Migrate(cmd.Context()); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "schema of database %s is current (ClickHouse %s at %s)\n",
-				cfg.ClickHouse.Database, st.ServerVersion(), cfg.ClickHouse.Addr)
+			what := fmt.Sprintf("created at schema %d", chstore.SchemaVersion())
+			switch {
+			case before == chstore.SchemaVersion():
+				what = fmt.Sprintf("already at schema %d: nothing to do", before)
+			case before > 0:
+				what = fmt.Sprintf("upgraded from schema %d to %d", before, chstore.SchemaVersion())
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "database %s %s (ClickHouse %s at %s)\n",
+				cfg.ClickHouse.Database, what, st.ServerVersion(), cfg.ClickHouse.Addr)
 			return nil
 		},
 	}

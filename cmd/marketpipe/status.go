@@ -40,7 +40,11 @@ loaded), or the recent jobs. Reads the jobs table in ClickHouse.`,
 					return err
 				}
 				if asJSON {
-					return writeJSON(out, jobs)
+					list := make([]jobJSON, len(jobs))
+					for i := range jobs {
+						list[i] = jobJSON{jobs[i], jobs[i].Outcome()}
+					}
+					return writeJSON(out, list)
 				}
 				printJobs(out, jobs)
 				return nil
@@ -58,9 +62,9 @@ loaded), or the recent jobs. Reads the jobs table in ClickHouse.`,
 			}
 			if asJSON {
 				return writeJSON(out, struct {
-					events.Job
+					jobJSON
 					Fields any `json:"fields"`
-				}{j, fields})
+				}{jobJSON{j, j.Outcome()}, fields})
 			}
 			printJob(out, &j)
 			if len(fields) > 0 {
@@ -81,6 +85,13 @@ loaded), or the recent jobs. Reads the jobs table in ClickHouse.`,
 	return cmd
 }
 
+// jobJSON is a job run as status --json prints it: the latest event's state and the run's
+// outcome ("loaded with warnings").
+type jobJSON struct {
+	events.Job
+	Outcome string `json:"outcome"`
+}
+
 func display(field string) string {
 	if field == "" {
 		return "(return codes)"
@@ -98,7 +109,7 @@ func printJobs(w io.Writer, jobs []events.Job) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "JOB\tPROGRAM\tSTATE\tSUBMITTED\tROWS LOADED\tREJECTED\tERROR")
 	for _, j := range jobs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", j.ID, j.Spec.Program, j.State,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", j.ID, j.Spec.Program, j.Outcome(),
 			j.SubmittedAt.Format(time.DateTime), j.RowsLoaded, j.RowsRejected, short80(j.Error))
 	}
 	tw.Flush()
@@ -117,9 +128,18 @@ func printJob(w io.Writer, j *events.Job) {
 	row("job", j.ID)
 	row("name", j.Spec.Name)
 	row("program", j.Spec.Program)
-	row("state", j.State)
+	row("state", j.Outcome())
+	if j.Generation > 0 {
+		row("run", fmt.Sprintf("generation %d (replayed)", j.Generation))
+	}
 	if j.Error != "" {
 		row("error", j.Error)
+	}
+	if !j.Warnings.Empty() {
+		row("warnings", j.Warnings.String())
+	}
+	if j.Spec.Strict {
+		row("strict", "yes: any warning fails the run")
 	}
 	row("request", fmt.Sprintf("%d securities × %d fields %s", len(j.Spec.Securities), len(j.Spec.Fields), dateRange(j.Spec)))
 	if j.VendorRequestID != "" {

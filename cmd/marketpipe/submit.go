@@ -132,7 +132,10 @@ func watch(ctx context.Context, js jetstream.JetStream, j *events.Job, w io.Writ
 		case events.Transformed:
 			transformed = &ev
 		case events.Loaded:
-			fmt.Fprintf(w, "loaded %d observations (%d rejected lines) in %s\n", ev.RowsLoaded, ev.RowsRejected, elapsed(start, ev.LoadedAt))
+			fmt.Fprintf(w, "%s: %d observations (%d rejected lines) in %s\n", ev.Outcome(), ev.RowsLoaded, ev.RowsRejected, elapsed(start, ev.LoadedAt))
+			if !ev.Warnings.Empty() {
+				fmt.Fprintf(w, "warnings: %s\n", ev.Warnings)
+			}
 			return nil
 		case events.Failed:
 			return &exitError{code: exitFailed, err: fmt.Errorf("job %s failed: %s", j.ID, ev.Error)}
@@ -151,7 +154,11 @@ func describe(j *events.Job) string {
 	case events.Collected:
 		return fmt.Sprintf("%s stored, sha256 %s", humanBytes(j.FileSize), short(j.FileSHA256))
 	case events.Transformed:
-		return fmt.Sprintf("%d observations in %d batches, %d rejected lines", j.RowsParsed, j.Batches, j.RowsRejected)
+		s := fmt.Sprintf("%d observations in %d batches, %d rejected lines", j.RowsParsed, j.Batches, j.RowsRejected)
+		if !j.Warnings.Empty() {
+			s += "; warnings: " + j.Warnings.String()
+		}
+		return s
 	case events.Loaded:
 		return fmt.Sprintf("%d observations in ClickHouse", j.RowsLoaded)
 	case events.Failed:

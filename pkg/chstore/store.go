@@ -189,9 +189,17 @@ func (s *Store) table(name string) string { return s.db + ".`" + name + "`" }
 
 // Exception codes the store reacts to.
 const (
+	codeUnknownTable          = 60
 	codeTableAlreadyExists    = 57
 	codeDatabaseAlreadyExists = 82
+	codeUnknownDatabase       = 81
 )
+
+// IsMissingDatabase reports whether err says the database or a table of it does not exist
+// (yet): what reading a database before its first migration gives.
+func IsMissingDatabase(err error) bool {
+	return isException(err, codeUnknownDatabase, codeUnknownTable)
+}
 
 // isException reports whether err is a server exception with one of the codes.
 func isException(err error, codes ...int32) bool {
