@@ -165,9 +165,17 @@ func (s *Store) migrate(ctx context.Context, manual bool) error {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	if len(applied) == 0 {
-		legacy, err := s.tableExists(ctx, "observations")
-		if err != nil {
+		// No record: a new database (perhaps being created by another process right now), or
+		// schema 1's tables from before it recorded itself, told apart by the sorting key.
+		legacy := false
+		if exists, err := s.tableExists(ctx, "observations"); err != nil {
 			return fmt.Errorf("migrate: %w", err)
+		} else if exists {
+			key, err := s.sortingKey(ctx, "observations")
+			if err != nil {
+				return fmt.Errorf("migrate: %w", err)
+			}
+			legacy = key == schema1ObsKey
 		}
 		if !legacy {
 			// A new database: the current schema in one step.
@@ -220,6 +228,9 @@ func (s *Store) recordMigration(ctx context.Context, m migration) error {
 	return nil
 }
 
+// schema1ObsKey is the sorting key of schema 1's observations table.
+const schema1ObsKey = "security, field, date"
+
 // upgradeToRuns turns a schema 1 database into schema 2 in place. Every row readers saw stays
 // visible as it was: observations are copied as FINAL showed them (one row per key, the
 // latest version) into the new layout, and each (job, version) found becomes a committed run.
@@ -231,7 +242,7 @@ func upgradeToRuns(ctx context.Context, s *Store) error {
 		return fmt.Errorf("create commits: %w", err)
 	}
 	obsCols := "security, field, date, value_num, value_str, value_kind, flag, program, snapshot_at, job_id, version, loaded_at"
-	if err := s.copyTable(ctx, "observations", "security, field, date", createObservations, obsCols,
+	if err := s.copyTable(ctx, "observations", schema1ObsKey, createObservations, obsCols,
 		"SELECT security, field, date, value_num, value_str, value_kind, flag, program, toDateTime(0), job_id, version, loaded_at FROM {src} FINAL",
 		"SELECT count() FROM {src} FINAL",
 		// Every run whose rows readers saw is a committed run, committed when its last row was loaded.

@@ -498,12 +498,6 @@ func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, c *
 	if err != nil {
 		return st, fmt.Errorf("read %s: %w", j.FileKey, mapLine(err, fileLine))
 	}
-	if j.Spec.Program == events.GetData {
-		// A snapshot is keyed by when it was taken: two of one day are two snapshots.
-		if t, ok := rd.Header().SnapshotTime(); ok {
-			b.SetSnapshotAt(t.Unix())
-		}
-	}
 	reject := func(rej *obs.Reject) {
 		var keep bool
 		if rej.Line, keep = fileLine(rej.Line); keep {
@@ -541,6 +535,7 @@ func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, c *
 		}
 		return nil
 	}
+	dated := false // the batches carry the file's snapshot time
 	for {
 		o, err := rd.Next()
 		if errors.Is(err, io.EOF) {
@@ -549,6 +544,14 @@ func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, c *
 		if err != nil {
 			return st, mapLine(err, fileLine)
 		}
+		if !dated && j.Spec.Program == events.GetData {
+			// A snapshot is keyed by when it was taken: two of one day are two snapshots.
+			// The header is complete once the first row is read.
+			if t, ok := rd.Header().SnapshotTime(); ok {
+				b.SetSnapshotAt(t.Unix())
+			}
+		}
+		dated = true
 		if err := b.Add(o); err != nil {
 			// No batch can carry it (a giant bulk cell): recorded as a reject, not lost.
 			reject(&obs.Reject{Line: rd.Stats().Lines, Reason: err.Error()})

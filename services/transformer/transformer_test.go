@@ -568,3 +568,28 @@ func TestChunkReadsAreTraced(t *testing.T) {
 		t.Errorf("objectstore.get spans (offset+bytes) %v, want %v", got, want)
 	}
 }
+
+// TestSnapshotTimeAndWarnings: a getdata file's batches carry its TIMESTARTED (the snapshot's
+// key), and "transformed" counts its unknown fields, return codes and rejected lines.
+func TestSnapshotTimeAndWarnings(t *testing.T) {
+	env := natstest.NewEnv(t)
+	h := &transformer.Handler{Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	file := "START-OF-FILE\nPROGRAMNAME=getdata\nRUNDATE=20260105\nSTART-OF-FIELDS\nPX_LAST\nPX_NOPE\nEND-OF-FIELDS\n" +
+		"TIMESTARTED=Mon Jan  5 14:30:05 EST 2026\nSTART-OF-DATA\nIBM US Equity|0|2|101.5|FLD UNKNOWN|\nBAD US Equity|10|2| | |\n" +
+		"broken\nEND-OF-DATA\nEND-OF-FILE\n"
+	j := collected(t, env, "job-snap", []byte(file))
+	j.Spec.Program = events.GetData
+	if err := h.Handle(context.Background(), env.DeliverJob(&j)); err != nil {
+		t.Fatal(err)
+	}
+	want := time.Date(2026, 1, 5, 19, 30, 5, 0, time.UTC).Unix()
+	for _, b := range batches(t, env, j.ID) {
+		if b.SnapshotAt != want {
+			t.Errorf("batch %d: SnapshotAt %d, want %d (TIMESTARTED in UTC)", b.Seq, b.SnapshotAt, want)
+		}
+	}
+	got, _ := env.LastJob(j.ID)
+	if w := got.Warnings.String(); w != "1 unknown field (PX_NOPE); 1 security with return codes (RC=10: 1); 1 rejected line" {
+		t.Errorf("warnings %q", w)
+	}
+}
