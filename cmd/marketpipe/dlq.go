@@ -21,11 +21,12 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
 
-// connectJS connects to NATS and declares the pipeline's streams.
+// connectJS connects to NATS and declares the pipeline's streams. Its errors never hold the
+// secrets of NATS_URL.
 func connectJS(ctx context.Context, cfg config.Config, name string) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := natsx.Connect(cfg.NATS, name, telemetry.Discard())
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, config.RedactError(err, cfg.NATS.URL)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -36,7 +37,7 @@ func connectJS(ctx context.Context, cfg config.Config, name string) (*nats.Conn,
 	defer cancel()
 	if _, err := natsx.Setup(setupCtx, js, natsx.Retention{}); err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("is NATS running at %s? %w", cfg.NATS.URL, err)
+		return nil, nil, config.RedactError(fmt.Errorf("is NATS running at %s? %w", config.RedactURL(cfg.NATS.URL), err), cfg.NATS.URL)
 	}
 	return nc, js, nil
 }
