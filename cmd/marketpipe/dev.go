@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -29,6 +30,7 @@ import (
 
 type devOptions struct {
 	stateDir string
+	host     string // what the HTTP endpoints, NATS and the simulator listen on by default
 	sim      vendorsim.Options
 }
 
@@ -46,6 +48,8 @@ func newDevCmd(lookup config.Lookup) *cobra.Command {
     from the installed binary on that address with its data in --state-dir;
   - the requester, poller, collector, transformer and loader.
 
+Everything listens on --listen (127.0.0.1: this host only) unless HTTP_ADDR or NATS_URL say
+otherwise. The configuration is checked, and HTTP_ADDR bound, before anything starts.
 Stops cleanly on Ctrl-C.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -53,35 +57,86 @@ Stops cleanly on Ctrl-C.`,
 		},
 	}
 	cmd.Flags().StringVar(&o.stateDir, "state-dir", ".marketpipe", "where NATS and ClickHouse keep their data")
+	cmd.Flags().StringVar(&o.host, "listen", "127.0.0.1", "`host` the health endpoints, NATS and the simulator listen on, unless HTTP_ADDR or NATS_URL is set (0.0.0.0: every interface)")
 	cmd.Flags().DurationVar(&o.sim.ReadyAfter, "sim-ready-after", 2*time.Second, "simulator: how long a request takes to be ready")
 	cmd.Flags().Uint64Var(&o.sim.Seed, "sim-seed", 0, "simulator: seed of the generated data")
 	return cmd
 }
 
 // devLookup gives the environment, with defaults suited to a laptop where the environment is
-// silent: poll every second, log as text.
-func devLookup(lookup config.Lookup, extra map[string]string) config.Lookup {
+// silent: poll every second, log as text, listen on host only (the services' defaults, with
+// host for their host).
+func devLookup(lookup config.Lookup, host string) (config.Lookup, error) {
+	_, httpPort, err := net.SplitHostPort(config.DefaultHTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("default HTTP_ADDR: %w", err)
+	}
+	natsURL, err := url.Parse(config.DefaultNATSURL)
+	if err != nil {
+		return nil, fmt.Errorf("default NATS_URL: %w", err)
+	}
+	natsURL.Host = net.JoinHostPort(host, natsURL.Port())
+	extra := map[string]string{"POLL_INTERVAL": "1s", "LOG_FORMAT": "text",
+		"HTTP_ADDR": net.JoinHostPort(host, httpPort), "NATS_URL": natsURL.String()}
 	return func(key string) (string, bool) {
-		if v, ok := lookup(key); ok {
+		if v, ok := lookup(key); ok && v != "" {
 			return v, true
 		}
 		v, ok := extra[key]
 		return v, ok
-	}
+	}, nil
 }
 
-func runDev(ctx context.Context, lookup config.Lookup, o devOptions, logOut io.Writer) error {
-	extra := map[string]string{"POLL_INTERVAL": "1s", "LOG_FORMAT": "text"}
-	lookup = devLookup(lookup, extra)
+// checkSettings reads every setting the stages of dev read when they are built, so that a bad
+// one stops dev before it starts anything.
+func checkSettings(lookup config.Lookup) error {
+	if _, err := service.AckWait(lookup); err != nil {
+		return err
+	}
+	if _, err := poller.Interval(lookup); err != nil {
+		return err
+	}
+	if _, err := collector.MarkBytes(lookup); err != nil {
+		return err
+	}
+	if _, _, err := transformer.ChunkSettings(lookup); err != nil {
+		return err
+	}
+	return nil
+}
+
+func runDev(ctx context.Context, lookup config.Lookup, o devOptions, logOut io.Writer) (err error) {
+	lookup, err = devLookup(lookup, o.host)
+	if err != nil {
+		return err
+	}
 	cfg, err := config.Load(lookup)
 	if err != nil {
 		return err
 	}
+	if err := checkSettings(lookup); err != nil {
+		return err
+	}
+	natsAddr, err := natsListenAddr(cfg.NATS.URL)
+	if err != nil {
+		return err
+	}
+	// Every listener is bound, or its address checked, before anything starts: the simulator's
+	// port is chosen by the system, NATS's is checked by startNATS, ClickHouse's by a ping.
+	httpLn, err := service.ListenHTTP(cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			httpLn.Close()
+		}
+	}()
 	if err := os.MkdirAll(o.stateDir, 0o755); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
 
-	ns, err := startNATS(cfg.NATS.URL, filepath.Join(o.stateDir, "nats"))
+	ns, err := startNATS(natsAddr, filepath.Join(o.stateDir, "nats"))
 	if err != nil {
 		return err
 	}
@@ -101,7 +156,7 @@ func runDev(ctx context.Context, lookup config.Lookup, o devOptions, logOut io.W
 	}
 
 	if _, set := lookup("VENDOR_URL"); !set {
-		simURL, stopSim, err := startSimulator(o.sim)
+		simURL, stopSim, err := startSimulator(o.host, o.sim)
 		if err != nil {
 			return err
 		}
@@ -109,7 +164,7 @@ func runDev(ctx context.Context, lookup config.Lookup, o devOptions, logOut io.W
 		cfg.VendorURL = simURL
 		fmt.Fprintf(logOut, "dev: vendor simulator at %s (outputs ready after %s)\n", simURL, o.sim.ReadyAfter)
 	} else {
-		fmt.Fprintf(logOut, "dev: vendor at %s\n", cfg.VendorURL)
+		fmt.Fprintf(logOut, "dev: vendor at %s\n", config.RedactURL(cfg.VendorURL))
 	}
 
 	env, err := service.NewEnv(ctx, "dev", cfg, lookup, logOut)
@@ -125,23 +180,36 @@ func runDev(ctx context.Context, lookup config.Lookup, o devOptions, logOut io.W
 		}
 		runners = append(runners, rs...)
 	}
-	fmt.Fprintf(logOut, "dev: ready; health and metrics on %s; submit jobs with `marketpipe submit JOB.yaml --wait`\n", cfg.HTTPAddr)
-	return env.Serve(ctx, runners)
+	fmt.Fprintf(logOut, "dev: ready; health and metrics on %s; submit jobs with `marketpipe submit JOB.yaml --wait`\n", httpLn.Addr())
+	return env.ServeOn(ctx, httpLn, runners)
 }
 
-// startNATS runs an embedded JetStream server on the host and port of natsURL.
-func startNATS(natsURL, dir string) (*server.Server, error) {
+// natsListenAddr returns the host and port of natsURL, where dev's NATS server listens. Its
+// errors show the URL without its secrets.
+func natsListenAddr(natsURL string) (string, error) {
+	shown := config.RedactURL(natsURL)
+	if strings.Contains(natsURL, ",") {
+		return "", fmt.Errorf("NATS_URL %q: dev runs one NATS server; give one URL", shown)
+	}
 	u, err := url.Parse(natsURL)
 	if err != nil {
-		return nil, fmt.Errorf("NATS_URL %q: %w", natsURL, err)
+		return "", config.RedactError(fmt.Errorf("NATS_URL %q: %w", shown, err), natsURL)
 	}
-	host, portStr, err := net.SplitHostPort(u.Host)
+	if _, _, err := net.SplitHostPort(u.Host); err != nil {
+		return "", config.RedactError(fmt.Errorf("NATS_URL %q: want nats://host:port: %w", shown, err), natsURL)
+	}
+	return u.Host, nil
+}
+
+// startNATS runs an embedded JetStream server on addr (host:port).
+func startNATS(addr, dir string) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, fmt.Errorf("NATS_URL %q: want nats://host:port: %w", natsURL, err)
+		return nil, fmt.Errorf("NATS address %s: %w", addr, err)
 	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
-		return nil, fmt.Errorf("NATS_URL %q: port: %w", natsURL, err)
+		return nil, fmt.Errorf("NATS address %s: port: %w", addr, err)
 	}
 	ns, err := server.NewServer(&server.Options{
 		ServerName: "marketpipe-dev", Host: host, Port: port, JetStream: true, StoreDir: dir,
@@ -153,7 +221,7 @@ func startNATS(natsURL, dir string) (*server.Server, error) {
 	go ns.Start()
 	if !ns.ReadyForConnections(15 * time.Second) {
 		ns.Shutdown()
-		return nil, fmt.Errorf("nats server on %s did not start (is the port in use?)", u.Host)
+		return nil, fmt.Errorf("nats server on %s did not start (is the port in use?)", addr)
 	}
 	return ns, nil
 }
@@ -207,11 +275,16 @@ func isLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// startSimulator serves the vendor simulator on a free loopback port.
-func startSimulator(o vendorsim.Options) (string, func(), error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// startSimulator serves the vendor simulator on a free port of host.
+func startSimulator(host string, o vendorsim.Options) (string, func(), error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return "", nil, fmt.Errorf("vendor simulator: %w", err)
+	}
+	addr := ln.Addr().(*net.TCPAddr)
+	dial := addr.String()
+	if addr.IP.IsUnspecified() { // listening on every interface: the stages reach it on loopback
+		dial = net.JoinHostPort("127.0.0.1", strconv.Itoa(addr.Port))
 	}
 	if o.Account == "" {
 		o.Account = vendorsim.DefaultAccount
@@ -222,7 +295,7 @@ func startSimulator(o vendorsim.Options) (string, func(), error) {
 			fmt.Fprintf(os.Stderr, "dev: vendor simulator: %v\n", err)
 		}
 	}()
-	return "http://" + ln.Addr().String() + "/eap", func() {
+	return "http://" + dial + "/eap", func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)

@@ -31,7 +31,12 @@ FILE "-" reads standard input.
 
 Lines that cannot be turned into observations are reported on standard error as "line N: reason",
 followed by their count; they do not make the command fail. The exit status is non-zero only when
-the file cannot be read at all (I/O or gzip error, no data section, a data section cut short).`,
+the file cannot be read at all (I/O or gzip error, a truncated gzip stream, an empty file, no data
+section, a data section cut short).
+
+Observations are printed as they are read, so a file of any size takes little memory. When the
+file turns out to be unreadable after some were printed, the command exits non-zero and its last
+line says that the output is incomplete and how many observations it holds.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runParse(cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0], format)
@@ -39,6 +44,18 @@ the file cannot be read at all (I/O or gzip error, no data section, a data secti
 	}
 	cmd.Flags().StringVar(&format, "format", "jsonl", "output format: jsonl or csv")
 	return cmd
+}
+
+// countingReader counts the bytes read from the input, to say where it ended.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // obsWriter prints observations in one output format.
@@ -71,9 +88,23 @@ func runParse(stdin io.Reader, stdout, stderr io.Writer, name, format string) (e
 		name = "stdin"
 	}
 
-	r, err := dlformat.NewReader(in)
-	if err != nil {
+	counted := &countingReader{r: in}
+	bin := bufio.NewReaderSize(counted, 64<<10)
+	magic, _ := bin.Peek(2) // a read error comes back from NewReader
+	gzipped := len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b
+	var printed int64
+	// explain makes an error of the reader say what it means for this file and its output.
+	explain := func(err error) error {
+		err = explainReadError(err, gzipped, counted.n)
+		if printed > 0 {
+			err = fmt.Errorf("%w; the output is incomplete: it stops after %d observation(s)", err, printed)
+		}
 		return fmt.Errorf("parse %s: %w", name, err)
+	}
+
+	r, err := dlformat.NewReader(bin)
+	if err != nil {
+		return explain(err)
 	}
 	// Rejects go to stderr as they come, buffered too: a file can have many.
 	berr := bufio.NewWriter(stderr)
@@ -82,7 +113,12 @@ func runParse(stdin io.Reader, stdout, stderr io.Writer, name, format string) (e
 		return err
 	}
 	defer func() {
-		ferr := w.flush()
+		var ferr error
+		if err == nil || printed > 0 {
+			// Not for a file that failed before its first observation: a CSV header alone
+			// would look like a file without data.
+			ferr = w.flush()
+		}
 		if n := r.Stats().Rejects; n > 0 {
 			fmt.Fprintf(berr, "%s: %d line(s) rejected\n", name, n)
 		}
@@ -100,13 +136,51 @@ func runParse(stdin io.Reader, stdout, stderr io.Writer, name, format string) (e
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("parse %s: %w", name, err)
+			return explain(err)
 		}
 		if err := w.write(o, r.Program()); err != nil {
 			return fmt.Errorf("parse %s: write: %w", name, err)
 		}
+		printed++
 	}
 }
+
+// explainReadError names the two cases dlformat's errors leave unclear: a gzip stream that is
+// cut short or corrupt (dlformat says "read: unexpected EOF" at the line it was on), and an
+// empty file (dlformat says "line 0"). size is the number of bytes the file had. The result
+// still wraps err.
+func explainReadError(err error, gzipped bool, size int64) error {
+	var de *dlformat.Error
+	if !errors.As(err, &de) {
+		return err
+	}
+	where := "before its first line"
+	if de.Line > 0 {
+		where = fmt.Sprintf("inside line %d", de.Line)
+	}
+	switch {
+	case gzipped && errors.Is(err, io.ErrUnexpectedEOF):
+		return &explainedError{err: err, msg: fmt.Sprintf(
+			"gzip stream truncated: the file ends after %d bytes, %s of its decompressed text", size, where)}
+	case gzipped && de.Err != nil:
+		return &explainedError{err: err, msg: fmt.Sprintf(
+			"gzip stream corrupt: %v (file of %d bytes, %s of its decompressed text)", de.Err, size, where)}
+	case de.Line == 0 && de.Err == nil && gzipped:
+		return &explainedError{err: err, msg: fmt.Sprintf("empty file: its gzip stream (%d bytes) holds no text", size)}
+	case de.Line == 0 && de.Err == nil:
+		return &explainedError{err: err, msg: "empty file"}
+	}
+	return err
+}
+
+// explainedError says what err means in other words, and wraps it.
+type explainedError struct {
+	msg string
+	err error
+}
+
+func (e *explainedError) Error() string { return e.msg }
+func (e *explainedError) Unwrap() error { return e.err }
 
 type jsonlWriter struct {
 	bw  *bufio.Writer

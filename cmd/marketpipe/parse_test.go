@@ -5,8 +5,10 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -146,9 +148,10 @@ func TestParseCmdErrors(t *testing.T) {
 		{"missing file", []string{filepath.Join(t.TempDir(), "nope")}, "no such file", "", ""},
 		{"no argument", nil, "accepts 1 arg", "", ""},
 		{
-			name: "truncated file: what was read is printed, then the error",
-			args: []string{truncated, "--format", "csv"}, wantErr: "line 15: input ends inside the data section",
-			out: "security,field,date,value,flag,program\n", errOut: "line 13: row has 1 columns",
+			name:    "truncated file: what was read is printed, then the error",
+			args:    []string{truncated, "--format", "csv"},
+			wantErr: "line 15: input ends inside the data section (no END-OF-DATA): file truncated; the output is incomplete: it stops after 7 observation(s)",
+			out:     "security,field,date,value,flag,program\n", errOut: "line 13: row has 1 columns",
 		},
 	}
 	for _, tt := range tests {
@@ -171,6 +174,64 @@ func TestParseCmdErrors(t *testing.T) {
 			}
 			if !strings.HasPrefix(errOut, tt.errOut) {
 				t.Errorf("stderr = %q, want prefix %q", errOut, tt.errOut)
+			}
+		})
+	}
+}
+
+func TestParseCmdTruncatedOrEmpty(t *testing.T) {
+	// A reply file large enough that its gzip stream cut in the middle still decompresses
+	// into some whole observations before it ends.
+	var big strings.Builder
+	big.WriteString(parseReply[:strings.Index(parseReply, "START-OF-DATA")] + "START-OF-DATA\n")
+	for i := range 2000 {
+		fmt.Fprintf(&big, "SEC%d US Equity|0|3|%d.5|Name %d|;2;1;2;5;20240101;3;.5;|\n", i, i, i)
+	}
+	big.WriteString("END-OF-DATA\nEND-OF-FILE\n")
+	gz := gzipped([]byte(big.String()))
+	cut := gz[:len(gz)/2]
+	tests := []struct {
+		name    string
+		file    []byte
+		args    []string
+		wantErr []string // parts of the error, in order
+		lines   int      // -1: at least one
+	}{
+		{"gzip cut in the middle", cut, nil, []string{"gzip stream truncated: the file ends after " +
+			strconv.Itoa(len(cut)) + " bytes, inside line ", " of its decompressed text; the output is incomplete: it stops after "}, -1},
+		{"gzip cut in its header", gz[:5], nil, []string{"gzip stream truncated: the file ends after 5 bytes, before its first line"}, 0},
+		{"gzip cut in its trailer", gz[:len(gz)-4], []string{"--format", "csv"}, []string{"gzip stream truncated", "stops after 6000 observation(s)"}, 6001},
+		{"empty file", nil, nil, []string{": empty file"}, 0},
+		{"empty file, csv", nil, []string{"--format", "csv"}, []string{": empty file"}, 0},
+		{"empty gzip", gzipped(nil), nil, []string{": empty file: its gzip stream (", " bytes) holds no text"}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := writeTemp(t, "reply.out", tt.file)
+			out, _, err := runParseCmd(t, nil, append([]string{p}, tt.args...)...)
+			if err == nil {
+				t.Fatalf("no error; stdout %d bytes", len(out))
+			}
+			msg := err.Error()
+			rest := msg
+			for _, part := range tt.wantErr {
+				i := strings.Index(rest, part)
+				if i < 0 {
+					t.Fatalf("err = %q, want %q in it (after the parts before it)", msg, part)
+				}
+				rest = rest[i+len(part):]
+			}
+			if strings.Contains(msg, "line 0") {
+				t.Errorf("err = %q says line 0", msg)
+			}
+			lines := strings.Count(out, "\n")
+			if tt.lines < 0 {
+				var n int
+				if _, serr := fmt.Sscanf(rest, "%d observation(s)", &n); serr != nil || n < 1 || n != lines {
+					t.Errorf("err says %q; stdout has %d lines", rest, lines)
+				}
+			} else if lines != tt.lines {
+				t.Errorf("stdout has %d lines, want %d", lines, tt.lines)
 			}
 		})
 	}

@@ -136,6 +136,16 @@ func Duration(lookup Lookup, key string, def time.Duration) (time.Duration, erro
 	return d, nil
 }
 
+// PositiveDuration reads a Go duration variable that must be above zero.
+func PositiveDuration(lookup Lookup, key string, def time.Duration) (time.Duration, error) {
+	d, err := Duration(lookup, key, def)
+	if err == nil && d <= 0 {
+		v, _ := lookup(key)
+		err = fmt.Errorf("%s=%q: want a positive duration, such as 30s", key, v)
+	}
+	return d, err
+}
+
 // PositiveInt reads a positive integer variable, for service-specific settings.
 func PositiveInt(lookup Lookup, key string, def int) (int, error) {
 	v, ok := lookup(key)

@@ -49,3 +49,18 @@ func TestClickHouseCompression(t *testing.T) {
 		t.Errorf("CLICKHOUSE_COMPRESSION=zstd: error %v does not name the variable and value", err)
 	}
 }
+
+func TestPositiveDuration(t *testing.T) {
+	env := lookupOf(map[string]string{"D": "2s", "ZERO": "0s", "NEG": "-1s", "BAD": "soon"})
+	if d, err := PositiveDuration(env, "D", time.Second); err != nil || d != 2*time.Second {
+		t.Errorf("D: %v, %v", d, err)
+	}
+	if d, err := PositiveDuration(env, "UNSET", time.Second); err != nil || d != time.Second {
+		t.Errorf("UNSET: %v, %v", d, err)
+	}
+	for _, key := range []string{"ZERO", "NEG", "BAD"} {
+		if _, err := PositiveDuration(env, key, time.Second); err == nil || !strings.Contains(err.Error(), key+"=") {
+			t.Errorf("%s: error %v does not name the variable", key, err)
+		}
+	}
+}

@@ -433,10 +433,35 @@ func (p *parser) yamlError(err error) {
 	msg := err.Error()
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
+		if yamlParserProblems[m[2]] {
+			line++
+		}
 		p.errorAt(p.path, line, 0, "", "not valid YAML: %s", m[2])
 		return
 	}
-	p.errorAt(p.path, 0, 0, "", "not valid YAML: %s", strings.TrimPrefix(msg, "yaml: "))
+	problem := strings.TrimPrefix(msg, "yaml: ")
+	if yamlParserProblems[problem] {
+		// yaml.v3 leaves out the line when it is 0, counted from 0: the first line.
+		p.errorAt(p.path, 1, 0, "", "not valid YAML: %s", problem)
+		return
+	}
+	p.errorAt(p.path, 0, 0, "", "not valid YAML: %s", problem)
+}
+
+// yamlParserProblems are the syntax errors of yaml.v3's parser (as opposed to its scanner),
+// whose "line N" counts from 0 (yaml.v3 adds 1 only for its scanner's errors).
+var yamlParserProblems = map[string]bool{
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected <document start>": true,
+	"did not find expected <stream-start>":   true,
+	"did not find expected key":              true,
+	"did not find expected node content":     true,
+	"found duplicate %TAG directive":         true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found undefined tag handle":             true,
 }
 
 // resolve follows an alias (*anchor) to the node it names.

@@ -105,14 +105,14 @@ func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.L
 	}
 	nc, err := natsx.Connect(cfg.NATS, "marketpipe-"+name, log)
 	if err != nil {
-		return nil, err
+		return nil, config.RedactError(err, cfg.NATS.URL)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	ackWait, err := config.Duration(lookup, "ACK_WAIT", 0)
+	ackWait, err := AckWait(lookup)
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -127,11 +127,11 @@ func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.L
 		if err == nil {
 			break
 		}
-		log.Warn("waiting for jetstream", "err", err, "attempt", attempt)
+		log.Warn("waiting for jetstream", "err", config.RedactError(err, cfg.NATS.URL), "attempt", attempt)
 		select {
 		case <-ctx.Done():
 			nc.Close()
-			return nil, fmt.Errorf("declare streams: %w", err)
+			return nil, config.RedactError(fmt.Errorf("declare streams: %w", err), cfg.NATS.URL)
 		case <-time.After(min(stage.DefaultBackoff(attempt), 5*time.Second)):
 		}
 	}
@@ -144,15 +144,36 @@ func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.L
 	return env, nil
 }
 
-// Serve runs the HTTP endpoints and the runners until ctx ends, then shuts down in order: the
-// runners drain (stop fetching, finish and ack in-flight work), the NATS connection drains
-// (flushes what was published), telemetry is flushed, the HTTP server stops.
-func (e *Env) Serve(ctx context.Context, runners []Runner) error {
-	srv := &http.Server{Addr: e.Config.HTTPAddr, Handler: e.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	ln, err := net.Listen("tcp", e.Config.HTTPAddr)
+// AckWait reads ACK_WAIT: when set, how soon the messages of a replica that died are
+// redelivered to the others, for every stage of the process.
+func AckWait(lookup config.Lookup) (time.Duration, error) {
+	return config.Duration(lookup, "ACK_WAIT", 0)
+}
+
+// ListenHTTP binds addr (HTTP_ADDR) for ServeOn. A process binds it before it starts anything
+// else, so that a busy port stops it before it says it is up.
+func ListenHTTP(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listen on HTTP_ADDR %s: %w", e.Config.HTTPAddr, err)
+		return nil, fmt.Errorf("listen on HTTP_ADDR %s: %w", addr, err)
 	}
+	return ln, nil
+}
+
+// Serve is ServeOn on a listener bound to the Env's HTTP_ADDR.
+func (e *Env) Serve(ctx context.Context, runners []Runner) error {
+	ln, err := ListenHTTP(e.Config.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	return e.ServeOn(ctx, ln, runners)
+}
+
+// ServeOn runs the HTTP endpoints on ln and the runners until ctx ends, then shuts down in
+// order: the runners drain (stop fetching, finish and ack in-flight work), the NATS connection
+// drains (flushes what was published), telemetry is flushed, the HTTP server stops.
+func (e *Env) ServeOn(ctx context.Context, ln net.Listener, runners []Runner) error {
+	srv := &http.Server{Handler: e.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	e.Log.Info("serving health and metrics", "addr", ln.Addr().String())
 	httpDone := make(chan error, 1)
 	go func() {
@@ -266,7 +287,7 @@ func Run(ctx context.Context, name, summary string, args []string, lookup config
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(logOut)
-	fs.StringVar(&cfg.NATS.URL, "nats-url", cfg.NATS.URL, "NATS servers (NATS_URL)")
+	fs.Var(redactedURL{&cfg.NATS.URL}, "nats-url", "NATS servers (NATS_URL)")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "health and metrics address (HTTP_ADDR)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (LOG_LEVEL)")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "json or text (LOG_FORMAT)")
@@ -284,8 +305,13 @@ func Run(ctx context.Context, name, summary string, args []string, lookup config
 	if v, ok := lookup("GOMEMLIMIT"); !ok || v == "" {
 		debug.SetMemoryLimit(DefaultMemoryLimit)
 	}
+	ln, err := ListenHTTP(cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
 	env, err := NewEnv(ctx, name, cfg, lookup, logOut)
 	if err != nil {
+		ln.Close()
 		if ctx.Err() != nil {
 			return nil // stopped while waiting for NATS
 		}
@@ -294,6 +320,7 @@ func Run(ctx context.Context, name, summary string, args []string, lookup config
 	runners, err := build(ctx, env)
 	if err != nil {
 		env.NC.Close()
+		ln.Close()
 		if ctx.Err() != nil {
 			// Stopped while waiting for a dependency (ClickHouse, say): a clean shutdown.
 			env.Log.Info("stopped before start", "reason", err)
@@ -301,8 +328,20 @@ func Run(ctx context.Context, name, summary string, args []string, lookup config
 		}
 		return fmt.Errorf("build %s: %w", name, err)
 	}
-	return env.Serve(ctx, runners)
+	return env.ServeOn(ctx, ln, runners)
 }
+
+// redactedURL is a flag holding a URL list whose default, printed by -h, hides its secrets.
+type redactedURL struct{ p *string }
+
+func (r redactedURL) String() string {
+	if r.p == nil {
+		return ""
+	}
+	return config.RedactURL(*r.p)
+}
+
+func (r redactedURL) Set(s string) error { *r.p = s; return nil }
 
 // DefaultMemoryLimit is a service's soft memory limit (see runtime/debug.SetMemoryLimit) when
 // GOMEMLIMIT is not set. Near it the garbage collector runs more often, so a service's resident

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
 )
 
@@ -45,7 +46,7 @@ func (e *Env) Vendor() (*vendor.Client, error) {
 	}
 	c, err := vendor.New(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("vendor client: %w", err)
+		return nil, config.RedactError(fmt.Errorf("vendor client: %w", err), cfg.BaseURL, cfg.TokenURL)
 	}
 	e.vendor = c
 	return c, nil

@@ -210,13 +210,18 @@ func (f fullReader) Read(p []byte) (n int, err error) {
 	return n, err
 }
 
+// MarkBytes reads COLLECTOR_MARK_BYTES (default DefaultMarkBytes).
+func MarkBytes(lookup config.Lookup) (int, error) {
+	return config.PositiveInt(lookup, "COLLECTOR_MARK_BYTES", DefaultMarkBytes)
+}
+
 // Stage returns the collector stage on env's JetStream.
 func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
 	counters, err := env.Counters()
 	if err != nil {
 		return nil, err
 	}
-	markBytes, err := config.PositiveInt(env.Lookup, "COLLECTOR_MARK_BYTES", DefaultMarkBytes)
+	markBytes, err := MarkBytes(env.Lookup)
 	if err != nil {
 		return nil, err
 	}

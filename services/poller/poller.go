@@ -76,9 +76,14 @@ func Stage(env *service.Env, v Vendor, interval time.Duration) (*stage.Stage, er
 	}, h, env.StageOptions())
 }
 
-// Build is the service's wiring. POLL_INTERVAL (default 30s) sets the time between polls.
+// Interval reads POLL_INTERVAL (default 30s), the time between two polls of one request.
+func Interval(lookup config.Lookup) (time.Duration, error) {
+	return config.PositiveDuration(lookup, "POLL_INTERVAL", 30*time.Second)
+}
+
+// Build is the service's wiring; see Interval.
 func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
-	interval, err := config.Duration(env.Lookup, "POLL_INTERVAL", 30*time.Second)
+	interval, err := Interval(env.Lookup)
 	if err != nil {
 		return nil, err
 	}

@@ -614,7 +614,7 @@ func Stages(env *service.Env) ([]service.Runner, error) {
 	tracer := env.Tracing.Provider.Tracer(tracerName)
 	h := &Handler{Raw: tracedRaw{env.Streams.Raw, tracer}, Pub: env.Publisher(), Now: time.Now,
 		Tracer: tracer, RowsParsed: counters.RowsParsed, RowsRejected: counters.RowsRejected}
-	chunkBytes, err := config.PositiveInt(env.Lookup, "TRANSFORMER_CHUNK_BYTES", DefaultChunkBytes)
+	chunkBytes, chunkConc, err := ChunkSettings(env.Lookup)
 	if err != nil {
 		return nil, err
 	}
@@ -634,11 +634,6 @@ func Stages(env *service.Env) ([]service.Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	// By default two chunks at once, so that one replica can use two cores on one large file.
-	chunkConc, err := config.PositiveInt(env.Lookup, "TRANSFORMER_CHUNK_CONCURRENCY", DefaultChunkConcurrency)
-	if err != nil {
-		return nil, err
-	}
 	chunks, err := stage.New(env.JS, stage.Config{
 		Name: ChunkName, Stream: events.ChunksStream, Filters: []string{events.ChunkSubjects},
 		MaxBytes:    events.MaxJobEventBytes + 1<<10,
@@ -648,6 +643,19 @@ func Stages(env *service.Env) ([]service.Runner, error) {
 		return nil, err
 	}
 	return []service.Runner{files, chunks}, nil
+}
+
+// ChunkSettings reads TRANSFORMER_CHUNK_BYTES (default DefaultChunkBytes) and
+// TRANSFORMER_CHUNK_CONCURRENCY (default DefaultChunkConcurrency: two chunks at once, so that
+// one replica can use two cores on one large file).
+func ChunkSettings(lookup config.Lookup) (chunkBytes, concurrency int, err error) {
+	if chunkBytes, err = config.PositiveInt(lookup, "TRANSFORMER_CHUNK_BYTES", DefaultChunkBytes); err != nil {
+		return 0, 0, err
+	}
+	if concurrency, err = config.PositiveInt(lookup, "TRANSFORMER_CHUNK_CONCURRENCY", DefaultChunkConcurrency); err != nil {
+		return 0, 0, err
+	}
+	return chunkBytes, concurrency, nil
 }
 
 // Build is the service's wiring.
