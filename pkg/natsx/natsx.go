@@ -51,8 +51,14 @@ func Connect(cfg config.NATS, name string, log *slog.Logger) (*nats.Conn, error)
 }
 
 // Retention says how long the streams keep what they hold. Zero values take the defaults.
+//
+// One horizon, JobsMaxAge, covers everything that can be replayed or redriven (job events,
+// chunk tasks, dead letters) and everything that says what was already done for them (the load
+// ledger, the chunk records): a chunk task or a dead-lettered batch redriven late still finds
+// its run's events and its records, so it loads once and its run completes. Row batches go
+// sooner (RowsMaxAge): they are large, and a replay makes them again from the raw file.
 type Retention struct {
-	JobsMaxAge   time.Duration // job events; default 90 days
+	JobsMaxAge   time.Duration // job events, chunk tasks, dead letters, ledger, chunk records; default 90 days
 	RowsMaxAge   time.Duration // row batches; default 14 days
 	RowsMaxBytes int64         // default: no limit beyond the server's
 	RawMaxAge    time.Duration // raw files; default 90 days
@@ -124,14 +130,14 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 	}
 	ledger, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: events.LedgerBucket, Description: "row batches already loaded into ClickHouse",
-		TTL: r.RowsMaxAge, Storage: r.Storage, Replicas: r.Replicas,
+		TTL: r.JobsMaxAge, Storage: r.Storage, Replicas: r.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("declare key-value bucket %s: %w", events.LedgerBucket, err)
 	}
 	chunks, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: events.ChunksBucket, Description: "chunks of large reply files transformed, per job run",
-		TTL: r.RowsMaxAge, Storage: r.Storage, Replicas: r.Replicas,
+		TTL: r.JobsMaxAge, Storage: r.Storage, Replicas: r.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("declare key-value bucket %s: %w", events.ChunksBucket, err)
