@@ -197,26 +197,37 @@ func TestEndToEnd(t *testing.T) {
 
 	// Replays: the history job from its stored raw file, the getdata job from a new vendor
 	// request. Each is a new generation whose rows supersede the old ones.
-	for i, from := range []string{"transformer", "requester"} {
-		t.Run("replay from "+from, func(t *testing.T) {
+	// The replays from the requester come after the vendor revised its data (a correction): the
+	// getdata replay then makes a second snapshot, the history replay changes every value of
+	// the same keys.
+	for _, r := range []struct {
+		job      int
+		from     string
+		revision uint64 // the simulator's revision for the replay; 0: unchanged
+		gen      int
+	}{{0, "transformer", 0, 1}, {1, "requester", 1, 1}, {0, "requester", 2, 2}} {
+		i, from := r.job, r.from
+		t.Run(fmt.Sprintf("replay %s from %s", jobs[i].spec.Program, from), func(t *testing.T) {
 			before, _, _ := p.store.Job(ctx, ids[i])
 			old := expected(t, jobs[i].spec, p.runDate)
 			beforeReplay := time.Now()
 			seed := uint64(simSeed)
-			if from == "requester" {
-				// The vendor corrects its data: the new request's file has other values.
+			if r.revision > 0 {
 				resp, err := http.Post(p.simURL+"/sim/revision", "text/plain", nil)
 				if err != nil {
 					t.Fatal(err)
 				}
 				resp.Body.Close()
-				seed = simdata.RevisedSeed(simSeed, 1)
+				seed = simdata.RevisedSeed(simSeed, r.revision)
 			}
 			out, stderr, code := runCLI(t, ctx, p.env, "replay", "--job", ids[i], "--from", from, "--wait")
-			if code != 0 || !strings.Contains(out, "as generation 1") || !strings.Contains(stderr, "loaded") {
+			if code != 0 || !strings.Contains(out, fmt.Sprintf("as generation %d", r.gen)) || !strings.Contains(stderr, "loaded") {
 				t.Fatalf("replay: exit %d\n%s%s", code, out, stderr)
 			}
 			want := expectedSeed(t, jobs[i].spec, p.runDate, seed)
+			if r.revision > 0 && slices.EqualFunc(old, want, func(a, b obs.Observation) bool { return a.Equal(&b) }) {
+				t.Fatal("the simulator's revision did not change the data: the test would show nothing")
+			}
 			compare(t, loaded(t, ctx, p.store, ids[i]), want)
 			// As of before the replay, readers see the first run's values (a backtest sees no
 			// later correction); now, the replay's.
@@ -236,10 +247,13 @@ func TestEndToEnd(t *testing.T) {
 				compare(t, parseQueryJSONL(t, out, ids[i], jobs[i].spec.Program), onlySecurity(c.want, sec))
 			}
 			var after events.Job
-			waitUntil(t, ctx, "the jobs table at generation 1", func() bool {
+			waitUntil(t, ctx, fmt.Sprintf("the jobs table at generation %d", r.gen), func() bool {
 				after, _, _ = p.store.Job(ctx, ids[i])
-				return after.Generation == 1 && after.State == events.Loaded
+				return after.Generation == r.gen && after.State == events.Loaded
 			})
+			if runs, err := p.store.JobRuns(ctx, ids[i]); err != nil || len(runs) != r.gen+1 || runs[0].State != events.Loaded {
+				t.Errorf("the jobs table keeps %d runs of %s (%v), want %d, each in its own state", len(runs), ids[i], err, r.gen+1)
+			}
 			// Every history row is the replay's; a snapshot replayed from a new vendor request
 			// is a new snapshot beside the first.
 			versions := map[uint64]int{}
@@ -250,7 +264,7 @@ func TestEndToEnd(t *testing.T) {
 				return nil
 			})
 			wantRuns := 1
-			if jobs[i].spec.Program == events.GetData {
+			if jobs[i].spec.Program == events.GetData && r.revision > 0 {
 				wantRuns = 2
 			}
 			if len(versions) != wantRuns || versions[after.Version] != len(want) || after.Version <= before.Version {
