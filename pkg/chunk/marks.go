@@ -111,7 +111,9 @@ func marks(s *scanner, every int64, limit int) ([]Mark, error) {
 		// Not the data's first line: the first chunk starts there.
 		if k.boundary && off >= next && st.hasPrev {
 			ms = append(ms, Mark{Offset: off, Line: s.lineNo})
-			if len(ms) > limit {
+			// Doubling once may drop none: marks further apart than twice the spacing (a
+			// security's lines span more) all stay.
+			for len(ms) > limit {
 				every *= 2
 				ms = thin(ms, every)
 			}
