@@ -95,8 +95,12 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 			// A refused download or a file past the bounds every reader of vendor bytes keeps
 			// (pkg/bounds) cannot succeed later: the job fails, and nothing of it is stored.
 			var apiErr *vendor.APIError
-			if errors.As(err, &apiErr) && !apiErr.Temporary() || errors.Is(err, bounds.ErrExceeded) {
+			switch {
+			case errors.Is(err, bounds.ErrExceeded):
 				failed := j.Fail(err.Error(), h.Now())
+				return h.Pub.PublishJob(ctx, &failed)
+			case errors.As(err, &apiErr) && !apiErr.Temporary():
+				failed := j.Fail(fmt.Sprintf("download %s: %v", j.ResponseKey, err), h.Now())
 				return h.Pub.PublishJob(ctx, &failed)
 			}
 			return err
@@ -118,10 +122,12 @@ const hdrVendorDigest = "Vendor-Digest"
 // file's marks (pkg/chunk), found on the way.
 func (h *Handler) download(ctx context.Context, j *events.Job, key string) (*jetstream.ObjectInfo, []events.FileMark, error) {
 	// The ready event does not carry the listed size: the listing is asked again. A listing
-	// that no longer shows the file leaves the absolute bound.
+	// that no longer shows the file, or is refused, leaves the absolute bound (the download
+	// then says what the vendor has); one that fails for a while is retried.
 	listed := int64(-1)
 	out, err := h.Vendor.Output(ctx, j.VendorRequestID)
-	if err != nil {
+	var apiErr *vendor.APIError
+	if err != nil && !(errors.As(err, &apiErr) && !apiErr.Temporary()) {
 		return nil, nil, fmt.Errorf("download %s: look up its listed size: %w", j.ResponseKey, err)
 	}
 	if out != nil && out.Key == j.ResponseKey {
