@@ -203,38 +203,38 @@ func (r *Reader) atEOF() error {
 
 // readLine returns the next line without its line ending, valid until the next call.
 func (r *Reader) readLine() ([]byte, error) {
-	for {
-		b, err := r.br.ReadSlice('\n')
-		if err == bufio.ErrBufferFull {
-			b, err = r.readLong(b)
-			if err == errLineTooLong {
-				r.long = nil
-				err := bounds.LineTooLong(r.lineNo+1, r.maxLine())
-				return nil, &Error{Line: r.lineNo + 1, Reason: "longer than " + bounds.Size(int64(r.maxLine())), Err: err}
-			}
-		}
-		if err != nil && !(err == io.EOF && len(b) > 0) {
-			if err == io.EOF {
-				return nil, io.EOF
-			}
-			if errors.Is(err, bounds.ErrExceeded) {
-				return nil, &Error{Line: r.lineNo + 1, Reason: err.Error(), Err: err}
-			}
-			return nil, &Error{Line: r.lineNo + 1, Reason: "read: " + err.Error(), Err: err}
-		}
-		r.lineNo++
-		r.stats.Lines++
-		if n := len(b); n > 0 && b[n-1] == '\n' {
-			b = b[:n-1]
-		}
-		if n := len(b); n > 0 && b[n-1] == '\r' {
-			b = b[:n-1]
-		}
-		if r.lineNo == 1 {
-			b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf"))
-		}
-		return b, nil
+	b, err := r.br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		b, err = r.readLong(b)
+	} else if len(b) > r.maxLine() {
+		err = errLineTooLong // a cap below the buffer's size
 	}
+	if err == errLineTooLong {
+		r.long = nil
+		err := bounds.LineTooLong(r.lineNo+1, r.maxLine())
+		return nil, &Error{Line: r.lineNo + 1, Reason: "longer than " + bounds.Size(int64(r.maxLine())), Err: err}
+	}
+	if err != nil && !(err == io.EOF && len(b) > 0) {
+		if err == io.EOF {
+			return nil, io.EOF
+		}
+		if errors.Is(err, bounds.ErrExceeded) {
+			return nil, &Error{Line: r.lineNo + 1, Reason: err.Error(), Err: err}
+		}
+		return nil, &Error{Line: r.lineNo + 1, Reason: "read: " + err.Error(), Err: err}
+	}
+	r.lineNo++
+	r.stats.Lines++
+	if n := len(b); n > 0 && b[n-1] == '\n' {
+		b = b[:n-1]
+	}
+	if n := len(b); n > 0 && b[n-1] == '\r' {
+		b = b[:n-1]
+	}
+	if r.lineNo == 1 {
+		b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf"))
+	}
+	return b, nil
 }
 
 var errLineTooLong = errors.New("line too long")

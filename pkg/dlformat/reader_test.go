@@ -560,6 +560,28 @@ func TestLongLine(t *testing.T) {
 	}
 }
 
+// A cap below the reader's buffer size holds as well.
+func TestLongLineSmallCap(t *testing.T) {
+	in := file("RUNDATE=20240716\nPROGRAMNAME=getdata", []string{"X"}, "A|0|1|1|", "L|0|1|"+strings.Repeat("x", 2000)+"|")
+	r, err := NewReader(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.MaxLineBytes = 1 << 10
+	for {
+		_, err := r.Next()
+		if err == io.EOF {
+			t.Fatal("no error for a line of 2 KiB under a cap of 1 KiB")
+		}
+		if err != nil {
+			if err.Error() != "line 10: longer than 1 KiB" {
+				t.Fatalf("err = %v", err)
+			}
+			return
+		}
+	}
+}
+
 // A gzip file that inflates past bounds.MaxInflateRatio times its size ends with an *Error long
 // before it is all inflated.
 func TestGzipBomb(t *testing.T) {
