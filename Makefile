@@ -5,8 +5,10 @@ SERVICES := requester poller collector transformer loader vendorsim
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Test time bounds: the whole suite stays well under CI's limit.
 TEST_TIMEOUT ?= 12m
+# How long `make fuzz` runs each fuzz target (`make test` runs each for 3s).
+FUZZTIME ?= 60s
 
-.PHONY: all build deps clickhouse test unit e2e faults demo bench fmt vet clean
+.PHONY: all build deps clickhouse test unit e2e faults fuzz demo bench fmt vet clean
 
 all: build
 
@@ -41,6 +43,7 @@ vet:
 test: deps fmt vet
 	MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v '/tests$$')
 	MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./tests/
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 unit:
 	$(GO) test -count=1 -short ./pkg/... ./services/... ./cmd/...
@@ -51,6 +54,16 @@ e2e: deps
 # The delivery-guarantee test alone: kills, a NATS restart, a ClickHouse outage, vendor faults.
 faults: deps
 	MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v -run TestFaults ./tests/
+
+# Every fuzz target (each `func FuzzX` of a _test.go file, found here so none is left out) for
+# FUZZTIME each. Their seed corpora also run as ordinary tests in `go test`.
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' pkg services cmd); do \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "== $$t in ./$$(dirname $$f) for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./$$(dirname $$f); \
+		done; \
+	done
 
 # Builds, runs `marketpipe dev` (embedded NATS, the vendor simulator, the five stages and a
 # private ClickHouse unless one answers on CLICKHOUSE_ADDR), submits the sample job with live

@@ -75,6 +75,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/marketpipe/marketpipe/pkg/bounds"
 )
 
 // ErrNotSplittable is returned by Open for n > 1 when the file cannot be split: gzip, or no
@@ -408,6 +410,7 @@ func readHeader(s *scanner) (header, error) {
 			return h, err
 		}
 		if s.lineNo == 1 && len(line) >= 2 && line[0] == 0x1f && line[1] == 0x8b {
+			s.gzip = true
 			return h, ErrNotSplittable
 		}
 		h.prefix = append(h.prefix, line...)
@@ -545,9 +548,12 @@ func isMarker(line []byte, m string) bool {
 	return string(bytes.TrimLeft(trim(line), "\ufeff")) == m
 }
 
-// scanner reads lines (with their line ends) and knows their offsets.
+// scanner reads lines (with their line ends) and knows their offsets. A line longer than
+// maxLine fails it (with bounds.LineTooLong) before more of the line is held.
 type scanner struct {
 	r         io.Reader
+	maxLine   int
+	gzip      bool // the input starts with the gzip magic: its lines mean nothing
 	buf       []byte
 	pos, end  int
 	off       int64 // file offset of buf[pos]
@@ -564,7 +570,13 @@ func newScanner(r io.Reader, size int) *scanner {
 	if size <= 0 {
 		size = 256 << 10
 	}
-	return &scanner{r: r, buf: make([]byte, size)}
+	return &scanner{r: r, buf: make([]byte, size), maxLine: bounds.MaxLineBytes}
+}
+
+// tooLong fails the scanner: the next line is longer than maxLine.
+func (s *scanner) tooLong() error {
+	s.err = bounds.LineTooLong(s.lineNo+1, s.maxLine)
+	return s.err
 }
 
 // peek returns the next line without consuming it; it stays valid until next.
@@ -604,6 +616,9 @@ func (s *scanner) read() ([]byte, int64, error) {
 	start := s.off
 	for {
 		if i := bytes.IndexByte(s.buf[s.pos:s.end], '\n'); i >= 0 {
+			if len(s.long)+i+1 > s.maxLine {
+				return nil, 0, s.tooLong()
+			}
 			line := s.buf[s.pos : s.pos+i+1]
 			s.pos += i + 1
 			s.off += int64(i + 1)
@@ -617,6 +632,9 @@ func (s *scanner) read() ([]byte, int64, error) {
 		if s.pos < s.end {
 			if s.pos == 0 && s.end == len(s.buf) {
 				// A line longer than the buffer.
+				if len(s.long)+s.end > s.maxLine {
+					return nil, 0, s.tooLong()
+				}
 				s.long = append(s.long, s.buf[:s.end]...)
 				s.off += int64(s.end)
 				s.pos, s.end = 0, 0
@@ -628,6 +646,9 @@ func (s *scanner) read() ([]byte, int64, error) {
 			s.pos, s.end = 0, 0
 		}
 		if s.err != nil {
+			if errors.Is(s.err, bounds.ErrExceeded) {
+				return nil, 0, s.err
+			}
 			if s.end > s.pos || len(s.long) > 0 {
 				// The last line, without a line end.
 				line := s.buf[s.pos:s.end]

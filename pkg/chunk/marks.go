@@ -28,7 +28,9 @@ type Mark struct {
 // than limit marks, every other one is dropped and the spacing doubled, so a file of any size
 // gets at most limit marks, spread evenly. A file that cannot be split (gzip, no START-OF-DATA,
 // a header over MaxHeaderBytes) gets none, and no error. Marks always reads r to its end, so
-// that it can read a copy of a stream being stored; it fails only when r does.
+// that it can read a copy of a stream being stored; it fails when r does, or at the first line
+// longer than bounds.MaxLineBytes (an error matching bounds.ErrExceeded, before it holds more
+// of that line), whatever the part of the file, unless the file is gzip.
 func Marks(r io.Reader, every int64, limit int) ([]Mark, error) {
 	if every <= 0 || limit < 1 {
 		return nil, fmt.Errorf("chunk: marks every %d bytes, at most %d", every, limit)
@@ -39,16 +41,48 @@ func Marks(r io.Reader, every int64, limit int) ([]Mark, error) {
 		return nil, err
 	}
 	// The rest of the file: the trailer, or all of a file that cannot be split.
-	for s.err == nil {
-		s.refill()
-	}
-	if s.err != io.EOF {
-		return nil, s.err
+	if err := s.drain(); err != io.EOF {
+		return nil, err
 	}
 	if err != nil {
 		return nil, nil
 	}
 	return marks, nil
+}
+
+// drain reads the rest of the input without keeping it, checking its lines' lengths unless the
+// input is gzip, and returns the error that ended it (io.EOF at its end).
+func (s *scanner) drain() error {
+	lineNo, cur := s.lineNo, 0 // cur: bytes of the line in progress
+	if s.peeked {
+		lineNo++
+	}
+	for {
+		if !s.gzip {
+			b := s.buf[s.pos:s.end]
+			for {
+				i := bytes.IndexByte(b, '\n')
+				if i < 0 {
+					cur += len(b)
+					break
+				}
+				if cur+i+1 > s.maxLine {
+					cur += i + 1
+					break
+				}
+				lineNo, cur, b = lineNo+1, 0, b[i+1:]
+			}
+			if cur > s.maxLine {
+				s.lineNo = lineNo
+				return s.tooLong()
+			}
+		}
+		s.pos = s.end
+		if s.err != nil {
+			return s.err
+		}
+		s.refill()
+	}
 }
 
 func marks(s *scanner, every int64, limit int) ([]Mark, error) {
@@ -77,7 +111,9 @@ func marks(s *scanner, every int64, limit int) ([]Mark, error) {
 		// Not the data's first line: the first chunk starts there.
 		if k.boundary && off >= next && st.hasPrev {
 			ms = append(ms, Mark{Offset: off, Line: s.lineNo})
-			if len(ms) > limit {
+			// Doubling once may drop none: marks further apart than twice the spacing (a
+			// security's lines span more) all stay.
+			for len(ms) > limit {
 				every *= 2
 				ms = thin(ms, every)
 			}

@@ -3,10 +3,11 @@
 // goes in, one obs.Observation per security, field and date comes out, and every line that cannot
 // be turned into observations is reported as an obs.Reject (it lands in the rejects table) while
 // reading goes on. Only a file that cannot be read at all (I/O or gzip failure, no data section,
-// a truncated data section, an unusable DELIMITER) ends with an *Error.
+// a truncated data section, an unusable DELIMITER, a line longer or a gzip stream inflating more
+// than pkg/bounds allows) ends with an *Error.
 //
-// The reader holds one line at a time (bufio, reused buffers; a line longer than MaxLineBytes is
-// rejected without being buffered), so memory does not grow with the file size. Files are
+// The reader holds one line at a time (bufio, reused buffers; a line longer than MaxLineBytes
+// ends the file before it is buffered whole), so memory does not grow with the file size. Files are
 // gzip-decompressed when their first bytes are the gzip magic, whatever their name.
 //
 // # Layouts

@@ -10,13 +10,14 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/marketpipe/marketpipe/pkg/bounds"
 	"github.com/marketpipe/marketpipe/pkg/obs"
 )
 
-// DefaultMaxLineBytes is the longest line a Reader accepts unless told otherwise. The widest real
-// lines (hundreds of fields with bulk cells) are a few hundred kilobytes; the cap keeps a corrupt
-// file without newlines from taking memory without bound.
-const DefaultMaxLineBytes = 16 << 20
+// DefaultMaxLineBytes is the longest line a Reader accepts unless told otherwise: the bound every
+// reader of vendor bytes keeps (pkg/bounds). It keeps a corrupt file without newlines from
+// taking memory without bound.
+const DefaultMaxLineBytes = bounds.MaxLineBytes
 
 // Limits on what a header may hold, for the same reason.
 const (
@@ -41,8 +42,9 @@ type Reader struct {
 	// observations; reading goes on after it. If it returns an error, Next stops and returns
 	// that error (wrapped). Rejects are counted in Stats either way.
 	OnReject func(obs.Reject) error
-	// MaxLineBytes caps a line's length (DefaultMaxLineBytes when 0); longer lines are
-	// rejected without being held in memory. Set it before the first Next.
+	// MaxLineBytes caps a line's length (DefaultMaxLineBytes when 0): a longer line ends the
+	// file with an *Error (matching bounds.ErrExceeded) before more of it is held in memory.
+	// Set it before the first Next.
 	MaxLineBytes int
 
 	br    *bufio.Reader
@@ -109,9 +111,11 @@ type rowState struct {
 }
 
 // NewReader returns a Reader of the reply file in r, decompressing it if it starts with the gzip
-// magic bytes. It fails, with an *Error, only if r is gzip but its header cannot be read.
+// magic bytes (and failing it, with an *Error, once it inflates past pkg/bounds' ratio). It
+// fails, with an *Error, only if r is gzip but its header cannot be read.
 func NewReader(r io.Reader) (*Reader, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
+	var g bounds.InflateGuard
+	br := bufio.NewReaderSize(g.Compressed(r), 64<<10)
 	magic, err := br.Peek(2)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, &Error{Line: 0, Reason: "read: " + err.Error(), Err: err}
@@ -121,7 +125,7 @@ func NewReader(r io.Reader) (*Reader, error) {
 		if err != nil {
 			return nil, &Error{Line: 0, Reason: "gzip: " + err.Error(), Err: err}
 		}
-		br = bufio.NewReaderSize(zr, 64<<10)
+		br = bufio.NewReaderSize(g.Plain(zr), 64<<10)
 	}
 	return &Reader{br: br, delim: '|'}, nil
 }
@@ -199,39 +203,38 @@ func (r *Reader) atEOF() error {
 
 // readLine returns the next line without its line ending, valid until the next call.
 func (r *Reader) readLine() ([]byte, error) {
-	for {
-		b, err := r.br.ReadSlice('\n')
-		if err == bufio.ErrBufferFull {
-			b, err = r.readLong(b)
-			if err == errLineTooLong {
-				r.lineNo++
-				r.stats.Lines++
-				if err := r.reject(r.lineNo, r.long, fmt.Sprintf("line longer than %d bytes", r.maxLine())); err != nil {
-					return nil, err
-				}
-				r.dropLong()
-				continue
-			}
-		}
-		if err != nil && !(err == io.EOF && len(b) > 0) {
-			if err == io.EOF {
-				return nil, io.EOF
-			}
-			return nil, &Error{Line: r.lineNo + 1, Reason: "read: " + err.Error(), Err: err}
-		}
-		r.lineNo++
-		r.stats.Lines++
-		if n := len(b); n > 0 && b[n-1] == '\n' {
-			b = b[:n-1]
-		}
-		if n := len(b); n > 0 && b[n-1] == '\r' {
-			b = b[:n-1]
-		}
-		if r.lineNo == 1 {
-			b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf"))
-		}
-		return b, nil
+	b, err := r.br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		b, err = r.readLong(b)
+	} else if len(b) > r.maxLine() {
+		err = errLineTooLong // a cap below the buffer's size
 	}
+	if err == errLineTooLong {
+		r.long = nil
+		err := bounds.LineTooLong(r.lineNo+1, r.maxLine())
+		return nil, &Error{Line: r.lineNo + 1, Reason: "longer than " + bounds.Size(int64(r.maxLine())), Err: err}
+	}
+	if err != nil && !(err == io.EOF && len(b) > 0) {
+		if err == io.EOF {
+			return nil, io.EOF
+		}
+		if errors.Is(err, bounds.ErrExceeded) {
+			return nil, &Error{Line: r.lineNo + 1, Reason: err.Error(), Err: err}
+		}
+		return nil, &Error{Line: r.lineNo + 1, Reason: "read: " + err.Error(), Err: err}
+	}
+	r.lineNo++
+	r.stats.Lines++
+	if n := len(b); n > 0 && b[n-1] == '\n' {
+		b = b[:n-1]
+	}
+	if n := len(b); n > 0 && b[n-1] == '\r' {
+		b = b[:n-1]
+	}
+	if r.lineNo == 1 {
+		b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf"))
+	}
+	return b, nil
 }
 
 var errLineTooLong = errors.New("line too long")
@@ -243,41 +246,27 @@ func (r *Reader) maxLine() int {
 	return DefaultMaxLineBytes
 }
 
-// readLong gathers a line longer than the bufio buffer into r.long. Past the cap it discards the
-// rest of the line and returns errLineTooLong, keeping only a prefix for the reject's Raw.
+// readLong gathers a line longer than the bufio buffer into r.long. Past the cap it stops
+// reading and returns errLineTooLong.
 func (r *Reader) readLong(first []byte) ([]byte, error) {
 	r.long = append(r.long[:0], first...)
-	tooLong := len(r.long) > r.maxLine()
 	for {
-		b, err := r.br.ReadSlice('\n')
-		if !tooLong {
-			if len(r.long)+len(b) > r.maxLine() {
-				tooLong = true
-				if len(r.long) > 256 {
-					r.long = r.long[:256] // enough of the line to recognise it
-				}
-			} else {
-				r.long = append(r.long, b...)
-			}
+		if len(r.long) > r.maxLine() {
+			return nil, errLineTooLong
 		}
+		b, err := r.br.ReadSlice('\n')
+		if len(r.long)+len(b) > r.maxLine() {
+			return nil, errLineTooLong
+		}
+		r.long = append(r.long, b...)
 		switch {
 		case err == bufio.ErrBufferFull:
 			continue
-		case err == nil || (err == io.EOF && len(r.long) > 0):
-			if tooLong {
-				return nil, errLineTooLong
-			}
+		case err == nil || err == io.EOF:
 			return r.long, nil
 		default:
 			return nil, err
 		}
-	}
-}
-
-// dropLong releases a large long-line buffer so one huge line does not pin its memory.
-func (r *Reader) dropLong() {
-	if cap(r.long) > 1<<20 {
-		r.long = nil
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketpipe/marketpipe/pkg/bounds"
+	"github.com/marketpipe/marketpipe/pkg/hostile"
 	"github.com/marketpipe/marketpipe/pkg/obs"
 )
 
@@ -523,35 +525,92 @@ func TestGzip(t *testing.T) {
 	}
 }
 
+// A line longer than MaxLineBytes ends the file with an *Error naming it, before the reader
+// has read the rest of it; lines up to the bound load.
 func TestLongLine(t *testing.T) {
 	long := "L|0|1|" + strings.Repeat("x", 300<<10) + "|"
-	in := file("RUNDATE=20240716\nPROGRAMNAME=getdata", []string{"X"}, "A|0|1|1|", long, "B|0|1|2|", long[:100<<10]+"|")
-	r, err := NewReader(strings.NewReader(in))
+	ok := "B|0|1|" + strings.Repeat("y", 200<<10-8) + "|"
+	rest := &hostile.Counter{R: strings.NewReader(strings.Repeat("z", 10<<20) + "\n")}
+	in := io.MultiReader(strings.NewReader(file("RUNDATE=20240716\nPROGRAMNAME=getdata", []string{"X"}, "A|0|1|1|", ok, long)), rest)
+	r, err := NewReader(in)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.MaxLineBytes = 200 << 10
-	var rejects []obs.Reject
-	r.OnReject = func(rj obs.Reject) error { rejects = append(rejects, rj); return nil }
 	var got []obs.Observation
 	for {
 		o, err := r.Next()
 		if err == io.EOF {
-			break
+			t.Fatal("no error for a line longer than MaxLineBytes")
 		}
 		if err != nil {
-			t.Fatal(err)
+			var e *Error
+			if !errors.As(err, &e) || e.Line != 11 || err.Error() != "line 11: longer than 200 KiB" || !errors.Is(err, bounds.ErrExceeded) {
+				t.Fatalf("err = %v, want *Error at line 11 matching bounds.ErrExceeded", err)
+			}
+			break
 		}
 		got = append(got, *o)
 	}
 	diffObs(t, got, []obs.Observation{
 		ob("A", "X", "2024-07-16", 1, ""),
-		ob("B", "X", "2024-07-16", 2, ""),
-		ob("L", "X", "2024-07-16", strings.Repeat("x", 100<<10-6), ""),
+		ob("B", "X", "2024-07-16", strings.Repeat("y", 200<<10-8), ""),
 	})
-	diffRejects(t, rejects, []wantReject{{10, "longer than 204800 bytes"}})
-	if len(rejects) == 1 && len(rejects[0].Raw) > 256 {
-		t.Errorf("reject of a long line holds %d bytes of it", len(rejects[0].Raw))
+	if n := rest.N.Load(); n > 0 {
+		t.Errorf("read %d bytes past the long line's bound", n)
+	}
+}
+
+// A cap below the reader's buffer size holds as well.
+func TestLongLineSmallCap(t *testing.T) {
+	in := file("RUNDATE=20240716\nPROGRAMNAME=getdata", []string{"X"}, "A|0|1|1|", "L|0|1|"+strings.Repeat("x", 2000)+"|")
+	r, err := NewReader(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.MaxLineBytes = 1 << 10
+	for {
+		_, err := r.Next()
+		if err == io.EOF {
+			t.Fatal("no error for a line of 2 KiB under a cap of 1 KiB")
+		}
+		if err != nil {
+			if err.Error() != "line 10: longer than 1 KiB" {
+				t.Fatalf("err = %v", err)
+			}
+			return
+		}
+	}
+}
+
+// A gzip file that inflates past bounds.MaxInflateRatio times its size ends with an *Error long
+// before it is all inflated.
+func TestGzipBomb(t *testing.T) {
+	const lines = 10 << 20 // 260 MiB
+	bomb, err := hostile.GzipBytes(hostile.ManyLinesFile(lines))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewReader(bytes.NewReader(bomb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for ; ; n++ {
+		_, err := r.Next()
+		if err == io.EOF {
+			t.Fatalf("no error for a gzip bomb of %d bytes", len(bomb))
+		}
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || !errors.Is(err, bounds.ErrExceeded) || !strings.Contains(err.Error(), "gzip inflated past 200x the compressed size") {
+				t.Fatalf("err = %v, want an *Error of the inflation bound", err)
+			}
+			break
+		}
+	}
+	if n >= lines/4 {
+		t.Errorf("%d of %d lines read before the bound", n, lines)
 	}
 }
 

@@ -37,6 +37,10 @@ const (
 	PlainSHA256Header    = "Plain-SHA-256"
 )
 
+// maxS2Block is the largest block of an S2 stream (s2.WriterBlockSize), so the largest plain
+// chunk of the layout.
+const maxS2Block = 4 << 20
+
 // s2StreamOverhead bounds what an S2 stream of one block adds to the block: the stream
 // identifier (10 bytes) and a chunk header with its CRC (8). A block that does not compress is
 // stored as it is.
@@ -167,9 +171,10 @@ func s2Layout(info *jetstream.ObjectInfo) (plainLayout, error) {
 		return plainLayout{}, fmt.Errorf("object %s was not completely stored: it has no header %s", info.Name, PlainSizeHeader)
 	}
 	chunk, err := strconv.ParseUint(info.Headers.Get(PlainChunkSizeHeader), 10, 32)
-	if err != nil || chunk == 0 {
-		return plainLayout{}, fmt.Errorf("object %s: header %s is %q, not a chunk size", info.Name,
-			PlainChunkSizeHeader, info.Headers.Get(PlainChunkSizeHeader))
+	// A chunk is one S2 block, which S2 bounds; the readers allocate a chunk's size.
+	if err != nil || chunk == 0 || chunk > maxS2Block {
+		return plainLayout{}, fmt.Errorf("object %s: header %s is %q, not a chunk size (1 to %d)", info.Name,
+			PlainChunkSizeHeader, info.Headers.Get(PlainChunkSizeHeader), maxS2Block)
 	}
 	size, err := strconv.ParseInt(info.Headers.Get(PlainSizeHeader), 10, 64)
 	if err != nil || size < 0 {

@@ -75,7 +75,7 @@ func TestActionsAgainstSimulator(t *testing.T) {
 			if out.Metadata["DL_REQUEST_TYPE"] != "ActionsRequest" {
 				t.Errorf("DL_REQUEST_TYPE = %q", out.Metadata["DL_REQUEST_TYPE"])
 			}
-			body, err := c.Download(ctx, out.Key, out.Digest)
+			body, err := c.Download(ctx, out.Key, out.Digest, out.ContentLength)
 			if err != nil {
 				t.Fatalf("Download: %v", err)
 			}

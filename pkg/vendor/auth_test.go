@@ -245,7 +245,7 @@ func TestSpans(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Output(ctx, histReq.Identifier)
-	c.Download(ctx, "missing", "")
+	c.Download(ctx, "missing", "", -1)
 	var names []string
 	for _, s := range rec.Ended() {
 		names = append(names, s.Name()+"/"+s.Status().Code.String())

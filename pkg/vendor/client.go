@@ -63,7 +63,8 @@ type Config struct {
 	// Account skips catalog discovery when set.
 	Account string
 	// HTTPClient defaults to a client without a total timeout (downloads can be long); bound
-	// calls with the context.
+	// calls with the context. The Client uses a copy whose redirects never carry the
+	// credentials to another host (see New).
 	HTTPClient *http.Client
 	// Logger receives retries and lookups at Debug/Warn; default discards.
 	Logger *slog.Logger
@@ -100,6 +101,11 @@ type Client struct {
 
 // New checks cfg, fills in defaults and returns a Client. It fails on a malformed BaseURL or
 // unusable credentials; it does not contact the vendor.
+//
+// A redirect to another origin (scheme, host or port) is followed without the credentials
+// (the JWT header, Authorization), and refused for a request other than GET or HEAD, whose body
+// a 307 or 308 would send there again: a download may be redirected to a file server, but the
+// vendor's secrets stay with the vendor.
 func New(cfg Config) (*Client, error) {
 	u, err := url.Parse(cfg.BaseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -135,10 +141,12 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	hc := *cfg.HTTPClient // the caller's client keeps its own redirect policy
+	hc.CheckRedirect = keepCredentialsHome(cfg.HTTPClient.CheckRedirect)
 	c := &Client{
 		base:    strings.TrimRight(u.String(), "/"),
 		cfg:     cfg,
-		hc:      cfg.HTTPClient,
+		hc:      &hc,
 		log:     cfg.Logger,
 		tracer:  cfg.TracerProvider.Tracer("github.com/marketpipe/marketpipe/pkg/vendor"),
 		account: cfg.Account,
@@ -163,6 +171,34 @@ func New(cfg Config) (*Client, error) {
 	}
 	return c, nil
 }
+
+// maxRedirects is net/http's own limit, kept when the caller's client sets no policy.
+const maxRedirects = 10
+
+// keepCredentialsHome returns the redirect policy of the Client's requests (see New); next, the
+// caller's own policy if any, then decides as it would have.
+func keepCredentialsHome(next func(*http.Request, []*http.Request) error) func(*http.Request, []*http.Request) error {
+	return func(req *http.Request, via []*http.Request) error {
+		if from := via[0].URL; !strings.EqualFold(req.URL.Scheme, from.Scheme) || !strings.EqualFold(req.URL.Host, from.Host) {
+			if req.Method != http.MethodGet && req.Method != http.MethodHead {
+				return fmt.Errorf("vendor: %s redirected from %s to another host, %s: refused", req.Method, from.Host, req.URL.Host)
+			}
+			for _, h := range credentialHeaders {
+				req.Header.Del(h)
+			}
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= maxRedirects {
+			return fmt.Errorf("vendor: stopped after %d redirects", maxRedirects)
+		}
+		return nil
+	}
+}
+
+// credentialHeaders are the request headers that carry credentials (jwtAuth, oauthAuth).
+var credentialHeaders = []string{"JWT", "Authorization"}
 
 // call is one HTTP exchange's description.
 type call struct {

@@ -21,6 +21,8 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/marketpipe/marketpipe/pkg/bounds"
 )
 
 // Output is a prepared reply file, as the responses listing describes it.
@@ -49,6 +51,25 @@ func (c *Client) Output(ctx context.Context, identifier string) (out *Output, er
 		return nil, fmt.Errorf("output of %s: %w", identifier, err)
 	}
 	defer resp.Body.Close()
+	outs, err := parseListing(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("output of %s: %w", identifier, err)
+	}
+	if len(outs) == 0 {
+		return nil, nil
+	}
+	sort.SliceStable(outs, func(i, j int) bool { return outs[i].LastModified.After(outs[j].LastModified) })
+	span.SetAttributes(attribute.String("vendor.key", outs[0].Key))
+	return outs[0], nil
+}
+
+// maxListingBytes bounds the responses listing read.
+const maxListingBytes = 16 << 20
+
+// parseListing reads a responses listing: the files it lists (entries without a key are
+// skipped), in the listing's order. A Content-Length that is not a size is left at -1 (not
+// listed), an unreadable Last-Modified at zero.
+func parseListing(r io.Reader) ([]*Output, error) {
 	var list struct {
 		Contains []struct {
 			Key      string                     `json:"key"`
@@ -56,8 +77,8 @@ func (c *Client) Output(ctx context.Context, identifier string) (out *Output, er
 			Metadata map[string]json.RawMessage `json:"metadata"`
 		} `json:"contains"`
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&list); err != nil {
-		return nil, fmt.Errorf("output of %s: decode listing: %w", identifier, err)
+	if err := json.NewDecoder(io.LimitReader(r, maxListingBytes)).Decode(&list); err != nil {
+		return nil, fmt.Errorf("decode listing: %w", err)
 	}
 	var outs []*Output
 	for _, it := range list.Contains {
@@ -67,7 +88,7 @@ func (c *Client) Output(ctx context.Context, identifier string) (out *Output, er
 		h := stringMap(it.Headers)
 		o := &Output{Key: it.Key, ContentType: header(h, "Content-Type"), Digest: header(h, "Digest"),
 			ContentLength: -1, Metadata: stringMap(it.Metadata)}
-		if n, err := strconv.ParseInt(header(h, "Content-Length"), 10, 64); err == nil {
+		if n, err := strconv.ParseInt(header(h, "Content-Length"), 10, 64); err == nil && n >= 0 {
 			o.ContentLength = n
 		}
 		if t, err := http.ParseTime(header(h, "Last-Modified")); err == nil {
@@ -75,12 +96,7 @@ func (c *Client) Output(ctx context.Context, identifier string) (out *Output, er
 		}
 		outs = append(outs, o)
 	}
-	if len(outs) == 0 {
-		return nil, nil
-	}
-	sort.SliceStable(outs, func(i, j int) bool { return outs[i].LastModified.After(outs[j].LastModified) })
-	span.SetAttributes(attribute.String("vendor.key", outs[0].Key))
-	return outs[0], nil
+	return outs, nil
 }
 
 // stringMap flattens JSON values to strings: the listing gives numbers either as JSON numbers or
@@ -114,12 +130,17 @@ func header(h map[string]string, name string) string {
 // Download streams the file key (GET /catalogs/{account}/content/responses/{key}), asking for
 // gzip and decoding it. The caller must Close the result.
 //
+// listed is the file's size as the listing gives it (Output.ContentLength; -1 when unknown).
+// Read fails with an error matching bounds.ErrExceeded as soon as the decoded file grows past
+// bounds.FileLimit(listed), or a gzip body inflates past bounds.MaxInflateRatio times what
+// was received: such a file is refused, not retried.
+//
 // expectDigest is the listing's Digest ("sha512=<base64>"); when empty, the response's Digest
 // header is used, if any. At the end of the stream Read verifies the SHA-512 of the decoded
 // bytes and returns ErrDigestMismatch (wrapped) instead of io.EOF when it differs; a body cut
 // short gives ErrTruncated. Only the request is retried here: a download that fails mid-stream
 // is the caller's to restart, since it has consumed part of it.
-func (c *Client) Download(ctx context.Context, key, expectDigest string) (rc io.ReadCloser, err error) {
+func (c *Client) Download(ctx context.Context, key, expectDigest string, listed int64) (rc io.ReadCloser, err error) {
 	ctx, span := c.startSpan(ctx, "vendor.Download", attribute.String("vendor.key", key))
 	defer func() {
 		if err != nil {
@@ -149,23 +170,25 @@ func (c *Client) Download(ctx context.Context, key, expectDigest string) (rc io.
 			}
 		}
 	}
-	d := &download{key: key, body: resp.Body, span: span, want: want}
+	d := &download{key: key, body: resp.Body, span: span, want: want, listed: listed}
 	d.src = d.body
 	// Setting Accept-Encoding ourselves turns off net/http's transparent decoding.
-	if strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
+	gz := strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip")
+	if gz {
 		// klauspost/compress's gzip, a drop-in for compress/gzip that inflates about 1.4 times as
 		// fast on our reply files: inflating was the largest CPU cost of a download.
-		zr, err := gzip.NewReader(resp.Body)
+		var g bounds.InflateGuard
+		zr, err := gzip.NewReader(g.Compressed(resp.Body))
 		if err != nil {
 			resp.Body.Close()
 			return nil, fmt.Errorf("download %s: %w", key, truncatedOr(err))
 		}
-		d.src = zr
+		d.src = g.Plain(zr)
 	}
 	if want != nil {
 		d.h = newBackgroundHash(sha512.New())
 	}
-	span.SetAttributes(attribute.Bool("vendor.gzip", d.src != d.body), attribute.Bool("vendor.digest_checked", want != nil))
+	span.SetAttributes(attribute.Bool("vendor.gzip", gz), attribute.Bool("vendor.digest_checked", want != nil))
 	return d, nil
 }
 
@@ -206,9 +229,11 @@ type download struct {
 	h    *backgroundHash // nil when no digest is known
 	want []byte
 	n    int64 // decoded bytes read
-	err  error // sticky final error
-	span trace.Span
-	once sync.Once
+	// listed is the listing's size of the decoded file (-1: unknown), which bounds n.
+	listed int64
+	err    error // sticky final error
+	span   trace.Span
+	once   sync.Once
 }
 
 func (d *download) Read(p []byte) (int, error) {
@@ -217,10 +242,15 @@ func (d *download) Read(p []byte) (int, error) {
 	}
 	n, err := d.src.Read(p)
 	d.n += int64(n)
+	if berr := bounds.CheckFileSize(d.n, d.listed); berr != nil {
+		n, err = 0, berr
+	}
 	if d.h != nil {
 		d.h.Write(p[:n])
 	}
 	switch {
+	case errors.Is(err, bounds.ErrExceeded):
+		err = fmt.Errorf("download %s: %w", d.key, err)
 	case err == nil:
 		return n, nil
 	case err == io.EOF:

@@ -130,7 +130,7 @@ func TestEndToEnd(t *testing.T) {
 		c    *vendor.Client
 	}{{"gzip", c}, {"plain", plain}} {
 		t.Run("download "+tc.name, func(t *testing.T) {
-			rc, err := tc.c.Download(ctx, out.Key, out.Digest)
+			rc, err := tc.c.Download(ctx, out.Key, out.Digest, out.ContentLength)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -143,7 +143,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	t.Run("wrong digest", func(t *testing.T) {
 		other := "sha512=" + strings.Repeat("A", 86) + "=="
-		rc, err := c.Download(ctx, out.Key, other)
+		rc, err := c.Download(ctx, out.Key, other, out.ContentLength)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,7 +153,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 	t.Run("unknown key", func(t *testing.T) {
-		_, err := c.Download(ctx, "nope.20260105.bbg", "")
+		_, err := c.Download(ctx, "nope.20260105.bbg", "", -1)
 		if !errors.Is(err, vendor.ErrNotFound) {
 			t.Fatalf("error %v, want ErrNotFound", err)
 		}
@@ -208,7 +208,7 @@ func TestJWTAgainstSimulator(t *testing.T) {
 				if err != nil || out == nil {
 					t.Fatalf("Output: %v, %v", out, err)
 				}
-				rc, err := c.Download(ctx, out.Key, out.Digest)
+				rc, err := c.Download(ctx, out.Key, out.Digest, out.ContentLength)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -255,7 +255,7 @@ func TestSimulatorFaults(t *testing.T) {
 		if err != nil || out == nil {
 			t.Fatalf("Output %s: %v, %v", r.Identifier, out, err)
 		}
-		rc, err := c.Download(ctx, out.Key, out.Digest)
+		rc, err := c.Download(ctx, out.Key, out.Digest, out.ContentLength)
 		if err != nil {
 			t.Fatalf("Download %s: %v", out.Key, err)
 		}
@@ -296,7 +296,7 @@ func TestSimulatorDownloadFaults(t *testing.T) {
 			if err != nil || out == nil {
 				t.Fatalf("Output: %v, %v", out, err)
 			}
-			rc, err := c.Download(ctx, out.Key, out.Digest)
+			rc, err := c.Download(ctx, out.Key, out.Digest, out.ContentLength)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -336,7 +336,7 @@ func BenchmarkDownload5M(b *testing.B) {
 	b.SetBytes(out.ContentLength)
 	cpu0 := chtest.ProcessCPU(b)
 	for b.Loop() {
-		rc, err := c.Download(ctx, out.Key, out.Digest)
+		rc, err := c.Download(ctx, out.Key, out.Digest, out.ContentLength)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -34,7 +34,7 @@ func Example() {
 		fmt.Println("not ready", err)
 		return
 	}
-	rc, err := c.Download(ctx, out.Key, out.Digest)
+	rc, err := c.Download(ctx, out.Key, out.Digest, out.ContentLength)
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -65,7 +65,7 @@ func TestOAuthAgainstSimulator(t *testing.T) {
 	if err != nil || out == nil {
 		t.Fatalf("Output: %+v, %v", out, err)
 	}
-	rc, err := c.Download(ctx, out.Key, out.Digest)
+	rc, err := c.Download(ctx, out.Key, out.Digest, out.ContentLength)
 	if err != nil {
 		t.Fatalf("Download: %v", err)
 	}

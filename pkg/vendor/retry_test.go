@@ -306,7 +306,7 @@ func TestDownloadChecks(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c, _ := scripted(t, vendor.Config{}, tc.step)
-			rc, err := c.Download(context.Background(), "k.20260105.bbg", tc.digest)
+			rc, err := c.Download(context.Background(), "k.20260105.bbg", tc.digest, -1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -332,7 +332,7 @@ func TestDownloadChecks(t *testing.T) {
 func TestDownloadBadDigestArgument(t *testing.T) {
 	c, s := scripted(t, vendor.Config{})
 	for _, d := range []string{"md5=abc", "sha512=notbase64!", "sha512=" + base64.StdEncoding.EncodeToString([]byte("short"))} {
-		if _, err := c.Download(context.Background(), "k", d); err == nil {
+		if _, err := c.Download(context.Background(), "k", d, -1); err == nil {
 			t.Errorf("Download with digest %q: no error", d)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/marketpipe/marketpipe/pkg/bounds"
 	"github.com/marketpipe/marketpipe/pkg/chunk"
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
@@ -30,9 +31,12 @@ const Name = "collector"
 
 // Vendor downloads output files.
 type Vendor interface {
+	// Output lists the request's output file: its size bounds the download.
+	Output(ctx context.Context, identifier string) (*vendor.Output, error)
 	// Download streams the decoded file; its Read fails at the end if the digest differs or the
-	// body was cut short.
-	Download(ctx context.Context, key, digest string) (io.ReadCloser, error)
+	// body was cut short, and as soon as the file grows past what its listed size allows
+	// (bounds.ErrExceeded).
+	Download(ctx context.Context, key, digest string, listed int64) (io.ReadCloser, error)
 }
 
 // RawStore keeps downloaded files.
@@ -88,8 +92,14 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	if info == nil || info.Headers.Get(hdrVendorDigest) != j.ResponseDigest || err != nil {
 		info, marks, err = h.download(ctx, &j, key)
 		if err != nil {
+			// A refused download or a file past the bounds every reader of vendor bytes keeps
+			// (pkg/bounds) cannot succeed later: the job fails, and nothing of it is stored.
 			var apiErr *vendor.APIError
-			if errors.As(err, &apiErr) && !apiErr.Temporary() {
+			switch {
+			case errors.Is(err, bounds.ErrExceeded):
+				failed := j.Fail(err.Error(), h.Now())
+				return h.Pub.PublishJob(ctx, &failed)
+			case errors.As(err, &apiErr) && !apiErr.Temporary():
 				failed := j.Fail(fmt.Sprintf("download %s: %v", j.ResponseKey, err), h.Now())
 				return h.Pub.PublishJob(ctx, &failed)
 			}
@@ -111,7 +121,19 @@ const hdrVendorDigest = "Vendor-Digest"
 // download streams j's file into the raw store as key and returns what was stored with the
 // file's marks (pkg/chunk), found on the way.
 func (h *Handler) download(ctx context.Context, j *events.Job, key string) (*jetstream.ObjectInfo, []events.FileMark, error) {
-	body, err := h.Vendor.Download(ctx, j.ResponseKey, j.ResponseDigest)
+	// The ready event does not carry the listed size: the listing is asked again. A listing
+	// that no longer shows the file, or is refused, leaves the absolute bound (the download
+	// then says what the vendor has); one that fails for a while is retried.
+	listed := int64(-1)
+	out, err := h.Vendor.Output(ctx, j.VendorRequestID)
+	var apiErr *vendor.APIError
+	if err != nil && !(errors.As(err, &apiErr) && !apiErr.Temporary()) {
+		return nil, nil, fmt.Errorf("download %s: look up its listed size: %w", j.ResponseKey, err)
+	}
+	if out != nil && out.Key == j.ResponseKey {
+		listed = out.ContentLength
+	}
+	body, err := h.Vendor.Download(ctx, j.ResponseKey, j.ResponseDigest, listed)
 	if err != nil {
 		return nil, nil, fmt.Errorf("download %s: %w", j.ResponseKey, err)
 	}
@@ -120,15 +142,29 @@ func (h *Handler) download(ctx context.Context, j *events.Job, key string) (*jet
 		Headers: map[string][]string{hdrVendorDigest: {j.ResponseDigest}, "Job-Id": {j.ID}}}
 	info, marks, err := Store(ctx, h.Raw, meta, body, h.MarkBytes)
 	if err != nil {
+		if errors.Is(err, bounds.ErrExceeded) {
+			return nil, nil, fmt.Errorf("download %s: %w", j.ResponseKey, unwrapBound(err))
+		}
 		return nil, nil, fmt.Errorf("store %s as %s: %w", j.ResponseKey, key, err)
 	}
 	return info, marks, nil
+}
+
+// unwrapBound returns the *bounds.Error in err: its reason says all, without the layers of
+// readers that passed it on.
+func unwrapBound(err error) error {
+	var b *bounds.Error
+	if errors.As(err, &b) {
+		return b
+	}
+	return err
 }
 
 // ObjectPutter stores objects.
 type ObjectPutter interface {
 	Put(ctx context.Context, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error)
 	UpdateMeta(ctx context.Context, name string, meta jetstream.ObjectMeta) error
+	Delete(ctx context.Context, name string) error
 }
 
 // Store stores the file that r yields in raw as meta says, compressed in the S2 layout
@@ -137,8 +173,10 @@ type ObjectPutter interface {
 // stored with the file's marks (pkg/chunk's Marks every markBytes, 0 for DefaultMarkBytes),
 // found on the way. The object's plain headers (the file's size and SHA-256) are added once it
 // is stored: an object without them is incomplete (natsx.PlainFile). Put reads r until EOF; a
-// read error (a digest mismatch, a truncated download) fails the store, and Put then removes
-// the partial object.
+// read error (a digest mismatch, a truncated download, a bound of pkg/bounds) fails the store,
+// and Put then removes the partial object. A line longer than bounds.MaxLineBytes, found by
+// Marks, fails the store the same way (an error matching bounds.ErrExceeded), and if Put had
+// already finished, the object is deleted.
 func Store(ctx context.Context, raw ObjectPutter, meta jetstream.ObjectMeta, r io.Reader, markBytes int64) (*jetstream.ObjectInfo, []events.FileMark, error) {
 	meta.Opts = &jetstream.ObjectMetaOptions{ChunkSize: uint32(natsx.S2ChunkSize(ChunkSize))}
 	meta.Headers = maps.Clone(meta.Headers)
@@ -154,23 +192,37 @@ func Store(ctx context.Context, raw ObjectPutter, meta jetstream.ObjectMeta, r i
 		return nil, nil, err
 	}
 	// The marks are found in a copy of the stream as it is stored: chunk.Marks reads its input
-	// to the end whatever it finds, so the copy never blocks the store.
+	// to the end unless it fails (the stream's error, or a line too long), so the copy never
+	// blocks the store. Its failure fails the copy, and so the store.
 	pr, pw := io.Pipe()
-	found := make(chan []chunk.Mark, 1)
+	type marksResult struct {
+		ms  []chunk.Mark
+		err error
+	}
+	found := make(chan marksResult, 1)
 	go func() {
-		ms, _ := chunk.Marks(pr, cmp.Or(markBytes, DefaultMarkBytes), events.MaxFileMarks) // fails only with the stream
-		found <- ms
+		ms, err := chunk.Marks(pr, cmp.Or(markBytes, DefaultMarkBytes), events.MaxFileMarks)
+		pr.CloseWithError(err)
+		found <- marksResult{ms, err}
 	}()
 	file := natsx.NewS2Chunks(io.TeeReader(ra, pw), ChunkSize)
 	info, err := raw.Put(ctx, meta, file)
 	pw.CloseWithError(err) // nil: Marks reads EOF
-	ms := <-found
+	m := <-found
+	if err == nil && errors.Is(m.err, bounds.ErrExceeded) {
+		// Marks failed on the last bytes, after Put had them all.
+		if derr := raw.Delete(ctx, meta.Name); derr != nil {
+			return nil, nil, fmt.Errorf("%w (and deleting the stored object: %v)", m.err, derr)
+		}
+		err = m.err
+	}
 	if err != nil {
 		// The read-ahead may be blocked in r's Read until the caller closes r: stop it in the
 		// background.
 		go ra.Close()
 		return nil, nil, err
 	}
+	ms := m.ms
 	ra.Close() // r is at its end: returns at once
 	natsx.SetPlainHeaders(meta.Headers, ChunkSize, file.Size(), file.SHA256())
 	if err := raw.UpdateMeta(ctx, meta.Name, meta); err != nil {

@@ -85,7 +85,7 @@ func TestCollectorStoresTheFile(t *testing.T) {
 		t.Fatalf("collected event: %+v", got)
 	}
 	// The stored bytes are the vendor's file, and the event's sha256 and size describe them.
-	body, err := v.Download(ctx, j.ResponseKey, j.ResponseDigest)
+	body, err := v.Download(ctx, j.ResponseKey, j.ResponseDigest, -1)
 	if err != nil {
 		t.Fatal(err)
 	}

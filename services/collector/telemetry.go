@@ -20,8 +20,8 @@ type countedVendor struct {
 	bytes Counter
 }
 
-func (v countedVendor) Download(ctx context.Context, key, digest string) (io.ReadCloser, error) {
-	body, err := v.Vendor.Download(ctx, key, digest)
+func (v countedVendor) Download(ctx context.Context, key, digest string, listed int64) (io.ReadCloser, error) {
+	body, err := v.Vendor.Download(ctx, key, digest, listed)
 	if err != nil {
 		return nil, err
 	}

@@ -30,6 +30,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/marketpipe/marketpipe/pkg/bounds"
 	"github.com/marketpipe/marketpipe/pkg/chunk"
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/dlformat"
@@ -386,8 +387,9 @@ func (h *Handler) transformFailed(ctx context.Context, j *events.Job, readErr, e
 	if errors.As(err, &bad) {
 		err = bad
 	}
-	if bad != nil || errors.Is(err, chunk.ErrNotSplittable) {
-		// The file cannot be read at all: retrying cannot help. It stays in the raw store
+	if bad != nil || errors.Is(err, chunk.ErrNotSplittable) || errors.Is(err, bounds.ErrExceeded) {
+		// The file cannot be read at all, or breaks a bound every reader of vendor bytes keeps
+		// (a line too long for pkg/chunk): retrying cannot help. It stays in the raw store
 		// for inspection and replay.
 		return h.fail(ctx, j, fmt.Sprintf("reply file %s: %v", j.FileKey, err))
 	}

@@ -124,7 +124,7 @@ func TestServesEveryLayout(t *testing.T) {
 			if err != nil || out == nil {
 				t.Fatalf("output: %+v, %v", out, err)
 			}
-			body, err := c.Download(ctx, out.Key, out.Digest)
+			body, err := c.Download(ctx, out.Key, out.Digest, out.ContentLength)
 			if err != nil {
 				t.Fatalf("download: %v", err)
 			}
@@ -246,7 +246,7 @@ func TestLargeDownloadConstantMemory(t *testing.T) {
 		}
 	}
 	listed := time.Since(start)
-	body, err := c.Download(ctx, out.Key, out.Digest)
+	body, err := c.Download(ctx, out.Key, out.Digest, out.ContentLength)
 	if err != nil {
 		t.Fatalf("download: %v", err)
 	}

@@ -174,7 +174,7 @@ func (b *bench) directDownloadRun(ctx context.Context, label, db string) (time.D
 		}
 	}
 	t0 := time.Now()
-	body, err := vc.Download(ctx, out.Key, out.Digest)
+	body, err := vc.Download(ctx, out.Key, out.Digest, out.ContentLength)
 	if err != nil {
 		return 0, fmt.Errorf("%s: download: %w", label, err)
 	}
