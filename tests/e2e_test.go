@@ -275,6 +275,39 @@ func TestEndToEnd(t *testing.T) {
 			}
 		})
 	}
+	// A reply with an unknown field and a security answered with a return code loads with
+	// warnings, which submit --wait and status say; the same job strict fails, and nothing of
+	// it becomes visible.
+	t.Run("warnings and strict", func(t *testing.T) {
+		body := "program: getdata\nsecurities:\n  - SEC900 US Equity\n  - BAD9 US Equity\nfields: [PX_LAST, NOSUCH_FLD]\n"
+		lenient := writeJob(t, dir, "warn.yaml", "name: e2e-warn\n"+body)
+		stdout, stderr, code := runCLI(t, ctx, p.env, "submit", lenient, "--wait", "--timeout", "2m")
+		want := "1 unknown field (NOSUCH_FLD); 1 security with return codes (RC=10: 1)"
+		if code != 0 || !strings.Contains(stderr, "loaded with warnings") || !strings.Contains(stderr, want) {
+			t.Fatalf("submit --wait of a job with warnings: exit %d\n%s", code, stderr)
+		}
+		id := strings.TrimSpace(stdout)
+		if got := loaded(t, ctx, p.store, id); len(got) == 0 {
+			t.Error("a lenient run with warnings loaded nothing")
+		}
+		waitUntil(t, ctx, "the jobs table to show the warnings", func() bool {
+			out, _, _ := runCLI(t, ctx, p.env, "status", id, "--json")
+			return strings.Contains(out, `"outcome": "loaded with warnings"`) && strings.Contains(out, `"RC=10": 1`)
+		})
+		if out, _, _ := runCLI(t, ctx, p.env, "status", id); !strings.Contains(out, want) {
+			t.Errorf("status does not show the warnings:\n%s", out)
+		}
+
+		strict := writeJob(t, dir, "strict.yaml", "name: e2e-strict\nstrict: true\n"+body)
+		stdout, stderr, code = runCLI(t, ctx, p.env, "submit", strict, "--wait", "--timeout", "2m")
+		if code != 1 || !strings.Contains(stderr, "strict: the reply file has warnings: "+want) {
+			t.Fatalf("submit --wait of a strict job with warnings: exit %d\n%s", code, stderr)
+		}
+		if got := loaded(t, ctx, p.store, strings.TrimSpace(stdout)); len(got) != 0 {
+			t.Errorf("a strict run that failed is visible: %d observations", len(got))
+		}
+	})
+
 	if _, stderr, code := runCLI(t, ctx, p.env, "replay", "--job", "no-such-job"); code == 0 || !strings.Contains(stderr, "no stored") {
 		t.Errorf("replay of an unknown job: exit %d, %s", code, stderr)
 	}

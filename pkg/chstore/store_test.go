@@ -895,3 +895,37 @@ func testInsertFromReusedBatch(t *testing.T, w writer) {
 		t.Errorf("InsertFrom(bad date) = %v, want ErrDateOutOfRange", err)
 	}
 }
+
+// TestJobsKeepEachGeneration: the jobs table keeps a row per run; a late event of an older run
+// (a higher stream sequence than the newer run's latest) never overwrites the newer run's state.
+func TestJobsKeepEachGeneration(t *testing.T) {
+	ctx := context.Background()
+	s := migrated(t)
+	t0 := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	first := events.NewRun("eod-20260304", events.Spec{Name: "eod", Program: events.GetHistory}, t0, time.Hour)
+	failed := first.Fail("vendor refused", t0.Add(time.Minute))
+	replay := first.Rerun(0, "requester", events.Submitted, t0.Add(2*time.Minute))
+	loaded := replay.Advance(events.Loaded, t0.Add(3*time.Minute))
+	loaded.Warnings = &events.Warnings{UnknownFields: []string{"PX_NOPE"}}
+	for _, w := range []struct {
+		j   events.Job
+		seq uint64
+	}{{first, 1}, {replay, 3}, {loaded, 4}, {failed, 5}} { // the first run's failure arrives last
+		if err := s.RecordJob(ctx, w.j, w.seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, ok, err := s.Job(ctx, first.ID)
+	if err != nil || !ok || got.Generation != 1 || got.State != events.Loaded || got.Outcome() != events.OutcomeLoadedWarnings ||
+		got.Warnings.String() != "1 unknown field (PX_NOPE)" {
+		t.Errorf("Job = %+v (%v, %v); want generation 1 loaded with warnings", got, ok, err)
+	}
+	runs, err := s.JobRuns(ctx, first.ID)
+	if err != nil || len(runs) != 2 || runs[0].State != events.Failed || runs[0].Error != "vendor refused" || runs[1].State != events.Loaded {
+		t.Errorf("JobRuns = %+v, %v; want generation 0 failed and 1 loaded", runs, err)
+	}
+	recent, err := s.RecentJobs(ctx, 10)
+	if err != nil || len(recent) != 1 || recent[0].Generation != 1 {
+		t.Errorf("RecentJobs = %+v, %v; want the job once, at its latest run", recent, err)
+	}
+}

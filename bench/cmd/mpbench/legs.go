@@ -535,7 +535,12 @@ func (b *bench) legLoader(ctx context.Context) error {
 		nb, rows, float64(size)/1e6, b.res.LoaderAvgBatchKB, events.RowsStream)
 	now := time.Now().UTC()
 	j := events.Job{ID: id, Spec: b.refSpec, Version: version, Deadline: now.Add(time.Hour)}
-	j = j.Advance(events.Submitted, now).Advance(events.Collected, now).Advance(events.Transformed, now)
+	// The loader loads batches only of a run it knows from its "collected" event.
+	j = j.Advance(events.Submitted, now).Advance(events.Collected, now)
+	if err := c.pub.PublishJob(ctx, &j); err != nil {
+		return err
+	}
+	j = j.Advance(events.Transformed, now)
 	j.Batches, j.RowsParsed = nb, rows
 	ch := c.watch(id)
 	if err := c.pub.PublishJob(ctx, &j); err != nil {

@@ -13,7 +13,9 @@
 //  4. poller: CPU used by the poller for 10,000 pending vendor requests polled every 30 s;
 //  5. memory: peak RSS (VmHWM) of each service while a 1 GB reply file goes through;
 //  6. data parallelism: transform throughput with 1 and 2 transformer replicas;
-//  7. latency: collected → loaded of a small job, p50 and p99.
+//  7. latency: collected → loaded of a small job, p50 and p99;
+//  8. query: marketpipe query of one security's 10 fields over 10 years, now and as of a time,
+//     on a table of 20 M observations in 4 committed runs, and the storage per run.
 //
 // Servers: a private clickhouse-server (pkg/chserver) on a temporary directory, an embedded
 // NATS server (a fresh one per leg, so no leg consumes another's leftovers), the vendor
@@ -24,7 +26,7 @@
 //
 //	BENCH_SCALE        share of the reference job (1.0 = 2,000 securities × 10 fields × 250
 //	                   days = 5,000,000 observations); the 1 GB memory file scales with it
-//	BENCH_LEGS         comma-separated subset of direct,pipeline,loader,poller,memory,transform
+//	BENCH_LEGS         comma-separated subset of direct,pipeline,loader,poller,memory,transform,query
 //	BENCH_POLL_WINDOW  how long the poller's CPU is measured (default 60s)
 //	BENCH_PROFILE      a directory: every service process, nats-server and the direct leg
 //	                   write CPU profiles there (<leg>-<process>.pprof)
@@ -129,17 +131,24 @@ type Result struct {
 	MemPipelineS    float64            `json:"memory_pipeline_s"`
 	MemCompleted    bool               `json:"memory_completed"`
 
-	TransformUnchunkedS float64  `json:"transform_unchunked_s"`
-	TransformS1         float64  `json:"transform_1_s"`
-	TransformS2         float64  `json:"transform_2_s"`
-	TransformSpeedup    float64  `json:"transform_speedup_2"`
-	TransformRowsPS     float64  `json:"transform_rows_per_s_1"`
-	TransformCPU1       float64  `json:"transform_cpu_1_s"` // transformers' and nats-server's CPU
-	TransformCPU2       float64  `json:"transform_cpu_2_s"`
-	LatencyP50MS        float64  `json:"latency_p50_ms"`
-	LatencyP99MS        float64  `json:"latency_p99_ms"`
-	LatencyJobs         int      `json:"latency_jobs"`
-	Errors              []string `json:"errors,omitempty"`
+	TransformUnchunkedS float64 `json:"transform_unchunked_s"`
+	TransformS1         float64 `json:"transform_1_s"`
+	TransformS2         float64 `json:"transform_2_s"`
+	TransformSpeedup    float64 `json:"transform_speedup_2"`
+	TransformRowsPS     float64 `json:"transform_rows_per_s_1"`
+	TransformCPU1       float64 `json:"transform_cpu_1_s"` // transformers' and nats-server's CPU
+	TransformCPU2       float64 `json:"transform_cpu_2_s"`
+	LatencyP50MS        float64 `json:"latency_p50_ms"`
+	LatencyP99MS        float64 `json:"latency_p99_ms"`
+	LatencyJobs         int     `json:"latency_jobs"`
+	// The query leg: marketpipe query of one security's 10 fields over 10 years, p50 of
+	// queryTimes each, on a table of QueryTableObs observations (queryRuns committed runs); the
+	// bytes on disk per observation of one run.
+	QueryCurrentP50MS float64  `json:"query_current_p50_ms"`
+	QueryAsOfP50MS    float64  `json:"query_as_of_p50_ms"`
+	QueryTableObs     int64    `json:"query_table_observations"`
+	QueryBytesPerObs  float64  `json:"query_bytes_per_observation_per_run"`
+	Errors            []string `json:"errors,omitempty"`
 }
 
 type bench struct {
@@ -190,7 +199,7 @@ func run() int {
 		return 2
 	}
 	legs := map[string]bool{}
-	for _, l := range strings.Split(envOr("BENCH_LEGS", "direct,pipeline,loader,transform,memory,poller"), ",") {
+	for _, l := range strings.Split(envOr("BENCH_LEGS", "direct,pipeline,loader,transform,memory,poller,query"), ",") {
 		legs[strings.TrimSpace(l)] = true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -248,6 +257,7 @@ func run() int {
 		{"transform", b.legTransform},
 		{"memory", b.legMemory},
 		{"poller", b.legPoller},
+		{"query", b.legQuery},
 	} {
 		if !legs[l.name] {
 			continue
