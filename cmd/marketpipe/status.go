@@ -56,7 +56,7 @@ loaded), or the recent jobs. Reads the jobs table in ClickHouse.`,
 			if !ok {
 				return fmt.Errorf("no job %q in %s.jobs (the loader records jobs as their events arrive)", args[0], cfg.ClickHouse.Database)
 			}
-			fields, err := st.FieldSummary(ctx, j.ID)
+			fields, err := st.FieldSummary(ctx, j.ID, j.Version)
 			if err != nil {
 				return err
 			}
@@ -68,7 +68,11 @@ loaded), or the recent jobs. Reads the jobs table in ClickHouse.`,
 			}
 			printJob(out, &j)
 			if len(fields) > 0 {
-				fmt.Fprintln(out, "\nloaded observations by field:")
+				if j.State == events.Loaded {
+					fmt.Fprintln(out, "\nloaded observations by field:")
+				} else {
+					fmt.Fprintln(out, "\nobservations stored by this run, by field (not visible to readers: the run is not committed):")
+				}
 				tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "  FIELD\tOBSERVATIONS\tSECURITIES\tFIRST DATE\tLAST DATE\tNUMERIC\tFLAGGED")
 				for _, f := range fields {

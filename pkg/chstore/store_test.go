@@ -411,6 +411,10 @@ func TestCurrentSeesCommittedRuns(t *testing.T) {
 	insert("a", 1, 100)
 	commit("a", 1)
 	check("a redelivered late", time.Time{}, runRows("S", n, 300, "c"))
+	// A run's summary counts its rows once, however often they were inserted.
+	if fs, err := s.FieldSummary(ctx, "a", 1); err != nil || len(fs) != 1 || fs[0].Observations != n {
+		t.Errorf("FieldSummary of run a = %+v, %v; want %d PX_LAST observations", fs, err, n)
+	}
 
 	// Merges keep every run's rows: a stays readable as of its time after OPTIMIZE ... FINAL.
 	conn, err := chtest.Conn(chtest.Start(t))

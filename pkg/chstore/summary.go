@@ -19,11 +19,13 @@ type FieldStat struct {
 	Flagged      uint64 `json:"flagged"` // observations carrying a marker or return code
 }
 
-// FieldSummary returns, per field, what a job has in observations (FINAL: as queries see it).
-func (s *Store) FieldSummary(ctx context.Context, jobID string) ([]FieldStat, error) {
+// FieldSummary returns, per field, what one run of a job (its version) stored in observations,
+// each row once (FINAL collapses a batch inserted twice; version is in the key, so the filter
+// may run before it). Readers see these rows once the run is committed.
+func (s *Store) FieldSummary(ctx context.Context, jobID string, version uint64) ([]FieldStat, error) {
 	rows, err := s.conn.Query(ctx, "SELECT field, count(), uniqExact(security), min(date), max(date), "+
 		"countIf(value_kind = ?), countIf(flag != '') FROM "+s.table("observations")+
-		" FINAL WHERE job_id = ? GROUP BY field ORDER BY field", uint8(obs.Number), jobID)
+		" FINAL WHERE job_id = ? AND version = ? GROUP BY field ORDER BY field", uint8(obs.Number), jobID, version)
 	if err != nil {
 		return nil, fmt.Errorf("summarize observations of job %s: %w", jobID, err)
 	}
