@@ -141,11 +141,10 @@ func TestObservability(t *testing.T) {
 			{"loader", "marketpipe_messages_handled_total", []string{"stage", "loader-complete"}, 1},
 			{"loader", "marketpipe_rows_loaded_total", nil, float64(want)},
 			// Vendor calls by call and status: the request created, one listing per poll, one
-			// download after one listing for its size (each process also looks its account up
+			// download, whose listed size the ready event carries (each process also looks its account up
 			// once).
 			{"requester", "marketpipe_vendor_calls_total", []string{"call", "submit", "status", "201"}, 1},
 			{"poller", "marketpipe_vendor_calls_total", []string{"call", "output", "status", "200"}, float64(job.Polls)},
-			{"collector", "marketpipe_vendor_calls_total", []string{"call", "output", "status", "200"}, 1},
 			{"collector", "marketpipe_vendor_calls_total", []string{"call", "download", "status", "200"}, 1},
 		}
 		for _, name := range obsStages {
@@ -225,7 +224,7 @@ func TestObservability(t *testing.T) {
 		for name, n := range map[string]int{
 			"requester": 1, "poller": job.Polls, "collector": 1, "transformer": 1, "loader": job.Batches,
 			"loader-complete": -1, "jobs": 6,
-			"vendor.Account": -1, "vendor.Submit": 1, "vendor.Output": job.Polls + 1, "vendor.Download": 1, // the collector lists the file's size too
+			"vendor.Account": -1, "vendor.Submit": 1, "vendor.Output": job.Polls, "vendor.Download": 1,
 			"objectstore.put": 1, "objectstore.get": 1, "transformer.parse": 1, "publish rows": job.Batches,
 			"clickhouse.insert": -1, "clickhouse.record_job": 6,
 		} {

@@ -177,9 +177,12 @@ type Job struct {
 	VendorAccount   string `json:"vendor_account,omitempty"`
 	ResponseKey     string `json:"response_key,omitempty"`    // the vendor's output file name
 	ResponseDigest  string `json:"response_digest,omitempty"` // the vendor's Digest header, e.g. sha512=...
-	FileKey         string `json:"file_key,omitempty"`        // object name in the raw store
-	FileSHA256      string `json:"file_sha256,omitempty"`
-	FileSize        int64  `json:"file_size,omitempty"`
+	// ResponseSize is the output's size as the vendor's listing gave it (decoded bytes), which
+	// bounds the download; 0 when the ready event did not carry it (or the file is empty).
+	ResponseSize int64  `json:"response_size,omitempty"`
+	FileKey      string `json:"file_key,omitempty"` // object name in the raw store
+	FileSHA256   string `json:"file_sha256,omitempty"`
+	FileSize     int64  `json:"file_size,omitempty"`
 	// FileMarks are record boundaries spread over the stored file (pkg/chunk's Marks, at most
 	// MaxFileMarks), recorded by the collector: the transformer cuts large files into chunks
 	// there, and each chunk reads only its own part of the file.

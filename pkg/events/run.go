@@ -36,7 +36,7 @@ func (j Job) Rerun(latestGen int, from, input string, now time.Time) Job {
 		j.Deadline = now.Add(j.Deadline.Sub(j.SubmittedAt))
 	}
 	if from == "requester" {
-		j.VendorRequestID, j.ResponseKey, j.ResponseDigest = "", "", ""
+		j.VendorRequestID, j.ResponseKey, j.ResponseDigest, j.ResponseSize = "", "", "", 0
 	}
 	return j.Advance(input, now)
 }

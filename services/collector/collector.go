@@ -115,23 +115,34 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	return h.Pub.PublishJob(ctx, &next)
 }
 
+// listedSize is the size the vendor's listing gave j's output: the ready event's, or, for an
+// event from before it carried one, the listing's, asked again. A listing that no longer shows
+// the file, or is refused, gives -1, which leaves the absolute bound (the download then says
+// what the vendor has); one that fails for a while is retried.
+func (h *Handler) listedSize(ctx context.Context, j *events.Job) (int64, error) {
+	if j.ResponseSize > 0 {
+		return j.ResponseSize, nil
+	}
+	out, err := h.Vendor.Output(ctx, j.VendorRequestID)
+	var apiErr *vendor.APIError
+	if err != nil && !(errors.As(err, &apiErr) && !apiErr.Temporary()) {
+		return 0, fmt.Errorf("download %s: look up its listed size: %w", j.ResponseKey, err)
+	}
+	if out != nil && out.Key == j.ResponseKey {
+		return out.ContentLength, nil
+	}
+	return -1, nil
+}
+
 // hdrVendorDigest records on the stored object the vendor digest it was checked against.
 const hdrVendorDigest = "Vendor-Digest"
 
 // download streams j's file into the raw store as key and returns what was stored with the
 // file's marks (pkg/chunk), found on the way.
 func (h *Handler) download(ctx context.Context, j *events.Job, key string) (*jetstream.ObjectInfo, []events.FileMark, error) {
-	// The ready event does not carry the listed size: the listing is asked again. A listing
-	// that no longer shows the file, or is refused, leaves the absolute bound (the download
-	// then says what the vendor has); one that fails for a while is retried.
-	listed := int64(-1)
-	out, err := h.Vendor.Output(ctx, j.VendorRequestID)
-	var apiErr *vendor.APIError
-	if err != nil && !(errors.As(err, &apiErr) && !apiErr.Temporary()) {
-		return nil, nil, fmt.Errorf("download %s: look up its listed size: %w", j.ResponseKey, err)
-	}
-	if out != nil && out.Key == j.ResponseKey {
-		listed = out.ContentLength
+	listed, err := h.listedSize(ctx, j)
+	if err != nil {
+		return nil, nil, err
 	}
 	body, err := h.Vendor.Download(ctx, j.ResponseKey, j.ResponseDigest, listed)
 	if err != nil {

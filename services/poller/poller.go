@@ -62,6 +62,7 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	next := j.Advance(events.Ready, h.Now())
 	next.ResponseKey = out.Key
 	next.ResponseDigest = out.Digest
+	next.ResponseSize = max(out.ContentLength, 0)
 	next.Polls = int(m.NumDelivered())
 	return h.Pub.PublishJob(ctx, &next)
 }

@@ -58,7 +58,7 @@ func TestPoller(t *testing.T) {
 		}
 		got, _ := env.LastJob(j.ID)
 		if got.State != events.Ready || !strings.HasPrefix(got.ResponseKey, "mpready1.") ||
-			!strings.HasPrefix(got.ResponseDigest, "sha512=") || got.Polls != 1 {
+			!strings.HasPrefix(got.ResponseDigest, "sha512=") || got.Polls != 1 || got.ResponseSize <= 0 {
 			t.Errorf("ready event: %+v", got)
 		}
 	})
