@@ -297,6 +297,11 @@ func TestEndToEnd(t *testing.T) {
 		if out, _, _ := runCLI(t, ctx, p.env, "status", id); !strings.Contains(out, want) {
 			t.Errorf("status does not show the warnings:\n%s", out)
 		}
+		// By its name, the latest job of that name; times in UTC, to the second the table keeps.
+		if out, _, code := runCLI(t, ctx, p.env, "status", "e2e-warn"); code != 0 || !strings.Contains(out, id) ||
+			!strings.Contains(out, " UTC (+") || strings.Contains(out, ".000") {
+			t.Errorf("status e2e-warn: exit %d\n%s", code, out)
+		}
 
 		strict := writeJob(t, dir, "strict.yaml", "name: e2e-strict\nstrict: true\n"+body)
 		stdout, stderr, code = runCLI(t, ctx, p.env, "submit", strict, "--wait", "--timeout", "2m")

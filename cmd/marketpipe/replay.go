@@ -28,11 +28,13 @@ func newReplayCmd(lookup config.Lookup) *cobra.Command {
 	var jobID, from string
 	var since, until string
 	var wait bool
+	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "replay (--job ID | --since T [--until T]) [--from STAGE]",
+		Use:   "replay (--job ID | --since T [--until T]) [--from STAGE] [--wait [--timeout D]]",
 		Short: "Reprocess jobs from stored events and raw files; the new rows supersede the old",
 		Long: `Reprocess jobs from their stored events: each job runs again from the given stage as a new
-generation, with a higher version, so the rows it loads supersede the old ones under FINAL.
+generation, with a higher version. Once it is committed, readers see its rows instead of the
+old ones, which stay readable as of before (marketpipe query --as-of).
 
   --from transformer   (default) parse the stored raw file again: after a parser fix
   --from collector     download the vendor's output again
@@ -47,8 +49,15 @@ they were first submitted.`,
 			if !ok {
 				return &exitError{code: exitInvalid, err: fmt.Errorf("--from %q: want requester, poller, collector or transformer", from)}
 			}
-			if (jobID == "") == (since == "") {
-				return &exitError{code: exitInvalid, err: errors.New("give either --job or --since")}
+			switch {
+			case jobID != "" && since != "":
+				return &exitError{code: exitInvalid, err: errors.New("--job and --since exclude each other: give one")}
+			case jobID == "" && since == "":
+				return &exitError{code: exitInvalid, err: errors.New("give --job ID, or --since T to replay the jobs submitted since T")}
+			case until != "" && since == "":
+				return &exitError{code: exitInvalid, err: errors.New("--until needs --since")}
+			case timeout != 0 && !wait:
+				return &exitError{code: exitInvalid, err: errors.New("--timeout bounds --wait: give both")}
 			}
 			var lo, hi time.Time
 			var err error
@@ -98,6 +107,11 @@ they were first submitted.`,
 			if !wait {
 				return nil
 			}
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
 			for i := range replayed {
 				if err := watch(ctx, js, &replayed[i], cmd.ErrOrStderr()); err != nil {
 					return err
@@ -111,6 +125,7 @@ they were first submitted.`,
 	cmd.Flags().StringVar(&until, "until", "", "with --since: up to T (default now)")
 	cmd.Flags().StringVar(&from, "from", "transformer", "the stage to start from")
 	cmd.Flags().BoolVar(&wait, "wait", false, "show progress until every replayed job is loaded or failed")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --wait: give up waiting after this long (0: no limit)")
 	return cmd
 }
 

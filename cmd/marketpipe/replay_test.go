@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,5 +60,27 @@ func TestReplayIsANewRunWithItsOwnTrace(t *testing.T) {
 	}
 	if tp := m.Header.Get("traceparent"); len(tp) < 36 || tp[3:35] != j.TraceID {
 		t.Errorf("traceparent %q, want trace %s", tp, j.TraceID)
+	}
+}
+
+// TestReplayFlags: contradictory or incomplete flags are refused with what to give, before
+// anything is contacted.
+func TestReplayFlags(t *testing.T) {
+	env := map[string]string{"NATS_URL": "nats://127.0.0.1:1"} // nothing listens: nothing may be contacted
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"replay", "--job", "a", "--since", "2026-01-01"}, "--job and --since exclude each other"},
+		{[]string{"replay"}, "give --job ID, or --since T"},
+		{[]string{"replay", "--job", "a", "--until", "2026-01-01"}, "--until needs --since"},
+		{[]string{"replay", "--job", "a", "--timeout", "1m"}, "--timeout bounds --wait"},
+		{[]string{"replay", "--job", "a", "--from", "loader"}, `--from "loader": want requester, poller, collector or transformer`},
+	} {
+		out, err := runCmd(t, context.Background(), env, tc.args...)
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != exitInvalid || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v (output %q); want exit %d saying %q", tc.args, err, out, exitInvalid, tc.want)
+		}
 	}
 }

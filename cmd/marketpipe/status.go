@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -17,10 +16,11 @@ func newStatusCmd(lookup config.Lookup) *cobra.Command {
 	var asJSON bool
 	var limit int
 	cmd := &cobra.Command{
-		Use:   "status [JOB_ID]",
+		Use:   "status [JOB_ID | JOB_NAME]",
 		Short: "Show one job in detail, or the recent jobs",
-		Long: `Show one job in detail (its stages, vendor request, file, row counts, error and what it
-loaded), or the recent jobs. Reads the jobs table in ClickHouse.`,
+		Long: `Show one job in detail (its stages, vendor request, file, row counts, outcome, warnings,
+error and what it loaded), or the recent jobs. A job name (name: in its job file) shows the
+latest job of that name. Times are UTC. Reads the jobs table in ClickHouse.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := config.Load(lookup)
@@ -50,11 +50,14 @@ loaded), or the recent jobs. Reads the jobs table in ClickHouse.`,
 				return nil
 			}
 			j, ok, err := st.Job(ctx, args[0])
+			if err == nil && !ok {
+				j, ok, err = st.LatestJobNamed(ctx, args[0])
+			}
 			if err != nil {
 				return err
 			}
 			if !ok {
-				return fmt.Errorf("no job %q in %s.jobs (the loader records jobs as their events arrive)", args[0], cfg.ClickHouse.Database)
+				return fmt.Errorf("no job with id or name %q in %s.jobs (the loader records jobs as their events arrive)", args[0], cfg.ClickHouse.Database)
 			}
 			fields, err := st.FieldSummary(ctx, j.ID, j.Version)
 			if err != nil {
@@ -114,10 +117,13 @@ func printJobs(w io.Writer, jobs []events.Job) {
 	fmt.Fprintln(tw, "JOB\tPROGRAM\tSTATE\tSUBMITTED\tROWS LOADED\tREJECTED\tERROR")
 	for _, j := range jobs {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", j.ID, j.Spec.Program, j.Outcome(),
-			j.SubmittedAt.Format(time.DateTime), j.RowsLoaded, j.RowsRejected, short80(j.Error))
+			j.SubmittedAt.Format(timeLayout), j.RowsLoaded, j.RowsRejected, short80(j.Error))
 	}
 	tw.Flush()
 }
+
+// timeLayout is how status shows times: UTC, to the second, which is what the jobs table keeps.
+const timeLayout = "2006-01-02 15:04:05 MST"
 
 func short80(s string) string {
 	if len(s) > 80 {
@@ -163,7 +169,7 @@ func printJob(w io.Writer, j *events.Job) {
 	}
 	for _, st := range j.StageTimes() {
 		if !st.At.IsZero() {
-			row("  "+st.Event, fmt.Sprintf("%s (+%s)", st.At.Format("2006-01-02 15:04:05.000"), elapsed(j.SubmittedAt, st.At)))
+			row("  "+st.Event, fmt.Sprintf("%s (+%s)", st.At.Format(timeLayout), elapsed(j.SubmittedAt, st.At)))
 		}
 	}
 	tw.Flush()

@@ -69,6 +69,20 @@ func (s *Store) Job(ctx context.Context, id string) (events.Job, bool, error) {
 	return jobs[0], true, nil
 }
 
+// LatestJobNamed returns the latest run of the most recently submitted job of that name (the
+// name: of its job file); false if there is none.
+func (s *Store) LatestJobNamed(ctx context.Context, name string) (events.Job, bool, error) {
+	jobs, err := s.queryJobs(ctx, "SELECT "+jobColumnsNow+" FROM "+s.table("jobs")+
+		" FINAL WHERE name = ? ORDER BY submitted_at DESC, id DESC, generation DESC LIMIT 1", name)
+	if err != nil {
+		return events.Job{}, false, fmt.Errorf("read jobs named %s: %w", name, err)
+	}
+	if len(jobs) == 0 {
+		return events.Job{}, false, nil
+	}
+	return jobs[0], true, nil
+}
+
 // JobRuns returns the state of every run of a job, oldest first.
 func (s *Store) JobRuns(ctx context.Context, id string) ([]events.Job, error) {
 	jobs, err := s.queryJobs(ctx, "SELECT "+jobColumnsNow+" FROM "+s.table("jobs")+

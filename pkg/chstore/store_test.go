@@ -928,6 +928,12 @@ func TestJobsKeepEachGeneration(t *testing.T) {
 	if err != nil || len(runs) != 2 || runs[0].State != events.Failed || runs[0].Error != "vendor refused" || runs[1].State != events.Loaded {
 		t.Errorf("JobRuns = %+v, %v; want generation 0 failed and 1 loaded", runs, err)
 	}
+	if named, ok, err := s.LatestJobNamed(ctx, "eod"); err != nil || !ok || named.ID != first.ID || named.Generation != 1 {
+		t.Errorf("LatestJobNamed(eod) = %+v, %v, %v; want the job at generation 1", named, ok, err)
+	}
+	if _, ok, err := s.LatestJobNamed(ctx, "nope"); err != nil || ok {
+		t.Errorf("LatestJobNamed(nope) found %v, %v", ok, err)
+	}
 	recent, err := s.RecentJobs(ctx, 10)
 	if err != nil || len(recent) != 1 || recent[0].Generation != 1 {
 		t.Errorf("RecentJobs = %+v, %v; want the job once, at its latest run", recent, err)
