@@ -102,6 +102,9 @@ func checkSettings(lookup config.Lookup) error {
 	if _, _, err := transformer.ChunkSettings(lookup); err != nil {
 		return err
 	}
+	if _, _, err := loader.LoadSettings(lookup); err != nil {
+		return err
+	}
 	return nil
 }
 

@@ -68,6 +68,8 @@ func TestDevChecksBeforeStarting(t *testing.T) {
 		{"bad ACK_WAIT", map[string]string{"ACK_WAIT": "x"}, `ACK_WAIT="x"`},
 		{"bad TRANSFORMER_CHUNK_BYTES", map[string]string{"TRANSFORMER_CHUNK_BYTES": "-1"}, `TRANSFORMER_CHUNK_BYTES="-1"`},
 		{"bad COLLECTOR_MARK_BYTES", map[string]string{"COLLECTOR_MARK_BYTES": "big"}, `COLLECTOR_MARK_BYTES="big"`},
+		{"bad LOADER_LINGER", map[string]string{"LOADER_LINGER": "later"}, `LOADER_LINGER="later"`},
+		{"bad LOADER_INSERT_CLIENT", map[string]string{"LOADER_INSERT_CLIENT": "http"}, `LOADER_INSERT_CLIENT="http"`},
 		{"busy HTTP port", map[string]string{"HTTP_ADDR": busy.Addr().String()}, "listen on HTTP_ADDR " + busy.Addr().String()},
 		{"two NATS URLs", map[string]string{"NATS_URL": "nats://127.0.0.1:1,nats://127.0.0.1:2"}, "dev runs one NATS server"},
 	} {

@@ -235,26 +235,31 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 	return []service.Runner{rows, complete, jobs}, nil
 }
 
+// LoadSettings reads the loader's settings (LOADER_*), and whether it writes through
+// clickhouse-go (LOADER_INSERT_CLIENT).
+func LoadSettings(lookup config.Lookup) (s Settings, driver bool, err error) {
+	if s.Linger, err = config.Duration(lookup, "LOADER_LINGER", 50*time.Millisecond); err != nil {
+		return s, false, err
+	}
+	if s.MaxLinger, err = config.Duration(lookup, "LOADER_MAX_LINGER", time.Second); err != nil {
+		return s, false, err
+	}
+	if s.LoadTimeout, err = config.Duration(lookup, "LOADER_TIMEOUT", time.Hour); err != nil {
+		return s, false, err
+	}
+	if s.MaxInsertRows, err = config.PositiveInt(lookup, "LOADER_MAX_INSERT_ROWS", 500_000); err != nil {
+		return s, false, err
+	}
+	if s.Inserts, err = config.PositiveInt(lookup, "LOADER_INSERTS", 2); err != nil {
+		return s, false, err
+	}
+	driver, err = driverInserts(lookup)
+	return s, driver, err
+}
+
 // Build is the service's wiring: ClickHouse from CLICKHOUSE_*, schema created if missing.
 func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
-	var s Settings
-	var err error
-	if s.Linger, err = config.Duration(env.Lookup, "LOADER_LINGER", 50*time.Millisecond); err != nil {
-		return nil, err
-	}
-	if s.MaxLinger, err = config.Duration(env.Lookup, "LOADER_MAX_LINGER", time.Second); err != nil {
-		return nil, err
-	}
-	if s.LoadTimeout, err = config.Duration(env.Lookup, "LOADER_TIMEOUT", time.Hour); err != nil {
-		return nil, err
-	}
-	if s.MaxInsertRows, err = config.PositiveInt(env.Lookup, "LOADER_MAX_INSERT_ROWS", 500_000); err != nil {
-		return nil, err
-	}
-	if s.Inserts, err = config.PositiveInt(env.Lookup, "LOADER_INSERTS", 2); err != nil {
-		return nil, err
-	}
-	driver, err := driverInserts(env.Lookup)
+	s, driver, err := LoadSettings(env.Lookup)
 	if err != nil {
 		return nil, err
 	}
