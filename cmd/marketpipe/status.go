@@ -151,7 +151,7 @@ func printJob(w io.Writer, j *events.Job) {
 	if j.Spec.Strict {
 		row("strict", "yes: any warning fails the run")
 	}
-	row("request", fmt.Sprintf("%d securities × %d fields %s", len(j.Spec.Securities), len(j.Spec.Fields), dateRange(j.Spec)))
+	row("request", fmt.Sprintf("%d securities × %d fields %s", j.Spec.SecurityCount(), len(j.Spec.Fields), dateRange(j.Spec)))
 	if j.VendorRequestID != "" {
 		row("vendor request", j.VendorRequestID+" (account "+j.VendorAccount+")")
 	}

@@ -76,6 +76,15 @@ func submit(ctx context.Context, cfg config.Config, f *jobspec.File, wait bool, 
 
 	now := time.Now().UTC()
 	j := events.NewRun(jobspec.NewJobID(f.Name, now), f.Spec(), now, f.Deadline)
+	if len(j.Spec.Securities) > events.InlineSecurities {
+		specs, err := js.ObjectStore(ctx, events.SpecsBucket)
+		if err != nil {
+			return fmt.Errorf("object store %s: %w", events.SpecsBucket, err)
+		}
+		if err := natsx.ExternalizeSecurities(ctx, specs, j.ID, &j.Spec); err != nil {
+			return err
+		}
+	}
 	// The job's trace starts here; every stage's span descends from it through the headers.
 	ctx, span := tr.Provider.Tracer("marketpipe").Start(ctx, "job "+f.Name, trace.WithNewRoot())
 	defer span.End()
@@ -102,7 +111,7 @@ func watch(ctx context.Context, js jetstream.JetStream, j *events.Job, w io.Writ
 		return fmt.Errorf("watch job %s: %w", j.ID, err)
 	}
 	start := time.Now()
-	fmt.Fprintf(w, "job %s: %s %d securities × %d fields\n", j.ID, j.Spec.Program, len(j.Spec.Securities), len(j.Spec.Fields))
+	fmt.Fprintf(w, "job %s: %s %d securities × %d fields\n", j.ID, j.Spec.Program, j.Spec.SecurityCount(), len(j.Spec.Fields))
 	seen := map[string]bool{}
 	var transformed *events.Job
 	for {

@@ -44,6 +44,7 @@ const (
 	RawBucket     = "mp_raw"    // object store of downloaded reply files
 	LedgerBucket  = "mp_ledger" // KV: row batches already loaded, per job
 	ChunksBucket  = "mp_chunks" // KV: what each transformed chunk of a job run published
+	SpecsBucket   = "mp_specs"  // object store: securities lists too long for a job event
 )
 
 // MaxJobEventBytes bounds a job event. The largest legitimate one carries a job of 100,000
@@ -141,16 +142,39 @@ const (
 	GetHistory = "gethistory"
 )
 
+// InlineSecurities is the longest securities list a job event carries itself: a longer one is
+// kept in the object store SpecsBucket and the event carries a reference (SecuritiesRef), so
+// that job events stay small (a few tens of KB at most) whatever the job's size.
+const InlineSecurities = 1000
+
+// ListRef names a list kept in the object store SpecsBucket: its object, its length and the
+// SHA-256 of its content (one item per line), which the reader checks.
+type ListRef struct {
+	Object string `json:"object"`
+	Count  int    `json:"count"`
+	SHA256 string `json:"sha256"`
+}
+
 // Spec is what was asked of the vendor.
 type Spec struct {
-	Name       string   `json:"name"`
-	Program    string   `json:"program"`
-	Securities []string `json:"securities"`
-	Fields     []string `json:"fields"`
-	Start      string   `json:"start,omitempty"` // YYYY-MM-DD, gethistory only
-	End        string   `json:"end,omitempty"`
+	Name    string `json:"name"`
+	Program string `json:"program"`
+	// Securities is the universe; empty when SecuritiesRef names it instead.
+	Securities    []string `json:"securities,omitempty"`
+	SecuritiesRef *ListRef `json:"securities_ref,omitempty"`
+	Fields        []string `json:"fields"`
+	Start         string   `json:"start,omitempty"` // YYYY-MM-DD, gethistory only
+	End           string   `json:"end,omitempty"`
 	// Strict fails a run whose reply file carries warnings instead of loading it.
 	Strict bool `json:"strict,omitempty"`
+}
+
+// SecurityCount returns the number of securities asked for, inline or by reference.
+func (s *Spec) SecurityCount() int {
+	if s.SecuritiesRef != nil {
+		return s.SecuritiesRef.Count
+	}
+	return len(s.Securities)
 }
 
 // Job is the state of one job run; every job event carries it.

@@ -92,6 +92,8 @@ type Streams struct {
 	Ledger jetstream.KeyValue
 	// Chunks records, per chunk of a job run's file, what the transformer published for it.
 	Chunks jetstream.KeyValue
+	// Specs keeps the securities lists too long for a job event (ExternalizeSecurities).
+	Specs jetstream.ObjectStore
 }
 
 // Setup declares the streams, the raw object store, the load ledger and the chunk records, and
@@ -142,7 +144,15 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 	if err != nil {
 		return nil, fmt.Errorf("declare key-value bucket %s: %w", events.ChunksBucket, err)
 	}
-	return &Streams{JS: js, Raw: raw, Ledger: ledger, Chunks: chunks}, nil
+	// As long as the job events that refer to them: a replay reads them again.
+	specs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket: events.SpecsBucket, Description: "securities lists of jobs too large for a job event",
+		TTL: r.JobsMaxAge, Storage: r.Storage, Replicas: r.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("declare object store %s: %w", events.SpecsBucket, err)
+	}
+	return &Streams{JS: js, Raw: raw, Ledger: ledger, Chunks: chunks, Specs: specs}, nil
 }
 
 // LedgerKey is the load-ledger key of one row batch of a job run.

@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/jobspec"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/service"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
@@ -33,7 +36,9 @@ type Publisher interface {
 type Handler struct {
 	Vendor Vendor
 	Pub    Publisher
-	Now    func() time.Time
+	// Specs holds the securities lists too long for a job event (events.InlineSecurities).
+	Specs jetstream.ObjectStore
+	Now   func() time.Time
 }
 
 // Handle implements stage.Handler. Submitting twice is safe: the vendor request identifier is
@@ -44,9 +49,17 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 		return stage.Permanent(err)
 	}
 	id := jobspec.VendorRequestID(j.ID, j.Generation)
+	securities, err := natsx.ResolveSecurities(ctx, h.Specs, j.Spec)
+	if errors.Is(err, natsx.ErrSpecMissing) {
+		failed := j.Fail(fmt.Sprintf("securities of request %s: %v", id, err), h.Now())
+		return h.Pub.PublishJob(ctx, &failed)
+	}
+	if err != nil {
+		return err
+	}
 	req := vendor.Request{
 		Identifier: id, Title: j.Spec.Name, Program: j.Spec.Program,
-		Securities: j.Spec.Securities, Fields: j.Spec.Fields, Start: j.Spec.Start, End: j.Spec.End,
+		Securities: securities, Fields: j.Spec.Fields, Start: j.Spec.Start, End: j.Spec.End,
 	}
 	account, err := h.Vendor.Account(ctx)
 	if err == nil {
@@ -70,7 +83,7 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 
 // Stage returns the requester stage on env's JetStream.
 func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
-	h := &Handler{Vendor: v, Pub: env.Publisher(), Now: time.Now}
+	h := &Handler{Vendor: v, Pub: env.Publisher(), Specs: env.Streams.Specs, Now: time.Now}
 	return stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Submitted)},
 		MaxBytes:    events.MaxJobEventBytes,

@@ -2,6 +2,9 @@ package requester_test
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -9,6 +12,7 @@ import (
 
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
 	"github.com/marketpipe/marketpipe/services/requester"
@@ -16,6 +20,12 @@ import (
 )
 
 func setup(t *testing.T) (*requester.Handler, *natstest.Env) {
+	h, env, _ := setupSim(t)
+	return h, env
+}
+
+// setupSim is setup that also returns the simulator's URL.
+func setupSim(t *testing.T) (*requester.Handler, *natstest.Env, string) {
 	t.Helper()
 	env := natstest.NewEnv(t)
 	sim := httptest.NewServer(vendorsim.NewServer(vendorsim.Options{Account: vendorsim.DefaultAccount}))
@@ -24,7 +34,65 @@ func setup(t *testing.T) (*requester.Handler, *natstest.Env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &requester.Handler{Vendor: v, Pub: stage.NewPublisher(env.JS), Now: time.Now}, env
+	return &requester.Handler{Vendor: v, Pub: stage.NewPublisher(env.JS), Specs: env.Streams.Specs, Now: time.Now}, env, sim.URL
+}
+
+// TestSecuritiesByReference: a job too large for a job event keeps its securities in the
+// object store; the event stays small, and the vendor request carries every security. A list
+// that is gone fails the job with the reason.
+func TestSecuritiesByReference(t *testing.T) {
+	h, env, simURL := setupSim(t)
+	ctx := context.Background()
+	spec := events.Spec{Name: "big", Program: "getdata", Fields: []string{"PX_LAST"}}
+	for i := range 20_000 {
+		spec.Securities = append(spec.Securities, fmt.Sprintf("US%010d", i)) // ISIN-length identifiers
+	}
+	j := submitted("job-big", spec)
+	if err := natsx.ExternalizeSecurities(ctx, env.Streams.Specs, j.ID, &j.Spec); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := j.Encode()
+	if len(data) > 4<<10 || j.Spec.SecurityCount() != 20_000 {
+		t.Fatalf("job event of %d bytes for %d securities: the list did not move to the object store", len(data), j.Spec.SecurityCount())
+	}
+	if err := h.Handle(ctx, env.Deliver(events.JobsStream, events.JobSubject(j.ID, events.Submitted), data)); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := env.LastJob(j.ID)
+	if got.State != events.Requested {
+		t.Fatalf("state %q (%s)", got.State, got.Error)
+	}
+	req, err := http.NewRequest("GET", simURL+"/eap/catalogs/"+vendorsim.DefaultAccount+"/requests/"+got.VendorRequestID+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("api-version", "2")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if n := strings.Count(string(body), `"US0`); n != 20_000 {
+		t.Errorf("the vendor request names %d securities, want 20000", n)
+	}
+
+	// The list gone: the job fails, saying so.
+	lost := submitted("job-lost", spec)
+	lost.Spec.Securities = spec.Securities[:2000]
+	if err := natsx.ExternalizeSecurities(ctx, env.Streams.Specs, lost.ID, &lost.Spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Streams.Specs.Delete(ctx, lost.Spec.SecuritiesRef.Object); err != nil {
+		t.Fatal(err)
+	}
+	data, _ = lost.Encode()
+	if err := h.Handle(ctx, env.Deliver(events.JobsStream, events.JobSubject(lost.ID, events.Submitted), data)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := env.LastJob(lost.ID); got.State != events.Failed || !strings.Contains(got.Error, "securities list not in the object store") {
+		t.Errorf("state %q error %q", got.State, got.Error)
+	}
 }
 
 func submitted(id string, spec events.Spec) events.Job {
