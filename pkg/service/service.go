@@ -40,6 +40,14 @@ type Runner interface {
 	Run(ctx context.Context) error
 }
 
+// readyRunner is a runner that knows whether it is working, such as a stage bound to its
+// consumer (pkg/stage's Ready): Serve adds it to /readyz as "stage <name>".
+type readyRunner interface {
+	Runner
+	Name() string
+	Ready(ctx context.Context) error
+}
+
 // Check reports whether a dependency is usable; readiness fails while any check fails.
 type Check func(ctx context.Context) error
 
@@ -162,6 +170,11 @@ func (e *Env) Serve(ctx context.Context, runners []Runner) error {
 		close(httpDone)
 	}()
 
+	for _, r := range runners {
+		if rc, ok := r.(readyRunner); ok {
+			e.AddReadyCheck("stage "+rc.Name(), rc.Ready)
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, r := range runners {
 		g.Go(func() error { return r.Run(gctx) })
