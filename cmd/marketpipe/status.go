@@ -11,6 +11,7 @@ import (
 
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
 )
 
 func newStatusCmd(lookup config.Lookup) *cobra.Command {
@@ -56,13 +57,16 @@ loaded), or the recent jobs. Reads the jobs table in ClickHouse.`,
 			if err != nil {
 				return err
 			}
+			attempts := statusAttempts(ctx, cfg, &j, cmd.ErrOrStderr())
 			if asJSON {
 				return writeJSON(out, struct {
 					events.Job
-					Fields any `json:"fields"`
-				}{j, fields})
+					Fields   any             `json:"fields"`
+					Attempts []natsx.Attempt `json:"attempts,omitempty"`
+				}{j, fields, attempts})
 			}
 			printJob(out, &j)
+			printAttempts(out, attempts, time.Now())
 			if len(fields) > 0 {
 				fmt.Fprintln(out, "\nloaded observations by field:")
 				tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
