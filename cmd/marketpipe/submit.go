@@ -113,6 +113,7 @@ func watch(ctx context.Context, js jetstream.JetStream, j *events.Job, w io.Writ
 	start := time.Now()
 	fmt.Fprintf(w, "job %s: %s %d securities × %d fields\n", j.ID, j.Spec.Program, j.Spec.SecurityCount(), len(j.Spec.Fields))
 	seen := map[string]bool{}
+	aw := attemptWatch{js: js, job: j.ID}
 	var transformed *events.Job
 	for {
 		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
@@ -124,6 +125,7 @@ func watch(ctx context.Context, js jetstream.JetStream, j *events.Job, w io.Writ
 				!errors.Is(err, context.DeadlineExceeded) {
 				return fmt.Errorf("watch job %s: %w", j.ID, err)
 			}
+			aw.poll(ctx, w)
 			if transformed != nil {
 				if n, err := natsx.LoadedBatches(ctx, js, j.ID, j.Generation); err == nil {
 					fmt.Fprintf(w, "  %-12s %d/%d batches\n", "loading", n, transformed.Batches)

@@ -481,3 +481,14 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestNewJobIDIsValid: whatever the job's name, its ids pass events.ValidJobID.
+func TestNewJobIDIsValid(t *testing.T) {
+	at := time.Date(2026, 11, 25, 4, 57, 24, 0, time.UTC)
+	for _, name := range []string{"eod prices", "", "x*y", "a.b>c", "ünïcödé", "   ", strings.Repeat("long name ", 40), "a/b\\c\x00"} {
+		id := NewJobID(name, at)
+		if err := events.ValidJobID(id); err != nil {
+			t.Errorf("NewJobID(%q) = %q: %v", name, id, err)
+		}
+	}
+}

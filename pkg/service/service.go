@@ -40,6 +40,14 @@ type Runner interface {
 	Run(ctx context.Context) error
 }
 
+// readyRunner is a runner that knows whether it is working, such as a stage bound to its
+// consumer (pkg/stage's Ready): Serve adds it to /readyz as "stage <name>".
+type readyRunner interface {
+	Runner
+	Name() string
+	Ready(ctx context.Context) error
+}
+
 // Check reports whether a dependency is usable; readiness fails while any check fails.
 type Check func(ctx context.Context) error
 
@@ -183,6 +191,11 @@ func (e *Env) ServeOn(ctx context.Context, ln net.Listener, runners []Runner) er
 		close(httpDone)
 	}()
 
+	for _, r := range runners {
+		if rc, ok := r.(readyRunner); ok {
+			e.AddReadyCheck("stage "+rc.Name(), rc.Ready)
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, r := range runners {
 		g.Go(func() error { return r.Run(gctx) })

@@ -1,8 +1,12 @@
 package service
 
 import (
+	"context"
 	"fmt"
+	"net/http"
+	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,14 +44,61 @@ func (e *Env) Vendor() (*vendor.Client, error) {
 			return nil, fmt.Errorf("register vendor metrics: %w", err)
 		}
 	}
+	health := &vendorHealth{name: vendorName(e.Config.VendorURL)}
 	cfg.ObserveCall = func(call string, status int, d time.Duration) {
 		calls.WithLabelValues(call, strconv.Itoa(status)).Inc()
 		latency.WithLabelValues(call).Observe(d.Seconds())
+		health.observe(call, status)
 	}
 	c, err := vendor.New(cfg)
 	if err != nil {
 		return nil, config.RedactError(fmt.Errorf("vendor client: %w", err), cfg.BaseURL, cfg.TokenURL)
 	}
 	e.vendor = c
+	e.checks["vendor"] = health.check // e.mu is held
 	return c, nil
+}
+
+// vendorHealth is the outcome of the last vendor call: the stages that call the vendor are
+// ready while it answered, without a request of its own per probe. Before the first call the
+// vendor counts as reachable.
+type vendorHealth struct {
+	name   string // the vendor's address, without credentials
+	mu     sync.Mutex
+	op     string
+	status int // 0: no response
+	at     time.Time
+}
+
+func (h *vendorHealth) observe(op string, status int) {
+	h.mu.Lock()
+	h.op, h.status, h.at = op, status, time.Now()
+	h.mu.Unlock()
+}
+
+// check fails while the last call got no response, a server error, or a refusal of our
+// credentials: the vendor cannot serve the stage, and waiting jobs wait on it.
+func (h *vendorHealth) check(context.Context) error {
+	h.mu.Lock()
+	op, status, at := h.op, h.status, h.at
+	h.mu.Unlock()
+	ago := time.Since(at).Round(time.Second)
+	switch {
+	case op == "":
+		return nil
+	case status == 0:
+		return fmt.Errorf("%s unreachable: no response to the last call (%s, %s ago)", h.name, op, ago)
+	case status >= 500, status == http.StatusUnauthorized, status == http.StatusForbidden:
+		return fmt.Errorf("%s failing: the last call (%s, %s ago) was answered %d %s", h.name, op, ago, status, http.StatusText(status))
+	}
+	return nil
+}
+
+// vendorName is VENDOR_URL's scheme and host, for readiness: never its credentials or path.
+func vendorName(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "vendor"
+	}
+	return "vendor " + u.Scheme + "://" + u.Host
 }

@@ -100,8 +100,12 @@ func (p *Publisher) msg(ctx context.Context, subject string, data []byte, hdr na
 	return &nats.Msg{Subject: subject, Data: data, Header: hdr}
 }
 
-// PublishJob publishes j as the event named by j.State.
+// PublishJob publishes j as the event named by j.State. A job whose id is not valid is refused
+// with an error the runtime treats as permanent.
 func (p *Publisher) PublishJob(ctx context.Context, j *events.Job) error {
+	if err := events.ValidJobID(j.ID); err != nil {
+		return fmt.Errorf("publish job event %s: %w", j.State, err)
+	}
 	data, err := j.Encode()
 	if err != nil {
 		return fmt.Errorf("encode job %s: %w", j.ID, err)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
 
@@ -55,7 +57,21 @@ type Config struct {
 	// MaxBytes, when set, is the largest payload the stage accepts: a larger message is poison
 	// (dead-lettered with its size) rather than handed to the handler.
 	MaxBytes int
+	// MaxCrashes bounds the consecutive deliveries of one message that ended without the runtime
+	// settling them (the process crashed, was killed, or froze past AckWait): the next delivery
+	// is dead-lettered instead of being handled. It bounds stages with an unlimited MaxDeliver
+	// too. Default DefaultMaxCrashes.
+	MaxCrashes int
 }
+
+// DefaultMaxCrashes is MaxCrashes when not set: enough that a replica killed by its
+// orchestrator, or a NATS restart that loses acks, does not cost a message; few enough that a
+// message that kills its process is put aside after minutes.
+const DefaultMaxCrashes = 5
+
+// MaxWait is the longest delay a Retry may ask for; a longer one is shortened. It keeps a
+// waiting message's records in the attempts bucket (natsx.AttemptsTTL) alive between deliveries.
+const MaxWait = time.Hour
 
 func (c *Config) defaults() error {
 	if c.Name == "" || c.Stream == "" || len(c.Filters) == 0 {
@@ -78,6 +94,9 @@ func (c *Config) defaults() error {
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 25 * time.Second
+	}
+	if c.MaxCrashes <= 0 {
+		c.MaxCrashes = DefaultMaxCrashes
 	}
 	return nil
 }
@@ -112,6 +131,12 @@ type Stage struct {
 	tracer  trace.Tracer
 	metrics *Metrics
 	pub     *Publisher
+
+	attempts jetstream.KeyValue // bound by Run: natsx.AttemptsBucket
+	ackFloor atomic.Uint64      // the consumer's acknowledgement floor when last seen
+
+	mu     sync.Mutex
+	broken error // why the stage is not consuming now; nil while it is
 }
 
 // New returns a stage; Run starts it.
@@ -133,46 +158,76 @@ func New(js jetstream.JetStream, cfg Config, h Handler, o Options) (*Stage, erro
 	}
 	return &Stage{js: js, cfg: cfg, h: h, log: o.Logger.With("stage", cfg.Name),
 		tracer: o.Tracer.Tracer("github.com/marketpipe/marketpipe/pkg/stage"), metrics: o.Metrics,
-		pub: NewPublisher(js, PublishTracing(o.Tracer))}, nil
+		pub: NewPublisher(js, PublishTracing(o.Tracer)), broken: errors.New("not started")}, nil
+}
+
+// Ready reports why the stage is not consuming (its consumer is being declared, or was lost
+// and is being recreated), or nil while it is: a readiness check.
+func (s *Stage) Ready(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.broken
+}
+
+func (s *Stage) setBroken(err error) {
+	s.mu.Lock()
+	s.broken = err
+	s.mu.Unlock()
 }
 
 // Name returns the stage's name.
 func (s *Stage) Name() string { return s.cfg.Name }
 
-// ConsumerConfig is the durable consumer the stage binds to.
+// ConsumerConfig is the durable consumer the stage binds to. Its MaxDeliver is unlimited: the
+// runtime enforces Config.MaxDeliver itself by dead-lettering, because the server would drop a
+// message at its limit without a trace (after a crash, or a failed dead-letter publish).
 func (s *Stage) ConsumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:        s.cfg.Name,
 		FilterSubjects: s.cfg.Filters,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        s.cfg.AckWait,
-		MaxDeliver:     s.cfg.MaxDeliver,
+		MaxDeliver:     -1,
 		MaxAckPending:  s.cfg.MaxAckPending,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
 }
 
 // Run consumes until ctx ends, then drains: no new fetches, in-flight work finishes (within
-// ShutdownGrace) and is acked. It returns nil after a clean shutdown.
+// ShutdownGrace) and is acked. It returns nil after a clean shutdown. A consumer that
+// disappears while the stage runs (deleted by an operator, lost with a server's state) is
+// declared again; Ready reports the stage not ready meanwhile.
 func (s *Stage) Run(ctx context.Context) error {
-	cons, err := s.consumer(ctx)
+	kv, err := retryDeclare(ctx, s, "declare attempts bucket", func() (jetstream.KeyValue, error) {
+		return natsx.DeclareAttempts(ctx, s.js, 0)
+	})
 	if err != nil {
 		return err
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(2*s.cfg.Concurrency),
-		jetstream.WithMessagesErrOnMissingHeartbeat(false))
+	s.attempts = kv
+	cons, err := s.consumer(ctx)
 	if err != nil {
-		return fmt.Errorf("stage %s: consume: %w", s.cfg.Name, err)
+		return err
 	}
 	// Handlers get a context that outlives ctx by ShutdownGrace, so in-flight work can finish
 	// and be acked after shutdown starts.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	var (
+		iterMu   sync.Mutex
+		iter     jetstream.MessagesContext
+		draining bool
+	)
 	stopped := make(chan struct{})
 	go func() {
 		select {
 		case <-ctx.Done():
-			iter.Drain()
+			iterMu.Lock()
+			draining = true
+			if iter != nil {
+				iter.Drain()
+			}
+			iterMu.Unlock()
 			select {
 			case <-time.After(s.cfg.ShutdownGrace):
 				s.log.Warn("shutdown grace over: cancelling in-flight work")
@@ -182,16 +237,66 @@ func (s *Stage) Run(ctx context.Context) error {
 		case <-stopped:
 		}
 	}()
-	go s.watchPending(ctx, cons)
-
 	sem := make(chan struct{}, s.cfg.Concurrency)
 	var wg sync.WaitGroup
 	s.log.Info("stage started", "consumer", s.cfg.Name, "filters", s.cfg.Filters)
+loop:
 	for {
-		msg, err := iter.Next()
+		it, err := cons.Messages(jetstream.PullMaxMessages(2*s.cfg.Concurrency),
+			jetstream.WithMessagesErrOnMissingHeartbeat(false))
+		if err == nil {
+			iterMu.Lock()
+			iter = it
+			if draining {
+				it.Drain()
+			}
+			iterMu.Unlock()
+			s.setBroken(nil)
+			w := &watcher{done: make(chan struct{})}
+			go s.watch(ctx, cons, it, w)
+			err = s.consume(ctx, work, it, sem, &wg)
+			close(w.done)
+			if lost := w.lost.Load(); lost != nil {
+				err = *lost
+			}
+		} else {
+			err = fmt.Errorf("stage %s: consume: %w", s.cfg.Name, err)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		s.setBroken(err)
+		s.log.Error("consumer lost; declaring it again", "err", err)
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-time.After(time.Second): // let the deletion finish, or another replica redeclare
+		}
+		if cons, err = s.consumer(ctx); err != nil {
+			break // ctx ended
+		}
+	}
+	wg.Wait()
+	close(stopped)
+	s.log.Info("stage stopped")
+	return nil
+}
+
+// consume hands the iterator's messages to handlers until it closes: nil once drained at
+// shutdown, an error when the consumer is gone.
+func (s *Stage) consume(ctx, work context.Context, it jetstream.MessagesContext, sem chan struct{}, wg *sync.WaitGroup) error {
+	for {
+		msg, err := it.Next()
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				break
+			switch {
+			case errors.Is(err, jetstream.ErrMsgIteratorClosed):
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("stage %s: message iterator closed: %w", s.cfg.Name, err)
+			case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+				it.Stop()
+				return fmt.Errorf("stage %s: consumer %s on %s: %w", s.cfg.Name, s.cfg.Name, s.cfg.Stream, err)
 			}
 			if ctx.Err() == nil {
 				s.log.Warn("fetch", "err", err)
@@ -205,58 +310,101 @@ func (s *Stage) Run(ctx context.Context) error {
 			s.handle(work, msg)
 		}()
 	}
-	wg.Wait()
-	close(stopped)
-	s.log.Info("stage stopped")
-	return nil
 }
 
 // consumer creates or updates the durable consumer, retrying while JetStream is unavailable
-// (for instance while the NATS server restarts).
+// (for instance while the NATS server restarts). An existing consumer keeps where it starts
+// (the server refuses to change it). One that was lost while the stage ran is created again
+// from the last acknowledgement floor the stage saw, so it does not deliver the whole stream
+// again; a new one starts at the stream's first message.
 func (s *Stage) consumer(ctx context.Context) (jetstream.Consumer, error) {
-	for attempt := uint64(1); ; attempt++ {
-		cons, err := s.js.CreateOrUpdateConsumer(ctx, s.cfg.Stream, s.ConsumerConfig())
-		if err == nil {
-			return cons, nil
+	return retryDeclare(ctx, s, "declare consumer", func() (jetstream.Consumer, error) {
+		cfg := s.ConsumerConfig()
+		c, err := s.js.Consumer(ctx, s.cfg.Stream, s.cfg.Name)
+		switch {
+		case err == nil:
+			ci := c.CachedInfo().Config
+			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = ci.DeliverPolicy, ci.OptStartSeq, ci.OptStartTime
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			if floor := s.ackFloor.Load(); floor > 0 {
+				cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, floor+1
+			}
+		default:
+			return nil, err
 		}
-		s.log.Warn("declare consumer", "err", err, "attempt", attempt)
+		return s.js.CreateOrUpdateConsumer(ctx, s.cfg.Stream, cfg)
+	})
+}
+
+// retryDeclare calls declare until it succeeds or ctx ends, backing off between attempts.
+func retryDeclare[T any](ctx context.Context, s *Stage, what string, declare func() (T, error)) (T, error) {
+	for attempt := uint64(1); ; attempt++ {
+		v, err := declare()
+		if err == nil {
+			return v, nil
+		}
+		s.setBroken(fmt.Errorf("%s: %w", what, err))
+		s.log.Warn(what, "err", err, "attempt", attempt)
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("stage %s: declare consumer: %w", s.cfg.Name, err)
+			return v, fmt.Errorf("stage %s: %s: %w", s.cfg.Name, what, err)
 		case <-time.After(min(DefaultBackoff(attempt), 5*time.Second)):
 		}
 	}
 }
 
-func (s *Stage) watchPending(ctx context.Context, cons jetstream.Consumer) {
+// watcher is what watch tells the loop consuming one binding of the consumer.
+type watcher struct {
+	done chan struct{}         // closed when the binding's consumption ends
+	lost atomic.Pointer[error] // why watch stopped the iterator
+}
+
+// watch reports the consumer's pending messages, remembers its acknowledgement floor, and stops
+// the iterator when the consumer is gone: its pulls then go unanswered, which the iterator
+// does not notice by itself.
+func (s *Stage) watch(ctx context.Context, cons jetstream.Consumer, it jetstream.MessagesContext, w *watcher) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
-		if info, err := cons.Info(ctx); err == nil {
+		info, err := cons.Info(ctx)
+		switch {
+		case err == nil:
 			s.metrics.Pending.WithLabelValues(s.cfg.Name).Set(float64(info.NumPending))
+			s.ackFloor.Store(info.AckFloor.Stream)
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			err = fmt.Errorf("stage %s: consumer %s on %s: %w", s.cfg.Name, s.cfg.Name, s.cfg.Stream, err)
+			w.lost.Store(&err)
+			it.Stop()
+			return
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-w.done:
 			return
 		case <-t.C:
 		}
 	}
 }
 
-// jobIDOf returns the job id in a pipeline subject, for logs and spans.
-func jobIDOf(subject string) string {
+// jobIDOf returns the job id in a pipeline subject, for logs, spans and attempt records; ok is
+// false for a subject that names no job.
+func jobIDOf(subject string) (id string, ok bool) {
 	if id, _, ok := events.ParseJobSubject(subject); ok {
-		return id
+		return id, true
 	}
 	if rest, ok := strings.CutPrefix(subject, "mp.rows."); ok {
-		return rest
+		return rest, true
 	}
-	return ""
+	if rest, ok := strings.CutPrefix(subject, "mp.chunk."); ok {
+		return rest, true
+	}
+	return "", false
 }
 
 func (s *Stage) handle(ctx context.Context, raw jetstream.Msg) {
 	m := NewMessage(raw)
-	jobID := jobIDOf(m.Subject())
+	jobID, hasJob := jobIDOf(m.Subject())
 	ctx = telemetry.WithJobID(ctx, jobID)
 	ctx = telemetry.Extract(ctx, m.Header())
 	ctx, span := s.tracer.Start(ctx, s.cfg.Name, trace.WithSpanKind(trace.SpanKindConsumer),
@@ -268,17 +416,24 @@ func (s *Stage) handle(ctx context.Context, raw jetstream.Msg) {
 		s.metrics.Redelivered.WithLabelValues(s.cfg.Name).Inc()
 	}
 
+	// Judged before the handler runs, so a message that kills its process is put aside rather
+	// than handed to it again.
+	prev := s.loadDelivery(ctx, m)
 	stop := s.keepAlive(ctx, m)
 	start := time.Now()
 	var err error
-	if n := len(m.Data()); s.cfg.MaxBytes > 0 && n > s.cfg.MaxBytes {
+	if reason := s.overLimit(m, prev); reason != "" {
+		err = &limitError{reason: reason}
+	} else if verr := events.ValidJobID(jobID); hasJob && verr != nil {
+		err = Permanent(fmt.Errorf("subject %s: %w", m.Subject(), verr))
+	} else if n := len(m.Data()); s.cfg.MaxBytes > 0 && n > s.cfg.MaxBytes {
 		err = Permanent(fmt.Errorf("message of %d bytes exceeds the stage's limit of %d", n, s.cfg.MaxBytes))
 	} else {
 		err = s.h.Handle(ctx, m)
 	}
 	stop()
 	s.metrics.Latency.WithLabelValues(s.cfg.Name).Observe(time.Since(start).Seconds())
-	s.settle(ctx, m, err, span)
+	s.settle(ctx, m, jobID, prev, err, span)
 }
 
 // keepAlive sends InProgress every AckWait/3 until stop is called.
@@ -308,56 +463,81 @@ func (s *Stage) keepAlive(ctx context.Context, m *Message) (stop func()) {
 // retry or dead-lettered.
 const attrOutcome = attribute.Key("marketpipe.outcome")
 
-// settle applies the ack rules of the package doc.
-func (s *Stage) settle(ctx context.Context, m *Message, err error, span trace.Span) {
+// settle applies the ack rules of the package doc, and keeps the attempts bucket's records:
+// prev is the message's delivery record as handle found it.
+func (s *Stage) settle(ctx context.Context, m *Message, jobID string, prev delivery, err error, span trace.Span) {
 	name := s.cfg.Name
+	n := m.NumDelivered()
 	if err == nil {
 		span.SetAttributes(attrOutcome.String("acked"))
 		if aerr := m.msg.Ack(); aerr != nil {
 			// The work is durable; a lost ack means a redelivery the handler deduplicates.
 			s.log.WarnContext(ctx, "ack", "err", aerr)
 		}
+		s.forget(ctx, m, jobID, prev)
 		s.metrics.Handled.WithLabelValues(name).Inc()
-		s.log.DebugContext(ctx, "handled", "subject", m.Subject(), "deliveries", m.NumDelivered())
+		s.log.DebugContext(ctx, "handled", "subject", m.Subject(), "deliveries", n)
 		return
 	}
 	if after, ok := RetryAfter(err); ok {
+		after = min(after, MaxWait)
 		span.SetAttributes(attrOutcome.String("waiting"))
 		s.metrics.Retried.WithLabelValues(name).Inc()
 		s.log.DebugContext(ctx, "waiting", "reason", err.Error(), "after", after)
+		s.putDelivery(ctx, m, delivery{Settled: n})
+		if prev.Failures > 0 {
+			s.clearAttempt(ctx, jobID)
+		}
 		s.nak(ctx, m, after)
 		return
 	}
+	if !IsPermanent(err) && invalidInput(err) {
+		err = Permanent(err)
+	}
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
-	last := s.cfg.MaxDeliver > 0 && m.NumDelivered() >= uint64(s.cfg.MaxDeliver)
-	if IsPermanent(err) || last {
+	failures := prev.Failures + 1
+	var limit *limitError
+	last := s.cfg.MaxDeliver > 0 && n >= uint64(s.cfg.MaxDeliver)
+	if IsPermanent(err) || errors.As(err, &limit) || last {
 		kind := "permanent"
 		reason := err.Error()
-		if !IsPermanent(err) {
+		switch {
+		case limit != nil:
+			kind = "crashed"
+		case !IsPermanent(err):
 			kind = "transient"
-			reason = fmt.Sprintf("gave up after %d deliveries: %s", m.NumDelivered(), reason)
+			reason = fmt.Sprintf("gave up after %d deliveries: %s", n, reason)
 		}
+		reason = Redact(reason)
 		s.metrics.Failed.WithLabelValues(name, kind).Inc()
 		if derr := s.deadLetter(ctx, m, reason); derr != nil {
-			// Keep the message: it is retried, and dead-lettered again, later.
+			// Keep the message: the next delivery publishes the dead letter without running the
+			// handler (the consumer's MaxDeliver is unlimited, so there is one).
 			s.log.ErrorContext(ctx, "dead-letter failed; message kept", "err", derr, "reason", reason)
 			span.SetAttributes(attrOutcome.String("retry"))
-			s.nak(ctx, m, s.cfg.Backoff(m.NumDelivered()))
+			s.putDelivery(ctx, m, delivery{Settled: n, Failures: failures, Error: reason, DeadLetter: reason})
+			s.nak(ctx, m, s.cfg.Backoff(n))
 			return
 		}
 		s.metrics.DeadLettered.WithLabelValues(name).Inc()
 		span.SetAttributes(attrOutcome.String("dead-lettered"))
-		s.log.ErrorContext(ctx, "dead-lettered", "reason", reason, "deliveries", m.NumDelivered())
+		s.log.ErrorContext(ctx, "dead-lettered", "reason", reason, "deliveries", n)
 		if terr := m.msg.TermWithReason(truncate(reason, 200)); terr != nil {
 			s.log.WarnContext(ctx, "term", "err", terr)
 		}
+		s.putAttempt(ctx, natsx.Attempt{Job: jobID, Attempts: failures, Error: reason, At: time.Now().UTC(), DeadLettered: true})
+		s.forget(ctx, m, jobID, delivery{found: prev.found})
 		return
 	}
 	s.metrics.Failed.WithLabelValues(name, "transient").Inc()
 	span.SetAttributes(attrOutcome.String("retry"))
-	delay := s.cfg.Backoff(m.NumDelivered())
-	s.log.WarnContext(ctx, "handler failed; will retry", "err", err, "deliveries", m.NumDelivered(), "retry_in", delay)
+	delay := s.cfg.Backoff(n)
+	s.log.WarnContext(ctx, "handler failed; will retry", "err", err, "deliveries", n, "retry_in", delay)
+	reason := Redact(err.Error())
+	now := time.Now().UTC()
+	s.putDelivery(ctx, m, delivery{Settled: n, Failures: failures, Error: reason})
+	s.putAttempt(ctx, natsx.Attempt{Job: jobID, Attempts: failures, Error: reason, At: now, NextAt: now.Add(delay)})
 	s.nak(ctx, m, delay)
 }
 

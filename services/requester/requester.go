@@ -45,6 +45,9 @@ type Handler struct {
 // derived from the job run, and the client never re-creates an identifier that exists.
 func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	j, err := events.Decode(m.Data())
+	if err == nil {
+		err = events.ValidJobID(j.ID) // before the vendor is asked for anything
+	}
 	if err != nil {
 		return stage.Permanent(err)
 	}

@@ -2,11 +2,13 @@ package requester_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -162,5 +164,36 @@ func TestRequesterPoison(t *testing.T) {
 	m := env.Deliver(events.JobsStream, events.JobSubject("bad", events.Submitted), []byte("{"))
 	if err := h.Handle(context.Background(), m); !stage.IsPermanent(err) {
 		t.Errorf("undecodable event: %v, want a permanent error", err)
+	}
+}
+
+// TestInvalidJobIDIsPermanent: a job event whose id cannot name a job is poison, found before
+// the vendor is asked for anything.
+func TestInvalidJobIDIsPermanent(t *testing.T) {
+	env := natstest.NewEnv(t)
+	var calls atomic.Int64
+	sim := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		vendorsim.NewServer(vendorsim.Options{Account: vendorsim.DefaultAccount}).ServeHTTP(w, r)
+	}))
+	t.Cleanup(sim.Close)
+	v, err := vendor.New(vendor.Config{BaseURL: sim.URL + "/eap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &requester.Handler{Vendor: v, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	spec := events.Spec{Name: "eod", Program: "getdata", Securities: []string{"IBM US Equity"}, Fields: []string{"PX_LAST"}}
+	for _, id := range []string{"a b", "x*y", ""} {
+		j := submitted(id, spec)
+		data, _ := j.Encode()
+		m := env.Deliver(events.JobsStream, events.JobSubject("ok", events.Submitted), data)
+		err := h.Handle(context.Background(), m)
+		// Decode itself refuses an empty id.
+		if !stage.IsPermanent(err) || id != "" && !errors.Is(err, events.ErrInvalidJobID) {
+			t.Errorf("job id %q: %v, want a permanent ErrInvalidJobID", id, err)
+		}
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("%d vendor calls for invalid jobs, want none", n)
 	}
 }

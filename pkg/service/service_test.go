@@ -1,0 +1,90 @@
+package service_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/marketpipe/marketpipe/pkg/config"
+	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/service"
+	"github.com/marketpipe/marketpipe/services/vendorsim"
+)
+
+func newEnv(t *testing.T, vars map[string]string) *service.Env {
+	t.Helper()
+	srv := natstest.Start(t)
+	vars["NATS_URL"] = srv.ClientURL()
+	lookup := config.Lookup(func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
+	cfg, err := config.Load(lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	env, err := service.NewEnv(ctx, "test", cfg, lookup, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(env.NC.Close)
+	return env
+}
+
+func readyz(t *testing.T, env *service.Env) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	env.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	return rec.Code, rec.Body.String()
+}
+
+// TestReadinessNamesAnUnreachableVendor: once a vendor call gets no response, /readyz answers
+// 503 naming the vendor (its address without credentials), without calling it itself; a call
+// that is answered makes it ready again.
+func TestReadinessNamesAnUnreachableVendor(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens: connections are refused
+	env := newEnv(t, map[string]string{"VENDOR_URL": "http://user:s3cret@" + addr + "/eap"})
+	v, err := env.Vendor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := readyz(t, env); code != 200 || !strings.Contains(body, "vendor: ok") {
+		t.Fatalf("before any call: %d %q", code, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := v.Account(ctx); err == nil {
+		t.Fatal("account call to a closed port succeeded")
+	}
+	code, body := readyz(t, env)
+	want := "vendor: vendor http://" + addr + " unreachable: no response to the last call (account"
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, want) || strings.Contains(body, "s3cret") {
+		t.Errorf("after a refused call: %d %q, want 503 with %q", code, body, want)
+	}
+
+	// The vendor comes up on that address: the next call is answered.
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen again on %s: %v", addr, err)
+	}
+	sim := &http.Server{Handler: vendorsim.NewServer(vendorsim.Options{Account: vendorsim.DefaultAccount})}
+	go sim.Serve(ln)
+	defer sim.Close()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	if _, err := v.Account(ctx2); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := readyz(t, env); code != 200 || !strings.Contains(body, "vendor: ok") {
+		t.Errorf("after an answered call: %d %q", code, body)
+	}
+}
