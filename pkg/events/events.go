@@ -123,7 +123,10 @@ func DecodeChunkTask(data []byte) (ChunkTask, error) {
 	if err := json.Unmarshal(data, &c); err != nil {
 		return ChunkTask{}, fmt.Errorf("decode chunk task: %w", err)
 	}
-	if c.ID == "" || c.Chunks < 1 || c.Chunk < 0 || c.Chunk >= c.Chunks {
+	if err := ValidJobID(c.ID); err != nil {
+		return ChunkTask{}, fmt.Errorf("decode chunk task: %w", err)
+	}
+	if c.Chunks < 1 || c.Chunk < 0 || c.Chunk >= c.Chunks {
 		return ChunkTask{}, fmt.Errorf("decode chunk task: job %q chunk %d of %d", c.ID, c.Chunk, c.Chunks)
 	}
 	if c.AtMarks() {
@@ -277,14 +280,15 @@ func (j Job) Fail(reason string, now time.Time) Job {
 // Encode returns the event payload.
 func (j *Job) Encode() ([]byte, error) { return json.Marshal(j) }
 
-// Decode parses an event payload.
+// Decode parses an event payload. A job id that ValidJobID refuses is an error wrapping
+// ErrInvalidJobID: no stage can handle such an event.
 func Decode(data []byte) (Job, error) {
 	var j Job
 	if err := json.Unmarshal(data, &j); err != nil {
 		return Job{}, fmt.Errorf("decode job event: %w", err)
 	}
-	if j.ID == "" {
-		return Job{}, fmt.Errorf("decode job event: no job id")
+	if err := ValidJobID(j.ID); err != nil {
+		return Job{}, fmt.Errorf("decode job event: %w", err)
 	}
 	return j, nil
 }

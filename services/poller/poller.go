@@ -40,9 +40,6 @@ type Handler struct {
 // Handle implements stage.Handler.
 func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	j, err := events.Decode(m.Data())
-	if err == nil {
-		err = events.ValidJobID(j.ID)
-	}
 	if err != nil {
 		return stage.Permanent(err)
 	}

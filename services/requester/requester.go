@@ -45,10 +45,7 @@ type Handler struct {
 // derived from the job run, and the client never re-creates an identifier that exists.
 func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	j, err := events.Decode(m.Data())
-	if err == nil {
-		err = events.ValidJobID(j.ID) // before the vendor is asked for anything
-	}
-	if err != nil {
+	if err != nil { // an invalid job id included (events.Decode)
 		return stage.Permanent(err)
 	}
 	id := jobspec.VendorRequestID(j.ID, j.Generation)

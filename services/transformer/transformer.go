@@ -93,9 +93,6 @@ type Handler struct {
 // ids; JetStream and the loader's ledger drop the duplicates.
 func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	j, err := events.Decode(m.Data())
-	if err == nil {
-		err = events.ValidJobID(j.ID)
-	}
 	if err != nil {
 		return stage.Permanent(err)
 	}
@@ -141,9 +138,6 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 // recorded only does that last step; one not recorded republishes the same batch ids.
 func (h *Handler) HandleChunk(ctx context.Context, m *stage.Message) error {
 	task, err := events.DecodeChunkTask(m.Data())
-	if err == nil {
-		err = events.ValidJobID(task.ID)
-	}
 	if err != nil {
 		return stage.Permanent(err)
 	}
