@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -200,6 +201,7 @@ func redriveDeadLetters(ctx context.Context, stream jetstream.Stream, pub *stage
 	// First the index of every record by the message it was made of (no payloads): a
 	// message's records are removed together.
 	records := map[origin][]uint64{}
+	stagesOf := map[origin][]string{} // the stages that dead-lettered each message
 	wanted := map[uint64]bool{}
 	for _, id := range ids {
 		wanted[uint64(id)] = true
@@ -212,6 +214,9 @@ func redriveDeadLetters(ctx context.Context, stream jetstream.Stream, pub *stage
 	err := eachDeadLetter(ctx, stream, "", func(d DeadLetter) error {
 		o := d.origin()
 		records[o] = append(records[o], d.ID)
+		if !slices.Contains(stagesOf[o], d.Stage) {
+			stagesOf[o] = append(stagesOf[o], d.Stage)
+		}
 		if len(ids) > 0 && wanted[d.ID] || len(ids) == 0 && (stageName == "" || d.Stage == stageName) {
 			todo = append(todo, record{d.ID, o})
 			delete(wanted, d.ID)
@@ -241,7 +246,7 @@ func redriveDeadLetters(ctx context.Context, stream jetstream.Stream, pub *stage
 			return fmt.Errorf("read dead letter %d: %w", id, err)
 		}
 		d := DeadLetter{ID: id, Stage: m.Header.Get(stage.HdrDLQStage), Subject: m.Header.Get(stage.HdrDLQSubject), msg: m}
-		if err := republish(ctx, pub, d); err != nil {
+		if err := republish(ctx, pub, d, stagesOf[o]); err != nil {
 			return err
 		}
 		done[o] = true
@@ -266,9 +271,10 @@ func redriveDeadLetters(ctx context.Context, stream jetstream.Stream, pub *stage
 	return nil
 }
 
-// republish publishes the original message of d again. A new message id is used, since the
-// original one may still be inside the duplicate window.
-func republish(ctx context.Context, pub *stage.Publisher, d DeadLetter) error {
+// republish publishes the original message of d again, for the stages that dead-lettered it
+// (stage.HdrRedriveStages): the other stages that read its subject handled it already. A new
+// message id is used, since the original one may still be inside the duplicate window.
+func republish(ctx context.Context, pub *stage.Publisher, d DeadLetter, stages []string) error {
 	if d.Subject == "" {
 		return fmt.Errorf("dead letter %d has no original subject", d.ID)
 	}
@@ -279,6 +285,8 @@ func republish(ctx context.Context, pub *stage.Publisher, d DeadLetter) error {
 		}
 		hdr[k] = v
 	}
+	slices.Sort(stages)
+	hdr.Set(stage.HdrRedriveStages, strings.Join(stages, ","))
 	origID := d.msg.Header.Get(stage.HdrDLQMsgID)
 	msgID := fmt.Sprintf("%s.redrive.%d", origID, d.ID)
 	if err := pub.Publish(ctx, d.Subject, msgID, d.msg.Data, hdr); err != nil {

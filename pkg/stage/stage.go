@@ -422,7 +422,10 @@ func (s *Stage) handle(ctx context.Context, raw jetstream.Msg) {
 	stop := s.keepAlive(ctx, m)
 	start := time.Now()
 	var err error
-	if reason := s.overLimit(m, prev); reason != "" {
+	if !redrivenFor(m, s.cfg.Name) {
+		s.log.LogAttrs(ctx, slog.LevelDebug, "redriven for other stages: acked unread",
+			slog.String("stages", m.Header().Get(HdrRedriveStages)))
+	} else if reason := s.overLimit(m, prev); reason != "" {
 		err = &limitError{reason: reason}
 	} else if verr := events.ValidJobID(jobID); hasJob && verr != nil {
 		err = Permanent(fmt.Errorf("subject %s: %w", m.Subject(), verr))
@@ -559,6 +562,25 @@ const (
 	HdrDLQTime       = "Mp-Dlq-Time"
 	HdrDLQMsgID      = "Mp-Dlq-Msg-Id"
 )
+
+// HdrRedriveStages, on a message that `marketpipe dlq redrive` published again, lists the
+// stages that dead-lettered it (comma-separated): only they handle it again. Every other stage
+// that reads its subject handled it the first time, and acks it unread.
+const HdrRedriveStages = "Mp-Redrive-Stages"
+
+// redrivenFor reports whether m, if it is a redriven message, is meant for the stage name.
+func redrivenFor(m *Message, name string) bool {
+	v := m.Header().Get(HdrRedriveStages)
+	if v == "" {
+		return true
+	}
+	for _, st := range strings.Split(v, ",") {
+		if st == name {
+			return true
+		}
+	}
+	return false
+}
 
 func (s *Stage) deadLetter(ctx context.Context, m *Message, reason string) error {
 	hdr := nats.Header{}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/marketpipe/marketpipe/pkg/natstest"
@@ -311,4 +312,34 @@ func TestOversizedMessageIsDeadLettered(t *testing.T) {
 		t.Errorf("reason = %q", got)
 	}
 	waitFor(t, "the small message handled", func() bool { return calls.Load() == 1 })
+}
+
+// TestRedriveReachesOnlyItsStages: a message redriven for some stages is handled by them only;
+// another stage that reads its subject acks it unread.
+func TestRedriveReachesOnlyItsStages(t *testing.T) {
+	js := setup(t)
+	handled := map[string]*atomic.Int64{"requester": {}, "jobs": {}}
+	for name, n := range handled {
+		run(t, js, stage.Config{Name: name}, stage.HandlerFunc(func(context.Context, *stage.Message) error {
+			n.Add(1)
+			return nil
+		}))
+	}
+	p := stage.NewPublisher(js)
+	hdr := nats.Header{stage.HdrRedriveStages: []string{"requester"}}
+	if err := p.Publish(context.Background(), "t.work", "redriven", []byte("x"), hdr); err != nil {
+		t.Fatal(err)
+	}
+	acked := func(name string) bool {
+		c, err := js.Consumer(context.Background(), testStream, name)
+		if err != nil {
+			return false // not declared yet
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.AckFloor.Stream == 1
+	}
+	waitFor(t, "both stages done with it", func() bool { return acked("requester") && acked("jobs") })
+	if r, j := handled["requester"].Load(), handled["jobs"].Load(); r != 1 || j != 0 {
+		t.Errorf("handled by requester %d times, by jobs %d times; want 1 and 0", r, j)
+	}
 }
