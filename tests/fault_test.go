@@ -291,7 +291,7 @@ func TestFaults(t *testing.T) {
 	final, _ := store.CountObservations(ctx, true)
 	mu.Lock()
 	defer mu.Unlock()
-	t.Logf("fault test: %d jobs (%d cut at marks), %d observations, %d kills, %d graceful restarts, redeliveries %s, %d duplicate rows before FINAL (%d rows, %d after FINAL), %s",
+	t.Logf("fault test: %d jobs (%d cut at marks), %d observations, %d kills, %d graceful restarts, redeliveries %s, %d duplicate rows stored, which readers never see (%d rows, %d once each run's duplicates collapse), %s",
 		len(jobs), atMarks, total, kills, restarts, redeliveries(t, ctx, js), all-final, all, final, time.Since(start).Round(time.Second))
 }
 

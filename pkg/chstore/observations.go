@@ -461,9 +461,9 @@ func slice(col any, lo, hi int) any {
 	panic(fmt.Sprintf("chstore: column of type %T", col))
 }
 
-// Observations calls fn for each current observation (one per key, under FINAL), in key order:
-// all of them, or only those whose current row was loaded by jobID. An error from fn stops the
-// scan and is returned as is.
+// Observations calls fn for each stored observation of every run, committed or not (one per
+// key and run, under FINAL), in key order: all of them, or only those loaded by jobID. What
+// readers see is Query's. An error from fn stops the scan and is returned as is.
 func (s *Store) Observations(ctx context.Context, jobID string, fn func(o obs.Observation, program, jobID string, version uint64) error) error {
 	query := "SELECT security, field, date, value_num, value_str, value_kind, flag, program, job_id, version FROM " +
 		s.table("observations") + " FINAL"
@@ -512,8 +512,9 @@ func (s *Store) Observations(ctx context.Context, jobID string, fn func(o obs.Ob
 	return nil
 }
 
-// CountObservations counts the rows of the observations table: as stored (final false), which
-// includes rows not yet merged away, or one per key (final true).
+// CountObservations counts the rows of the observations table, every run's: as stored (final
+// false), which includes a run's duplicate rows not yet merged away, or one per key and run
+// (final true).
 func (s *Store) CountObservations(ctx context.Context, final bool) (uint64, error) {
 	query := "SELECT count() FROM " + s.table("observations")
 	if final {
