@@ -34,7 +34,7 @@ func connectJS(ctx context.Context, cfg config.Config, name string) (*nats.Conn,
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if _, err := natsx.Setup(setupCtx, js, natsx.Retention{}); err != nil {
+	if _, err := natsx.Setup(setupCtx, js, natsx.RetentionFor(cfg.NATS, telemetry.Discard())); err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("is NATS running at %s? %w", cfg.NATS.URL, err)
 	}

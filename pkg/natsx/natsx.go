@@ -5,6 +5,7 @@ package natsx
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -50,14 +51,26 @@ func Connect(cfg config.NATS, name string, log *slog.Logger) (*nats.Conn, error)
 	return nc, nil
 }
 
-// Retention says how long the streams keep what they hold. Zero values take the defaults.
+// Retention says how long the streams keep what they hold, how many bytes they may hold, and
+// on how many servers. Zero values take the defaults.
 type Retention struct {
-	JobsMaxAge   time.Duration // job events; default 90 days
-	RowsMaxAge   time.Duration // row batches; default 14 days
-	RowsMaxBytes int64         // default: no limit beyond the server's
-	RawMaxAge    time.Duration // raw files; default 90 days
-	Replicas     int           // stream replicas in a cluster; default 1
-	Storage      jetstream.StorageType
+	JobsMaxAge time.Duration // job events, chunk tasks and dead letters; default 90 days
+	RowsMaxAge time.Duration // row batches, the ledger and chunk records; default 14 days
+	RawMaxAge  time.Duration // raw files; default 90 days
+	// MaxBytes (NATS_MAX_BYTES) is what the pipeline's streams, buckets and object store may
+	// hold together on each server, shared out by Budget; default config.DefaultNATSMaxBytes.
+	MaxBytes int64
+	// Replicas (NATS_REPLICAS) of every stream, bucket and object store; default 1. One that
+	// exists with more keeps them.
+	Replicas int
+	Storage  jetstream.StorageType
+	// Log reports the replicas kept and raised; default: slog.Default().
+	Log *slog.Logger
+}
+
+// RetentionFor is the retention the configuration asks for.
+func RetentionFor(cfg config.NATS, log *slog.Logger) Retention {
+	return Retention{MaxBytes: cfg.MaxBytes, Replicas: cfg.Replicas, Log: log}
 }
 
 func (r Retention) withDefaults() Retention {
@@ -67,19 +80,23 @@ func (r Retention) withDefaults() Retention {
 	if r.RowsMaxAge == 0 {
 		r.RowsMaxAge = 14 * 24 * time.Hour
 	}
-	if r.RowsMaxBytes == 0 {
-		r.RowsMaxBytes = -1
-	}
 	if r.RawMaxAge == 0 {
 		r.RawMaxAge = 90 * 24 * time.Hour
+	}
+	if r.MaxBytes == 0 {
+		r.MaxBytes = config.DefaultNATSMaxBytes
 	}
 	if r.Replicas == 0 {
 		r.Replicas = 1
 	}
+	if r.Log == nil {
+		r.Log = slog.Default()
+	}
 	return r
 }
 
-// Streams are the pipeline's JetStream resources.
+// Streams are the pipeline's JetStream resources. Raw, Ledger and Chunks name themselves in
+// the error of a write refused because they are full.
 type Streams struct {
 	JS     jetstream.JetStream
 	Raw    jetstream.ObjectStore
@@ -91,52 +108,91 @@ type Streams struct {
 // Setup declares the streams, the raw object store, the load ledger and the chunk records, and
 // returns them.
 // Streams use Limits retention: events stay after they are consumed, so any job can be
-// replayed from any stage.
+// replayed from any stage. Each has its share of r.MaxBytes (Budget) and refuses new messages
+// when full (DiscardNew): dropping the oldest instead would lose work not yet consumed.
+// An existing stream keeps its replicas when it has more than r.Replicas (an operator raised
+// them, or another service runs with a higher NATS_REPLICAS); Setup never lowers them.
 func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, error) {
 	r = r.withDefaults()
 	streams := []jetstream.StreamConfig{
-		{Name: events.JobsStream, Subjects: []string{events.JobsSubjects}, MaxAge: r.JobsMaxAge,
-			Duplicates: 10 * time.Minute},
-		{Name: events.RowsStream, Subjects: []string{events.RowsSubjects}, MaxAge: r.RowsMaxAge,
-			MaxBytes: r.RowsMaxBytes, Duplicates: 10 * time.Minute, MaxMsgSize: 2 << 20},
-		{Name: events.DLQStream, Subjects: []string{events.DLQSubjects}, MaxAge: r.JobsMaxAge,
-			Duplicates: 10 * time.Minute},
-		{Name: events.ChunksStream, Subjects: []string{events.ChunkSubjects}, MaxAge: r.JobsMaxAge,
-			Duplicates: 10 * time.Minute},
+		{Name: events.JobsStream, Subjects: []string{events.JobsSubjects}, MaxAge: r.JobsMaxAge},
+		{Name: events.RowsStream, Subjects: []string{events.RowsSubjects}, MaxAge: r.RowsMaxAge},
+		{Name: events.DLQStream, Subjects: []string{events.DLQSubjects}, MaxAge: r.JobsMaxAge},
+		{Name: events.ChunksStream, Subjects: []string{events.ChunkSubjects}, MaxAge: r.JobsMaxAge},
 	}
 	for _, sc := range streams {
 		sc.Retention = jetstream.LimitsPolicy
+		sc.Discard = jetstream.DiscardNew
+		sc.Duplicates = 10 * time.Minute
+		sc.MaxMsgSize = events.MaxPayload
+		sc.MaxBytes = r.maxBytes(sc.Name)
 		sc.Storage = r.Storage
-		sc.Replicas = r.Replicas
+		var err error
+		if sc.Replicas, err = r.replicas(ctx, js, sc.Name); err != nil {
+			return nil, err
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return nil, fmt.Errorf("declare stream %s: %w", sc.Name, err)
 		}
+	}
+	rawReplicas, err := r.replicas(ctx, js, objectStream(events.RawBucket))
+	if err != nil {
+		return nil, err
 	}
 	raw, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket: events.RawBucket, Description: "downloaded vendor reply files",
 		// Not compressed by the server: the collector stores files compressed already
 		// (ChunkLayoutS2), which spares nats-server compressing every block it writes and
 		// decompressing every block it reads.
-		TTL: r.RawMaxAge, Storage: r.Storage, Replicas: r.Replicas, Compression: false,
+		TTL: r.RawMaxAge, Storage: r.Storage, Replicas: rawReplicas, Compression: false,
+		MaxBytes: r.maxBytes(objectStream(events.RawBucket)),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("declare object store %s: %w", events.RawBucket, err)
 	}
-	ledger, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: events.LedgerBucket, Description: "row batches already loaded into ClickHouse",
-		TTL: r.RowsMaxAge, Storage: r.Storage, Replicas: r.Replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("declare key-value bucket %s: %w", events.LedgerBucket, err)
+	kv := func(bucket, what string) (jetstream.KeyValue, error) {
+		replicas, err := r.replicas(ctx, js, kvStream(bucket))
+		if err != nil {
+			return nil, err
+		}
+		b, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: bucket, Description: what, TTL: r.RowsMaxAge, Storage: r.Storage, Replicas: replicas,
+			MaxBytes: r.maxBytes(kvStream(bucket)),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("declare key-value bucket %s: %w", bucket, err)
+		}
+		return fullKV{b, js}, nil
 	}
-	chunks, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: events.ChunksBucket, Description: "chunks of large reply files transformed, per job run",
-		TTL: r.RowsMaxAge, Storage: r.Storage, Replicas: r.Replicas,
-	})
+	ledger, err := kv(events.LedgerBucket, "row batches already loaded into ClickHouse")
 	if err != nil {
-		return nil, fmt.Errorf("declare key-value bucket %s: %w", events.ChunksBucket, err)
+		return nil, err
 	}
-	return &Streams{JS: js, Raw: raw, Ledger: ledger, Chunks: chunks}, nil
+	chunks, err := kv(events.ChunksBucket, "chunks of large reply files transformed, per job run")
+	if err != nil {
+		return nil, err
+	}
+	return &Streams{JS: js, Raw: fullObjects{raw, js}, Ledger: ledger, Chunks: chunks}, nil
+}
+
+// replicas returns the replicas stream gets: r.Replicas, or more when it exists with more.
+func (r Retention) replicas(ctx context.Context, js jetstream.JetStream, stream string) (int, error) {
+	s, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return r.Replicas, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", stream, err)
+	}
+	switch have := s.CachedInfo().Config.Replicas; {
+	case have > r.Replicas:
+		r.Log.Info("keeping the replicas of a stream: never lowered", "stream", stream, "replicas", have,
+			"NATS_REPLICAS", r.Replicas)
+		return have, nil
+	case have < r.Replicas:
+		r.Log.Info("raising the replicas of a stream", "stream", stream, "from", have, "to", r.Replicas)
+	}
+	return r.Replicas, nil
 }
 
 // LedgerKey is the load-ledger key of one row batch of a job run.
