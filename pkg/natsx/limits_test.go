@@ -209,3 +209,24 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// TestConcurrentSetupOnACluster declares the streams from six clients at once on a 3-node
+// cluster with three replicas, as the services do when they start together: each must finish.
+func TestConcurrentSetupOnACluster(t *testing.T) {
+	servers := natstest.StartCluster(t, 3)
+	errs := make(chan error, 6)
+	for i := range cap(errs) {
+		_, js := natstest.ConnectURL(t, servers[i%len(servers)].ClientURL())
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			_, err := natsx.Setup(ctx, js, natsx.Retention{Replicas: 3})
+			errs <- err
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Errorf("Setup: %v", err)
+		}
+	}
+}

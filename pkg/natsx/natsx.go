@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -114,53 +115,83 @@ type Streams struct {
 // them, or another service runs with a higher NATS_REPLICAS); Setup never lowers them.
 func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, error) {
 	r = r.withDefaults()
-	streams := []jetstream.StreamConfig{
+	for _, sc := range []jetstream.StreamConfig{
 		{Name: events.JobsStream, Subjects: []string{events.JobsSubjects}, MaxAge: r.JobsMaxAge},
 		{Name: events.RowsStream, Subjects: []string{events.RowsSubjects}, MaxAge: r.RowsMaxAge},
 		{Name: events.DLQStream, Subjects: []string{events.DLQSubjects}, MaxAge: r.JobsMaxAge},
 		{Name: events.ChunksStream, Subjects: []string{events.ChunkSubjects}, MaxAge: r.JobsMaxAge},
-	}
-	for _, sc := range streams {
+	} {
 		sc.Retention = jetstream.LimitsPolicy
 		sc.Discard = jetstream.DiscardNew
 		sc.Duplicates = 10 * time.Minute
 		sc.MaxMsgSize = events.MaxPayload
 		sc.MaxBytes = r.maxBytes(sc.Name)
 		sc.Storage = r.Storage
-		var err error
-		if sc.Replicas, err = r.replicas(ctx, js, sc.Name); err != nil {
-			return nil, err
-		}
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		err := r.declare(ctx, js, sc.Name, func(have jetstream.StreamConfig, replicas int) bool {
+			return slices.Equal(have.Subjects, sc.Subjects) && have.MaxAge == sc.MaxAge && have.MaxBytes == sc.MaxBytes &&
+				have.Discard == sc.Discard && have.Duplicates == sc.Duplicates && have.MaxMsgSize == sc.MaxMsgSize &&
+				have.Retention == sc.Retention && have.Storage == sc.Storage && have.Replicas == replicas
+		}, func(ctx context.Context, replicas int, update bool) error {
+			sc.Replicas = replicas
+			if update {
+				_, err := js.UpdateStream(ctx, sc)
+				return err
+			}
+			_, err := js.CreateStream(ctx, sc)
+			return err
+		})
+		if err != nil {
 			return nil, fmt.Errorf("declare stream %s: %w", sc.Name, err)
 		}
 	}
-	rawReplicas, err := r.replicas(ctx, js, objectStream(events.RawBucket))
-	if err != nil {
-		return nil, err
-	}
-	raw, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	rawCfg := jetstream.ObjectStoreConfig{
 		Bucket: events.RawBucket, Description: "downloaded vendor reply files",
 		// Not compressed by the server: the collector stores files compressed already
 		// (ChunkLayoutS2), which spares nats-server compressing every block it writes and
 		// decompressing every block it reads.
-		TTL: r.RawMaxAge, Storage: r.Storage, Replicas: rawReplicas, Compression: false,
+		TTL: r.RawMaxAge, Storage: r.Storage, Compression: false,
 		MaxBytes: r.maxBytes(objectStream(events.RawBucket)),
+	}
+	err := r.declare(ctx, js, objectStream(events.RawBucket), func(have jetstream.StreamConfig, replicas int) bool {
+		return have.MaxAge == rawCfg.TTL && have.MaxBytes == rawCfg.MaxBytes && have.Storage == rawCfg.Storage &&
+			have.Compression == jetstream.NoCompression && have.Replicas == replicas
+	}, func(ctx context.Context, replicas int, update bool) error {
+		rawCfg.Replicas = replicas
+		if update {
+			_, err := js.UpdateObjectStore(ctx, rawCfg)
+			return err
+		}
+		_, err := js.CreateObjectStore(ctx, rawCfg)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("declare object store %s: %w", events.RawBucket, err)
 	}
+	raw, err := js.ObjectStore(ctx, events.RawBucket)
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", events.RawBucket, err)
+	}
 	kv := func(bucket, what string) (jetstream.KeyValue, error) {
-		replicas, err := r.replicas(ctx, js, kvStream(bucket))
-		if err != nil {
-			return nil, err
-		}
-		b, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: bucket, Description: what, TTL: r.RowsMaxAge, Storage: r.Storage, Replicas: replicas,
-			MaxBytes: r.maxBytes(kvStream(bucket)),
+		cfg := jetstream.KeyValueConfig{Bucket: bucket, Description: what, TTL: r.RowsMaxAge, Storage: r.Storage,
+			MaxBytes: r.maxBytes(kvStream(bucket))}
+		err := r.declare(ctx, js, kvStream(bucket), func(have jetstream.StreamConfig, replicas int) bool {
+			return have.MaxAge == cfg.TTL && have.MaxBytes == cfg.MaxBytes && have.Storage == cfg.Storage &&
+				have.Replicas == replicas
+		}, func(ctx context.Context, replicas int, update bool) error {
+			cfg.Replicas = replicas
+			if update {
+				_, err := js.UpdateKeyValue(ctx, cfg)
+				return err
+			}
+			_, err := js.CreateKeyValue(ctx, cfg)
+			return err
 		})
 		if err != nil {
 			return nil, fmt.Errorf("declare key-value bucket %s: %w", bucket, err)
+		}
+		b, err := js.KeyValue(ctx, bucket)
+		if err != nil {
+			return nil, fmt.Errorf("key-value bucket %s: %w", bucket, err)
 		}
 		return fullKV{b, js}, nil
 	}
@@ -175,24 +206,93 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 	return &Streams{JS: js, Raw: fullObjects{raw, js}, Ledger: ledger, Chunks: chunks}, nil
 }
 
-// replicas returns the replicas stream gets: r.Replicas, or more when it exists with more.
-func (r Retention) replicas(ctx context.Context, js jetstream.JetStream, stream string) (int, error) {
-	s, err := js.Stream(ctx, stream)
+// declare creates a stream (or the bucket or object store it backs) with write, or updates it
+// with write when it exists and matches says its configuration differs. It never updates a
+// stream that is already right: every process declares every stream at start, and in a
+// cluster concurrent updates of one stream may go unanswered, while concurrent creations with
+// one configuration all succeed.
+func (r Retention) declare(ctx context.Context, js jetstream.JetStream, stream string,
+	matches func(have jetstream.StreamConfig, replicas int) bool,
+	write func(ctx context.Context, replicas int, update bool) error) error {
+	info, err := streamInfo(ctx, js, stream)
+	if err != nil {
+		return err
+	}
+	if info == nil {
+		err := retry(ctx, func(ctx context.Context) error { return write(ctx, r.Replicas, false) })
+		if err == nil || !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && !errors.Is(err, jetstream.ErrBucketExists) {
+			return err
+		}
+		// Created meanwhile with another configuration (another version): update it.
+		if info, err = streamInfo(ctx, js, stream); err != nil {
+			return err
+		}
+		if info == nil {
+			return fmt.Errorf("stream %s in use, but not found", stream)
+		}
+	}
+	replicas := r.replicas(stream, info.Config.Replicas)
+	if matches(info.Config, replicas) {
+		return nil
+	}
+	return retry(ctx, func(ctx context.Context) error { return write(ctx, replicas, true) })
+}
+
+// streamInfo reads a stream's info; nil when it does not exist.
+func streamInfo(ctx context.Context, js jetstream.JetStream, stream string) (*jetstream.StreamInfo, error) {
+	var info *jetstream.StreamInfo
+	err := retry(ctx, func(ctx context.Context) error {
+		s, err := js.Stream(ctx, stream)
+		if err == nil {
+			info = s.CachedInfo()
+		}
+		return err
+	})
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return r.Replicas, nil
+		return nil, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read stream %s: %w", stream, err)
+		return nil, fmt.Errorf("read stream %s: %w", stream, err)
 	}
-	switch have := s.CachedInfo().Config.Replicas; {
+	return info, nil
+}
+
+// apiAttempt bounds one JetStream API request of Setup. In a cluster, a request about a
+// stream that another process is creating may go unanswered until its replicas have elected
+// a leader; asking again then gets the answer.
+const apiAttempt = 2 * time.Second
+
+// retry runs f with a deadline of apiAttempt, again while it times out, until ctx ends. f must
+// be idempotent.
+func retry(ctx context.Context, f func(ctx context.Context) error) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, apiAttempt)
+		err := f(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil ||
+			!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// replicas returns the replicas an existing stream with have replicas gets: r.Replicas, or
+// have when it is more.
+func (r Retention) replicas(stream string, have int) int {
+	switch {
 	case have > r.Replicas:
 		r.Log.Info("keeping the replicas of a stream: never lowered", "stream", stream, "replicas", have,
 			"NATS_REPLICAS", r.Replicas)
-		return have, nil
+		return have
 	case have < r.Replicas:
 		r.Log.Info("raising the replicas of a stream", "stream", stream, "from", have, "to", r.Replicas)
 	}
-	return r.Replicas, nil
+	return r.Replicas
 }
 
 // LedgerKey is the load-ledger key of one row batch of a job run.
