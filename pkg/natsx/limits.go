@@ -171,24 +171,54 @@ func (o fullObjects) explain(ctx context.Context, err error) error {
 	return explain(ctx, o.js, objectStream(events.RawBucket), "object store "+events.RawBucket, err)
 }
 
+// put explains a refused write and removes what it left: when a full store refuses chunks
+// that were published asynchronously, nats.go learns it after writing the object's meta, and
+// removes the chunks but not the meta, which leaves an object without its data.
+func (o fullObjects) put(ctx context.Context, name string, info *jetstream.ObjectInfo, err error) (*jetstream.ObjectInfo, error) {
+	if err == nil || !isFull(err) {
+		return info, err
+	}
+	ctx = context.WithoutCancel(ctx)
+	if stored, gerr := o.ObjectStore.GetInfo(ctx, name); gerr == nil && !o.complete(ctx, stored) {
+		if derr := o.ObjectStore.Delete(ctx, name); derr != nil {
+			err = fmt.Errorf("%w (and removing what it left of %s: %v)", err, name, derr)
+		}
+	}
+	return nil, o.explain(ctx, err)
+}
+
+// complete reports whether the store holds every chunk of the object info describes.
+func (o fullObjects) complete(ctx context.Context, info *jetstream.ObjectInfo) bool {
+	s, err := o.js.Stream(ctx, objectStream(info.Bucket))
+	if err != nil {
+		return true // cannot tell: leave it
+	}
+	subject := fmt.Sprintf("$O.%s.C.%s", info.Bucket, info.NUID)
+	si, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return true
+	}
+	return si.State.Subjects[subject] == uint64(info.Chunks)
+}
+
 func (o fullObjects) Put(ctx context.Context, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error) {
 	info, err := o.ObjectStore.Put(ctx, meta, r)
-	return info, o.explain(ctx, err)
+	return o.put(ctx, meta.Name, info, err)
 }
 
 func (o fullObjects) PutBytes(ctx context.Context, name string, data []byte) (*jetstream.ObjectInfo, error) {
 	info, err := o.ObjectStore.PutBytes(ctx, name, data)
-	return info, o.explain(ctx, err)
+	return o.put(ctx, name, info, err)
 }
 
 func (o fullObjects) PutString(ctx context.Context, name string, data string) (*jetstream.ObjectInfo, error) {
 	info, err := o.ObjectStore.PutString(ctx, name, data)
-	return info, o.explain(ctx, err)
+	return o.put(ctx, name, info, err)
 }
 
 func (o fullObjects) PutFile(ctx context.Context, file string) (*jetstream.ObjectInfo, error) {
 	info, err := o.ObjectStore.PutFile(ctx, file)
-	return info, o.explain(ctx, err)
+	return o.put(ctx, file, info, err)
 }
 
 func (o fullObjects) UpdateMeta(ctx context.Context, name string, meta jetstream.ObjectMeta) error {

@@ -110,6 +110,14 @@ func TestFullStreamsRefuseAndSayWhich(t *testing.T) {
 	// A raw file larger than mp_raw's share.
 	_, err = st.Raw.PutBytes(ctx, "big", bytes.Repeat([]byte("r"), 5<<20))
 	checkFull(t, err, "object store "+events.RawBucket+" is full")
+	if raw, err := plain.Stream(ctx, "OBJ_"+events.RawBucket); err != nil {
+		t.Fatal(err)
+	} else if info, err := raw.Info(ctx, jetstream.WithSubjectFilter("$O.*.C.>")); err != nil || len(info.State.Subjects) != 0 {
+		t.Errorf("after the refused file, the raw store holds chunks %v (%v); want none half-stored", info.State.Subjects, err)
+	}
+	if info, err := st.Raw.GetInfo(ctx, "big"); err == nil {
+		t.Errorf("the refused file is listed as an object of %d bytes in %d chunks, which the store does not hold", info.Size, info.Chunks)
+	}
 
 	// Ledger entries until mp_ledger refuses one.
 	var kvErr error
@@ -229,4 +237,38 @@ func TestConcurrentSetupOnACluster(t *testing.T) {
 			t.Errorf("Setup: %v", err)
 		}
 	}
+}
+
+// TestSetupKeepsWhatAnEarlierStreamHolds declares the streams over an MP_JOBS of an earlier
+// version (no byte limit, DiscardOld) that holds more than its new share: every message stays,
+// and the next publish is refused.
+func TestSetupKeepsWhatAnEarlierStreamHolds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := natstest.Start(t)
+	_, js := natstest.Connect(t, s)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.JobsStream, Subjects: []string{events.JobsSubjects}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 32 {
+		if _, err := js.Publish(ctx, events.JobSubject(fmt.Sprintf("old%d", i), events.Loaded), bytes.Repeat([]byte("o"), 64<<10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := natsx.Setup(ctx, natsx.NameFullStreams(js), natsx.Retention{MaxBytes: 10 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	str, err := js.Stream(ctx, events.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := str.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 32 || info.Config.Discard != jetstream.DiscardNew || info.Config.MaxBytes != (10<<20)/100*10 {
+		t.Errorf("after Setup: %d messages, discard %v, max_bytes %d; want 32, new, %d", info.State.Msgs, info.Config.Discard, info.Config.MaxBytes, (10<<20)/100*10)
+	}
+	_, err = natsx.NameFullStreams(js).Publish(ctx, events.JobSubject("new", events.Submitted), []byte("{}"))
+	checkFull(t, err, "stream "+events.JobsStream+" is full")
 }
