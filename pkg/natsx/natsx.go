@@ -167,7 +167,8 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 	if err != nil {
 		return nil, fmt.Errorf("declare object store %s: %w", events.RawBucket, err)
 	}
-	raw, err := js.ObjectStore(ctx, events.RawBucket)
+	var raw jetstream.ObjectStore
+	err = retry(ctx, func(ctx context.Context) (err error) { raw, err = js.ObjectStore(ctx, events.RawBucket); return err })
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", events.RawBucket, err)
 	}
@@ -189,7 +190,8 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 		if err != nil {
 			return nil, fmt.Errorf("declare key-value bucket %s: %w", bucket, err)
 		}
-		b, err := js.KeyValue(ctx, bucket)
+		var b jetstream.KeyValue
+		err = retry(ctx, func(ctx context.Context) (err error) { b, err = js.KeyValue(ctx, bucket); return err })
 		if err != nil {
 			return nil, fmt.Errorf("key-value bucket %s: %w", bucket, err)
 		}
