@@ -168,7 +168,10 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 		return nil, fmt.Errorf("declare object store %s: %w", events.RawBucket, err)
 	}
 	var raw jetstream.ObjectStore
-	err = retry(ctx, func(ctx context.Context) (err error) { raw, err = js.ObjectStore(ctx, events.RawBucket); return err })
+	err = retry(ctx, func(ctx context.Context) (err error) {
+		raw, err = js.ObjectStore(ctx, events.RawBucket)
+		return notYet(err)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", events.RawBucket, err)
 	}
@@ -191,7 +194,10 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 			return nil, fmt.Errorf("declare key-value bucket %s: %w", bucket, err)
 		}
 		var b jetstream.KeyValue
-		err = retry(ctx, func(ctx context.Context) (err error) { b, err = js.KeyValue(ctx, bucket); return err })
+		err = retry(ctx, func(ctx context.Context) (err error) {
+			b, err = js.KeyValue(ctx, bucket)
+			return notYet(err)
+		})
 		if err != nil {
 			return nil, fmt.Errorf("key-value bucket %s: %w", bucket, err)
 		}
@@ -264,15 +270,27 @@ func streamInfo(ctx context.Context, js jetstream.JetStream, stream string) (*je
 // a leader; asking again then gets the answer.
 const apiAttempt = 2 * time.Second
 
-// retry runs f with a deadline of apiAttempt, again while it times out, until ctx ends. f must
-// be idempotent.
+// errNotYet marks an error that asking again may cure.
+var errNotYet = errors.New("not yet")
+
+// notYet marks a bucket or object store not found just after it was declared: in a cluster, a
+// server may answer before it has applied the creation.
+func notYet(err error) error {
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("%w: %w", errNotYet, err)
+	}
+	return err
+}
+
+// retry runs f with a deadline of apiAttempt, again while it times out (or says errNotYet),
+// until ctx ends. f must be idempotent.
 func retry(ctx context.Context, f func(ctx context.Context) error) error {
 	for {
 		actx, cancel := context.WithTimeout(ctx, apiAttempt)
 		err := f(actx)
 		cancel()
-		if err == nil || ctx.Err() != nil ||
-			!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) &&
+			!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, errNotYet) {
 			return err
 		}
 		select {
