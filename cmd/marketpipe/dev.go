@@ -19,6 +19,7 @@ import (
 
 	"github.com/marketpipe/marketpipe/pkg/chserver"
 	"github.com/marketpipe/marketpipe/pkg/config"
+	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/service"
 	"github.com/marketpipe/marketpipe/services/collector"
 	"github.com/marketpipe/marketpipe/services/loader"
@@ -216,7 +217,7 @@ func startNATS(addr, dir string) (*server.Server, error) {
 	}
 	ns, err := server.NewServer(&server.Options{
 		ServerName: "marketpipe-dev", Host: host, Port: port, JetStream: true, StoreDir: dir,
-		MaxPayload: 4 << 20, NoSigs: true, NoLog: true,
+		MaxPayload: events.MaxPayload, NoSigs: true, NoLog: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("nats server: %w", err)

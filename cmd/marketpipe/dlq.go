@@ -37,7 +37,7 @@ func connectJS(ctx context.Context, cfg config.Config, name string) (*nats.Conn,
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if _, err := natsx.Setup(setupCtx, js, natsx.Retention{}); err != nil {
+	if _, err := natsx.Setup(setupCtx, js, natsx.RetentionFor(cfg.NATS, telemetry.Discard())); err != nil {
 		nc.Close()
 		return nil, nil, config.RedactError(fmt.Errorf("is NATS running at %s? %w", config.RedactURL(cfg.NATS.URL), err), cfg.NATS.URL)
 	}

@@ -26,6 +26,12 @@ type NATS struct {
 	CA       string
 	Cert     string
 	Key      string
+	// Replicas is NATS_REPLICAS: the replicas of every stream, bucket and object store the
+	// pipeline declares. An existing one with more keeps its count.
+	Replicas int
+	// MaxBytes is NATS_MAX_BYTES: the JetStream storage the pipeline's streams, buckets and
+	// object store may hold together on each server, shared out among them (pkg/natsx).
+	MaxBytes int64
 }
 
 // ClickHouse holds the connection settings of ClickHouse.
@@ -59,6 +65,11 @@ const (
 	DefaultDatabase   = "marketpipe"
 	DefaultVendorURL  = "https://api.bloomberg.com/eap"
 	DefaultHTTPAddr   = ":8080"
+	// DefaultNATSMaxBytes fits the JetStream budget (max_file_store) of deploy/nats/nats.conf
+	// and of a server on a machine with a few tens of GB of free disk.
+	DefaultNATSMaxBytes = 8 << 30
+	// MaxNATSReplicas is JetStream's own limit on the replicas of a stream.
+	MaxNATSReplicas = 5
 )
 
 // Load reads the configuration through lookup.
@@ -86,6 +97,13 @@ func Load(lookup Lookup) (Config, error) {
 		LogLevel:          strings.ToLower(get("LOG_LEVEL", "info")),
 		LogFormat:         strings.ToLower(get("LOG_FORMAT", "json")),
 		OTEL:              map[string]string{},
+	}
+	var err error
+	if c.NATS.Replicas, err = PositiveInt(lookup, "NATS_REPLICAS", 1); err != nil {
+		return c, err
+	}
+	if c.NATS.MaxBytes, err = Bytes(lookup, "NATS_MAX_BYTES", DefaultNATSMaxBytes); err != nil {
+		return c, err
 	}
 	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
 		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -116,6 +134,12 @@ func (c Config) Validate() error {
 	}
 	if (c.NATS.Cert == "") != (c.NATS.Key == "") {
 		return fmt.Errorf("NATS_CERT and NATS_KEY must be set together")
+	}
+	if c.NATS.Replicas < 1 || c.NATS.Replicas > MaxNATSReplicas {
+		return fmt.Errorf("NATS_REPLICAS=%d: want 1 to %d", c.NATS.Replicas, MaxNATSReplicas)
+	}
+	if c.NATS.MaxBytes < MinNATSMaxBytes {
+		return fmt.Errorf("NATS_MAX_BYTES=%d: want at least %d (64MiB)", c.NATS.MaxBytes, MinNATSMaxBytes)
 	}
 	if c.NATS.User != "" && c.NATS.Creds != "" {
 		return fmt.Errorf("NATS_USER and NATS_CREDS are exclusive")
@@ -157,4 +181,35 @@ func PositiveInt(lookup Lookup, key string, def int) (int, error) {
 		return 0, fmt.Errorf("%s=%q: want a positive integer", key, v)
 	}
 	return n, nil
+}
+
+// MinNATSMaxBytes is the smallest NATS_MAX_BYTES: every stream's share must hold a few of its
+// largest messages.
+const MinNATSMaxBytes = 64 << 20
+
+// byteUnits are the suffixes Bytes accepts, binary as Kubernetes quantities are.
+var byteUnits = []struct {
+	suffix string
+	n      int64
+}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}}
+
+// Bytes reads a size variable: a number of bytes, optionally with the suffix KiB, MiB, GiB or
+// TiB ("8GiB").
+func Bytes(lookup Lookup, key string, def int64) (int64, error) {
+	v, ok := lookup(key)
+	if !ok || v == "" {
+		return def, nil
+	}
+	num, mult := strings.TrimSpace(v), int64(1)
+	for _, u := range byteUnits {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(n), u.n
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%s=%q: want a positive number of bytes, optionally with KiB, MiB, GiB or TiB", key, v)
+	}
+	return n * mult, nil
 }

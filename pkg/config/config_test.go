@@ -64,3 +64,38 @@ func TestPositiveDuration(t *testing.T) {
 		}
 	}
 }
+
+func TestNATSReplicasAndMaxBytes(t *testing.T) {
+	c, err := Load(lookupOf(nil))
+	if err != nil || c.NATS.Replicas != 1 || c.NATS.MaxBytes != DefaultNATSMaxBytes {
+		t.Fatalf("defaults: replicas %d, max bytes %d, %v", c.NATS.Replicas, c.NATS.MaxBytes, err)
+	}
+	c, err = Load(lookupOf(map[string]string{"NATS_REPLICAS": "3", "NATS_MAX_BYTES": "2GiB"}))
+	if err != nil || c.NATS.Replicas != 3 || c.NATS.MaxBytes != 2<<30 {
+		t.Fatalf("NATS_REPLICAS=3 NATS_MAX_BYTES=2GiB: %d, %d, %v", c.NATS.Replicas, c.NATS.MaxBytes, err)
+	}
+	for k, v := range map[string]string{"NATS_REPLICAS": "0", "NATS_MAX_BYTES": "lots"} {
+		if _, err := Load(lookupOf(map[string]string{k: v})); err == nil || !strings.Contains(err.Error(), k+"=") {
+			t.Errorf("%s=%s: error %v does not name the variable", k, v, err)
+		}
+	}
+	for _, v := range []string{"7", "1048576"} {
+		if _, err := Load(lookupOf(map[string]string{"NATS_REPLICAS": v, "NATS_MAX_BYTES": v})); err == nil {
+			t.Errorf("NATS_REPLICAS=%s NATS_MAX_BYTES=%s accepted", v, v)
+		}
+	}
+}
+
+func TestBytes(t *testing.T) {
+	env := lookupOf(map[string]string{"A": "1024", "B": "64MiB", "C": "3 GiB", "D": "1KiB", "E": "-1", "F": "2GB", "G": "16EiB"})
+	for key, want := range map[string]int64{"A": 1024, "B": 64 << 20, "C": 3 << 30, "D": 1024, "UNSET": 5} {
+		if n, err := Bytes(env, key, 5); err != nil || n != want {
+			t.Errorf("%s: %d, %v; want %d", key, n, err, want)
+		}
+	}
+	for _, key := range []string{"E", "F", "G"} {
+		if _, err := Bytes(env, key, 5); err == nil || !strings.Contains(err.Error(), key+"=") {
+			t.Errorf("%s: error %v does not name the variable", key, err)
+		}
+	}
+}

@@ -47,9 +47,19 @@ const (
 	SpecsBucket   = "mp_specs"  // object store: securities lists too long for a job event
 )
 
-// MaxJobEventBytes bounds a job event. The largest legitimate one carries a job of 100,000
-// securities (jobspec's limit) at up to ~40 bytes each in JSON; anything larger is not ours.
-const MaxJobEventBytes = 8 << 20
+// MaxPayload is the broker's max_payload: the largest message a client may publish, headers
+// included. deploy/nats/nats.conf, the Kubernetes NATS configuration, `marketpipe dev` and the
+// tests' servers all use it (tests/deploy checks the files), so a message that passes the tests
+// passes in production. It holds a row batch (rowcodec: at most 1 MB) and a job event.
+const MaxPayload = 2 << 20
+
+// MaxHeaderBytes is the room kept in every message for its headers (Nats-Msg-Id, traceparent,
+// the stages' own).
+const MaxHeaderBytes = 64 << 10
+
+// MaxJobEventBytes bounds a job event: what the broker admits with its headers. A larger one
+// cannot be published, so a stage treats one as poison.
+const MaxJobEventBytes = MaxPayload - MaxHeaderBytes
 
 // JobSubject returns the subject of a job's event.
 func JobSubject(jobID, event string) string { return "mp.job." + jobID + "." + event }

@@ -4,7 +4,11 @@ package natstest
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,7 +37,7 @@ func Start(tb testing.TB) *server.Server {
 func Run(dir string, port int) (*server.Server, error) {
 	opts := &server.Options{
 		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir,
-		MaxPayload: 4 << 20, NoSigs: true, NoLog: true,
+		MaxPayload: events.MaxPayload, NoSigs: true, NoLog: true,
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
@@ -45,6 +49,66 @@ func Run(dir string, port int) (*server.Server, error) {
 		return nil, errNotReady
 	}
 	return s, nil
+}
+
+// StartCluster runs n JetStream servers in this process, routed to each other on 127.0.0.1,
+// until the test ends, and waits for their JetStream meta leader. A client may connect to any
+// of them (ClusterURL lists them all).
+func StartCluster(tb testing.TB, n int) []*server.Server {
+	tb.Helper()
+	ports := make([]int, n)
+	routes := make([]*url.URL, n)
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		routes[i] = &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
+	}
+	servers := make([]*server.Server, n)
+	for i := range servers {
+		s, err := server.NewServer(&server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: -1,
+			JetStream: true, StoreDir: tb.TempDir(), MaxPayload: events.MaxPayload, NoSigs: true, NoLog: true,
+			Cluster: server.ClusterOpts{Name: "marketpipe-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  routes,
+		})
+		if err != nil {
+			tb.Fatalf("nats-server n%d: %v", i+1, err)
+		}
+		go s.Start()
+		tb.Cleanup(s.Shutdown)
+		servers[i] = s
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, s := range servers {
+		if !s.ReadyForConnections(time.Until(deadline)) {
+			tb.Fatalf("nats-server %s not ready", s.Name())
+		}
+	}
+	for {
+		for _, s := range servers {
+			if s.JetStreamIsLeader() {
+				return servers
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatal("the cluster elected no JetStream meta leader within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ClusterURL is the client URL of every server of a cluster, comma-separated, as NATS_URL
+// takes them.
+func ClusterURL(servers []*server.Server) string {
+	urls := make([]string, len(servers))
+	for i, s := range servers {
+		urls[i] = s.ClientURL()
+	}
+	return strings.Join(urls, ",")
 }
 
 type notReady struct{}

@@ -5,8 +5,10 @@ package natsx
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -50,20 +52,33 @@ func Connect(cfg config.NATS, name string, log *slog.Logger) (*nats.Conn, error)
 	return nc, nil
 }
 
-// Retention says how long the streams keep what they hold. Zero values take the defaults.
+// Retention says how long the streams keep what they hold, how many bytes they may hold, and
+// on how many servers. Zero values take the defaults.
 //
 // One horizon, JobsMaxAge, covers everything that can be replayed or redriven (job events,
-// chunk tasks, dead letters) and everything that says what was already done for them (the load
-// ledger, the chunk records): a chunk task or a dead-lettered batch redriven late still finds
-// its run's events and its records, so it loads once and its run completes. Row batches go
-// sooner (RowsMaxAge): they are large, and a replay makes them again from the raw file.
+// chunk tasks, dead letters, the securities lists they refer to) and everything that says what
+// was already done for them (the load ledger, the chunk records): a chunk task or a
+// dead-lettered batch redriven late still finds its run's events and its records, so it loads
+// once and its run completes. Row batches go sooner (RowsMaxAge): they are large, and a replay
+// makes them again from the raw file.
 type Retention struct {
-	JobsMaxAge   time.Duration // job events, chunk tasks, dead letters, ledger, chunk records; default 90 days
-	RowsMaxAge   time.Duration // row batches; default 14 days
-	RowsMaxBytes int64         // default: no limit beyond the server's
-	RawMaxAge    time.Duration // raw files; default 90 days
-	Replicas     int           // stream replicas in a cluster; default 1
-	Storage      jetstream.StorageType
+	JobsMaxAge time.Duration // job events, chunk tasks, dead letters, ledger, chunk records, securities lists; default 90 days
+	RowsMaxAge time.Duration // row batches; default 14 days
+	RawMaxAge  time.Duration // raw files; default 90 days
+	// MaxBytes (NATS_MAX_BYTES) is what the pipeline's streams, buckets and object store may
+	// hold together on each server, shared out by Budget; default config.DefaultNATSMaxBytes.
+	MaxBytes int64
+	// Replicas (NATS_REPLICAS) of every stream, bucket and object store; default 1. One that
+	// exists with more keeps them.
+	Replicas int
+	Storage  jetstream.StorageType
+	// Log reports the replicas kept and raised; default: slog.Default().
+	Log *slog.Logger
+}
+
+// RetentionFor is the retention the configuration asks for.
+func RetentionFor(cfg config.NATS, log *slog.Logger) Retention {
+	return Retention{MaxBytes: cfg.MaxBytes, Replicas: cfg.Replicas, Log: log}
 }
 
 func (r Retention) withDefaults() Retention {
@@ -73,19 +88,23 @@ func (r Retention) withDefaults() Retention {
 	if r.RowsMaxAge == 0 {
 		r.RowsMaxAge = 14 * 24 * time.Hour
 	}
-	if r.RowsMaxBytes == 0 {
-		r.RowsMaxBytes = -1
-	}
 	if r.RawMaxAge == 0 {
 		r.RawMaxAge = 90 * 24 * time.Hour
+	}
+	if r.MaxBytes == 0 {
+		r.MaxBytes = config.DefaultNATSMaxBytes
 	}
 	if r.Replicas == 0 {
 		r.Replicas = 1
 	}
+	if r.Log == nil {
+		r.Log = slog.Default()
+	}
 	return r
 }
 
-// Streams are the pipeline's JetStream resources.
+// Streams are the pipeline's JetStream resources. Raw, Ledger and Chunks name themselves in
+// the error of a write refused because they are full.
 type Streams struct {
 	JS     jetstream.JetStream
 	Raw    jetstream.ObjectStore
@@ -99,60 +118,228 @@ type Streams struct {
 // Setup declares the streams, the raw object store, the load ledger and the chunk records, and
 // returns them.
 // Streams use Limits retention: events stay after they are consumed, so any job can be
-// replayed from any stage.
+// replayed from any stage. Each has its share of r.MaxBytes (Budget) and refuses new messages
+// when full (DiscardNew): dropping the oldest instead would lose work not yet consumed.
+// An existing stream keeps its replicas when it has more than r.Replicas (an operator raised
+// them, or another service runs with a higher NATS_REPLICAS); Setup never lowers them.
 func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, error) {
 	r = r.withDefaults()
-	streams := []jetstream.StreamConfig{
-		{Name: events.JobsStream, Subjects: []string{events.JobsSubjects}, MaxAge: r.JobsMaxAge,
-			Duplicates: 10 * time.Minute},
-		{Name: events.RowsStream, Subjects: []string{events.RowsSubjects}, MaxAge: r.RowsMaxAge,
-			MaxBytes: r.RowsMaxBytes, Duplicates: 10 * time.Minute, MaxMsgSize: 2 << 20},
-		{Name: events.DLQStream, Subjects: []string{events.DLQSubjects}, MaxAge: r.JobsMaxAge,
-			Duplicates: 10 * time.Minute},
-		{Name: events.ChunksStream, Subjects: []string{events.ChunkSubjects}, MaxAge: r.JobsMaxAge,
-			Duplicates: 10 * time.Minute},
-	}
-	for _, sc := range streams {
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: events.JobsStream, Subjects: []string{events.JobsSubjects}, MaxAge: r.JobsMaxAge},
+		{Name: events.RowsStream, Subjects: []string{events.RowsSubjects}, MaxAge: r.RowsMaxAge},
+		{Name: events.DLQStream, Subjects: []string{events.DLQSubjects}, MaxAge: r.JobsMaxAge},
+		{Name: events.ChunksStream, Subjects: []string{events.ChunkSubjects}, MaxAge: r.JobsMaxAge},
+	} {
 		sc.Retention = jetstream.LimitsPolicy
+		sc.Discard = jetstream.DiscardNew
+		sc.Duplicates = 10 * time.Minute
+		sc.MaxMsgSize = events.MaxPayload
+		sc.MaxBytes = r.maxBytes(sc.Name)
 		sc.Storage = r.Storage
-		sc.Replicas = r.Replicas
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		err := r.declare(ctx, js, sc.Name, func(have jetstream.StreamConfig, replicas int) bool {
+			return slices.Equal(have.Subjects, sc.Subjects) && have.MaxAge == sc.MaxAge && have.MaxBytes == sc.MaxBytes &&
+				have.Discard == sc.Discard && have.Duplicates == sc.Duplicates && have.MaxMsgSize == sc.MaxMsgSize &&
+				have.Retention == sc.Retention && have.Storage == sc.Storage && have.Replicas == replicas
+		}, func(ctx context.Context, replicas int, update bool) error {
+			sc.Replicas = replicas
+			if update {
+				_, err := js.UpdateStream(ctx, sc)
+				return err
+			}
+			_, err := js.CreateStream(ctx, sc)
+			return err
+		})
+		if err != nil {
 			return nil, fmt.Errorf("declare stream %s: %w", sc.Name, err)
 		}
 	}
-	raw, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	objects := func(cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+		cfg.Storage, cfg.MaxBytes = r.Storage, r.maxBytes(objectStream(cfg.Bucket))
+		err := r.declare(ctx, js, objectStream(cfg.Bucket), func(have jetstream.StreamConfig, replicas int) bool {
+			return have.MaxAge == cfg.TTL && have.MaxBytes == cfg.MaxBytes && have.Storage == cfg.Storage &&
+				have.Compression == jetstream.NoCompression && have.Replicas == replicas
+		}, func(ctx context.Context, replicas int, update bool) error {
+			cfg.Replicas = replicas
+			if update {
+				_, err := js.UpdateObjectStore(ctx, cfg)
+				return err
+			}
+			_, err := js.CreateObjectStore(ctx, cfg)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("declare object store %s: %w", cfg.Bucket, err)
+		}
+		var o jetstream.ObjectStore
+		err = retry(ctx, func(ctx context.Context) (err error) {
+			o, err = js.ObjectStore(ctx, cfg.Bucket)
+			return notYet(err)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("object store %s: %w", cfg.Bucket, err)
+		}
+		return fullObjects{o, js}, nil
+	}
+	raw, err := objects(jetstream.ObjectStoreConfig{
 		Bucket: events.RawBucket, Description: "downloaded vendor reply files",
 		// Not compressed by the server: the collector stores files compressed already
 		// (ChunkLayoutS2), which spares nats-server compressing every block it writes and
 		// decompressing every block it reads.
-		TTL: r.RawMaxAge, Storage: r.Storage, Replicas: r.Replicas, Compression: false,
+		TTL: r.RawMaxAge, Compression: false,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("declare object store %s: %w", events.RawBucket, err)
-	}
-	ledger, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: events.LedgerBucket, Description: "row batches already loaded into ClickHouse",
-		TTL: r.JobsMaxAge, Storage: r.Storage, Replicas: r.Replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("declare key-value bucket %s: %w", events.LedgerBucket, err)
-	}
-	chunks, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: events.ChunksBucket, Description: "chunks of large reply files transformed, per job run",
-		TTL: r.JobsMaxAge, Storage: r.Storage, Replicas: r.Replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("declare key-value bucket %s: %w", events.ChunksBucket, err)
+		return nil, err
 	}
 	// As long as the job events that refer to them: a replay reads them again.
-	specs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	specs, err := objects(jetstream.ObjectStoreConfig{
 		Bucket: events.SpecsBucket, Description: "securities lists of jobs too large for a job event",
-		TTL: r.JobsMaxAge, Storage: r.Storage, Replicas: r.Replicas,
+		TTL: r.JobsMaxAge, Compression: false,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("declare object store %s: %w", events.SpecsBucket, err)
+		return nil, err
+	}
+	kv := func(bucket, what string, ttl time.Duration) (jetstream.KeyValue, error) {
+		cfg := jetstream.KeyValueConfig{Bucket: bucket, Description: what, TTL: ttl, Storage: r.Storage,
+			MaxBytes: r.maxBytes(kvStream(bucket))}
+		err := r.declare(ctx, js, kvStream(bucket), func(have jetstream.StreamConfig, replicas int) bool {
+			return have.MaxAge == cfg.TTL && have.MaxBytes == cfg.MaxBytes && have.Storage == cfg.Storage &&
+				have.Replicas == replicas
+		}, func(ctx context.Context, replicas int, update bool) error {
+			cfg.Replicas = replicas
+			if update {
+				_, err := js.UpdateKeyValue(ctx, cfg)
+				return err
+			}
+			_, err := js.CreateKeyValue(ctx, cfg)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("declare key-value bucket %s: %w", bucket, err)
+		}
+		var b jetstream.KeyValue
+		err = retry(ctx, func(ctx context.Context) (err error) {
+			b, err = js.KeyValue(ctx, bucket)
+			return notYet(err)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("key-value bucket %s: %w", bucket, err)
+		}
+		return fullKV{b, js}, nil
+	}
+	ledger, err := kv(events.LedgerBucket, "row batches already loaded into ClickHouse", r.JobsMaxAge)
+	if err != nil {
+		return nil, err
+	}
+	chunks, err := kv(events.ChunksBucket, "chunks of large reply files transformed, per job run", r.JobsMaxAge)
+	if err != nil {
+		return nil, err
+	}
+	// The stage runtime binds it (DeclareAttempts); declared here with its share and replicas.
+	if _, err := kv(AttemptsBucket, "failing deliveries per job and stage", AttemptsTTL); err != nil {
+		return nil, err
 	}
 	return &Streams{JS: js, Raw: raw, Ledger: ledger, Chunks: chunks, Specs: specs}, nil
+}
+
+// declare creates a stream (or the bucket or object store it backs) with write, or updates it
+// with write when it exists and matches says its configuration differs. It never updates a
+// stream that is already right: every process declares every stream at start, and in a
+// cluster concurrent updates of one stream may go unanswered, while concurrent creations with
+// one configuration all succeed.
+func (r Retention) declare(ctx context.Context, js jetstream.JetStream, stream string,
+	matches func(have jetstream.StreamConfig, replicas int) bool,
+	write func(ctx context.Context, replicas int, update bool) error) error {
+	info, err := streamInfo(ctx, js, stream)
+	if err != nil {
+		return err
+	}
+	if info == nil {
+		err := retry(ctx, func(ctx context.Context) error { return write(ctx, r.Replicas, false) })
+		if err == nil || !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && !errors.Is(err, jetstream.ErrBucketExists) {
+			return err
+		}
+		// Created meanwhile with another configuration (another version): update it.
+		if info, err = streamInfo(ctx, js, stream); err != nil {
+			return err
+		}
+		if info == nil {
+			return fmt.Errorf("stream %s in use, but not found", stream)
+		}
+	}
+	replicas := r.replicas(stream, info.Config.Replicas)
+	if matches(info.Config, replicas) {
+		return nil
+	}
+	return retry(ctx, func(ctx context.Context) error { return write(ctx, replicas, true) })
+}
+
+// streamInfo reads a stream's info; nil when it does not exist.
+func streamInfo(ctx context.Context, js jetstream.JetStream, stream string) (*jetstream.StreamInfo, error) {
+	var info *jetstream.StreamInfo
+	err := retry(ctx, func(ctx context.Context) error {
+		s, err := js.Stream(ctx, stream)
+		if err == nil {
+			info = s.CachedInfo()
+		}
+		return err
+	})
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", stream, err)
+	}
+	return info, nil
+}
+
+// apiAttempt bounds one JetStream API request of Setup. In a cluster, a request about a
+// stream that another process is creating may go unanswered until its replicas have elected
+// a leader; asking again then gets the answer.
+const apiAttempt = 2 * time.Second
+
+// errNotYet marks an error that asking again may cure.
+var errNotYet = errors.New("not yet")
+
+// notYet marks a bucket or object store not found just after it was declared: in a cluster, a
+// server may answer before it has applied the creation.
+func notYet(err error) error {
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("%w: %w", errNotYet, err)
+	}
+	return err
+}
+
+// retry runs f with a deadline of apiAttempt, again while it times out (or says errNotYet),
+// until ctx ends. f must be idempotent.
+func retry(ctx context.Context, f func(ctx context.Context) error) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, apiAttempt)
+		err := f(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) &&
+			!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, errNotYet) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// replicas returns the replicas an existing stream with have replicas gets: r.Replicas, or
+// have when it is more.
+func (r Retention) replicas(stream string, have int) int {
+	switch {
+	case have > r.Replicas:
+		r.Log.Info("keeping the replicas of a stream: never lowered", "stream", stream, "replicas", have,
+			"NATS_REPLICAS", r.Replicas)
+		return have
+	case have < r.Replicas:
+		r.Log.Info("raising the replicas of a stream", "stream", stream, "from", have, "to", r.Replicas)
+	}
+	return r.Replicas
 }
 
 // LedgerKey is the load-ledger key of one row batch of a job run.

@@ -120,6 +120,7 @@ func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.L
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	js = natsx.NameFullStreams(js)
 	ackWait, err := AckWait(lookup)
 	if err != nil {
 		nc.Close()
@@ -130,7 +131,7 @@ func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.L
 	// Declaring the streams waits for JetStream: a service may start before NATS is up.
 	for attempt := uint64(1); ; attempt++ {
 		setupCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		env.Streams, err = natsx.Setup(setupCtx, js, natsx.Retention{})
+		env.Streams, err = natsx.Setup(setupCtx, js, natsx.RetentionFor(cfg.NATS, log))
 		cancel()
 		if err == nil {
 			break
@@ -368,6 +369,8 @@ const EnvHelp = `
 Environment:
   NATS_URL                 NATS servers (default nats://127.0.0.1:4222)
   NATS_CREDS | NATS_USER, NATS_PASSWORD | NATS_CA, NATS_CERT, NATS_KEY   NATS auth and TLS
+  NATS_REPLICAS            replicas of every stream, bucket and object store; never lowered on an existing one (default 1)
+  NATS_MAX_BYTES           JetStream storage of all streams together per server, shared out as README says (default 8GiB)
   CLICKHOUSE_ADDR          ClickHouse native host:port (default 127.0.0.1:9000)
   CLICKHOUSE_DATABASE, CLICKHOUSE_USER, CLICKHOUSE_PASSWORD   (default marketpipe, default, empty)
   VENDOR_URL               vendor REST base URL (default https://api.bloomberg.com/eap)

@@ -62,10 +62,11 @@ func requiredEnv(program string) []string {
 	return env
 }
 
-// designVar reports whether name is one of DESIGN.md's configuration variables.
+// designVar reports whether name is one of the configuration variables (DESIGN.md's, and
+// README's NATS_MAX_BYTES).
 func designVar(name string) bool {
 	switch name {
-	case "NATS_URL", "NATS_CREDS", "NATS_USER", "NATS_PASSWORD", "NATS_CA", "NATS_CERT", "NATS_KEY",
+	case "NATS_URL", "NATS_REPLICAS", "NATS_MAX_BYTES", "NATS_CREDS", "NATS_USER", "NATS_PASSWORD", "NATS_CA", "NATS_CERT", "NATS_KEY",
 		"CLICKHOUSE_ADDR", "CLICKHOUSE_DATABASE", "CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD",
 		"VENDOR_URL", "VENDOR_CREDENTIALS", "HTTP_ADDR", "LOG_LEVEL", "LOG_FORMAT":
 		return true

@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/marketpipe/marketpipe/pkg/config"
 )
 
 // The kustomization roots marketpipe ships; each must build into a coherent set of objects.
@@ -903,6 +906,30 @@ func TestK8sNATS(t *testing.T) {
 	pid := strings.Join(stringList(at(c, "lifecycle", "preStop", "exec", "command")), " ")
 	if !strings.Contains(pid, "ldm="+opts.PidFile) {
 		t.Errorf("preStop %q does not put the server at pid_file %s in lame duck mode", pid, opts.PidFile)
+	}
+
+	// The services replicate every stream on every node, within each node's file budget.
+	cfg := s.find("ConfigMap", "marketpipe-config")
+	if cfg == nil {
+		t.Fatal("no ConfigMap marketpipe-config")
+	}
+	lookup := func(k string) (string, bool) { v, ok := mapAt(cfg.doc, "data")[k].(string); return v, ok }
+	mc, err := config.Load(lookup)
+	if err != nil {
+		t.Fatalf("marketpipe-config: %v", err)
+	}
+	if mc.NATS.Replicas != replicas {
+		t.Errorf("NATS_REPLICAS %d; want the NATS StatefulSet's %d replicas, as its comment promises", mc.NATS.Replicas, replicas)
+	}
+	if mc.NATS.MaxBytes > opts.JetStreamMaxStore {
+		t.Errorf("NATS_MAX_BYTES %d does not fit max_file_store %d: JetStream would refuse the streams", mc.NATS.MaxBytes, opts.JetStreamMaxStore)
+	}
+	for _, o := range s.ofKind("Deployment", "StatefulSet", "Job") {
+		for _, c := range marketpipeContainers(s, o) {
+			if env := containerEnv(s, c); env["NATS_REPLICAS"] != strconv.Itoa(replicas) {
+				t.Errorf("%s: NATS_REPLICAS %q", o, env["NATS_REPLICAS"])
+			}
+		}
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/marketpipe/marketpipe/pkg/events"
 )
 
 // natsOptions loads a NATS server configuration with the server's own parser, so a key the
@@ -49,6 +51,10 @@ func checkJetStream(t *testing.T, opts *server.Options) {
 	}
 	if opts.JetStreamMaxStore <= 0 {
 		t.Errorf("max_file_store %d: set a file storage budget", opts.JetStreamMaxStore)
+	}
+	// One max_payload everywhere: the tests and `marketpipe dev` run with events.MaxPayload.
+	if opts.MaxPayload != events.MaxPayload {
+		t.Errorf("max_payload %d bytes; want events.MaxPayload (%d), what the tests and dev run with", opts.MaxPayload, events.MaxPayload)
 	}
 	// Row batches are up to 1 MB, plus headers.
 	if opts.MaxPayload < 1<<20+64<<10 {

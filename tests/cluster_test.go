@@ -1,0 +1,260 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketpipe/marketpipe/pkg/chstore"
+	"github.com/marketpipe/marketpipe/pkg/chtest"
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/services/vendorsim"
+)
+
+// natsNode is one nats-server process of a test cluster, restartable on the same ports and
+// store.
+type natsNode struct {
+	name, conf string
+	clientPort int
+	p          *proc
+}
+
+// startNATSCluster runs n nats-server processes (the module's nats-server, built like the
+// stages), routed to each other on loopback, each with JetStream in a directory of its own and
+// the pipeline's max_payload.
+func startNATSCluster(t *testing.T, ctx context.Context, n int) []*natsNode {
+	t.Helper()
+	routes := make([]string, n)
+	clusterPorts := make([]int, n)
+	for i := range n {
+		clusterPorts[i] = freePort(t)
+		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", clusterPorts[i])
+	}
+	nodes := make([]*natsNode, n)
+	for i := range n {
+		node := &natsNode{name: fmt.Sprintf("n%d", i+1), clientPort: freePort(t)}
+		node.conf = filepath.Join(t.TempDir(), node.name+".conf")
+		conf := fmt.Sprintf(`server_name: %s
+listen: 127.0.0.1:%d
+max_payload: %d
+jetstream { store_dir: %q }
+cluster {
+  name: marketpipe-test
+  listen: 127.0.0.1:%d
+  routes: [%s]
+}
+`, node.name, node.clientPort, events.MaxPayload, filepath.Join(t.TempDir(), "js"), clusterPorts[i], strings.Join(routes, ", "))
+		if err := os.WriteFile(node.conf, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = node
+		node.start(t, ctx)
+	}
+	return nodes
+}
+
+func (n *natsNode) start(t *testing.T, ctx context.Context) {
+	t.Helper()
+	n.p = startProc(t, "nats-"+n.name, "nats-server", nil, "-c", n.conf)
+	waitUntil(t, ctx, "nats-server "+n.name+" listening", func() bool {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(n.clientPort))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
+
+func (n *natsNode) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.clientPort) }
+
+// TestThreeNodeCluster runs the pipeline on a 3-node NATS cluster with NATS_REPLICAS=3: while
+// jobs run, the node leading MP_JOBS is killed with SIGKILL, more jobs are submitted while it
+// is down, and it is started again while two more run. Every job must load, SELECT ... FINAL
+// must equal the simulator's data, nothing may be dead-lettered, and the restarted node must
+// catch up.
+func TestThreeNodeCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the cluster test runs in `make test`, not with -short")
+	}
+	bin(t, "nats-server") // builds every binary before the clock starts
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	nodes := startNATSCluster(t, ctx, 3)
+	urls := make([]string, len(nodes))
+	for i, n := range nodes {
+		urls[i] = n.url()
+	}
+	natsURL := strings.Join(urls, ",")
+	_, js := natstest.ConnectURL(t, natsURL)
+	waitUntil(t, ctx, "a JetStream meta leader", func() bool {
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := js.AccountInfo(c)
+		return err == nil
+	})
+
+	ch := chtest.Start(t)
+	db := chtest.NewDatabase(t, ch)
+	runDate := obs.MakeDate(2026, 11, 20)
+	sim := httptest.NewServer(vendorsim.NewServer(vendorsim.Options{
+		Account: vendorsim.DefaultAccount, ReadyAfter: time.Second, Seed: simSeed, RunDate: runDate.Time(),
+	}))
+	t.Cleanup(sim.Close)
+	env := map[string]string{
+		"NATS_URL": natsURL, "NATS_REPLICAS": "3", "CLICKHOUSE_ADDR": ch.Addr(), "CLICKHOUSE_DATABASE": db,
+		"VENDOR_URL": sim.URL + "/eap", "POLL_INTERVAL": "300ms", "HTTP_ADDR": "127.0.0.1:0", "LOG_LEVEL": "debug",
+		// Deliveries held by a consumer whose leader died come back quickly.
+		"ACK_WAIT": "5s",
+		// Each job's file is cut into a few chunk tasks, so MP_CHUNKS and mp_chunks work too.
+		"COLLECTOR_MARK_BYTES": "65536", "TRANSFORMER_CHUNK_BYTES": "131072",
+	}
+	for _, b := range []string{"requester", "poller", "collector", "transformer", "loader"} {
+		startProc(t, b, b, env)
+	}
+
+	fields := []string{"PX_LAST", "PX_OPEN", "PX_HIGH", "PX_LOW", "PX_VOLUME"}
+	dir := t.TempDir()
+	type job struct {
+		id   string
+		spec events.Spec
+	}
+	var jobs []job
+	submit := func(n int) {
+		for range n {
+			j := len(jobs)
+			secs := make([]string, 10)
+			for s := range secs {
+				secs[s] = fmt.Sprintf("C%02dS%02d US Equity", j, s)
+			}
+			name := fmt.Sprintf("cluster-%02d", j)
+			spec := events.Spec{Name: name, Program: "gethistory", Securities: secs, Fields: fields, Start: "2025-01-01", End: "2025-12-31"}
+			path := writeJob(t, dir, name+".yaml", "name: "+name+"\nprogram: gethistory\nsecurities:\n"+yamlList(secs)+
+				"fields: ["+strings.Join(fields, ", ")+"]\nstart: 2025-01-01\nend: 2025-12-31\ndeadline: 10m\n")
+			stdout, stderr, code := runCLI(t, ctx, env, "submit", "--timeout", "30s", path)
+			if code != 0 {
+				t.Fatalf("submit %s: exit %d: %s", name, code, stderr)
+			}
+			jobs = append(jobs, job{id: strings.TrimSpace(stdout), spec: spec})
+		}
+	}
+	// Every JetStream request of the test has a deadline of its own: in a cluster, a request
+	// about a stream whose leader just died is not answered until a new one is elected, and
+	// would otherwise wait for the test's whole deadline.
+	jobsInfo := func(opts ...jetstream.StreamInfoOpt) (*jetstream.StreamInfo, error) {
+		c, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		s, err := js.Stream(c, events.JobsStream)
+		if err != nil {
+			return nil, err
+		}
+		return s.Info(c, opts...)
+	}
+	count := func(event string) int {
+		info, err := jobsInfo(jetstream.WithSubjectFilter(events.JobFilter(event)))
+		if err != nil {
+			return -1
+		}
+		return len(info.State.Subjects)
+	}
+
+	submit(4)
+	// Every stream, bucket and the object store is R3.
+	for _, name := range []string{events.JobsStream, events.RowsStream, events.DLQStream, events.ChunksStream,
+		"OBJ_" + events.RawBucket, "KV_" + events.LedgerBucket, "KV_" + events.ChunksBucket} {
+		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := js.Stream(c, name)
+		cancel()
+		if err != nil {
+			t.Fatalf("stream %s: %v", name, err)
+		}
+		if r := s.CachedInfo().Config.Replicas; r != 3 {
+			t.Errorf("%s: %d replicas; want 3 (NATS_REPLICAS)", name, r)
+		}
+	}
+	// In the middle of the jobs: some requested, none loaded yet.
+	waitUntil(t, ctx, "a job requested", func() bool { return count(events.Requested) > 0 })
+	loadedBefore := count(events.Loaded)
+	if loadedBefore == len(jobs) {
+		t.Fatalf("all %d jobs loaded before the kill: the test would kill nothing in flight", loadedBefore)
+	}
+	si, err := jobsInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if si.Cluster == nil || si.Cluster.Leader == "" {
+		t.Fatalf("%s has no cluster leader: %+v", events.JobsStream, si.Cluster)
+	}
+	var victim *natsNode
+	for _, n := range nodes {
+		if n.name == si.Cluster.Leader {
+			victim = n
+		}
+	}
+	if victim == nil {
+		t.Fatalf("%s's leader %q is none of the nodes", events.JobsStream, si.Cluster.Leader)
+	}
+	victim.p.kill()
+	killedAt := time.Since(start)
+	t.Logf("killed %s, leader of %s, at %s with %d of %d jobs loaded", victim.name, events.JobsStream,
+		killedAt.Round(100*time.Millisecond), loadedBefore, len(jobs))
+
+	// The remaining two elect a new leader and the pipeline goes on: more jobs, loaded while
+	// the node is down.
+	submit(3)
+	waitUntil(t, ctx, "a job loaded while "+victim.name+" is down", func() bool { return count(events.Loaded) > 0 })
+	if si, err := jobsInfo(); err != nil || si.Cluster == nil || si.Cluster.Leader == victim.name || si.Cluster.Leader == "" {
+		t.Errorf("%s's leader while %s is down: %+v, %v", events.JobsStream, victim.name, si.Cluster, err)
+	}
+	victim.start(t, ctx)
+	t.Logf("restarted %s at %s with %d of %d jobs loaded", victim.name, time.Since(start).Round(100*time.Millisecond),
+		count(events.Loaded), len(jobs))
+	submit(2) // work while the node rejoins
+
+	waitUntil(t, ctx, "every job loaded", func() bool { return count(events.Loaded) == len(jobs) })
+	t.Logf("all %d jobs loaded at %s", len(jobs), time.Since(start).Round(100*time.Millisecond))
+	if n := count(events.Failed); n != 0 {
+		t.Errorf("%d jobs failed", n)
+	}
+
+	store, err := chstore.Open(ctx, chstore.Config{Addr: ch.Addr(), Database: db, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	total := 0
+	for _, j := range jobs {
+		want := expected(t, j.spec, runDate)
+		compare(t, loaded(t, ctx, store, j.id), want)
+		total += len(want)
+	}
+	for _, d := range listDLQ(t, ctx, env) {
+		t.Errorf("dead letter: %+v", d)
+	}
+
+	// The restarted node catches up: it is a current replica of MP_JOBS again.
+	waitUntil(t, ctx, victim.name+" current in "+events.JobsStream, func() bool {
+		si, err := jobsInfo()
+		if err != nil || si.Cluster == nil {
+			return false
+		}
+		for _, r := range si.Cluster.Replicas {
+			if r.Name == victim.name && r.Current && !r.Offline {
+				return true
+			}
+		}
+		return si.Cluster.Leader == victim.name
+	})
+	t.Logf("cluster test: %d jobs, %d observations, %s", len(jobs), total, time.Since(start).Round(100*time.Millisecond))
+}
