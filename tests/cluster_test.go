@@ -80,7 +80,7 @@ func (n *natsNode) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.cl
 
 // TestThreeNodeCluster runs the pipeline on a 3-node NATS cluster with NATS_REPLICAS=3: while
 // jobs run, the node leading MP_JOBS is killed with SIGKILL, more jobs are submitted while it
-// is down, and it is started again while two more run. Every job must load, SELECT ... FINAL
+// is down, and it is started again while two more run. Every job must load, observations_current
 // must equal the simulator's data, nothing may be dead-lettered, and the restarted node must
 // catch up.
 func TestThreeNodeCluster(t *testing.T) {
