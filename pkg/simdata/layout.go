@@ -2,6 +2,7 @@ package simdata
 
 import (
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 	"time"
@@ -56,9 +57,24 @@ type Layout struct {
 	// Malformed adds MalformedLine at the start of the data section: a line the reader must
 	// reject (it goes to the rejects table), which holds no observation.
 	Malformed bool
-	// Started is the time of day of the TIMESTARTED header on the run date; 0 means 18:00. A
-	// vendor stamps each file with when it made it, so two snapshots of one day differ here.
+	// Started is the time of day of the TIMESTARTED header on the run date; 0 means
+	// DefaultStarted. A vendor stamps each file with when it made it, so two snapshots of one
+	// day differ here.
 	Started time.Duration
+}
+
+// DefaultStarted is the time of day of a reply file's TIMESTARTED unless Layout.Started says
+// otherwise.
+const DefaultStarted = 18 * time.Hour
+
+// StartedFor is the time of day the simulator says it started the reply of the request with
+// this identifier: DefaultStarted plus up to six hours, drawn from the identifier, so that two
+// requests of one day (two snapshots) almost always differ and the same request always gives
+// the same file.
+func StartedFor(identifier string) time.Duration {
+	h := fnv.New64a()
+	h.Write([]byte(identifier))
+	return DefaultStarted + time.Duration(h.Sum64()%(6*3600))*time.Second
 }
 
 // MalformedLine is the line a Malformed layout adds: not a row in any layout.

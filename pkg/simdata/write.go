@@ -17,7 +17,6 @@ const unixDate = "Mon Jan _2 15:04:05 MST 2006"
 // The file's times are derived from the run date, not the clock, so that writing the same reply
 // twice gives the same bytes: the simulator hashes the file once and streams it again later.
 const (
-	startedAt  = 18 * time.Hour
 	finishedAt = 18*time.Hour + 7*time.Second
 )
 
@@ -149,7 +148,7 @@ func (w *replyWriter) header() error {
 	}
 	w.line("END-OF-FIELDS")
 	w.line("")
-	started := startedAt
+	started := DefaultStarted
 	if l.Started > 0 {
 		started = l.Started
 	}

@@ -70,7 +70,9 @@ func wantReply(t *testing.T, r vendor.Request, seed uint64) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	spec := events.Spec{Program: r.Program, Securities: r.Securities, Fields: r.Fields, Start: r.Start, End: r.End}
-	if err := simdata.WriteReply(&b, spec, obs.DateOf(runDate), seed); err != nil {
+	layout, _ := simdata.LookupLayout(spec.Program)
+	layout.Started = simdata.StartedFor(r.Identifier) // the simulator's time for this request
+	if err := simdata.WriteReplyLayout(&b, spec, obs.DateOf(runDate), seed, layout); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes()

@@ -397,8 +397,9 @@ func (s *Server) parseRequest(body []byte) (*request, error) {
 		return nil, err
 	}
 	req.layout = ChooseLayout(s.opts.Layouts, req.id, req.spec)
-	// The file says when it was made: two snapshots of one day are two snapshots.
-	req.layout.Started = req.created.UTC().Sub(req.created.UTC().Truncate(24 * time.Hour)).Truncate(time.Second)
+	// The file says when it was made, which differs between requests: two snapshots of one
+	// day are two snapshots.
+	req.layout.Started = simdata.StartedFor(req.id)
 	s.mu.Lock()
 	req.seed = simdata.RevisedSeed(s.opts.Seed, s.revision)
 	s.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -202,7 +203,7 @@ func TestRequestLifecycle(t *testing.T) {
 	spec := events.Spec{Name: "life1", Program: events.GetHistory, Securities: []string{"IBM US Equity", "BAD X Equity"},
 		Fields: []string{"PX_LAST", "PX_VOLUME"}, Start: "2026-01-02", End: "2026-01-31"}
 	layout, _ := simdata.LookupLayout(spec.Program)
-	layout.Started = 21 * time.Hour // the clock's time of day when the request was created
+	layout.Started = simdata.StartedFor("life1")
 	if err := simdata.WriteReplyLayout(&want, spec, obs.MakeDate(2026, 1, 5), 4, layout); err != nil {
 		t.Fatal(err)
 	}
@@ -374,21 +375,21 @@ func TestMaxBadDownloads(t *testing.T) {
 // the reply file f1 has.
 func faultServer(t *testing.T, faults Faults) (*httptest.Server, []byte) {
 	t.Helper()
-	srv := start(t, Options{Faults: faults, RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC), Now: newClock().Now})
+	srv := start(t, Options{Faults: faults, RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)})
 	if code, _, body := do(t, "POST", srv.URL+base+"/requests/", history("f1"), nil); code != http.StatusCreated {
 		t.Fatalf("create: %d %s", code, body)
 	}
-	return srv, historyReply(t)
+	return srv, historyReply(t, "f1")
 }
 
-// historyReply is the reply file of a request made with history(id), run on 2026-01-05.
-func historyReply(t *testing.T) []byte {
+// historyReply is the reply file of the request made with history(id), run on 2026-01-05.
+func historyReply(t *testing.T, id string) []byte {
 	t.Helper()
 	var want bytes.Buffer
 	spec := events.Spec{Program: events.GetHistory, Securities: []string{"IBM US Equity", "BAD X Equity"},
 		Fields: []string{"PX_LAST", "PX_VOLUME"}, Start: "2026-01-02", End: "2026-01-31"}
 	layout, _ := simdata.LookupLayout(spec.Program)
-	layout.Started = 21 * time.Hour // newClock's time of day, when the request was created
+	layout.Started = simdata.StartedFor(id)
 	if err := simdata.WriteReplyLayout(&want, spec, obs.MakeDate(2026, 1, 5), 0, layout); err != nil {
 		t.Fatal(err)
 	}
@@ -483,13 +484,13 @@ func TestInjectedStatusFaults(t *testing.T) {
 // that Close removes the file.
 func TestPreparedOnce(t *testing.T) {
 	dir := t.TempDir()
-	sim := NewServer(Options{Dir: dir, RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC), Now: newClock().Now})
+	sim := NewServer(Options{Dir: dir, RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)})
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
 	if code, _, body := do(t, "POST", srv.URL+base+"/requests/", history("p1"), nil); code != http.StatusCreated {
 		t.Fatalf("create: %d %s", code, body)
 	}
-	want := historyReply(t)
+	want := historyReply(t, "p1")
 	stored := func() []string {
 		t.Helper()
 		names, err := filepath.Glob(filepath.Join(dir, "*"))
@@ -561,5 +562,44 @@ func TestTemporaryDir(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("temporary directory %s after Close: %v, want it removed", dir, err)
+	}
+}
+
+// TestRequestsOfOneDayDifferAndRevisions: each request gets a file started at a time of its own
+// (two snapshots of a day are two snapshots), and POST
+// /sim/revision changes the values of the requests created after it.
+func TestRequestsOfOneDayDifferAndRevisions(t *testing.T) {
+	srv := start(t, Options{RunDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC), ReadyAfter: time.Millisecond})
+	var files []string
+	for i, revise := range []bool{false, false, true} {
+		if revise {
+			if code, _, body := do(t, "POST", srv.URL+"/sim/revision", "", nil); code != http.StatusOK || string(body) != "1\n" {
+				t.Fatalf("revision: %d %q", code, body)
+			}
+		}
+		id := fmt.Sprintf("day%d", i)
+		if code, _, body := do(t, "POST", srv.URL+base+"/requests/", history(id), nil); code != http.StatusCreated {
+			t.Fatalf("create %s: %d %s", id, code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+		code, _, body := do(t, "GET", srv.URL+base+"/content/responses/"+id+".20260105.bbg", "", nil)
+		if code != http.StatusOK {
+			t.Fatalf("download %s: %d %s", id, code, body)
+		}
+		files = append(files, string(body))
+	}
+	for i, f := range files {
+		want := "TIMESTARTED=" + time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC).Add(simdata.StartedFor(fmt.Sprintf("day%d", i))).Format("Mon Jan _2 15:04:05 MST 2006")
+		if !strings.Contains(f, want) {
+			t.Errorf("request %d: no %q in\n%s", i, want, f)
+		}
+		if i > 0 && strings.Contains(files[i-1], want) {
+			t.Errorf("requests %d and %d of one day have the same TIMESTARTED", i-1, i)
+		}
+	}
+	data := func(f string) string { return f[strings.Index(f, "START-OF-DATA"):] }
+	if data(files[0]) != data(files[1]) || data(files[1]) == data(files[2]) {
+		t.Errorf("the data of the first two requests should match and the revised third differ:\n%s\n%s\n%s",
+			data(files[0]), data(files[1]), data(files[2]))
 	}
 }
