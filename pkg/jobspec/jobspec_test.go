@@ -492,3 +492,29 @@ func TestNewJobIDIsValid(t *testing.T) {
 		}
 	}
 }
+
+// TestLargestJobEventFits: a job at every limit of a job file (the most fields of the longest
+// mnemonics, the longest securities list a job event carries inline, of the longest
+// identifiers, a longer one travelling by reference) makes a job event the broker admits
+// (events.MaxJobEventBytes, derived from the one max_payload).
+func TestLargestJobEventFits(t *testing.T) {
+	spec := events.Spec{Name: strings.Repeat("n", 63), Program: events.GetHistory, Start: "2026-01-01", End: "2026-12-31"}
+	for i := range events.InlineSecurities {
+		spec.Securities = append(spec.Securities, fmt.Sprintf("%0*d", MaxSecurityLen, i))
+	}
+	for i := range MaxFields {
+		spec.Fields = append(spec.Fields, fmt.Sprintf("F%0*d", MaxFieldLen-1, i))
+	}
+	now := time.Now()
+	j := events.NewRun(NewJobID(spec.Name, now), spec, now, time.Hour)
+	j.Error = strings.Repeat("e", 4096)
+	j.Warnings = &events.Warnings{UnknownFields: spec.Fields, ReturnCodes: map[string]int64{"RC=10": 1}, RejectedLines: 1}
+	data, err := j.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) > events.MaxJobEventBytes {
+		t.Errorf("the largest job event is %d bytes, more than the %d the broker admits", len(data), events.MaxJobEventBytes)
+	}
+	t.Logf("largest job event: %d bytes of %d", len(data), events.MaxJobEventBytes)
+}
