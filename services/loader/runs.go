@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/rowcodec"
 	"github.com/marketpipe/marketpipe/pkg/stage"
@@ -33,6 +35,9 @@ type runVersions func(ctx context.Context, jobID string) (map[int]uint64, error)
 // replay's new run is found.
 type runCache struct {
 	lookup runVersions
+	// flight makes the handlers that miss on one job at once (a job's first batches arrive
+	// together) share one look-up.
+	flight singleflight.Group
 
 	mu   sync.Mutex
 	runs map[string]map[int]uint64 // by job id, then generation
@@ -52,16 +57,23 @@ func (c *runCache) check(ctx context.Context, subject string, hdr rowcodec.Heade
 	v, ok := c.runs[hdr.JobID][hdr.Generation]
 	c.mu.Unlock()
 	if !ok {
-		runs, err := c.lookup(ctx, hdr.JobID)
+		found, err, _ := c.flight.Do(hdr.JobID, func() (any, error) {
+			runs, err := c.lookup(ctx, hdr.JobID)
+			if err != nil {
+				return nil, err
+			}
+			c.mu.Lock()
+			if c.runs == nil || len(c.runs) >= maxCachedJobs {
+				c.runs = map[string]map[int]uint64{}
+			}
+			c.runs[hdr.JobID] = runs
+			c.mu.Unlock()
+			return runs, nil
+		})
 		if err != nil {
 			return err
 		}
-		c.mu.Lock()
-		if c.runs == nil || len(c.runs) >= maxCachedJobs {
-			c.runs = map[string]map[int]uint64{}
-		}
-		c.runs[hdr.JobID] = runs
-		c.mu.Unlock()
+		runs := found.(map[int]uint64)
 		if v, ok = runs[hdr.Generation]; !ok {
 			return &refused{refusedRun, fmt.Errorf("row batch of job %s generation %d: no such run in the job events (never collected, or no longer kept)",
 				hdr.JobID, hdr.Generation)}
