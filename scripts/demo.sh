@@ -43,3 +43,6 @@ done
 echo
 echo "==> recent jobs"
 "$BIN/marketpipe" status
+echo
+echo "==> marketpipe query --security 'IBM US Equity' --field PX_LAST --from 2026-01-02 --to 2026-01-09"
+"$BIN/marketpipe" query --security 'IBM US Equity' --field PX_LAST --from 2026-01-02 --to 2026-01-09
