@@ -27,9 +27,9 @@ var observationTypes = []chinsert.Column{
 // ClickHouse squashes the blocks of an INSERT into blocks of about a million rows
 // (min_insert_block_size_rows) and writes each as a part per partition (year), sorted by the
 // key; a part whose rows come sorted is written without that sort (the
-// MergeTreeDataWriterBlocksAlreadySorted event), which took a tenth or so off the server's CPU for the reference job of
-// bench/cmd/mpbench. Reply files are in the order of the request (securities as listed, each
-// one's fields as listed, dates ascending), so that is seldom the key's order. The loader's
+// MergeTreeDataWriterBlocksAlreadySorted event; docs/performance.md has what it saved). Reply
+// files are in the order of the request (securities as listed, each one's fields as listed,
+// dates ascending), so that is seldom the key's order. The loader's
 // INSERTs (LOADER_MAX_INSERT_ROWS, 500,000 rows by default) fit; a larger one is sent in
 // windows of this many rows, each sorted, which the server then sorts as it would anyway. The
 // rows gathered take about 22 bytes each.

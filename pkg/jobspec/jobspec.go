@@ -1,8 +1,8 @@
 // Package jobspec reads and validates job files: the YAML documents that say what to ask the
 // vendor for (securities, fields, dates) and when (an optional cron schedule). It sits at the
-// very front of the pipeline: the CLI, the HTTP submitter and the scheduler all go through Load
-// or Parse, so an invalid file is refused with every problem's line before anything is sent to
-// the vendor (a request that fails there costs a vendor round trip, and may be billed).
+// very front of the pipeline: `marketpipe submit` goes through Load, so an invalid file is
+// refused with every problem's line before anything is sent to the vendor (a request that
+// fails there costs a vendor round trip, and may be billed).
 package jobspec
 
 import (

@@ -68,7 +68,8 @@ func (d Date) Time() time.Time { return time.Unix(int64(d)*86400, 0).UTC() }
 // String formats the date as YYYY-MM-DD.
 func (d Date) String() string { return d.Time().Format("2006-01-02") }
 
-// Observation is one normalized value. See DESIGN.md, "Normalized observations".
+// Observation is one normalized value: what `marketpipe parse` prints (JSON) and the loader
+// stores, keyed by security, field and date.
 type Observation struct {
 	Security string // trimmed identifier as requested
 	Field    string // mnemonic; empty for a return-code record

@@ -127,12 +127,10 @@ type Batch struct {
 // costly, so one of each serves the whole process.
 var (
 	zEncoder = sync.OnceValue(func() *zstd.Encoder {
-		// SpeedDefault: on row batches it is about 5% smaller than SpeedFastest for about
-		// 2 ns more per observation, little beside parsing the reply file;
-		// SpeedBetterCompression is another 4% smaller for twice the time (BenchmarkLevels).
-		// A 1 MiB window: bodies are about a megabyte, and the default (8 MiB) makes each of
-		// the encoder's GOMAXPROCS states keep a history of twice that (32 MB of the
-		// transformer's heap on 2 cores).
+		// SpeedDefault: a little smaller than SpeedFastest for little more time beside
+		// parsing the reply file, where SpeedBetterCompression doubles the time
+		// (BenchmarkLevels). A 1 MiB window: bodies are about a megabyte, and the default
+		// (8 MiB) makes each of the encoder's GOMAXPROCS states keep a history of twice that.
 		e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault),
 			zstd.WithEncoderCRC(true), zstd.WithWindowSize(1<<20))
 		if err != nil {

@@ -161,7 +161,7 @@ func RevisedSeed(seed, rev uint64) uint64 {
 }
 
 // Observations calls fn with each observation the reply file for s holds, normalized as
-// DESIGN.md describes (and as pkg/dlformat reads them), security by security, then field by
+// pkg/dlformat reads them (obs.Observation), security by security, then field by
 // field, then date by date: the order of getdata and vertical gethistory files. Horizontal and
 // REST files hold the same observations, security by security, then date by date: the layout
 // changes the order, never the records. A security with a non-zero return code (ReturnCode)
