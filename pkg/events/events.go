@@ -108,13 +108,16 @@ func JobIDOfSubject(subject string) (id string, ok bool) {
 }
 
 // SubjectKind names what a subject carries without its job id, for span names of bounded
-// cardinality: "requested", "rows", "dlq.loader".
+// cardinality: "requested", "rows", "chunk", "dlq.loader".
 func SubjectKind(subject string) string {
 	if _, event, ok := ParseJobSubject(subject); ok {
 		return event
 	}
 	if strings.HasPrefix(subject, RowsSubject("")) {
 		return "rows"
+	}
+	if strings.HasPrefix(subject, ChunkSubject("")) {
+		return "chunk"
 	}
 	if rest, ok := strings.CutPrefix(subject, "mp."); ok {
 		return rest

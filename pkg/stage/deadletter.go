@@ -53,7 +53,7 @@ type DeadLetter struct {
 	Stream string      `json:"-"` // the original message's stream and sequence: the message
 	Seq    uint64      `json:"-"` // every stage that dead-lettered it names the same way
 	MsgID  string      `json:"-"` // the original Nats-Msg-Id
-	Header nats.Header `json:"-"` // the original headers
+	Header nats.Header `json:"-"` // the original headers, but its message id
 	Data   []byte      `json:"-"` // the original payload
 }
 
@@ -117,7 +117,8 @@ func ParseDeadLetter(m *jetstream.RawStreamMsg) (DeadLetter, error) {
 		d.Seq = n
 	}
 	for k, v := range m.Header {
-		if !strings.HasPrefix(k, hdrDLQPrefix) {
+		// The record's own message id is not the message's (that is MsgID).
+		if !strings.HasPrefix(k, hdrDLQPrefix) && k != nats.MsgIdHdr {
 			d.Header[k] = v
 		}
 	}
