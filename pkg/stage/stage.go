@@ -37,7 +37,7 @@ type Config struct {
 	Name    string   // durable consumer name shared by the replicas; metrics label; span name
 	Stream  string   // stream to consume
 	Filters []string // subject filters
-	// MaxDeliver bounds deliveries of one message; -1 for stages that wait (Retry) and bound
+	// MaxDeliver bounds deliveries of one message; -1 for stages that wait (Wait) and bound
 	// themselves by a deadline. Default 8.
 	MaxDeliver int
 	// AckWait is how long a delivery may go without an ack or InProgress. Default 30s.
@@ -66,7 +66,7 @@ type Config struct {
 // message that kills its process is put aside after minutes.
 const DefaultMaxCrashes = 5
 
-// MaxWait is the longest delay a Retry may ask for; a longer one is shortened. It keeps a
+// MaxWait is the longest delay a Wait may ask for; a longer one is shortened. It keeps a
 // waiting message's records in the attempts bucket (natsx.AttemptsTTL) alive between deliveries.
 const MaxWait = time.Hour
 
@@ -481,10 +481,10 @@ func (s *Stage) settle(ctx context.Context, m *Message, jobID string, prev deliv
 		s.log.DebugContext(ctx, "handled", "subject", m.Subject(), "deliveries", n)
 		return
 	}
-	if after, ok := RetryAfter(err); ok {
+	if after, ok := WaitAfter(err); ok {
 		after = min(after, MaxWait)
 		span.SetAttributes(attrOutcome.String("waiting"))
-		s.metrics.Retried.WithLabelValues(name).Inc()
+		s.metrics.Waiting.WithLabelValues(name).Inc()
 		s.log.DebugContext(ctx, "waiting", "reason", err.Error(), "after", after)
 		s.putDelivery(ctx, m, delivery{Settled: n})
 		if prev.Failures > 0 {

@@ -37,7 +37,7 @@ func TestTraceAndMetricsFollowTheMessages(t *testing.T) {
 	h := stage.HandlerFunc(func(ctx context.Context, m *stage.Message) error {
 		if m.Subject() == "t.work" {
 			if !waited.Swap(true) {
-				return stage.Retry(50*time.Millisecond, "not yet")
+				return stage.Wait(50*time.Millisecond, "not yet")
 			}
 			return pub.Publish(ctx, "t.done", "done-1", []byte("x"), nil)
 		}
