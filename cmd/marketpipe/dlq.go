@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -42,34 +41,6 @@ func connectJS(ctx context.Context, cfg config.Config, name string) (*nats.Conn,
 		return nil, nil, config.RedactError(fmt.Errorf("is NATS running at %s? %w", config.RedactURL(cfg.NATS.URL), err), cfg.NATS.URL)
 	}
 	return nc, js, nil
-}
-
-// DeadLetter is one entry of the dead-letter stream.
-type DeadLetter struct {
-	ID         uint64    `json:"id"` // sequence in MP_DLQ: what redrive --id takes
-	Time       time.Time `json:"time"`
-	Stage      string    `json:"stage"`
-	Subject    string    `json:"subject"` // where it came from and where redrive sends it
-	Deliveries int       `json:"deliveries"`
-	Reason     string    `json:"reason"`
-	Bytes      int       `json:"bytes"`
-
-	msg *jetstream.RawStreamMsg
-}
-
-// origin identifies the message a dead letter was made of: every stage that reads its subject
-// and could not handle it made one of the same origin.
-type origin struct {
-	stream string
-	seq    string
-}
-
-func (d DeadLetter) origin() origin {
-	o := origin{d.msg.Header.Get(stage.HdrDLQStream), d.msg.Header.Get(stage.HdrDLQSeq)}
-	if o.stream == "" || o.seq == "" {
-		return origin{stream: events.DLQStream, seq: strconv.FormatUint(d.ID, 10)} // its own
-	}
-	return o
 }
 
 func newDLQCmd(lookup config.Lookup) *cobra.Command {
@@ -113,7 +84,7 @@ published once, however many records it had.`,
 			if asJSON {
 				p = &jsonPrinter{w: cmd.OutOrStdout()}
 			}
-			if err := eachDeadLetter(cmd.Context(), stream, stageName, p.print); err != nil {
+			if err := stage.EachDeadLetter(cmd.Context(), stream, stageName, p.print); err != nil {
 				return err // what was printed is not closed: a reader sees it is cut short
 			}
 			return p.finish()
@@ -167,137 +138,34 @@ func checkStageName(name string) error {
 	return nil
 }
 
-// eachDeadLetter calls fn with each dead letter (of stageName, if given), oldest first,
-// reading one at a time, so that a stream of any size takes little memory.
-func eachDeadLetter(ctx context.Context, stream jetstream.Stream, stageName string, fn func(DeadLetter) error) error {
-	filter := events.DLQSubjects
-	if stageName != "" {
-		filter = events.DLQSubject(stageName)
-	}
-	for seq := uint64(1); ; {
-		// The next message at or after seq on filter: records removed by a redrive are skipped.
-		m, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read dead letters from %d: %w", seq, err)
-		}
-		d := DeadLetter{ID: m.Sequence, Time: m.Time, Stage: m.Header.Get(stage.HdrDLQStage),
-			Subject: m.Header.Get(stage.HdrDLQSubject), Reason: m.Header.Get(stage.HdrDLQReason),
-			Bytes: len(m.Data), msg: m}
-		d.Deliveries, _ = strconv.Atoi(m.Header.Get(stage.HdrDLQDeliveries))
-		if err := fn(d); err != nil {
-			return err
-		}
-		seq = m.Sequence + 1
-	}
-}
-
-// redriveDeadLetters publishes again the messages of the dead letters ids (or, with none, of
-// every dead letter of stageName, or of all), each once, and removes every record of them.
-func redriveDeadLetters(ctx context.Context, stream jetstream.Stream, pub *stage.Publisher, ids []uint,
+// redriveDeadLetters redrives (stage.Redrive) and says what it did on out.
+func redriveDeadLetters(ctx context.Context, stream stage.DeadLetterStream, pub *stage.Publisher, ids []uint,
 	stageName string, out io.Writer) error {
-	// First the index of every record by the message it was made of (no payloads): a
-	// message's records are removed together.
-	records := map[origin][]uint64{}
-	stagesOf := map[origin][]string{} // the stages that dead-lettered each message
-	wanted := map[uint64]bool{}
-	for _, id := range ids {
-		wanted[uint64(id)] = true
+	seqs := make([]uint64, len(ids))
+	for i, id := range ids {
+		seqs[i] = uint64(id)
 	}
-	type record struct {
-		id     uint64
-		origin origin
-	}
-	var todo []record
-	err := eachDeadLetter(ctx, stream, "", func(d DeadLetter) error {
-		o := d.origin()
-		records[o] = append(records[o], d.ID)
-		if !slices.Contains(stagesOf[o], d.Stage) {
-			stagesOf[o] = append(stagesOf[o], d.Stage)
-		}
-		if len(ids) > 0 && wanted[d.ID] || len(ids) == 0 && (stageName == "" || d.Stage == stageName) {
-			todo = append(todo, record{d.ID, o})
-			delete(wanted, d.ID)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, id := range ids {
-		if wanted[uint64(id)] {
-			return fmt.Errorf("no dead letter with id %d (see marketpipe dlq list)", id)
-		}
-	}
-	done := map[origin]bool{}
-	var messages, removed int
-	for _, r := range todo {
-		id, o := r.id, r.origin
-		if done[o] {
-			continue // published already, for another record of the same message
-		}
-		m, err := stream.GetMsg(ctx, id)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue // removed since it was listed, by another redrive
-		}
-		if err != nil {
-			return fmt.Errorf("read dead letter %d: %w", id, err)
-		}
-		d := DeadLetter{ID: id, Stage: m.Header.Get(stage.HdrDLQStage), Subject: m.Header.Get(stage.HdrDLQSubject), msg: m}
-		if err := republish(ctx, pub, d, stagesOf[o]); err != nil {
-			return err
-		}
-		done[o] = true
-		messages++
-		var others []string
-		for _, rid := range records[o] {
-			if err := stream.DeleteMsg(ctx, rid); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-				return fmt.Errorf("redrive %d: published again, but removing dead letter %d failed (it may be redriven twice; the stages deduplicate): %w", id, rid, err)
+	messages, removed, err := stage.Redrive(ctx, stream, pub, seqs, stageName, func(r stage.Redriven) {
+		fmt.Fprintf(out, "redriven %d: %s → %s", r.ID, r.Stage, r.Subject)
+		if len(r.Others) > 0 {
+			others := make([]string, len(r.Others))
+			for i, o := range r.Others {
+				others[i] = strconv.FormatUint(o, 10)
 			}
-			removed++
-			if rid != id {
-				others = append(others, strconv.FormatUint(rid, 10))
-			}
-		}
-		fmt.Fprintf(out, "redriven %d: %s → %s", id, d.Stage, d.Subject)
-		if len(others) > 0 {
 			fmt.Fprintf(out, " (dead letter(s) %s of the same message removed too)", strings.Join(others, ", "))
 		}
 		fmt.Fprintln(out)
+	})
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(out, "%d message(s) redriven, %d dead letter(s) removed\n", messages, removed)
 	return nil
 }
 
-// republish publishes the original message of d again, for the stages that dead-lettered it
-// (stage.HdrRedriveStages): the other stages that read its subject handled it already. A new
-// message id is used, since the original one may still be inside the duplicate window.
-func republish(ctx context.Context, pub *stage.Publisher, d DeadLetter, stages []string) error {
-	if d.Subject == "" {
-		return fmt.Errorf("dead letter %d has no original subject", d.ID)
-	}
-	hdr := nats.Header{}
-	for k, v := range d.msg.Header {
-		if strings.HasPrefix(k, "Mp-Dlq-") {
-			continue
-		}
-		hdr[k] = v
-	}
-	slices.Sort(stages)
-	hdr.Set(stage.HdrRedriveStages, strings.Join(stages, ","))
-	origID := d.msg.Header.Get(stage.HdrDLQMsgID)
-	msgID := fmt.Sprintf("%s.redrive.%d", origID, d.ID)
-	if err := pub.Publish(ctx, d.Subject, msgID, d.msg.Data, hdr); err != nil {
-		return fmt.Errorf("redrive %d: %w", d.ID, err)
-	}
-	return nil
-}
-
 // deadLetterPrinter prints dead letters as they are read.
 type deadLetterPrinter interface {
-	print(d DeadLetter) error
+	print(d stage.DeadLetter) error
 	finish() error
 }
 
@@ -311,7 +179,7 @@ type tablePrinter struct {
 
 const tableBlock = 100
 
-func (p *tablePrinter) print(d DeadLetter) error {
+func (p *tablePrinter) print(d stage.DeadLetter) error {
 	if p.tw == nil {
 		p.tw = tabwriter.NewWriter(p.w, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(p.tw, "ID\tTIME\tSTAGE\tSUBJECT\tDELIVERIES\tBYTES\tREASON")
@@ -339,7 +207,7 @@ type jsonPrinter struct {
 	n int
 }
 
-func (p *jsonPrinter) print(d DeadLetter) error {
+func (p *jsonPrinter) print(d stage.DeadLetter) error {
 	b, err := json.Marshal(d)
 	if err != nil {
 		return err

@@ -71,7 +71,7 @@ func TestDLQList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []DeadLetter
+	var got []stage.DeadLetter
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("dlq list --json is not a JSON array: %v\n%s", err, out)
 	}

@@ -174,7 +174,7 @@ func replayJob(ctx context.Context, js jetstream.JetStream, tp trace.TracerProvi
 	if sc := span.SpanContext(); sc.IsValid() {
 		j.TraceID = sc.TraceID().String()
 	}
-	if err := stage.NewPublisher(js, stage.PublishTracing(tp)).PublishJob(ctx, &j); err != nil {
+	if err := stage.NewPublisher(js, stage.PublishTracing(tp), stage.PublishSpanNames(events.SubjectKind)).PublishJob(ctx, &j); err != nil {
 		return events.Job{}, err
 	}
 	return j, nil

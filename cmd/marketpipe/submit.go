@@ -91,7 +91,7 @@ func submit(ctx context.Context, cfg config.Config, f *jobspec.File, wait bool, 
 	if sc := span.SpanContext(); sc.IsValid() {
 		j.TraceID = sc.TraceID().String()
 	}
-	if err := stage.NewPublisher(js, stage.PublishTracing(tr.Provider)).PublishJob(ctx, &j); err != nil {
+	if err := stage.NewPublisher(js, stage.PublishTracing(tr.Provider), stage.PublishSpanNames(events.SubjectKind)).PublishJob(ctx, &j); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, j.ID)

@@ -91,6 +91,40 @@ func ParseJobSubject(subject string) (jobID, event string, ok bool) {
 	return parts[2], parts[3], true
 }
 
+// JobIDOfSubject returns the job id in a job event's, row batches' or chunk tasks' subject;
+// ok is false for a subject that names no job. The id is returned unchecked (ValidJobID).
+// The stage runtime is given it to label logs, spans and attempt records.
+func JobIDOfSubject(subject string) (id string, ok bool) {
+	if id, _, ok := ParseJobSubject(subject); ok {
+		return id, true
+	}
+	if rest, ok := strings.CutPrefix(subject, RowsSubject("")); ok {
+		return rest, true
+	}
+	if rest, ok := strings.CutPrefix(subject, ChunkSubject("")); ok {
+		return rest, true
+	}
+	return "", false
+}
+
+// SubjectKind names what a subject carries without its job id, for span names of bounded
+// cardinality: "requested", "rows", "chunk", "dlq.loader".
+func SubjectKind(subject string) string {
+	if _, event, ok := ParseJobSubject(subject); ok {
+		return event
+	}
+	if strings.HasPrefix(subject, RowsSubject("")) {
+		return "rows"
+	}
+	if strings.HasPrefix(subject, ChunkSubject("")) {
+		return "chunk"
+	}
+	if rest, ok := strings.CutPrefix(subject, "mp."); ok {
+		return rest
+	}
+	return subject
+}
+
 // FileMark is a record boundary of a file: the offset of a line where a chunk may start, and
 // the line's number (1-based).
 type FileMark struct {

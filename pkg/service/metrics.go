@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 )
 
@@ -52,5 +53,5 @@ func (e *Env) Counters() (*Counters, error) {
 // Publisher returns a publisher whose every publish is a producer span of the Env's tracer
 // provider, so the next stage's span descends from the publishing one.
 func (e *Env) Publisher() *stage.Publisher {
-	return stage.NewPublisher(e.JS, stage.PublishTracing(e.Tracing.Provider))
+	return stage.NewPublisher(e.JS, stage.PublishTracing(e.Tracing.Provider), stage.PublishSpanNames(events.SubjectKind))
 }

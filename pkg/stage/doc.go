@@ -9,7 +9,7 @@
 //
 //	nil                   Ack. The handler returns nil only once its effect is durable: the next
 //	                      event is acknowledged by JetStream, or the rows are inserted.
-//	Retry(after, why)     NakWithDelay(after), at most MaxWait. An expected wait, such as output
+//	Wait(after, why)      NakWithDelay(after), at most MaxWait. An expected wait, such as output
 //	                      not ready yet; not counted as a failure and never dead-lettered (the
 //	                      stage's MaxDeliver is unlimited for stages that wait; the handler
 //	                      enforces a deadline).

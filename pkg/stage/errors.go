@@ -6,18 +6,19 @@ import (
 	"time"
 )
 
-// retryError asks for a redelivery after a fixed delay without counting a failure.
-type retryError struct {
+// waitError asks for a redelivery after a fixed delay without counting a failure.
+type waitError struct {
 	after  time.Duration
 	reason string
 }
 
-func (e *retryError) Error() string { return fmt.Sprintf("retry in %s: %s", e.after, e.reason) }
+func (e *waitError) Error() string { return fmt.Sprintf("wait %s: %s", e.after, e.reason) }
 
-// Retry returns an error that makes the runtime redeliver the message after the given delay.
-// Use it for expected waits (the vendor's output is not ready), not for failures.
-func Retry(after time.Duration, reason string) error {
-	return &retryError{after: after, reason: reason}
+// Wait returns an error that makes the runtime redeliver the message after the given delay.
+// Use it for expected waits (the vendor's output is not ready), not for failures: it is
+// counted as waiting (marketpipe_messages_waiting_total), never as a failure.
+func Wait(after time.Duration, reason string) error {
+	return &waitError{after: after, reason: reason}
 }
 
 // permanentError marks a message as poison.
@@ -41,9 +42,9 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
-// RetryAfter reports the delay asked for by Retry.
-func RetryAfter(err error) (time.Duration, bool) {
-	var r *retryError
+// WaitAfter reports the delay asked for by Wait.
+func WaitAfter(err error) (time.Duration, bool) {
+	var r *waitError
 	if errors.As(err, &r) {
 		return r.after, true
 	}

@@ -287,7 +287,7 @@ func jobStage(t *testing.T, js jetstream.JetStream, h stage.Handler, backoff tim
 	}
 	s, err := stage.New(js, stage.Config{Name: "jobstage", Stream: events.JobsStream,
 		Filters: []string{events.JobsSubjects, events.RowsSubjects}, MaxDeliver: 5,
-		Backoff: func(uint64) time.Duration { return backoff }}, h, stage.Options{})
+		Backoff: func(uint64) time.Duration { return backoff }}, h, stage.Options{JobID: events.JobIDOfSubject})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ type Metrics struct {
 	Failed       *prometheus.CounterVec
 	Redelivered  *prometheus.CounterVec
 	DeadLettered *prometheus.CounterVec
-	Retried      *prometheus.CounterVec
+	Waiting      *prometheus.CounterVec
 	Latency      *prometheus.HistogramVec
 	Pending      *prometheus.GaugeVec
 }
@@ -29,7 +29,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Deliveries that were not the first of their message."}, []string{"stage"}),
 		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "marketpipe_messages_dead_lettered_total",
 			Help: "Messages moved to the dead-letter stream."}, []string{"stage"}),
-		Retried: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "marketpipe_messages_waiting_total",
+		Waiting: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "marketpipe_messages_waiting_total",
 			Help: "Deliveries put back for an expected wait (e.g. vendor output not ready)."}, []string{"stage"}),
 		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "marketpipe_handler_seconds",
 			Help: "Handler latency.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 14)}, []string{"stage"}),
@@ -37,7 +37,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Messages of the stage's consumer not yet delivered."}, []string{"stage"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.Handled, m.Failed, m.Redelivered, m.DeadLettered, m.Retried, m.Latency, m.Pending} {
+		for _, c := range []prometheus.Collector{m.Handled, m.Failed, m.Redelivered, m.DeadLettered, m.Waiting, m.Latency, m.Pending} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register stage metrics: %w", err)
 			}

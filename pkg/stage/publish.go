@@ -3,7 +3,6 @@ package stage
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,6 +23,7 @@ import (
 type Publisher struct {
 	js     jetstream.JetStream
 	tracer trace.Tracer // nil: no spans of its own; the caller's context is propagated
+	kind   func(subject string) string
 }
 
 // PublisherOption configures a Publisher.
@@ -38,9 +38,19 @@ func PublishTracing(tp trace.TracerProvider) PublisherOption {
 	}
 }
 
+// PublishSpanNames names each publish span "publish " + kind(subject) (events.SubjectKind), so
+// that span names do not carry ids. Without it, or with a nil kind, the subject is used.
+func PublishSpanNames(kind func(subject string) string) PublisherOption {
+	return func(p *Publisher) {
+		if kind != nil {
+			p.kind = kind
+		}
+	}
+}
+
 // NewPublisher returns a publisher on js.
 func NewPublisher(js jetstream.JetStream, opts ...PublisherOption) *Publisher {
-	p := &Publisher{js: js}
+	p := &Publisher{js: js, kind: func(subject string) string { return subject }}
 	for _, o := range opts {
 		o(p)
 	}
@@ -63,7 +73,7 @@ func (p *Publisher) span(ctx context.Context, subject, msgID string, size int) (
 	if p.tracer == nil {
 		return ctx, func(error) {}
 	}
-	ctx, span := p.tracer.Start(ctx, "publish "+subjectKind(subject), trace.WithSpanKind(trace.SpanKindProducer),
+	ctx, span := p.tracer.Start(ctx, "publish "+p.kind(subject), trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(attribute.String("messaging.system", "nats"),
 			attribute.String("messaging.destination.name", subject),
 			attribute.String("messaging.message.id", msgID),
@@ -75,21 +85,6 @@ func (p *Publisher) span(ctx context.Context, subject, msgID string, size int) (
 		}
 		span.End()
 	}
-}
-
-// subjectKind names what a subject carries without its job id, for span names of bounded
-// cardinality: "requested", "rows", "dlq.loader".
-func subjectKind(subject string) string {
-	if _, event, ok := events.ParseJobSubject(subject); ok {
-		return event
-	}
-	if strings.HasPrefix(subject, "mp.rows.") {
-		return "rows"
-	}
-	if rest, ok := strings.CutPrefix(subject, "mp."); ok {
-		return rest
-	}
-	return subject
 }
 
 func (p *Publisher) msg(ctx context.Context, subject string, data []byte, hdr nats.Header) *nats.Msg {

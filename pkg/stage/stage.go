@@ -6,13 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -40,7 +37,7 @@ type Config struct {
 	Name    string   // durable consumer name shared by the replicas; metrics label; span name
 	Stream  string   // stream to consume
 	Filters []string // subject filters
-	// MaxDeliver bounds deliveries of one message; -1 for stages that wait (Retry) and bound
+	// MaxDeliver bounds deliveries of one message; -1 for stages that wait (Wait) and bound
 	// themselves by a deadline. Default 8.
 	MaxDeliver int
 	// AckWait is how long a delivery may go without an ack or InProgress. Default 30s.
@@ -69,7 +66,7 @@ type Config struct {
 // message that kills its process is put aside after minutes.
 const DefaultMaxCrashes = 5
 
-// MaxWait is the longest delay a Retry may ask for; a longer one is shortened. It keeps a
+// MaxWait is the longest delay a Wait may ask for; a longer one is shortened. It keeps a
 // waiting message's records in the attempts bucket (natsx.AttemptsTTL) alive between deliveries.
 const MaxWait = time.Hour
 
@@ -120,6 +117,13 @@ type Options struct {
 	// AckWait, when set, replaces every stage's own AckWait: how soon the messages of a
 	// replica that died are redelivered to the others (the ACK_WAIT variable).
 	AckWait time.Duration
+	// JobID returns the job a subject belongs to (events.JobIDOfSubject): logs, spans and
+	// attempt records carry it, and a message whose subject names an invalid job id is
+	// permanent. Nil: no subject names a job. The runtime knows no subject names of its own.
+	JobID func(subject string) (id string, ok bool)
+	// SubjectKind names what a subject carries, for the span names of publishes
+	// (PublishSpanNames). Nil: the subject itself.
+	SubjectKind func(subject string) string
 }
 
 // Stage runs a Handler on a durable consumer.
@@ -131,6 +135,7 @@ type Stage struct {
 	tracer  trace.Tracer
 	metrics *Metrics
 	pub     *Publisher
+	jobIDOf func(subject string) (id string, ok bool)
 
 	attempts jetstream.KeyValue // bound by Run: natsx.AttemptsBucket
 	ackFloor atomic.Uint64      // the consumer's acknowledgement floor when last seen
@@ -158,7 +163,8 @@ func New(js jetstream.JetStream, cfg Config, h Handler, o Options) (*Stage, erro
 	}
 	return &Stage{js: js, cfg: cfg, h: h, log: o.Logger.With("stage", cfg.Name),
 		tracer: o.Tracer.Tracer("github.com/marketpipe/marketpipe/pkg/stage"), metrics: o.Metrics,
-		pub: NewPublisher(js, PublishTracing(o.Tracer)), broken: errors.New("not started")}, nil
+		pub: NewPublisher(js, PublishTracing(o.Tracer), PublishSpanNames(o.SubjectKind)), jobIDOf: o.JobID,
+		broken: errors.New("not started")}, nil
 }
 
 // Ready reports why the stage is not consuming (its consumer is being declared, or was lost
@@ -387,24 +393,17 @@ func (s *Stage) watch(ctx context.Context, cons jetstream.Consumer, it jetstream
 	}
 }
 
-// jobIDOf returns the job id in a pipeline subject, for logs, spans and attempt records; ok is
-// false for a subject that names no job.
-func jobIDOf(subject string) (id string, ok bool) {
-	if id, _, ok := events.ParseJobSubject(subject); ok {
-		return id, true
+// jobID returns the job id in a subject, as the Options' JobID finds it.
+func (s *Stage) jobID(subject string) (id string, ok bool) {
+	if s.jobIDOf == nil {
+		return "", false
 	}
-	if rest, ok := strings.CutPrefix(subject, "mp.rows."); ok {
-		return rest, true
-	}
-	if rest, ok := strings.CutPrefix(subject, "mp.chunk."); ok {
-		return rest, true
-	}
-	return "", false
+	return s.jobIDOf(subject)
 }
 
 func (s *Stage) handle(ctx context.Context, raw jetstream.Msg) {
 	m := NewMessage(raw)
-	jobID, hasJob := jobIDOf(m.Subject())
+	jobID, hasJob := s.jobID(m.Subject())
 	ctx = telemetry.WithJobID(ctx, jobID)
 	ctx = telemetry.Extract(ctx, m.Header())
 	ctx, span := s.tracer.Start(ctx, s.cfg.Name, trace.WithSpanKind(trace.SpanKindConsumer),
@@ -482,10 +481,10 @@ func (s *Stage) settle(ctx context.Context, m *Message, jobID string, prev deliv
 		s.log.DebugContext(ctx, "handled", "subject", m.Subject(), "deliveries", n)
 		return
 	}
-	if after, ok := RetryAfter(err); ok {
+	if after, ok := WaitAfter(err); ok {
 		after = min(after, MaxWait)
 		span.SetAttributes(attrOutcome.String("waiting"))
-		s.metrics.Retried.WithLabelValues(name).Inc()
+		s.metrics.Waiting.WithLabelValues(name).Inc()
 		s.log.DebugContext(ctx, "waiting", "reason", err.Error(), "after", after)
 		s.putDelivery(ctx, m, delivery{Settled: n})
 		if prev.Failures > 0 {
@@ -551,55 +550,11 @@ func (s *Stage) nak(ctx context.Context, m *Message, d time.Duration) {
 	}
 }
 
-// Dead-letter headers. The original headers are kept beside them.
-const (
-	HdrDLQStage      = "Mp-Dlq-Stage"
-	HdrDLQReason     = "Mp-Dlq-Reason"
-	HdrDLQDeliveries = "Mp-Dlq-Deliveries"
-	HdrDLQSubject    = "Mp-Dlq-Subject"
-	HdrDLQStream     = "Mp-Dlq-Stream"
-	HdrDLQSeq        = "Mp-Dlq-Seq"
-	HdrDLQTime       = "Mp-Dlq-Time"
-	HdrDLQMsgID      = "Mp-Dlq-Msg-Id"
-)
-
-// HdrRedriveStages, on a message that `marketpipe dlq redrive` published again, lists the
-// stages that dead-lettered it (comma-separated): only they handle it again. Every other stage
-// that reads its subject handled it the first time, and acks it unread.
-const HdrRedriveStages = "Mp-Redrive-Stages"
-
-// redrivenFor reports whether m, if it is a redriven message, is meant for the stage name.
-func redrivenFor(m *Message, name string) bool {
-	v := m.Header().Get(HdrRedriveStages)
-	if v == "" {
-		return true
-	}
-	for _, st := range strings.Split(v, ",") {
-		if st == name {
-			return true
-		}
-	}
-	return false
-}
-
+// deadLetter publishes the dead-letter record of m.
 func (s *Stage) deadLetter(ctx context.Context, m *Message, reason string) error {
-	hdr := nats.Header{}
-	for k, v := range m.Header() {
-		if k == nats.MsgIdHdr {
-			hdr[HdrDLQMsgID] = v
-			continue
-		}
-		hdr[k] = v
-	}
-	hdr.Set(HdrDLQStage, s.cfg.Name)
-	hdr.Set(HdrDLQReason, truncate(reason, 4096))
-	hdr.Set(HdrDLQDeliveries, strconv.FormatUint(m.NumDelivered(), 10))
-	hdr.Set(HdrDLQSubject, m.Subject())
-	hdr.Set(HdrDLQStream, s.cfg.Stream)
-	hdr.Set(HdrDLQSeq, strconv.FormatUint(m.StreamSeq(), 10))
-	hdr.Set(HdrDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
-	id := fmt.Sprintf("dlq.%s.%s.%d", s.cfg.Name, s.cfg.Stream, m.StreamSeq())
-	return s.pub.Publish(ctx, events.DLQSubject(s.cfg.Name), id, m.Data(), hdr)
+	d := newDeadLetter(m, s.cfg.Name, s.cfg.Stream, reason, time.Now())
+	subject, msgID, hdr := d.record()
+	return s.pub.Publish(ctx, subject, msgID, d.Data, hdr)
 }
 
 func truncate(s string, n int) string {

@@ -225,7 +225,7 @@ func TestMaxDeliverDeadLetters(t *testing.T) {
 	}
 }
 
-func TestRetryWaitsWithoutFailing(t *testing.T) {
+func TestWaitIsNoFailure(t *testing.T) {
 	js := setup(t)
 	var calls atomic.Int64
 	var first, second atomic.Int64
@@ -233,7 +233,7 @@ func TestRetryWaitsWithoutFailing(t *testing.T) {
 		switch calls.Add(1) {
 		case 1:
 			first.Store(time.Now().UnixNano())
-			return stage.Retry(300*time.Millisecond, "not ready")
+			return stage.Wait(300*time.Millisecond, "not ready")
 		case 2:
 			second.Store(time.Now().UnixNano())
 		}

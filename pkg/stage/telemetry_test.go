@@ -2,6 +2,7 @@ package stage_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 )
 
@@ -35,7 +37,7 @@ func TestTraceAndMetricsFollowTheMessages(t *testing.T) {
 	h := stage.HandlerFunc(func(ctx context.Context, m *stage.Message) error {
 		if m.Subject() == "t.work" {
 			if !waited.Swap(true) {
-				return stage.Retry(50*time.Millisecond, "not yet")
+				return stage.Wait(50*time.Millisecond, "not yet")
 			}
 			return pub.Publish(ctx, "t.done", "done-1", []byte("x"), nil)
 		}
@@ -161,3 +163,35 @@ func attr(sp sdktrace.ReadOnlySpan, key attribute.Key) string {
 }
 
 func subject(sp sdktrace.ReadOnlySpan) string { return attr(sp, "messaging.destination.name") }
+
+// The runtime names publish spans with the SubjectKind it is given (events.SubjectKind), so a
+// span name carries no id; without one, the subject is the name.
+func TestPublishSpansAreNamedByTheGivenKind(t *testing.T) {
+	js := setup(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	s, err := stage.New(js, stage.Config{Name: "work", Stream: testStream, Filters: []string{"t.>"}},
+		stage.HandlerFunc(func(context.Context, *stage.Message) error { return stage.Permanent(errors.New("poison")) }),
+		stage.Options{Tracer: tp, SubjectKind: events.SubjectKind})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- s.Run(ctx) }()
+	defer func() { cancel(); <-runDone }()
+
+	if err := stage.NewPublisher(js, stage.PublishTracing(tp)).Publish(ctx, "t.work", "w1", []byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	named := stage.NewPublisher(js, stage.PublishTracing(tp), stage.PublishSpanNames(events.SubjectKind))
+	if err := named.Publish(ctx, events.DLQSubject("other"), "d1", []byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the dead letter's publish span", func() bool { return len(spansNamed(rec.Ended(), "publish dlq.work")) == 1 })
+	for _, name := range []string{"publish t.work", "publish dlq.other"} {
+		if n := len(spansNamed(rec.Ended(), name)); n != 1 {
+			t.Errorf("%d spans named %q, want 1", n, name)
+		}
+	}
+}

@@ -133,7 +133,7 @@ func (h *CompleteHandler) Handle(ctx context.Context, m *stage.Message) error {
 				n, j.Batches, h.Timeout), now)
 			return h.Pub.PublishJob(ctx, &failed)
 		}
-		return stage.Retry(h.Poll, fmt.Sprintf("%d of %d batches loaded", n, j.Batches))
+		return stage.Wait(h.Poll, fmt.Sprintf("%d of %d batches loaded", n, j.Batches))
 	}
 	if j.Spec.Strict && !j.Warnings.Empty() {
 		failed := j.Fail("strict: the reply file has warnings: "+j.Warnings.String()+"; its rows stay invisible", now)

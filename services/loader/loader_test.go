@@ -222,8 +222,8 @@ func TestCompleteHandler(t *testing.T) {
 	j = j.Advance(events.Transformed, time.Now())
 
 	loaded = 1
-	if d, ok := stage.RetryAfter(h.Handle(ctx, env.DeliverJob(&j))); !ok || d != 100*time.Millisecond {
-		t.Errorf("1 of 2 batches loaded: want Retry(100ms)")
+	if d, ok := stage.WaitAfter(h.Handle(ctx, env.DeliverJob(&j))); !ok || d != 100*time.Millisecond {
+		t.Errorf("1 of 2 batches loaded: want Wait(100ms)")
 	}
 	if ok, err := st.Committed(ctx, 11); err != nil || ok {
 		t.Errorf("run committed with 1 of 2 batches loaded (%v)", err)

@@ -56,7 +56,7 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 		return fmt.Errorf("poll vendor request %s: %w", j.VendorRequestID, err)
 	}
 	if out == nil {
-		return stage.Retry(h.Interval, "output not ready")
+		return stage.Wait(h.Interval, "output not ready")
 	}
 	// Ready when the vendor said so: the call may have taken the vendor a while.
 	next := j.Advance(events.Ready, h.Now())

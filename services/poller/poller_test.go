@@ -43,8 +43,8 @@ func TestPoller(t *testing.T) {
 	t.Run("not ready is a wait of one interval, not a failure", func(t *testing.T) {
 		j := requested(t, v, "mpwait1", time.Now().Add(time.Hour))
 		err := h.Handle(ctx, env.DeliverJob(&j))
-		if d, ok := stage.RetryAfter(err); !ok || d != 2*time.Second {
-			t.Fatalf("Handle = %v, want Retry(2s)", err)
+		if d, ok := stage.WaitAfter(err); !ok || d != 2*time.Second {
+			t.Fatalf("Handle = %v, want Wait(2s)", err)
 		}
 		if got, _ := env.LastJob(j.ID); got.State != events.Requested {
 			t.Errorf("state %q after a not-ready poll", got.State)
@@ -80,7 +80,7 @@ func TestPoller(t *testing.T) {
 		hd := &poller.Handler{Vendor: down, Pub: stage.NewPublisher(env.JS), Interval: time.Second, Now: time.Now}
 		j := requested(t, nil, "mpdown1", time.Now().Add(time.Hour))
 		err = hd.Handle(ctx, env.DeliverJob(&j))
-		if _, wait := stage.RetryAfter(err); err == nil || wait || stage.IsPermanent(err) {
+		if _, wait := stage.WaitAfter(err); err == nil || wait || stage.IsPermanent(err) {
 			t.Errorf("Handle = %v, want a transient error", err)
 		}
 	})
