@@ -44,6 +44,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/hostile"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/rawstore"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
 	"github.com/marketpipe/marketpipe/services/collector"
@@ -145,7 +146,7 @@ func run(mode, file, natsURL string, line int64) error {
 	}
 	switch mode {
 	case "marks":
-		_, err := chunk.Marks(plain(), collector.DefaultMarkBytes, events.MaxFileMarks)
+		_, err := chunk.Marks(plain(), rawstore.DefaultMarkBytes, events.MaxFileMarks)
 		return err
 	case "collector-gzip", "collector-plain":
 		return collect(f, natsURL, hostile.Size(line), mode == "collector-gzip")
@@ -233,7 +234,7 @@ func collect(f *os.File, natsURL string, size int64, gz bool) error {
 	if err != nil {
 		return err
 	}
-	h := &collector.Handler{Vendor: v, Raw: streams.Raw, Pub: stage.NewPublisher(js), Now: time.Now}
+	h := &collector.Handler{Vendor: v, Raw: &rawstore.Store{Objects: streams.Raw}, Pub: stage.NewPublisher(js), Now: time.Now}
 	if err := h.Handle(ctx, msg); err != nil {
 		return fmt.Errorf("handle: %w", err)
 	}
