@@ -640,3 +640,28 @@ func TestSnapshotTimeAndWarnings(t *testing.T) {
 		t.Errorf("warnings %q", w)
 	}
 }
+
+// A chunk task not cut at marks (only earlier versions, which scanned files, made them) fails
+// its job with the reason, rather than being read some other way: a replay cuts the file again.
+func TestChunkTaskWithoutMarksFailsTheJob(t *testing.T) {
+	env := natstest.NewEnv(t)
+	ctx := context.Background()
+	file := chunkedFile(t)
+	j := stored(t, env, "job-old-task", file)
+	task := events.ChunkTask{Job: j, Chunk: 1, Chunks: 3}
+	data, err := task.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := chunkHandler(env, int64(len(file)/3+1))
+	if err := h.HandleChunk(ctx, env.Deliver(events.ChunksStream, events.ChunkSubject(j.ID), data)); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := env.LastJob(j.ID)
+	if got.State != events.Failed || !strings.Contains(got.Error, "not cut at marks") {
+		t.Errorf("state %q error %q, want failed: not cut at marks", got.State, got.Error)
+	}
+	if n := env.Count(events.RowsStream, events.RowsSubject(j.ID)); n != 0 {
+		t.Errorf("%d row batches published for the task", n)
+	}
+}
