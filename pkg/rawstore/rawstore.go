@@ -1,8 +1,9 @@
 // Package rawstore owns the stored vendor reply files (the JetStream object store mp_raw): how a
-// file is laid out (S2 chunks, natsx.ChunkLayoutS2), its plain size and SHA-256, and its record
-// boundaries ("marks", pkg/chunk), all kept with the object, so that whoever finds the file
-// stored (a redelivery, a replay) finds them too. The collector writes files with Put; the
-// transformer reads them with Open and OpenAt.
+// file is laid out (S2 chunks, ChunkLayoutS2: layout.go), how it is read from an offset
+// (OpenObjectAt: objrange.go), its plain size and SHA-256, and its record boundaries ("marks",
+// pkg/chunk), all kept with the object, so that whoever finds the file stored (a redelivery, a
+// replay) finds them too. The collector writes files with Store.Put; the transformer reads them
+// with Store.Open and Store.OpenAt.
 package rawstore
 
 import (
@@ -22,7 +23,6 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/bounds"
 	"github.com/marketpipe/marketpipe/pkg/chunk"
 	"github.com/marketpipe/marketpipe/pkg/events"
-	"github.com/marketpipe/marketpipe/pkg/natsx"
 )
 
 // Objects is the object store that holds the files: a jetstream.ObjectStore is one.
@@ -40,7 +40,7 @@ type Objects interface {
 const MarksHeader = "File-Marks"
 
 // ChunkSize is the plain bytes of each of the raw store's chunks, one JetStream message each,
-// compressed (natsx.ChunkLayoutS2). Four times the object store's 128 KiB default: a file is a
+// compressed (ChunkLayoutS2). Four times the object store's 128 KiB default: a file is a
 // quarter as many messages for nats-server to store and the transformer to read. Compressed or
 // not (a chunk that does not compress), it stays well under the default 1 MB max_payload.
 const ChunkSize = 512 << 10
@@ -62,7 +62,7 @@ var ErrDamaged = errors.New("not a completely stored file")
 // Store keeps reply files in Objects.
 type Store struct {
 	Objects Objects
-	// JS lets OpenAt read only the chunks from an offset on (natsx.OpenObjectAt); nil: OpenAt
+	// JS lets OpenAt read only the chunks from an offset on (OpenObjectAt); nil: OpenAt
 	// reads the file from its start and skips.
 	JS jetstream.JetStream
 	// Tracer makes each call on the object store a span of the caller's trace (nil: none).
@@ -115,7 +115,7 @@ func (s *Store) Stat(ctx context.Context, key string) (*Info, error) {
 
 // describe reads a stored file's description from its object's info.
 func describe(oi *jetstream.ObjectInfo) (*Info, error) {
-	size, sum, _, err := natsx.PlainFile(oi)
+	size, sum, _, err := PlainFile(oi)
 	if err != nil {
 		return nil, fmt.Errorf("raw file %s: %w: %w", oi.Name, ErrDamaged, err)
 	}
@@ -149,7 +149,7 @@ func parseMarks(v string, size int64) ([]events.FileMark, error) {
 	return ms, nil
 }
 
-// Put stores the file that r yields as key, compressed in the S2 layout (natsx.ChunkLayoutS2:
+// Put stores the file that r yields as key, compressed in the S2 layout (ChunkLayoutS2:
 // chunks of ChunkSize plain bytes, each compressed alone, so that OpenAt reads from an offset),
 // with its marks, found on the way, and returns what was stored. The plain headers and the marks
 // are added once the file is stored: an object without them is incomplete (ErrDamaged). Put
@@ -161,11 +161,11 @@ func (s *Store) Put(ctx context.Context, key string, meta Meta, r io.Reader) (*I
 	objects := s.objects()
 	chunkSize := s.chunkSize()
 	om := jetstream.ObjectMeta{Name: key, Description: meta.Description, Headers: maps.Clone(meta.Headers),
-		Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(natsx.S2ChunkSize(chunkSize))}}
+		Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(S2ChunkSize(chunkSize))}}
 	if om.Headers == nil {
 		om.Headers = nats.Header{}
 	}
-	om.Headers.Set(natsx.ChunkLayoutHeader, natsx.ChunkLayoutS2)
+	om.Headers.Set(ChunkLayoutHeader, ChunkLayoutS2)
 	// Reading r (for a download: inflating and the vendor's SHA-512) runs ahead in a goroutine
 	// of its own, two chunks at most, while the file is hashed, compressed and published:
 	// about a core each.
@@ -187,7 +187,7 @@ func (s *Store) Put(ctx context.Context, key string, meta Meta, r io.Reader) (*I
 		pr.CloseWithError(err)
 		found <- marksResult{ms, err}
 	}()
-	file := natsx.NewS2Chunks(io.TeeReader(ra, pw), chunkSize)
+	file := NewS2Chunks(io.TeeReader(ra, pw), chunkSize)
 	oi, err := objects.Put(ctx, om, file)
 	pw.CloseWithError(err) // nil: Marks reads EOF
 	m := <-found
@@ -209,7 +209,7 @@ func (s *Store) Put(ctx context.Context, key string, meta Meta, r io.Reader) (*I
 	for i, mk := range m.ms {
 		marks[i] = events.FileMark(mk)
 	}
-	natsx.SetPlainHeaders(om.Headers, chunkSize, file.Size(), file.SHA256())
+	SetPlainHeaders(om.Headers, chunkSize, file.Size(), file.SHA256())
 	if len(marks) > 0 {
 		v, err := json.Marshal(marks)
 		if err != nil {
@@ -257,7 +257,7 @@ func (s *Store) Open(ctx context.Context, key string) (*File, error) {
 		o.Close()
 		return nil, err
 	}
-	r, err := natsx.PlainReader(oi, o)
+	r, err := PlainReader(oi, o)
 	if err != nil {
 		o.Close()
 		return nil, fmt.Errorf("open raw file %s: %w: %w", key, ErrDamaged, err)
@@ -266,7 +266,7 @@ func (s *Store) Open(ctx context.Context, key string) (*File, error) {
 }
 
 // OpenAt opens the stored file info describes (as Stat or Open found it) from byte offset on:
-// reading only the chunks from the one holding offset when it can (natsx.OpenObjectAt), else
+// reading only the chunks from the one holding offset when it can (OpenObjectAt), else
 // reading from the start and dropping what comes before offset. ctx bounds the whole read.
 func (s *Store) OpenAt(ctx context.Context, info *Info, offset int64) (io.ReadCloser, error) {
 	if s.JS != nil && info.object != nil {

@@ -8,8 +8,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
-
-	"github.com/marketpipe/marketpipe/pkg/natsx"
 )
 
 // tracedObjects makes each object-store call a span of the caller's trace. A read's span
@@ -83,15 +81,15 @@ func (o *tracedReader) Close() error {
 	return err
 }
 
-// openObjectAt is natsx.OpenObjectAt, traced as "objectstore.get" with the offset, the span
+// openObjectAt is OpenObjectAt, traced as "objectstore.get" with the offset, the span
 // lasting while the range is read.
 func (s *Store) openObjectAt(ctx context.Context, oi *jetstream.ObjectInfo, offset int64) (io.ReadCloser, bool, error) {
 	if s.Tracer == nil {
-		return natsx.OpenObjectAt(ctx, s.JS, oi, offset)
+		return OpenObjectAt(ctx, s.JS, oi, offset)
 	}
 	ctx, span := s.Tracer.Start(ctx, "objectstore.get", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("objectstore.name", oi.Name), attribute.Int64("objectstore.offset", offset)))
-	r, ok, err := natsx.OpenObjectAt(ctx, s.JS, oi, offset)
+	r, ok, err := OpenObjectAt(ctx, s.JS, oi, offset)
 	if err != nil || !ok {
 		span.SetAttributes(attribute.Bool("objectstore.offset_read", false))
 		endSpan(span, err)

@@ -19,7 +19,6 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/chunk"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
-	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/rawstore"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
@@ -110,7 +109,7 @@ func TestCollectorStoresTheFile(t *testing.T) {
 }
 
 // A file of several raw-store chunks is stored compressed, in chunks of rawstore.ChunkSize
-// plain bytes (natsx.ChunkLayoutS2), although the gzip download hands the collector far smaller
+// plain bytes (rawstore.ChunkLayoutS2), although the gzip download hands the collector far smaller
 // reads, and reads from an offset.
 func TestCollectorStoresS2Chunks(t *testing.T) {
 	env := natstest.NewEnv(t)
@@ -143,7 +142,7 @@ func TestCollectorStoresS2Chunks(t *testing.T) {
 	if uint64(info.Chunks) != want {
 		t.Errorf("%d bytes stored in %d chunks, want %d of %d bytes", size, info.Chunks, want, rawstore.ChunkSize)
 	}
-	if info.Headers.Get(natsx.ChunkLayoutHeader) != natsx.ChunkLayoutS2 || info.Size*2 > size {
+	if info.Headers.Get(rawstore.ChunkLayoutHeader) != rawstore.ChunkLayoutS2 || info.Size*2 > size {
 		t.Errorf("headers %v, %d bytes stored for a file of %d: not compressed in the S2 layout", info.Headers, info.Size, size)
 	}
 	file := env.RawFile(got.FileKey)
@@ -151,7 +150,7 @@ func TestCollectorStoresS2Chunks(t *testing.T) {
 		t.Fatalf("the stored file decodes to %d bytes, the event says %d", len(file), size)
 	}
 	off := int64(rawstore.ChunkSize + 12345)
-	r, ok, err := natsx.OpenObjectAt(ctx, env.JS, info, off)
+	r, ok, err := rawstore.OpenObjectAt(ctx, env.JS, info, off)
 	if err != nil || !ok {
 		t.Fatalf("OpenObjectAt = %v, %v", ok, err)
 	}

@@ -337,7 +337,7 @@ func TestTransformerChunksAddUpToTheWholeFile(t *testing.T) {
 			var j events.Job
 			switch variant {
 			case "marks-full-layout":
-				j = collectedAt(t, env, "job-chunked-"+variant, file, natsx.ChunkLayoutFull)
+				j = collectedAt(t, env, "job-chunked-"+variant, file, rawstore.ChunkLayoutFull)
 				ms, err := chunk.Marks(bytes.NewReader(file), int64(len(file)/40), events.MaxFileMarks)
 				if err != nil || len(ms) < 20 {
 					t.Fatalf("%d marks, %v", len(ms), err)
@@ -501,7 +501,7 @@ func stored(t *testing.T, env *natstest.Env, id string, file []byte) events.Job 
 	return j.Advance(events.Collected, time.Now())
 }
 
-// collectedAt stores file in a layout that natsx.OpenObjectAt reads from an offset, in chunks
+// collectedAt stores file in a layout that rawstore.OpenObjectAt reads from an offset, in chunks
 // of 4 KiB (so that chunks start mid-chunk): the full layout, or the S2 layout as the collector
 // stores it. It returns the job as collected.
 func collectedAt(t *testing.T, env *natstest.Env, id string, file []byte, layout string) events.Job {
@@ -510,19 +510,19 @@ func collectedAt(t *testing.T, env *natstest.Env, id string, file []byte, layout
 	key := id + "/g0/file.bbg"
 	const chunkSize = 4 << 10
 	meta := jetstream.ObjectMeta{Name: key, Opts: &jetstream.ObjectMetaOptions{ChunkSize: chunkSize},
-		Headers: map[string][]string{natsx.ChunkLayoutHeader: {layout}}}
+		Headers: map[string][]string{rawstore.ChunkLayoutHeader: {layout}}}
 	switch layout {
-	case natsx.ChunkLayoutFull:
+	case rawstore.ChunkLayoutFull:
 		if _, err := env.Streams.Raw.Put(ctx, meta, bytes.NewReader(file)); err != nil {
 			t.Fatal(err)
 		}
-	case natsx.ChunkLayoutS2:
-		meta.Opts.ChunkSize = uint32(natsx.S2ChunkSize(chunkSize))
-		r := natsx.NewS2Chunks(bytes.NewReader(file), chunkSize)
+	case rawstore.ChunkLayoutS2:
+		meta.Opts.ChunkSize = uint32(rawstore.S2ChunkSize(chunkSize))
+		r := rawstore.NewS2Chunks(bytes.NewReader(file), chunkSize)
 		if _, err := env.Streams.Raw.Put(ctx, meta, r); err != nil {
 			t.Fatal(err)
 		}
-		natsx.SetPlainHeaders(meta.Headers, chunkSize, r.Size(), r.SHA256())
+		rawstore.SetPlainHeaders(meta.Headers, chunkSize, r.Size(), r.SHA256())
 		if err := env.Streams.Raw.UpdateMeta(ctx, key, meta); err != nil {
 			t.Fatal(err)
 		}
