@@ -11,22 +11,17 @@
 //
 // # Boundaries
 //
-// Chunk i of n nominally starts at byte i·⌈size/n⌉. Its real start is the first record
-// boundary at or after that offset: the start of a data line whose security differs from the
-// previous data line's, outside any vertical block (START SECURITY ... END SECURITY), and not an
-// END SECURITY line. Blank and comment lines are not data lines. END-OF-DATA (or the end of a
-// truncated file) is always a boundary. Cutting only where the security changes keeps every
-// rule of the reader that looks beyond one line within one chunk: vertical blocks, and the
-// folding of a security's repeated return codes into one observation.
+// A record boundary is the start of a data line whose security differs from the previous data
+// line's, outside any vertical block (START SECURITY ... END SECURITY), and not an END SECURITY
+// line. Blank and comment lines are not data lines. Cutting only where the security changes
+// keeps every rule of the reader that looks beyond one line within one chunk: vertical blocks,
+// and the folding of a security's repeated return codes into one observation.
 //
-// The rule depends only on the file, so each replica finds the same boundaries on its own: a
-// replica given (i, n) reads the file from its first byte, keeps the header, scans lines (no
-// parsing) up to its start, hands its lines to the parser and stops reading at its end. No
-// planning pass and no shared state are needed; Plan computes all the chunks in one scan for
-// tests and diagnostics.
-//
-// Files that cannot be split (gzip-compressed, or without a START-OF-DATA line) are one chunk:
-// Splittable says so from the head of the file, and Open with n > 1 returns ErrNotSplittable.
+// Whoever reads the whole file once anyway (the collector, as it stores it) records boundaries
+// spread over it (Marks); Cut picks chunk starts among them, and each chunk reads the header
+// from the file's start and then only its own bytes (OpenFirst, OpenAt). Files without a data
+// section to split (gzip-compressed, or without a START-OF-DATA line) get no marks: they are
+// transformed in one piece.
 //
 // # Line numbers and rejects
 //
@@ -34,53 +29,18 @@
 // Chunk.HeaderLines, the file's line number is l + Chunk.LineOffset. Lines at or below
 // HeaderLines are the repeated header: every chunk sees them, so a reject there is kept only
 // from chunk 0.
-//
-// # Use in the transformer and the loader
-//
-// The transformer's handler of "collected" (job j, FileKey, FileSize):
-//
-//  1. n := Count(FileSize, ChunkBytes, MaxChunks) (e.g. 64 MiB, 64). If n == 1, or the first
-//     MaxHeaderBytes of the object are not Splittable, transform the file as today.
-//  2. Otherwise publish n chunk tasks and ack: one message per chunk on mp.chunk.<job id>
-//     (a stream MP_CHUNKS, Limits retention like MP_JOBS), each carrying the job event and
-//     {"chunk": i, "chunks": n}, with Nats-Msg-Id <job id>.g<generation>.chunk<i>.
-//  3. A second consumer of the transformer ("transformer-chunk", on MP_CHUNKS, shared by the
-//     replicas) handles one chunk: Raw.Get with a context that has an explicit deadline
-//     (nats.go bounds an object read whose context has none by 5 s for the whole object),
-//     Open(obj, FileSize, i, n), dlformat.NewReader on it, and the usual Builder loop, with
-//     two differences: batch sequence numbers are i<<20 + the chunk's own sequence (this
-//     needs a rowcodec.Builder option to start at a given Seq), so ledger keys stay unique per
-//     job run; and reject lines are mapped as above. Once its batches are published (Wait), it
-//     records {batches, rows, rejects} under <job id>.g<generation>.c<i> in a KV bucket
-//     (mp_chunks) and counts that job run's keys there (one stream-info request, as
-//     natsx.LoadedBatches does); the handler that sees all n publishes "transformed" with the
-//     sums. Two handlers finishing together both publish it under the same Nats-Msg-Id, and
-//     JetStream keeps one. A *dlformat.Error in any chunk fails the job as today (only the last
-//     chunk can see a truncated file); read errors are retried, never made permanent.
-//
-// The loader needs no change: batches carry job id, generation and Seq, so ledger keys are
-// unique across chunks, and completion compares the ledger's count with Batches, the sum.
-//
-// Cost: a replica reads the object from its first byte and skips to its chunk. Scanning is
-// cheap (BenchmarkChunks: 2.6 to 3.9 GB/s), but the object store itself delivered about
-// 370 MB/s here, so with 2 replicas the second reads half the file only to skip it: about
-// 1.4x, not 2x. To approach 2x, the collector should store large files as segment objects
-// (<key>/seg-<k>, e.g. 64 MiB each) and record, for each segment start, the state the
-// boundary rule needs there (first boundary at or after it, inside a block or not, previous
-// key): a chunk replica then reads the header from segment 0 and only its own segments.
 package chunk
 
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 
 	"github.com/marketpipe/marketpipe/pkg/bounds"
 )
 
-// ErrNotSplittable is returned by Open for n > 1 when the file cannot be split: gzip, or no
-// START-OF-DATA line.
+// ErrNotSplittable is the error of OpenFirst and OpenAt on a file that cannot be split: gzip,
+// or no START-OF-DATA line within MaxHeaderBytes.
 var ErrNotSplittable = errors.New("chunk: file cannot be split (gzip-compressed, or no START-OF-DATA line)")
 
 // MaxHeaderBytes bounds the header (everything up to START-OF-DATA) that a chunk repeats.
@@ -117,103 +77,17 @@ func cut(size int64, i, n int) int64 {
 	return int64(i) * step
 }
 
-// Splittable reports whether a file whose first bytes are head can be split: it is not gzip
-// and head holds a START-OF-DATA line. Give it at least MaxHeaderBytes of the file, or the
-// whole file if smaller.
-func Splittable(head []byte) bool {
-	if len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b {
-		return false
-	}
-	s := newScanner(bytes.NewReader(head), 0)
-	for {
-		line, _, err := s.next()
-		if err != nil {
-			return false
-		}
-		if isMarker(line, "START-OF-DATA") {
-			return true
-		}
-	}
-}
-
-// Reader is the stream of one chunk: header context, the chunk's lines, END-OF-DATA.
+// Reader is the stream of the first of several chunks: header context, the chunk's lines,
+// END-OF-DATA.
 type Reader struct {
 	s      *scanner
 	ch     Chunk
-	end    int64 // nominal end offset; boundaries at or after it end the chunk
-	last   bool
+	end    int64 // the next chunk's start
 	st     state
 	out    []byte // pending output
 	outPos int
 	done   bool  // no more input to take
-	tail   bool  // copying the file's tail as is (last chunk)
 	err    error // sticky input error
-}
-
-// Open returns the reader of chunk i of n of the file that r yields from its first byte; size
-// is the file's size. It reads r up to the chunk's first line before it returns. n == 1 gives
-// the whole file unchanged.
-func Open(r io.Reader, size int64, i, n int) (*Reader, error) {
-	if n < 1 || i < 0 || i >= n {
-		return nil, fmt.Errorf("chunk: chunk %d of %d", i, n)
-	}
-	cr := &Reader{s: newScanner(r, 0), ch: Chunk{Index: i, Count: n}, last: i == n-1}
-	if n == 1 {
-		cr.ch.End = size
-		cr.tail = true
-		return cr, nil
-	}
-	if err := cr.readHeader(); err != nil {
-		return nil, err
-	}
-	cr.end = cut(size, i+1, n)
-	// The start: the first candidate line (the data section's first line, or a boundary) at or
-	// after the nominal start; chunk 0 starts at the data section's first line.
-	from := cut(size, i, n)
-	first := true
-	for {
-		if i > 0 {
-			// Whole buffers of lines that end before the nominal start: no line-by-line work.
-			if r := cr.s.region(from, &cr.st); r != nil {
-				first = false
-				continue
-			}
-		}
-		line, off, err := cr.s.next()
-		if err == io.EOF {
-			// The data ended (a truncated file) before this chunk's start: empty, except
-			// that the last chunk lets the parser see the truncation.
-			cr.startAt(cr.s.off, cr.s.lineNo+1)
-			cr.ch.End = cr.s.off
-			cr.done = true
-			if !cr.last {
-				cr.out = append(cr.out, endOfData...)
-			}
-			return cr, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		k := cr.st.classify(line)
-		// The end of the data starts every chunk not started yet.
-		if (first || k.boundary) && (i == 0 || off >= from) || k.endOfData {
-			cr.startAt(off, cr.s.lineNo)
-			if !cr.last && (k.endOfData || off >= cr.end) {
-				// The next chunk starts here too: this one is empty.
-				cr.ch.End = off
-				cr.done = true
-				cr.out = append(cr.out, endOfData...)
-				return cr, nil
-			}
-			cr.out = append(cr.out, line...)
-			// The last chunk is the rest of the file as is: no boundary to look for.
-			cr.tail = cr.last
-			cr.st.update(k)
-			return cr, nil
-		}
-		first = false
-		cr.st.update(k)
-	}
 }
 
 const endOfData = "END-OF-DATA\n"
@@ -248,22 +122,6 @@ func (cr *Reader) Read(p []byte) (int, error) {
 		if cr.done {
 			return 0, io.EOF
 		}
-		if cr.tail {
-			// The rest of the file as is.
-			n, err := cr.s.readRaw(p)
-			cr.ch.End = cr.s.off
-			if err == io.EOF {
-				cr.done = true
-				if n > 0 {
-					return n, nil
-				}
-				return 0, io.EOF
-			}
-			if err != nil {
-				cr.err = err
-			}
-			return n, err
-		}
 		cr.fill()
 	}
 	n := copy(p, cr.out[cr.outPos:])
@@ -274,20 +132,16 @@ func (cr *Reader) Read(p []byte) (int, error) {
 // fill moves lines of the chunk into out, up to about 64 KiB.
 func (cr *Reader) fill() {
 	for len(cr.out) < 64<<10 {
-		if !cr.last {
-			if r := cr.s.region(cr.end, &cr.st); r != nil {
-				cr.out = append(cr.out, r...)
-				continue
-			}
+		if r := cr.s.region(cr.end, &cr.st); r != nil {
+			cr.out = append(cr.out, r...)
+			continue
 		}
 		line, off, err := cr.s.next()
 		if err == io.EOF {
-			// A truncated file: the last chunk lets the parser see it end; others end here.
+			// A truncated file: the last chunk lets the parser see it end; this one ends here.
 			cr.ch.End = cr.s.off
 			cr.done = true
-			if !cr.last {
-				cr.out = append(cr.out, endOfData...)
-			}
+			cr.out = append(cr.out, endOfData...)
 			return
 		}
 		if err != nil {
@@ -295,98 +149,15 @@ func (cr *Reader) fill() {
 			return
 		}
 		k := cr.st.classify(line)
-		if !cr.last && (k.endOfData || k.boundary && off >= cr.end) {
+		if k.endOfData || k.boundary && off >= cr.end {
 			cr.ch.End = off
 			cr.done = true
 			cr.out = append(cr.out, endOfData...)
 			return
 		}
 		cr.out = append(cr.out, line...)
-		if cr.last && k.endOfData {
-			cr.tail = true
-			return
-		}
 		cr.st.update(k)
 	}
-}
-
-// Plan reads the whole file from r (size bytes) and returns its n chunks: exactly what Open
-// gives for each i.
-func Plan(r io.Reader, size int64, n int) ([]Chunk, error) {
-	if n < 1 {
-		return nil, fmt.Errorf("chunk: %d chunks", n)
-	}
-	if n == 1 {
-		return []Chunk{{Index: 0, Count: 1, End: size}}, nil
-	}
-	s := newScanner(r, 0)
-	h, err := readHeader(s)
-	if err != nil {
-		return nil, err
-	}
-	chunks := make([]Chunk, n)
-	for i := range chunks {
-		chunks[i] = Chunk{Index: i, Count: n, HeaderLines: h.lines}
-	}
-	st := state{delim: h.delim}
-	next := 0 // the next chunk whose start is not yet known
-	setStart := func(off, lineNo int64) {
-		for next < n && (next == 0 || off >= cut(size, next, n)) {
-			chunks[next].Start = off
-			chunks[next].LineOffset = lineNo - (h.lines + 1)
-			if next > 0 {
-				chunks[next-1].End = off
-			}
-			next++
-		}
-	}
-	first := true
-	for {
-		line, off, err := s.next()
-		if err == io.EOF {
-			for next < n {
-				setStartForce(chunks, &next, s.off, s.lineNo+1, h.lines)
-			}
-			chunks[n-1].End = s.off
-			return chunks, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		k := st.classify(line)
-		if first || k.boundary {
-			setStart(off, s.lineNo)
-		}
-		first = false
-		if k.endOfData {
-			for next < n {
-				setStartForce(chunks, &next, off, s.lineNo, h.lines)
-			}
-			// The tail belongs to the last chunk: read to the end for its size.
-			for {
-				_, _, err := s.next()
-				if err == io.EOF {
-					chunks[n-1].End = s.off
-					return chunks, nil
-				}
-				if err != nil {
-					return nil, err
-				}
-			}
-		}
-		st.update(k)
-	}
-}
-
-// setStartForce starts chunk *next at off whatever its nominal start (the data ended first).
-func setStartForce(chunks []Chunk, next *int, off, lineNo, headerLines int64) {
-	i := *next
-	chunks[i].Start = off
-	chunks[i].LineOffset = lineNo - (headerLines + 1)
-	if i > 0 {
-		chunks[i-1].End = off
-	}
-	*next = i + 1
 }
 
 // header is a file's header context.
@@ -668,33 +439,6 @@ func (s *scanner) read() ([]byte, int64, error) {
 			s.err = err
 		}
 	}
-}
-
-// readRaw copies what is left of the file into p: the buffered bytes first.
-func (s *scanner) readRaw(p []byte) (int, error) {
-	if s.peeked {
-		n := copy(p, s.pLine)
-		s.pLine = s.pLine[n:]
-		if len(s.pLine) == 0 {
-			s.peeked = false
-		}
-		return n, nil
-	}
-	if s.pos < s.end {
-		n := copy(p, s.buf[s.pos:s.end])
-		s.pos += n
-		s.off += int64(n)
-		return n, nil
-	}
-	if s.err != nil {
-		return 0, s.err
-	}
-	n, err := s.r.Read(p)
-	s.off += int64(n)
-	if err != nil {
-		s.err = err
-	}
-	return n, err
 }
 
 // region consumes the buffered complete lines that all end at or before limit, when there

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"testing/iotest"
 
 	"github.com/marketpipe/marketpipe/pkg/dlformat"
 	"github.com/marketpipe/marketpipe/pkg/events"
@@ -46,49 +45,6 @@ func parse(r io.Reader) parsed {
 	}
 }
 
-// parseChunks parses each of the n chunks of file as a replica would and puts the results
-// together: observations in chunk order, rejects with the file's line numbers (header rejects
-// from chunk 0 only). It also checks the chunks against Plan.
-func parseChunks(t *testing.T, file []byte, n int) parsed {
-	t.Helper()
-	plan, err := Plan(bytes.NewReader(file), int64(len(file)), n)
-	if err != nil {
-		t.Fatalf("Plan(%d): %v", n, err)
-	}
-	var all parsed
-	for i := range n {
-		// One byte at a time sometimes, to exercise the scanner's refills.
-		var src io.Reader = bytes.NewReader(file)
-		if i%2 == 1 {
-			src = iotest.HalfReader(src)
-		}
-		cr, err := Open(src, int64(len(file)), i, n)
-		if err != nil {
-			t.Fatalf("Open(%d of %d): %v", i, n, err)
-		}
-		p := parse(cr)
-		// Read to the end so that Chunk().End is known even if the parser stopped early.
-		io.Copy(io.Discard, cr)
-		ch := cr.Chunk()
-		if ch != plan[i] {
-			t.Errorf("chunk %d of %d: Open gives %+v, Plan %+v", i, n, ch, plan[i])
-		}
-		all.add(p, ch)
-	}
-	// The chunks cover the file's data without gaps or overlaps.
-	for i := 1; i < n; i++ {
-		if plan[i].Start != plan[i-1].End || plan[i].Start < plan[i-1].Start {
-			t.Errorf("chunk %d starts at %d, chunk %d ends at %d", i, plan[i].Start, i-1, plan[i-1].End)
-		}
-	}
-	if n > 1 && plan[n-1].End != int64(len(file)) {
-		t.Errorf("last chunk ends at %d, the file at %d", plan[n-1].End, len(file))
-	}
-	return all
-}
-
-// add puts what chunk c's stream gave after what the chunks before it gave: rejects with the
-// file's line numbers, those of the repeated header from chunk 0 only.
 func (all *parsed) add(p parsed, c Chunk) {
 	all.obs = append(all.obs, p.obs...)
 	for _, r := range p.rejects {
@@ -173,15 +129,7 @@ func TestChunksAddUp(t *testing.T) {
 	for name, file := range files {
 		t.Run(name, func(t *testing.T) {
 			want := parse(bytes.NewReader(file))
-			if !Splittable(file) {
-				if _, err := Open(bytes.NewReader(file), int64(len(file)), 0, 2); !errors.Is(err, ErrNotSplittable) {
-					t.Fatalf("Open of an unsplittable file: %v", err)
-				}
-				same(t, "1 chunk", parseChunks(t, file, 1), want)
-				return
-			}
 			for n := 1; n <= 9; n++ {
-				same(t, fmt.Sprintf("%d chunks", n), parseChunks(t, file, n), want)
 				same(t, fmt.Sprintf("%d chunks at marks", n), parseMarkedChunks(t, file, n), want)
 			}
 		})
@@ -214,35 +162,34 @@ func TestEdgeCases(t *testing.T) {
 	for name, file := range cases {
 		t.Run(name, func(t *testing.T) {
 			want := parse(strings.NewReader(file))
-			if !Splittable([]byte(file)) {
-				t.Fatal("not splittable")
+			ms, err := Marks(strings.NewReader(file), int64(len(file)/8+1), 8)
+			if err != nil || len(ms) == 0 && name != "empty data" && name != "truncated" {
+				t.Fatalf("%d marks, %v", len(ms), err)
 			}
 			for n := 1; n <= 7; n++ {
-				same(t, fmt.Sprintf("%d chunks", n), parseChunks(t, []byte(file), n), want)
 				same(t, fmt.Sprintf("%d chunks at marks", n), parseMarkedChunks(t, []byte(file), n), want)
 			}
 		})
 	}
 }
 
+// A file that cannot be split (gzip, no START-OF-DATA) gets no marks, and no error: it is
+// transformed in one piece; OpenFirst and OpenAt refuse it.
 func TestNotSplittable(t *testing.T) {
-	data := simulated(t, events.Spec{Program: events.GetData, Securities: secs(3), Fields: []string{"PX_LAST"}})
+	data := simulated(t, events.Spec{Program: events.GetData, Securities: secs(300), Fields: []string{"PX_LAST"}})
 	noData := bytes.ReplaceAll(data, []byte("START-OF-DATA"), []byte("STARTOFDATA"))
+	if ms, err := Marks(bytes.NewReader(data), 1<<10, 8); err != nil || len(ms) == 0 {
+		t.Fatalf("the plain file: %d marks, %v", len(ms), err)
+	}
 	for name, file := range map[string][]byte{"gzip": gzipped(data), "no START-OF-DATA": noData} {
-		if Splittable(file) {
-			t.Errorf("%s: Splittable", name)
+		if ms, err := Marks(bytes.NewReader(file), 1<<10, 8); err != nil || len(ms) != 0 {
+			t.Errorf("%s: %d marks, %v; want none, no error", name, len(ms), err)
 		}
-		if _, err := Open(bytes.NewReader(file), int64(len(file)), 1, 2); !errors.Is(err, ErrNotSplittable) {
-			t.Errorf("%s: Open: %v", name, err)
+		if _, err := OpenFirst(bytes.NewReader(file), 100, 2); !errors.Is(err, ErrNotSplittable) {
+			t.Errorf("%s: OpenFirst: %v", name, err)
 		}
-		// One chunk is the file as is.
-		cr, err := Open(bytes.NewReader(file), int64(len(file)), 0, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, _ := io.ReadAll(cr)
-		if !bytes.Equal(got, file) {
-			t.Errorf("%s: one chunk is not the file", name)
+		if _, err := OpenAt(bytes.NewReader(file), bytes.NewReader(file[100:]), Mark{Offset: 100, Line: 3}, 0, 1, 2); !errors.Is(err, ErrNotSplittable) {
+			t.Errorf("%s: OpenAt: %v", name, err)
 		}
 	}
 }
@@ -255,27 +202,6 @@ func TestCount(t *testing.T) {
 		if got := Count(tc.size, tc.target, tc.limit); got != tc.want {
 			t.Errorf("Count(%d, %d, %d) = %d, want %d", tc.size, tc.target, tc.limit, got, tc.want)
 		}
-	}
-}
-
-// BenchmarkChunks measures a replica's overhead: scanning to its chunk and passing its lines
-// on (no parsing), for the last of two chunks and the middle one of three of a
-// 5-million-observation gethistory file; MB/s are of the whole file.
-func BenchmarkChunks(b *testing.B) {
-	file := benchFile(b)
-	for _, c := range []struct{ i, n int }{{1, 2}, {1, 3}} {
-		b.Run(fmt.Sprintf("%d_of_%d", c.i, c.n), func(b *testing.B) {
-			b.SetBytes(int64(len(file)))
-			for b.Loop() {
-				cr, err := Open(bytes.NewReader(file), int64(len(file)), c.i, c.n)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := io.Copy(io.Discard, cr); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
 	}
 }
 

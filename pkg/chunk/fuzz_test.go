@@ -2,7 +2,6 @@ package chunk
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"testing"
 
@@ -69,46 +68,6 @@ func FuzzMarks(f *testing.F) {
 			if got := cr.Chunk().End; got != starts[0].Offset {
 				t.Fatalf("first chunk ends at %d, want the next chunk's start %d", got, starts[0].Offset)
 			}
-		}
-	})
-}
-
-// FuzzOpen: for any input and chunk count, each chunk's Open agrees with Plan and the chunks
-// cover the file without gaps; a file Plan cannot split, Open refuses as well.
-func FuzzOpen(f *testing.F) {
-	for _, s := range seeds(f) {
-		f.Add(s, uint8(3))
-	}
-	f.Fuzz(func(t *testing.T, file []byte, n uint8) {
-		count := int(n%8) + 1
-		size := int64(len(file))
-		plan, err := Plan(bytes.NewReader(file), size, count)
-		if err != nil {
-			if !errors.Is(err, ErrNotSplittable) {
-				t.Fatalf("Plan: %v", err)
-			}
-			if _, err := Open(bytes.NewReader(file), size, 0, count); !errors.Is(err, ErrNotSplittable) {
-				t.Fatalf("Plan: not splittable; Open: %v", err)
-			}
-			return
-		}
-		for i := range count {
-			cr, err := Open(bytes.NewReader(file), size, i, count)
-			if err != nil {
-				t.Fatalf("Open(%d of %d): %v", i, count, err)
-			}
-			if _, err := io.Copy(io.Discard, cr); err != nil {
-				t.Fatalf("chunk %d of %d: %v", i, count, err)
-			}
-			if cr.Chunk() != plan[i] {
-				t.Fatalf("chunk %d of %d: Open gives %+v, Plan %+v", i, count, cr.Chunk(), plan[i])
-			}
-			if i > 0 && plan[i].Start != plan[i-1].End {
-				t.Fatalf("chunk %d starts at %d, chunk %d ends at %d", i, plan[i].Start, i-1, plan[i-1].End)
-			}
-		}
-		if plan[count-1].End != size {
-			t.Fatalf("the last chunk ends at %d, the file at %d", plan[count-1].End, size)
 		}
 	})
 }

@@ -9,13 +9,11 @@ import (
 
 // # Marks: chunks that read only their own bytes
 //
-// Open makes every chunk read the file from its first byte and skip to its start, so n chunks
-// read about n/2 files between them. Marks removes that cost: whoever reads the whole file
-// once anyway (the collector, while it stores the download) records record boundaries spread
-// over it, and the transformer cuts chunks at those marks. Each chunk then reads the header
-// from the file's start and its own bytes from its mark on (OpenAt); the first chunk reads
-// the file from its start up to the second chunk's mark (OpenFirst). Between them the chunks
-// read the file once, plus a header each.
+// Whoever reads the whole file once anyway (the collector, while it stores the download)
+// records record boundaries spread over it, and the transformer cuts chunks at those marks.
+// Each chunk then reads the header from the file's start and its own bytes from its mark on
+// (OpenAt); the first chunk reads the file from its start up to the second chunk's mark
+// (OpenFirst). Between them the chunks read the file once, plus a header each.
 
 // Mark is a record boundary of a file: the offset of a data line where a chunk may start, and
 // that line's number (1-based).

@@ -255,8 +255,8 @@ type Job struct {
 	FileSHA256   string `json:"file_sha256,omitempty"`
 	FileSize     int64  `json:"file_size,omitempty"`
 	// FileMarks are record boundaries spread over the stored file (pkg/chunk's Marks, at most
-	// MaxFileMarks), recorded by the collector: the transformer cuts large files into chunks
-	// there, and each chunk reads only its own part of the file.
+	// MaxFileMarks), a copy of those kept with the file (pkg/rawstore), which the transformer
+	// reads; it uses these only for a file stored without them by an earlier version.
 	FileMarks []FileMark `json:"file_marks,omitempty"`
 	Polls     int        `json:"polls,omitempty"`
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/rawstore"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 )
 
@@ -234,7 +235,7 @@ func (e *Env) Count(stream, subject string) int {
 	return n
 }
 
-// RawFile returns the file stored in the raw store as name, decoded (natsx.PlainReader).
+// RawFile returns the file stored in the raw store as name, decoded (rawstore.PlainReader).
 func (e *Env) RawFile(name string) []byte {
 	e.tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -248,7 +249,7 @@ func (e *Env) RawFile(name string) []byte {
 	if err != nil {
 		e.tb.Fatalf("raw file %s: %v", name, err)
 	}
-	r, err := natsx.PlainReader(info, o)
+	r, err := rawstore.PlainReader(info, o)
 	if err != nil {
 		e.tb.Fatalf("raw file %s: %v", name, err)
 	}

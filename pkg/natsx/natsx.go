@@ -183,7 +183,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 	raw, err := objects(jetstream.ObjectStoreConfig{
 		Bucket: events.RawBucket, Description: "downloaded vendor reply files",
 		// Not compressed by the server: the collector stores files compressed already
-		// (ChunkLayoutS2), which spares nats-server compressing every block it writes and
+		// (rawstore.ChunkLayoutS2), which spares nats-server compressing every block it writes and
 		// decompressing every block it reads.
 		TTL: r.RawMaxAge, Compression: false,
 	})

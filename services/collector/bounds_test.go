@@ -17,6 +17,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/hostile"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/rawstore"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
 	"github.com/marketpipe/marketpipe/services/collector"
@@ -78,7 +79,7 @@ func TestCollectorBounds(t *testing.T) {
 			env := natstest.NewEnv(t)
 			const key = "hostile1.20260105.bbg"
 			v, served := hostileVendor(t, key, tc.listed, tc.gzip, tc.body)
-			h := &collector.Handler{Vendor: v, Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+			h := &collector.Handler{Vendor: v, Raw: &rawstore.Store{Objects: env.Streams.Raw}, Pub: stage.NewPublisher(env.JS), Now: time.Now}
 			j := events.Job{ID: "job-hostile1", VendorRequestID: "hostile1", ResponseKey: key}
 			j = j.Advance(events.Ready, time.Now())
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

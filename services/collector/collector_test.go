@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http/httptest"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/chunk"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
-	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/rawstore"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
 	"github.com/marketpipe/marketpipe/services/collector"
@@ -73,7 +74,7 @@ func TestCollectorStoresTheFile(t *testing.T) {
 	env := natstest.NewEnv(t)
 	var downloads atomic.Int64
 	v := newClient(t, vendorsim.Faults{}, &downloads)
-	h := &collector.Handler{Vendor: v, Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	h := &collector.Handler{Vendor: v, Raw: &rawstore.Store{Objects: env.Streams.Raw}, Pub: stage.NewPublisher(env.JS), Now: time.Now}
 	ctx := context.Background()
 	j := readyJob(t, v, "mpcollect1")
 	m := env.DeliverJob(&j)
@@ -107,15 +108,16 @@ func TestCollectorStoresTheFile(t *testing.T) {
 	}
 }
 
-// A file of several raw-store chunks is stored compressed, in chunks of collector.ChunkSize
-// plain bytes (natsx.ChunkLayoutS2), although the gzip download hands the collector far smaller
+// A file of several raw-store chunks is stored compressed, in chunks of rawstore.ChunkSize
+// plain bytes (rawstore.ChunkLayoutS2), although the gzip download hands the collector far smaller
 // reads, and reads from an offset.
 func TestCollectorStoresS2Chunks(t *testing.T) {
 	env := natstest.NewEnv(t)
 	var downloads atomic.Int64
 	v := newClient(t, vendorsim.Faults{}, &downloads)
-	h := &collector.Handler{Vendor: v, Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now,
-		MarkBytes: 64 << 10}
+	pub := &lastPublished{Publisher: stage.NewPublisher(env.JS)}
+	h := &collector.Handler{Vendor: v, Raw: &rawstore.Store{Objects: env.Streams.Raw, MarkBytes: 64 << 10},
+		Pub: pub, Now: time.Now}
 	ctx := context.Background()
 	var secs []string
 	for i := range 60 {
@@ -123,7 +125,8 @@ func TestCollectorStoresS2Chunks(t *testing.T) {
 	}
 	j := readyRequest(t, v, vendor.Request{Identifier: "mpcollectbig", Program: "gethistory", Securities: secs,
 		Fields: []string{"PX_LAST", "PX_VOLUME", "PX_OPEN", "PX_HIGH", "PX_LOW"}, Start: "2025-01-01", End: "2025-12-31"})
-	if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
+	m := env.DeliverJob(&j)
+	if err := h.Handle(ctx, m); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := env.LastJob(j.ID)
@@ -132,22 +135,22 @@ func TestCollectorStoresS2Chunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	size := uint64(got.FileSize)
-	if size < 3*collector.ChunkSize {
-		t.Fatalf("the file is %d bytes; the test wants at least 3 chunks of %d", size, collector.ChunkSize)
+	if size < 3*rawstore.ChunkSize {
+		t.Fatalf("the file is %d bytes; the test wants at least 3 chunks of %d", size, rawstore.ChunkSize)
 	}
-	want := (size + collector.ChunkSize - 1) / collector.ChunkSize
+	want := (size + rawstore.ChunkSize - 1) / rawstore.ChunkSize
 	if uint64(info.Chunks) != want {
-		t.Errorf("%d bytes stored in %d chunks, want %d of %d bytes", size, info.Chunks, want, collector.ChunkSize)
+		t.Errorf("%d bytes stored in %d chunks, want %d of %d bytes", size, info.Chunks, want, rawstore.ChunkSize)
 	}
-	if info.Headers.Get(natsx.ChunkLayoutHeader) != natsx.ChunkLayoutS2 || info.Size*2 > size {
+	if info.Headers.Get(rawstore.ChunkLayoutHeader) != rawstore.ChunkLayoutS2 || info.Size*2 > size {
 		t.Errorf("headers %v, %d bytes stored for a file of %d: not compressed in the S2 layout", info.Headers, info.Size, size)
 	}
 	file := env.RawFile(got.FileKey)
 	if uint64(len(file)) != size {
 		t.Fatalf("the stored file decodes to %d bytes, the event says %d", len(file), size)
 	}
-	off := int64(collector.ChunkSize + 12345)
-	r, ok, err := natsx.OpenObjectAt(ctx, env.JS, info, off)
+	off := int64(rawstore.ChunkSize + 12345)
+	r, ok, err := rawstore.OpenObjectAt(ctx, env.JS, info, off)
 	if err != nil || !ok {
 		t.Fatalf("OpenObjectAt = %v, %v", ok, err)
 	}
@@ -170,6 +173,33 @@ func TestCollectorStoresS2Chunks(t *testing.T) {
 			t.Fatalf("mark %d: %+v in the event, %+v in the file", i, got.FileMarks[i], m)
 		}
 	}
+
+	// The marks are kept with the stored file: a redelivery that reuses it (no download) sends
+	// them on too.
+	if info.Headers.Get(rawstore.MarksHeader) == "" {
+		t.Errorf("no header %s on the stored file", rawstore.MarksHeader)
+	}
+	before := downloads.Load()
+	if err := h.Handle(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	// JetStream drops the redelivery's event as a duplicate: the one published is compared.
+	again := pub.last
+	if downloads.Load() != before || again.State != events.Collected || !slices.Equal(again.FileMarks, got.FileMarks) {
+		t.Errorf("redelivery: %d downloads, %d marks in the event; want none and the %d marks stored",
+			downloads.Load()-before, len(again.FileMarks), len(got.FileMarks))
+	}
+}
+
+// lastPublished keeps the last job event it published.
+type lastPublished struct {
+	*stage.Publisher
+	last events.Job
+}
+
+func (p *lastPublished) PublishJob(ctx context.Context, j *events.Job) error {
+	p.last = *j
+	return p.Publisher.PublishJob(ctx, j)
 }
 
 func TestCollectorRefusesBadDownloads(t *testing.T) {
@@ -188,7 +218,7 @@ func TestCollectorRefusesBadDownloads(t *testing.T) {
 			// The same request at a simulator that spoils every download.
 			bad := newClient(t, tc.faults, &downloads)
 			_ = readyJob(t, bad, "mpbad1")
-			h := &collector.Handler{Vendor: bad, Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+			h := &collector.Handler{Vendor: bad, Raw: &rawstore.Store{Objects: env.Streams.Raw}, Pub: stage.NewPublisher(env.JS), Now: time.Now}
 			err := h.Handle(context.Background(), env.DeliverJob(&j))
 			if err == nil || stage.IsPermanent(err) {
 				t.Fatalf("Handle = %v, want a transient error (fetched again on redelivery)", err)

@@ -3,11 +3,6 @@ package collector
 import (
 	"context"
 	"io"
-
-	"github.com/nats-io/nats.go/jetstream"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // Counter counts downloaded bytes; a prometheus.Counter is one.
@@ -39,37 +34,4 @@ func (r countingReader) Read(p []byte) (int, error) {
 		r.bytes.Add(float64(n))
 	}
 	return n, err
-}
-
-// tracedRaw makes each raw-store call a span of the job's trace.
-type tracedRaw struct {
-	RawStore
-	tracer trace.Tracer
-}
-
-func (s tracedRaw) Put(ctx context.Context, meta jetstream.ObjectMeta, r io.Reader) (info *jetstream.ObjectInfo, err error) {
-	ctx, span := s.tracer.Start(ctx, "objectstore.put", trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("objectstore.name", meta.Name)))
-	defer func() {
-		if info != nil {
-			span.SetAttributes(attribute.Int64("objectstore.size", int64(info.Size)))
-		}
-		endSpan(span, err)
-	}()
-	return s.RawStore.Put(ctx, meta, r)
-}
-
-func (s tracedRaw) GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (info *jetstream.ObjectInfo, err error) {
-	ctx, span := s.tracer.Start(ctx, "objectstore.get_info", trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("objectstore.name", name)))
-	defer func() { endSpan(span, err) }()
-	return s.RawStore.GetInfo(ctx, name, opts...)
-}
-
-func endSpan(span trace.Span, err error) {
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-	}
-	span.End()
 }

@@ -3,17 +3,17 @@
 // compressed, at most 1 MB each) on mp.rows.<job id>, then "transformed" with the batch count.
 // Its consumer reads mp.job.*.collected.
 //
-// A file larger than ChunkBytes (TRANSFORMER_CHUNK_BYTES, default 64 MiB) that pkg/chunk can
-// split is not parsed by the handler of "collected": it publishes one task per chunk on
-// mp.chunk.<job id> (stream MP_CHUNKS), and the service's second consumer, transformer-chunk,
-// shared by the replicas, transforms the chunks in parallel. Each chunk's batches are numbered
-// from chunk<<20, so the job run's ledger keys stay unique; each chunk records its figures in
-// the mp_chunks bucket, and the chunk that finds them all recorded publishes "transformed" with
-// the sums. The loader sees no difference.
+// A file larger than ChunkBytes (TRANSFORMER_CHUNK_BYTES, default 64 MiB) is not parsed by the
+// handler of "collected": cut at the marks stored with it (pkg/rawstore), it publishes one task
+// per chunk on mp.chunk.<job id> (stream MP_CHUNKS), and the service's second consumer,
+// transformer-chunk, shared by the replicas, transforms the chunks in parallel. Each chunk's
+// batches are numbered from chunk<<20, so the job run's ledger keys stay unique; each chunk
+// records its figures in the mp_chunks bucket, and the chunk that finds them all recorded
+// publishes "transformed" with the sums. The loader sees no difference. A file stored without
+// marks (by an earlier version) is transformed in one piece.
 package transformer
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,6 +37,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/pkg/rawstore"
 	"github.com/marketpipe/marketpipe/pkg/rowcodec"
 	"github.com/marketpipe/marketpipe/pkg/service"
 	"github.com/marketpipe/marketpipe/pkg/stage"
@@ -49,18 +50,10 @@ const (
 	ChunkName = "transformer-chunk"
 )
 
-// RawStore reads stored reply files.
-type RawStore interface {
-	Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error)
-}
-
-// OpenAtFunc opens a stored object from a byte offset without reading what comes before it;
-// ok is false when the object cannot be read that way (natsx.OpenObjectAt).
-type OpenAtFunc func(ctx context.Context, info *jetstream.ObjectInfo, offset int64) (r io.ReadCloser, ok bool, err error)
-
 // Handler transforms one collected job's file.
 type Handler struct {
-	Raw RawStore
+	// Raw holds the reply files, with their marks.
+	Raw *rawstore.Store
 	Pub *stage.Publisher
 	Now func() time.Time
 	// Tracer gives the parse span (default no-op); RowsParsed and RowsRejected count a job's
@@ -78,52 +71,41 @@ type Handler struct {
 	// records (natsx.RecordedChunks). Both are needed by HandleChunk.
 	Chunks      jetstream.KeyValue
 	CountChunks func(ctx context.Context, jobID string, generation int) (int, error)
-	// OpenAt lets a chunk cut at the file's marks read only its own part of the file (nil: it
-	// reads the file from its start and skips to its part).
-	OpenAt OpenAtFunc
 
 	// builders keeps row-batch builders between transforms: a chunk is a transform, and a
 	// new Builder would grow its arrays again for each.
 	builders sync.Pool
 }
 
-// Handle implements stage.Handler for "collected". A file larger than ChunkBytes that can be
-// split is handed out as chunk tasks (see HandleChunk); any other is transformed here. A
-// redelivery parses the file again and republishes the same batches under the same message
-// ids; JetStream and the loader's ledger drop the duplicates.
+// Handle implements stage.Handler for "collected". A file larger than ChunkBytes is cut at the
+// marks stored with it and handed out as chunk tasks (see HandleChunk); any other is
+// transformed here. A redelivery parses the file again and republishes the same batches under
+// the same message ids; JetStream and the loader's ledger drop the duplicates.
 func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	j, err := events.Decode(m.Data())
 	if err != nil {
 		return stage.Permanent(err)
 	}
-	n := chunk.Count(j.FileSize, h.ChunkBytes, MaxChunks)
-	if n > 1 && len(j.FileMarks) > 0 {
-		// Cut at the marks the collector found: no need to look at the file here.
-		if starts := chunk.Cut(fileMarks(j.FileMarks), j.FileSize, n); len(starts) > 0 {
-			return h.publishChunksAt(ctx, &j, starts)
-		}
-	}
-	obj, _, done, err := h.open(ctx, &j)
+	f, done, err := h.open(ctx, &j)
 	if err != nil {
 		return h.openFailed(ctx, &j, err)
 	}
 	defer done()
-	var r io.Reader = obj
-	if n > 1 && len(j.FileMarks) == 0 {
-		head := make([]byte, min(j.FileSize, chunk.MaxHeaderBytes))
-		k, err := io.ReadFull(obj, head)
-		if obj.err != nil {
-			return fmt.Errorf("read raw file %s: %w", j.FileKey, obj.err)
-		}
-		if err == nil && chunk.Splittable(head) {
-			done() // the chunks read the file themselves
-			return h.publishChunks(ctx, &j, n)
-		}
-		// A file shorter than its recorded size, gzip, or no START-OF-DATA in the head: the
-		// reader makes of it what it can, in one piece.
-		r = io.MultiReader(bytes.NewReader(head[:k]), obj)
+	// The stored file's marks are the source. A file stored by an earlier version has none:
+	// the marks of its "collected" event, if any, serve instead, and without them the file is
+	// transformed in one piece.
+	marks := f.Info.Marks
+	if len(marks) == 0 {
+		marks = j.FileMarks
 	}
-	st, err := h.transform(ctx, &j, r, nil)
+	if n := chunk.Count(f.Info.Size, h.ChunkBytes, MaxChunks); n > 1 && len(marks) > 0 {
+		if starts := chunk.Cut(fileMarks(marks), f.Info.Size, n); len(starts) > 0 {
+			done() // the chunks read the file themselves
+			return h.publishChunksAt(ctx, &j, starts)
+		}
+	}
+	obj := &readErrs{r: f}
+	st, err := h.transform(ctx, &j, obj, nil)
 	if err != nil {
 		return h.transformFailed(ctx, &j, obj.err, err)
 	}
@@ -158,28 +140,34 @@ func (h *Handler) HandleChunk(ctx context.Context, m *stage.Message) error {
 // then it returns false.
 func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (ok bool, err error) {
 	j := &task.Job
-	obj, info, done, err := h.open(ctx, j)
+	if !task.AtMarks() {
+		// Only earlier versions cut files without marks (by scanning them); a replay of the job
+		// cuts it at its marks or transforms it in one piece.
+		return false, h.fail(ctx, j, fmt.Sprintf("chunk %d of %d of %s: a task not cut at marks, from an earlier version: replay the job",
+			task.Chunk, task.Chunks, j.FileKey))
+	}
+	f, done, err := h.open(ctx, j)
 	if err != nil {
 		return false, h.openFailed(ctx, j, err)
 	}
 	defer done()
+	obj := &readErrs{r: f}
 	var data *readErrs // the file from the chunk's start, when that is not obj
 	st, err := func() (transformStats, error) {
 		var (
 			cs  chunkStream
 			err error
 		)
-		switch {
-		case !task.AtMarks():
-			cs, err = chunk.Open(obj, j.FileSize, task.Chunk, task.Chunks)
-		case task.Chunk == 0:
+		if task.Chunk == 0 {
 			cs, err = chunk.OpenFirst(obj, task.End, task.Chunks)
-		default:
-			r, closeData, openErr := h.openAt(ctx, j, info, task.Start.Offset)
+		} else {
+			readCtx, cancel := context.WithTimeout(ctx, h.readTimeout())
+			defer cancel()
+			r, openErr := h.Raw.OpenAt(readCtx, f.Info, task.Start.Offset)
 			if openErr != nil {
 				return transformStats{}, openErr
 			}
-			defer closeData()
+			defer r.Close()
 			data = &readErrs{r: r}
 			if cs, err = chunk.OpenAt(obj, data, chunk.Mark(task.Start), task.End, task.Chunk, task.Chunks); err == nil {
 				// The header is read: stop the object's delivery, which would otherwise fill
@@ -215,50 +203,6 @@ func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (o
 type chunkStream interface {
 	io.Reader
 	Chunk() chunk.Chunk
-}
-
-// openAt opens j's stored file, the object info describes (as open found it), from byte offset
-// on, under the read deadline: without reading what comes before when OpenAt can, else by
-// reading and dropping it.
-func (h *Handler) openAt(ctx context.Context, j *events.Job, info *jetstream.ObjectInfo, offset int64) (io.Reader, func(), error) {
-	readCtx, cancel := context.WithTimeout(ctx, h.readTimeout())
-	if h.OpenAt != nil {
-		r, ok, err := h.OpenAt(readCtx, info, offset)
-		if err != nil {
-			cancel()
-			return nil, nil, fmt.Errorf("open raw file %s at %d: %w", j.FileKey, offset, err)
-		}
-		if ok {
-			return r, func() { r.Close(); cancel() }, nil
-		}
-	}
-	o, err := h.Raw.Get(readCtx, j.FileKey)
-	if err != nil {
-		cancel()
-		return nil, nil, fmt.Errorf("open raw file %s: %w", j.FileKey, err)
-	}
-	closeAll := func() { o.Close(); cancel() }
-	file, _, err := plainFile(o)
-	if err != nil {
-		closeAll()
-		return nil, nil, fmt.Errorf("open raw file %s: %w", j.FileKey, err)
-	}
-	if _, err := io.CopyN(io.Discard, file, offset); err != nil {
-		closeAll()
-		return nil, nil, fmt.Errorf("read raw file %s to %d: %w", j.FileKey, offset, err)
-	}
-	return file, closeAll, nil
-}
-
-// plainFile is the file stored as object o: o's bytes, decoded if they are compressed
-// (natsx.PlainReader), and o's info.
-func plainFile(o jetstream.ObjectResult) (io.Reader, *jetstream.ObjectInfo, error) {
-	info, err := o.Info()
-	if err != nil {
-		return nil, nil, err
-	}
-	r, err := natsx.PlainReader(info, o)
-	return r, info, err
 }
 
 func (h *Handler) readTimeout() time.Duration {
@@ -309,16 +253,6 @@ func (h *Handler) completeChunks(ctx context.Context, task *events.ChunkTask) er
 // MaxChunks bounds the chunks of one file.
 const MaxChunks = 64
 
-// publishChunks publishes one task per chunk of j's file.
-func (h *Handler) publishChunks(ctx context.Context, j *events.Job, n int) error {
-	for i := range n {
-		if err := h.publishTask(ctx, &events.ChunkTask{Job: *j, Chunk: i, Chunks: n}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // publishChunksAt publishes one task per chunk of j's file cut at starts (chunk.Cut): the
 // first chunk from the data to starts[0], chunk i from starts[i-1] to starts[i], the last to
 // the end of the file.
@@ -347,32 +281,25 @@ func (h *Handler) publishTask(ctx context.Context, task *events.ChunkTask) error
 	return h.Pub.Publish(ctx, events.ChunkSubject(task.ID), task.MsgID(), data, nil)
 }
 
-// open opens j's stored file for reading, with a deadline (ReadTimeout), and returns it with
-// the object's info; done closes it.
-func (h *Handler) open(ctx context.Context, j *events.Job) (obj *readErrs, info *jetstream.ObjectInfo, done func(), err error) {
+// open opens j's stored file for reading, with a deadline (ReadTimeout); done closes it.
+func (h *Handler) open(ctx context.Context, j *events.Job) (f *rawstore.File, done func(), err error) {
 	readCtx, cancel := context.WithTimeout(ctx, h.readTimeout())
-	o, err := h.Raw.Get(readCtx, j.FileKey)
+	f, err = h.Raw.Open(readCtx, j.FileKey)
 	if err != nil {
 		cancel()
-		return nil, nil, nil, err
-	}
-	file, info, err := plainFile(o)
-	if err != nil {
-		o.Close()
-		cancel()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	var once sync.Once
-	return &readErrs{r: file}, info, func() { once.Do(func() { o.Close(); cancel() }) }, nil
+	return f, func() { once.Do(func() { f.Close(); cancel() }) }, nil
 }
 
 // openFailed settles a failure to open j's file: a missing file fails the job, anything else
 // is retried.
 func (h *Handler) openFailed(ctx context.Context, j *events.Job, err error) error {
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
+	if errors.Is(err, rawstore.ErrNotFound) {
 		return h.fail(ctx, j, fmt.Sprintf("raw file %s is not in the raw store", j.FileKey))
 	}
-	return fmt.Errorf("open raw file %s: %w", j.FileKey, err)
+	return err
 }
 
 // transformFailed settles a failed transform of (part of) j's file; readErr is the error of
@@ -614,7 +541,8 @@ func Stages(env *service.Env) ([]service.Runner, error) {
 		return nil, err
 	}
 	tracer := env.Tracing.Provider.Tracer(tracerName)
-	h := &Handler{Raw: tracedRaw{env.Streams.Raw, tracer}, Pub: env.Publisher(), Now: time.Now,
+	raw := &rawstore.Store{Objects: env.Streams.Raw, JS: env.JS, Tracer: tracer}
+	h := &Handler{Raw: raw, Pub: env.Publisher(), Now: time.Now,
 		Tracer: tracer, RowsParsed: counters.RowsParsed, RowsRejected: counters.RowsRejected}
 	chunkBytes, chunkConc, err := ChunkSettings(env.Lookup)
 	if err != nil {
@@ -622,9 +550,6 @@ func Stages(env *service.Env) ([]service.Runner, error) {
 	}
 	h.ChunkBytes = int64(chunkBytes)
 	h.Chunks = env.Streams.Chunks
-	h.OpenAt = TracedOpenAt(tracer, func(ctx context.Context, info *jetstream.ObjectInfo, offset int64) (io.ReadCloser, bool, error) {
-		return natsx.OpenObjectAt(ctx, env.JS, info, offset)
-	})
 	h.CountChunks = func(ctx context.Context, id string, gen int) (int, error) {
 		return natsx.RecordedChunks(ctx, env.JS, id, gen)
 	}

@@ -3,12 +3,13 @@ package transformer_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/natstest"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/pkg/rawstore"
 	"github.com/marketpipe/marketpipe/pkg/rowcodec"
 	"github.com/marketpipe/marketpipe/pkg/simdata"
 	"github.com/marketpipe/marketpipe/pkg/stage"
@@ -91,7 +93,7 @@ func moreRows(t *testing.T, env *natstest.Env, jobID string) []bool {
 
 func TestTransformerPublishesEveryObservation(t *testing.T) {
 	env := natstest.NewEnv(t)
-	h := &transformer.Handler{Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	h := &transformer.Handler{Raw: &rawstore.Store{Objects: env.Streams.Raw}, Pub: stage.NewPublisher(env.JS), Now: time.Now}
 	secs := make([]string, 150)
 	for i := range secs {
 		secs[i] = fmt.Sprintf("T%03d US Equity", i)
@@ -151,7 +153,7 @@ func TestTransformerPublishesEveryObservation(t *testing.T) {
 
 func TestTransformerFailsUnreadableFiles(t *testing.T) {
 	env := natstest.NewEnv(t)
-	h := &transformer.Handler{Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	h := &transformer.Handler{Raw: &rawstore.Store{Objects: env.Streams.Raw}, Pub: stage.NewPublisher(env.JS), Now: time.Now}
 	tests := []struct {
 		name, file, want string
 	}{
@@ -184,7 +186,7 @@ func TestTransformerFailsUnreadableFiles(t *testing.T) {
 
 func TestTransformerRejectsBadLinesAndLoadsTheRest(t *testing.T) {
 	env := natstest.NewEnv(t)
-	h := &transformer.Handler{Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	h := &transformer.Handler{Raw: &rawstore.Store{Objects: env.Streams.Raw}, Pub: stage.NewPublisher(env.JS), Now: time.Now}
 	file := "START-OF-FILE\nPROGRAMNAME=getdata\nDATEFORMAT=yyyymmdd\nRUNDATE=20260105\nSTART-OF-FIELDS\nPX_LAST\nPX_BID\nEND-OF-FIELDS\n" +
 		"START-OF-DATA\nIBM US Equity|0|2|101.5|101.4|\nbroken line without delimiters\nAAPL US Equity|0|2|201.5|201.4|\nEND-OF-DATA\nEND-OF-FILE\n"
 	j := collected(t, env, "job-rej", []byte(file))
@@ -202,7 +204,7 @@ func TestTransformerRejectsBadLinesAndLoadsTheRest(t *testing.T) {
 }
 
 // failingStore serves a reader that breaks partway, as the object store does on a timeout.
-type failingStore struct{ transformer.RawStore }
+type failingStore struct{ rawstore.Objects }
 
 type brokenObject struct {
 	jetstream.ObjectResult
@@ -212,7 +214,8 @@ type brokenObject struct {
 func (b brokenObject) Read(p []byte) (int, error) { return b.r.Read(p) }
 func (b brokenObject) Close() error               { return nil }
 func (b brokenObject) Info() (*jetstream.ObjectInfo, error) {
-	return &jetstream.ObjectInfo{ObjectMeta: jetstream.ObjectMeta{Name: "job-read/g0/f"}}, nil
+	return &jetstream.ObjectInfo{ObjectMeta: jetstream.ObjectMeta{Name: "job-read/g0/f"},
+		Digest: "SHA-256=" + base64.URLEncoding.EncodeToString(make([]byte, sha256.Size))}, nil
 }
 
 func (f failingStore) Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
@@ -225,7 +228,7 @@ func (f failingStore) Get(ctx context.Context, name string, opts ...jetstream.Ge
 
 func TestTransformerRetriesStoreReadErrors(t *testing.T) {
 	env := natstest.NewEnv(t)
-	h := &transformer.Handler{Raw: failingStore{env.Streams.Raw}, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	h := &transformer.Handler{Raw: &rawstore.Store{Objects: failingStore{env.Streams.Raw}}, Pub: stage.NewPublisher(env.JS), Now: time.Now}
 	j := events.Job{ID: "job-read", FileKey: "job-read/g0/f"}
 	j = j.Advance(events.Collected, time.Now())
 	err := h.Handle(context.Background(), env.DeliverJob(&j))
@@ -300,7 +303,7 @@ func handleChunks(t *testing.T, env *natstest.Env, h *transformer.Handler, jobID
 }
 
 func chunkHandler(env *natstest.Env, chunkBytes int64) *transformer.Handler {
-	return &transformer.Handler{Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now,
+	return &transformer.Handler{Raw: &rawstore.Store{Objects: env.Streams.Raw, JS: env.JS}, Pub: stage.NewPublisher(env.JS), Now: time.Now,
 		ChunkBytes: chunkBytes, Chunks: env.Streams.Chunks,
 		CountChunks: func(ctx context.Context, id string, gen int) (int, error) {
 			return natsx.RecordedChunks(ctx, env.JS, id, gen)
@@ -321,26 +324,20 @@ func TestTransformerChunksAddUpToTheWholeFile(t *testing.T) {
 	ref, _ := env.LastJob(whole.ID)
 	refBatches := batches(t, env, whole.ID)
 
-	// The chunks found by scanning the file from its start; cut at the collector's marks and
-	// read from their offset, of a file stored compressed as the collector stores it (S2) and
-	// of one stored plain in full chunks, as it stored them before; and cut at marks but read
-	// from the start (no OpenAt).
-	for _, variant := range []string{"scan", "marks", "marks-full-layout", "marks-without-openat"} {
+	// Cut at the marks stored with the file (the event carries none) and read from their
+	// offset, of a file stored compressed as the collector stores it (S2); cut at the marks of
+	// the event, of a file stored plain in full chunks without marks, as earlier versions
+	// stored them; and cut at the stored marks but read from the start (no JS for OpenAt).
+	for _, variant := range []string{"marks", "marks-full-layout", "marks-without-openat"} {
 		t.Run(variant, func(t *testing.T) {
 			const n = 5
 			h := chunkHandler(env, int64(len(file)/n+1))
+			rec := tracetest.NewSpanRecorder()
+			h.Raw.Tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)).Tracer("test")
 			var j events.Job
-			var openedAt atomic.Int64
 			switch variant {
-			case "scan":
-				j = collected(t, env, "job-chunked-scan", file)
-			default:
-				// As the collector stores it, with the marks found on the way.
-				layout := natsx.ChunkLayoutS2
-				if variant == "marks-full-layout" {
-					layout = natsx.ChunkLayoutFull
-				}
-				j = collectedAt(t, env, "job-chunked-"+variant, file, layout)
+			case "marks-full-layout":
+				j = collectedAt(t, env, "job-chunked-"+variant, file, rawstore.ChunkLayoutFull)
 				ms, err := chunk.Marks(bytes.NewReader(file), int64(len(file)/40), events.MaxFileMarks)
 				if err != nil || len(ms) < 20 {
 					t.Fatalf("%d marks, %v", len(ms), err)
@@ -348,14 +345,10 @@ func TestTransformerChunksAddUpToTheWholeFile(t *testing.T) {
 				for _, m := range ms {
 					j.FileMarks = append(j.FileMarks, events.FileMark(m))
 				}
-				if variant != "marks-without-openat" {
-					h.OpenAt = func(ctx context.Context, info *jetstream.ObjectInfo, offset int64) (io.ReadCloser, bool, error) {
-						r, ok, err := natsx.OpenObjectAt(ctx, env.JS, info, offset)
-						if ok {
-							openedAt.Add(1)
-						}
-						return r, ok, err
-					}
+			default:
+				j = stored(t, env, "job-chunked-"+variant, file)
+				if variant == "marks-without-openat" {
+					h.Raw.JS = nil
 				}
 			}
 			j.FileSize = int64(len(file))
@@ -433,17 +426,82 @@ func TestTransformerChunksAddUpToTheWholeFile(t *testing.T) {
 			if again, _ := env.LastJob(j.ID); again.RowsParsed != got.RowsParsed || again.Batches != got.Batches {
 				t.Errorf("after redeliveries: %d rows %d batches, want %d and %d", again.RowsParsed, again.Batches, got.RowsParsed, got.Batches)
 			}
-			if variant == "marks" || variant == "marks-full-layout" {
-				// Chunks 1 to 4, and chunk 2 again once its record was lost.
-				if want := int64(n); openedAt.Load() != want {
-					t.Errorf("%d chunks read from their offset, want %d", openedAt.Load(), want)
-				}
+			// Chunks 1 to 4, and chunk 2 again once its record was lost, read from their offset.
+			want := n
+			if variant == "marks-without-openat" {
+				want = 0
+			}
+			if got := offsetReads(rec); got != want {
+				t.Errorf("%d chunks read from their offset, want %d", got, want)
 			}
 		})
 	}
 }
 
-// collectedAt stores file in a layout that natsx.OpenObjectAt reads from an offset, in chunks
+// A large file stored without marks (as earlier versions stored it, its event without marks
+// too) is transformed in one piece: no chunk tasks, every batch from the handler of
+// "collected".
+func TestTransformerFileWithoutMarksInOnePiece(t *testing.T) {
+	env := natstest.NewEnv(t)
+	ctx := context.Background()
+	file := chunkedFile(t)
+	h := chunkHandler(env, int64(len(file)/5+1))
+	j := collected(t, env, "job-unmarked", file)
+	j.FileSize = int64(len(file))
+	if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := env.LastJob(j.ID)
+	if got.State != events.Transformed || got.RowsParsed == 0 {
+		t.Fatalf("state %q, %d rows", got.State, got.RowsParsed)
+	}
+	if n := env.Count(events.ChunksStream, events.ChunkSubject(j.ID)); n != 0 {
+		t.Errorf("%d chunk tasks for a file without marks", n)
+	}
+	for _, b := range batches(t, env, j.ID) {
+		if b.Seq>>20 != 0 {
+			t.Errorf("batch %d numbered as a chunk's", b.Seq)
+		}
+	}
+}
+
+// offsetReads counts the reads of a stored file from an offset among rec's spans.
+func offsetReads(rec *tracetest.SpanRecorder) int {
+	n := 0
+	for _, s := range rec.Ended() {
+		offset, read := false, true
+		for _, a := range s.Attributes() {
+			offset = offset || a.Key == "objectstore.offset"
+			if a.Key == "objectstore.offset_read" {
+				read = a.Value.AsBool()
+			}
+		}
+		if s.Name() == "objectstore.get" && offset && read {
+			n++
+		}
+	}
+	return n
+}
+
+// stored stores file as the collector does, in chunks of 4 KiB (so that chunks start
+// mid-chunk) with marks every 1/40 of it, and returns the job as collected, without marks in
+// the event: the transformer finds them with the file.
+func stored(t *testing.T, env *natstest.Env, id string, file []byte) events.Job {
+	t.Helper()
+	key := id + "/g0/file.bbg"
+	raw := &rawstore.Store{Objects: env.Streams.Raw, ChunkSize: 4 << 10, MarkBytes: int64(len(file) / 40)}
+	info, err := raw.Put(context.Background(), key, rawstore.Meta{}, bytes.NewReader(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.Marks) < 20 {
+		t.Fatalf("%d marks stored", len(info.Marks))
+	}
+	j := events.Job{ID: id, Version: 42, FileKey: key, FileSize: info.Size, Spec: events.Spec{Program: "gethistory"}}
+	return j.Advance(events.Collected, time.Now())
+}
+
+// collectedAt stores file in a layout that rawstore.OpenObjectAt reads from an offset, in chunks
 // of 4 KiB (so that chunks start mid-chunk): the full layout, or the S2 layout as the collector
 // stores it. It returns the job as collected.
 func collectedAt(t *testing.T, env *natstest.Env, id string, file []byte, layout string) events.Job {
@@ -452,19 +510,19 @@ func collectedAt(t *testing.T, env *natstest.Env, id string, file []byte, layout
 	key := id + "/g0/file.bbg"
 	const chunkSize = 4 << 10
 	meta := jetstream.ObjectMeta{Name: key, Opts: &jetstream.ObjectMetaOptions{ChunkSize: chunkSize},
-		Headers: map[string][]string{natsx.ChunkLayoutHeader: {layout}}}
+		Headers: map[string][]string{rawstore.ChunkLayoutHeader: {layout}}}
 	switch layout {
-	case natsx.ChunkLayoutFull:
+	case rawstore.ChunkLayoutFull:
 		if _, err := env.Streams.Raw.Put(ctx, meta, bytes.NewReader(file)); err != nil {
 			t.Fatal(err)
 		}
-	case natsx.ChunkLayoutS2:
-		meta.Opts.ChunkSize = uint32(natsx.S2ChunkSize(chunkSize))
-		r := natsx.NewS2Chunks(bytes.NewReader(file), chunkSize)
+	case rawstore.ChunkLayoutS2:
+		meta.Opts.ChunkSize = uint32(rawstore.S2ChunkSize(chunkSize))
+		r := rawstore.NewS2Chunks(bytes.NewReader(file), chunkSize)
 		if _, err := env.Streams.Raw.Put(ctx, meta, r); err != nil {
 			t.Fatal(err)
 		}
-		natsx.SetPlainHeaders(meta.Headers, chunkSize, r.Size(), r.SHA256())
+		rawstore.SetPlainHeaders(meta.Headers, chunkSize, r.Size(), r.SHA256())
 		if err := env.Streams.Raw.UpdateMeta(ctx, key, meta); err != nil {
 			t.Fatal(err)
 		}
@@ -483,8 +541,7 @@ func TestTransformerFailsOnABadChunk(t *testing.T) {
 	file = file[:len(file)*9/10]
 	const n = 4
 	h := chunkHandler(env, int64(len(file)/n+1))
-	j := collected(t, env, "job-bad-chunk", file)
-	j.FileSize = int64(len(file))
+	j := stored(t, env, "job-bad-chunk", file)
 	if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
 		t.Fatal(err)
 	}
@@ -500,10 +557,10 @@ func TestTransformerFailsOnABadChunk(t *testing.T) {
 	// A store that fails mid-read: retried, the job not failed.
 	j2 := collected(t, env, "job-chunk-read", file)
 	j2.FileSize = int64(len(file))
-	task := events.ChunkTask{Job: j2, Chunk: 1, Chunks: n}
+	task := events.ChunkTask{Job: j2, Chunk: 1, Chunks: 2, Start: events.FileMark{Offset: 10, Line: 2}}
 	data, _ := task.Encode()
 	hf := chunkHandler(env, 1)
-	hf.Raw = failingStore{env.Streams.Raw}
+	hf.Raw = &rawstore.Store{Objects: failingStore{env.Streams.Raw}}
 	err := hf.HandleChunk(ctx, env.Deliver(events.ChunksStream, events.ChunkSubject(j2.ID), data))
 	if err == nil || stage.IsPermanent(err) || !errors.Is(err, nats.ErrTimeout) {
 		t.Fatalf("HandleChunk = %v, want a transient error wrapping the read timeout", err)
@@ -523,18 +580,8 @@ func TestChunkReadsAreTraced(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	const n = 4
 	h := chunkHandler(env, int64(len(file)/n+1))
-	h.OpenAt = transformer.TracedOpenAt(tp.Tracer("test"), func(ctx context.Context, info *jetstream.ObjectInfo, offset int64) (io.ReadCloser, bool, error) {
-		return natsx.OpenObjectAt(ctx, env.JS, info, offset)
-	})
-	j := collectedAt(t, env, "job-traced", file, natsx.ChunkLayoutS2)
-	j.FileSize = int64(len(file))
-	ms, err := chunk.Marks(bytes.NewReader(file), int64(len(file)/40), events.MaxFileMarks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range ms {
-		j.FileMarks = append(j.FileMarks, events.FileMark(m))
-	}
+	h.Raw.Tracer = tp.Tracer("test")
+	j := stored(t, env, "job-traced", file)
 	if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
 		t.Fatal(err)
 	}
@@ -553,12 +600,12 @@ func TestChunkReadsAreTraced(t *testing.T) {
 	}
 	var got []string
 	for _, s := range rec.Ended() {
-		if s.Name() != "objectstore.get" {
-			continue
-		}
 		attrs := map[attribute.Key]attribute.Value{}
 		for _, a := range s.Attributes() {
 			attrs[a.Key] = a.Value
+		}
+		if _, ok := attrs["objectstore.offset"]; s.Name() != "objectstore.get" || !ok {
+			continue // reads from the start: each chunk's header
 		}
 		got = append(got, fmt.Sprintf("%d+%d", attrs["objectstore.offset"].AsInt64(), attrs["objectstore.bytes_read"].AsInt64()))
 	}
@@ -573,7 +620,7 @@ func TestChunkReadsAreTraced(t *testing.T) {
 // key), and "transformed" counts its unknown fields, return codes and rejected lines.
 func TestSnapshotTimeAndWarnings(t *testing.T) {
 	env := natstest.NewEnv(t)
-	h := &transformer.Handler{Raw: env.Streams.Raw, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	h := &transformer.Handler{Raw: &rawstore.Store{Objects: env.Streams.Raw}, Pub: stage.NewPublisher(env.JS), Now: time.Now}
 	file := "START-OF-FILE\nPROGRAMNAME=getdata\nRUNDATE=20260105\nSTART-OF-FIELDS\nPX_LAST\nPX_NOPE\nEND-OF-FIELDS\n" +
 		"TIMESTARTED=Mon Jan  5 14:30:05 EST 2026\nSTART-OF-DATA\nIBM US Equity|0|2|101.5|FLD UNKNOWN|\nBAD US Equity|10|2| | |\n" +
 		"broken\nEND-OF-DATA\nEND-OF-FILE\n"
@@ -591,5 +638,30 @@ func TestSnapshotTimeAndWarnings(t *testing.T) {
 	got, _ := env.LastJob(j.ID)
 	if w := got.Warnings.String(); w != "1 unknown field (PX_NOPE); 1 security with return codes (RC=10: 1); 1 rejected line" {
 		t.Errorf("warnings %q", w)
+	}
+}
+
+// A chunk task not cut at marks (only earlier versions, which scanned files, made them) fails
+// its job with the reason, rather than being read some other way: a replay cuts the file again.
+func TestChunkTaskWithoutMarksFailsTheJob(t *testing.T) {
+	env := natstest.NewEnv(t)
+	ctx := context.Background()
+	file := chunkedFile(t)
+	j := stored(t, env, "job-old-task", file)
+	task := events.ChunkTask{Job: j, Chunk: 1, Chunks: 3}
+	data, err := task.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := chunkHandler(env, int64(len(file)/3+1))
+	if err := h.HandleChunk(ctx, env.Deliver(events.ChunksStream, events.ChunkSubject(j.ID), data)); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := env.LastJob(j.ID)
+	if got.State != events.Failed || !strings.Contains(got.Error, "not cut at marks") {
+		t.Errorf("state %q error %q, want failed: not cut at marks", got.State, got.Error)
+	}
+	if n := env.Count(events.RowsStream, events.RowsSubject(j.ID)); n != 0 {
+		t.Errorf("%d row batches published for the task", n)
 	}
 }

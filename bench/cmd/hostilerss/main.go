@@ -9,8 +9,8 @@
 //     raw store of a NATS server that runs in a further process;
 //   - transformer: pkg/dlformat's Reader over the gzip file, as the transformer reads a stored
 //     gzip reply file;
-//   - transformer-chunk: a chunk (pkg/chunk's Open, 2 of 16) of the plain file read by
-//     dlformat, as a transformer replica reads a chunk of a stored plain file.
+//   - transformer-chunk: the first chunk (pkg/chunk's OpenFirst) of the plain file read by
+//     dlformat, as a transformer replica reads a chunk of a stored file cut at its marks.
 //
 // Each prints its VmHWM in MB and the error that ended it (each should end with a bound of
 // pkg/bounds). Figures go to docs/hostile-input.md. Run it as
@@ -44,6 +44,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/hostile"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/rawstore"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
 	"github.com/marketpipe/marketpipe/services/collector"
@@ -145,7 +146,7 @@ func run(mode, file, natsURL string, line int64) error {
 	}
 	switch mode {
 	case "marks":
-		_, err := chunk.Marks(plain(), collector.DefaultMarkBytes, events.MaxFileMarks)
+		_, err := chunk.Marks(plain(), rawstore.DefaultMarkBytes, events.MaxFileMarks)
 		return err
 	case "collector-gzip", "collector-plain":
 		return collect(f, natsURL, hostile.Size(line), mode == "collector-gzip")
@@ -156,7 +157,8 @@ func run(mode, file, natsURL string, line int64) error {
 		}
 		return readAll(r)
 	case "transformer-chunk":
-		cr, err := chunk.Open(plain(), hostile.Size(line), 1, 16)
+		// The first chunk, up to the data's end: through the long line.
+		cr, err := chunk.OpenFirst(plain(), hostile.Size(line)-int64(len(hostile.Tail)), 16)
 		if err != nil {
 			return err
 		}
@@ -233,7 +235,7 @@ func collect(f *os.File, natsURL string, size int64, gz bool) error {
 	if err != nil {
 		return err
 	}
-	h := &collector.Handler{Vendor: v, Raw: streams.Raw, Pub: stage.NewPublisher(js), Now: time.Now}
+	h := &collector.Handler{Vendor: v, Raw: &rawstore.Store{Objects: streams.Raw}, Pub: stage.NewPublisher(js), Now: time.Now}
 	if err := h.Handle(ctx, msg); err != nil {
 		return fmt.Errorf("handle: %w", err)
 	}

@@ -19,16 +19,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/marketpipe/marketpipe/pkg/chstore"
 	"github.com/marketpipe/marketpipe/pkg/dlformat"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/pkg/rawstore"
 	"github.com/marketpipe/marketpipe/pkg/rowcodec"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
-	"github.com/marketpipe/marketpipe/services/collector"
 	"github.com/marketpipe/marketpipe/services/transformer"
 	"github.com/marketpipe/marketpipe/services/vendorsim"
 )
@@ -654,7 +653,7 @@ func (b *bench) legTransform(ctx context.Context) error {
 		return err
 	}
 	// Stored as the collector stores it, with the marks it finds.
-	_, marks, err := collector.Store(ctx, c.streams.Raw, jetstream.ObjectMeta{Name: key}, f, 0)
+	stored, err := (&rawstore.Store{Objects: c.streams.Raw}).Put(ctx, key, rawstore.Meta{}, f)
 	f.Close()
 	if err != nil {
 		return fmt.Errorf("store the reference file: %w", err)
@@ -686,7 +685,7 @@ func (b *bench) legTransform(ctx context.Context) error {
 		for _, id := range ids {
 			now := time.Now().UTC()
 			j := events.Job{ID: id, Spec: b.refSpec, Version: uint64(now.UnixNano()), Deadline: now.Add(time.Hour),
-				FileKey: key, FileSHA256: b.refSHA, FileSize: b.refBytes, FileMarks: marks}
+				FileKey: key, FileSHA256: b.refSHA, FileSize: b.refBytes, FileMarks: stored.Marks}
 			j = j.Advance(events.Submitted, now).Advance(events.Collected, now)
 			if err := c.pub.PublishJob(ctx, &j); err != nil {
 				return 0, err

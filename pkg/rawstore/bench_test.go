@@ -1,4 +1,4 @@
-package natsx_test
+package rawstore_test
 
 import (
 	"bytes"
@@ -8,17 +8,17 @@ import (
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/pkg/rawstore"
 	"github.com/marketpipe/marketpipe/pkg/simdata"
 )
 
 // BenchmarkRawCompression compresses a simulated gethistory reply file (400 securities × 10
 // fields × 250 days, about 41 MB) in the collector's 512 KiB chunks: "s2-chunks" is what the
-// collector does (natsx.S2Chunks: S2 streams, with their CRCs, and the file's SHA-256),
+// collector does (rawstore.S2Chunks: S2 streams, with their CRCs, and the file's SHA-256),
 // "s2-block" S2's compression alone, the others what it could do instead. ratio is compressed / plain bytes; MB/s counts plain bytes.
 //
-//	go test ./pkg/natsx -run '^$' -bench BenchmarkRawCompression -benchtime 5x
+//	go test ./pkg/rawstore -run '^$' -bench BenchmarkRawCompression -benchtime 5x
 func BenchmarkRawCompression(b *testing.B) {
 	spec := simdata.History("bench", 400, 250)
 	var file bytes.Buffer
@@ -47,8 +47,8 @@ func BenchmarkRawCompression(b *testing.B) {
 		run  func() int // returns the compressed bytes
 	}{
 		{"s2-chunks", func() int {
-			c := natsx.NewS2Chunks(bytes.NewReader(plain), chunk)
-			buf := make([]byte, natsx.S2ChunkSize(chunk))
+			c := rawstore.NewS2Chunks(bytes.NewReader(plain), chunk)
+			buf := make([]byte, rawstore.S2ChunkSize(chunk))
 			n := 0
 			for {
 				k, err := c.Read(buf)

@@ -1,21 +1,17 @@
-package natsx_test
+package rawstore_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/marketpipe/marketpipe/pkg/events"
-	"github.com/marketpipe/marketpipe/pkg/natstest"
-	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/rawstore"
 )
 
 // testPlainChunk is the plain chunk size of the S2 test objects: S2's smallest block.
@@ -26,13 +22,13 @@ const testPlainChunk = 4 << 10
 func (e *objEnv) putS2(t *testing.T, name string, data []byte) *jetstream.ObjectInfo {
 	t.Helper()
 	meta := jetstream.ObjectMeta{Name: name,
-		Headers: map[string][]string{natsx.ChunkLayoutHeader: {natsx.ChunkLayoutS2}},
-		Opts:    &jetstream.ObjectMetaOptions{ChunkSize: uint32(natsx.S2ChunkSize(testPlainChunk))}}
-	file := natsx.NewS2Chunks(bytes.NewReader(data), testPlainChunk)
+		Headers: map[string][]string{rawstore.ChunkLayoutHeader: {rawstore.ChunkLayoutS2}},
+		Opts:    &jetstream.ObjectMetaOptions{ChunkSize: uint32(rawstore.S2ChunkSize(testPlainChunk))}}
+	file := rawstore.NewS2Chunks(bytes.NewReader(data), testPlainChunk)
 	if _, err := e.raw.Put(e.ctx, meta, file); err != nil {
 		t.Fatalf("put %s: %v", name, err)
 	}
-	natsx.SetPlainHeaders(meta.Headers, testPlainChunk, file.Size(), file.SHA256())
+	rawstore.SetPlainHeaders(meta.Headers, testPlainChunk, file.Size(), file.SHA256())
 	if err := e.raw.UpdateMeta(e.ctx, name, meta); err != nil {
 		t.Fatalf("update meta of %s: %v", name, err)
 	}
@@ -55,7 +51,7 @@ func (e *objEnv) readWhole(t *testing.T, name string) ([]byte, error) {
 	if err != nil {
 		t.Fatalf("info of %s: %v", name, err)
 	}
-	r, err := natsx.PlainReader(info, o)
+	r, err := rawstore.PlainReader(info, o)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +94,7 @@ func TestS2LayoutReads(t *testing.T) {
 		if f.name == "text-five-and-a-half" && info.Size*2 > uint64(size) {
 			t.Errorf("%s: %d bytes stored for %d: not compressed", f.name, info.Size, size)
 		}
-		gotSize, sha, compressed, err := natsx.PlainFile(info)
+		gotSize, sha, compressed, err := rawstore.PlainFile(info)
 		sum := sha256.Sum256(f.data)
 		if err != nil || gotSize != int64(size) || sha != hex.EncodeToString(sum[:]) || !compressed {
 			t.Errorf("%s: PlainFile = %d, %s, %v, %v; want %d, %x, true", f.name, gotSize, sha, compressed, err, size, sum)
@@ -118,7 +114,7 @@ func TestS2LayoutReads(t *testing.T) {
 	}
 	// An offset past the file's end, though inside the compressed object's bytes, is refused.
 	info := e.putS2(t, "past", textBytes(2*c))
-	if _, _, err := natsx.OpenObjectAt(e.ctx, e.js, info, 2*c+1); err == nil {
+	if _, _, err := rawstore.OpenObjectAt(e.ctx, e.js, info, 2*c+1); err == nil {
 		t.Error("OpenObjectAt past the file's end: no error")
 	}
 	if n := len(e.consumers(t)); n != 0 {
@@ -130,22 +126,22 @@ func TestS2LayoutReads(t *testing.T) {
 func TestS2LayoutIncomplete(t *testing.T) {
 	e := newObjEnv(t)
 	meta := jetstream.ObjectMeta{Name: "half",
-		Headers: map[string][]string{natsx.ChunkLayoutHeader: {natsx.ChunkLayoutS2}},
-		Opts:    &jetstream.ObjectMetaOptions{ChunkSize: uint32(natsx.S2ChunkSize(testPlainChunk))}}
-	if _, err := e.raw.Put(e.ctx, meta, natsx.NewS2Chunks(bytes.NewReader(textBytes(3*testPlainChunk)), testPlainChunk)); err != nil {
+		Headers: map[string][]string{rawstore.ChunkLayoutHeader: {rawstore.ChunkLayoutS2}},
+		Opts:    &jetstream.ObjectMetaOptions{ChunkSize: uint32(rawstore.S2ChunkSize(testPlainChunk))}}
+	if _, err := e.raw.Put(e.ctx, meta, rawstore.NewS2Chunks(bytes.NewReader(textBytes(3*testPlainChunk)), testPlainChunk)); err != nil {
 		t.Fatal(err)
 	}
 	info, err := e.raw.GetInfo(e.ctx, "half")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := natsx.PlainFile(info); err == nil || !strings.Contains(err.Error(), natsx.PlainSizeHeader) {
-		t.Errorf("PlainFile = %v, want an error naming %s", err, natsx.PlainSizeHeader)
+	if _, _, _, err := rawstore.PlainFile(info); err == nil || !strings.Contains(err.Error(), rawstore.PlainSizeHeader) {
+		t.Errorf("PlainFile = %v, want an error naming %s", err, rawstore.PlainSizeHeader)
 	}
 	if _, err := e.readWhole(t, "half"); err == nil {
 		t.Error("PlainReader: no error")
 	}
-	if _, _, err := natsx.OpenObjectAt(e.ctx, e.js, info, 10); err == nil {
+	if _, _, err := rawstore.OpenObjectAt(e.ctx, e.js, info, 10); err == nil {
 		t.Error("OpenObjectAt: no error")
 	}
 }
@@ -160,7 +156,7 @@ func TestS2LayoutMismatch(t *testing.T) {
 
 	// One byte more than stored, in the same number of chunks.
 	meta := jetstream.ObjectMeta{Name: "file", Headers: info.Headers}
-	natsx.SetPlainHeaders(meta.Headers, c, int64(len(data)+1), info.Headers.Get(natsx.PlainSHA256Header))
+	rawstore.SetPlainHeaders(meta.Headers, c, int64(len(data)+1), info.Headers.Get(rawstore.PlainSHA256Header))
 	if err := e.raw.UpdateMeta(e.ctx, "file", meta); err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +167,7 @@ func TestS2LayoutMismatch(t *testing.T) {
 	if got, err := e.readWhole(t, "file"); err == nil {
 		t.Errorf("read whole with a wrong size: %d bytes, no error", len(got))
 	}
-	r, ok, err := natsx.OpenObjectAt(e.ctx, e.js, info, 2*c)
+	r, ok, err := rawstore.OpenObjectAt(e.ctx, e.js, info, 2*c)
 	if err != nil || !ok {
 		t.Fatalf("OpenObjectAt = %v, %v", ok, err)
 	}
@@ -183,17 +179,17 @@ func TestS2LayoutMismatch(t *testing.T) {
 	// Plain chunks under S2 headers.
 	plain := fullMeta("plain")
 	plain.Opts.ChunkSize = c
-	natsx.SetPlainHeaders(plain.Headers, c, int64(len(data)), "00")
+	rawstore.SetPlainHeaders(plain.Headers, c, int64(len(data)), "00")
 	e.put(t, plain, data)
 	info, err = e.raw.GetInfo(e.ctx, "plain")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, ok, err = natsx.OpenObjectAt(e.ctx, e.js, info, c+5)
+	r, ok, err = rawstore.OpenObjectAt(e.ctx, e.js, info, c+5)
 	if err != nil || !ok {
 		t.Fatalf("OpenObjectAt = %v, %v", ok, err)
 	}
-	if got, err := io.ReadAll(r); err == nil || !strings.Contains(err.Error(), natsx.ChunkLayoutS2) {
+	if got, err := io.ReadAll(r); err == nil || !strings.Contains(err.Error(), rawstore.ChunkLayoutS2) {
 		t.Errorf("read plain chunks as S2: %d bytes, %v; want an error naming the layout", len(got), err)
 	}
 	r.Close()
@@ -207,12 +203,12 @@ func TestS2LayoutMismatch(t *testing.T) {
 func TestS2ChunksReads(t *testing.T) {
 	const c = testPlainChunk
 	data := append(textBytes(c), randomBytes(c+10, 3)...)
-	file := natsx.NewS2Chunks(bytes.NewReader(data), c)
+	file := rawstore.NewS2Chunks(bytes.NewReader(data), c)
 	if _, err := file.Read(make([]byte, c)); err == nil {
 		t.Fatal("a buffer smaller than S2ChunkSize: no error")
 	}
-	file = natsx.NewS2Chunks(bytes.NewReader(data), c)
-	buf := make([]byte, natsx.S2ChunkSize(c))
+	file = rawstore.NewS2Chunks(bytes.NewReader(data), c)
+	buf := make([]byte, rawstore.S2ChunkSize(c))
 	var sizes []int
 	for {
 		n, err := file.Read(buf)
@@ -226,44 +222,12 @@ func TestS2ChunksReads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(sizes) != 3 || sizes[0] >= c/2 || sizes[1] != natsx.S2ChunkSize(c) || sizes[2] > 10+18 {
+	if len(sizes) != 3 || sizes[0] >= c/2 || sizes[1] != rawstore.S2ChunkSize(c) || sizes[2] > 10+18 {
 		t.Errorf("chunk sizes %v: want a compressed text chunk, a stored random one of %d, and a short last",
-			sizes, natsx.S2ChunkSize(c))
+			sizes, rawstore.S2ChunkSize(c))
 	}
 	sum := sha256.Sum256(data)
 	if file.Size() != int64(len(data)) || file.SHA256() != hex.EncodeToString(sum[:]) {
 		t.Errorf("Size, SHA256 = %d, %s; want %d, %x", file.Size(), file.SHA256(), len(data), sum)
-	}
-}
-
-// A raw store declared by an earlier version, compressed by the server, is updated to the
-// uncompressed one (the collector compresses), and the plain files it holds still read.
-func TestSetupUpdatesACompressedRawStore(t *testing.T) {
-	s := natstest.Start(t)
-	_, js := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	old, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: events.RawBucket, Compression: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := textBytes(10 << 10)
-	if _, err := old.PutBytes(ctx, "old-file", data); err != nil {
-		t.Fatal(err)
-	}
-	st, err := natsx.Setup(ctx, js, natsx.Retention{})
-	if err != nil {
-		t.Fatalf("Setup over a compressed raw store: %v", err)
-	}
-	status, err := st.Raw.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if status.IsCompressed() {
-		t.Error("the raw store is still compressed by the server")
-	}
-	got, err := st.Raw.GetBytes(ctx, "old-file")
-	if err != nil || !bytes.Equal(got, data) {
-		t.Errorf("old file: %d bytes, %v", len(got), err)
 	}
 }

@@ -1,4 +1,4 @@
-package natsx_test
+package rawstore_test
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
-	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/rawstore"
 )
 
 // testChunkSize is the chunk size of the test objects: small, so an object is many chunks.
@@ -47,7 +47,7 @@ func randomBytes(n int, seed uint64) []byte {
 // fullMeta is the meta of an object put in full chunks of testChunkSize.
 func fullMeta(name string) jetstream.ObjectMeta {
 	return jetstream.ObjectMeta{Name: name,
-		Headers: map[string][]string{natsx.ChunkLayoutHeader: {natsx.ChunkLayoutFull}},
+		Headers: map[string][]string{rawstore.ChunkLayoutHeader: {rawstore.ChunkLayoutFull}},
 		Opts:    &jetstream.ObjectMetaOptions{ChunkSize: testChunkSize}}
 }
 
@@ -69,7 +69,7 @@ func (e *objEnv) put(t *testing.T, meta jetstream.ObjectMeta, data []byte) *jets
 // readAt opens info at offset, requires ok, and returns all the reader's bytes.
 func (e *objEnv) readAt(t *testing.T, info *jetstream.ObjectInfo, offset int64) []byte {
 	t.Helper()
-	r, ok, err := natsx.OpenObjectAt(e.ctx, e.js, info, offset)
+	r, ok, err := rawstore.OpenObjectAt(e.ctx, e.js, info, offset)
 	if err != nil {
 		t.Fatalf("open %s at %d: %v", info.Name, offset, err)
 	}
@@ -169,7 +169,7 @@ func TestOpenObjectAtReadsOnlyNeededChunks(t *testing.T) {
 		{5*testChunkSize + 100, 5},
 		{2*testChunkSize + 3, 2},
 	} {
-		r, ok, err := natsx.OpenObjectAt(e.ctx, e.js, info, int64(tc.offset))
+		r, ok, err := rawstore.OpenObjectAt(e.ctx, e.js, info, int64(tc.offset))
 		if err != nil || !ok {
 			t.Fatalf("open at %d: ok %v, err %v", tc.offset, ok, err)
 		}
@@ -276,7 +276,7 @@ func TestOpenObjectAtInterleaved(t *testing.T) {
 	}
 
 	for _, off := range []int64{0, testChunkSize + 5, 3 * testChunkSize} {
-		r, ok, err := natsx.OpenObjectAt(e.ctx, e.js, infoA, off)
+		r, ok, err := rawstore.OpenObjectAt(e.ctx, e.js, infoA, off)
 		if err != nil || ok || r != nil {
 			t.Errorf("interleaved a at %d: reader %v, ok %v, err %v; want nil, false, nil", off, r, ok, err)
 		}
@@ -295,12 +295,12 @@ func TestOpenObjectAtNotReadable(t *testing.T) {
 	plain := fullMeta("plain")
 	plain.Headers = map[string][]string{"Job-Id": {"j1"}}
 	lower := fullMeta("lower-case-header") // object headers are case-sensitive
-	lower.Headers = map[string][]string{"chunk-layout": {natsx.ChunkLayoutFull}}
+	lower.Headers = map[string][]string{"chunk-layout": {rawstore.ChunkLayoutFull}}
 	other := fullMeta("other-layout")
-	other.Headers = map[string][]string{natsx.ChunkLayoutHeader: {"any"}}
+	other.Headers = map[string][]string{rawstore.ChunkLayoutHeader: {"any"}}
 	for _, meta := range []jetstream.ObjectMeta{plain, lower, other} {
 		info := e.put(t, meta, data)
-		r, ok, err := natsx.OpenObjectAt(e.ctx, e.js, info, testChunkSize+1)
+		r, ok, err := rawstore.OpenObjectAt(e.ctx, e.js, info, testChunkSize+1)
 		if err != nil || ok || r != nil {
 			t.Errorf("%s: reader %v, ok %v, err %v; want nil, false, nil", meta.Name, r, ok, err)
 		}
@@ -314,14 +314,14 @@ func TestOpenObjectAtNotReadable(t *testing.T) {
 		t.Fatalf("delete: %v", err)
 	}
 	// The info read before the delete: its chunks are gone.
-	if r, ok, err := natsx.OpenObjectAt(e.ctx, e.js, info, 10); err != nil || ok || r != nil {
+	if r, ok, err := rawstore.OpenObjectAt(e.ctx, e.js, info, 10); err != nil || ok || r != nil {
 		t.Errorf("deleted, old info: reader %v, ok %v, err %v; want nil, false, nil", r, ok, err)
 	}
 	deleted, err := e.raw.GetInfo(e.ctx, "deleted", jetstream.GetObjectInfoShowDeleted())
 	if err != nil {
 		t.Fatalf("info of deleted: %v", err)
 	}
-	if r, ok, err := natsx.OpenObjectAt(e.ctx, e.js, deleted, 0); err != nil || ok || r != nil {
+	if r, ok, err := rawstore.OpenObjectAt(e.ctx, e.js, deleted, 0); err != nil || ok || r != nil {
 		t.Errorf("deleted: reader %v, ok %v, err %v; want nil, false, nil", r, ok, err)
 	}
 
@@ -334,7 +334,7 @@ func TestOpenObjectAtNotReadable(t *testing.T) {
 	if info.Chunks == 4 {
 		t.Fatalf("short-reads stored in %d chunks, as if full", info.Chunks)
 	}
-	if r, ok, err := natsx.OpenObjectAt(e.ctx, e.js, info, 10); err != nil || ok || r != nil {
+	if r, ok, err := rawstore.OpenObjectAt(e.ctx, e.js, info, 10); err != nil || ok || r != nil {
 		t.Errorf("short-reads: reader %v, ok %v, err %v; want nil, false, nil", r, ok, err)
 	}
 }
@@ -373,7 +373,7 @@ func TestOpenObjectAtWrongLayout(t *testing.T) {
 		t.Fatalf("%d chunks, want 3", info.Chunks)
 	}
 	for _, off := range []int64{0, c + 10} {
-		r, ok, err := natsx.OpenObjectAt(e.ctx, e.js, info, off)
+		r, ok, err := rawstore.OpenObjectAt(e.ctx, e.js, info, off)
 		if err != nil || !ok {
 			t.Fatalf("open at %d: ok %v, err %v", off, ok, err)
 		}
@@ -392,7 +392,7 @@ func TestOpenObjectAtContext(t *testing.T) {
 	info := e.put(t, fullMeta("obj"), data)
 
 	ctx, cancel := context.WithCancel(e.ctx)
-	r, ok, err := natsx.OpenObjectAt(ctx, e.js, info, 10)
+	r, ok, err := rawstore.OpenObjectAt(ctx, e.js, info, 10)
 	if err != nil || !ok {
 		t.Fatalf("open: ok %v, err %v", ok, err)
 	}
@@ -419,7 +419,7 @@ func TestOpenObjectAtContext(t *testing.T) {
 	info = e.put(t, meta, big)
 	ctx, cancel = context.WithTimeout(e.ctx, 3*time.Second)
 	defer cancel()
-	r2, ok, err := natsx.OpenObjectAt(ctx, e.js, info, 0)
+	r2, ok, err := rawstore.OpenObjectAt(ctx, e.js, info, 0)
 	if err != nil || !ok {
 		t.Fatalf("open purged: ok %v, err %v", ok, err)
 	}

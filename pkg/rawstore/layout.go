@@ -1,4 +1,4 @@
-package natsx
+package rawstore
 
 import (
 	"bytes"
@@ -21,9 +21,9 @@ import (
 // PlainChunkSizeHeader bytes of the file, the last of the rest. The object's bytes are the
 // concatenation of those streams, which any S2 stream reader (s2d) decodes to the file. The
 // chunk holding a byte of the file follows from its offset, as in the full layout, and each
-// chunk decodes alone, so natsx.OpenObjectAt reads from an offset too.
+// chunk decodes alone, so OpenObjectAt reads from an offset too.
 //
-// The collector compresses raw files so: nats-server then stores, replicates and serves a
+// Put stores raw files so: nats-server then stores, replicates and serves a
 // quarter of the bytes, and spends no CPU compressing and decompressing its blocks (the raw
 // store's stream is not compressed by the server).
 const ChunkLayoutS2 = "s2"
