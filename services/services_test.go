@@ -5,10 +5,14 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"io"
+	"net"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/service"
 	"github.com/marketpipe/marketpipe/services"
 )
@@ -76,5 +80,38 @@ func TestREADMEConfigurationTable(t *testing.T) {
 	}
 	if want := services.Table(); table != want {
 		t.Errorf("README.md's configuration table differs from the settings structs'; want:\n%s", want)
+	}
+}
+
+// TestRunChecksSettingsFirst: a bad setting of a service's own stops it before it waits for
+// NATS, with an error naming the variable.
+func TestRunChecksSettingsFirst(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	natsURL := "nats://" + ln.Addr().String()
+	ln.Close() // nothing listens there: a service would wait for NATS until ctx ends
+	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := httpLn.Addr().String()
+	httpLn.Close()
+	for _, s := range services.All {
+		if s.Settings == nil {
+			continue
+		}
+		v := config.Vars(s.Settings)[0]
+		t.Run(s.Name, func(t *testing.T) {
+			env := map[string]string{"NATS_URL": natsURL, "HTTP_ADDR": httpAddr, v.Name: "-1"}
+			lookup := func(k string) (string, bool) { x, ok := env[k]; return x, ok }
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err := service.Run(ctx, s.Name, s.Summary, nil, lookup, io.Discard, s.Build, s.Own()...)
+			if want := v.Name + `="-1"`; err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s=-1: err = %v, want one containing %q", v.Name, err, want)
+			}
+		})
 	}
 }
