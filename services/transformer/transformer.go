@@ -598,13 +598,6 @@ func (h *Handler) tracer() trace.Tracer {
 	return h.Tracer
 }
 
-// DefaultChunkBytes is TRANSFORMER_CHUNK_BYTES's default: 64 MiB. DefaultChunkConcurrency is
-// TRANSFORMER_CHUNK_CONCURRENCY's: the chunks one replica transforms at once.
-const (
-	DefaultChunkBytes       = 64 << 20
-	DefaultChunkConcurrency = 2
-)
-
 // Stages returns the transformer's two stages on env's JetStream: "collected" events, and the
 // chunk tasks of large files (ChunkName). TRANSFORMER_CHUNK_BYTES sets ChunkBytes and
 // TRANSFORMER_CHUNK_CONCURRENCY how many chunks a replica transforms at once.
@@ -650,9 +643,8 @@ func Stages(env *service.Env) ([]service.Runner, error) {
 // Summary is what the transformer does, for -h.
 const Summary = "turns collected reply files into row batches"
 
-// Settings are the transformer's own variables (pkg/config reads them); the defaults are
-// DefaultChunkBytes and DefaultChunkConcurrency (two chunks at once, so that one replica can
-// use two cores on one large file).
+// Settings are the transformer's own variables (pkg/config reads them). Two chunks at once by
+// default, so that one replica can use two cores on one large file.
 type Settings struct {
 	ChunkBytes       int `env:"TRANSFORMER_CHUNK_BYTES" default:"67108864" shown:"67108864 (64 MiB)" help:"a plain reply file larger than this is cut at its marks (security boundaries) into chunks of about this size, at most 64, that every replica's chunk consumer shares"`
 	ChunkConcurrency int `env:"TRANSFORMER_CHUNK_CONCURRENCY" default:"2" help:"chunks one replica transforms at once"`
