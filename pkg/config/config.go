@@ -101,20 +101,9 @@ func Load(lookup Lookup) (Config, error) {
 
 // Validate reports settings that cannot work, naming the variable.
 func (c Config) Validate() error {
-	switch c.LogFormat {
-	case "json", "text":
-	default:
-		return fmt.Errorf("LOG_FORMAT=%q: want json or text", c.LogFormat)
-	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		return fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", c.LogLevel)
-	}
-	switch c.ClickHouse.Compression {
-	case "lz4", "none":
-	default:
-		return fmt.Errorf("CLICKHOUSE_COMPRESSION=%q: want lz4 or none", c.ClickHouse.Compression)
+	// LOG_FORMAT, LOG_LEVEL and CLICKHOUSE_COMPRESSION, which flags may have set after Load.
+	if err := CheckChoices(c); err != nil {
+		return err
 	}
 	if (c.NATS.Cert == "") != (c.NATS.Key == "") {
 		return fmt.Errorf("NATS_CERT and NATS_KEY must be set together")

@@ -151,3 +151,20 @@ func TestReadSettings(t *testing.T) {
 		t.Errorf("Vars: %v", names)
 	}
 }
+
+// TestValidateChoices: Validate refuses a value a flag set outside its variable's choices,
+// naming the variable.
+func TestValidateChoices(t *testing.T) {
+	c, err := Load(lookupOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.LogFormat = "xml"
+	if err := c.Validate(); err == nil || err.Error() != `LOG_FORMAT="xml": want json or text` {
+		t.Errorf("LOG_FORMAT=xml: %v", err)
+	}
+	c.LogFormat, c.LogLevel = "text", "loud"
+	if err := c.Validate(); err == nil || err.Error() != `LOG_LEVEL="loud": want debug, info, warn or error` {
+		t.Errorf("LOG_LEVEL=loud: %v", err)
+	}
+}

@@ -129,6 +129,24 @@ func readField(lookup Lookup, f reflect.StructField, field reflect.Value) error 
 	return nil
 }
 
+// CheckChoices reports the first string field of settings (a struct or a pointer to one) whose
+// value is not one of its oneof tag's, such as one set by a flag after Read.
+func CheckChoices(settings any) error {
+	v := reflect.Indirect(reflect.ValueOf(settings))
+	var err error
+	walk(v.Type(), func(f reflect.StructField, index []int) {
+		one := strings.Fields(f.Tag.Get("oneof"))
+		if err != nil || len(one) == 0 {
+			return
+		}
+		if s := v.FieldByIndex(index).String(); !contains(one, s) {
+			name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+			err = fmt.Errorf("%s=%q: want %s", name, s, orList(one))
+		}
+	})
+	return err
+}
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
