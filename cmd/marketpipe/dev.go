@@ -21,11 +21,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/service"
-	"github.com/marketpipe/marketpipe/services/collector"
-	"github.com/marketpipe/marketpipe/services/loader"
-	"github.com/marketpipe/marketpipe/services/poller"
-	"github.com/marketpipe/marketpipe/services/requester"
-	"github.com/marketpipe/marketpipe/services/transformer"
+	"github.com/marketpipe/marketpipe/services"
 	"github.com/marketpipe/marketpipe/services/vendorsim"
 )
 
@@ -88,25 +84,14 @@ func devLookup(lookup config.Lookup, host string) (config.Lookup, error) {
 	}, nil
 }
 
-// checkSettings reads every setting the stages of dev read when they are built, so that a bad
-// one stops dev before it starts anything.
+// checkSettings reads every setting the stages of dev read when they are built (each service's
+// settings struct, services.All), so that a bad one stops dev before it starts anything.
 func checkSettings(lookup config.Lookup) error {
-	if _, err := service.AckWait(lookup); err != nil {
-		return err
+	settings := []any{service.Process{}}
+	for _, s := range services.All {
+		settings = append(settings, s.Own()...)
 	}
-	if _, err := poller.Interval(lookup); err != nil {
-		return err
-	}
-	if _, err := collector.MarkBytes(lookup); err != nil {
-		return err
-	}
-	if _, _, err := transformer.ChunkSettings(lookup); err != nil {
-		return err
-	}
-	if _, _, err := loader.LoadSettings(lookup); err != nil {
-		return err
-	}
-	return nil
+	return service.CheckSettings(lookup, settings...)
 }
 
 func runDev(ctx context.Context, lookup config.Lookup, o devOptions, logOut io.Writer) (err error) {
@@ -176,8 +161,8 @@ func runDev(ctx context.Context, lookup config.Lookup, o devOptions, logOut io.W
 		return err
 	}
 	var runners []service.Runner
-	for _, b := range []service.Build{requester.Build, poller.Build, collector.Build, transformer.Build, loader.Build} {
-		rs, err := b(ctx, env)
+	for _, s := range services.All {
+		rs, err := s.Build(ctx, env)
 		if err != nil {
 			env.NC.Close()
 			return err

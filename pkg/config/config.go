@@ -19,52 +19,64 @@ var OS Lookup = os.LookupEnv
 
 // NATS holds the connection settings of the NATS servers.
 type NATS struct {
-	URL      string
-	Creds    string // path of a .creds file
-	User     string
-	Password string
-	CA       string
-	Cert     string
-	Key      string
+	URL      string `env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS servers, comma-separated; a password or token in it is shown as xxxxx in every log, error and output"`
+	Creds    string `env:"NATS_CREDS" help:"NATS: path of a .creds file (exclusive with NATS_USER)"`
+	User     string `env:"NATS_USER" help:"NATS user name"`
+	Password string `env:"NATS_PASSWORD" help:"NATS password"`
+	CA       string `env:"NATS_CA" help:"NATS TLS: CA certificate file"`
+	Cert     string `env:"NATS_CERT" help:"NATS TLS: client certificate file (with NATS_KEY)"`
+	Key      string `env:"NATS_KEY" help:"NATS TLS: client key file (with NATS_CERT)"`
 	// Replicas is NATS_REPLICAS: the replicas of every stream, bucket and object store the
 	// pipeline declares. An existing one with more keeps its count.
-	Replicas int
+	Replicas int `env:"NATS_REPLICAS" default:"1" help:"replicas of every stream, bucket and object store (1 to 5; 3 in the Kubernetes manifests). A service raises an existing stream's replicas to it, and never lowers them: one with more keeps its count (logged)"`
 	// MaxBytes is NATS_MAX_BYTES: the JetStream storage the pipeline's streams, buckets and
 	// object store may hold together on each server, shared out among them (pkg/natsx).
-	MaxBytes int64
+	MaxBytes int64 "env:\"NATS_MAX_BYTES,bytes\" default:\"8GiB\" shown:\"8GiB (32GiB in the Kubernetes manifests)\" help:\"what the streams, buckets and object store may hold together on each NATS server (bytes, or with KiB, MiB, GiB, TiB), shared out as the table below says; must fit the server's `max_file_store`\""
 }
 
 // ClickHouse holds the connection settings of ClickHouse.
 type ClickHouse struct {
-	Addr     string
-	Database string
-	User     string
-	Password string
+	Addr     string `env:"CLICKHOUSE_ADDR" default:"127.0.0.1:9000" help:"ClickHouse native protocol host:port"`
+	Database string `env:"CLICKHOUSE_DATABASE" default:"marketpipe" help:"ClickHouse database"`
+	User     string `env:"CLICKHOUSE_USER" default:"default" help:"ClickHouse user"`
+	Password string `env:"CLICKHOUSE_PASSWORD" shown:"empty" help:"ClickHouse password"`
 	// Compression is how INSERT blocks travel to the server: "lz4" (the default) or "none",
 	// which saves both sides the CPU of LZ4 when the server is on the same host.
-	Compression string
+	Compression string "env:\"CLICKHOUSE_COMPRESSION,lower\" default:\"lz4\" oneof:\"lz4 none\" shown:\"lz4 (none under `dev` when ClickHouse is on a loopback address)\" help:\"how INSERT blocks travel: `lz4`, or `none` for a server on the same host (saves both sides LZ4's CPU, for more bytes on the wire)\""
+}
+
+// Telemetry holds the variables of traces and metrics export (pkg/telemetry).
+type Telemetry struct {
+	TracesExporter  string `env:"OTEL_TRACES_EXPORTER" shown:"none" help:"traces export: otlp, console or none"`
+	MetricsExporter string `env:"OTEL_METRICS_EXPORTER" shown:"none" help:"metrics export: otlp, console or none (metrics are always on /metrics)"`
+	Endpoint        string `env:"OTEL_EXPORTER_OTLP_ENDPOINT" help:"OTLP collector address"`
+	TracesEndpoint  string `env:"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" help:"OTLP collector address for traces only"`
+	Protocol        string `env:"OTEL_EXPORTER_OTLP_PROTOCOL" help:"OTLP protocol"`
+	ServiceName     string `env:"OTEL_SERVICE_NAME" shown:"the service's name" help:"service name in traces and metrics"`
+	MetricInterval  string `env:"OTEL_METRIC_EXPORT_INTERVAL" help:"metrics export interval, in milliseconds"`
+	TraceFile       string `env:"MARKETPIPE_TRACE_FILE" shown:"stdout" help:"console traces exporter: write spans to this file"`
+	MetricsFile     string `env:"MARKETPIPE_METRICS_FILE" shown:"stdout" help:"console metrics exporter: write metrics to this file"`
 }
 
 // Config is what every service and the CLI read.
 type Config struct {
 	NATS              NATS
 	ClickHouse        ClickHouse
-	VendorURL         string
-	VendorCredentials string
-	HTTPAddr          string
-	LogLevel          string
-	LogFormat         string
-	// OTEL holds the OTEL_* variables as found, for the telemetry package.
-	OTEL map[string]string
+	VendorURL         string `env:"VENDOR_URL" default:"https://api.bloomberg.com/eap" help:"vendor REST base URL"`
+	VendorCredentials string `env:"VENDOR_CREDENTIALS" help:"path of the vendor credentials JSON (per-request JWT; never sent on a redirect to another host)"`
+	VendorTokenURL    string `env:"VENDOR_TOKEN_URL" help:"OAuth2 token endpoint: use client credentials instead of JWT"`
+	HTTPAddr          string "env:\"HTTP_ADDR\" default:\":8080\" shown:\":8080 (per service; 127.0.0.1:8080 under `dev`)\" help:\"/healthz, /readyz and Prometheus /metrics\""
+	LogLevel          string `env:"LOG_LEVEL,lower" default:"info" oneof:"debug info warn error" help:"slog level: debug, info, warn or error"`
+	LogFormat         string `env:"LOG_FORMAT,lower" default:"json" oneof:"json text" help:"json or text"`
+	Telemetry         Telemetry
+	// OTEL holds the Telemetry variables that are set, by name, for the telemetry package.
+	OTEL map[string]string `env:"-"`
 }
 
-// Defaults.
+// Defaults that other packages build on; TestDefaults checks they are the tags' defaults.
 const (
-	DefaultNATSURL    = "nats://127.0.0.1:4222"
-	DefaultClickHouse = "127.0.0.1:9000"
-	DefaultDatabase   = "marketpipe"
-	DefaultVendorURL  = "https://api.bloomberg.com/eap"
-	DefaultHTTPAddr   = ":8080"
+	DefaultNATSURL  = "nats://127.0.0.1:4222"
+	DefaultHTTPAddr = ":8080"
 	// DefaultNATSMaxBytes fits the JetStream budget (max_file_store) of deploy/nats/nats.conf
 	// and of a server on a machine with a few tens of GB of free disk.
 	DefaultNATSMaxBytes = 8 << 30
@@ -74,42 +86,14 @@ const (
 
 // Load reads the configuration through lookup.
 func Load(lookup Lookup) (Config, error) {
-	get := func(key, def string) string {
-		if v, ok := lookup(key); ok && v != "" {
-			return v
-		}
-		return def
-	}
-	c := Config{
-		NATS: NATS{
-			URL: get("NATS_URL", DefaultNATSURL), Creds: get("NATS_CREDS", ""),
-			User: get("NATS_USER", ""), Password: get("NATS_PASSWORD", ""),
-			CA: get("NATS_CA", ""), Cert: get("NATS_CERT", ""), Key: get("NATS_KEY", ""),
-		},
-		ClickHouse: ClickHouse{
-			Addr: get("CLICKHOUSE_ADDR", DefaultClickHouse), Database: get("CLICKHOUSE_DATABASE", DefaultDatabase),
-			User: get("CLICKHOUSE_USER", "default"), Password: get("CLICKHOUSE_PASSWORD", ""),
-			Compression: strings.ToLower(get("CLICKHOUSE_COMPRESSION", "lz4")),
-		},
-		VendorURL:         get("VENDOR_URL", DefaultVendorURL),
-		VendorCredentials: get("VENDOR_CREDENTIALS", ""),
-		HTTPAddr:          get("HTTP_ADDR", DefaultHTTPAddr),
-		LogLevel:          strings.ToLower(get("LOG_LEVEL", "info")),
-		LogFormat:         strings.ToLower(get("LOG_FORMAT", "json")),
-		OTEL:              map[string]string{},
-	}
-	var err error
-	if c.NATS.Replicas, err = PositiveInt(lookup, "NATS_REPLICAS", 1); err != nil {
+	var c Config
+	if err := Read(lookup, &c); err != nil {
 		return c, err
 	}
-	if c.NATS.MaxBytes, err = Bytes(lookup, "NATS_MAX_BYTES", DefaultNATSMaxBytes); err != nil {
-		return c, err
-	}
-	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
-		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_PROTOCOL",
-		"MARKETPIPE_TRACE_FILE", "OTEL_METRIC_EXPORT_INTERVAL", "MARKETPIPE_METRICS_FILE"} {
-		if v, ok := lookup(k); ok {
-			c.OTEL[k] = v
+	c.OTEL = map[string]string{}
+	for _, v := range Vars(Telemetry{}) {
+		if s, ok := lookup(v.Name); ok {
+			c.OTEL[v.Name] = s
 		}
 	}
 	return c, c.Validate()
@@ -117,20 +101,9 @@ func Load(lookup Lookup) (Config, error) {
 
 // Validate reports settings that cannot work, naming the variable.
 func (c Config) Validate() error {
-	switch c.LogFormat {
-	case "json", "text":
-	default:
-		return fmt.Errorf("LOG_FORMAT=%q: want json or text", c.LogFormat)
-	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		return fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", c.LogLevel)
-	}
-	switch c.ClickHouse.Compression {
-	case "lz4", "none":
-	default:
-		return fmt.Errorf("CLICKHOUSE_COMPRESSION=%q: want lz4 or none", c.ClickHouse.Compression)
+	// LOG_FORMAT, LOG_LEVEL and CLICKHOUSE_COMPRESSION, which flags may have set after Load.
+	if err := CheckChoices(c); err != nil {
+		return err
 	}
 	if (c.NATS.Cert == "") != (c.NATS.Key == "") {
 		return fmt.Errorf("NATS_CERT and NATS_KEY must be set together")

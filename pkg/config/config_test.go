@@ -99,3 +99,72 @@ func TestBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaults checks that the constants other packages use are the defaults Load applies.
+func TestDefaults(t *testing.T) {
+	c, err := Load(lookupOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NATS.URL != DefaultNATSURL || c.HTTPAddr != DefaultHTTPAddr || c.NATS.MaxBytes != DefaultNATSMaxBytes {
+		t.Errorf("defaults %q %q %d; the constants say %q %q %d", c.NATS.URL, c.HTTPAddr, c.NATS.MaxBytes,
+			DefaultNATSURL, DefaultHTTPAddr, DefaultNATSMaxBytes)
+	}
+	if c.ClickHouse.Addr != "127.0.0.1:9000" || c.ClickHouse.Database != "marketpipe" || c.ClickHouse.User != "default" ||
+		c.LogLevel != "info" || c.LogFormat != "json" || c.NATS.Replicas != 1 {
+		t.Errorf("defaults: %+v", c)
+	}
+}
+
+// TestReadSettings checks Read on a settings struct: defaults, each kind's parsing, and errors
+// that name the variable.
+func TestReadSettings(t *testing.T) {
+	type settings struct {
+		D    time.Duration `env:"D,positive" default:"30s"`
+		Z    time.Duration `env:"Z"`
+		N    int           `env:"N" default:"2"`
+		B    int64         `env:"B,bytes" default:"1KiB"`
+		S    string        `env:"S,lower" default:"a" oneof:"a bb ccc"`
+		Deep struct {
+			X string `env:"X" help:"x"`
+		}
+	}
+	var s settings
+	if err := Read(lookupOf(nil), &s); err != nil || s.D != 30*time.Second || s.Z != 0 || s.N != 2 || s.B != 1024 || s.S != "a" {
+		t.Fatalf("defaults: %+v, %v", s, err)
+	}
+	if err := Read(lookupOf(map[string]string{"D": "1m", "N": "5", "B": "2MiB", "S": "CCC", "X": "y"}), &s); err != nil ||
+		s.D != time.Minute || s.N != 5 || s.B != 2<<20 || s.S != "ccc" || s.Deep.X != "y" {
+		t.Fatalf("set: %+v, %v", s, err)
+	}
+	for k, want := range map[string]string{"D": `D="0": want a positive duration`, "N": `N="0": want a positive integer`,
+		"B": `B="0": want a positive number of bytes`, "S": `S="0": want a, bb or ccc`} {
+		if err := Read(lookupOf(map[string]string{k: "0"}), &s); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s=0: error %v, want %q", k, err, want)
+		}
+	}
+	names := []string{}
+	for _, v := range Vars(settings{}) {
+		names = append(names, v.Name)
+	}
+	if strings.Join(names, " ") != "D Z N B S X" {
+		t.Errorf("Vars: %v", names)
+	}
+}
+
+// TestValidateChoices: Validate refuses a value a flag set outside its variable's choices,
+// naming the variable.
+func TestValidateChoices(t *testing.T) {
+	c, err := Load(lookupOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.LogFormat = "xml"
+	if err := c.Validate(); err == nil || err.Error() != `LOG_FORMAT="xml": want json or text` {
+		t.Errorf("LOG_FORMAT=xml: %v", err)
+	}
+	c.LogFormat, c.LogLevel = "text", "loud"
+	if err := c.Validate(); err == nil || err.Error() != `LOG_LEVEL="loud": want debug, info, warn or error` {
+		t.Errorf("LOG_LEVEL=loud: %v", err)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
 	"runtime/debug"
 	"sort"
 	"sync"
@@ -123,13 +124,13 @@ func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.L
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	js = natsx.NameFullStreams(js)
-	ackWait, err := AckWait(lookup)
-	if err != nil {
+	var proc Process
+	if err := config.Read(lookup, &proc); err != nil {
 		nc.Close()
 		return nil, err
 	}
 	env := &Env{Name: name, Config: cfg, Lookup: lookup, Log: log, Tracing: tr, NC: nc, JS: js,
-		Registry: reg, Metrics: m, checks: map[string]Check{}, ackWait: ackWait, stopMetrics: stopMetrics}
+		Registry: reg, Metrics: m, checks: map[string]Check{}, ackWait: proc.AckWait, stopMetrics: stopMetrics}
 	// Declaring the streams waits for JetStream: a service may start before NATS is up.
 	for attempt := uint64(1); ; attempt++ {
 		setupCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -155,11 +156,27 @@ func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.L
 	return env, nil
 }
 
-// AckWait reads ACK_WAIT: when set, how soon the messages of a replica that died are
-// redelivered to the others, for every stage of the process.
-func AckWait(lookup config.Lookup) (time.Duration, error) {
-	return config.Duration(lookup, "ACK_WAIT", 0)
+// Process holds the settings every service process reads beside config.Config.
+type Process struct {
+	// AckWait, when set, is how soon the messages of a replica that died are redelivered to the
+	// others, for every stage of the process.
+	AckWait time.Duration `env:"ACK_WAIT" shown:"per stage, 30s–2m" help:"how long a delivery may go unacknowledged before another replica gets it (InProgress extends it for long work); replaces each stage's own"`
+	// MemoryLimit is read by the Go runtime itself; Run sets DefaultMemoryLimit when it is not.
+	MemoryLimit string "env:\"GOMEMLIMIT\" shown:\"200MiB (not under `dev`)\" help:\"Go soft memory limit of a service process: the garbage collector works harder near it, which keeps resident memory near the live heap (the Kubernetes manifests set it to the container's limit)\""
 }
+
+// Vars lists every variable a service reads: config.Config's, Process's and those of its own
+// settings structs.
+func Vars(settings ...any) []config.Var {
+	vars := append(config.Vars(config.Config{}), config.Vars(Process{})...)
+	for _, s := range settings {
+		vars = append(vars, config.Vars(s)...)
+	}
+	return vars
+}
+
+// EnvHelp is the "Environment:" section of a service's -h.
+func EnvHelp(settings ...any) string { return config.Help(Vars(settings...)) }
 
 // ListenHTTP binds addr (HTTP_ADDR) for ServeOn. A process binds it before it starts anything
 // else, so that a busy port stops it before it says it is up.
@@ -280,10 +297,11 @@ func (e *Env) Handler() http.Handler {
 type Build func(ctx context.Context, env *Env) ([]Runner, error)
 
 // Main is a service binary's whole main: flags and environment, signals, run, exit status.
-// Only Main exits the process.
-func Main(name, summary string, build Build) {
+// settings are the service's own settings structs (config.Read), which build reads from
+// env.Lookup. Only Main exits the process.
+func Main(name, summary string, build Build, settings ...any) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := Run(ctx, name, summary, os.Args[1:], config.OS, os.Stderr, build)
+	err := Run(ctx, name, summary, os.Args[1:], config.OS, os.Stderr, build, settings...)
 	stop()
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -295,8 +313,8 @@ func Main(name, summary string, build Build) {
 }
 
 // Run parses flags over the environment's configuration, builds the service and serves it
-// until ctx ends.
-func Run(ctx context.Context, name, summary string, args []string, lookup config.Lookup, logOut io.Writer, build Build) error {
+// until ctx ends. settings (see Main) are listed by -h and checked before anything starts.
+func Run(ctx context.Context, name, summary string, args []string, lookup config.Lookup, logOut io.Writer, build Build, settings ...any) error {
 	cfg, err := config.Load(lookup)
 	if err != nil {
 		return err
@@ -310,7 +328,7 @@ func Run(ctx context.Context, name, summary string, args []string, lookup config
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "%s: %s\n\nUsage: %s [flags]\n\nFlags:\n", name, summary, name)
 		fs.PrintDefaults()
-		fmt.Fprint(fs.Output(), EnvHelp)
+		fmt.Fprint(fs.Output(), EnvHelp(settings...))
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -318,7 +336,14 @@ func Run(ctx context.Context, name, summary string, args []string, lookup config
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if v, ok := lookup("GOMEMLIMIT"); !ok || v == "" {
+	var proc Process
+	if err := config.Read(lookup, &proc); err != nil {
+		return err
+	}
+	if err := CheckSettings(lookup, settings...); err != nil {
+		return err
+	}
+	if proc.MemoryLimit == "" {
 		debug.SetMemoryLimit(DefaultMemoryLimit)
 	}
 	ln, err := ListenHTTP(cfg.HTTPAddr)
@@ -366,23 +391,20 @@ func (r redactedURL) Set(s string) error { *r.p = s; return nil }
 // live heap needs more gets it; the collector then uses more CPU.
 const DefaultMemoryLimit = 200 << 20
 
-// EnvHelp lists the environment variables every service reads.
-const EnvHelp = `
-Environment:
-  NATS_URL                 NATS servers (default nats://127.0.0.1:4222)
-  NATS_CREDS | NATS_USER, NATS_PASSWORD | NATS_CA, NATS_CERT, NATS_KEY   NATS auth and TLS
-  NATS_REPLICAS            replicas of every stream, bucket and object store; never lowered on an existing one (default 1)
-  NATS_MAX_BYTES           JetStream storage of all streams together per server, shared out as README says (default 8GiB)
-  CLICKHOUSE_ADDR          ClickHouse native host:port (default 127.0.0.1:9000)
-  CLICKHOUSE_DATABASE, CLICKHOUSE_USER, CLICKHOUSE_PASSWORD   (default marketpipe, default, empty)
-  VENDOR_URL               vendor REST base URL (default https://api.bloomberg.com/eap)
-  VENDOR_CREDENTIALS       path of the vendor credentials JSON
-  HTTP_ADDR                /healthz, /readyz, /metrics (default :8080)
-  OTEL_TRACES_EXPORTER     otlp, console or none (default none); OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME
-  MARKETPIPE_TRACE_FILE    console exporter: write spans to this file instead of stdout
-  LOG_LEVEL, LOG_FORMAT    debug|info|warn|error; json|text (default info, json)
-  GOMEMLIMIT               Go soft memory limit (default 200MiB)
-`
+// CheckSettings reads each settings struct (a value or pointer of its type) through lookup and
+// returns the first error, so that a bad variable stops a process before it starts anything.
+func CheckSettings(lookup config.Lookup, settings ...any) error {
+	for _, s := range settings {
+		t := reflect.TypeOf(s)
+		if t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if err := config.Read(lookup, reflect.New(t).Interface()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Only returns a service's single runner as Build's result: Build functions end with
 // `return service.Only(Stage(env, ...))`.

@@ -32,9 +32,7 @@ func (e *Env) Vendor() (*vendor.Client, error) {
 		}
 		cfg.Credentials = creds
 	}
-	if v, ok := e.Lookup("VENDOR_TOKEN_URL"); ok {
-		cfg.TokenURL = v
-	}
+	cfg.TokenURL = e.Config.VendorTokenURL
 	calls := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "marketpipe_vendor_calls_total",
 		Help: "Vendor HTTP calls by call and status code (0: no response)."}, []string{"call", "status"})
 	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "marketpipe_vendor_call_seconds",

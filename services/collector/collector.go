@@ -145,9 +145,13 @@ func unwrapBound(err error) error {
 	return err
 }
 
-// MarkBytes reads COLLECTOR_MARK_BYTES (default rawstore.DefaultMarkBytes).
-func MarkBytes(lookup config.Lookup) (int, error) {
-	return config.PositiveInt(lookup, "COLLECTOR_MARK_BYTES", rawstore.DefaultMarkBytes)
+// Summary is what the collector does, for -h.
+const Summary = "downloads each ready vendor output into the raw store"
+
+// Settings are the collector's own variables (pkg/config reads them); the default is
+// rawstore.DefaultMarkBytes.
+type Settings struct {
+	MarkBytes int `env:"COLLECTOR_MARK_BYTES" default:"1048576" shown:"1048576 (1 MiB)" help:"first spacing of the record boundaries noted in a file for the transformer's chunks (doubled as needed to keep at most 128)"`
 }
 
 // Stage returns the collector stage on env's JetStream.
@@ -156,12 +160,12 @@ func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
 	if err != nil {
 		return nil, err
 	}
-	markBytes, err := MarkBytes(env.Lookup)
-	if err != nil {
+	var s Settings
+	if err := config.Read(env.Lookup, &s); err != nil {
 		return nil, err
 	}
 	tracer := env.Tracing.Provider.Tracer("github.com/marketpipe/marketpipe/services/collector")
-	raw := &rawstore.Store{Objects: env.Streams.Raw, Tracer: tracer, MarkBytes: int64(markBytes)}
+	raw := &rawstore.Store{Objects: env.Streams.Raw, Tracer: tracer, MarkBytes: int64(s.MarkBytes)}
 	h := &Handler{Vendor: countedVendor{v, counters.BytesDownloaded}, Raw: raw, Pub: env.Publisher(), Now: time.Now}
 	return stage.New(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Ready)},

@@ -174,13 +174,19 @@ func outageBackoff(n uint64) time.Duration { return min(stage.DefaultBackoff(n),
 
 // Settings tune the loader.
 type Settings struct {
-	MaxInsertRows int           // rows per INSERT at most (LOADER_MAX_INSERT_ROWS, default 500000)
-	Inserts       int           // INSERTs at once per replica (LOADER_INSERTS, default 2)
-	Linger        time.Duration // longest wait to fill an INSERT (LOADER_LINGER, default 50ms)
+	MaxInsertRows int           `env:"LOADER_MAX_INSERT_ROWS" default:"500000" help:"rows per INSERT at most"`
+	Inserts       int           `env:"LOADER_INSERTS" default:"2" help:"INSERTs at once per replica"`
+	Linger        time.Duration `env:"LOADER_LINGER" default:"50ms" help:"longest wait to fill one INSERT"`
 	// MaxLinger is the longest wait to fill an INSERT while a transform is still sending
-	// batches (events.MoreRowsHeader; LOADER_MAX_LINGER, default 1s).
-	MaxLinger   time.Duration
-	LoadTimeout time.Duration // LOADER_TIMEOUT, default 1h
+	// batches (events.MoreRowsHeader).
+	MaxLinger   time.Duration `env:"LOADER_MAX_LINGER" default:"1s" help:"longest wait to fill one INSERT while the transformer says more batches of the job follow (header Marketpipe-More-Rows)"`
+	LoadTimeout time.Duration `env:"LOADER_TIMEOUT" default:"1h" help:"how long a job's batches may take"`
+	Client      Client
+}
+
+// Client says what writes the observations' INSERTs.
+type Client struct {
+	Name string `env:"LOADER_INSERT_CLIENT" default:"marketpipe" oneof:"marketpipe clickhouse-go" help:"what writes the observations INSERTs: marketpipe (pkg/chinsert: blocks serialized straight from the rows over the native protocol, about a third of the client CPU per row) or clickhouse-go (the driver's batches; for a server chinsert cannot talk to)"`
 }
 
 // Stages returns the loader's three stages.
@@ -235,52 +241,20 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 	return []service.Runner{rows, complete, jobs}, nil
 }
 
-// LoadSettings reads the loader's settings (LOADER_*), and whether it writes through
-// clickhouse-go (LOADER_INSERT_CLIENT).
-func LoadSettings(lookup config.Lookup) (s Settings, driver bool, err error) {
-	if s.Linger, err = config.Duration(lookup, "LOADER_LINGER", 50*time.Millisecond); err != nil {
-		return s, false, err
-	}
-	if s.MaxLinger, err = config.Duration(lookup, "LOADER_MAX_LINGER", time.Second); err != nil {
-		return s, false, err
-	}
-	if s.LoadTimeout, err = config.Duration(lookup, "LOADER_TIMEOUT", time.Hour); err != nil {
-		return s, false, err
-	}
-	if s.MaxInsertRows, err = config.PositiveInt(lookup, "LOADER_MAX_INSERT_ROWS", 500_000); err != nil {
-		return s, false, err
-	}
-	if s.Inserts, err = config.PositiveInt(lookup, "LOADER_INSERTS", 2); err != nil {
-		return s, false, err
-	}
-	driver, err = driverInserts(lookup)
-	return s, driver, err
-}
+// Summary is what the loader does, for -h.
+const Summary = "loads row batches into ClickHouse, completes jobs and keeps the jobs table"
 
 // Build is the service's wiring: ClickHouse from CLICKHOUSE_*, schema created if missing.
 func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
-	s, driver, err := LoadSettings(env.Lookup)
-	if err != nil {
+	var s Settings
+	if err := config.Read(env.Lookup, &s); err != nil {
 		return nil, err
 	}
-	store, err := OpenStore(ctx, env, driver)
+	store, err := OpenStore(ctx, env, s.Client.Name == "clickhouse-go")
 	if err != nil {
 		return nil, err
 	}
 	return Stages(env, store, s)
-}
-
-// driverInserts reads LOADER_INSERT_CLIENT: marketpipe (the default) writes observations
-// through pkg/chinsert, clickhouse-go through the driver, for a server chinsert cannot talk to.
-func driverInserts(lookup config.Lookup) (bool, error) {
-	switch v, _ := lookup("LOADER_INSERT_CLIENT"); v {
-	case "", "marketpipe":
-		return false, nil
-	case "clickhouse-go":
-		return true, nil
-	default:
-		return false, fmt.Errorf("LOADER_INSERT_CLIENT=%q: want marketpipe or clickhouse-go", v)
-	}
 }
 
 // OpenStore opens ClickHouse, creates or upgrades the schema, and adds it to /readyz.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/marketpipe/marketpipe/pkg/chstore"
 	"github.com/marketpipe/marketpipe/pkg/chtest"
+	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
@@ -328,12 +329,13 @@ func TestRejectsReachClickHouse(t *testing.T) {
 
 func TestDriverInserts(t *testing.T) {
 	for v, want := range map[string]bool{"": false, "marketpipe": false, "clickhouse-go": true} {
-		got, err := driverInserts(func(string) (string, bool) { return v, v != "" })
-		if err != nil || got != want {
+		var c Client
+		err := config.Read(func(string) (string, bool) { return v, v != "" }, &c)
+		if got := c.Name == "clickhouse-go"; err != nil || got != want {
 			t.Errorf("LOADER_INSERT_CLIENT=%q: %v, %v; want %v", v, got, err, want)
 		}
 	}
-	if _, err := driverInserts(func(string) (string, bool) { return "http", true }); err == nil ||
+	if err := config.Read(func(string) (string, bool) { return "http", true }, &Client{}); err == nil ||
 		!strings.Contains(err.Error(), `LOADER_INSERT_CLIENT="http"`) {
 		t.Errorf("an unknown client: err = %v", err)
 	}

@@ -77,20 +77,23 @@ func Stage(env *service.Env, v Vendor, interval time.Duration) (*stage.Stage, er
 	}, h, env.StageOptions())
 }
 
-// Interval reads POLL_INTERVAL (default 30s), the time between two polls of one request.
-func Interval(lookup config.Lookup) (time.Duration, error) {
-	return config.PositiveDuration(lookup, "POLL_INTERVAL", 30*time.Second)
+// Summary is what the poller does, for -h.
+const Summary = "polls the vendor until each request's output is ready (POLL_INTERVAL)"
+
+// Settings are the poller's own variables (pkg/config reads them).
+type Settings struct {
+	Interval time.Duration "env:\"POLL_INTERVAL,positive\" default:\"30s\" shown:\"30s (1s under `dev`)\" help:\"time between two polls of one request\""
 }
 
-// Build is the service's wiring; see Interval.
+// Build is the service's wiring.
 func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
-	interval, err := Interval(env.Lookup)
-	if err != nil {
+	var s Settings
+	if err := config.Read(env.Lookup, &s); err != nil {
 		return nil, err
 	}
 	v, err := env.Vendor()
 	if err != nil {
 		return nil, err
 	}
-	return service.Only(Stage(env, v, interval))
+	return service.Only(Stage(env, v, s.Interval))
 }

@@ -21,6 +21,9 @@ import (
 // Name is the stage's consumer and service name.
 const Name = "requester"
 
+// Summary is what the requester does, for -h.
+const Summary = "creates the vendor request of each submitted job"
+
 // Vendor creates requests at the vendor.
 type Vendor interface {
 	Account(ctx context.Context) (string, error)

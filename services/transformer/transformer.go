@@ -525,13 +525,6 @@ func (h *Handler) tracer() trace.Tracer {
 	return h.Tracer
 }
 
-// DefaultChunkBytes is TRANSFORMER_CHUNK_BYTES's default: 64 MiB. DefaultChunkConcurrency is
-// TRANSFORMER_CHUNK_CONCURRENCY's: the chunks one replica transforms at once.
-const (
-	DefaultChunkBytes       = 64 << 20
-	DefaultChunkConcurrency = 2
-)
-
 // Stages returns the transformer's two stages on env's JetStream: "collected" events, and the
 // chunk tasks of large files (ChunkName). TRANSFORMER_CHUNK_BYTES sets ChunkBytes and
 // TRANSFORMER_CHUNK_CONCURRENCY how many chunks a replica transforms at once.
@@ -544,11 +537,11 @@ func Stages(env *service.Env) ([]service.Runner, error) {
 	raw := &rawstore.Store{Objects: env.Streams.Raw, JS: env.JS, Tracer: tracer}
 	h := &Handler{Raw: raw, Pub: env.Publisher(), Now: time.Now,
 		Tracer: tracer, RowsParsed: counters.RowsParsed, RowsRejected: counters.RowsRejected}
-	chunkBytes, chunkConc, err := ChunkSettings(env.Lookup)
-	if err != nil {
+	var s Settings
+	if err := config.Read(env.Lookup, &s); err != nil {
 		return nil, err
 	}
-	h.ChunkBytes = int64(chunkBytes)
+	h.ChunkBytes = int64(s.ChunkBytes)
 	h.Chunks = env.Streams.Chunks
 	h.CountChunks = func(ctx context.Context, id string, gen int) (int, error) {
 		return natsx.RecordedChunks(ctx, env.JS, id, gen)
@@ -564,7 +557,7 @@ func Stages(env *service.Env) ([]service.Runner, error) {
 	chunks, err := stage.New(env.JS, stage.Config{
 		Name: ChunkName, Stream: events.ChunksStream, Filters: []string{events.ChunkSubjects},
 		MaxBytes:    events.MaxJobEventBytes + 1<<10,
-		Concurrency: chunkConc, AckWait: time.Minute, MaxDeliver: 10,
+		Concurrency: s.ChunkConcurrency, AckWait: time.Minute, MaxDeliver: 10,
 	}, stage.HandlerFunc(h.HandleChunk), env.StageOptions())
 	if err != nil {
 		return nil, err
@@ -572,17 +565,14 @@ func Stages(env *service.Env) ([]service.Runner, error) {
 	return []service.Runner{files, chunks}, nil
 }
 
-// ChunkSettings reads TRANSFORMER_CHUNK_BYTES (default DefaultChunkBytes) and
-// TRANSFORMER_CHUNK_CONCURRENCY (default DefaultChunkConcurrency: two chunks at once, so that
-// one replica can use two cores on one large file).
-func ChunkSettings(lookup config.Lookup) (chunkBytes, concurrency int, err error) {
-	if chunkBytes, err = config.PositiveInt(lookup, "TRANSFORMER_CHUNK_BYTES", DefaultChunkBytes); err != nil {
-		return 0, 0, err
-	}
-	if concurrency, err = config.PositiveInt(lookup, "TRANSFORMER_CHUNK_CONCURRENCY", DefaultChunkConcurrency); err != nil {
-		return 0, 0, err
-	}
-	return chunkBytes, concurrency, nil
+// Summary is what the transformer does, for -h.
+const Summary = "turns collected reply files into row batches"
+
+// Settings are the transformer's own variables (pkg/config reads them). Two chunks at once by
+// default, so that one replica can use two cores on one large file.
+type Settings struct {
+	ChunkBytes       int `env:"TRANSFORMER_CHUNK_BYTES" default:"67108864" shown:"67108864 (64 MiB)" help:"a plain reply file larger than this is cut at its marks (security boundaries) into chunks of about this size, at most 64, that every replica's chunk consumer shares"`
+	ChunkConcurrency int `env:"TRANSFORMER_CHUNK_CONCURRENCY" default:"2" help:"chunks one replica transforms at once"`
 }
 
 // Build is the service's wiring.

@@ -391,8 +391,8 @@ func TestComposeMarketpipeServices(t *testing.T) {
 				}
 			}
 			for k := range env {
-				if !designVar(k) && !strings.HasPrefix(k, "GO") {
-					t.Errorf("environment %s is not a DESIGN.md variable", k)
+				if !knownVar(program, k) && !strings.HasPrefix(k, "GO") {
+					t.Errorf("environment %s is not a variable %s reads", k, program)
 				}
 			}
 		})

@@ -19,10 +19,19 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/marketpipe/marketpipe/pkg/service"
+	"github.com/marketpipe/marketpipe/services"
 )
 
 // stages are the five pipeline services, in pipeline order.
-var stages = []string{"requester", "poller", "collector", "transformer", "loader"}
+var stages = func() []string {
+	var names []string
+	for _, s := range services.All {
+		names = append(names, s.Name)
+	}
+	return names
+}()
 
 // binaries maps every program in the image to its main package directory.
 var binaries = map[string]string{
@@ -62,16 +71,25 @@ func requiredEnv(program string) []string {
 	return env
 }
 
-// designVar reports whether name is one of the configuration variables (DESIGN.md's, and
-// README's NATS_MAX_BYTES).
-func designVar(name string) bool {
-	switch name {
-	case "NATS_URL", "NATS_REPLICAS", "NATS_MAX_BYTES", "NATS_CREDS", "NATS_USER", "NATS_PASSWORD", "NATS_CA", "NATS_CERT", "NATS_KEY",
-		"CLICKHOUSE_ADDR", "CLICKHOUSE_DATABASE", "CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD",
-		"VENDOR_URL", "VENDOR_CREDENTIALS", "HTTP_ADDR", "LOG_LEVEL", "LOG_FORMAT":
+// knownVar reports whether program reads the variable name: one of its settings (services.All;
+// a program not in it, such as migrate, reads those every process reads), or any OTEL_ one,
+// which the OpenTelemetry SDK reads too. An empty program is any pipeline service.
+func knownVar(program, name string) bool {
+	if strings.HasPrefix(name, "OTEL_") {
 		return true
 	}
-	return strings.HasPrefix(name, "OTEL_")
+	vars := service.Vars()
+	for _, s := range services.All {
+		if program == "" || program == s.Name {
+			vars = append(vars, s.Vars()...)
+		}
+	}
+	for _, v := range vars {
+		if v.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // secretName reports whether an environment variable's name says it holds a secret value.

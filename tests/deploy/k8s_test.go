@@ -556,8 +556,8 @@ func TestK8sMarketpipe(t *testing.T) {
 				t.Fatal("no ConfigMap marketpipe-config")
 			}
 			for k := range mapAt(cfg.doc, "data") {
-				if !designVar(k) {
-					t.Errorf("ConfigMap key %s is not a DESIGN.md variable", k)
+				if !knownVar("", k) {
+					t.Errorf("ConfigMap key %s is not a variable a service reads", k)
 				}
 				if secretName.MatchString(k) {
 					t.Errorf("ConfigMap key %s is a secret: put it in a Secret", k)

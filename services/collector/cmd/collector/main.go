@@ -2,10 +2,10 @@
 package main
 
 import (
-	"github.com/marketpipe/marketpipe/pkg/service"
+	"github.com/marketpipe/marketpipe/services"
 	"github.com/marketpipe/marketpipe/services/collector"
 )
 
 func main() {
-	service.Main(collector.Name, "downloads each ready vendor output into the raw store", collector.Build)
+	services.Main(collector.Name)
 }

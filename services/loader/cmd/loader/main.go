@@ -2,10 +2,10 @@
 package main
 
 import (
-	"github.com/marketpipe/marketpipe/pkg/service"
+	"github.com/marketpipe/marketpipe/services"
 	"github.com/marketpipe/marketpipe/services/loader"
 )
 
 func main() {
-	service.Main(loader.Name, "loads row batches into ClickHouse, completes jobs and keeps the jobs table", loader.Build)
+	services.Main(loader.Name)
 }

@@ -2,10 +2,10 @@
 package main
 
 import (
-	"github.com/marketpipe/marketpipe/pkg/service"
+	"github.com/marketpipe/marketpipe/services"
 	"github.com/marketpipe/marketpipe/services/requester"
 )
 
 func main() {
-	service.Main(requester.Name, "creates the vendor request of each submitted job", requester.Build)
+	services.Main(requester.Name)
 }

@@ -2,10 +2,10 @@
 package main
 
 import (
-	"github.com/marketpipe/marketpipe/pkg/service"
+	"github.com/marketpipe/marketpipe/services"
 	"github.com/marketpipe/marketpipe/services/transformer"
 )
 
 func main() {
-	service.Main(transformer.Name, "turns collected reply files into row batches", transformer.Build)
+	services.Main(transformer.Name)
 }
