@@ -31,23 +31,21 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
 	"github.com/marketpipe/marketpipe/pkg/service"
-	"github.com/marketpipe/marketpipe/services/collector"
-	"github.com/marketpipe/marketpipe/services/loader"
-	"github.com/marketpipe/marketpipe/services/poller"
-	"github.com/marketpipe/marketpipe/services/requester"
-	"github.com/marketpipe/marketpipe/services/transformer"
+	"github.com/marketpipe/marketpipe/services"
 )
 
-var builds = map[string]service.Build{
-	"requester":   requester.Build,
-	"poller":      poller.Build,
-	"collector":   collector.Build,
-	"transformer": transformer.Build,
-	"loader":      loader.Build,
+// lookupService returns the pipeline service called name (services.All).
+func lookupService(name string) (services.Service, bool) {
+	for _, s := range services.All {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return services.Service{}, false
 }
 
 func main() {
-	if len(os.Args) < 2 || (builds[os.Args[1]] == nil && os.Args[1] != "nats") {
+	if _, ok := lookupService(safeArg(1)); len(os.Args) < 2 || (!ok && os.Args[1] != "nats") {
 		fmt.Fprintln(os.Stderr, "usage: mpsvc <requester|poller|collector|transformer|loader> [flags]")
 		os.Exit(2)
 	}
@@ -77,9 +75,9 @@ func main() {
 		pprof.StopCPUProfile()
 		os.Exit(code)
 	}
-	build := builds[name]
+	svc, _ := lookupService(name)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := service.Run(ctx, name, name+" (benchmark wrapper)", os.Args[2:], config.OS, os.Stderr, build)
+	err := service.Run(ctx, name, name+" (benchmark wrapper)", os.Args[2:], config.OS, os.Stderr, svc.Build, svc.Own()...)
 	stop()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
@@ -132,4 +130,12 @@ func runNATS(dir, port string) int {
 	s.Shutdown()
 	s.WaitForShutdown()
 	return 0
+}
+
+// safeArg returns os.Args[i], or "" when there is none.
+func safeArg(i int) string {
+	if len(os.Args) > i {
+		return os.Args[i]
+	}
+	return ""
 }
