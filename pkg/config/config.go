@@ -1,6 +1,7 @@
-// Package config reads the settings every marketpipe process shares from the environment
-// (DESIGN.md, "Configuration"). Flags may override them; packages below main never read the
-// environment themselves, they are handed a typed Config.
+// Package config reads settings from the environment into structs that declare them in tags
+// (env.go): the settings every marketpipe process shares (Config) and each service's own.
+// Flags may override them; packages below main never read the environment themselves, they are
+// handed a typed Config.
 package config
 
 import (
