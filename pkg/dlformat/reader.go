@@ -127,7 +127,7 @@ func NewReader(r io.Reader) (*Reader, error) {
 		}
 		br = bufio.NewReaderSize(g.Plain(zr), 64<<10)
 	}
-	return &Reader{br: br, delim: '|'}, nil
+	return &Reader{br: br, delim: DefaultDelimiter}, nil
 }
 
 // Header returns the file's header lines and field list as read so far: complete for the part
@@ -225,14 +225,9 @@ func (r *Reader) readLine() ([]byte, error) {
 	}
 	r.lineNo++
 	r.stats.Lines++
-	if n := len(b); n > 0 && b[n-1] == '\n' {
-		b = b[:n-1]
-	}
-	if n := len(b); n > 0 && b[n-1] == '\r' {
-		b = b[:n-1]
-	}
+	b = TrimLineEnd(b)
 	if r.lineNo == 1 {
-		b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf"))
+		b = TrimBOM(b)
 	}
 	return b, nil
 }
@@ -288,18 +283,18 @@ func (r *Reader) rejectLine(reason string) error { return r.reject(r.lineNo, r.l
 // queued some), and sets up r.row for rows that give several.
 func (r *Reader) handleLine(line []byte) (bool, error) {
 	r.lineRaw = line
-	if len(line) > 0 && line[0] == '#' {
+	if IsComment(line) {
 		return false, nil
 	}
-	t := trimRight(line)
+	t := TrimRight(line)
 	switch r.state {
 	case secPreamble:
 		switch string(t) {
-		case "START-OF-FILE":
+		case StartOfFile:
 			r.state = secHeader
-		case "START-OF-FIELDS":
+		case StartOfFields:
 			r.state = secFields
-		case "START-OF-DATA":
+		case StartOfData:
 			r.startData()
 		}
 		return false, nil // text before START-OF-FILE is not ours to judge
@@ -307,15 +302,15 @@ func (r *Reader) handleLine(line []byte) (bool, error) {
 		switch string(t) {
 		case "":
 			return false, nil
-		case "START-OF-FIELDS":
+		case StartOfFields:
 			if r.state == secHeader {
 				r.state = secFields
 				return false, nil
 			}
-		case "START-OF-DATA":
+		case StartOfData:
 			r.startData()
 			return false, nil
-		case "END-OF-FILE":
+		case EndOfFile:
 			r.state = secDone
 			return false, nil
 		}
@@ -324,10 +319,10 @@ func (r *Reader) handleLine(line []byte) (bool, error) {
 		switch string(t) {
 		case "":
 			return false, nil
-		case "END-OF-FIELDS":
+		case EndOfFields:
 			r.state = secHeader
 			return false, nil
-		case "START-OF-DATA": // END-OF-FIELDS missing
+		case StartOfData: // END-OF-FIELDS missing
 			r.startData()
 			return false, nil
 		}
@@ -340,7 +335,7 @@ func (r *Reader) handleLine(line []byte) (bool, error) {
 		if len(t) == 0 {
 			return false, nil
 		}
-		if string(t) == "END-OF-DATA" {
+		if string(t) == EndOfData {
 			r.state = secTrailer
 			if r.inBlock {
 				r.inBlock = false
@@ -367,15 +362,14 @@ func (r *Reader) startData() {
 
 // headerLine records a KEY=VALUE line and acts on the keys that change how rows are read.
 func (r *Reader) headerLine(t []byte) error {
-	i := bytes.IndexByte(t, '=')
-	if i < 0 {
+	k, v, ok := HeaderPair(t)
+	if !ok {
 		return r.rejectLine("header line is not KEY=VALUE")
 	}
 	if len(r.hdr.Pairs) >= maxHeaderPairs {
 		return r.rejectLine(fmt.Sprintf("more than %d header lines", maxHeaderPairs))
 	}
-	key := strings.TrimSpace(string(t[:i]))
-	val := strings.TrimSpace(string(t[i+1:]))
+	key, val := string(k), string(v)
 	r.hdr.Pairs = append(r.hdr.Pairs, Pair{Key: key, Value: val})
 	switch strings.ToUpper(key) {
 	case "PROGRAMNAME":
@@ -392,14 +386,11 @@ func (r *Reader) headerLine(t []byte) error {
 			r.snapProg = false
 		}
 	case "DELIMITER":
-		switch len(val) {
-		case 0:
-			r.delim = '|'
-		case 1:
-			r.delim = val[0]
-		default:
+		d, ok := Delimiter(v)
+		if !ok {
 			return &Error{Line: r.lineNo, Reason: fmt.Sprintf("DELIMITER=%q: want one character", val)}
 		}
+		r.delim = d
 	case "DATEFORMAT":
 		df, ok := parseDateFormat(val)
 		r.datefmt = df
@@ -436,15 +427,6 @@ func (r *Reader) fileDate() (obs.Date, bool) {
 
 const noFileDate = "no RUNDATE or TIMESTARTED in the header to date this row by"
 
-// cut returns the first cell of b and the rest after its delimiter (nil when b had no delimiter).
-func cut(b []byte, d byte) (cell, rest []byte) {
-	i := bytes.IndexByte(b, d)
-	if i < 0 {
-		return b, nil
-	}
-	return b[:i], b[i+1:]
-}
-
 // countCells counts the cells of a row, not counting the empty one after a trailing delimiter.
 func countCells(b []byte, d byte) int {
 	n := bytes.Count(b, []byte{d})
@@ -454,14 +436,10 @@ func countCells(b []byte, d byte) int {
 	return n
 }
 
-func hasPrefixMarker(b []byte, marker string, d byte) bool {
-	return len(b) > len(marker) && string(b[:len(marker)]) == marker && b[len(marker)] == d
-}
-
 // security returns the trimmed identifier as a string, reusing the previous one when equal
 // (history rows repeat it line after line).
 func (r *Reader) security(b []byte) string {
-	b = trimRight(b)
+	b = TrimRight(b)
 	if string(b) != r.lastSec {
 		r.lastSec = string(b)
 	}
@@ -472,10 +450,10 @@ func (r *Reader) security(b []byte) string {
 func (r *Reader) dataLine(t []byte) (bool, error) {
 	d := r.delim
 	switch {
-	case hasPrefixMarker(t, "START SECURITY", d):
-		return false, r.startBlock(t[len("START SECURITY")+1:])
-	case hasPrefixMarker(t, "END SECURITY", d):
-		return r.endBlock(t[len("END SECURITY")+1:])
+	case HasMarker(t, StartSecurity, d):
+		return false, r.startBlock(t[len(StartSecurity)+1:])
+	case HasMarker(t, EndSecurity, d):
+		return r.endBlock(t[len(EndSecurity)+1:])
 	case r.inBlock:
 		return r.verticalRow(t)
 	case r.actions:
@@ -486,15 +464,15 @@ func (r *Reader) dataLine(t []byte) (bool, error) {
 
 func (r *Reader) startBlock(rest []byte) error {
 	var sec, field []byte
-	sec, rest = cut(rest, r.delim)
-	field, _ = cut(rest, r.delim)
+	sec, rest = Cut(rest, r.delim)
+	field, _ = Cut(rest, r.delim)
 	field = bytes.TrimSpace(field)
 	var err error
 	if r.inBlock {
 		err = r.rejectLine(fmt.Sprintf("START SECURITY inside the block of %s %s started on line %d (no END SECURITY)",
 			r.blockSec, r.blockField, r.blockLine))
 	}
-	if len(trimRight(sec)) == 0 || len(field) == 0 {
+	if len(TrimRight(sec)) == 0 || len(field) == 0 {
 		r.inBlock = false
 		if err != nil {
 			return err
@@ -526,10 +504,10 @@ func (r *Reader) fieldName(name []byte) string {
 
 func (r *Reader) endBlock(rest []byte) (bool, error) {
 	var sec, field, rc []byte
-	sec, rest = cut(rest, r.delim)
-	field, rest = cut(rest, r.delim)
-	rc, _ = cut(rest, r.delim)
-	secS := string(trimRight(sec))
+	sec, rest = Cut(rest, r.delim)
+	field, rest = Cut(rest, r.delim)
+	rc, _ = Cut(rest, r.delim)
+	secS := string(TrimRight(sec))
 	wasOpen := r.inBlock
 	r.inBlock = false
 	if !wasOpen {
@@ -592,10 +570,10 @@ func (r *Reader) verticalRow(t []byte) (bool, error) {
 		return false, r.rejectLine(fmt.Sprintf("history row has %d columns; want 3 (security|date|value) inside the block of %s %s",
 			n, r.blockSec, r.blockField))
 	}
-	sec, rest := cut(t, d)
-	dt, rest := cut(rest, d)
-	val, _ := cut(rest, d)
-	if string(trimRight(sec)) != r.blockSec {
+	sec, rest := Cut(t, d)
+	dt, rest := Cut(rest, d)
+	val, _ := Cut(rest, d)
+	if string(TrimRight(sec)) != r.blockSec {
 		return false, r.rejectLine(fmt.Sprintf("row security differs from its block's %q", r.blockSec))
 	}
 	date, ok := parseRowDate(dt, r.datefmt)
@@ -615,7 +593,7 @@ func (r *Reader) verticalRow(t []byte) (bool, error) {
 // setValue classifies a cell into r.o's Kind/Num/Str/Flag. A bad bulk cell is rejected and r.o's
 // Field cleared, so callers know to skip it.
 func (r *Reader) setValue(cell []byte) error {
-	v := trimRight(cell)
+	v := TrimRight(cell)
 	if f := marker(v); f != "" {
 		r.o.Kind, r.o.Flag = obs.Null, f
 		return nil
@@ -645,10 +623,6 @@ func (r *Reader) setValue(cell []byte) error {
 	return nil
 }
 
-func isColumnHeader(c0, c1 []byte) bool {
-	return string(trimRight(c0)) == "SECURITIES" && string(trimRight(c1)) == "ERROR CODE"
-}
-
 func allBlank(b []byte, d byte) bool {
 	for _, c := range b {
 		if c != ' ' && c != d && c != '\t' {
@@ -665,13 +639,13 @@ func (r *Reader) row3(t []byte) (bool, error) {
 	if cells < 3 {
 		return false, r.rejectLine(fmt.Sprintf("row has %d columns; want IDENTIFIER|RC|NFIELDS|values", cells))
 	}
-	c0, rest := cut(t, d)
-	c1, rest := cut(rest, d)
-	c2, rest := cut(rest, d)
-	if isColumnHeader(c0, c1) {
+	c0, rest := Cut(t, d)
+	c1, rest := Cut(rest, d)
+	c2, rest := Cut(rest, d)
+	if IsColumnHeader(c0, c1) {
 		return false, r.columnHeader(rest)
 	}
-	if len(trimRight(c0)) == 0 {
+	if len(TrimRight(c0)) == 0 {
 		return false, r.rejectLine("row without a security")
 	}
 	sec := r.security(c0)
@@ -695,7 +669,7 @@ func (r *Reader) row3(t []byte) (bool, error) {
 		case f + 1:
 			dated = true
 		case f + 2:
-			_, rest = cut(rest, d) // pricing source
+			_, rest = Cut(rest, d) // pricing source
 			dated = true
 		default:
 			return false, r.rejectLine(fmt.Sprintf(
@@ -713,8 +687,8 @@ func (r *Reader) row3(t []byte) (bool, error) {
 			return false, r.rejectLine(fmt.Sprintf("row has %d values for %d fields", n, f))
 		}
 	default: // no PROGRAMNAME: let the shape decide
-		c3, after := cut(rest, d)
-		c4, _ := cut(after, d)
+		c3, after := Cut(rest, d)
+		c4, _ := Cut(after, d)
 		switch {
 		case n == f+1 && isRowDate(c3, r.datefmt):
 			dated = true
@@ -728,7 +702,7 @@ func (r *Reader) row3(t []byte) (bool, error) {
 	}
 	if dated {
 		var dt []byte
-		dt, rest = cut(rest, d)
+		dt, rest = Cut(rest, d)
 		if len(bytes.TrimSpace(dt)) == 0 {
 			if allBlank(rest, d) {
 				return false, nil // the REST form of "no data for this security"
@@ -762,7 +736,7 @@ func (r *Reader) columnHeader(rest []byte) error {
 	}
 	for len(rest) > 0 && len(r.hdr.Fields) < maxFields {
 		var c []byte
-		c, rest = cut(rest, r.delim)
+		c, rest = Cut(rest, r.delim)
 		r.hdr.Fields = append(r.hdr.Fields, strings.TrimSpace(string(c)))
 	}
 	return nil
@@ -783,13 +757,13 @@ func (r *Reader) nextCell() (bool, error) {
 		var cell []byte
 		var field string
 		if rs.mode == rowCells {
-			cell, rs.rest = cut(rs.rest, r.delim)
+			cell, rs.rest = Cut(rs.rest, r.delim)
 			field = rs.fields[rs.fi]
 			rs.fi++
 		} else {
 			var name []byte
-			name, rs.rest = cut(rs.rest, r.delim)
-			cell, rs.rest = cut(rs.rest, r.delim)
+			name, rs.rest = Cut(rs.rest, r.delim)
+			cell, rs.rest = Cut(rs.rest, r.delim)
 			field = r.actionField(rs.prefix, bytes.TrimSpace(name))
 		}
 		r.o = obs.Observation{Security: rs.sec, Field: field, Date: rs.date}
@@ -826,9 +800,9 @@ func (r *Reader) actionsRow(t []byte) (bool, error) {
 	var col [actFixed][]byte
 	rest := t
 	for i := 0; i < actFixed && rest != nil; i++ {
-		col[i], rest = cut(rest, d)
+		col[i], rest = Cut(rest, d)
 	}
-	if len(trimRight(col[0])) == 0 {
+	if len(TrimRight(col[0])) == 0 {
 		return false, r.rejectLine("row without a security")
 	}
 	sec := r.security(col[0])
@@ -862,9 +836,9 @@ func (r *Reader) actionsRow(t []byte) (bool, error) {
 	prefix := string(mn)
 	r.queue = append(r.queue[:0],
 		obs.Observation{Security: sec, Field: r.actionField(prefix, []byte("ACTION_ID")), Date: date,
-			Kind: obs.String, Str: string(trimRight(col[actID]))},
+			Kind: obs.String, Str: string(TrimRight(col[actID]))},
 		obs.Observation{Security: sec, Field: r.actionField(prefix, []byte("FLAG")), Date: date,
-			Kind: obs.String, Str: string(trimRight(col[actFlag]))})
+			Kind: obs.String, Str: string(TrimRight(col[actFlag]))})
 	r.queued = 0
 	r.row = rowState{active: true, mode: rowPairs, rest: rest, sec: sec, date: date, prefix: prefix}
 	if rest == nil {
