@@ -499,11 +499,17 @@ func lastMarkers(r []byte, d byte) (start, end int) {
 			return start, end
 		}
 		i += off
-		if i >= 10 && string(r[i-10:i]) == "START SECU" && (i == 10 || r[i-11] == '\n') {
-			start = i - 10
-		} else if i >= 8 && string(r[i-8:i]) == "END SECU" && (i == 8 || r[i-9] == '\n') {
-			end = i - 8
+		// A marker line would start where the marker, ending at the anchor, begins.
+		if j := i + len(pat) - 1 - len(dlformat.StartSecurity); lineStartsWith(r, j, dlformat.StartSecurity, d) {
+			start = j
+		} else if j := i + len(pat) - 1 - len(dlformat.EndSecurity); lineStartsWith(r, j, dlformat.EndSecurity, d) {
+			end = j
 		}
 		off = i + len(pat)
 	}
+}
+
+// lineStartsWith reports whether a line of r starts at j with marker and the delimiter d.
+func lineStartsWith(r []byte, j int, marker string, d byte) bool {
+	return j >= 0 && (j == 0 || r[j-1] == '\n') && dlformat.HasMarker(r[j:], marker, d)
 }
