@@ -181,7 +181,7 @@ func readHeader(s *scanner) (header, error) {
 		if err != nil {
 			return h, err
 		}
-		if s.lineNo == 1 && len(line) >= 2 && line[0] == 0x1f && line[1] == 0x8b {
+		if s.lineNo == 1 && dlformat.IsGzip(line) {
 			s.gzip = true
 			return h, ErrNotSplittable
 		}

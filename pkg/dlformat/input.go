@@ -76,3 +76,7 @@ func (r *Reader) readLong(first []byte) ([]byte, error) {
 		}
 	}
 }
+
+// IsGzip reports whether b starts with the gzip magic bytes: a reply file is read compressed
+// when it does, whatever its name.
+func IsGzip(b []byte) bool { return len(b) >= 2 && b[0] == 0x1f && b[1] == 0x8b }

@@ -78,7 +78,7 @@ func NewReader(r io.Reader) (*Reader, error) {
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, &Error{Line: 0, Reason: "read: " + err.Error(), Err: err}
 	}
-	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+	if IsGzip(magic) {
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			return nil, &Error{Line: 0, Reason: "gzip: " + err.Error(), Err: err}
