@@ -37,6 +37,7 @@ import (
 	"io"
 
 	"github.com/marketpipe/marketpipe/pkg/bounds"
+	"github.com/marketpipe/marketpipe/pkg/dlformat"
 )
 
 // ErrNotSplittable is the error of OpenFirst and OpenAt on a file that cannot be split: gzip,
@@ -90,7 +91,7 @@ type Reader struct {
 	err    error // sticky input error
 }
 
-const endOfData = "END-OF-DATA\n"
+const endOfData = dlformat.EndOfData + "\n"
 
 // readHeader reads the file's header context and makes it the start of the chunk's stream.
 func (cr *Reader) readHeader() error {
@@ -171,7 +172,7 @@ type header struct {
 // section starts with one (blank and comment lines before it are dropped: they produce
 // nothing). The scanner is left at the first line the chunks share out.
 func readHeader(s *scanner) (header, error) {
-	h := header{delim: '|'}
+	h := header{delim: dlformat.DefaultDelimiter}
 	for {
 		line, _, err := s.next()
 		if err == io.EOF {
@@ -180,7 +181,7 @@ func readHeader(s *scanner) (header, error) {
 		if err != nil {
 			return h, err
 		}
-		if s.lineNo == 1 && len(line) >= 2 && line[0] == 0x1f && line[1] == 0x8b {
+		if s.lineNo == 1 && dlformat.IsGzip(line) {
 			s.gzip = true
 			return h, ErrNotSplittable
 		}
@@ -193,17 +194,20 @@ func readHeader(s *scanner) (header, error) {
 			return h, ErrNotSplittable // START-OF-DATA, if this is it, is the file's last byte
 		}
 		t := trim(line)
-		if len(t) > 0 && t[0] == '#' {
+		if s.lineNo == 1 {
+			t = dlformat.TrimBOM(t)
+		}
+		if dlformat.IsComment(t) {
 			continue
 		}
-		if v, ok := bytes.CutPrefix(t, []byte("DELIMITER=")); ok {
+		if k, v, ok := dlformat.HeaderPair(t); ok && dlformat.IsDelimiterKey(k) {
 			// The reader fails the file on a DELIMITER that is not one character; the
 			// chunks then fail the same way.
-			if v = bytes.TrimSpace(v); len(v) == 1 {
-				h.delim = v[0]
+			if d, ok := dlformat.Delimiter(v); ok {
+				h.delim = d
 			}
 		}
-		if string(bytes.TrimLeft(t, "\ufeff")) == "START-OF-DATA" {
+		if string(t) == dlformat.StartOfData {
 			break
 		}
 	}
@@ -214,13 +218,13 @@ func readHeader(s *scanner) (header, error) {
 			return h, nil // the chunks meet the end (or the error) themselves
 		}
 		t := trim(line)
-		if len(t) == 0 || t[0] == '#' {
+		if len(t) == 0 || dlformat.IsComment(t) {
 			s.next()
 			continue
 		}
-		c0, rest := cell(t, h.delim)
-		c1, _ := cell(rest, h.delim)
-		if string(trimSpaces(c0)) == "SECURITIES" && string(trimSpaces(c1)) == "ERROR CODE" {
+		c0, rest := dlformat.Cut(t, h.delim)
+		c1, _ := dlformat.Cut(rest, h.delim)
+		if dlformat.IsColumnHeader(c0, c1) {
 			s.next()
 			h.prefix = append(h.prefix, line...)
 			h.lines++
@@ -252,24 +256,24 @@ type kind struct {
 // classify reads a line of the data section in the light of the lines before it.
 func (st *state) classify(line []byte) kind {
 	t := trim(line)
-	if len(t) == 0 || t[0] == '#' {
+	if len(t) == 0 || dlformat.IsComment(t) {
 		return kind{}
 	}
-	if string(t) == "END-OF-DATA" {
+	if string(t) == dlformat.EndOfData {
 		return kind{endOfData: true, boundary: true}
 	}
 	k := kind{data: true}
 	switch {
-	case hasMarker(t, "START SECURITY", st.delim):
+	case dlformat.HasMarker(t, dlformat.StartSecurity, st.delim):
 		k.start = true
-		k.key, _ = cell(t[len("START SECURITY")+1:], st.delim)
-	case hasMarker(t, "END SECURITY", st.delim):
+		k.key, _ = dlformat.Cut(t[len(dlformat.StartSecurity)+1:], st.delim)
+	case dlformat.HasMarker(t, dlformat.EndSecurity, st.delim):
 		k.end = true
-		k.key, _ = cell(t[len("END SECURITY")+1:], st.delim)
+		k.key, _ = dlformat.Cut(t[len(dlformat.EndSecurity)+1:], st.delim)
 	default:
-		k.key, _ = cell(t, st.delim)
+		k.key, _ = dlformat.Cut(t, st.delim)
 	}
-	k.key = trimSpaces(k.key)
+	k.key = dlformat.TrimRight(k.key)
 	k.boundary = !k.end && !st.inBlock && (!st.hasPrev || !bytes.Equal(k.key, st.prevKey))
 	return k
 }
@@ -289,35 +293,8 @@ func (st *state) update(k kind) {
 	st.hasPrev = true
 }
 
-func hasMarker(t []byte, marker string, d byte) bool {
-	return len(t) > len(marker) && string(t[:len(marker)]) == marker && t[len(marker)] == d
-}
-
-// cell returns the first cell of b and what follows its delimiter.
-func cell(b []byte, d byte) (c, rest []byte) {
-	if i := bytes.IndexByte(b, d); i >= 0 {
-		return b[:i], b[i+1:]
-	}
-	return b, nil
-}
-
-// trim drops the line end (LF or CRLF) and trailing spaces and tabs.
-func trim(line []byte) []byte {
-	line = bytes.TrimSuffix(line, []byte("\n"))
-	line = bytes.TrimSuffix(line, []byte("\r"))
-	return trimSpaces(line)
-}
-
-func trimSpaces(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
-func isMarker(line []byte, m string) bool {
-	return string(bytes.TrimLeft(trim(line), "\ufeff")) == m
-}
+// trim drops the line end (LF or CRLF) and trailing spaces and tabs, as the reader does.
+func trim(line []byte) []byte { return dlformat.TrimRight(dlformat.TrimLineEnd(line)) }
 
 // scanner reads lines (with their line ends) and knows their offsets. A line longer than
 // maxLine fails it (with bounds.LineTooLong) before more of the line is held.
@@ -522,11 +499,17 @@ func lastMarkers(r []byte, d byte) (start, end int) {
 			return start, end
 		}
 		i += off
-		if i >= 10 && string(r[i-10:i]) == "START SECU" && (i == 10 || r[i-11] == '\n') {
-			start = i - 10
-		} else if i >= 8 && string(r[i-8:i]) == "END SECU" && (i == 8 || r[i-9] == '\n') {
-			end = i - 8
+		// A marker line would start where the marker, ending at the anchor, begins.
+		if j := i + len(pat) - 1 - len(dlformat.StartSecurity); lineStartsWith(r, j, dlformat.StartSecurity, d) {
+			start = j
+		} else if j := i + len(pat) - 1 - len(dlformat.EndSecurity); lineStartsWith(r, j, dlformat.EndSecurity, d) {
+			end = j
 		}
 		off = i + len(pat)
 	}
+}
+
+// lineStartsWith reports whether a line of r starts at j with marker and the delimiter d.
+func lineStartsWith(r []byte, j int, marker string, d byte) bool {
+	return j >= 0 && (j == 0 || r[j-1] == '\n') && dlformat.HasMarker(r[j:], marker, d)
 }

@@ -150,6 +150,9 @@ func TestEdgeCases(t *testing.T) {
 		"no trailer": data[:strings.Index(data, "END-OF-DATA")],
 		"delimiter": strings.ReplaceAll(strings.Replace(data, "DATEFORMAT=yyyymmdd", "DATEFORMAT=yyyymmdd\nDELIMITER=;", 1),
 			"|", ";"),
+		// The reader takes header keys in any case and trims them: so must the boundaries.
+		"delimiter key": strings.ReplaceAll(strings.Replace(hist, "START-OF-FIELDS", "delimiter = ;\nSTART-OF-FIELDS", 1),
+			"|", ";"),
 		"column header": strings.Replace(data, "START-OF-DATA\n",
 			"START-OF-DATA\n\nSECURITIES|ERROR CODE|NUM FLDS|PX_LAST|PX_BID|\n", 1),
 		"bom":         "\ufeff" + data,

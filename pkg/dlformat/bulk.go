@@ -105,7 +105,7 @@ func oddNote(have int) string {
 }
 
 func appendBulkValue(dst, typ, val []byte, df dateFormat) []byte {
-	v := trimRight(val)
+	v := TrimRight(val)
 	if len(v) == 0 {
 		return append(dst, "null"...)
 	}

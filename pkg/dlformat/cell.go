@@ -42,14 +42,6 @@ func parseDateFormat(v string) (dateFormat, bool) {
 	return dateMDY, false
 }
 
-// trimRight drops trailing spaces and tabs: Bloomberg pads identifiers and some cells.
-func trimRight(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // bstr views b as a string without copying. Only for values that do not outlive b and are not
@@ -226,7 +218,7 @@ func parseSlashed(b []byte, dayFirst bool) (y, m, d int, ok bool) {
 // parseRowDate reads the date column of a history row. Either spelling is accepted: the column
 // is known to hold a date, and REST fragments come without a DATEFORMAT header.
 func parseRowDate(b []byte, df dateFormat) (obs.Date, bool) {
-	b = trimRight(b)
+	b = TrimRight(b)
 	if y, m, d, ok := parseYMD8(b); ok {
 		return daysFromCivil(y, m, d), true
 	}
