@@ -91,7 +91,7 @@ func runParse(stdin io.Reader, stdout, stderr io.Writer, name, format string) (e
 	counted := &countingReader{r: in}
 	bin := bufio.NewReaderSize(counted, 64<<10)
 	magic, _ := bin.Peek(2) // a read error comes back from NewReader
-	gzipped := len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b
+	gzipped := dlformat.IsGzip(magic)
 	var printed int64
 	// explain makes an error of the reader say what it means for this file and its output.
 	explain := func(err error) error {
