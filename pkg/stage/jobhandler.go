@@ -24,9 +24,16 @@ func (f JobHandlerFunc) HandleJob(ctx context.Context, j events.Job, m *Message)
 	return f(ctx, j, m)
 }
 
+// JobPublished is implemented by a JobHandler that acts once the event it returned is durable
+// (the transformer counts a job's rows then, not before a publish that may fail).
+type JobPublished interface {
+	Published(ctx context.Context, j *events.Job)
+}
+
 // Jobs makes h a Handler: it decodes each message as a job event (a payload that is not one is
 // permanent), calls h, and publishes the event h returns with pub (PublishJob: its Nats-Msg-Id,
-// and a producer span when pub traces) before the message is acked.
+// and a producer span when pub traces) before the message is acked; then it calls h's
+// Published, if h has one.
 func Jobs(pub *Publisher, h JobHandler) Handler {
 	return HandlerFunc(func(ctx context.Context, m *Message) error {
 		j, err := events.Decode(m.Data())
@@ -37,7 +44,13 @@ func Jobs(pub *Publisher, h JobHandler) Handler {
 		if err != nil || next == nil {
 			return err
 		}
-		return pub.PublishJob(ctx, next)
+		if err := pub.PublishJob(ctx, next); err != nil {
+			return err
+		}
+		if p, ok := h.(JobPublished); ok {
+			p.Published(ctx, next)
+		}
+		return nil
 	})
 }
 

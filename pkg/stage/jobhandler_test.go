@@ -3,6 +3,7 @@ package stage_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -127,4 +128,45 @@ func TestNewJobsPublishesWithTheStagesPublisher(t *testing.T) {
 		last, ok := env.LastJob("job-2")
 		return ok && last.State == events.Requested
 	})
+}
+
+// publishedAfter records what its Published saw, and whether the event was in the stream then.
+type publishedAfter struct {
+	env  *natstest.Env
+	seen []string
+}
+
+func (p *publishedAfter) HandleJob(ctx context.Context, j events.Job, m *stage.Message) (*events.Job, error) {
+	next := j.Advance(events.Requested, time.Now())
+	return &next, nil
+}
+
+func (p *publishedAfter) Published(ctx context.Context, j *events.Job) {
+	p.seen = append(p.seen, fmt.Sprintf("%s %s %d", j.ID, j.State, p.env.Count(events.JobsStream, events.JobSubject(j.ID, j.State))))
+}
+
+// TestJobsCallsPublishedOnceDurable: a handler's Published runs after its event is stored, and
+// not when the publish fails.
+func TestJobsCallsPublishedOnceDurable(t *testing.T) {
+	env := natstest.NewEnv(t)
+	ctx := context.Background()
+	p := &publishedAfter{env: env}
+	h := stage.Jobs(stage.NewPublisher(env.JS), p)
+	j := events.Job{ID: "job-3"}
+	j = j.Advance(events.Submitted, time.Now())
+	if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"job-3 requested 1"}; fmt.Sprint(p.seen) != fmt.Sprint(want) {
+		t.Errorf("Published saw %v, want %v", p.seen, want)
+	}
+	m := env.DeliverJob(&j)
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := h.Handle(cancelled, m); err == nil {
+		t.Fatal("publish with a cancelled context succeeded")
+	}
+	if len(p.seen) != 1 {
+		t.Errorf("Published ran after a failed publish: %v", p.seen)
+	}
 }
