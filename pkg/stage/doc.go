@@ -5,6 +5,10 @@
 // durable name, so replicas split the stage's work; a replica that dies leaves its unacked
 // messages to be redelivered to the others after AckWait.
 //
+// A stage of job events runs a JobHandler instead (NewJobs, Jobs): it gets the decoded event
+// and returns the next one, which the runtime publishes before the ack; a payload that is no
+// job event is permanent. Handlers of row batches and chunk tasks stay plain Handlers.
+//
 // Ack rules (the handler's return value decides):
 //
 //	nil                   Ack. The handler returns nil only once its effect is durable: the next

@@ -32,17 +32,11 @@ type Vendor interface {
 	Download(ctx context.Context, key, digest string, listed int64) (io.ReadCloser, error)
 }
 
-// Publisher stores job events durably.
-type Publisher interface {
-	PublishJob(ctx context.Context, j *events.Job) error
-}
-
 // Handler downloads one ready job's file.
 type Handler struct {
 	Vendor Vendor
 	// Raw keeps the files, with their marks (its MarkBytes is COLLECTOR_MARK_BYTES).
 	Raw *rawstore.Store
-	Pub Publisher
 	Now func() time.Time
 }
 
@@ -51,13 +45,10 @@ func FileKey(j *events.Job) string {
 	return fmt.Sprintf("%s/g%d/%s", j.ID, j.Generation, j.ResponseKey)
 }
 
-// Handle implements stage.Handler. A redelivery after the file was stored (but before
-// "collected" was acknowledged) reuses the stored file instead of downloading it again.
-func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
-	j, err := events.Decode(m.Data())
-	if err != nil {
-		return stage.Permanent(err)
-	}
+// HandleJob implements stage.JobHandler: it returns "collected", or "failed" for a download
+// that cannot succeed. A redelivery after the file was stored (but before "collected" was
+// acknowledged) reuses the stored file instead of downloading it again.
+func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message) (*events.Job, error) {
 	key := FileKey(&j)
 	info, err := h.Raw.Stat(ctx, key)
 	switch {
@@ -73,21 +64,21 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 			switch {
 			case errors.Is(err, bounds.ErrExceeded):
 				failed := j.Fail(err.Error(), h.Now())
-				return h.Pub.PublishJob(ctx, &failed)
+				return &failed, nil
 			case errors.As(err, &apiErr) && !apiErr.Temporary():
 				failed := j.Fail(fmt.Sprintf("download %s: %v", j.ResponseKey, err), h.Now())
-				return h.Pub.PublishJob(ctx, &failed)
+				return &failed, nil
 			}
-			return err
+			return nil, err
 		}
 	default:
-		return err
+		return nil, err
 	}
 	next := j.Advance(events.Collected, h.Now())
 	// The marks travel in the event too, for transformers of earlier versions; the stored
 	// file is their source.
 	next.FileKey, next.FileSHA256, next.FileSize, next.FileMarks = key, info.SHA256, info.Size, info.Marks
-	return h.Pub.PublishJob(ctx, &next)
+	return &next, nil
 }
 
 // listedSize is the size the vendor's listing gave j's output: the ready event's, or, for an
@@ -166,8 +157,8 @@ func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
 	}
 	tracer := env.Tracing.Provider.Tracer("github.com/marketpipe/marketpipe/services/collector")
 	raw := &rawstore.Store{Objects: env.Streams.Raw, Tracer: tracer, MarkBytes: int64(s.MarkBytes)}
-	h := &Handler{Vendor: countedVendor{v, counters.BytesDownloaded}, Raw: raw, Pub: env.Publisher(), Now: time.Now}
-	return stage.New(env.JS, stage.Config{
+	h := &Handler{Vendor: countedVendor{v, counters.BytesDownloaded}, Raw: raw, Now: time.Now}
+	return stage.NewJobs(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Ready)},
 		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 4, AckWait: time.Minute, MaxDeliver: 10,

@@ -74,7 +74,7 @@ func TestCollectorStoresTheFile(t *testing.T) {
 	env := natstest.NewEnv(t)
 	var downloads atomic.Int64
 	v := newClient(t, vendorsim.Faults{}, &downloads)
-	h := &collector.Handler{Vendor: v, Raw: &rawstore.Store{Objects: env.Streams.Raw}, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	h := stage.Jobs(stage.NewPublisher(env.JS), &collector.Handler{Vendor: v, Raw: &rawstore.Store{Objects: env.Streams.Raw}, Now: time.Now})
 	ctx := context.Background()
 	j := readyJob(t, v, "mpcollect1")
 	m := env.DeliverJob(&j)
@@ -115,9 +115,9 @@ func TestCollectorStoresS2Chunks(t *testing.T) {
 	env := natstest.NewEnv(t)
 	var downloads atomic.Int64
 	v := newClient(t, vendorsim.Faults{}, &downloads)
-	pub := &lastPublished{Publisher: stage.NewPublisher(env.JS)}
-	h := &collector.Handler{Vendor: v, Raw: &rawstore.Store{Objects: env.Streams.Raw, MarkBytes: 64 << 10},
-		Pub: pub, Now: time.Now}
+	pub := &lastPublished{JobHandler: &collector.Handler{Vendor: v,
+		Raw: &rawstore.Store{Objects: env.Streams.Raw, MarkBytes: 64 << 10}, Now: time.Now}}
+	h := stage.Jobs(stage.NewPublisher(env.JS), pub)
 	ctx := context.Background()
 	var secs []string
 	for i := range 60 {
@@ -191,15 +191,18 @@ func TestCollectorStoresS2Chunks(t *testing.T) {
 	}
 }
 
-// lastPublished keeps the last job event it published.
+// lastPublished keeps the last job event its handler returned for publishing.
 type lastPublished struct {
-	*stage.Publisher
+	stage.JobHandler
 	last events.Job
 }
 
-func (p *lastPublished) PublishJob(ctx context.Context, j *events.Job) error {
-	p.last = *j
-	return p.Publisher.PublishJob(ctx, j)
+func (p *lastPublished) HandleJob(ctx context.Context, j events.Job, m *stage.Message) (*events.Job, error) {
+	next, err := p.JobHandler.HandleJob(ctx, j, m)
+	if next != nil {
+		p.last = *next
+	}
+	return next, err
 }
 
 func TestCollectorRefusesBadDownloads(t *testing.T) {
@@ -218,7 +221,7 @@ func TestCollectorRefusesBadDownloads(t *testing.T) {
 			// The same request at a simulator that spoils every download.
 			bad := newClient(t, tc.faults, &downloads)
 			_ = readyJob(t, bad, "mpbad1")
-			h := &collector.Handler{Vendor: bad, Raw: &rawstore.Store{Objects: env.Streams.Raw}, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+			h := stage.Jobs(stage.NewPublisher(env.JS), &collector.Handler{Vendor: bad, Raw: &rawstore.Store{Objects: env.Streams.Raw}, Now: time.Now})
 			err := h.Handle(context.Background(), env.DeliverJob(&j))
 			if err == nil || stage.IsPermanent(err) {
 				t.Fatalf("Handle = %v, want a transient error (fetched again on redelivery)", err)

@@ -95,11 +95,6 @@ func (h *RowsHandler) Handle(ctx context.Context, m *stage.Message) error {
 	return nil
 }
 
-// Publisher stores job events durably.
-type Publisher interface {
-	PublishJob(ctx context.Context, j *events.Job) error
-}
-
 // Committer makes a run's rows visible to readers.
 type Committer interface {
 	Commit(ctx context.Context, jobID string, version uint64, at time.Time) error
@@ -110,41 +105,37 @@ type Committer interface {
 type CompleteHandler struct {
 	Count   func(ctx context.Context, jobID string, generation int) (int, error)
 	Commits Committer
-	Pub     Publisher
 	Poll    time.Duration // how soon to look again
 	Timeout time.Duration // after "transformed", how long batches may take to load
 	Now     func() time.Time
 }
 
-// Handle implements stage.Handler.
-func (h *CompleteHandler) Handle(ctx context.Context, m *stage.Message) error {
-	j, err := events.Decode(m.Data())
-	if err != nil {
-		return stage.Permanent(err)
-	}
+// HandleJob implements stage.JobHandler: it returns "loaded", or "failed", or waits for the
+// run's batches.
+func (h *CompleteHandler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message) (*events.Job, error) {
 	n, err := h.Count(ctx, j.ID, j.Generation)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	now := h.Now()
 	if n < j.Batches {
 		if now.Sub(j.TransformedAt) > h.Timeout {
 			failed := j.Fail(fmt.Sprintf("only %d of %d row batches loaded %s after the transform; see `marketpipe dlq list`",
 				n, j.Batches, h.Timeout), now)
-			return h.Pub.PublishJob(ctx, &failed)
+			return &failed, nil
 		}
-		return stage.Wait(h.Poll, fmt.Sprintf("%d of %d batches loaded", n, j.Batches))
+		return nil, stage.Wait(h.Poll, fmt.Sprintf("%d of %d batches loaded", n, j.Batches))
 	}
 	if j.Spec.Strict && !j.Warnings.Empty() {
 		failed := j.Fail("strict: the reply file has warnings: "+j.Warnings.String()+"; its rows stay invisible", now)
-		return h.Pub.PublishJob(ctx, &failed)
+		return &failed, nil
 	}
 	if err := h.Commits.Commit(ctx, j.ID, j.Version, now); err != nil {
-		return fmt.Errorf("commit run %s generation %d: %w", j.ID, j.Generation, err)
+		return nil, fmt.Errorf("commit run %s generation %d: %w", j.ID, j.Generation, err)
 	}
 	next := j.Advance(events.Loaded, now)
 	next.RowsLoaded = j.RowsParsed
-	return h.Pub.PublishJob(ctx, &next)
+	return &next, nil
 }
 
 // JobRecorder is the jobs table.
@@ -156,16 +147,12 @@ type JobRecorder interface {
 // orders them, so the latest event wins whatever order redeliveries arrive in.
 type JobsHandler struct{ Store JobRecorder }
 
-// Handle implements stage.Handler.
-func (h *JobsHandler) Handle(ctx context.Context, m *stage.Message) error {
-	j, err := events.Decode(m.Data())
-	if err != nil {
-		return stage.Permanent(err)
-	}
+// HandleJob implements stage.JobHandler; it publishes nothing.
+func (h *JobsHandler) HandleJob(ctx context.Context, j events.Job, m *stage.Message) (*events.Job, error) {
 	if err := h.Store.RecordJob(ctx, j, m.StreamSeq()); err != nil {
-		return fmt.Errorf("record job %s: %w", j.ID, err)
+		return nil, fmt.Errorf("record job %s: %w", j.ID, err)
 	}
-	return nil
+	return nil, nil
 }
 
 // outageBackoff caps redelivery delays at 15s: ClickHouse failures are outages, retried until
@@ -191,7 +178,6 @@ type Client struct {
 
 // Stages returns the loader's three stages.
 func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runner, error) {
-	pub := env.Publisher()
 	tracer := env.Tracing.Provider.Tracer(tracerName)
 	counters, err := env.Counters()
 	if err != nil {
@@ -217,7 +203,7 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 	if err != nil {
 		return nil, err
 	}
-	complete, err := stage.New(env.JS, stage.Config{
+	complete, err := stage.NewJobs(env.JS, stage.Config{
 		Name: CompleteName, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Transformed)},
 		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 16, MaxDeliver: -1, AckWait: time.Minute,
@@ -225,12 +211,12 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 		Count: func(ctx context.Context, id string, gen int) (int, error) {
 			return natsx.LoadedBatches(ctx, env.JS, id, gen)
 		},
-		Commits: store, Pub: pub, Poll: 100 * time.Millisecond, Timeout: s.LoadTimeout, Now: time.Now,
+		Commits: store, Poll: 100 * time.Millisecond, Timeout: s.LoadTimeout, Now: time.Now,
 	}, env.StageOptions())
 	if err != nil {
 		return nil, err
 	}
-	jobs, err := stage.New(env.JS, stage.Config{
+	jobs, err := stage.NewJobs(env.JS, stage.Config{
 		Name: JobsName, Stream: events.JobsStream, Filters: []string{events.JobsSubjects},
 		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 8, MaxDeliver: -1, AckWait: time.Minute, Backoff: outageBackoff,

@@ -24,39 +24,30 @@ type Vendor interface {
 	Output(ctx context.Context, identifier string) (*vendor.Output, error)
 }
 
-// Publisher stores job events durably.
-type Publisher interface {
-	PublishJob(ctx context.Context, j *events.Job) error
-}
-
 // Handler polls one requested job per delivery.
 type Handler struct {
 	Vendor   Vendor
-	Pub      Publisher
 	Interval time.Duration // between polls of one job
 	Now      func() time.Time
 }
 
-// Handle implements stage.Handler.
-func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
-	j, err := events.Decode(m.Data())
-	if err != nil {
-		return stage.Permanent(err)
-	}
+// HandleJob implements stage.JobHandler: it returns "ready", "failed" past the deadline, or
+// waits the interval while the output is not ready.
+func (h *Handler) HandleJob(ctx context.Context, j events.Job, m *stage.Message) (*events.Job, error) {
 	now := h.Now()
 	if !j.Deadline.IsZero() && now.After(j.Deadline) {
 		failed := j.Fail(fmt.Sprintf("vendor output for request %s not ready by the deadline %s (%d polls)",
 			j.VendorRequestID, j.Deadline.Format(time.RFC3339), m.NumDelivered()-1), now)
-		return h.Pub.PublishJob(ctx, &failed)
+		return &failed, nil
 	}
 	out, err := h.Vendor.Output(ctx, j.VendorRequestID)
 	if err != nil {
 		// The consumer delivers without limit; the deadline above ends a job whose vendor
 		// stays down. Back off like any transient failure.
-		return fmt.Errorf("poll vendor request %s: %w", j.VendorRequestID, err)
+		return nil, fmt.Errorf("poll vendor request %s: %w", j.VendorRequestID, err)
 	}
 	if out == nil {
-		return stage.Wait(h.Interval, "output not ready")
+		return nil, stage.Wait(h.Interval, "output not ready")
 	}
 	// Ready when the vendor said so: the call may have taken the vendor a while.
 	next := j.Advance(events.Ready, h.Now())
@@ -64,13 +55,13 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	next.ResponseDigest = out.Digest
 	next.ResponseSize = max(out.ContentLength, 0)
 	next.Polls = int(m.NumDelivered())
-	return h.Pub.PublishJob(ctx, &next)
+	return &next, nil
 }
 
 // Stage returns the poller stage on env's JetStream.
 func Stage(env *service.Env, v Vendor, interval time.Duration) (*stage.Stage, error) {
-	h := &Handler{Vendor: v, Pub: env.Publisher(), Interval: interval, Now: time.Now}
-	return stage.New(env.JS, stage.Config{
+	h := &Handler{Vendor: v, Interval: interval, Now: time.Now}
+	return stage.NewJobs(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Requested)},
 		MaxBytes:   events.MaxJobEventBytes,
 		MaxDeliver: -1, Concurrency: 32, AckWait: time.Minute, MaxAckPending: 20000,

@@ -30,35 +30,26 @@ type Vendor interface {
 	Submit(ctx context.Context, r vendor.Request) error
 }
 
-// Publisher stores job events durably.
-type Publisher interface {
-	PublishJob(ctx context.Context, j *events.Job) error
-}
-
 // Handler creates the vendor request of a submitted job.
 type Handler struct {
 	Vendor Vendor
-	Pub    Publisher
 	// Specs holds the securities lists too long for a job event (events.InlineSecurities).
 	Specs jetstream.ObjectStore
 	Now   func() time.Time
 }
 
-// Handle implements stage.Handler. Submitting twice is safe: the vendor request identifier is
-// derived from the job run, and the client never re-creates an identifier that exists.
-func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
-	j, err := events.Decode(m.Data())
-	if err != nil { // an invalid job id included (events.Decode)
-		return stage.Permanent(err)
-	}
+// HandleJob implements stage.JobHandler: it returns "requested", or "failed" for a request the
+// vendor refuses. Submitting twice is safe: the vendor request identifier is derived from the
+// job run, and the client never re-creates an identifier that exists.
+func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message) (*events.Job, error) {
 	id := jobspec.VendorRequestID(j.ID, j.Generation)
 	securities, err := natsx.ResolveSecurities(ctx, h.Specs, j.Spec)
 	if errors.Is(err, natsx.ErrSpecMissing) {
 		failed := j.Fail(fmt.Sprintf("securities of request %s: %v", id, err), h.Now())
-		return h.Pub.PublishJob(ctx, &failed)
+		return &failed, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req := vendor.Request{
 		Identifier: id, Title: j.Spec.Name, Program: j.Spec.Program,
@@ -74,20 +65,20 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 			// The vendor refused the request, or the client refused to send it: retrying
 			// cannot help. The job fails with the description, which `marketpipe status` shows.
 			failed := j.Fail(fmt.Sprintf("vendor refused request %s: %v", id, err), h.Now())
-			return h.Pub.PublishJob(ctx, &failed)
+			return &failed, nil
 		}
-		return fmt.Errorf("submit vendor request %s: %w", id, err)
+		return nil, fmt.Errorf("submit vendor request %s: %w", id, err)
 	}
 	next := j.Advance(events.Requested, h.Now())
 	next.VendorRequestID = id
 	next.VendorAccount = account
-	return h.Pub.PublishJob(ctx, &next)
+	return &next, nil
 }
 
 // Stage returns the requester stage on env's JetStream.
 func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
-	h := &Handler{Vendor: v, Pub: env.Publisher(), Specs: env.Streams.Specs, Now: time.Now}
-	return stage.New(env.JS, stage.Config{
+	h := &Handler{Vendor: v, Specs: env.Streams.Specs, Now: time.Now}
+	return stage.NewJobs(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Submitted)},
 		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 8, AckWait: time.Minute,

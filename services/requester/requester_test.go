@@ -21,13 +21,13 @@ import (
 	"github.com/marketpipe/marketpipe/services/vendorsim"
 )
 
-func setup(t *testing.T) (*requester.Handler, *natstest.Env) {
+func setup(t *testing.T) (stage.Handler, *natstest.Env) {
 	h, env, _ := setupSim(t)
 	return h, env
 }
 
 // setupSim is setup that also returns the simulator's URL.
-func setupSim(t *testing.T) (*requester.Handler, *natstest.Env, string) {
+func setupSim(t *testing.T) (stage.Handler, *natstest.Env, string) {
 	t.Helper()
 	env := natstest.NewEnv(t)
 	sim := httptest.NewServer(vendorsim.NewServer(vendorsim.Options{Account: vendorsim.DefaultAccount}))
@@ -36,7 +36,7 @@ func setupSim(t *testing.T) (*requester.Handler, *natstest.Env, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &requester.Handler{Vendor: v, Pub: stage.NewPublisher(env.JS), Specs: env.Streams.Specs, Now: time.Now}, env, sim.URL
+	return stage.Jobs(stage.NewPublisher(env.JS), &requester.Handler{Vendor: v, Specs: env.Streams.Specs, Now: time.Now}), env, sim.URL
 }
 
 // TestSecuritiesByReference: a job too large for a job event keeps its securities in the
@@ -181,7 +181,7 @@ func TestInvalidJobIDIsPermanent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &requester.Handler{Vendor: v, Pub: stage.NewPublisher(env.JS), Now: time.Now}
+	h := stage.Jobs(stage.NewPublisher(env.JS), &requester.Handler{Vendor: v, Now: time.Now})
 	spec := events.Spec{Name: "eod", Program: "getdata", Securities: []string{"IBM US Equity"}, Fields: []string{"PX_LAST"}}
 	for _, id := range []string{"a b", "x*y", ""} {
 		j := submitted(id, spec)

@@ -10,6 +10,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/hostile"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/stage"
 )
 
 // A stored file with a line longer than pkg/bounds allows (one an earlier version stored,
@@ -30,7 +31,7 @@ func TestTransformerFailsOnALongLine(t *testing.T) {
 			h := chunkHandler(env, int64(len(file)/tc.chunks+1))
 			j := collected(t, env, "job-long-"+tc.name, file)
 			j.FileSize = int64(len(file))
-			if err := h.Handle(context.Background(), env.DeliverJob(&j)); err != nil {
+			if err := stage.Jobs(h.Pub, h).Handle(context.Background(), env.DeliverJob(&j)); err != nil {
 				t.Fatal(err)
 			}
 			got, _ := env.LastJob(j.ID)

@@ -54,6 +54,8 @@ const (
 type Handler struct {
 	// Raw holds the reply files, with their marks.
 	Raw *rawstore.Store
+	// Pub publishes the chunk tasks and the chunk stage's job events; the "collected" stage
+	// publishes what HandleJob returns (stage.Jobs).
 	Pub *stage.Publisher
 	Now func() time.Time
 	// Tracer gives the parse span (default no-op); RowsParsed and RowsRejected count a job's
@@ -77,18 +79,15 @@ type Handler struct {
 	builders sync.Pool
 }
 
-// Handle implements stage.Handler for "collected". A file larger than ChunkBytes is cut at the
-// marks stored with it and handed out as chunk tasks (see HandleChunk); any other is
-// transformed here. A redelivery parses the file again and republishes the same batches under
-// the same message ids; JetStream and the loader's ledger drop the duplicates.
-func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
-	j, err := events.Decode(m.Data())
-	if err != nil {
-		return stage.Permanent(err)
-	}
+// HandleJob implements stage.JobHandler for "collected". A file larger than ChunkBytes is cut
+// at the marks stored with it and handed out as chunk tasks (see HandleChunk), and nothing is
+// returned; any other is transformed here and "transformed" returned. A redelivery parses the
+// file again and republishes the same batches under the same message ids; JetStream and the
+// loader's ledger drop the duplicates.
+func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message) (*events.Job, error) {
 	f, done, err := h.open(ctx, &j)
 	if err != nil {
-		return h.openFailed(ctx, &j, err)
+		return h.openFailed(&j, err)
 	}
 	defer done()
 	// The stored file's marks are the source. A file stored by an earlier version has none:
@@ -101,15 +100,37 @@ func (h *Handler) Handle(ctx context.Context, m *stage.Message) error {
 	if n := chunk.Count(f.Info.Size, h.ChunkBytes, MaxChunks); n > 1 && len(marks) > 0 {
 		if starts := chunk.Cut(fileMarks(marks), f.Info.Size, n); len(starts) > 0 {
 			done() // the chunks read the file themselves
-			return h.publishChunksAt(ctx, &j, starts)
+			return nil, h.publishChunksAt(ctx, &j, starts)
 		}
 	}
 	obj := &readErrs{r: f}
 	st, err := h.transform(ctx, &j, obj, nil)
 	if err != nil {
-		return h.transformFailed(ctx, &j, obj.err, err)
+		return h.transformFailed(&j, obj.err, err)
 	}
-	return h.publishTransformed(ctx, &j, st)
+	return h.transformed(&j, st), nil
+}
+
+// Published implements stage.JobPublished: a job's figures are counted once its "transformed"
+// event is durable.
+func (h *Handler) Published(_ context.Context, j *events.Job) {
+	if j.State == events.Transformed {
+		add(h.RowsParsed, j.RowsParsed)
+		add(h.RowsRejected, j.RowsRejected)
+	}
+}
+
+// publish is the chunk stage's publish of what the collected stage's runtime publishes
+// (stage.Jobs): next unless err, then Published.
+func (h *Handler) publish(ctx context.Context, next *events.Job, err error) error {
+	if err != nil || next == nil {
+		return err
+	}
+	if err := h.Pub.PublishJob(ctx, next); err != nil {
+		return err
+	}
+	h.Published(ctx, next)
+	return nil
 }
 
 // HandleChunk implements the chunk stage's handler: it transforms one chunk of a job's file
@@ -143,12 +164,13 @@ func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (o
 	if !task.AtMarks() {
 		// Only earlier versions cut files without marks (by scanning them); a replay of the job
 		// cuts it at its marks or transforms it in one piece.
-		return false, h.fail(ctx, j, fmt.Sprintf("chunk %d of %d of %s: a task not cut at marks, from an earlier version: replay the job",
-			task.Chunk, task.Chunks, j.FileKey))
+		return false, h.publish(ctx, h.failed(j, fmt.Sprintf("chunk %d of %d of %s: a task not cut at marks, from an earlier version: replay the job",
+			task.Chunk, task.Chunks, j.FileKey)), nil)
 	}
 	f, done, err := h.open(ctx, j)
 	if err != nil {
-		return false, h.openFailed(ctx, j, err)
+		next, err := h.openFailed(j, err)
+		return false, h.publish(ctx, next, err)
 	}
 	defer done()
 	obj := &readErrs{r: f}
@@ -186,7 +208,8 @@ func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (o
 		if data != nil && readErr == nil {
 			readErr = data.err
 		}
-		return false, h.transformFailed(ctx, j, readErr, err)
+		next, err := h.transformFailed(j, readErr, err)
+		return false, h.publish(ctx, next, err)
 	}
 	rec, err := json.Marshal(st)
 	if err != nil {
@@ -247,7 +270,7 @@ func (h *Handler) completeChunks(ctx context.Context, task *events.ChunkTask) er
 		sum.Rejects += st.Rejects
 		sum.Warnings.Add(&st.Warnings)
 	}
-	return h.publishTransformed(ctx, j, sum)
+	return h.publish(ctx, h.transformed(j, sum), nil)
 }
 
 // MaxChunks bounds the chunks of one file.
@@ -293,22 +316,22 @@ func (h *Handler) open(ctx context.Context, j *events.Job) (f *rawstore.File, do
 	return f, func() { once.Do(func() { f.Close(); cancel() }) }, nil
 }
 
-// openFailed settles a failure to open j's file: a missing file fails the job, anything else
-// is retried.
-func (h *Handler) openFailed(ctx context.Context, j *events.Job, err error) error {
+// openFailed settles a failure to open j's file: a missing file fails the job (the "failed"
+// event is returned), anything else is retried.
+func (h *Handler) openFailed(j *events.Job, err error) (*events.Job, error) {
 	if errors.Is(err, rawstore.ErrNotFound) {
-		return h.fail(ctx, j, fmt.Sprintf("raw file %s is not in the raw store", j.FileKey))
+		return h.failed(j, fmt.Sprintf("raw file %s is not in the raw store", j.FileKey)), nil
 	}
-	return err
+	return nil, err
 }
 
 // transformFailed settles a failed transform of (part of) j's file; readErr is the error of
-// reading the stored object, if any.
-func (h *Handler) transformFailed(ctx context.Context, j *events.Job, readErr, err error) error {
+// reading the stored object, if any. A job that fails gets its "failed" event returned.
+func (h *Handler) transformFailed(j *events.Job, readErr, err error) (*events.Job, error) {
 	if readErr != nil {
 		// Reading the stored object failed (a timeout, NATS unavailable, a digest mismatch):
 		// not the file's fault, so retried, and dead-lettered if it persists.
-		return fmt.Errorf("read raw file %s: %w", j.FileKey, readErr)
+		return nil, fmt.Errorf("read raw file %s: %w", j.FileKey, readErr)
 	}
 	var bad *dlformat.Error
 	if errors.As(err, &bad) {
@@ -318,30 +341,25 @@ func (h *Handler) transformFailed(ctx context.Context, j *events.Job, readErr, e
 		// The file cannot be read at all, or breaks a bound every reader of vendor bytes keeps
 		// (a line too long for pkg/chunk): retrying cannot help. It stays in the raw store
 		// for inspection and replay.
-		return h.fail(ctx, j, fmt.Sprintf("reply file %s: %v", j.FileKey, err))
+		return h.failed(j, fmt.Sprintf("reply file %s: %v", j.FileKey, err)), nil
 	}
-	return err
+	return nil, err
 }
 
-func (h *Handler) fail(ctx context.Context, j *events.Job, reason string) error {
+func (h *Handler) failed(j *events.Job, reason string) *events.Job {
 	failed := j.Fail(reason, h.Now())
-	return h.Pub.PublishJob(ctx, &failed)
+	return &failed
 }
 
-// publishTransformed publishes "transformed" with the job's figures, then counts them.
-func (h *Handler) publishTransformed(ctx context.Context, j *events.Job, st transformStats) error {
+// transformed is the "transformed" event of j with the job's figures.
+func (h *Handler) transformed(j *events.Job, st transformStats) *events.Job {
 	next := j.Advance(events.Transformed, h.Now())
 	next.Batches, next.RowsParsed, next.RowsRejected = st.Batches, st.Rows, st.Rejects
 	st.Warnings.RejectedLines = st.Rejects
 	next.Warnings = st.Warnings.OrNil()
 	// The marks served the transform; "collected" keeps them for a replay.
 	next.FileMarks = nil
-	if err := h.Pub.PublishJob(ctx, &next); err != nil {
-		return err
-	}
-	add(h.RowsParsed, st.Rows)
-	add(h.RowsRejected, st.Rejects)
-	return nil
+	return &next
 }
 
 // readErrs remembers the first error of the reader it wraps other than io.EOF, so a failure of
@@ -546,7 +564,7 @@ func Stages(env *service.Env) ([]service.Runner, error) {
 	h.CountChunks = func(ctx context.Context, id string, gen int) (int, error) {
 		return natsx.RecordedChunks(ctx, env.JS, id, gen)
 	}
-	files, err := stage.New(env.JS, stage.Config{
+	files, err := stage.NewJobs(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Collected)},
 		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 2, AckWait: time.Minute, MaxDeliver: 10,
