@@ -124,31 +124,9 @@ func TestThreeNodeCluster(t *testing.T) {
 		startProc(t, b, b, env)
 	}
 
-	fields := []string{"PX_LAST", "PX_OPEN", "PX_HIGH", "PX_LOW", "PX_VOLUME"}
-	dir := t.TempDir()
-	type job struct {
-		id   string
-		spec events.Spec
-	}
-	var jobs []job
-	submit := func(n int) {
-		for range n {
-			j := len(jobs)
-			secs := make([]string, 10)
-			for s := range secs {
-				secs[s] = fmt.Sprintf("C%02dS%02d US Equity", j, s)
-			}
-			name := fmt.Sprintf("cluster-%02d", j)
-			spec := events.Spec{Name: name, Program: "gethistory", Securities: secs, Fields: fields, Start: "2025-01-01", End: "2025-12-31"}
-			path := writeJob(t, dir, name+".yaml", "name: "+name+"\nprogram: gethistory\nsecurities:\n"+yamlList(secs)+
-				"fields: ["+strings.Join(fields, ", ")+"]\nstart: 2025-01-01\nend: 2025-12-31\ndeadline: 10m\n")
-			stdout, stderr, code := runCLI(t, ctx, env, "submit", "--timeout", "30s", path)
-			if code != 0 {
-				t.Fatalf("submit %s: exit %d: %s", name, code, stderr)
-			}
-			jobs = append(jobs, job{id: strings.TrimSpace(stdout), spec: spec})
-		}
-	}
+	hj := &historyJobs{t: t, ctx: ctx, env: env, dir: t.TempDir(), name: "cluster", prefix: "C", secs: 10,
+		args: []string{"--timeout", "30s"}}
+	submit := hj.submit
 	// Every JetStream request of the test has a deadline of its own: in a cluster, a request
 	// about a stream whose leader just died is not answered until a new one is elected, and
 	// would otherwise wait for the test's whole deadline.
@@ -186,7 +164,7 @@ func TestThreeNodeCluster(t *testing.T) {
 	// In the middle of the jobs: some requested, none loaded yet.
 	waitUntil(t, ctx, "a job requested", func() bool { return count(events.Requested) > 0 })
 	loadedBefore := count(events.Loaded)
-	if loadedBefore == len(jobs) {
+	if loadedBefore == len(hj.jobs) {
 		t.Fatalf("all %d jobs loaded before the kill: the test would kill nothing in flight", loadedBefore)
 	}
 	si, err := jobsInfo()
@@ -208,7 +186,7 @@ func TestThreeNodeCluster(t *testing.T) {
 	victim.p.kill()
 	killedAt := time.Since(start)
 	t.Logf("killed %s, leader of %s, at %s with %d of %d jobs loaded", victim.name, events.JobsStream,
-		killedAt.Round(100*time.Millisecond), loadedBefore, len(jobs))
+		killedAt.Round(100*time.Millisecond), loadedBefore, len(hj.jobs))
 
 	// The remaining two elect a new leader and the pipeline goes on: more jobs, loaded while
 	// the node is down.
@@ -219,11 +197,11 @@ func TestThreeNodeCluster(t *testing.T) {
 	}
 	victim.start(t, ctx)
 	t.Logf("restarted %s at %s with %d of %d jobs loaded", victim.name, time.Since(start).Round(100*time.Millisecond),
-		count(events.Loaded), len(jobs))
+		count(events.Loaded), len(hj.jobs))
 	submit(2) // work while the node rejoins
 
-	waitUntil(t, ctx, "every job loaded", func() bool { return count(events.Loaded) == len(jobs) })
-	t.Logf("all %d jobs loaded at %s", len(jobs), time.Since(start).Round(100*time.Millisecond))
+	waitUntil(t, ctx, "every job loaded", func() bool { return count(events.Loaded) == len(hj.jobs) })
+	t.Logf("all %d jobs loaded at %s", len(hj.jobs), time.Since(start).Round(100*time.Millisecond))
 	if n := count(events.Failed); n != 0 {
 		t.Errorf("%d jobs failed", n)
 	}
@@ -234,7 +212,7 @@ func TestThreeNodeCluster(t *testing.T) {
 	}
 	defer store.Close()
 	total := 0
-	for _, j := range jobs {
+	for _, j := range hj.jobs {
 		want := expected(t, j.spec, runDate)
 		compare(t, loaded(t, ctx, store, j.id), want)
 		total += len(want)
@@ -256,5 +234,5 @@ func TestThreeNodeCluster(t *testing.T) {
 		}
 		return si.Cluster.Leader == victim.name
 	})
-	t.Logf("cluster test: %d jobs, %d observations, %s", len(jobs), total, time.Since(start).Round(100*time.Millisecond))
+	t.Logf("cluster test: %d jobs, %d observations, %s", len(hj.jobs), total, time.Since(start).Round(100*time.Millisecond))
 }

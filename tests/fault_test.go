@@ -156,31 +156,8 @@ func TestFaults(t *testing.T) {
 
 	// 20 jobs over disjoint securities (20 securities × 5 fields × 261 weekdays each), in three
 	// waves so that every fault meets work in flight.
-	fields := []string{"PX_LAST", "PX_OPEN", "PX_HIGH", "PX_LOW", "PX_VOLUME"}
-	dir := t.TempDir()
-	type job struct {
-		id   string
-		spec events.Spec
-	}
-	var jobs []job
-	submit := func(n int) {
-		for range n {
-			j := len(jobs)
-			secs := make([]string, 20)
-			for s := range secs {
-				secs[s] = fmt.Sprintf("F%02dS%02d US Equity", j, s)
-			}
-			name := fmt.Sprintf("fault-%02d", j)
-			spec := events.Spec{Name: name, Program: "gethistory", Securities: secs, Fields: fields, Start: "2025-01-01", End: "2025-12-31"}
-			path := writeJob(t, dir, name+".yaml", "name: "+name+"\nprogram: gethistory\nsecurities:\n"+yamlList(secs)+
-				"fields: ["+strings.Join(fields, ", ")+"]\nstart: 2025-01-01\nend: 2025-12-31\ndeadline: 10m\n")
-			stdout, stderr, code := runCLI(t, ctx, env, "submit", path)
-			if code != 0 {
-				t.Fatalf("submit %s: exit %d: %s", name, code, stderr)
-			}
-			jobs = append(jobs, job{id: strings.TrimSpace(stdout), spec: spec})
-		}
-	}
+	hj := &historyJobs{t: t, ctx: ctx, env: env, dir: t.TempDir(), name: "fault", prefix: "F", secs: 20}
+	submit := hj.submit
 	sleepUntil := func(d time.Duration) {
 		select {
 		case <-time.After(time.Until(start.Add(d))):
@@ -216,15 +193,15 @@ func TestFaults(t *testing.T) {
 		}
 		return len(info.State.Subjects)
 	}
-	for loadedCount() < len(jobs) {
+	for loadedCount() < len(hj.jobs) {
 		if ctx.Err() != nil {
-			t.Fatalf("only %d of %d jobs loaded within the time limit", loadedCount(), len(jobs))
+			t.Fatalf("only %d of %d jobs loaded within the time limit", loadedCount(), len(hj.jobs))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
 	close(stopChaos)
 	<-chaosDone
-	t.Logf("all %d jobs loaded at %s", len(jobs), time.Since(start).Round(time.Second))
+	t.Logf("all %d jobs loaded at %s", len(hj.jobs), time.Since(start).Round(time.Second))
 
 	store, err := chstore.Open(ctx, chstore.Config{Addr: ch.Addr(), Database: db, DialTimeout: 5 * time.Second})
 	if err != nil {
@@ -232,7 +209,7 @@ func TestFaults(t *testing.T) {
 	}
 	defer store.Close()
 	total := 0
-	for _, j := range jobs {
+	for _, j := range hj.jobs {
 		want := expected(t, j.spec, runDate)
 		got := loaded(t, ctx, store, j.id)
 		compare(t, got, want)
@@ -248,7 +225,7 @@ func TestFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, j := range jobs {
+	for _, j := range hj.jobs {
 		si, err := cs.Info(ctx, jetstream.WithSubjectFilter(events.ChunkSubject(j.id)))
 		if err != nil {
 			t.Fatal(err)
@@ -265,8 +242,8 @@ func TestFaults(t *testing.T) {
 			atMarks++
 		}
 	}
-	if atMarks < len(jobs)/2 {
-		t.Errorf("only %d of %d jobs cut at marks", atMarks, len(jobs))
+	if atMarks < len(hj.jobs)/2 {
+		t.Errorf("only %d of %d jobs cut at marks", atMarks, len(hj.jobs))
 	}
 
 	// Only the injected poison is dead-lettered, once by each stage that consumes it: the job
@@ -292,7 +269,7 @@ func TestFaults(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	t.Logf("fault test: %d jobs (%d cut at marks), %d observations, %d kills, %d graceful restarts, redeliveries %s, %d duplicate rows stored, which readers never see (%d rows, %d once each run's duplicates collapse), %s",
-		len(jobs), atMarks, total, kills, restarts, redeliveries(t, ctx, js), all-final, all, final, time.Since(start).Round(time.Second))
+		len(hj.jobs), atMarks, total, kills, restarts, redeliveries(t, ctx, js), all-final, all, final, time.Since(start).Round(time.Second))
 }
 
 // redeliveries reports, per stage that does not wait on purpose, deliveries beyond the first

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/marketpipe/marketpipe/pkg/events"
 )
 
 // Binaries built once per test run.
@@ -169,4 +171,47 @@ func runCLI(t *testing.T, ctx context.Context, env map[string]string, args ...st
 		t.Fatalf("marketpipe %s: %v", strings.Join(args, " "), err)
 	}
 	return stdout.String(), stderr.String(), code
+}
+
+// submittedJob is a job a test submitted through the CLI, with the spec its file asked for.
+type submittedJob struct {
+	id   string
+	spec events.Spec
+}
+
+// historyJobs submits gethistory jobs of disjoint securities through the CLI, as the fault and
+// cluster tests do: job n is named <name>-<nn> and asks for secs securities <prefix><nn>S<ss>
+// US Equity × five fields over 2025.
+type historyJobs struct {
+	t            *testing.T
+	ctx          context.Context
+	env          map[string]string
+	dir          string
+	name, prefix string
+	secs         int
+	args         []string // more submit arguments
+	jobs         []submittedJob
+}
+
+var historyFields = []string{"PX_LAST", "PX_OPEN", "PX_HIGH", "PX_LOW", "PX_VOLUME"}
+
+// submit submits n more jobs.
+func (h *historyJobs) submit(n int) {
+	h.t.Helper()
+	for range n {
+		j := len(h.jobs)
+		secs := make([]string, h.secs)
+		for s := range secs {
+			secs[s] = fmt.Sprintf("%s%02dS%02d US Equity", h.prefix, j, s)
+		}
+		name := fmt.Sprintf("%s-%02d", h.name, j)
+		spec := events.Spec{Name: name, Program: "gethistory", Securities: secs, Fields: historyFields, Start: "2025-01-01", End: "2025-12-31"}
+		path := writeJob(h.t, h.dir, name+".yaml", "name: "+name+"\nprogram: gethistory\nsecurities:\n"+yamlList(secs)+
+			"fields: ["+strings.Join(historyFields, ", ")+"]\nstart: 2025-01-01\nend: 2025-12-31\ndeadline: 10m\n")
+		stdout, stderr, code := runCLI(h.t, h.ctx, h.env, append(append([]string{"submit"}, h.args...), path)...)
+		if code != 0 {
+			h.t.Fatalf("submit %s: exit %d: %s", name, code, stderr)
+		}
+		h.jobs = append(h.jobs, submittedJob{id: strings.TrimSpace(stdout), spec: spec})
+	}
 }
