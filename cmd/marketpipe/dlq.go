@@ -38,6 +38,9 @@ func connectJS(ctx context.Context, cfg config.Config, name string) (*nats.Conn,
 	defer cancel()
 	if _, err := natsx.Setup(setupCtx, js, natsx.RetentionFor(cfg.NATS, telemetry.Discard())); err != nil {
 		nc.Close()
+		if natsx.ReplicasUnsupported(err) {
+			return nil, nil, natsx.ExplainReplicas(err, cfg.NATS.Replicas)
+		}
 		return nil, nil, config.RedactError(fmt.Errorf("is NATS running at %s? %w", config.RedactURL(cfg.NATS.URL), err), cfg.NATS.URL)
 	}
 	return nc, js, nil

@@ -256,3 +256,24 @@ func (b fullKV) Update(ctx context.Context, key string, value []byte, revision u
 	rev, err := b.KeyValue.Update(ctx, key, value, revision)
 	return rev, b.explain(ctx, err)
 }
+
+// errCodeReplicasNotSupported is JetStream's error for replicas > 1 on a server that is not in
+// a cluster.
+const errCodeReplicasNotSupported jetstream.ErrorCode = 10074
+
+// ReplicasUnsupported reports whether err is the server refusing NATS_REPLICAS above 1 because it
+// is not in a cluster: no retry can change that, so a service stops with it.
+func ReplicasUnsupported(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported
+}
+
+// ExplainReplicas returns err saying what to change when it is ReplicasUnsupported (replicas is
+// NATS_REPLICAS), and err itself otherwise.
+func ExplainReplicas(err error, replicas int) error {
+	if !ReplicasUnsupported(err) {
+		return err
+	}
+	return fmt.Errorf("NATS_REPLICAS=%d: the NATS server is not in a cluster, so it keeps one replica of each stream: set NATS_REPLICAS=1, or run a cluster: %w",
+		replicas, err)
+}

@@ -139,6 +139,10 @@ func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.L
 		if err == nil {
 			break
 		}
+		if natsx.ReplicasUnsupported(err) {
+			nc.Close()
+			return nil, natsx.ExplainReplicas(err, cfg.NATS.Replicas)
+		}
 		log.Warn("waiting for jetstream", "err", config.RedactError(err, cfg.NATS.URL), "attempt", attempt)
 		select {
 		case <-ctx.Done():

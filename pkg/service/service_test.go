@@ -106,3 +106,25 @@ func TestHelpListsEnvironment(t *testing.T) {
 		}
 	}
 }
+
+// TestReplicasAboveOneOnASingleServer: NATS_REPLICAS=3 against a server that is not in a
+// cluster stops the service at once, saying what to change, instead of waiting for ever.
+func TestReplicasAboveOneOnASingleServer(t *testing.T) {
+	srv := natstest.Start(t)
+	vars := map[string]string{"NATS_URL": srv.ClientURL(), "NATS_REPLICAS": "3"}
+	lookup := config.Lookup(func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
+	cfg, err := config.Load(lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = service.NewEnv(ctx, "test", cfg, lookup, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "NATS_REPLICAS=3: the NATS server is not in a cluster") {
+		t.Fatalf("NewEnv: %v, want the NATS_REPLICAS error", err)
+	}
+	if ctx.Err() != nil {
+		t.Errorf("NewEnv waited %v, until its deadline", time.Since(start))
+	}
+}
