@@ -20,19 +20,7 @@ const testStream = "T"
 
 func setup(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	srv := natstest.Start(t)
-	_, js := natstest.Connect(t, srv)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for _, sc := range []jetstream.StreamConfig{
-		{Name: testStream, Subjects: []string{"t.>"}},
-		{Name: "MP_DLQ", Subjects: []string{"mp.dlq.>"}},
-	} {
-		if _, err := js.CreateStream(ctx, sc); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return js
+	return setupOn(t, natstest.Start(t).ClientURL())
 }
 
 func publishN(t *testing.T, js jetstream.JetStream, n int) {
