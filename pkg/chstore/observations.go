@@ -62,8 +62,8 @@ var observationColumns = func() string {
 // number of observations written. It checks every date first (CheckDates): if one is out of
 // range, nothing of the call is written.
 //
-// Insert is idempotent in effect: writing the same batch again adds rows that FINAL (and in
-// time, background merges) collapse with the first ones. If it fails, some or all rows may
+// Insert is idempotent in effect: writing the same batch again adds rows of the same run, which
+// readers (Query) see once and background merges collapse. If it fails, some or all rows may
 // have been written; retrying is safe for the same reason.
 func (s *Store) Insert(ctx context.Context, batches []Batch) (rows int, err error) {
 	for i := range batches {

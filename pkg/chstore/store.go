@@ -10,10 +10,11 @@
 // 18.16 a batch of no columns, and Exec of INSERT ... VALUES hangs), no string-valued settings
 // (the client fails on them against 18.16), no LowCardinality, no DateTime64, no HTTP.
 //
-// Idempotence comes from the table engines, not from bookkeeping: observations is a
-// ReplacingMergeTree on (security, field, date) with the run's version, so a redelivered batch
-// adds rows that collapse into the same ones, and a replay with a higher version supersedes
-// them; reads that must see one row per key use FINAL.
+// Idempotence and atomicity come from the tables: observations keeps every run's rows, keyed by
+// (security, field, date, program, snapshot_at, version), so a redelivered batch adds rows that
+// collapse into the same ones and no merge touches another run's; a run is visible once its row
+// is in commits, and readers read observations_current (Query), one row per key from the
+// latest committed run, without FINAL.
 package chstore
 
 import (

@@ -82,7 +82,7 @@ func (g *groupCommit) Insert(ctx context.Context, hdr rowcodec.Header, data []by
 		return err
 	case <-ctx.Done():
 		// The insert may still succeed; the redelivery then finds the batch in the ledger or
-		// inserts the same rows again, which FINAL collapses.
+		// inserts the same rows of the same run again, which readers see once.
 		return ctx.Err()
 	}
 }

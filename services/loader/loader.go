@@ -3,8 +3,8 @@
 //   - loader (mp.rows.>): inserts row batches into ClickHouse's observations table through a
 //     group commit, and records each loaded batch in the load ledger (KV mp_ledger);
 //   - loader-complete (mp.job.*.transformed): once the ledger holds every batch of a job run,
-//     publishes "loaded";
-//   - jobs (mp.job.>): keeps the jobs table current with the latest event of each job.
+//     commits the run and publishes "loaded";
+//   - jobs (mp.job.>): keeps the jobs table current with the latest event of each job run.
 //
 // Only authentic batches load: a batch must be of a run known from the job events (its
 // "collected" event), carry that run's version, and come on its job's subject; anything else is
