@@ -75,7 +75,11 @@ func submit(ctx context.Context, cfg config.Config, f *jobspec.File, wait bool, 
 	defer nc.Close()
 
 	now := time.Now().UTC()
-	j := events.NewRun(jobspec.NewJobID(f.Name, now), f.Spec(), now, f.Deadline)
+	spec, err := f.SpecAt(now)
+	if err != nil {
+		return err
+	}
+	j := events.NewRun(jobspec.NewJobID(f.Name, now), spec, now, f.Deadline)
 	if len(j.Spec.Securities) > events.InlineSecurities {
 		specs, err := js.ObjectStore(ctx, events.SpecsBucket)
 		if err != nil {

@@ -13,7 +13,7 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	spec := f.Spec()
+	spec, _ := f.SpecAt(time.Now())
 	fmt.Println(spec.Name, spec.Program, len(spec.Securities), spec.Fields, spec.Start, spec.End)
 	next, _ := f.NextRun(time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC))
 	fmt.Println("next run:", next.UTC().Format(time.RFC3339), "deadline:", f.Deadline)
@@ -28,7 +28,7 @@ func Example() {
 	// testdata/bad.yaml:5: securities: IBM US Equity repeated (first at line 4)
 	// testdata/bad.yaml:6: fields: PX LAST is not a field mnemonic (upper-case letters, digits and '_')
 	// testdata/bad.yaml:7: start: 2026-01-31 is after end 2026-01-02
-	// testdata/bad.yaml:9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, deadline, strict)
+	// testdata/bad.yaml:9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, calendar, deadline, strict)
 }
 
 func ExampleNewJobID() {
@@ -39,4 +39,28 @@ func ExampleNewJobID() {
 	// Output:
 	// eod-prices-20261125t045724z-
 	// 21
+}
+
+// Relative dates resolve on the day of the run, in the job's tz, on its calendar.
+func ExampleFile_SpecAt() {
+	f, err := jobspec.Parse([]byte(`name: last-week
+program: gethistory
+securities: [IBM US Equity]
+fields: [PX_LAST]
+start: -5b
+end: -1b
+schedule: "30 18 * * 1-5"
+tz: America/New_York
+calendar: XNYS
+`), "last-week.yaml")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	// Monday 30 November 2026, 18:30 in New York (23:30 UTC): Thanksgiving (the 26th) is not a
+	// business day.
+	spec, err := f.SpecAt(time.Date(2026, 11, 30, 23, 30, 0, 0, time.UTC))
+	fmt.Println(spec.Start, spec.End, err)
+	// Output:
+	// 2026-11-20 2026-11-27 <nil>
 }

@@ -48,9 +48,13 @@ type File struct {
 	Program    string // events.GetData or events.GetHistory
 	Securities []string
 	Fields     []string
-	Start, End string // YYYY-MM-DD; gethistory only
+	Start, End Date   // gethistory only
 	Schedule   string // cron expression (5 fields, or a descriptor such as @daily); empty: on demand
-	TZ         string // IANA time zone of Schedule; empty means UTC
+	// TZ is the IANA time zone of Schedule and of relative dates' today; empty means UTC.
+	TZ string
+	// Calendar names the trading calendar (package calendar) of business days: scheduled
+	// firings on other days are skipped, and -Nb counts its business days. Empty: weekdays.
+	Calendar string
 	// Deadline is how long the vendor may take before the job fails.
 	Deadline time.Duration
 	// Strict makes any warning of the reply file (unknown fields, return codes, rejected
@@ -91,16 +95,15 @@ func Parse(data []byte, path string) (*File, error) {
 	return p.f, nil
 }
 
-// Spec returns what the job asks of the vendor. The slices are copies, so the event can be
-// changed without changing f.
-func (f *File) Spec() events.Spec {
+// spec is the job's request with its dates as written (relative ones resolved by SpecAt).
+func (f *File) spec() events.Spec {
 	return events.Spec{
 		Name:       f.Name,
 		Program:    f.Program,
 		Securities: slices.Clone(f.Securities),
 		Fields:     slices.Clone(f.Fields),
-		Start:      f.Start,
-		End:        f.End,
+		Start:      f.Start.Fixed,
+		End:        f.End.Fixed,
 		Strict:     f.Strict,
 	}
 }

@@ -38,7 +38,7 @@ func TestParseGood(t *testing.T) {
 			yaml: history,
 			want: File{Name: "eod-prices", Program: "gethistory",
 				Securities: []string{"IBM US Equity", "AAPL US Equity"},
-				Fields:     []string{"PX_LAST", "PX_VOLUME"}, Start: "2026-01-02", End: "2026-01-31",
+				Fields:     []string{"PX_LAST", "PX_VOLUME"}, Start: Date{Fixed: "2026-01-02"}, End: Date{Fixed: "2026-01-31"},
 				Deadline: DefaultDeadline},
 		},
 		{
@@ -54,7 +54,7 @@ func TestParseGood(t *testing.T) {
 			yaml: "name: \"d1\"\nprogram: 'gethistory'\nsecurities:\n  - \"  IBM US Equity \"\n" +
 				"fields:\n  - PX_LAST\nstart: \"2024-02-29\"\nend: 2024-02-29\nschedule: \"@daily\"\n",
 			want: File{Name: "d1", Program: "gethistory", Securities: []string{"IBM US Equity"},
-				Fields: []string{"PX_LAST"}, Start: "2024-02-29", End: "2024-02-29", Schedule: "@daily",
+				Fields: []string{"PX_LAST"}, Start: Date{Fixed: "2024-02-29"}, End: Date{Fixed: "2024-02-29"}, Schedule: "@daily",
 				Deadline: DefaultDeadline},
 		},
 		{
@@ -132,7 +132,7 @@ func TestParseErrors(t *testing.T) {
 			[]string{p + ":3: not valid YAML: found character that cannot start any token"}},
 		{"two documents", history + "---\nname: b\n", []string{p + ":9: more than one YAML document; a job file is one"}},
 		{"unknown key with suggestion", mod("", "sechdule: x\n"), []string{p + ":9: unknown key sechdule (did you mean schedule?)"}},
-		{"unknown key", mod("", "colour: blue\n"), []string{p + ":9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, deadline, strict)"}},
+		{"unknown key", mod("", "colour: blue\n"), []string{p + ":9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, calendar, deadline, strict)"}},
 		{"non-scalar key", mod("", "[a]: b\n"), []string{p + ":9: keys are plain names such as name or fields"}},
 		{"duplicate key", mod("", "name: other\n"), []string{p + ":9: name: given twice (first at line 1)"}},
 		{"missing everything", "deadline: 1h\n", []string{
@@ -183,7 +183,7 @@ func TestParseErrors(t *testing.T) {
 		{"field too long", mod("fields:", "fields: ["+strings.Repeat("A", 65)+"]"), []string{p + ":6: fields: field of 65 bytes; at most 64"}},
 		{"field duplicate", mod("fields:", "fields:\n  - PX_LAST\n  - PX_LAST"), []string{p + ":8: fields: PX_LAST repeated (first at line 7)"}},
 		{"field is a list", mod("fields:", "fields: [[PX_LAST]]"), []string{p + ":6: fields: want a field mnemonic, not a list"}},
-		{"start not a date", mod("start:", "start: 2026/01/02"), []string{p + ":7: start: 2026/01/02 is not a date (YYYY-MM-DD)"}},
+		{"start not a date", mod("start:", "start: 2026/01/02"), []string{p + ":7: start: 2026/01/02 is not a date (YYYY-MM-DD, today, -Nd for N days back or -Nb for N business days back)"}},
 		{"start not a real date", mod("start:", "start: 2026-02-30"), []string{p + ":7: start: 2026-02-30 is not a real date"}},
 		{"end month 13", mod("end:", "end: 2026-13-01"), []string{p + ":8: end: 2026-13-01 is not a real date"}},
 		{"start after end", mod("start:", "start: 2026-02-01"), []string{p + ":7: start: 2026-02-01 is after end 2026-01-31"}},
@@ -199,7 +199,7 @@ func TestParseErrors(t *testing.T) {
 		{"schedule with its own zone", mod("", "schedule: \"CRON_TZ=Asia/Tokyo 0 22 * * *\"\n"), []string{p + ":9: schedule: give the time zone with tz:, not in the schedule"}},
 		{"tz unknown", mod("", "schedule: \"@daily\"\ntz: Europe/Londres\n"), []string{p + ":10: tz: Europe/Londres is not a time zone (an IANA name such as Europe/London)"}},
 		{"tz Local", mod("", "schedule: \"@daily\"\ntz: Local\n"), []string{p + ":10: tz: Local is not a time zone (an IANA name such as Europe/London)"}},
-		{"tz without schedule", mod("", "tz: Europe/London\n"), []string{p + ":9: tz: only used with schedule"}},
+		{"tz without schedule", mod("", "tz: Europe/London\n"), []string{p + ":9: tz: only used with schedule or relative dates (today, -Nd, -Nb)"}},
 		{"deadline not a duration", mod("", "deadline: 2 hours\n"), []string{p + ":9: deadline: 2 hours is not a duration (such as 90m or 6h)"}},
 		{"deadline negative", mod("", "deadline: -1h\n"), []string{p + ":9: deadline: -1h: must be positive"}},
 		{"deadline zero", mod("", "deadline: 0s\n"), []string{p + ":9: deadline: 0s: must be positive"}},
@@ -208,7 +208,7 @@ func TestParseErrors(t *testing.T) {
 			"testdata/bad.yaml:5: securities: IBM US Equity repeated (first at line 4)",
 			"testdata/bad.yaml:6: fields: PX LAST is not a field mnemonic (upper-case letters, digits and '_')",
 			"testdata/bad.yaml:7: start: 2026-01-31 is after end 2026-01-02",
-			"testdata/bad.yaml:9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, deadline, strict)"}},
+			"testdata/bad.yaml:9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, calendar, deadline, strict)"}},
 		{"strict not a boolean", mod("", "strict: yes\n"), []string{p + ":9: strict: yes: want true or false"}},
 	}
 	for _, tt := range tests {
@@ -353,7 +353,10 @@ func TestSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := f.Spec()
+	s, err := f.SpecAt(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := events.Spec{Name: "eod-prices", Program: "gethistory",
 		Securities: []string{"IBM US Equity", "AAPL US Equity", "VOD LN Equity"},
 		Fields:     []string{"PX_LAST", "PX_VOLUME"}, Start: "2026-01-02", End: "2026-01-31"}
@@ -371,7 +374,7 @@ func TestSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strict.Spec().Strict {
+	if s, _ := strict.SpecAt(time.Now()); !s.Strict {
 		t.Error("strict: true did not reach the Spec")
 	}
 }
@@ -517,4 +520,55 @@ func TestLargestJobEventFits(t *testing.T) {
 		t.Errorf("the largest job event is %d bytes, more than the %d the broker admits", len(data), events.MaxJobEventBytes)
 	}
 	t.Logf("largest job event: %d bytes of %d", len(data), events.MaxJobEventBytes)
+}
+
+func TestRelativeDates(t *testing.T) {
+	base := "name: rel\nprogram: gethistory\nsecurities: [IBM US Equity]\nfields: [PX_LAST]\n"
+	for _, c := range []struct {
+		extra      string
+		at         time.Time
+		start, end string
+	}{
+		// 01:30 UTC on 1 December is still 30 November in New York: the zone decides today.
+		{"start: -1d\nend: today\ntz: America/New_York\n", time.Date(2026, 12, 1, 1, 30, 0, 0, time.UTC), "2026-11-29", "2026-11-30"},
+		{"start: -1d\nend: today\n", time.Date(2026, 12, 1, 1, 30, 0, 0, time.UTC), "2026-11-30", "2026-12-01"},
+		// Tokyo is a day ahead of UTC at 20:00 UTC.
+		{"start: today\nend: today\ntz: Asia/Tokyo\n", time.Date(2026, 12, 1, 20, 0, 0, 0, time.UTC), "2026-12-02", "2026-12-02"},
+		// Weekdays by default: -1b from a Monday is the Friday before.
+		{"start: -1b\nend: -1b\n", time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC), "2026-11-27", "2026-11-27"},
+		// XNYS skips Good Friday 2026 (3 April); XLON also skips Easter Monday.
+		{"start: -2b\nend: -1b\ncalendar: XNYS\n", time.Date(2026, 4, 7, 12, 0, 0, 0, time.UTC), "2026-04-02", "2026-04-06"},
+		{"start: -2b\nend: -1b\ncalendar: XLON\n", time.Date(2026, 4, 7, 12, 0, 0, 0, time.UTC), "2026-04-01", "2026-04-02"},
+		{"start: 2026-01-02\nend: -1d\n", time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), "2026-01-02", "2026-02-28"},
+	} {
+		f, err := Parse([]byte(base+c.extra), "rel.yaml")
+		if err != nil {
+			t.Fatalf("%q: %v", c.extra, err)
+		}
+		s, err := f.SpecAt(c.at)
+		if err != nil || s.Start != c.start || s.End != c.end {
+			t.Errorf("%q at %s: %s..%s (%v), want %s..%s", c.extra, c.at, s.Start, s.End, err, c.start, c.end)
+		}
+	}
+	// A run outside the calendar's holiday data is refused with the reason.
+	f, err := Parse([]byte(base+"start: -5b\nend: -1b\ncalendar: XNYS\n"), "rel.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.SpecAt(time.Date(2030, 1, 7, 12, 0, 0, 0, time.UTC)); err == nil || !strings.Contains(err.Error(), "2027-12-31") {
+		t.Errorf("run after the holiday data: %v", err)
+	}
+	for _, c := range []struct{ extra, want string }{
+		{"start: -5x\nend: today\n", "start: -5x is not a date (YYYY-MM-DD, today, -Nd"},
+		{"start: today\nend: -2d\n", "start: today is after end -2d"},
+		{"start: -99999d\nend: today\n", "goes back more than"},
+		{"start: -1d\nend: today\ncalendar: XTKS\n", `calendar: unknown calendar "XTKS" (known: weekdays, XNYS, XLON)`},
+		{"start: 2026-01-01\nend: 2026-01-02\ntz: UTC\n", "tz: only used with schedule or relative dates"},
+		{"start: 2026-01-01\nend: 2026-01-02\nschedule: \"@every 1h\"\n", "use a cron expression"},
+	} {
+		_, err := Parse([]byte(base+c.extra), "rel.yaml")
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want %q", c.extra, err, c.want)
+		}
+	}
 }

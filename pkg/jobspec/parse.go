@@ -27,7 +27,7 @@ var (
 )
 
 var knownKeys = []string{"name", "program", "securities", "securities_file", "fields", "start",
-	"end", "schedule", "tz", "deadline", "strict"}
+	"end", "schedule", "tz", "calendar", "deadline", "strict"}
 
 type parser struct {
 	path    string
@@ -141,6 +141,7 @@ func (p *parser) parse(data []byte) {
 	p.fields(values["fields"])
 	p.dates(values["start"], values["end"])
 	p.schedule(values["schedule"], values["tz"])
+	p.calendarKey(values["calendar"])
 	if v, ok := values["deadline"]; ok {
 		if s, ok := p.scalar("deadline", v); ok {
 			d, err := time.ParseDuration(s)

@@ -56,8 +56,8 @@ func (p *parser) schedule(sv, tv *yaml.Node) {
 				p.f.TZ = s
 			}
 		}
-		if sv == nil {
-			p.errorf(p.keys["tz"], "tz", "only used with schedule")
+		if sv == nil && !p.f.Start.Relative() && !p.f.End.Relative() {
+			p.errorf(p.keys["tz"], "tz", "only used with schedule or relative dates (today, -Nd, -Nb)")
 		}
 	}
 	if sv == nil {
@@ -69,6 +69,10 @@ func (p *parser) schedule(sv, tv *yaml.Node) {
 	}
 	if strings.HasPrefix(s, "TZ=") || strings.HasPrefix(s, "CRON_TZ=") {
 		p.errorf(sv, "schedule", "give the time zone with tz:, not in the schedule")
+		return
+	}
+	if strings.HasPrefix(s, "@every") {
+		p.errorf(sv, "schedule", "%s: use a cron expression or @hourly, @daily, @weekly, @monthly (an interval has no time zone)", show(s))
 		return
 	}
 	sched, err := cron.ParseStandard(s)
