@@ -11,6 +11,8 @@
 //	mp.rows.<job id>          row batches (binary, columnar, compressed)              stream MP_ROWS
 //	mp.chunk.<job id>         chunk tasks: one part of a large file to transform      stream MP_CHUNKS
 //	mp.dlq.<stage>            dead-letter records                                     stream MP_DLQ
+//	mp.schedule.timer.<name>  a schedule, fired by the NATS server (message schedules) stream MP_SCHEDULES
+//	mp.schedule.fire.<name>   its firings: each becomes one job                       stream MP_SCHEDULES
 package events
 
 import (
@@ -29,6 +31,7 @@ const (
 	Transformed = "transformed" // by the transformer → loader (completion)
 	Loaded      = "loaded"      // by the loader: the run is committed, its rows visible
 	Failed      = "failed"      // by any stage: the job ended with Error
+	Cancelled   = "cancelled"   // by `marketpipe cancel`: the job ended; its rows never become visible
 )
 
 // Stream and subject names.
@@ -45,7 +48,26 @@ const (
 	LedgerBucket  = "mp_ledger" // KV: row batches already loaded, per job
 	ChunksBucket  = "mp_chunks" // KV: what each transformed chunk of a job run published
 	SpecsBucket   = "mp_specs"  // object store: securities lists too long for a job event
+
+	SchedulesStream  = "MP_SCHEDULES"
+	ScheduleSubjects = "mp.schedule.>"
+	ScheduleFirings  = "mp.schedule.fire.>"
+	SchedulesBucket  = "mp_schedules" // KV: each schedule's job file and state, by name
+	SubmitsBucket    = "mp_submits"   // KV: job files submitted in the last 24 hours, by content
+	EndsBucket       = "mp_ends"      // KV: how each job run ended (committed or cancelled), first writer wins
 )
+
+// ScheduleTimer returns the subject of a schedule's message schedule: the server fires it.
+func ScheduleTimer(name string) string { return "mp.schedule.timer." + name }
+
+// ScheduleFire returns the subject a schedule's firings arrive on.
+func ScheduleFire(name string) string { return "mp.schedule.fire." + name }
+
+// ScheduleOfFiring returns the schedule name of a firing's subject.
+func ScheduleOfFiring(subject string) (string, bool) {
+	name, ok := strings.CutPrefix(subject, ScheduleFire(""))
+	return name, ok && name != "" && !strings.Contains(name, ".")
+}
 
 // MaxPayload is the broker's max_payload: the largest message a client may publish, headers
 // included. deploy/nats/nats.conf, the Kubernetes NATS configuration, `marketpipe dev` and the
@@ -243,6 +265,15 @@ type Job struct {
 	TransformedAt time.Time `json:"transformed_at,omitzero"`
 	LoadedAt      time.Time `json:"loaded_at,omitzero"`
 	FailedAt      time.Time `json:"failed_at,omitzero"`
+	CancelledAt   time.Time `json:"cancelled_at,omitzero"`
+	// CancelledBy says who cancelled the job (user@host of `marketpipe cancel`).
+	CancelledBy string `json:"cancelled_by,omitempty"`
+
+	// Schedule names the schedule whose firing made the job; empty for a job submitted by hand.
+	Schedule string `json:"schedule,omitempty"`
+	// ScheduledFor is the firing's time in the schedule (a time its cron gives), whenever the
+	// firing was handled; zero for a job submitted by hand.
+	ScheduledFor time.Time `json:"scheduled_for,omitzero"`
 
 	VendorRequestID string `json:"vendor_request_id,omitempty"` // our identifier at the vendor
 	VendorAccount   string `json:"vendor_account,omitempty"`
@@ -281,7 +312,7 @@ func (j *Job) StageTimes() []struct {
 	}{
 		{Submitted, j.SubmittedAt}, {Requested, j.RequestedAt}, {Ready, j.ReadyAt},
 		{Collected, j.CollectedAt}, {Transformed, j.TransformedAt}, {Loaded, j.LoadedAt},
-		{Failed, j.FailedAt},
+		{Failed, j.FailedAt}, {Cancelled, j.CancelledAt},
 	}
 }
 
@@ -310,7 +341,21 @@ func (j Job) Advance(event string, now time.Time) Job {
 		j.LoadedAt = now
 	case Failed:
 		j.FailedAt = now
+	case Cancelled:
+		j.CancelledAt = now
 	}
+	return j
+}
+
+// Finished reports whether the run has ended: loaded, failed or cancelled.
+func (j *Job) Finished() bool {
+	return j.State == Loaded || j.State == Failed || j.State == Cancelled
+}
+
+// Cancel returns a copy of j cancelled by who at now.
+func (j Job) Cancel(who string, now time.Time) Job {
+	j = j.Advance(Cancelled, now)
+	j.CancelledBy = who
 	return j
 }
 

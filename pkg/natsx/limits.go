@@ -18,15 +18,19 @@ import (
 // Row batches and raw files are the bulk; job events, chunk tasks and dead letters are small
 // messages kept longer.
 var Budget = []Share{
-	{Stream: events.JobsStream, Percent: 8},
-	{Stream: events.RowsStream, Percent: 32},
-	{Stream: events.DLQStream, Percent: 5},
-	{Stream: events.ChunksStream, Percent: 5},
-	{Stream: objectStream(events.RawBucket), Percent: 32},
+	{Stream: events.JobsStream, Percent: 6},
+	{Stream: events.RowsStream, Percent: 26},
+	{Stream: events.DLQStream, Percent: 4},
+	{Stream: events.ChunksStream, Percent: 4},
+	{Stream: objectStream(events.RawBucket), Percent: 26},
 	{Stream: objectStream(events.SpecsBucket), Percent: 4},
 	{Stream: kvStream(events.LedgerBucket), Percent: 5},
-	{Stream: kvStream(events.ChunksBucket), Percent: 5},
+	{Stream: kvStream(events.ChunksBucket), Percent: 4},
 	{Stream: kvStream(AttemptsBucket), Percent: 4},
+	{Stream: events.SchedulesStream, Percent: 4},
+	{Stream: kvStream(events.SchedulesBucket), Percent: 4},
+	{Stream: kvStream(events.SubmitsBucket), Percent: 4},
+	{Stream: kvStream(events.EndsBucket), Percent: 5},
 }
 
 // Share is one stream's part of NATS_MAX_BYTES.

@@ -113,6 +113,12 @@ type Streams struct {
 	Chunks jetstream.KeyValue
 	// Specs keeps the securities lists too long for a job event (ExternalizeSecurities).
 	Specs jetstream.ObjectStore
+	// Schedules holds each schedule's definition and state (package schedule).
+	Schedules jetstream.KeyValue
+	// Submits remembers the job files submitted in the last SubmitsTTL, by content.
+	Submits jetstream.KeyValue
+	// Ends records how each job run ended, committed or cancelled (ClaimEnd).
+	Ends jetstream.KeyValue
 }
 
 // Setup declares the streams, the raw object store, the load ledger and the chunk records, and
@@ -152,6 +158,9 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 		if err != nil {
 			return nil, fmt.Errorf("declare stream %s: %w", sc.Name, err)
 		}
+	}
+	if err := r.declareSchedules(ctx, js); err != nil {
+		return nil, err
 	}
 	objects := func(cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
 		cfg.Storage, cfg.MaxBytes = r.Storage, r.maxBytes(objectStream(cfg.Bucket))
@@ -238,7 +247,55 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 	if _, err := kv(AttemptsBucket, "failing deliveries per job and stage", AttemptsTTL); err != nil {
 		return nil, err
 	}
-	return &Streams{JS: js, Raw: raw, Ledger: ledger, Chunks: chunks, Specs: specs}, nil
+	schedules, err := kv(events.SchedulesBucket, "schedules: each one's job file and state", 0)
+	if err != nil {
+		return nil, err
+	}
+	submits, err := kv(events.SubmitsBucket, "job files submitted in the last 24 hours, by content", SubmitsTTL)
+	if err != nil {
+		return nil, err
+	}
+	ends, err := kv(events.EndsBucket, "how each job run ended: committed or cancelled", r.JobsMaxAge)
+	if err != nil {
+		return nil, err
+	}
+	return &Streams{JS: js, Raw: raw, Ledger: ledger, Chunks: chunks, Specs: specs,
+		Schedules: schedules, Submits: submits, Ends: ends}, nil
+}
+
+// SubmitsTTL is how long `marketpipe submit` remembers a job file, to refuse it a second time.
+const SubmitsTTL = 24 * time.Hour
+
+// declareSchedules declares MP_SCHEDULES: the schedules the server fires (one message per
+// schedule, replaced on update) and their firings, the last hundred of each schedule kept.
+// Nothing there expires by age: a schedule lives until it is deleted. The server refuses
+// DiscardNew on a stream of schedules; at a few hundred bytes a message, a hundred firings of
+// each of thousands of schedules fit its share many times, and `schedule list` says when a
+// schedule's message is missing.
+func (r Retention) declareSchedules(ctx context.Context, js jetstream.JetStream) error {
+	sc := jetstream.StreamConfig{
+		Name: events.SchedulesStream, Subjects: []string{events.ScheduleSubjects},
+		Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardOld, MaxMsgsPerSubject: 100,
+		Duplicates: 10 * time.Minute, MaxMsgSize: events.MaxPayload, Storage: r.Storage,
+		MaxBytes: r.maxBytes(events.SchedulesStream), AllowMsgSchedules: true, AllowRollup: true,
+	}
+	err := r.declare(ctx, js, sc.Name, func(have jetstream.StreamConfig, replicas int) bool {
+		return slices.Equal(have.Subjects, sc.Subjects) && have.MaxBytes == sc.MaxBytes &&
+			have.MaxMsgsPerSubject == sc.MaxMsgsPerSubject && have.AllowMsgSchedules && have.AllowRollup &&
+			have.Storage == sc.Storage && have.Replicas == replicas
+	}, func(ctx context.Context, replicas int, update bool) error {
+		sc.Replicas = replicas
+		if update {
+			_, err := js.UpdateStream(ctx, sc)
+			return err
+		}
+		_, err := js.CreateStream(ctx, sc)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("declare stream %s: %w", sc.Name, err)
+	}
+	return nil
 }
 
 // declare creates a stream (or the bucket or object store it backs) with write, or updates it
