@@ -61,6 +61,8 @@ Configuration comes from the environment (NATS_URL, CLICKHOUSE_ADDR, VENDOR_URL,
 		newReplayCmd(lookup),
 		newParseCmd(),
 		newQueryCmd(lookup),
+		newScheduleCmd(lookup),
+		newCancelCmd(lookup),
 	)
 	return root
 }

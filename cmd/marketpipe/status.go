@@ -44,7 +44,7 @@ latest job of that name. Times are UTC. Reads the jobs table in ClickHouse.`,
 				if asJSON {
 					list := make([]jobJSON, len(jobs))
 					for i := range jobs {
-						list[i] = jobJSON{jobs[i], jobs[i].Outcome()}
+						list[i] = newJobJSON(jobs[i])
 					}
 					return writeJSON(out, list)
 				}
@@ -71,7 +71,7 @@ latest job of that name. Times are UTC. Reads the jobs table in ClickHouse.`,
 					jobJSON
 					Fields   any             `json:"fields"`
 					Attempts []natsx.Attempt `json:"attempts,omitempty"`
-				}{jobJSON{j, j.Outcome()}, fields, attempts})
+				}{newJobJSON(j), fields, attempts})
 			}
 			printJob(out, &j)
 			printAttempts(out, attempts, time.Now())
@@ -102,6 +102,18 @@ latest job of that name. Times are UTC. Reads the jobs table in ClickHouse.`,
 type jobJSON struct {
 	events.Job
 	Outcome string `json:"outcome"`
+	// Schedule and ScheduledFor are always present: the schedule's name and the firing's time
+	// (RFC 3339), empty for a job submitted by hand.
+	Schedule     string `json:"schedule"`
+	ScheduledFor string `json:"scheduled_for"`
+}
+
+func newJobJSON(j events.Job) jobJSON {
+	out := jobJSON{Job: j, Outcome: j.Outcome(), Schedule: j.Schedule}
+	if !j.ScheduledFor.IsZero() {
+		out.ScheduledFor = j.ScheduledFor.UTC().Format(time.RFC3339)
+	}
+	return out
 }
 
 func display(field string) string {
@@ -146,6 +158,12 @@ func printJob(w io.Writer, j *events.Job) {
 	row("state", j.Outcome())
 	if j.Generation > 0 {
 		row("run", fmt.Sprintf("generation %d (replayed)", j.Generation))
+	}
+	if j.Schedule != "" {
+		row("schedule", fmt.Sprintf("%s, firing for %s", j.Schedule, j.ScheduledFor.UTC().Format(timeLayout)))
+	}
+	if j.State == events.Cancelled {
+		row("cancelled", fmt.Sprintf("by %s at %s", j.CancelledBy, j.CancelledAt.UTC().Format(timeLayout)))
 	}
 	if j.Error != "" {
 		row("error", j.Error)

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +20,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/jobspec"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/schedule"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
@@ -28,7 +32,7 @@ const (
 )
 
 func newSubmitCmd(lookup config.Lookup) *cobra.Command {
-	var wait bool
+	var wait, once, again bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "submit JOB.yaml",
@@ -37,12 +41,19 @@ func newSubmitCmd(lookup config.Lookup) *cobra.Command {
 
 An invalid file is refused before anything is sent, with the line and the reason of every
 problem (exit status 2). With --wait, live progress per stage is shown on stderr, and the exit
-status is 0 when the job is loaded and 1 when it failed.`,
+status is 0 when the job is loaded and 1 when it failed.
+
+A file with schedule: is run by its schedule (` + "`marketpipe schedule apply`" + `); --once runs it once
+now. A file identical to one submitted in the last 24 hours whose job is in flight or loaded is
+refused with that job's id and state (exit status 3), unless --again.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := jobspec.Load(args[0])
 			if err != nil {
 				return &exitError{code: exitInvalid, err: fmt.Errorf("invalid job file:\n%w", err)}
+			}
+			if f.Schedule != "" && !once {
+				return &exitError{code: exitInvalid, err: fmt.Errorf("%s has schedule: %q: `marketpipe schedule apply %s` runs it on its schedule; `submit --once` runs it once now", args[0], f.Schedule, args[0])}
 			}
 			cfg, err := config.Load(lookup)
 			if err != nil {
@@ -54,15 +65,25 @@ status is 0 when the job is loaded and 1 when it failed.`,
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
-			return submit(ctx, cfg, f, wait, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return submit(ctx, cfg, f, submitOptions{wait: wait, again: again}, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "show progress until the job is loaded or failed")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up waiting after this long (0: no limit)")
+	cmd.Flags().BoolVar(&once, "once", false, "run a file that has schedule: once now")
+	cmd.Flags().BoolVar(&again, "again", false, "submit even if an identical file was submitted in the last 24 hours")
 	return cmd
 }
 
-func submit(ctx context.Context, cfg config.Config, f *jobspec.File, wait bool, stdout, stderr io.Writer) error {
+// exitDuplicate is submit's status for a file refused as a duplicate.
+const exitDuplicate = 3
+
+type submitOptions struct {
+	wait  bool // show progress until the job ends
+	again bool // submit even a duplicate
+}
+
+func submit(ctx context.Context, cfg config.Config, f *jobspec.File, o submitOptions, stdout, stderr io.Writer) error {
 	tr, err := telemetry.NewTracing(ctx, cfg.OTEL, "marketpipe")
 	if err != nil {
 		return err
@@ -78,6 +99,16 @@ func submit(ctx context.Context, cfg config.Config, f *jobspec.File, wait bool, 
 	spec, err := f.SpecAt(now)
 	if err != nil {
 		return err
+	}
+	submits, err := js.KeyValue(ctx, events.SubmitsBucket)
+	if err != nil {
+		return fmt.Errorf("key-value bucket %s: %w", events.SubmitsBucket, err)
+	}
+	fp := fingerprint(spec, f.Deadline)
+	if !o.again {
+		if err := refuseDuplicate(ctx, js, submits, fp, f.Path); err != nil {
+			return err
+		}
 	}
 	j := events.NewRun(jobspec.NewJobID(f.Name, now), spec, now, f.Deadline)
 	if len(j.Spec.Securities) > events.InlineSecurities {
@@ -98,8 +129,11 @@ func submit(ctx context.Context, cfg config.Config, f *jobspec.File, wait bool, 
 	if err := stage.NewPublisher(js, stage.PublishTracing(tr.Provider), stage.PublishSpanNames(events.SubjectKind)).PublishJob(ctx, &j); err != nil {
 		return err
 	}
+	if _, err := submits.Put(ctx, fp, []byte(j.ID)); err != nil {
+		fmt.Fprintf(stderr, "warning: job %s submitted, but not remembered for duplicate refusal: %v\n", j.ID, err)
+	}
 	fmt.Fprintln(stdout, j.ID)
-	if !wait {
+	if !o.wait {
 		return nil
 	}
 	return watch(ctx, js, &j, stderr)
@@ -154,6 +188,8 @@ func watch(ctx context.Context, js jetstream.JetStream, j *events.Job, w io.Writ
 			return nil
 		case events.Failed:
 			return &exitError{code: exitFailed, err: fmt.Errorf("job %s failed: %s", j.ID, ev.Error)}
+		case events.Cancelled:
+			return &exitError{code: exitFailed, err: fmt.Errorf("job %s was cancelled by %s", j.ID, ev.CancelledBy)}
 		}
 	}
 }
@@ -178,6 +214,8 @@ func describe(j *events.Job) string {
 		return fmt.Sprintf("%d observations in ClickHouse", j.RowsLoaded)
 	case events.Failed:
 		return j.Error
+	case events.Cancelled:
+		return "by " + j.CancelledBy
 	}
 	return ""
 }
@@ -204,4 +242,38 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), strings.Split("KMGTPE", "")[exp][0])
+}
+
+// fingerprint identifies what a job file asks for (its dates resolved): two files that ask the
+// same are the same request to the vendor, billed twice.
+func fingerprint(spec events.Spec, deadline time.Duration) string {
+	b, _ := json.Marshal(struct {
+		Spec     events.Spec
+		Deadline time.Duration
+	}{spec, deadline})
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// refuseDuplicate refuses a file identical to one submitted within natsx.SubmitsTTL whose job
+// is in flight or loaded; a failed or cancelled one may be submitted again.
+func refuseDuplicate(ctx context.Context, js jetstream.JetStream, submits jetstream.KeyValue, fp, path string) error {
+	e, err := submits.Get(ctx, fp)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look for an identical job: %w", err)
+	}
+	prev := string(e.Value())
+	j, ok, err := schedule.LastEvent(ctx, js, prev)
+	if err != nil {
+		return fmt.Errorf("look for an identical job: %w", err)
+	}
+	if !ok || j.State == events.Failed || j.State == events.Cancelled {
+		return nil
+	}
+	return &exitError{code: exitDuplicate, err: fmt.Errorf(
+		"%s asks for exactly what job %s asked at %s, and that job is %s: not submitted again (--again submits it anyway)",
+		path, prev, e.Created().UTC().Format(timeLayout), j.Outcome())}
 }

@@ -14,8 +14,9 @@ const jobColumns = "id, name, program, generation, state, spec, " +
 	"vendor_request_id, vendor_account, response_key, file_key, file_sha256, file_size, polls, " +
 	"batches, rows_parsed, rows_loaded, rows_rejected, error, trace_id, version, updated"
 
-// jobColumnsNow are the jobs table's columns today: jobColumns (schema 1's) and the warnings.
-const jobColumnsNow = jobColumns + ", warnings"
+// jobColumnsNow are the jobs table's columns today: jobColumns (schema 1's), the warnings
+// (schema 2) and schema 3's.
+const jobColumnsNow = jobColumns + ", warnings, schedule, scheduled_for, cancelled_at, cancelled_by"
 
 // RecordJob writes the whole current state of a job run (one generation of the job). seq
 // orders the writes of one run (use the job event's stream sequence): the row with the highest
@@ -45,7 +46,7 @@ func (s *Store) RecordJob(ctx context.Context, j events.Job, seq uint64) error {
 		toDateTime(j.TransformedAt), toDateTime(j.LoadedAt), toDateTime(j.FailedAt), toDateTime(j.Deadline),
 		j.VendorRequestID, j.VendorAccount, j.ResponseKey, j.FileKey, j.FileSHA256, j.FileSize, int64(j.Polls),
 		int64(j.Batches), j.RowsParsed, j.RowsLoaded, j.RowsRejected, j.Error, j.TraceID, j.Version, seq,
-		string(warnings))
+		string(warnings), j.Schedule, toDateTime(j.ScheduledFor), toDateTime(j.CancelledAt), j.CancelledBy)
 	if err != nil {
 		batch.Abort()
 		return fmt.Errorf("record job %s: %w", j.ID, err)
@@ -123,12 +124,13 @@ func (s *Store) queryJobs(ctx context.Context, query string, args ...any) ([]eve
 			deadline                               time.Time
 			updated                                uint64
 			warnings                               string
+			scheduledFor, cancelledAt              time.Time
 		)
 		err := rows.Scan(&j.ID, &name, &program, &generation, &j.State, &spec,
 			&sub, &req, &ready, &coll, &trans, &load, &fl, &deadline,
 			&j.VendorRequestID, &j.VendorAccount, &j.ResponseKey, &j.FileKey, &j.FileSHA256, &j.FileSize, &polls,
 			&batches, &j.RowsParsed, &j.RowsLoaded, &j.RowsRejected, &j.Error, &j.TraceID, &j.Version, &updated,
-			&warnings)
+			&warnings, &j.Schedule, &scheduledFor, &cancelledAt, &j.CancelledBy)
 		if err != nil {
 			return nil, err
 		}
@@ -150,6 +152,7 @@ func (s *Store) queryJobs(ctx context.Context, query string, args ...any) ([]eve
 		j.SubmittedAt, j.RequestedAt, j.ReadyAt = fromDateTime(sub), fromDateTime(req), fromDateTime(ready)
 		j.CollectedAt, j.TransformedAt, j.LoadedAt = fromDateTime(coll), fromDateTime(trans), fromDateTime(load)
 		j.FailedAt, j.Deadline = fromDateTime(fl), fromDateTime(deadline)
+		j.ScheduledFor, j.CancelledAt = fromDateTime(scheduledFor), fromDateTime(cancelledAt)
 		out = append(out, j)
 	}
 	return out, rows.Err()

@@ -77,7 +77,11 @@ const createJobs = `CREATE TABLE IF NOT EXISTS {db}.%s (
 	trace_id          String,
 	version           UInt64,
 	updated           UInt64,
-	warnings          String
+	warnings          String,
+	schedule          String,
+	scheduled_for     DateTime,
+	cancelled_at      DateTime,
+	cancelled_by      String
 ) ENGINE = ReplacingMergeTree(updated)
 ORDER BY (id, generation)`
 
@@ -129,6 +133,30 @@ var migrations = []migration{
 	{1, "observations, jobs, rejects", false, nil},
 	{2, "every run kept and committed atomically: observations by run, commits, observations_current, jobs by generation",
 		true, upgradeToRuns},
+	{3, "jobs: schedule, scheduled_for, cancelled_at, cancelled_by", false, addJobColumns},
+}
+
+// jobColumns3 are the columns schema 3 adds to jobs, with their types.
+var jobColumns3 = [][2]string{{"schedule", "String"}, {"scheduled_for", "DateTime"},
+	{"cancelled_at", "DateTime"}, {"cancelled_by", "String"}}
+
+// addJobColumns adds schema 3's columns to jobs, those it lacks: a step safe to run again, and
+// from several services at once (a second ADD COLUMN of one column is refused and skipped).
+func addJobColumns(ctx context.Context, s *Store) error {
+	for _, c := range jobColumns3 {
+		var n uint64
+		if err := s.conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = 'jobs' AND name = ?",
+			s.cfg.Database, c[0]).Scan(&n); err != nil {
+			return fmt.Errorf("look for jobs.%s: %w", c[0], err)
+		}
+		if n > 0 {
+			continue
+		}
+		if err := s.exec(ctx, "ALTER TABLE "+s.table("jobs")+" ADD COLUMN "+c[0]+" "+c[1], codeDuplicateColumn); err != nil {
+			return fmt.Errorf("add jobs.%s: %w", c[0], err)
+		}
+	}
+	return nil
 }
 
 // SchemaVersion is the schema version this package migrates to.

@@ -194,6 +194,7 @@ const (
 	codeTableAlreadyExists    = 57
 	codeDatabaseAlreadyExists = 82
 	codeUnknownDatabase       = 81
+	codeDuplicateColumn       = 15
 )
 
 // IsMissingDatabase reports whether err says the database or a table of it does not exist

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/marketpipe/marketpipe/pkg/chstore"
+	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/chtest"
 )
 
@@ -166,4 +167,60 @@ func replaceDB(q, db string) string {
 		out = append(out, q[i])
 	}
 	return string(out)
+}
+
+// TestUpgradeFromSchema2 takes a database as schema 2 left it (jobs without the schedule and
+// cancel columns) to the current schema at a service's start, with no manual step.
+func TestUpgradeFromSchema2(t *testing.T) {
+	ctx := context.Background()
+	srv := chtest.Start(t)
+	db := chtest.NewDatabase(t, srv)
+	s := open(t, srv, db)
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := chtest.Conn(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, q := range []string{
+		"ALTER TABLE `" + db + "`.jobs DROP COLUMN schedule, DROP COLUMN scheduled_for, DROP COLUMN cancelled_at, DROP COLUMN cancelled_by",
+		"DROP TABLE `" + db + "`.schema_migrations",
+		"CREATE TABLE `" + db + "`.schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = ReplacingMergeTree ORDER BY version",
+	} {
+		if err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, v := range []uint32{1, 2} {
+		b, err := conn.PrepareBatch(ctx, "INSERT INTO `"+db+"`.schema_migrations (version, name, applied_at)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Append(v, "", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Send(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.MigrateAtStart(ctx); err != nil {
+		t.Fatalf("MigrateAtStart on schema 2: %v", err)
+	}
+	if v, err := s.AppliedSchemaVersion(ctx); err != nil || v != chstore.SchemaVersion() {
+		t.Errorf("schema version %d, %v", v, err)
+	}
+	at := time.Date(2026, 12, 1, 22, 0, 0, 0, time.UTC)
+	j := events.NewRun("eod-20261201t220000z", events.Spec{Name: "eod", Program: events.GetData}, at, time.Hour)
+	j.Schedule, j.ScheduledFor = "eod", at
+	j = j.Cancel("ops@host", at.Add(time.Minute))
+	if err := s.RecordJob(ctx, j, 1); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := s.Job(ctx, j.ID)
+	if err != nil || !ok || got.Schedule != "eod" || !got.ScheduledFor.Equal(at) || got.State != events.Cancelled ||
+		got.CancelledBy != "ops@host" || !got.CancelledAt.Equal(at.Add(time.Minute)) {
+		t.Errorf("job after the upgrade: %+v %v %v", got, ok, err)
+	}
 }

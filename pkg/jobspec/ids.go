@@ -55,3 +55,11 @@ func VendorRequestID(jobID string, generation int) string {
 	h := sha256.Sum256([]byte(jobID + "\x00g" + strconv.Itoa(generation)))
 	return "mp" + lowerBase32.EncodeToString(h[:])[:19]
 }
+
+// ScheduledJobID returns the job id of a schedule's firing for the time at, such as
+// eod-prices-20261202t220000z: derived from the schedule's name and the firing's time alone, so
+// a firing handled twice (two replicas, a redelivery) is one job and one vendor request. It
+// differs from every NewJobID, which ends in four random characters.
+func ScheduledJobID(name string, at time.Time) string {
+	return tokenName(name) + "-" + strings.ToLower(at.UTC().Format("20060102T150405Z"))
+}

@@ -93,8 +93,16 @@ func (e *Env) OnClose(f func(context.Context) error) {
 
 // StageOptions returns the collaborators every stage of this process shares.
 func (e *Env) StageOptions() stage.Options {
-	return stage.Options{Logger: e.Log, Tracer: e.Tracing.Provider, Metrics: e.Metrics, AckWait: e.ackWait,
+	o := stage.Options{Logger: e.Log, Tracer: e.Tracing.Provider, Metrics: e.Metrics, AckWait: e.ackWait,
 		JobID: events.JobIDOfSubject, SubjectKind: events.SubjectKind}
+	if e.Streams != nil && e.Streams.Ends != nil {
+		ends := e.Streams.Ends
+		o.Cancelled = func(ctx context.Context, j *events.Job) (bool, error) {
+			end, ok, err := natsx.RunEnd(ctx, ends, j.ID, j.Generation)
+			return ok && end.State == events.Cancelled, err
+		}
+	}
+	return o
 }
 
 // NewEnv connects to NATS, declares the streams and sets up telemetry.

@@ -2,6 +2,7 @@ package stage
 
 import (
 	"context"
+	"log/slog"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -61,6 +62,37 @@ func NewJobs(js jetstream.JetStream, cfg Config, h JobHandler, o Options) (*Stag
 	if err != nil {
 		return nil, err
 	}
+	if o.Cancelled != nil {
+		h = skipCancelled{h, o.Cancelled, s.log}
+	}
 	s.h = Jobs(s.pub, h)
 	return s, nil
+}
+
+// skipCancelled drops the events of cancelled runs: whatever a stage would do for them is
+// wasted, and what it would publish must not follow the cancellation.
+type skipCancelled struct {
+	JobHandler
+	cancelled func(ctx context.Context, j *events.Job) (bool, error)
+	log       *slog.Logger
+}
+
+func (s skipCancelled) HandleJob(ctx context.Context, j events.Job, m *Message) (*events.Job, error) {
+	if j.State != events.Cancelled {
+		gone, err := s.cancelled(ctx, &j)
+		if err != nil {
+			return nil, err
+		}
+		if gone {
+			s.log.Info("job run cancelled: event dropped", "job", j.ID, "generation", j.Generation, "event", j.State)
+			return nil, nil
+		}
+	}
+	return s.JobHandler.HandleJob(ctx, j, m)
+}
+
+func (s skipCancelled) Published(ctx context.Context, j *events.Job) {
+	if p, ok := s.JobHandler.(JobPublished); ok {
+		p.Published(ctx, j)
+	}
 }

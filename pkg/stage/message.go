@@ -3,6 +3,7 @@ package stage
 import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"time"
 )
 
 // Message is one delivery handed to a Handler.
@@ -34,6 +35,14 @@ func (m *Message) StreamSeq() uint64 {
 		return 0
 	}
 	return m.meta.Sequence.Stream
+}
+
+// Timestamp is when the stream stored the message; zero when unknown.
+func (m *Message) Timestamp() time.Time {
+	if m.meta == nil {
+		return time.Time{}
+	}
+	return m.meta.Timestamp
 }
 
 // InProgress tells the server the work goes on, resetting AckWait. The runtime already does

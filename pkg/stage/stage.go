@@ -124,6 +124,9 @@ type Options struct {
 	// SubjectKind names what a subject carries, for the span names of publishes
 	// (PublishSpanNames). Nil: the subject itself.
 	SubjectKind func(subject string) string
+	// Cancelled reports whether a job run was cancelled: a job-event stage (NewJobs) then acks
+	// the run's events without handling them, except the "cancelled" event itself. Nil: never.
+	Cancelled func(ctx context.Context, j *events.Job) (bool, error)
 }
 
 // Stage runs a Handler on a durable consumer.

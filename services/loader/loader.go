@@ -105,6 +105,9 @@ type Committer interface {
 type CompleteHandler struct {
 	Count   func(ctx context.Context, jobID string, generation int) (int, error)
 	Commits Committer
+	// Ends is where a run's end is claimed before its commit (events.EndsBucket); nil: not
+	// claimed (tests of the commit alone).
+	Ends    jetstream.KeyValue
 	Poll    time.Duration // how soon to look again
 	Timeout time.Duration // after "transformed", how long batches may take to load
 	Now     func() time.Time
@@ -129,6 +132,17 @@ func (h *CompleteHandler) HandleJob(ctx context.Context, j events.Job, _ *stage.
 	if j.Spec.Strict && !j.Warnings.Empty() {
 		failed := j.Fail("strict: the reply file has warnings: "+j.Warnings.String()+"; its rows stay invisible", now)
 		return &failed, nil
+	}
+	// The commit and `marketpipe cancel` race for the run's end; the first recorded holds.
+	// A redelivery finds its own claim and commits again, which is harmless.
+	if h.Ends != nil {
+		end, err := natsx.ClaimEnd(ctx, h.Ends, j.ID, j.Generation, natsx.End{State: events.Loaded, By: CompleteName, At: now})
+		if err != nil {
+			return nil, err
+		}
+		if end.State == events.Cancelled {
+			return nil, nil // cancelled first: the rows stay invisible
+		}
 	}
 	if err := h.Commits.Commit(ctx, j.ID, j.Version, now); err != nil {
 		return nil, fmt.Errorf("commit run %s generation %d: %w", j.ID, j.Generation, err)
@@ -211,7 +225,7 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 		Count: func(ctx context.Context, id string, gen int) (int, error) {
 			return natsx.LoadedBatches(ctx, env.JS, id, gen)
 		},
-		Commits: store, Poll: 100 * time.Millisecond, Timeout: s.LoadTimeout, Now: time.Now,
+		Commits: store, Ends: env.Streams.Ends, Poll: 100 * time.Millisecond, Timeout: s.LoadTimeout, Now: time.Now,
 	}, env.StageOptions())
 	if err != nil {
 		return nil, err

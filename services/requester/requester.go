@@ -1,5 +1,6 @@
 // Package requester is the first stage: for each submitted job it creates the vendor request
-// and publishes "requested". Its consumer reads mp.job.*.submitted.
+// and publishes "requested". Its consumer reads mp.job.*.submitted; a second one
+// (schedule.ConsumerName) turns the schedules' firings into submitted jobs.
 package requester
 
 import (
@@ -13,6 +14,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/jobspec"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/schedule"
 	"github.com/marketpipe/marketpipe/pkg/service"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
@@ -85,11 +87,35 @@ func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
 	}, h, env.StageOptions())
 }
 
-// Build is the service's wiring: the vendor client from VENDOR_URL and VENDOR_CREDENTIALS.
+// Firings returns the stage that turns schedule firings into submitted jobs (package
+// schedule): the first step of a scheduled job, so the requester's replicas share it.
+func Firings(env *service.Env) (*stage.Stage, error) {
+	m, err := schedule.NewMetrics(env.Registry)
+	if err != nil {
+		return nil, err
+	}
+	f := &schedule.Firer{
+		Store: &schedule.Store{JS: env.JS, KV: env.Streams.Schedules}, Specs: env.Streams.Specs,
+		Pub: env.Publisher(), Tracer: env.Tracing.Provider.Tracer("marketpipe/schedule"), Metrics: m,
+		Log: env.Log, Now: time.Now,
+	}
+	return schedule.Stage(env.JS, f, env.StageOptions())
+}
+
+// Build is the service's wiring: the vendor client from VENDOR_URL and VENDOR_CREDENTIALS, the
+// requests and the schedule firings.
 func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
 	v, err := env.Vendor()
 	if err != nil {
 		return nil, err
 	}
-	return service.Only(Stage(env, v))
+	req, err := Stage(env, v)
+	if err != nil {
+		return nil, err
+	}
+	fire, err := Firings(env)
+	if err != nil {
+		return nil, err
+	}
+	return []service.Runner{req, fire}, nil
 }
