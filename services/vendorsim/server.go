@@ -28,6 +28,7 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"regexp"
@@ -64,6 +65,24 @@ type Server struct {
 	mu       sync.Mutex
 	requests map[string]*request // by identifier
 	revision uint64              // of the data of requests created from now on (Options.Revision)
+	// posts counts the POSTs of each identifier (a second one is refused with 409) and polls
+	// the listings asked for it, which tests read (Requests, Polls) to check that a request is
+	// made once and that polling stops.
+	posts, polls map[string]int
+}
+
+// Requests returns, for each request identifier posted, how many times it was posted.
+func (s *Server) Requests() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.posts)
+}
+
+// Polls returns how many times the output of a request was asked for.
+func (s *Server) Polls(identifier string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.polls[identifier]
 }
 
 // request is one created request and, once prepared, its reply file.
@@ -104,6 +123,8 @@ func NewServer(opts Options) *Server {
 		mux:      http.NewServeMux(),
 		rng:      rand.New(rand.NewPCG(opts.Seed, 0x5eedfa17)),
 		requests: map[string]*request{},
+		posts:    map[string]int{},
+		polls:    map[string]int{},
 		files:    &fileStore{dir: opts.Dir},
 		revision: opts.Revision,
 	}
@@ -301,6 +322,7 @@ func (s *Server) createRequest(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	_, dup := s.requests[req.id]
+	s.posts[req.id]++
 	if !dup {
 		s.requests[req.id] = req
 	}
@@ -481,6 +503,9 @@ func (s *Server) listResponses(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusBadRequest, "requestIdentifier query parameter is required by the simulator")
 		return
 	}
+	s.mu.Lock()
+	s.polls[id]++
+	s.mu.Unlock()
 	items := []any{}
 	if req := s.lookup(id); req != nil && s.ready(req) {
 		p, err := s.prepare(req)
