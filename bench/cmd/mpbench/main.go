@@ -26,7 +26,7 @@
 //
 //	BENCH_SCALE        share of the reference job (1.0 = 2,000 securities × 10 fields × 250
 //	                   days = 5,000,000 observations); the 1 GB memory file scales with it
-//	BENCH_LEGS         comma-separated subset of direct,pipeline,loader,poller,memory,transform,query
+//	BENCH_LEGS         comma-separated subset of direct,pipeline,loader,poller,memory,transform,query,schedules
 //	BENCH_POLL_WINDOW  how long the poller's CPU is measured (default 60s)
 //	BENCH_PROFILE      a directory: every service process, nats-server and the direct leg
 //	                   write CPU profiles there (<leg>-<process>.pprof)
@@ -144,11 +144,19 @@ type Result struct {
 	// The query leg: marketpipe query of one security's 10 fields over 10 years, p50 of
 	// queryTimes each, on a table of QueryTableObs observations (queryRuns committed runs); the
 	// bytes on disk per observation of one run.
-	QueryCurrentP50MS float64  `json:"query_current_p50_ms"`
-	QueryAsOfP50MS    float64  `json:"query_as_of_p50_ms"`
-	QueryTableObs     int64    `json:"query_table_observations"`
-	QueryBytesPerObs  float64  `json:"query_bytes_per_observation_per_run"`
-	Errors            []string `json:"errors,omitempty"`
+	QueryCurrentP50MS float64 `json:"query_current_p50_ms"`
+	QueryAsOfP50MS    float64 `json:"query_as_of_p50_ms"`
+	QueryTableObs     int64   `json:"query_table_observations"`
+	QueryBytesPerObs  float64 `json:"query_bytes_per_observation_per_run"`
+	// The schedules leg: schedules applied and how long that took, the CPU of the requester
+	// and nats-server (in cores) while none fires, their CPU seconds over the minute in which
+	// all fire, and the jobs submitted.
+	SchedulesApplied    int                `json:"schedules_applied"`
+	SchedulesApplyS     float64            `json:"schedules_apply_s"`
+	SchedulesQuietCores float64            `json:"schedules_quiet_cores"`
+	SchedulesFiringCPUS map[string]float64 `json:"schedules_firing_cpu_s,omitempty"`
+	SchedulesJobs       int64              `json:"schedules_jobs"`
+	Errors              []string           `json:"errors,omitempty"`
 }
 
 type bench struct {
@@ -199,7 +207,7 @@ func run() int {
 		return 2
 	}
 	legs := map[string]bool{}
-	for _, l := range strings.Split(envOr("BENCH_LEGS", "direct,pipeline,loader,transform,memory,poller,query"), ",") {
+	for _, l := range strings.Split(envOr("BENCH_LEGS", "direct,pipeline,loader,transform,memory,poller,query,schedules"), ",") {
 		legs[strings.TrimSpace(l)] = true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -258,6 +266,7 @@ func run() int {
 		{"memory", b.legMemory},
 		{"poller", b.legPoller},
 		{"query", b.legQuery},
+		{"schedules", b.legSchedules},
 	} {
 		if !legs[l.name] {
 			continue
