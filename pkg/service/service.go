@@ -71,7 +71,6 @@ type Env struct {
 	closers  []func(context.Context) error
 	draining bool
 	vendor   *vendor.Client
-	counters *Counters
 	ackWait  time.Duration
 	// stopMetrics flushes the OTEL metric export (OTEL_METRICS_EXPORTER), if any.
 	stopMetrics func(context.Context) error

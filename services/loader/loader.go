@@ -179,7 +179,7 @@ type Client struct {
 // Stages returns the loader's three stages.
 func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runner, error) {
 	tracer := env.Tracing.Provider.Tracer(tracerName)
-	counters, err := env.Counters()
+	m, err := newMetrics(env)
 	if err != nil {
 		return nil, err
 	}
@@ -197,8 +197,8 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 			return natsx.RunVersions(ctx, env.JS, id)
 		}},
 		Ledger:  env.Streams.Ledger,
-		Loaded:  counters.RowsLoaded,
-		Refused: func(reason string) { counters.BatchesRefused.WithLabelValues(reason).Inc() },
+		Loaded:  m.rowsLoaded,
+		Refused: func(reason string) { m.batchesRefused.WithLabelValues(reason).Inc() },
 	}, env.StageOptions())
 	if err != nil {
 		return nil, err

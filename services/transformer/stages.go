@@ -16,14 +16,14 @@ import (
 // chunk tasks of large files (ChunkName). TRANSFORMER_CHUNK_BYTES sets ChunkBytes and
 // TRANSFORMER_CHUNK_CONCURRENCY how many chunks a replica transforms at once.
 func Stages(env *service.Env) ([]service.Runner, error) {
-	counters, err := env.Counters()
+	m, err := newMetrics(env)
 	if err != nil {
 		return nil, err
 	}
 	tracer := env.Tracing.Provider.Tracer(tracerName)
 	raw := &rawstore.Store{Objects: env.Streams.Raw, JS: env.JS, Tracer: tracer}
 	h := &Handler{Raw: raw, Pub: env.Publisher(), Now: time.Now,
-		Tracer: tracer, RowsParsed: counters.RowsParsed, RowsRejected: counters.RowsRejected}
+		Tracer: tracer, RowsParsed: m.rowsParsed, RowsRejected: m.rowsRejected}
 	var s Settings
 	if err := config.Read(env.Lookup, &s); err != nil {
 		return nil, err
