@@ -30,7 +30,7 @@
 //   - The server never drops a message at a delivery limit: the consumer's MaxDeliver is
 //     unlimited and the runtime enforces Config.MaxDeliver by dead-lettering.
 //   - A message that crashes its process is put aside before it can crash it again. The runtime
-//     records in the attempts bucket (natsx.AttemptsBucket) every delivery it settles with a
+//     records in the attempts bucket (attempts.Bucket) every delivery it settles with a
 //     Nak; a delivery it finds no record for ended without being settled, so the process
 //     crashed, was killed, or froze past AckWait. Once a message has had more deliveries than
 //     MaxDeliver, or MaxCrashes such deliveries in a row (this bounds stages with an unlimited

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/marketpipe/marketpipe/pkg/attempts"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
@@ -378,7 +379,7 @@ func TestFailingJobIsRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "third delivery", func() bool { return calls.Load() == 3 })
-	as, err := natsx.JobAttempts(ctx, js, "job-1")
+	as, err := attempts.OfJob(ctx, js, "job-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +398,7 @@ func TestFailingJobIsRecorded(t *testing.T) {
 	}
 	unblock()
 	waitFor(t, "record cleared", func() bool {
-		as, err := natsx.JobAttempts(ctx, js, "job-1")
+		as, err := attempts.OfJob(ctx, js, "job-1")
 		return err == nil && len(as) == 0
 	})
 }

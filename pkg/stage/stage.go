@@ -16,8 +16,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/marketpipe/marketpipe/pkg/attempts"
 	"github.com/marketpipe/marketpipe/pkg/events"
-	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
 
@@ -67,7 +67,7 @@ type Config struct {
 const DefaultMaxCrashes = 5
 
 // MaxWait is the longest delay a Wait may ask for; a longer one is shortened. It keeps a
-// waiting message's records in the attempts bucket (natsx.AttemptsTTL) alive between deliveries.
+// waiting message's records in the attempts bucket (attempts.TTL) alive between deliveries.
 const MaxWait = time.Hour
 
 func (c *Config) defaults() error {
@@ -137,7 +137,7 @@ type Stage struct {
 	pub     *Publisher
 	jobIDOf func(subject string) (id string, ok bool)
 
-	attempts jetstream.KeyValue // bound by Run: natsx.AttemptsBucket
+	attempts jetstream.KeyValue // bound by Run: attempts.Bucket
 	ackFloor atomic.Uint64      // the consumer's acknowledgement floor when last seen
 
 	mu     sync.Mutex
@@ -205,7 +205,7 @@ func (s *Stage) ConsumerConfig() jetstream.ConsumerConfig {
 // declared again; Ready reports the stage not ready meanwhile.
 func (s *Stage) Run(ctx context.Context) error {
 	kv, err := retryDeclare(ctx, s, "declare attempts bucket", func() (jetstream.KeyValue, error) {
-		return natsx.DeclareAttempts(ctx, s.js, 0)
+		return attempts.Declare(ctx, s.js, 0)
 	})
 	if err != nil {
 		return err
@@ -528,7 +528,7 @@ func (s *Stage) settle(ctx context.Context, m *Message, jobID string, prev deliv
 		if terr := m.msg.TermWithReason(truncate(reason, 200)); terr != nil {
 			s.log.WarnContext(ctx, "term", "err", terr)
 		}
-		s.putAttempt(ctx, natsx.Attempt{Job: jobID, Attempts: failures, Error: reason, At: time.Now().UTC(), DeadLettered: true})
+		s.putAttempt(ctx, attempts.Record{Job: jobID, Attempts: failures, Error: reason, At: time.Now().UTC(), DeadLettered: true})
 		s.forget(ctx, m, jobID, delivery{found: prev.found})
 		return
 	}
@@ -539,7 +539,7 @@ func (s *Stage) settle(ctx context.Context, m *Message, jobID string, prev deliv
 	reason := Redact(err.Error())
 	now := time.Now().UTC()
 	s.putDelivery(ctx, m, delivery{Settled: n, Failures: failures, Error: reason})
-	s.putAttempt(ctx, natsx.Attempt{Job: jobID, Attempts: failures, Error: reason, At: now, NextAt: now.Add(delay)})
+	s.putAttempt(ctx, attempts.Record{Job: jobID, Attempts: failures, Error: reason, At: now, NextAt: now.Add(delay)})
 	s.nak(ctx, m, delay)
 }
 
