@@ -93,7 +93,7 @@ func (e *Env) OnClose(f func(context.Context) error) {
 // StageOptions returns the collaborators every stage of this process shares.
 func (e *Env) StageOptions() stage.Options {
 	return stage.Options{Logger: e.Log, Tracer: e.Tracing.Provider, Metrics: e.Metrics, AckWait: e.ackWait,
-		JobID: events.JobIDOfSubject, SubjectKind: events.SubjectKind}
+		Subjects: events.Subjects{}}
 }
 
 // NewEnv connects to NATS, declares the streams and sets up telemetry.

@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/marketpipe/marketpipe/pkg/attempts"
-	"github.com/marketpipe/marketpipe/pkg/events"
 )
 
 // delivery is the runtime's record of a message's last delivery that it settled with a Nak
@@ -112,7 +111,7 @@ func (s *Stage) forget(ctx context.Context, m *Message, jobID string, d delivery
 }
 
 func (s *Stage) clearAttempt(ctx context.Context, jobID string) {
-	if s.attempts == nil || events.ValidJobID(jobID) != nil {
+	if s.attempts == nil || jobID == "" {
 		return
 	}
 	if err := s.attempts.Delete(ctx, attempts.JobKey(jobID, s.cfg.Name)); err != nil {
@@ -122,7 +121,7 @@ func (s *Stage) clearAttempt(ctx context.Context, jobID string) {
 
 // putAttempt records a job's failure at this stage, for `marketpipe status`.
 func (s *Stage) putAttempt(ctx context.Context, a attempts.Record) {
-	if s.attempts == nil || events.ValidJobID(a.Job) != nil {
+	if s.attempts == nil || a.Job == "" {
 		return
 	}
 	a.Stage = s.cfg.Name
@@ -135,9 +134,11 @@ func (s *Stage) putAttempt(ctx context.Context, a attempts.Record) {
 }
 
 // invalidInput reports errors that only the message's content can cause, so every retry would
-// meet them again: an invalid job id, key or subject.
+// meet them again: one that says it is permanent (a Permanent method returning true, as
+// events.ErrInvalidJobID has), an invalid key or subject.
 func invalidInput(err error) bool {
-	return errors.Is(err, events.ErrInvalidJobID) || errors.Is(err, jetstream.ErrInvalidKey) ||
+	var p interface{ Permanent() bool }
+	return errors.As(err, &p) && p.Permanent() || errors.Is(err, jetstream.ErrInvalidKey) ||
 		errors.Is(err, jetstream.ErrInvalidSubject) || errors.Is(err, nats.ErrBadSubject)
 }
 

@@ -19,8 +19,9 @@
 //	                      enforces a deadline).
 //	Permanent(err)        Term, after a dead-letter record with the reason is durable. For poison
 //	                      messages that no retry can fix (undecodable, invalid). Errors only the
-//	                      message's content can cause are permanent too: an invalid job id
-//	                      (events.ErrInvalidJobID), key-value key or subject.
+//	                      message's content can cause are permanent too: one that says so
+//	                      (a Permanent method: events.ErrInvalidJobID), an invalid key-value
+//	                      key or subject.
 //	any other error       transient: NakWithDelay(Backoff(delivery count)). On the last delivery
 //	                      MaxDeliver allows, the message is dead-lettered instead, so it is never
 //	                      dropped silently.

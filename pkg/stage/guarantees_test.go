@@ -46,7 +46,7 @@ func TestCrashHelper(t *testing.T) {
 		stage.HandlerFunc(func(ctx context.Context, m *stage.Message) error {
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			select {} // the signal ends the process
-		}), stage.Options{})
+		}), stage.Options{Subjects: events.Subjects{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func runStage(t *testing.T, js jetstream.JetStream, cfg stage.Config, h stage.Ha
 	if cfg.Backoff == nil {
 		cfg.Backoff = func(uint64) time.Duration { return 50 * time.Millisecond }
 	}
-	s, err := stage.New(js, cfg, h, stage.Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	s, err := stage.New(js, cfg, h, stage.Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)), Subjects: events.Subjects{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +288,7 @@ func jobStage(t *testing.T, js jetstream.JetStream, h stage.Handler, backoff tim
 	}
 	s, err := stage.New(js, stage.Config{Name: "jobstage", Stream: events.JobsStream,
 		Filters: []string{events.JobsSubjects, events.RowsSubjects}, MaxDeliver: 5,
-		Backoff: func(uint64) time.Duration { return backoff }}, h, stage.Options{JobID: events.JobIDOfSubject})
+		Backoff: func(uint64) time.Duration { return backoff }}, h, stage.Options{Subjects: events.Subjects{}})
 	if err != nil {
 		t.Fatal(err)
 	}

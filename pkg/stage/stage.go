@@ -17,7 +17,6 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/marketpipe/marketpipe/pkg/attempts"
-	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
 
@@ -117,25 +116,21 @@ type Options struct {
 	// AckWait, when set, replaces every stage's own AckWait: how soon the messages of a
 	// replica that died are redelivered to the others (the ACK_WAIT variable).
 	AckWait time.Duration
-	// JobID returns the job a subject belongs to (events.JobIDOfSubject): logs, spans and
-	// attempt records carry it, and a message whose subject names an invalid job id is
-	// permanent. Nil: no subject names a job. The runtime knows no subject names of its own.
-	JobID func(subject string) (id string, ok bool)
-	// SubjectKind names what a subject carries, for the span names of publishes
-	// (PublishSpanNames). Nil: the subject itself.
-	SubjectKind func(subject string) string
+	// Subjects names the pipeline's subjects (events.Subjects): which job a message belongs
+	// to, span names, where dead letters go. Required.
+	Subjects Subjects
 }
 
 // Stage runs a Handler on a durable consumer.
 type Stage struct {
-	js      jetstream.JetStream
-	cfg     Config
-	h       Handler
-	log     *slog.Logger
-	tracer  trace.Tracer
-	metrics *Metrics
-	pub     *Publisher
-	jobIDOf func(subject string) (id string, ok bool)
+	js       jetstream.JetStream
+	cfg      Config
+	h        Handler
+	log      *slog.Logger
+	tracer   trace.Tracer
+	metrics  *Metrics
+	pub      *Publisher
+	subjects Subjects
 
 	attempts jetstream.KeyValue // bound by Run: attempts.Bucket
 	ackFloor atomic.Uint64      // the consumer's acknowledgement floor when last seen
@@ -152,6 +147,9 @@ func New(js jetstream.JetStream, cfg Config, h Handler, o Options) (*Stage, erro
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
+	if o.Subjects == nil {
+		return nil, fmt.Errorf("stage %s: options need Subjects (events.Subjects)", cfg.Name)
+	}
 	if o.Logger == nil {
 		o.Logger = telemetry.Discard()
 	}
@@ -163,7 +161,7 @@ func New(js jetstream.JetStream, cfg Config, h Handler, o Options) (*Stage, erro
 	}
 	return &Stage{js: js, cfg: cfg, h: h, log: o.Logger.With("stage", cfg.Name),
 		tracer: o.Tracer.Tracer("github.com/marketpipe/marketpipe/pkg/stage"), metrics: o.Metrics,
-		pub: NewPublisher(js, PublishTracing(o.Tracer), PublishSpanNames(o.SubjectKind)), jobIDOf: o.JobID,
+		pub: NewPublisher(js, PublishTracing(o.Tracer), PublishSpanNames(o.Subjects.Kind)), subjects: o.Subjects,
 		broken: errors.New("not started")}, nil
 }
 
@@ -393,17 +391,9 @@ func (s *Stage) watch(ctx context.Context, cons jetstream.Consumer, it jetstream
 	}
 }
 
-// jobID returns the job id in a subject, as the Options' JobID finds it.
-func (s *Stage) jobID(subject string) (id string, ok bool) {
-	if s.jobIDOf == nil {
-		return "", false
-	}
-	return s.jobIDOf(subject)
-}
-
 func (s *Stage) handle(ctx context.Context, raw jetstream.Msg) {
 	m := NewMessage(raw)
-	jobID, hasJob := s.jobID(m.Subject())
+	jobID, jobErr := s.subjects.JobID(m.Subject())
 	ctx = telemetry.WithJobID(ctx, jobID)
 	ctx = telemetry.Extract(ctx, m.Header())
 	ctx, span := s.tracer.Start(ctx, s.cfg.Name, trace.WithSpanKind(trace.SpanKindConsumer),
@@ -426,8 +416,8 @@ func (s *Stage) handle(ctx context.Context, raw jetstream.Msg) {
 			slog.String("stages", m.Header().Get(HdrRedriveStages)))
 	} else if reason := s.overLimit(m, prev); reason != "" {
 		err = &limitError{reason: reason}
-	} else if verr := events.ValidJobID(jobID); hasJob && verr != nil {
-		err = Permanent(fmt.Errorf("subject %s: %w", m.Subject(), verr))
+	} else if jobErr != nil {
+		err = Permanent(fmt.Errorf("subject %s: %w", m.Subject(), jobErr))
 	} else if n := len(m.Data()); s.cfg.MaxBytes > 0 && n > s.cfg.MaxBytes {
 		err = Permanent(fmt.Errorf("message of %d bytes exceeds the stage's limit of %d", n, s.cfg.MaxBytes))
 	} else {
@@ -435,6 +425,9 @@ func (s *Stage) handle(ctx context.Context, raw jetstream.Msg) {
 	}
 	stop()
 	s.metrics.Latency.WithLabelValues(s.cfg.Name).Observe(time.Since(start).Seconds())
+	if jobErr != nil {
+		jobID = "" // nothing is recorded under an id that is not valid
+	}
 	s.settle(ctx, m, jobID, prev, err, span)
 }
 
@@ -553,8 +546,8 @@ func (s *Stage) nak(ctx context.Context, m *Message, d time.Duration) {
 // deadLetter publishes the dead-letter record of m.
 func (s *Stage) deadLetter(ctx context.Context, m *Message, reason string) error {
 	d := newDeadLetter(m, s.cfg.Name, s.cfg.Stream, reason, time.Now())
-	subject, msgID, hdr := d.record()
-	return s.pub.Publish(ctx, subject, msgID, d.Data, hdr)
+	msgID, hdr := d.record()
+	return s.pub.Publish(ctx, s.subjects.DeadLetter(d.Stage), msgID, d.Data, hdr)
 }
 
 func truncate(s string, n int) string {

@@ -162,7 +162,7 @@ func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Ready)},
 		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 4, AckWait: time.Minute, MaxDeliver: 10,
-	}, h, env.StageOptions())
+	}, events.Decode, h, env.StageOptions())
 }
 
 // Build is the service's wiring.

@@ -207,7 +207,7 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 		Name: CompleteName, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Transformed)},
 		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 16, MaxDeliver: -1, AckWait: time.Minute,
-	}, &CompleteHandler{
+	}, events.Decode, &CompleteHandler{
 		Count: func(ctx context.Context, id string, gen int) (int, error) {
 			return natsx.LoadedBatches(ctx, env.JS, id, gen)
 		},
@@ -220,7 +220,7 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 		Name: JobsName, Stream: events.JobsStream, Filters: []string{events.JobsSubjects},
 		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 8, MaxDeliver: -1, AckWait: time.Minute, Backoff: outageBackoff,
-	}, &JobsHandler{Store: tracedJobs{store, tracer}}, env.StageOptions())
+	}, events.Decode, &JobsHandler{Store: tracedJobs{store, tracer}}, env.StageOptions())
 	if err != nil {
 		return nil, err
 	}

@@ -82,7 +82,7 @@ func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Submitted)},
 		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 8, AckWait: time.Minute,
-	}, h, env.StageOptions())
+	}, events.Decode, h, env.StageOptions())
 }
 
 // Build is the service's wiring: the vendor client from VENDOR_URL and VENDOR_CREDENTIALS.

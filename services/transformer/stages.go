@@ -37,7 +37,7 @@ func Stages(env *service.Env) ([]service.Runner, error) {
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Collected)},
 		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 2, AckWait: time.Minute, MaxDeliver: 10,
-	}, h, env.StageOptions())
+	}, events.Decode, h, env.StageOptions())
 	if err != nil {
 		return nil, err
 	}
