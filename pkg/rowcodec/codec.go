@@ -101,7 +101,9 @@ var (
 	ErrTooLarge = errors.New("row batch too large")
 )
 
-// Batch is one row batch: part of the observations and rejects of one job run.
+// Batch is one row batch in rows: part of the observations and rejects of one job run. It is
+// the codec's reference form (Encode, Decode), kept for the tests and examples that make and
+// read messages; the pipeline goes through Builder and DecodeColumns, building no row.
 type Batch struct {
 	JobID      string
 	Program    string
