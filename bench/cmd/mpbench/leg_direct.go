@@ -208,7 +208,7 @@ func directLoad(ctx context.Context, st *chstore.Store, r io.Reader, jobID strin
 			var err error
 			for batch := range work {
 				if err == nil {
-					_, err = st.Insert(ctx, []chstore.Batch{{JobID: jobID, Program: program, Version: version, Obs: batch}})
+					_, err = st.Insert(ctx, []chstore.Batch{{JobID: jobID, Program: program, Version: version, Cols: obs.ColumnsOf(batch)}})
 					if err != nil {
 						cancel()
 					}
