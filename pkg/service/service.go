@@ -37,7 +37,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/vendor"
 )
 
-// Runner is a long-running part of a service (a stage, a scheduler); Run returns when ctx ends.
+// Runner is a long-running part of a service, such as a stage; Run returns when ctx ends.
 type Runner interface {
 	Run(ctx context.Context) error
 }
@@ -389,9 +389,8 @@ func (r redactedURL) Set(s string) error { *r.p = s; return nil }
 
 // DefaultMemoryLimit is a service's soft memory limit (see runtime/debug.SetMemoryLimit) when
 // GOMEMLIMIT is not set. Near it the garbage collector runs more often, so a service's resident
-// memory stays near its live heap instead of twice it: the loader's peak RSS on a 307 MiB reply
-// file was 406 MB without a limit and 228 MB with this one, loading as fast. A service whose
-// live heap needs more gets it; the collector then uses more CPU.
+// memory stays near its live heap instead of twice it (docs/performance.md has the loader's
+// figures). A service whose live heap needs more gets it; the collector then uses more CPU.
 const DefaultMemoryLimit = 200 << 20
 
 // CheckSettings reads each settings struct (a value or pointer of its type) through lookup and
