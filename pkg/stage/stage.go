@@ -114,7 +114,8 @@ type Options struct {
 	Tracer  trace.TracerProvider
 	Metrics *Metrics
 	// AckWait, when set, replaces every stage's own AckWait: how soon the messages of a
-	// replica that died are redelivered to the others (the ACK_WAIT variable).
+	// replica that died are redelivered to the others. It is the ACK_WAIT variable, listed by
+	// -h: operators and the fault tests shorten that wait.
 	AckWait time.Duration
 	// Subjects names the pipeline's subjects (events.Subjects): which job a message belongs
 	// to, span names, where dead letters go. Required.
