@@ -36,9 +36,8 @@ const HdrRedriveStages = "Mp-Redrive-Stages"
 // maxReasonBytes bounds the reason kept in a record's header.
 const maxReasonBytes = 4096
 
-// DeadLetter is one record of the dead-letter stream: a message a stage
-// could not handle, why, and the message itself. The JSON form is what `marketpipe dlq list
-// --json` prints.
+// DeadLetter is one record of the dead-letter stream: a message a stage could not handle, why,
+// and the message itself. The JSON form is what `marketpipe dlq list --json` prints.
 type DeadLetter struct {
 	ID         uint64    `json:"id"`   // sequence in the dead-letter stream: what redrive --id takes
 	Time       time.Time `json:"time"` // when the record was stored
@@ -69,9 +68,9 @@ func newDeadLetter(m *Message, stageName, stream, reason string, now time.Time) 
 		MsgID: m.Header().Get(nats.MsgIdHdr), Header: hdr, Data: m.Data()}
 }
 
-// record returns what is published for d on its stage's dead-letter subject: its message id (one per stage and
-// original message, so a dead letter published again after a failed attempt is a duplicate)
-// and its headers. The original message id moves to HdrDLQMsgID so that the record is not
+// record returns what is published for d on its stage's dead-letter subject: its message id
+// (one per stage and original message, so a dead letter published again after a failed
+// attempt is a duplicate) and its headers. The original message id moves to HdrDLQMsgID so that the record is not
 // taken for a duplicate of the message.
 func (d DeadLetter) record() (msgID string, hdr nats.Header) {
 	hdr = nats.Header{}
