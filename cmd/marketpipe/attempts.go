@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/marketpipe/marketpipe/pkg/attempts"
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
@@ -19,9 +20,9 @@ import (
 const attemptsTimeout = 5 * time.Second
 
 // statusAttempts returns what the stages recorded of a job's failing deliveries (the stage
-// runtime's records in natsx.AttemptsBucket). When NATS cannot tell, it says so on note and
+// runtime's records in attempts.Bucket). When NATS cannot tell, it says so on note and
 // returns none: the rest of the status still stands.
-func statusAttempts(ctx context.Context, cfg config.Config, j *events.Job, note io.Writer) []natsx.Attempt {
+func statusAttempts(ctx context.Context, cfg config.Config, j *events.Job, note io.Writer) []attempts.Record {
 	if j.State == events.Loaded {
 		return nil
 	}
@@ -34,7 +35,7 @@ func statusAttempts(ctx context.Context, cfg config.Config, j *events.Job, note 
 	return as
 }
 
-func readAttempts(ctx context.Context, cfg config.Config, jobID string) ([]natsx.Attempt, error) {
+func readAttempts(ctx context.Context, cfg config.Config, jobID string) ([]attempts.Record, error) {
 	nc, err := natsx.Connect(cfg.NATS, "marketpipe-status", telemetry.Discard())
 	if err != nil {
 		return nil, err
@@ -44,18 +45,18 @@ func readAttempts(ctx context.Context, cfg config.Config, jobID string) ([]natsx
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return natsx.JobAttempts(ctx, js, jobID)
+	return attempts.OfJob(ctx, js, jobID)
 }
 
 // printAttempts shows, per stage, how a job's deliveries are failing and when the next try is.
-func printAttempts(w io.Writer, as []natsx.Attempt, now time.Time) {
+func printAttempts(w io.Writer, as []attempts.Record, now time.Time) {
 	for _, a := range as {
 		fmt.Fprintf(w, "%-12s %s\n", "failing", describeAttempt(&a, now))
 	}
 }
 
 // describeAttempt is one line about a stage's failing attempts at a job.
-func describeAttempt(a *natsx.Attempt, now time.Time) string {
+func describeAttempt(a *attempts.Record, now time.Time) string {
 	s := fmt.Sprintf("%s: %s after %d failed attempt(s), the last at %s: %s", a.Stage, "retrying", a.Attempts,
 		a.At.UTC().Format(time.RFC3339), a.Error)
 	if a.DeadLettered {
@@ -86,7 +87,7 @@ func (aw *attemptWatch) poll(ctx context.Context, w io.Writer) {
 	aw.next = now.Add(2 * time.Second)
 	ctx, cancel := context.WithTimeout(ctx, attemptsTimeout)
 	defer cancel()
-	as, err := natsx.JobAttempts(ctx, aw.js, aw.job)
+	as, err := attempts.OfJob(ctx, aw.js, aw.job)
 	if err != nil {
 		return // the next look-up may succeed; the wait goes on either way
 	}

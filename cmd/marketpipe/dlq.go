@@ -87,7 +87,11 @@ published once, however many records it had.`,
 			if asJSON {
 				p = &jsonPrinter{w: cmd.OutOrStdout()}
 			}
-			if err := stage.EachDeadLetter(cmd.Context(), stream, stageName, p.print); err != nil {
+			subject := "" // every stage's
+			if stageName != "" {
+				subject = events.DLQSubject(stageName)
+			}
+			if err := stage.EachDeadLetter(cmd.Context(), stream, subject, p.print); err != nil {
 				return err // what was printed is not closed: a reader sees it is cut short
 			}
 			return p.finish()

@@ -9,9 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/marketpipe/marketpipe/pkg/attempts"
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
-	"github.com/marketpipe/marketpipe/pkg/natsx"
 )
 
 func newStatusCmd(lookup config.Lookup) *cobra.Command {
@@ -65,16 +65,16 @@ latest job of that name. Times are UTC. Reads the jobs table in ClickHouse.`,
 			if err != nil {
 				return err
 			}
-			attempts := statusAttempts(ctx, cfg, &j, cmd.ErrOrStderr())
+			tried := statusAttempts(ctx, cfg, &j, cmd.ErrOrStderr())
 			if asJSON {
 				return writeJSON(out, struct {
 					jobJSON
-					Fields   any             `json:"fields"`
-					Attempts []natsx.Attempt `json:"attempts,omitempty"`
-				}{newJobJSON(j), fields, attempts})
+					Fields   any               `json:"fields"`
+					Attempts []attempts.Record `json:"attempts,omitempty"`
+				}{newJobJSON(j), fields, tried})
 			}
 			printJob(out, &j)
-			printAttempts(out, attempts, time.Now())
+			printAttempts(out, tried, time.Now())
 			if len(fields) > 0 {
 				if j.State == events.Loaded {
 					fmt.Fprintln(out, "\nloaded observations by field:")

@@ -38,7 +38,7 @@ func BenchmarkInsert(b *testing.B) {
 	}
 	var batches []chstore.Batch
 	for i := 0; i < len(all); i += perBatch {
-		batches = append(batches, chstore.Batch{JobID: "bench-job", Program: events.GetHistory, Version: 1, Obs: all[i:min(i+perBatch, len(all))]})
+		batches = append(batches, chstore.Batch{JobID: "bench-job", Program: events.GetHistory, Version: 1, Cols: obs.ColumnsOf(all[i:min(i+perBatch, len(all))])})
 	}
 	for _, w := range []struct {
 		name string
@@ -84,7 +84,7 @@ func BenchmarkObservations(b *testing.B) {
 	ctx := context.Background()
 	var batches []chstore.Batch
 	for i := range 250 {
-		batches = append(batches, chstore.Batch{JobID: "j", Version: 1, Obs: history(fmt.Sprintf("S%03d", i), 1000, float64(i))})
+		batches = append(batches, chstore.Batch{JobID: "j", Version: 1, Cols: obs.ColumnsOf(history(fmt.Sprintf("S%03d", i), 1000, float64(i)))})
 	}
 	if _, err := s.Insert(ctx, batches); err != nil {
 		b.Fatal(err)

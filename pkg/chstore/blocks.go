@@ -61,11 +61,7 @@ func (k *blockSink) add(ctx context.Context, b *Batch) error {
 	}
 	for i, n := 0, b.observations(); i < n; {
 		take := min(n-i, sortRows-k.rows.n)
-		if b.Cols != nil {
-			k.rows.addColumns(b, i, i+take)
-		} else {
-			k.rows.add(b, b.Obs[i:i+take])
-		}
+		k.rows.addColumns(b, i, i+take)
 		i += take
 		if k.rows.n == sortRows {
 			if err := k.flush(ctx); err != nil {
@@ -164,12 +160,11 @@ type batchConsts struct {
 	snapshotEnc      [4]byte // a DateTime
 }
 
-// freeObsRows keeps the buffers of the last INSERTs' rows for the next ones. Not a sync.Pool:
-// a pool drops what it holds at the second garbage collection after a Put, and the loader,
-// which collects several times between two INSERTs, grew the buffers (about 12 MB at
-// sortRows rows) anew for every INSERT: growing them was a tenth of its CPU on the pipeline
-// (runtime.growslice, in bench/cmd/mpbench's profiles). It keeps as many as two INSERTs at a
-// time need (the loader's and the direct leg's default); more are left to the collector.
+// freeObsRows keeps the buffers of the last INSERTs' rows (about 12 MB at sortRows rows) for
+// the next ones. Not a sync.Pool: a pool drops what it holds at the second garbage collection
+// after a Put, and the loader, which collects several times between two INSERTs, would grow
+// them anew for every INSERT. It keeps as many as two INSERTs at a time need (the loader's
+// default); more are left to the collector.
 var freeObsRows = make(chan *obsRows, 2)
 
 func getObsRows() *obsRows {
@@ -231,30 +226,6 @@ func (r *obsRows) newRun(bi int32, security, field string, date obs.Date) *run {
 	return &r.runs[len(r.runs)-1]
 }
 
-// add appends the rows os of batch b.
-func (r *obsRows) add(b *Batch, os []obs.Observation) {
-	bi, cur := r.lastRun(b)
-	var prevSec, prevField string
-	if cur != nil {
-		sec, field := r.key(cur)
-		prevSec, prevField = string(sec), string(field)
-	}
-	for i := range os {
-		o := &os[i]
-		if cur == nil || o.Security != prevSec || o.Field != prevField || o.Date <= cur.lastDate {
-			cur = r.newRun(bi, o.Security, o.Field, o.Date)
-			prevSec, prevField = o.Security, o.Field
-		}
-		cur.end++
-		cur.lastDate = o.Date
-		r.n++
-		r.date = binary.LittleEndian.AppendUint16(r.date, uint16(o.Date))
-		r.value(o.Kind, o.Num, o.Str)
-		r.flagAt = append(r.flagAt, uint32(len(r.flag)))
-		r.flag = chinsert.AppendString(r.flag, o.Flag)
-	}
-}
-
 // value appends a row's value: value_num (its null map entry and number), value_str and
 // value_kind.
 func (r *obsRows) value(k obs.Kind, num float64, str string) {
@@ -276,9 +247,9 @@ func (r *obsRows) value(k obs.Kind, num float64, str string) {
 	r.kind = append(r.kind, byte(k))
 }
 
-// addColumns appends the rows [lo, hi) of batch b, whose observations are b.Cols. It does
-// what add does, column by column, comparing the dictionary indexes of the rows' securities
-// and fields rather than their strings.
+// addColumns appends the rows [lo, hi) of batch b's columns. It compares the dictionary
+// indexes of the rows' securities and fields, not their strings (blocks_test.go's add does
+// the same from rows, the reference it is tested against).
 func (r *obsRows) addColumns(b *Batch, lo, hi int) {
 	c := b.Cols
 	bi, cur := r.lastRun(b)

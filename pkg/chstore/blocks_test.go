@@ -15,6 +15,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
+	"github.com/marketpipe/marketpipe/pkg/chinsert"
 	"github.com/marketpipe/marketpipe/pkg/chtest"
 	"github.com/marketpipe/marketpipe/pkg/obs"
 	"github.com/marketpipe/marketpipe/pkg/rowcodec"
@@ -79,13 +80,52 @@ func expect(b *Batch, o obs.Observation) sent {
 	return s
 }
 
+// rowBatch is a Batch with its observations as rows too, which the tests build and compare
+// with.
+type rowBatch struct {
+	Batch
+	Obs []obs.Observation
+}
+
+// withCols returns the Batch of b's rows, their columns made by obs.ColumnsOf.
+func (b rowBatch) withCols() Batch {
+	c := b.Batch
+	c.Cols = obs.ColumnsOf(b.Obs)
+	return c
+}
+
+// add appends the rows os of batch b: the reference, from rows, that addColumns is tested
+// against.
+func (r *obsRows) add(b *Batch, os []obs.Observation) {
+	bi, cur := r.lastRun(b)
+	var prevSec, prevField string
+	if cur != nil {
+		sec, field := r.key(cur)
+		prevSec, prevField = string(sec), string(field)
+	}
+	for i := range os {
+		o := &os[i]
+		if cur == nil || o.Security != prevSec || o.Field != prevField || o.Date <= cur.lastDate {
+			cur = r.newRun(bi, o.Security, o.Field, o.Date)
+			prevSec, prevField = o.Security, o.Field
+		}
+		cur.end++
+		cur.lastDate = o.Date
+		r.n++
+		r.date = binary.LittleEndian.AppendUint16(r.date, uint16(o.Date))
+		r.value(o.Kind, o.Num, o.Str)
+		r.flagAt = append(r.flagAt, uint32(len(r.flag)))
+		r.flag = chinsert.AppendString(r.flag, o.Flag)
+	}
+}
+
 // keyOrderBatches are two jobs' batches: securities and fields in request order, not the
 // key's; a string value, a null with a marker.
-func keyOrderBatches() []Batch {
+func keyOrderBatches() []rowBatch {
 	d := obs.MakeDate(2025, 3, 3)
-	var batches []Batch
+	var batches []rowBatch
 	for j, job := range []string{"job-b", "job-a"} {
-		b := Batch{JobID: job, Program: "gethistory", Version: uint64(10 + j)}
+		b := rowBatch{Batch: Batch{JobID: job, Program: "gethistory", Version: uint64(10 + j)}}
 		if j == 1 {
 			b.Program, b.SnapshotAt = "getdata", 1765988350 // a snapshot's time travels as a constant column
 		}
@@ -119,10 +159,10 @@ func TestObsRowsKeyOrder(t *testing.T) {
 	for i := range batches {
 		b := &batches[i]
 		// In two pieces, as a block boundary would cut it.
-		r.add(b, b.Obs[:7])
-		r.add(b, b.Obs[7:])
+		r.add(&b.Batch, b.Obs[:7])
+		r.add(&b.Batch, b.Obs[7:])
 		for _, o := range b.Obs {
-			want = append(want, expect(b, o))
+			want = append(want, expect(&b.Batch, o))
 		}
 	}
 	if len(r.runs) != 2*9 {
@@ -157,11 +197,11 @@ func TestObsRowsKeyOrder(t *testing.T) {
 
 	// Rows that make no runs stay in the order they came.
 	r.reset()
-	b := Batch{JobID: "j", Program: "getdata", Version: 1}
+	b := rowBatch{Batch: Batch{JobID: "j", Program: "getdata", Version: 1}}
 	for i := range 20 {
 		b.Obs = append(b.Obs, obs.Observation{Security: fmt.Sprintf("S%02d", 20-i), Field: "F", Date: d, Kind: obs.Null})
 	}
-	r.add(&b, b.Obs)
+	r.add(&b.Batch, b.Obs)
 	r.sortRuns()
 	got = got[:0]
 	for blk := range r.blocks(blockRows) {
@@ -194,7 +234,7 @@ func TestInsertSendsKeyOrder(t *testing.T) {
 	}
 	defer conn.Close()
 	// 300 securities in reverse order, fields out of order, 100 dates over three years.
-	var b Batch
+	var b rowBatch
 	b.JobID, b.Program, b.Version = "sorted", "gethistory", 1
 	for i := range 300 {
 		for _, f := range []string{"PX_LAST", "PX_BID", "CUR_MKT_CAP"} {
@@ -205,7 +245,7 @@ func TestInsertSendsKeyOrder(t *testing.T) {
 		}
 	}
 	before := writerEvents(t, conn)
-	if n, err := s.Insert(ctx, []Batch{b}); err != nil || n != len(b.Obs) {
+	if n, err := s.Insert(ctx, []Batch{b.withCols()}); err != nil || n != len(b.Obs) {
 		t.Fatalf("Insert = %d, %v", n, err)
 	}
 	after := writerEvents(t, conn)
@@ -240,7 +280,7 @@ func writerEvents(t *testing.T, conn clickhouse.Conn) map[string]uint64 {
 
 // columnar returns b with its observations as rowcodec's DecodeColumns gives them, as the
 // loader decodes them.
-func columnar(t *testing.T, b Batch) Batch {
+func columnar(t *testing.T, b rowBatch) Batch {
 	t.Helper()
 	data, err := rowcodec.Encode(nil, &rowcodec.Batch{JobID: b.JobID, Program: b.Program, Version: b.Version, Obs: b.Obs})
 	if err != nil {
@@ -250,14 +290,15 @@ func columnar(t *testing.T, b Batch) Batch {
 	if err := rowcodec.DecodeColumns(data, &cb); err != nil {
 		t.Fatal(err)
 	}
-	b.Obs, b.Cols = nil, &cb.Cols
-	return b
+	c := b.Batch
+	c.Cols = &cb.Cols
+	return c
 }
 
 // Columns (the loader's batches) make the same rows and runs as observations do.
 func TestObsRowsColumns(t *testing.T) {
 	d := obs.MakeDate(2025, 3, 3)
-	var batches []Batch
+	var batches []rowBatch
 	for _, b := range keyOrderBatches() {
 		// Each job's rows in two messages, the second continuing the first one's last run,
 		// with dictionaries in another order.
@@ -266,7 +307,7 @@ func TestObsRowsColumns(t *testing.T) {
 		first.Obs, second.Obs = b.Obs[:cut], b.Obs[cut:]
 		batches = append(batches, first, second)
 	}
-	short := Batch{JobID: "j", Program: "getdata", Version: 1}
+	short := rowBatch{Batch: Batch{JobID: "j", Program: "getdata", Version: 1}}
 	for i := range 20 {
 		short.Obs = append(short.Obs, obs.Observation{Security: fmt.Sprintf("S%02d", 20-i), Field: "F", Date: d,
 			Kind: obs.Null, Flag: []string{"", "N.A.", "N.S."}[i%3]})
@@ -279,7 +320,7 @@ func TestObsRowsColumns(t *testing.T) {
 		// In pieces, as sortRows would cut them.
 		for lo := 0; lo < len(b.Obs); lo += 13 {
 			hi := min(lo+13, len(b.Obs))
-			rows.add(&b, b.Obs[lo:hi])
+			rows.add(&b.Batch, b.Obs[lo:hi])
 			cols.addColumns(&c, lo, hi)
 		}
 	}

@@ -23,7 +23,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	batch := chstore.Batch{JobID: "eod-prices-20260102", Program: "gethistory", Version: 1,
-		Obs:     []obs.Observation{{Security: "IBM US Equity", Field: "PX_LAST", Date: obs.MakeDate(2026, 1, 2), Kind: obs.Number, Num: 291.5}},
+		Cols:    obs.ColumnsOf([]obs.Observation{{Security: "IBM US Equity", Field: "PX_LAST", Date: obs.MakeDate(2026, 1, 2), Kind: obs.Number, Num: 291.5}}),
 		Rejects: []obs.Reject{{Line: 17, Raw: "IBM US Equity|x", Reason: "too few fields"}}}
 	for range 2 { // a redelivery
 		if _, err := s.Insert(ctx, []chstore.Batch{batch}); err != nil {

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/marketpipe/marketpipe/pkg/obs"
@@ -26,19 +25,18 @@ type Batch struct {
 	// the key, so that two snapshots of one day, or a snapshot and a history row, are kept
 	// apart.
 	SnapshotAt int64
-	Obs        []obs.Observation
-	// Cols, when not nil, holds the batch's observations column by column instead of Obs (which
-	// is then ignored): what the loader decodes row batches into.
+	// Cols holds the batch's observations column by column (nil: none), as the loader decodes
+	// row batches (rowcodec.DecodeColumns); a program with rows makes them with obs.ColumnsOf.
 	Cols    *obs.Columns
 	Rejects []obs.Reject
 }
 
 // observations returns the number of b's observations.
 func (b *Batch) observations() int {
-	if b.Cols != nil {
-		return b.Cols.Len()
+	if b.Cols == nil {
+		return 0
 	}
-	return len(b.Obs)
+	return b.Cols.Len()
 }
 
 // ErrDateOutOfRange is returned (wrapped) by Insert for an observation whose date ClickHouse's
@@ -127,12 +125,6 @@ func CheckDates(b *Batch) error {
 				return dateError(b, c.Row(i))
 			}
 		}
-		return nil
-	}
-	for i := range b.Obs {
-		if o := &b.Obs[i]; o.Date < 0 || o.Date > maxDate {
-			return dateError(b, *o)
-		}
 	}
 	return nil
 }
@@ -198,22 +190,20 @@ type driverSink struct {
 	now   time.Time
 	batch driver.Batch
 	cols  *obsColumns
-	rows  []obs.Observation // a columnar batch's rows
+	rows  []obs.Observation // a batch's rows
 	sent  int               // rows handed to the driver
 	done  bool
 }
 
 func (d *driverSink) add(ctx context.Context, b *Batch) error {
-	os := b.Obs
-	if c := b.Cols; c != nil {
-		// The driver takes a slice per column: build the rows (this writer is the way back,
-		// not the fast one).
-		d.rows = d.rows[:0]
-		for i := range c.Len() {
-			d.rows = append(d.rows, c.Row(i))
-		}
-		os = d.rows
+	// The driver takes a slice per column: build the rows (this writer is the way back, not
+	// the fast one).
+	c := b.Cols
+	d.rows = d.rows[:0]
+	for i := range c.Len() {
+		d.rows = append(d.rows, c.Row(i))
 	}
+	os := d.rows
 	for len(os) > 0 {
 		if d.cols == nil {
 			d.cols = obsColumnsPool.Get().(*obsColumns)
@@ -384,17 +374,10 @@ func (s *Store) insertRejects(ctx context.Context, r *rejectColumns, now time.Ti
 }
 
 // blockRows is how many rows go to the server in one block of an INSERT. The server squashes
-// an INSERT's blocks into blocks of about a million rows before it writes parts (the
-// MergeTreeDataWriterBlocks counter of bench/cmd/mpbench's legs shows one part per partition
-// (year) per 500,000-row INSERT), so the block size sets the client's memory, not the parts. For the
-// driver, whose column buffers keep their capacity from one block to the next, it bounds
-// them (for one block of a million rows they take about 1 GB). Measured with the loader and
-// memory legs of bench/cmd/mpbench through the driver (two INSERTs at once, gctrace):
-// 100,000-row blocks kept up to 140 to 170 MB live in the loader (peak RSS 233 MB on the 300 MB
-// file, 259 MB on the 1 GB one, over its 200 MiB soft limit); 50,000 up to 110 to 120 MB (220
-// MB on the 300 MB file) at the same or a better insert rate; 25,000 up to 80 MB (176 MB) but
-// with more ClickHouse CPU per row. chinsert's blocks are a fraction of that (one buffer of
-// about 90 bytes a row, compressed as it is sent).
+// an INSERT's blocks into blocks of about a million rows before it writes parts, so the block
+// size sets the client's memory, not the parts: above all the driver's column buffers, which
+// keep their capacity from one block to the next. Smaller blocks cost ClickHouse more CPU per
+// row (docs/performance.md has the figures of each size).
 const blockRows = 50_000
 
 // sendColumns runs one INSERT of whole columns, sent in blocks of blockRows. The column list
@@ -459,57 +442,6 @@ func slice(col any, lo, hi int) any {
 		return c[lo:hi]
 	}
 	panic(fmt.Sprintf("chstore: column of type %T", col))
-}
-
-// Observations calls fn for each stored observation of every run, committed or not (one per
-// key and run, under FINAL), in key order: all of them, or only those loaded by jobID. What
-// readers see is Query's. An error from fn stops the scan and is returned as is.
-func (s *Store) Observations(ctx context.Context, jobID string, fn func(o obs.Observation, program, jobID string, version uint64) error) error {
-	query := "SELECT security, field, date, value_num, value_str, value_kind, flag, program, job_id, version FROM " +
-		s.table("observations") + " FINAL"
-	var args []any
-	if jobID != "" {
-		query += " WHERE job_id = ?"
-		args = append(args, jobID)
-	}
-	query += " ORDER BY security, field, date"
-	// A condition on a non-key column must filter after FINAL has chosen the winning rows. In
-	// PREWHERE it filters before (seen on 18.16: a superseded row of the job comes back), and
-	// some servers' optimizer moves WHERE conditions there on its own; this integer setting
-	// stops it, on old and new servers alike.
-	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"optimize_move_to_prewhere": 0}))
-	rows, err := s.conn.Query(ctx, query, args...)
-	if err != nil {
-		return fmt.Errorf("read observations: %w", err)
-	}
-	defer rows.Close()
-	var (
-		o        obs.Observation
-		date     time.Time
-		num      *float64
-		kind     uint8
-		program  string
-		rowJobID string
-		version  uint64
-	)
-	for rows.Next() {
-		if err := rows.Scan(&o.Security, &o.Field, &date, &num, &o.Str, &kind, &o.Flag, &program, &rowJobID, &version); err != nil {
-			return fmt.Errorf("read observations: %w", err)
-		}
-		o.Date = obs.DateOf(date)
-		o.Kind = obs.Kind(kind)
-		o.Num = 0
-		if num != nil {
-			o.Num = *num
-		}
-		if err := fn(o, program, rowJobID, version); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read observations: %w", err)
-	}
-	return nil
 }
 
 // CountObservations counts the rows of the observations table, every run's: as stored (final

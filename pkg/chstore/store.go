@@ -3,12 +3,14 @@
 // reads behind `marketpipe status` and the tests.
 //
 // It speaks only the native protocol and only what works both on Debian's ClickHouse 18.16
-// (the development and test server) and on current ClickHouse (production). Observations go
-// through pkg/chinsert, which sends blocks serialized straight from the rows (or, with
-// Config.DriverInserts, through clickhouse-go); everything else through clickhouse-go v2:
-// INSERTs are prepared batches that name their columns (an INSERT without a column list gives
-// 18.16 a batch of no columns, and Exec of INSERT ... VALUES hangs), no string-valued settings
-// (the client fails on them against 18.16), no LowCardinality, no DateTime64, no HTTP.
+// (the development and test server) and on current ClickHouse (production). INSERTs go two
+// ways, each needed: observations, nearly all the rows, through pkg/chinsert, which serializes
+// blocks straight from the columns at a third of the driver's client CPU; everything else (the
+// rejects, jobs, commits and migrations: few rows) through clickhouse-go v2's prepared batches,
+// as do the observations under Config.DriverInserts, the way back for a server chinsert cannot
+// talk to. Prepared batches name their columns (an INSERT without a column list gives 18.16 a
+// batch of no columns, and Exec of INSERT ... VALUES hangs); no string-valued settings (the
+// client fails on them against 18.16), no LowCardinality, no DateTime64, no HTTP.
 //
 // Idempotence and atomicity come from the tables: observations keeps every run's rows, keyed by
 // (security, field, date, program, snapshot_at, version), so a redelivered batch adds rows that

@@ -48,12 +48,12 @@ func migrated(t testing.TB, driver ...bool) *chstore.Store {
 }
 
 // writer is a way of writing observations: through clickhouse-go's batches
-// (Config.DriverInserts) or pkg/chinsert's blocks (the default), from batches of
-// observations or of columns (Batch.Cols, as the loader writes).
+// (Config.DriverInserts) or pkg/chinsert's blocks (the default), from columns made of rows
+// (obs.ColumnsOf) or decoded from row batches (as the loader writes).
 type writer struct{ driver, columns bool }
 
-// eachWriter runs test once with each writer of observation INSERTs, from observations and
-// from columns.
+// eachWriter runs test once with each writer of observation INSERTs, from columns made of
+// rows and from decoded ones.
 func eachWriter(t *testing.T, test func(t *testing.T, w writer)) {
 	for _, w := range []writer{{false, false}, {false, true}, {true, false}, {true, true}} {
 		name := map[bool]string{false: "blocks", true: "driver"}[w.driver] + map[bool]string{false: "", true: "-columns"}[w.columns]
@@ -72,16 +72,24 @@ func (w writer) batches(t *testing.T, bs []chstore.Batch) []chstore.Batch {
 	for i, b := range bs {
 		var cb rowcodec.ColumnBatch
 		decodeColumns(t, b, &cb)
-		b.Obs, b.Cols = nil, &cb.Cols
+		b.Cols = &cb.Cols
 		out[i] = b
 	}
 	return out
 }
 
+// rows returns b's observations as rows.
+func rows(b chstore.Batch) []obs.Observation {
+	if b.Cols == nil {
+		return nil
+	}
+	return b.Cols.Rows()
+}
+
 // decodeColumns encodes b as a row batch and decodes its columns into cb.
 func decodeColumns(t testing.TB, b chstore.Batch, cb *rowcodec.ColumnBatch) {
 	t.Helper()
-	data, err := rowcodec.Encode(nil, &rowcodec.Batch{JobID: b.JobID, Program: b.Program, Version: b.Version, Obs: b.Obs, Rejects: b.Rejects})
+	data, err := rowcodec.Encode(nil, &rowcodec.Batch{JobID: b.JobID, Program: b.Program, Version: b.Version, Obs: rows(b), Rejects: b.Rejects})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,8 +230,8 @@ func testInsertRoundTrip(t *testing.T, w writer) {
 	// Two batches of two jobs in one call.
 	half := len(all) / 2
 	n, err := s.Insert(ctx, w.batches(t, []chstore.Batch{
-		{JobID: "job-a", Program: events.GetHistory, Version: 7, Obs: all[:half]},
-		{JobID: "job-b", Program: events.GetData, Version: 8, Obs: all[half:]},
+		{JobID: "job-a", Program: events.GetHistory, Version: 7, Cols: obs.ColumnsOf(all[:half])},
+		{JobID: "job-b", Program: events.GetData, Version: 8, Cols: obs.ColumnsOf(all[half:])},
 	}))
 	if err != nil || n != len(all) {
 		t.Fatalf("Insert = %d, %v; want %d", n, err, len(all))
@@ -296,10 +304,10 @@ func TestInsertDateOutOfRange(t *testing.T) {
 	s := migrated(t)
 	ctx := context.Background()
 	for _, d := range []obs.Date{obs.MakeDate(1969, 12, 31), obs.MakeDate(2149, 6, 7)} {
-		_, err := s.Insert(ctx, []chstore.Batch{{JobID: "j", Version: 1, Obs: []obs.Observation{
+		_, err := s.Insert(ctx, []chstore.Batch{{JobID: "j", Version: 1, Cols: obs.ColumnsOf([]obs.Observation{
 			{Security: "A", Field: "F", Date: d1, Kind: obs.Number, Num: 1},
 			{Security: "A", Field: "F", Date: d, Kind: obs.Number, Num: 1},
-		}}})
+		})}})
 		if !errors.Is(err, chstore.ErrDateOutOfRange) {
 			t.Errorf("Insert of %s = %v, want ErrDateOutOfRange", d, err)
 		}
@@ -364,7 +372,7 @@ func TestCurrentSeesCommittedRuns(t *testing.T) {
 	s := migrated(t)
 	insert := func(job string, version uint64, base float64) {
 		t.Helper()
-		b := chstore.Batch{JobID: job, Program: "gethistory", Version: version, Obs: history("S", n, base)}
+		b := chstore.Batch{JobID: job, Program: "gethistory", Version: version, Cols: obs.ColumnsOf(history("S", n, base))}
 		if _, err := s.Insert(ctx, []chstore.Batch{b}); err != nil {
 			t.Fatal(err)
 		}
@@ -392,7 +400,7 @@ func TestCurrentSeesCommittedRuns(t *testing.T) {
 	check("run a committed, its batch inserted twice", time.Time{}, runRows("S", n, 100, "a"))
 
 	// Run b (a higher version) fails halfway: some rows inserted, never committed.
-	b := chstore.Batch{JobID: "b", Program: "gethistory", Version: 2, Obs: history("S", n/2, 200)}
+	b := chstore.Batch{JobID: "b", Program: "gethistory", Version: 2, Cols: obs.ColumnsOf(history("S", n/2, 200))}
 	if _, err := s.Insert(ctx, []chstore.Batch{b}); err != nil {
 		t.Fatal(err)
 	}
@@ -443,9 +451,9 @@ func TestSnapshotsKeepTheirTime(t *testing.T) {
 		return []obs.Observation{{Security: "IBM US Equity", Field: "PX_LAST", Date: d, Kind: obs.Number, Num: v}}
 	}
 	runs := []chstore.Batch{
-		{JobID: "hist", Program: "gethistory", Version: 1, Obs: px(1)},
-		{JobID: "snap-am", Program: "getdata", Version: 2, SnapshotAt: morning.Unix(), Obs: px(2)},
-		{JobID: "snap-pm", Program: "getdata", Version: 3, SnapshotAt: evening.Unix(), Obs: px(3)},
+		{JobID: "hist", Program: "gethistory", Version: 1, Cols: obs.ColumnsOf(px(1))},
+		{JobID: "snap-am", Program: "getdata", Version: 2, SnapshotAt: morning.Unix(), Cols: obs.ColumnsOf(px(2))},
+		{JobID: "snap-pm", Program: "getdata", Version: 3, SnapshotAt: evening.Unix(), Cols: obs.ColumnsOf(px(3))},
 	}
 	for _, b := range runs {
 		if _, err := s.Insert(ctx, []chstore.Batch{b}); err != nil {
@@ -470,7 +478,7 @@ func TestQueryFilter(t *testing.T) {
 	ctx := context.Background()
 	s := migrated(t)
 	b := chstore.Batch{JobID: "j", Program: "gethistory", Version: 1,
-		Obs: append(append(history("A", 10, 1), history("B", 10, 2)...), obs.Observation{Security: "A", Field: "PX_VOLUME", Date: d1, Kind: obs.Number, Num: 5})}
+		Cols: obs.ColumnsOf(append(append(history("A", 10, 1), history("B", 10, 2)...), obs.Observation{Security: "A", Field: "PX_VOLUME", Date: d1, Kind: obs.Number, Num: 5}))}
 	if _, err := s.Insert(ctx, []chstore.Batch{b}); err != nil {
 		t.Fatal(err)
 	}
@@ -601,7 +609,7 @@ func TestRejects(t *testing.T) {
 		{Line: 40, Raw: "ünïcödé|\t|", Reason: "bad date \"x\""},
 	}
 	batch := chstore.Batch{JobID: "job-r", Version: 1, Rejects: rejects,
-		Obs: []obs.Observation{{Security: "A", Field: "F", Date: d1, Kind: obs.Null}}}
+		Cols: obs.ColumnsOf([]obs.Observation{{Security: "A", Field: "F", Date: d1, Kind: obs.Null}})}
 	for range 2 { // a redelivery
 		if _, err := s.Insert(ctx, []chstore.Batch{batch, {JobID: "other", Rejects: rejects[:1]}}); err != nil {
 			t.Fatal(err)
@@ -691,7 +699,7 @@ func TestServerDown(t *testing.T) {
 		if err := s.Migrate(ctx); err != nil {
 			t.Fatal(err)
 		}
-		batch := []chstore.Batch{{JobID: "j", Version: 1, Obs: history("S", 10, 1)}}
+		batch := []chstore.Batch{{JobID: "j", Version: 1, Cols: obs.ColumnsOf(history("S", 10, 1))}}
 		if _, err := s.Insert(ctx, batch); err != nil {
 			t.Fatal(err)
 		}
@@ -758,7 +766,7 @@ func TestServerTimezone(t *testing.T) {
 				{Security: "A", Field: "F", Date: d1, Kind: obs.Number, Num: 2},
 				{Security: "A", Field: "F", Date: dMax, Kind: obs.Number, Num: 3},
 			}
-			if _, err := s.Insert(ctx, []chstore.Batch{{JobID: "j", Version: 1, Obs: want}}); err != nil {
+			if _, err := s.Insert(ctx, []chstore.Batch{{JobID: "j", Version: 1, Cols: obs.ColumnsOf(want)}}); err != nil {
 				t.Fatal(err)
 			}
 			var got []obs.Observation
@@ -791,9 +799,11 @@ func testInsertManyBlocks(t *testing.T, w writer) {
 	s := migrated(t, w.driver)
 	ctx := context.Background()
 	var batches []chstore.Batch
+	var want [][]obs.Observation
 	const secs, days = 250, 1000 // 250,000 rows
 	for i := range secs {
-		batches = append(batches, chstore.Batch{JobID: "big", Version: 1, Obs: history(fmt.Sprintf("S%03d", i), days, float64(i))})
+		want = append(want, history(fmt.Sprintf("S%03d", i), days, float64(i)))
+		batches = append(batches, chstore.Batch{JobID: "big", Version: 1, Cols: obs.ColumnsOf(want[i])})
 	}
 	n, err := s.Insert(ctx, w.batches(t, batches))
 	if err != nil || n != secs*days {
@@ -801,7 +811,7 @@ func testInsertManyBlocks(t *testing.T, w writer) {
 	}
 	var count int
 	err = s.Observations(ctx, "big", func(o obs.Observation, _, _ string, _ uint64) error {
-		if w := batches[count/days].Obs[count%days]; !o.Equal(&w) {
+		if w := want[count/days][count%days]; !o.Equal(&w) {
 			return fmt.Errorf("row %d = %+v, want %+v", count, o, w)
 		}
 		count++
@@ -820,6 +830,7 @@ type reusingSource struct {
 	batches []chstore.Batch
 	columns bool
 	cur     chstore.Batch
+	own     obs.Columns // cur's columns, without columns
 	cb      rowcodec.ColumnBatch
 	i       int
 }
@@ -836,7 +847,15 @@ func (r *reusingSource) Next() *chstore.Batch {
 		r.cur.Cols, r.cur.Rejects = &r.cb.Cols, r.cb.Rejects
 		return &r.cur
 	}
-	r.cur.Obs = append(r.cur.Obs[:0], b.Obs...)
+	r.cur.Cols = nil
+	if c := b.Cols; c != nil {
+		o := &r.own
+		o.Securities, o.Fields, o.Flags = append(o.Securities[:0], c.Securities...), append(o.Fields[:0], c.Fields...), append(o.Flags[:0], c.Flags...)
+		o.Security, o.Field, o.Flag = append(o.Security[:0], c.Security...), append(o.Field[:0], c.Field...), append(o.Flag[:0], c.Flag...)
+		o.Date, o.Kind = append(o.Date[:0], c.Date...), append(o.Kind[:0], c.Kind...)
+		o.Num, o.Str = append(o.Num[:0], c.Num...), append(o.Str[:0], c.Str...)
+		r.cur.Cols = o
+	}
 	r.cur.Rejects = append(r.cur.Rejects[:0], b.Rejects...)
 	return &r.cur
 }
@@ -856,12 +875,12 @@ func testInsertFromReusedBatch(t *testing.T, w writer) {
 	ctx := context.Background()
 	// Batches that straddle blocks, one of rejects only, one empty.
 	batches := []chstore.Batch{
-		{JobID: "src", Program: "gethistory", Version: 1, Obs: manyHistories("A", 280, 250)},
+		{JobID: "src", Program: "gethistory", Version: 1, Cols: obs.ColumnsOf(manyHistories("A", 280, 250))},
 		{JobID: "src", Program: "gethistory", Version: 1, Rejects: []obs.Reject{{Line: 7, Raw: "x", Reason: "bad"}}},
-		{JobID: "src", Program: "gethistory", Version: 1, Obs: manyHistories("B", 240, 250),
+		{JobID: "src", Program: "gethistory", Version: 1, Cols: obs.ColumnsOf(manyHistories("B", 240, 250)),
 			Rejects: []obs.Reject{{Line: 9, Raw: "y", Reason: "worse"}}},
 		{JobID: "src", Program: "gethistory", Version: 1},
-		{JobID: "src", Program: "gethistory", Version: 1, Obs: history("C", 10, 3)},
+		{JobID: "src", Program: "gethistory", Version: 1, Cols: obs.ColumnsOf(history("C", 10, 3))},
 	}
 	n, err := s.InsertFrom(ctx, &reusingSource{t: t, batches: batches, columns: w.columns})
 	if err != nil || n != 130_010 {
@@ -869,7 +888,7 @@ func testInsertFromReusedBatch(t *testing.T, w writer) {
 	}
 	var want []obs.Observation
 	for _, b := range batches {
-		want = append(want, b.Obs...)
+		want = append(want, rows(b)...)
 	}
 	count := 0
 	err = s.Observations(ctx, "src", func(o obs.Observation, program, _ string, _ uint64) error {
@@ -894,7 +913,7 @@ func testInsertFromReusedBatch(t *testing.T, w writer) {
 	}
 
 	// A date out of range ends the insert with ErrDateOutOfRange.
-	bad := []chstore.Batch{{JobID: "bad", Version: 1, Obs: []obs.Observation{{Security: "A", Field: "F", Date: -1}}}}
+	bad := []chstore.Batch{{JobID: "bad", Version: 1, Cols: obs.ColumnsOf([]obs.Observation{{Security: "A", Field: "F", Date: -1}})}}
 	if _, err := s.InsertFrom(ctx, &reusingSource{t: t, batches: bad, columns: w.columns}); !errors.Is(err, chstore.ErrDateOutOfRange) {
 		t.Errorf("InsertFrom(bad date) = %v, want ErrDateOutOfRange", err)
 	}

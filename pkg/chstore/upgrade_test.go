@@ -11,6 +11,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/chstore"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/chtest"
+	"github.com/marketpipe/marketpipe/pkg/obs"
 )
 
 // schema1 is the first release's DDL, as it created databases.
@@ -136,7 +137,7 @@ func TestUpgradeFromSchema1(t *testing.T) {
 		t.Errorf("schema version %d, %v", v, err)
 	}
 	// New runs load and commit as usual on the upgraded tables.
-	b := chstore.Batch{JobID: "run3", Program: "gethistory", Version: 3, Obs: history("T", 40, 900)}
+	b := chstore.Batch{JobID: "run3", Program: "gethistory", Version: 3, Cols: obs.ColumnsOf(history("T", 40, 900))}
 	if _, err := s.Insert(ctx, []chstore.Batch{b}); err != nil {
 		t.Fatal(err)
 	}

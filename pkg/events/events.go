@@ -129,6 +129,26 @@ func JobIDOfSubject(subject string) (id string, ok bool) {
 	return "", false
 }
 
+// Subjects is the pipeline's subject naming as the stage runtime is given it
+// (stage.Options.Subjects), which knows no subject of its own.
+type Subjects struct{}
+
+// JobID returns the job a subject names (JobIDOfSubject), or "" for a subject that names none.
+// An id that ValidJobID refuses comes back with its error.
+func (Subjects) JobID(subject string) (string, error) {
+	id, ok := JobIDOfSubject(subject)
+	if !ok {
+		return "", nil
+	}
+	return id, ValidJobID(id)
+}
+
+// Kind is SubjectKind.
+func (Subjects) Kind(subject string) string { return SubjectKind(subject) }
+
+// DeadLetter is DLQSubject.
+func (Subjects) DeadLetter(stage string) string { return DLQSubject(stage) }
+
 // SubjectKind names what a subject carries without its job id, for span names of bounded
 // cardinality: "requested", "rows", "chunk", "dlq.loader".
 func SubjectKind(subject string) string {
@@ -364,6 +384,15 @@ func (j Job) Fail(reason string, now time.Time) Job {
 	j = j.Advance(Failed, now)
 	j.Error = reason
 	return j
+}
+
+// Route returns where j is published as the event named by j.State, and its Nats-Msg-Id
+// (MsgID); with Encode it makes *Job a stage.Event. A job whose id is not valid is refused.
+func (j *Job) Route() (subject, msgID string, err error) {
+	if err := ValidJobID(j.ID); err != nil {
+		return "", "", fmt.Errorf("publish job event %s: %w", j.State, err)
+	}
+	return JobSubject(j.ID, j.State), j.MsgID(j.State), nil
 }
 
 // Encode returns the event payload.

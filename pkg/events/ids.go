@@ -1,16 +1,20 @@
 package events
 
-import (
-	"errors"
-	"fmt"
-)
+import "fmt"
 
 // MaxJobIDLen bounds a job id: it is a token of every subject and key of its job, and
 // jobspec.NewJobID's ids are at most 85 bytes.
 const MaxJobIDLen = 128
 
-// ErrInvalidJobID is wrapped by ValidJobID's errors; the stage runtime treats it as permanent.
-var ErrInvalidJobID = errors.New("invalid job id")
+// ErrInvalidJobID is wrapped by ValidJobID's errors. It says it is permanent (a Permanent
+// method), which the stage runtime honours without knowing this package: no retry can make an
+// id valid.
+var ErrInvalidJobID error = invalidJobID{}
+
+type invalidJobID struct{}
+
+func (invalidJobID) Error() string   { return "invalid job id" }
+func (invalidJobID) Permanent() bool { return true }
 
 // ValidJobID reports whether id can name a job: one NATS subject token that is also a key-value
 // key and an object name prefix, so only ASCII letters, digits, '-' and '_', 1 to MaxJobIDLen

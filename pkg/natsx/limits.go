@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/marketpipe/marketpipe/pkg/attempts"
 	"github.com/marketpipe/marketpipe/pkg/events"
 )
 
@@ -26,7 +27,7 @@ var Budget = []Share{
 	{Stream: objectStream(events.SpecsBucket), Percent: 4},
 	{Stream: kvStream(events.LedgerBucket), Percent: 5},
 	{Stream: kvStream(events.ChunksBucket), Percent: 4},
-	{Stream: kvStream(AttemptsBucket), Percent: 4},
+	{Stream: kvStream(attempts.Bucket), Percent: 4},
 	{Stream: events.SchedulesStream, Percent: 4},
 	{Stream: kvStream(events.SchedulesBucket), Percent: 4},
 	{Stream: kvStream(events.SubmitsBucket), Percent: 4},

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/marketpipe/marketpipe/pkg/attempts"
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
@@ -21,7 +22,7 @@ import (
 
 // allStreams are the streams Setup declares, the object store's and the buckets' included.
 var allStreams = []string{events.JobsStream, events.RowsStream, events.DLQStream, events.ChunksStream,
-	"OBJ_" + events.RawBucket, "OBJ_" + events.SpecsBucket, "KV_" + events.LedgerBucket, "KV_" + events.ChunksBucket, "KV_" + natsx.AttemptsBucket,
+	"OBJ_" + events.RawBucket, "OBJ_" + events.SpecsBucket, "KV_" + events.LedgerBucket, "KV_" + events.ChunksBucket, "KV_" + attempts.Bucket,
 	events.SchedulesStream, "KV_" + events.SchedulesBucket, "KV_" + events.SubmitsBucket, "KV_" + events.EndsBucket}
 
 func TestBudgetSharesEverythingOnce(t *testing.T) {

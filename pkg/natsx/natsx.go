@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/marketpipe/marketpipe/pkg/attempts"
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
 )
@@ -243,8 +244,8 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 	if err != nil {
 		return nil, err
 	}
-	// The stage runtime binds it (DeclareAttempts); declared here with its share and replicas.
-	if _, err := kv(AttemptsBucket, "failing deliveries per job and stage", AttemptsTTL); err != nil {
+	// The stage runtime binds it (attempts.Declare); declared here with its share and replicas.
+	if _, err := kv(attempts.Bucket, "failing deliveries per job and stage", attempts.TTL); err != nil {
 		return nil, err
 	}
 	schedules, err := kv(events.SchedulesBucket, "schedules: each one's job file and state", 0)

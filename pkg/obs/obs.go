@@ -134,6 +134,52 @@ func (c *Columns) Row(i int) Observation {
 		Kind: c.Kind[i], Num: c.Num[i], Str: c.Str[i], Flag: c.Flags[c.Flag[i]]}
 }
 
+// ColumnsOf returns os column by column, each distinct security, field and flag listed once,
+// in the order they first appear: how a program that has rows (a test, a script) hands them to
+// a consumer of Columns.
+func ColumnsOf(os []Observation) *Columns {
+	c := &Columns{}
+	index := func(list *[]string, idx map[string]uint32, v string) uint32 {
+		i, ok := idx[v]
+		if !ok {
+			i = uint32(len(*list))
+			idx[v] = i
+			*list = append(*list, v)
+		}
+		return i
+	}
+	secs, fields, flags := map[string]uint32{}, map[string]uint32{}, map[string]uint32{}
+	for i := range os {
+		o := &os[i]
+		c.Security = append(c.Security, index(&c.Securities, secs, o.Security))
+		c.Field = append(c.Field, index(&c.Fields, fields, o.Field))
+		c.Flag = append(c.Flag, index(&c.Flags, flags, o.Flag))
+		c.Date = append(c.Date, o.Date)
+		c.Kind = append(c.Kind, o.Kind)
+		num, str := o.Num, o.Str
+		switch o.Kind {
+		case Number:
+			str = ""
+		case String, Bulk:
+			num = 0
+		default:
+			num, str = 0, ""
+		}
+		c.Num = append(c.Num, num)
+		c.Str = append(c.Str, str)
+	}
+	return c
+}
+
+// Rows returns c's rows as observations.
+func (c *Columns) Rows() []Observation {
+	os := make([]Observation, c.Len())
+	for i := range os {
+		os[i] = c.Row(i)
+	}
+	return os
+}
+
 // Reject is an input line that could not be turned into observations.
 type Reject struct {
 	Line   int64  // 1-based line number in the reply file

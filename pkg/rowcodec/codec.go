@@ -4,19 +4,21 @@
 // A batch is compact and bounded: the transformer splits a reply file into batches of at most
 // MaxBatchRows rows whose encoded message never exceeds MaxMessageBytes (JetStream's default
 // max_payload is 1 MB), and the loader decodes many of them into one large ClickHouse insert.
-// Builder does the splitting; Encode and Decode are the format.
+// Builder makes the batches and DecodeColumns reads them; Encode and Decode are the same format
+// in rows, for tests and examples.
 //
-// # Format, version 1
+// # Format, version 2
 //
 // A message is a small uncompressed header and a zstd frame:
 //
-//	"MPRB" | version byte (1) | uvarint body length | zstd(body)
+//	"MPRB" | version byte (2) | uvarint body length | zstd(body)
 //
 // The body is columnar, because a reply file's columns are each very regular (one security for
 // hundreds of rows, a handful of fields cycling, dates stepping by one) and zstd finds that
 // regularity far better in a column than spread across rows:
 //
 //	str job id | str program | uvarint generation | uvarint version | uvarint seq
+//	zigzag varint snapshot time (Unix seconds; absent in version 1)
 //	uvarint observations (n) | uvarint rejects (m)
 //	securities: uvarint k, k × str, n × uvarint index
 //	fields:     uvarint k, k × str, k × exponent byte, n × uvarint index
@@ -101,7 +103,9 @@ var (
 	ErrTooLarge = errors.New("row batch too large")
 )
 
-// Batch is one row batch: part of the observations and rejects of one job run.
+// Batch is one row batch in rows: part of the observations and rejects of one job run. It is
+// the codec's reference form (Encode, Decode), kept for the tests and examples that make and
+// read messages; the pipeline goes through Builder and DecodeColumns, building no row.
 type Batch struct {
 	JobID      string
 	Program    string

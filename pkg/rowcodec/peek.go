@@ -55,12 +55,12 @@ func Peek(data []byte) (Header, error) {
 	r := reader{s: string(buf), version: version}
 	h := r.header()
 	if r.err != nil && bodyLen > peekBytes {
-		var b Batch
-		if err := Decode(data, &b); err != nil {
+		var b ColumnBatch
+		if err := DecodeColumns(data, &b); err != nil {
 			return Header{}, err
 		}
 		return Header{JobID: b.JobID, Program: b.Program, Generation: b.Generation, Version: b.Version,
-			Seq: b.Seq, SnapshotAt: b.SnapshotAt, Observations: len(b.Obs), Rejects: len(b.Rejects)}, nil
+			Seq: b.Seq, SnapshotAt: b.SnapshotAt, Observations: b.Cols.Len(), Rejects: len(b.Rejects)}, nil
 	}
 	if r.err != nil {
 		return Header{}, fmt.Errorf("peek row batch: %w", r.err)

@@ -41,7 +41,7 @@ func firers(t *testing.T, js jetstream.JetStream, st *natsx.Streams, n int) {
 	for i := 0; i < n; i++ {
 		f := &schedule.Firer{Store: &schedule.Store{JS: js, KV: st.Schedules}, Specs: st.Specs,
 			Pub: stage.NewPublisher(js), Tracer: noop.NewTracerProvider().Tracer(""), Log: slog.New(slog.DiscardHandler), Now: time.Now}
-		s, err := schedule.Stage(js, f, stage.Options{Logger: slog.New(slog.DiscardHandler)})
+		s, err := schedule.Stage(js, f, stage.Options{Logger: slog.New(slog.DiscardHandler), Subjects: events.Subjects{}})
 		if err != nil {
 			t.Fatal(err)
 		}

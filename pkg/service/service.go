@@ -37,7 +37,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/vendor"
 )
 
-// Runner is a long-running part of a service (a stage, a scheduler); Run returns when ctx ends.
+// Runner is a long-running part of a service, such as a stage; Run returns when ctx ends.
 type Runner interface {
 	Run(ctx context.Context) error
 }
@@ -71,7 +71,6 @@ type Env struct {
 	closers  []func(context.Context) error
 	draining bool
 	vendor   *vendor.Client
-	counters *Counters
 	ackWait  time.Duration
 	// stopMetrics flushes the OTEL metric export (OTEL_METRICS_EXPORTER), if any.
 	stopMetrics func(context.Context) error
@@ -94,15 +93,27 @@ func (e *Env) OnClose(f func(context.Context) error) {
 // StageOptions returns the collaborators every stage of this process shares.
 func (e *Env) StageOptions() stage.Options {
 	o := stage.Options{Logger: e.Log, Tracer: e.Tracing.Provider, Metrics: e.Metrics, AckWait: e.ackWait,
-		JobID: events.JobIDOfSubject, SubjectKind: events.SubjectKind}
+		Subjects: events.Subjects{}}
 	if e.Streams != nil && e.Streams.Ends != nil {
-		ends := e.Streams.Ends
-		o.Cancelled = func(ctx context.Context, j *events.Job) (bool, error) {
-			end, ok, err := natsx.RunEnd(ctx, ends, j.ID, j.Generation)
-			return ok && end.State == events.Cancelled, err
-		}
+		o.Skip = skipCancelled(e.Streams.Ends)
 	}
 	return o
+}
+
+// skipCancelled is Options.Skip for the pipeline: the events of a run recorded as cancelled in
+// ends (events.EndsBucket), except the "cancelled" event itself, which the jobs table records.
+func skipCancelled(ends jetstream.KeyValue) func(ctx context.Context, event any) (string, error) {
+	return func(ctx context.Context, event any) (string, error) {
+		j, ok := event.(*events.Job)
+		if !ok || j.State == events.Cancelled {
+			return "", nil
+		}
+		end, ok, err := natsx.RunEnd(ctx, ends, j.ID, j.Generation)
+		if err != nil || !ok || end.State != events.Cancelled {
+			return "", err
+		}
+		return "run cancelled by " + end.By, nil
+	}
 }
 
 // NewEnv connects to NATS, declares the streams and sets up telemetry.
@@ -398,9 +409,8 @@ func (r redactedURL) Set(s string) error { *r.p = s; return nil }
 
 // DefaultMemoryLimit is a service's soft memory limit (see runtime/debug.SetMemoryLimit) when
 // GOMEMLIMIT is not set. Near it the garbage collector runs more often, so a service's resident
-// memory stays near its live heap instead of twice it: the loader's peak RSS on a 307 MiB reply
-// file was 406 MB without a limit and 228 MB with this one, loading as fast. A service whose
-// live heap needs more gets it; the collector then uses more CPU.
+// memory stays near its live heap instead of twice it (docs/performance.md has the loader's
+// figures). A service whose live heap needs more gets it; the collector then uses more CPU.
 const DefaultMemoryLimit = 200 << 20
 
 // CheckSettings reads each settings struct (a value or pointer of its type) through lookup and

@@ -11,12 +11,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/marketpipe/marketpipe/pkg/events"
-	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/attempts"
 )
 
 // delivery is the runtime's record of a message's last delivery that it settled with a Nak
-// (natsx.DeliveryKey). Deliveries after it that left no record ended without being settled:
+// (attempts.DeliveryKey). Deliveries after it that left no record ended without being settled:
 // the process crashed, was killed or froze past AckWait.
 type delivery struct {
 	Settled  uint64 `json:"settled"`            // NumDelivered of that delivery
@@ -44,7 +43,7 @@ func (s *Stage) loadDelivery(ctx context.Context, m *Message) delivery {
 	}
 	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
-	e, err := s.attempts.Get(ctx, natsx.DeliveryKey(s.cfg.Name, m.StreamSeq()))
+	e, err := s.attempts.Get(ctx, attempts.DeliveryKey(s.cfg.Name, m.StreamSeq()))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return delivery{crashes: n - 1}
 	}
@@ -90,7 +89,7 @@ func (s *Stage) putDelivery(ctx context.Context, m *Message, d delivery) {
 	data, _ := json.Marshal(d)
 	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
-	if _, err := s.attempts.Put(ctx, natsx.DeliveryKey(s.cfg.Name, m.StreamSeq()), data); err != nil {
+	if _, err := s.attempts.Put(ctx, attempts.DeliveryKey(s.cfg.Name, m.StreamSeq()), data); err != nil {
 		s.log.WarnContext(ctx, "write delivery record", "err", err)
 	}
 }
@@ -103,7 +102,7 @@ func (s *Stage) forget(ctx context.Context, m *Message, jobID string, d delivery
 	}
 	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
-	if err := s.attempts.Delete(ctx, natsx.DeliveryKey(s.cfg.Name, m.StreamSeq())); err != nil {
+	if err := s.attempts.Delete(ctx, attempts.DeliveryKey(s.cfg.Name, m.StreamSeq())); err != nil {
 		s.log.DebugContext(ctx, "delete delivery record", "err", err)
 	}
 	if d.Failures > 0 {
@@ -112,32 +111,34 @@ func (s *Stage) forget(ctx context.Context, m *Message, jobID string, d delivery
 }
 
 func (s *Stage) clearAttempt(ctx context.Context, jobID string) {
-	if s.attempts == nil || events.ValidJobID(jobID) != nil {
+	if s.attempts == nil || jobID == "" {
 		return
 	}
-	if err := s.attempts.Delete(ctx, natsx.AttemptKey(jobID, s.cfg.Name)); err != nil {
+	if err := s.attempts.Delete(ctx, attempts.JobKey(jobID, s.cfg.Name)); err != nil {
 		s.log.DebugContext(ctx, "delete attempt record", "err", err)
 	}
 }
 
 // putAttempt records a job's failure at this stage, for `marketpipe status`.
-func (s *Stage) putAttempt(ctx context.Context, a natsx.Attempt) {
-	if s.attempts == nil || events.ValidJobID(a.Job) != nil {
+func (s *Stage) putAttempt(ctx context.Context, a attempts.Record) {
+	if s.attempts == nil || a.Job == "" {
 		return
 	}
 	a.Stage = s.cfg.Name
 	data, _ := json.Marshal(a)
 	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
-	if _, err := s.attempts.Put(ctx, natsx.AttemptKey(a.Job, s.cfg.Name), data); err != nil {
+	if _, err := s.attempts.Put(ctx, attempts.JobKey(a.Job, s.cfg.Name), data); err != nil {
 		s.log.WarnContext(ctx, "write attempt record", "err", err)
 	}
 }
 
 // invalidInput reports errors that only the message's content can cause, so every retry would
-// meet them again: an invalid job id, key or subject.
+// meet them again: one that says it is permanent (a Permanent method returning true, as
+// events.ErrInvalidJobID has), an invalid key or subject.
 func invalidInput(err error) bool {
-	return errors.Is(err, events.ErrInvalidJobID) || errors.Is(err, jetstream.ErrInvalidKey) ||
+	var p interface{ Permanent() bool }
+	return errors.As(err, &p) && p.Permanent() || errors.Is(err, jetstream.ErrInvalidKey) ||
 		errors.Is(err, jetstream.ErrInvalidSubject) || errors.Is(err, nats.ErrBadSubject)
 }
 

@@ -11,8 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/marketpipe/marketpipe/pkg/events"
 )
 
 // Dead-letter record headers. The original headers are kept beside them.
@@ -38,9 +36,8 @@ const HdrRedriveStages = "Mp-Redrive-Stages"
 // maxReasonBytes bounds the reason kept in a record's header.
 const maxReasonBytes = 4096
 
-// DeadLetter is one record of the dead-letter stream (events.DLQStream): a message a stage
-// could not handle, why, and the message itself. The JSON form is what `marketpipe dlq list
-// --json` prints.
+// DeadLetter is one record of the dead-letter stream: a message a stage could not handle, why,
+// and the message itself. The JSON form is what `marketpipe dlq list --json` prints.
 type DeadLetter struct {
 	ID         uint64    `json:"id"`   // sequence in the dead-letter stream: what redrive --id takes
 	Time       time.Time `json:"time"` // when the record was stored
@@ -71,11 +68,11 @@ func newDeadLetter(m *Message, stageName, stream, reason string, now time.Time) 
 		MsgID: m.Header().Get(nats.MsgIdHdr), Header: hdr, Data: m.Data()}
 }
 
-// record returns what is published for d: its subject, its message id (one per stage and
-// original message, so a dead letter published again after a failed attempt is a duplicate)
-// and its headers. The original message id moves to HdrDLQMsgID so that the record is not
+// record returns what is published for d on its stage's dead-letter subject: its message id
+// (one per stage and original message, so a dead letter published again after a failed
+// attempt is a duplicate) and its headers. The original message id moves to HdrDLQMsgID so that the record is not
 // taken for a duplicate of the message.
-func (d DeadLetter) record() (subject, msgID string, hdr nats.Header) {
+func (d DeadLetter) record() (msgID string, hdr nats.Header) {
 	hdr = nats.Header{}
 	for k, v := range d.Header {
 		hdr[k] = v
@@ -90,7 +87,7 @@ func (d DeadLetter) record() (subject, msgID string, hdr nats.Header) {
 	hdr.Set(HdrDLQStream, d.Stream)
 	hdr.Set(HdrDLQSeq, strconv.FormatUint(d.Seq, 10))
 	hdr.Set(HdrDLQTime, d.Time.UTC().Format(time.RFC3339Nano))
-	return events.DLQSubject(d.Stage), fmt.Sprintf("dlq.%s.%s.%d", d.Stage, d.Stream, d.Seq), hdr
+	return fmt.Sprintf("dlq.%s.%s.%d", d.Stage, d.Stream, d.Seq), hdr
 }
 
 // ParseDeadLetter reads a record of the dead-letter stream. A record without a stage, or with a
@@ -134,7 +131,7 @@ type origin struct {
 
 func (d DeadLetter) origin() origin {
 	if d.Stream == "" || d.Seq == 0 {
-		return origin{stream: events.DLQStream, seq: d.ID} // its own
+		return origin{seq: d.ID} // its own: no original has an empty stream
 	}
 	return origin{d.Stream, d.Seq}
 }
@@ -145,12 +142,13 @@ type DeadLetterStream interface {
 	DeleteMsg(ctx context.Context, seq uint64) error
 }
 
-// EachDeadLetter calls fn with each dead letter (of stageName, if given), oldest first,
-// reading one at a time, so that a stream of any size takes little memory.
-func EachDeadLetter(ctx context.Context, stream DeadLetterStream, stageName string, fn func(DeadLetter) error) error {
-	filter := events.DLQSubjects
-	if stageName != "" {
-		filter = events.DLQSubject(stageName)
+// EachDeadLetter calls fn with each dead letter on subject (a stage's dead-letter subject,
+// Subjects.DeadLetter; "" for all), oldest first, reading one at a time, so that a stream of
+// any size takes little memory.
+func EachDeadLetter(ctx context.Context, stream DeadLetterStream, subject string, fn func(DeadLetter) error) error {
+	filter := subject
+	if filter == "" {
+		filter = ">"
 	}
 	for seq := uint64(1); ; {
 		// The next message at or after seq on filter: records removed by a redrive are skipped.

@@ -19,8 +19,9 @@
 //	                      enforces a deadline).
 //	Permanent(err)        Term, after a dead-letter record with the reason is durable. For poison
 //	                      messages that no retry can fix (undecodable, invalid). Errors only the
-//	                      message's content can cause are permanent too: an invalid job id
-//	                      (events.ErrInvalidJobID), key-value key or subject.
+//	                      message's content can cause are permanent too: one that says so
+//	                      (a Permanent method: events.ErrInvalidJobID), an invalid key-value
+//	                      key or subject.
 //	any other error       transient: NakWithDelay(Backoff(delivery count)). On the last delivery
 //	                      MaxDeliver allows, the message is dead-lettered instead, so it is never
 //	                      dropped silently.
@@ -30,7 +31,7 @@
 //   - The server never drops a message at a delivery limit: the consumer's MaxDeliver is
 //     unlimited and the runtime enforces Config.MaxDeliver by dead-lettering.
 //   - A message that crashes its process is put aside before it can crash it again. The runtime
-//     records in the attempts bucket (natsx.AttemptsBucket) every delivery it settles with a
+//     records in the attempts bucket (attempts.Bucket) every delivery it settles with a
 //     Nak; a delivery it finds no record for ended without being settled, so the process
 //     crashed, was killed, or froze past AckWait. Once a message has had more deliveries than
 //     MaxDeliver, or MaxCrashes such deliveries in a row (this bounds stages with an unlimited

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/marketpipe/marketpipe/pkg/attempts"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
@@ -45,7 +46,7 @@ func TestCrashHelper(t *testing.T) {
 		stage.HandlerFunc(func(ctx context.Context, m *stage.Message) error {
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			select {} // the signal ends the process
-		}), stage.Options{})
+		}), stage.Options{Subjects: events.Subjects{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +259,7 @@ func runStage(t *testing.T, js jetstream.JetStream, cfg stage.Config, h stage.Ha
 	if cfg.Backoff == nil {
 		cfg.Backoff = func(uint64) time.Duration { return 50 * time.Millisecond }
 	}
-	s, err := stage.New(js, cfg, h, stage.Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	s, err := stage.New(js, cfg, h, stage.Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)), Subjects: events.Subjects{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +288,7 @@ func jobStage(t *testing.T, js jetstream.JetStream, h stage.Handler, backoff tim
 	}
 	s, err := stage.New(js, stage.Config{Name: "jobstage", Stream: events.JobsStream,
 		Filters: []string{events.JobsSubjects, events.RowsSubjects}, MaxDeliver: 5,
-		Backoff: func(uint64) time.Duration { return backoff }}, h, stage.Options{JobID: events.JobIDOfSubject})
+		Backoff: func(uint64) time.Duration { return backoff }}, h, stage.Options{Subjects: events.Subjects{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,7 +379,7 @@ func TestFailingJobIsRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "third delivery", func() bool { return calls.Load() == 3 })
-	as, err := natsx.JobAttempts(ctx, js, "job-1")
+	as, err := attempts.OfJob(ctx, js, "job-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +398,7 @@ func TestFailingJobIsRecorded(t *testing.T) {
 	}
 	unblock()
 	waitFor(t, "record cleared", func() bool {
-		as, err := natsx.JobAttempts(ctx, js, "job-1")
+		as, err := attempts.OfJob(ctx, js, "job-1")
 		return err == nil && len(as) == 0
 	})
 }

@@ -5,39 +5,40 @@ import (
 	"log/slog"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/marketpipe/marketpipe/pkg/events"
 )
 
-// JobHandler does a stage's work for one job event and returns the event that follows it
-// (nil: none). Its error means what a Handler's does (Permanent, Wait, otherwise transient);
-// with an error, the returned event is ignored. The runtime decodes the event and publishes
-// the next one, so a handler holds neither a decoder nor a publisher.
-type JobHandler interface {
-	HandleJob(ctx context.Context, j events.Job, m *Message) (*events.Job, error)
+// JobHandler does a stage's work for one job event of type J (events.Job) and returns the event
+// that follows it (nil: none). Its error means what a Handler's does (Permanent, Wait,
+// otherwise transient); with an error, the returned event is ignored. The runtime decodes the
+// event and publishes the next one, so a handler holds neither a decoder nor a publisher.
+type JobHandler[J any] interface {
+	HandleJob(ctx context.Context, j J, m *Message) (*J, error)
 }
 
 // JobHandlerFunc adapts a function to JobHandler.
-type JobHandlerFunc func(ctx context.Context, j events.Job, m *Message) (*events.Job, error)
+type JobHandlerFunc[J any] func(ctx context.Context, j J, m *Message) (*J, error)
 
 // HandleJob calls f.
-func (f JobHandlerFunc) HandleJob(ctx context.Context, j events.Job, m *Message) (*events.Job, error) {
+func (f JobHandlerFunc[J]) HandleJob(ctx context.Context, j J, m *Message) (*J, error) {
 	return f(ctx, j, m)
 }
 
 // JobPublished is implemented by a JobHandler that acts once the event it returned is durable
 // (the transformer counts a job's rows then, not before a publish that may fail).
-type JobPublished interface {
-	Published(ctx context.Context, j *events.Job)
+type JobPublished[J any] interface {
+	Published(ctx context.Context, j *J)
 }
 
-// Jobs makes h a Handler: it decodes each message as a job event (a payload that is not one is
-// permanent), calls h, and publishes the event h returns with pub (PublishJob: its Nats-Msg-Id,
-// and a producer span when pub traces) before the message is acked; then it calls h's
-// Published, if h has one.
-func Jobs(pub *Publisher, h JobHandler) Handler {
+// Jobs makes h a Handler: it decodes each message with decode (events.Decode; a payload that
+// is not an event is permanent), calls h, and publishes the event h returns with pub
+// (PublishJob: its Nats-Msg-Id, and a producer span when pub traces) before the message is
+// acked; then it calls h's Published, if h has one.
+func Jobs[J any, E interface {
+	*J
+	Event
+}](pub *Publisher, decode func([]byte) (J, error), h JobHandler[J]) Handler {
 	return HandlerFunc(func(ctx context.Context, m *Message) error {
-		j, err := events.Decode(m.Data())
+		j, err := decode(m.Data())
 		if err != nil { // an invalid job id included (events.Decode)
 			return Permanent(err)
 		}
@@ -45,54 +46,56 @@ func Jobs(pub *Publisher, h JobHandler) Handler {
 		if err != nil || next == nil {
 			return err
 		}
-		if err := pub.PublishJob(ctx, next); err != nil {
+		if err := pub.PublishJob(ctx, E(next)); err != nil {
 			return err
 		}
-		if p, ok := h.(JobPublished); ok {
+		if p, ok := h.(JobPublished[J]); ok {
 			p.Published(ctx, next)
 		}
 		return nil
 	})
 }
 
-// NewJobs returns a stage that runs h on the job events of its consumer and publishes what h
-// returns with the stage's own publisher (traced with o.Tracer, spans named by o.SubjectKind).
-func NewJobs(js jetstream.JetStream, cfg Config, h JobHandler, o Options) (*Stage, error) {
+// NewJobs returns a stage that runs h on the job events of its consumer, decoded by decode,
+// and publishes what h returns with the stage's own publisher (traced with o.Tracer, spans
+// named by o.Subjects).
+func NewJobs[J any, E interface {
+	*J
+	Event
+}](js jetstream.JetStream, cfg Config, decode func([]byte) (J, error), h JobHandler[J], o Options) (*Stage, error) {
 	s, err := New(js, cfg, nil, o)
 	if err != nil {
 		return nil, err
 	}
-	if o.Cancelled != nil {
-		h = skipCancelled{h, o.Cancelled, s.log}
+	if o.Skip != nil {
+		h = skipping[J]{h, o.Skip, s.log}
 	}
-	s.h = Jobs(s.pub, h)
+	s.h = Jobs[J, E](s.pub, decode, h)
 	return s, nil
 }
 
-// skipCancelled drops the events of cancelled runs: whatever a stage would do for them is
-// wasted, and what it would publish must not follow the cancellation.
-type skipCancelled struct {
-	JobHandler
-	cancelled func(ctx context.Context, j *events.Job) (bool, error)
-	log       *slog.Logger
+// skipping acks the events Options.Skip names without handling them: whatever a stage would do
+// for a cancelled run is wasted, and what it would publish must not follow the cancellation.
+type skipping[J any] struct {
+	JobHandler[J]
+	skip func(ctx context.Context, event any) (string, error)
+	log  *slog.Logger
 }
 
-func (s skipCancelled) HandleJob(ctx context.Context, j events.Job, m *Message) (*events.Job, error) {
-	if j.State != events.Cancelled {
-		gone, err := s.cancelled(ctx, &j)
-		if err != nil {
-			return nil, err
-		}
-		if gone {
-			s.log.Info("job run cancelled: event dropped", "job", j.ID, "generation", j.Generation, "event", j.State)
-			return nil, nil
-		}
+func (s skipping[J]) HandleJob(ctx context.Context, j J, m *Message) (*J, error) {
+	reason, err := s.skip(ctx, &j)
+	if err != nil {
+		return nil, err
+	}
+	if reason != "" {
+		s.log.Info("event skipped", "subject", m.Subject(), "reason", reason)
+		return nil, nil
 	}
 	return s.JobHandler.HandleJob(ctx, j, m)
 }
 
-func (s skipCancelled) Published(ctx context.Context, j *events.Job) {
-	if p, ok := s.JobHandler.(JobPublished); ok {
+func (s skipping[J]) Published(ctx context.Context, j *J) {
+	if p, ok := s.JobHandler.(JobPublished[J]); ok {
 		p.Published(ctx, j)
 	}
 }

@@ -28,7 +28,7 @@ func TestJobsDecodesAndPublishesTheNextEvent(t *testing.T) {
 	pub := stage.NewPublisher(env.JS, stage.PublishTracing(tp), stage.PublishSpanNames(events.SubjectKind))
 	var got []events.Job
 	var reply func(j events.Job) (*events.Job, error)
-	h := stage.Jobs(pub, stage.JobHandlerFunc(func(ctx context.Context, j events.Job, m *stage.Message) (*events.Job, error) {
+	h := stage.Jobs(pub, events.Decode, stage.JobHandlerFunc[events.Job](func(ctx context.Context, j events.Job, m *stage.Message) (*events.Job, error) {
 		got = append(got, j)
 		return reply(j)
 	}))
@@ -107,11 +107,11 @@ func TestNewJobsPublishesWithTheStagesPublisher(t *testing.T) {
 	env := natstest.NewEnv(t)
 	ctx := context.Background()
 	s, err := stage.NewJobs(env.JS, stage.Config{Name: "jobs", Stream: events.JobsStream,
-		Filters: []string{events.JobFilter(events.Submitted)}},
-		stage.JobHandlerFunc(func(ctx context.Context, j events.Job, m *stage.Message) (*events.Job, error) {
+		Filters: []string{events.JobFilter(events.Submitted)}}, events.Decode,
+		stage.JobHandlerFunc[events.Job](func(ctx context.Context, j events.Job, m *stage.Message) (*events.Job, error) {
 			next := j.Advance(events.Requested, time.Now())
 			return &next, nil
-		}), stage.Options{JobID: events.JobIDOfSubject})
+		}), stage.Options{Subjects: events.Subjects{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestJobsCallsPublishedOnceDurable(t *testing.T) {
 	env := natstest.NewEnv(t)
 	ctx := context.Background()
 	p := &publishedAfter{env: env}
-	h := stage.Jobs(stage.NewPublisher(env.JS), p)
+	h := stage.Jobs(stage.NewPublisher(env.JS), events.Decode, p)
 	j := events.Job{ID: "job-3"}
 	j = j.Advance(events.Submitted, time.Now())
 	if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {

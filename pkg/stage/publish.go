@@ -11,7 +11,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
 
@@ -38,7 +37,7 @@ func PublishTracing(tp trace.TracerProvider) PublisherOption {
 	}
 }
 
-// PublishSpanNames names each publish span "publish " + kind(subject) (events.SubjectKind), so
+// PublishSpanNames names each publish span "publish " + kind(subject) (Subjects.Kind), so
 // that span names do not carry ids. Without it, or with a nil kind, the subject is used.
 func PublishSpanNames(kind func(subject string) string) PublisherOption {
 	return func(p *Publisher) {
@@ -95,17 +94,19 @@ func (p *Publisher) msg(ctx context.Context, subject string, data []byte, hdr na
 	return &nats.Msg{Subject: subject, Data: data, Header: hdr}
 }
 
-// PublishJob publishes j as the event named by j.State. A job whose id is not valid is refused
-// with an error the runtime treats as permanent.
-func (p *Publisher) PublishJob(ctx context.Context, j *events.Job) error {
-	if err := events.ValidJobID(j.ID); err != nil {
-		return fmt.Errorf("publish job event %s: %w", j.State, err)
-	}
-	data, err := j.Encode()
+// PublishJob publishes the job event e where it routes itself (Event.Route). An event whose
+// route is refused (a job id that is not valid) is not published; the error says whether it
+// is permanent.
+func (p *Publisher) PublishJob(ctx context.Context, e Event) error {
+	subject, msgID, err := e.Route()
 	if err != nil {
-		return fmt.Errorf("encode job %s: %w", j.ID, err)
+		return err
 	}
-	return p.Publish(ctx, events.JobSubject(j.ID, j.State), j.MsgID(j.State), data, nil)
+	data, err := e.Encode()
+	if err != nil {
+		return fmt.Errorf("encode event for %s: %w", subject, err)
+	}
+	return p.Publish(ctx, subject, msgID, data, nil)
 }
 
 // Async publishes many messages without waiting for each ack in turn; Wait collects the acks.

@@ -16,8 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
-	"github.com/marketpipe/marketpipe/pkg/events"
-	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/attempts"
 	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
 
@@ -67,7 +66,7 @@ type Config struct {
 const DefaultMaxCrashes = 5
 
 // MaxWait is the longest delay a Wait may ask for; a longer one is shortened. It keeps a
-// waiting message's records in the attempts bucket (natsx.AttemptsTTL) alive between deliveries.
+// waiting message's records in the attempts bucket (attempts.TTL) alive between deliveries.
 const MaxWait = time.Hour
 
 func (c *Config) defaults() error {
@@ -115,32 +114,29 @@ type Options struct {
 	Tracer  trace.TracerProvider
 	Metrics *Metrics
 	// AckWait, when set, replaces every stage's own AckWait: how soon the messages of a
-	// replica that died are redelivered to the others (the ACK_WAIT variable).
+	// replica that died are redelivered to the others. It is the ACK_WAIT variable, listed by
+	// -h: operators and the fault tests shorten that wait.
 	AckWait time.Duration
-	// JobID returns the job a subject belongs to (events.JobIDOfSubject): logs, spans and
-	// attempt records carry it, and a message whose subject names an invalid job id is
-	// permanent. Nil: no subject names a job. The runtime knows no subject names of its own.
-	JobID func(subject string) (id string, ok bool)
-	// SubjectKind names what a subject carries, for the span names of publishes
-	// (PublishSpanNames). Nil: the subject itself.
-	SubjectKind func(subject string) string
-	// Cancelled reports whether a job run was cancelled: a job-event stage (NewJobs) then acks
-	// the run's events without handling them, except the "cancelled" event itself. Nil: never.
-	Cancelled func(ctx context.Context, j *events.Job) (bool, error)
+	// Subjects names the pipeline's subjects (events.Subjects): which job a message belongs
+	// to, span names, where dead letters go. Required.
+	Subjects Subjects
+	// Skip reports why a job-event stage (NewJobs) acks a decoded event, given as a pointer to
+	// it, without handling it: a non-empty reason (a cancelled run). Nil: none is skipped.
+	Skip func(ctx context.Context, event any) (reason string, err error)
 }
 
 // Stage runs a Handler on a durable consumer.
 type Stage struct {
-	js      jetstream.JetStream
-	cfg     Config
-	h       Handler
-	log     *slog.Logger
-	tracer  trace.Tracer
-	metrics *Metrics
-	pub     *Publisher
-	jobIDOf func(subject string) (id string, ok bool)
+	js       jetstream.JetStream
+	cfg      Config
+	h        Handler
+	log      *slog.Logger
+	tracer   trace.Tracer
+	metrics  *Metrics
+	pub      *Publisher
+	subjects Subjects
 
-	attempts jetstream.KeyValue // bound by Run: natsx.AttemptsBucket
+	attempts jetstream.KeyValue // bound by Run: attempts.Bucket
 	ackFloor atomic.Uint64      // the consumer's acknowledgement floor when last seen
 
 	mu     sync.Mutex
@@ -155,6 +151,9 @@ func New(js jetstream.JetStream, cfg Config, h Handler, o Options) (*Stage, erro
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
+	if o.Subjects == nil {
+		return nil, fmt.Errorf("stage %s: options need Subjects (events.Subjects)", cfg.Name)
+	}
 	if o.Logger == nil {
 		o.Logger = telemetry.Discard()
 	}
@@ -166,7 +165,7 @@ func New(js jetstream.JetStream, cfg Config, h Handler, o Options) (*Stage, erro
 	}
 	return &Stage{js: js, cfg: cfg, h: h, log: o.Logger.With("stage", cfg.Name),
 		tracer: o.Tracer.Tracer("github.com/marketpipe/marketpipe/pkg/stage"), metrics: o.Metrics,
-		pub: NewPublisher(js, PublishTracing(o.Tracer), PublishSpanNames(o.SubjectKind)), jobIDOf: o.JobID,
+		pub: NewPublisher(js, PublishTracing(o.Tracer), PublishSpanNames(o.Subjects.Kind)), subjects: o.Subjects,
 		broken: errors.New("not started")}, nil
 }
 
@@ -208,7 +207,7 @@ func (s *Stage) ConsumerConfig() jetstream.ConsumerConfig {
 // declared again; Ready reports the stage not ready meanwhile.
 func (s *Stage) Run(ctx context.Context) error {
 	kv, err := retryDeclare(ctx, s, "declare attempts bucket", func() (jetstream.KeyValue, error) {
-		return natsx.DeclareAttempts(ctx, s.js, 0)
+		return attempts.Declare(ctx, s.js, 0)
 	})
 	if err != nil {
 		return err
@@ -396,17 +395,9 @@ func (s *Stage) watch(ctx context.Context, cons jetstream.Consumer, it jetstream
 	}
 }
 
-// jobID returns the job id in a subject, as the Options' JobID finds it.
-func (s *Stage) jobID(subject string) (id string, ok bool) {
-	if s.jobIDOf == nil {
-		return "", false
-	}
-	return s.jobIDOf(subject)
-}
-
 func (s *Stage) handle(ctx context.Context, raw jetstream.Msg) {
 	m := NewMessage(raw)
-	jobID, hasJob := s.jobID(m.Subject())
+	jobID, jobErr := s.subjects.JobID(m.Subject())
 	ctx = telemetry.WithJobID(ctx, jobID)
 	ctx = telemetry.Extract(ctx, m.Header())
 	ctx, span := s.tracer.Start(ctx, s.cfg.Name, trace.WithSpanKind(trace.SpanKindConsumer),
@@ -429,8 +420,8 @@ func (s *Stage) handle(ctx context.Context, raw jetstream.Msg) {
 			slog.String("stages", m.Header().Get(HdrRedriveStages)))
 	} else if reason := s.overLimit(m, prev); reason != "" {
 		err = &limitError{reason: reason}
-	} else if verr := events.ValidJobID(jobID); hasJob && verr != nil {
-		err = Permanent(fmt.Errorf("subject %s: %w", m.Subject(), verr))
+	} else if jobErr != nil {
+		err = Permanent(fmt.Errorf("subject %s: %w", m.Subject(), jobErr))
 	} else if n := len(m.Data()); s.cfg.MaxBytes > 0 && n > s.cfg.MaxBytes {
 		err = Permanent(fmt.Errorf("message of %d bytes exceeds the stage's limit of %d", n, s.cfg.MaxBytes))
 	} else {
@@ -438,6 +429,9 @@ func (s *Stage) handle(ctx context.Context, raw jetstream.Msg) {
 	}
 	stop()
 	s.metrics.Latency.WithLabelValues(s.cfg.Name).Observe(time.Since(start).Seconds())
+	if jobErr != nil {
+		jobID = "" // nothing is recorded under an id that is not valid
+	}
 	s.settle(ctx, m, jobID, prev, err, span)
 }
 
@@ -531,7 +525,7 @@ func (s *Stage) settle(ctx context.Context, m *Message, jobID string, prev deliv
 		if terr := m.msg.TermWithReason(truncate(reason, 200)); terr != nil {
 			s.log.WarnContext(ctx, "term", "err", terr)
 		}
-		s.putAttempt(ctx, natsx.Attempt{Job: jobID, Attempts: failures, Error: reason, At: time.Now().UTC(), DeadLettered: true})
+		s.putAttempt(ctx, attempts.Record{Job: jobID, Attempts: failures, Error: reason, At: time.Now().UTC(), DeadLettered: true})
 		s.forget(ctx, m, jobID, delivery{found: prev.found})
 		return
 	}
@@ -542,7 +536,7 @@ func (s *Stage) settle(ctx context.Context, m *Message, jobID string, prev deliv
 	reason := Redact(err.Error())
 	now := time.Now().UTC()
 	s.putDelivery(ctx, m, delivery{Settled: n, Failures: failures, Error: reason})
-	s.putAttempt(ctx, natsx.Attempt{Job: jobID, Attempts: failures, Error: reason, At: now, NextAt: now.Add(delay)})
+	s.putAttempt(ctx, attempts.Record{Job: jobID, Attempts: failures, Error: reason, At: now, NextAt: now.Add(delay)})
 	s.nak(ctx, m, delay)
 }
 
@@ -556,8 +550,8 @@ func (s *Stage) nak(ctx context.Context, m *Message, d time.Duration) {
 // deadLetter publishes the dead-letter record of m.
 func (s *Stage) deadLetter(ctx context.Context, m *Message, reason string) error {
 	d := newDeadLetter(m, s.cfg.Name, s.cfg.Stream, reason, time.Now())
-	subject, msgID, hdr := d.record()
-	return s.pub.Publish(ctx, subject, msgID, d.Data, hdr)
+	msgID, hdr := d.record()
+	return s.pub.Publish(ctx, s.subjects.DeadLetter(d.Stage), msgID, d.Data, hdr)
 }
 
 func truncate(s string, n int) string {

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 )
@@ -44,7 +45,7 @@ func run(t *testing.T, js jetstream.JetStream, cfg stage.Config, h stage.Handler
 	if cfg.Backoff == nil {
 		cfg.Backoff = func(uint64) time.Duration { return 50 * time.Millisecond }
 	}
-	s, err := stage.New(js, cfg, h, stage.Options{})
+	s, err := stage.New(js, cfg, h, stage.Options{Subjects: events.Subjects{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func TestTraceAndMetricsFollowTheMessages(t *testing.T) {
 		return nil
 	})
 	s, err := stage.New(js, stage.Config{Name: "work", Stream: testStream, Filters: []string{"t.>"}, MaxDeliver: -1},
-		h, stage.Options{Tracer: tp, Metrics: metrics})
+		h, stage.Options{Tracer: tp, Metrics: metrics, Subjects: events.Subjects{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestPublishSpansAreNamedByTheGivenKind(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	s, err := stage.New(js, stage.Config{Name: "work", Stream: testStream, Filters: []string{"t.>"}},
 		stage.HandlerFunc(func(context.Context, *stage.Message) error { return stage.Permanent(errors.New("poison")) }),
-		stage.Options{Tracer: tp, SubjectKind: events.SubjectKind})
+		stage.Options{Tracer: tp, Subjects: events.Subjects{}})
 	if err != nil {
 		t.Fatal(err)
 	}

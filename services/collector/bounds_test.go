@@ -79,7 +79,7 @@ func TestCollectorBounds(t *testing.T) {
 			env := natstest.NewEnv(t)
 			const key = "hostile1.20260105.bbg"
 			v, served := hostileVendor(t, key, tc.listed, tc.gzip, tc.body)
-			h := stage.Jobs(stage.NewPublisher(env.JS), &collector.Handler{Vendor: v, Raw: &rawstore.Store{Objects: env.Streams.Raw}, Now: time.Now})
+			h := stage.Jobs(stage.NewPublisher(env.JS), events.Decode, &collector.Handler{Vendor: v, Raw: &rawstore.Store{Objects: env.Streams.Raw}, Now: time.Now})
 			j := events.Job{ID: "job-hostile1", VendorRequestID: "hostile1", ResponseKey: key}
 			j = j.Advance(events.Ready, time.Now())
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -147,7 +147,7 @@ type Settings struct {
 
 // Stage returns the collector stage on env's JetStream.
 func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
-	counters, err := env.Counters()
+	downloaded, err := newBytesDownloaded(env)
 	if err != nil {
 		return nil, err
 	}
@@ -157,12 +157,12 @@ func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
 	}
 	tracer := env.Tracing.Provider.Tracer("github.com/marketpipe/marketpipe/services/collector")
 	raw := &rawstore.Store{Objects: env.Streams.Raw, Tracer: tracer, MarkBytes: int64(s.MarkBytes)}
-	h := &Handler{Vendor: countedVendor{v, counters.BytesDownloaded}, Raw: raw, Now: time.Now}
+	h := &Handler{Vendor: countedVendor{v, downloaded}, Raw: raw, Now: time.Now}
 	return stage.NewJobs(env.JS, stage.Config{
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Ready)},
 		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 4, AckWait: time.Minute, MaxDeliver: 10,
-	}, h, env.StageOptions())
+	}, events.Decode, h, env.StageOptions())
 }
 
 // Build is the service's wiring.

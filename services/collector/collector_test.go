@@ -74,7 +74,7 @@ func TestCollectorStoresTheFile(t *testing.T) {
 	env := natstest.NewEnv(t)
 	var downloads atomic.Int64
 	v := newClient(t, vendorsim.Faults{}, &downloads)
-	h := stage.Jobs(stage.NewPublisher(env.JS), &collector.Handler{Vendor: v, Raw: &rawstore.Store{Objects: env.Streams.Raw}, Now: time.Now})
+	h := stage.Jobs(stage.NewPublisher(env.JS), events.Decode, &collector.Handler{Vendor: v, Raw: &rawstore.Store{Objects: env.Streams.Raw}, Now: time.Now})
 	ctx := context.Background()
 	j := readyJob(t, v, "mpcollect1")
 	m := env.DeliverJob(&j)
@@ -117,7 +117,7 @@ func TestCollectorStoresS2Chunks(t *testing.T) {
 	v := newClient(t, vendorsim.Faults{}, &downloads)
 	pub := &lastPublished{JobHandler: &collector.Handler{Vendor: v,
 		Raw: &rawstore.Store{Objects: env.Streams.Raw, MarkBytes: 64 << 10}, Now: time.Now}}
-	h := stage.Jobs(stage.NewPublisher(env.JS), pub)
+	h := stage.Jobs(stage.NewPublisher(env.JS), events.Decode, pub)
 	ctx := context.Background()
 	var secs []string
 	for i := range 60 {
@@ -193,7 +193,7 @@ func TestCollectorStoresS2Chunks(t *testing.T) {
 
 // lastPublished keeps the last job event its handler returned for publishing.
 type lastPublished struct {
-	stage.JobHandler
+	stage.JobHandler[events.Job]
 	last events.Job
 }
 
@@ -221,7 +221,7 @@ func TestCollectorRefusesBadDownloads(t *testing.T) {
 			// The same request at a simulator that spoils every download.
 			bad := newClient(t, tc.faults, &downloads)
 			_ = readyJob(t, bad, "mpbad1")
-			h := stage.Jobs(stage.NewPublisher(env.JS), &collector.Handler{Vendor: bad, Raw: &rawstore.Store{Objects: env.Streams.Raw}, Now: time.Now})
+			h := stage.Jobs(stage.NewPublisher(env.JS), events.Decode, &collector.Handler{Vendor: bad, Raw: &rawstore.Store{Objects: env.Streams.Raw}, Now: time.Now})
 			err := h.Handle(context.Background(), env.DeliverJob(&j))
 			if err == nil || stage.IsPermanent(err) {
 				t.Fatalf("Handle = %v, want a transient error (fetched again on redelivery)", err)

@@ -3,7 +3,17 @@ package collector
 import (
 	"context"
 	"io"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/marketpipe/marketpipe/pkg/service"
 )
+
+// newBytesDownloaded is the collector's figure: reply-file bytes read from the vendor.
+func newBytesDownloaded(env *service.Env) (prometheus.Counter, error) {
+	return service.Register(env, prometheus.NewCounter(prometheus.CounterOpts{Name: "marketpipe_bytes_downloaded_total",
+		Help: "Reply-file bytes downloaded from the vendor, after decompression."}))
+}
 
 // Counter counts downloaded bytes; a prometheus.Counter is one.
 type Counter interface{ Add(float64) }

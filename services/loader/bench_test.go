@@ -85,6 +85,6 @@ func (s *rowsSource) Next() *chstore.Batch {
 		s.b.Fatal(err)
 	}
 	s.i++
-	s.cb = chstore.Batch{JobID: s.rb.JobID, Program: s.rb.Program, Version: s.rb.Version, SnapshotAt: s.rb.SnapshotAt, Obs: s.rb.Obs, Rejects: s.rb.Rejects}
+	s.cb = chstore.Batch{JobID: s.rb.JobID, Program: s.rb.Program, Version: s.rb.Version, SnapshotAt: s.rb.SnapshotAt, Cols: obs.ColumnsOf(s.rb.Obs), Rejects: s.rb.Rejects}
 	return &s.cb
 }

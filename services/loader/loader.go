@@ -193,7 +193,7 @@ type Client struct {
 // Stages returns the loader's three stages.
 func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runner, error) {
 	tracer := env.Tracing.Provider.Tracer(tracerName)
-	counters, err := env.Counters()
+	m, err := newMetrics(env)
 	if err != nil {
 		return nil, err
 	}
@@ -211,8 +211,8 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 			return natsx.RunVersions(ctx, env.JS, id)
 		}},
 		Ledger:  env.Streams.Ledger,
-		Loaded:  counters.RowsLoaded,
-		Refused: func(reason string) { counters.BatchesRefused.WithLabelValues(reason).Inc() },
+		Loaded:  m.rowsLoaded,
+		Refused: func(reason string) { m.batchesRefused.WithLabelValues(reason).Inc() },
 	}, env.StageOptions())
 	if err != nil {
 		return nil, err
@@ -221,7 +221,7 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 		Name: CompleteName, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Transformed)},
 		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 16, MaxDeliver: -1, AckWait: time.Minute,
-	}, &CompleteHandler{
+	}, events.Decode, &CompleteHandler{
 		Count: func(ctx context.Context, id string, gen int) (int, error) {
 			return natsx.LoadedBatches(ctx, env.JS, id, gen)
 		},
@@ -234,7 +234,7 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 		Name: JobsName, Stream: events.JobsStream, Filters: []string{events.JobsSubjects},
 		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 8, MaxDeliver: -1, AckWait: time.Minute, Backoff: outageBackoff,
-	}, &JobsHandler{Store: tracedJobs{store, tracer}}, env.StageOptions())
+	}, events.Decode, &JobsHandler{Store: tracedJobs{store, tracer}}, env.StageOptions())
 	if err != nil {
 		return nil, err
 	}

@@ -217,7 +217,7 @@ func TestCompleteHandler(t *testing.T) {
 	ctx := context.Background()
 	loaded := 0
 	st := openStore(t)
-	h := stage.Jobs(stage.NewPublisher(env.JS), &CompleteHandler{Count: func(context.Context, string, int) (int, error) { return loaded, nil },
+	h := stage.Jobs(stage.NewPublisher(env.JS), events.Decode, &CompleteHandler{Count: func(context.Context, string, int) (int, error) { return loaded, nil },
 		Commits: st, Poll: 100 * time.Millisecond, Timeout: time.Hour, Now: time.Now})
 	j := events.Job{ID: "job-c", Batches: 2, RowsParsed: 150, Version: 11}
 	j = j.Advance(events.Transformed, time.Now())
@@ -280,7 +280,7 @@ func TestCompleteHandler(t *testing.T) {
 func TestJobsHandlerKeepsTheLatestEvent(t *testing.T) {
 	env := natstest.NewEnv(t)
 	st := openStore(t)
-	h := stage.Jobs(stage.NewPublisher(env.JS), &JobsHandler{Store: st})
+	h := stage.Jobs(stage.NewPublisher(env.JS), events.Decode, &JobsHandler{Store: st})
 	ctx := context.Background()
 	j := events.Job{ID: "job-d", Spec: events.Spec{Name: "d", Program: "getdata"}}
 	sub := j.Advance(events.Submitted, time.Now())

@@ -33,7 +33,9 @@ func (c *recordingInserter) InsertFrom(ctx context.Context, src chstore.BatchSou
 	n := 0
 	for b := src.Next(); b != nil; b = src.Next() {
 		jobs = append(jobs, b.JobID)
-		n += len(b.Obs)
+		if b.Cols != nil {
+			n += b.Cols.Len()
+		}
 	}
 	time.Sleep(c.hold)
 	c.mu.Lock()

@@ -65,7 +65,7 @@ func Stage(env *service.Env, v Vendor, interval time.Duration) (*stage.Stage, er
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Requested)},
 		MaxBytes:   events.MaxJobEventBytes,
 		MaxDeliver: -1, Concurrency: 32, AckWait: time.Minute, MaxAckPending: 20000,
-	}, h, env.StageOptions())
+	}, events.Decode, h, env.StageOptions())
 }
 
 // Summary is what the poller does, for -h.

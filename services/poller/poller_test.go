@@ -37,7 +37,7 @@ func TestPoller(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := stage.Jobs(stage.NewPublisher(env.JS), &poller.Handler{Vendor: v, Interval: 2 * time.Second, Now: time.Now})
+	h := stage.Jobs(stage.NewPublisher(env.JS), events.Decode, &poller.Handler{Vendor: v, Interval: 2 * time.Second, Now: time.Now})
 	ctx := context.Background()
 
 	t.Run("not ready is a wait of one interval, not a failure", func(t *testing.T) {
@@ -77,7 +77,7 @@ func TestPoller(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		hd := stage.Jobs(stage.NewPublisher(env.JS), &poller.Handler{Vendor: down, Interval: time.Second, Now: time.Now})
+		hd := stage.Jobs(stage.NewPublisher(env.JS), events.Decode, &poller.Handler{Vendor: down, Interval: time.Second, Now: time.Now})
 		j := requested(t, nil, "mpdown1", time.Now().Add(time.Hour))
 		err = hd.Handle(ctx, env.DeliverJob(&j))
 		if _, wait := stage.WaitAfter(err); err == nil || wait || stage.IsPermanent(err) {

@@ -84,7 +84,7 @@ func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
 		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Submitted)},
 		MaxBytes:    events.MaxJobEventBytes,
 		Concurrency: 8, AckWait: time.Minute,
-	}, h, env.StageOptions())
+	}, events.Decode, h, env.StageOptions())
 }
 
 // Firings returns the stage that turns schedule firings into submitted jobs (package

@@ -36,7 +36,7 @@ func setupSim(t *testing.T) (stage.Handler, *natstest.Env, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return stage.Jobs(stage.NewPublisher(env.JS), &requester.Handler{Vendor: v, Specs: env.Streams.Specs, Now: time.Now}), env, sim.URL
+	return stage.Jobs(stage.NewPublisher(env.JS), events.Decode, &requester.Handler{Vendor: v, Specs: env.Streams.Specs, Now: time.Now}), env, sim.URL
 }
 
 // TestSecuritiesByReference: a job too large for a job event keeps its securities in the
@@ -181,7 +181,7 @@ func TestInvalidJobIDIsPermanent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := stage.Jobs(stage.NewPublisher(env.JS), &requester.Handler{Vendor: v, Now: time.Now})
+	h := stage.Jobs(stage.NewPublisher(env.JS), events.Decode, &requester.Handler{Vendor: v, Now: time.Now})
 	spec := events.Spec{Name: "eod", Program: "getdata", Securities: []string{"IBM US Equity"}, Fields: []string{"PX_LAST"}}
 	for _, id := range []string{"a b", "x*y", ""} {
 		j := submitted(id, spec)

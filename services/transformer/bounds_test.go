@@ -31,7 +31,7 @@ func TestTransformerFailsOnALongLine(t *testing.T) {
 			h := chunkHandler(env, int64(len(file)/tc.chunks+1))
 			j := collected(t, env, "job-long-"+tc.name, file)
 			j.FileSize = int64(len(file))
-			if err := stage.Jobs(h.Pub, h).Handle(context.Background(), env.DeliverJob(&j)); err != nil {
+			if err := stage.Jobs(h.Pub, events.Decode, h).Handle(context.Background(), env.DeliverJob(&j)); err != nil {
 				t.Fatal(err)
 			}
 			got, _ := env.LastJob(j.ID)

@@ -110,7 +110,7 @@ func TestTransformerPublishesEveryObservation(t *testing.T) {
 
 	j := collected(t, env, "job-t1", file.Bytes())
 	m := env.DeliverJob(&j)
-	if err := stage.Jobs(h.Pub, h).Handle(context.Background(), m); err != nil {
+	if err := stage.Jobs(h.Pub, events.Decode, h).Handle(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := env.LastJob(j.ID)
@@ -143,7 +143,7 @@ func TestTransformerPublishesEveryObservation(t *testing.T) {
 	}
 
 	// A redelivery republishes the same batches under the same ids: JetStream drops them.
-	if err := stage.Jobs(h.Pub, h).Handle(context.Background(), m); err != nil {
+	if err := stage.Jobs(h.Pub, events.Decode, h).Handle(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
 	if n := env.Count(events.RowsStream, events.RowsSubject(j.ID)); n != len(bs) {
@@ -163,7 +163,7 @@ func TestTransformerFailsUnreadableFiles(t *testing.T) {
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			j := collected(t, env, fmt.Sprintf("job-bad%d", i), []byte(tc.file))
-			if err := stage.Jobs(h.Pub, h).Handle(context.Background(), env.DeliverJob(&j)); err != nil {
+			if err := stage.Jobs(h.Pub, events.Decode, h).Handle(context.Background(), env.DeliverJob(&j)); err != nil {
 				t.Fatal(err)
 			}
 			got, _ := env.LastJob(j.ID)
@@ -175,7 +175,7 @@ func TestTransformerFailsUnreadableFiles(t *testing.T) {
 	t.Run("missing raw file", func(t *testing.T) {
 		j := events.Job{ID: "job-missing", FileKey: "job-missing/g0/nothing"}
 		j = j.Advance(events.Collected, time.Now())
-		if err := stage.Jobs(h.Pub, h).Handle(context.Background(), env.DeliverJob(&j)); err != nil {
+		if err := stage.Jobs(h.Pub, events.Decode, h).Handle(context.Background(), env.DeliverJob(&j)); err != nil {
 			t.Fatal(err)
 		}
 		if got, _ := env.LastJob(j.ID); got.State != events.Failed || !strings.Contains(got.Error, "not in the raw store") {
@@ -190,7 +190,7 @@ func TestTransformerRejectsBadLinesAndLoadsTheRest(t *testing.T) {
 	file := "START-OF-FILE\nPROGRAMNAME=getdata\nDATEFORMAT=yyyymmdd\nRUNDATE=20260105\nSTART-OF-FIELDS\nPX_LAST\nPX_BID\nEND-OF-FIELDS\n" +
 		"START-OF-DATA\nIBM US Equity|0|2|101.5|101.4|\nbroken line without delimiters\nAAPL US Equity|0|2|201.5|201.4|\nEND-OF-DATA\nEND-OF-FILE\n"
 	j := collected(t, env, "job-rej", []byte(file))
-	if err := stage.Jobs(h.Pub, h).Handle(context.Background(), env.DeliverJob(&j)); err != nil {
+	if err := stage.Jobs(h.Pub, events.Decode, h).Handle(context.Background(), env.DeliverJob(&j)); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := env.LastJob(j.ID)
@@ -231,7 +231,7 @@ func TestTransformerRetriesStoreReadErrors(t *testing.T) {
 	h := &transformer.Handler{Raw: &rawstore.Store{Objects: failingStore{env.Streams.Raw}}, Pub: stage.NewPublisher(env.JS), Now: time.Now}
 	j := events.Job{ID: "job-read", FileKey: "job-read/g0/f"}
 	j = j.Advance(events.Collected, time.Now())
-	err := stage.Jobs(h.Pub, h).Handle(context.Background(), env.DeliverJob(&j))
+	err := stage.Jobs(h.Pub, events.Decode, h).Handle(context.Background(), env.DeliverJob(&j))
 	if err == nil || stage.IsPermanent(err) || !errors.Is(err, nats.ErrTimeout) {
 		t.Fatalf("Handle = %v, want a transient error wrapping the read timeout", err)
 	}
@@ -319,7 +319,7 @@ func TestTransformerChunksAddUpToTheWholeFile(t *testing.T) {
 	whole := collected(t, env, "job-whole", file)
 	whole.FileSize = int64(len(file))
 	hw := chunkHandler(env, 0)
-	if err := stage.Jobs(hw.Pub, hw).Handle(ctx, env.DeliverJob(&whole)); err != nil {
+	if err := stage.Jobs(hw.Pub, events.Decode, hw).Handle(ctx, env.DeliverJob(&whole)); err != nil {
 		t.Fatal(err)
 	}
 	ref, _ := env.LastJob(whole.ID)
@@ -353,7 +353,7 @@ func TestTransformerChunksAddUpToTheWholeFile(t *testing.T) {
 				}
 			}
 			j.FileSize = int64(len(file))
-			if err := stage.Jobs(h.Pub, h).Handle(ctx, env.DeliverJob(&j)); err != nil {
+			if err := stage.Jobs(h.Pub, events.Decode, h).Handle(ctx, env.DeliverJob(&j)); err != nil {
 				t.Fatal(err)
 			}
 			if got, _ := env.LastJob(j.ID); got.State != events.Collected {
@@ -449,7 +449,7 @@ func TestTransformerFileWithoutMarksInOnePiece(t *testing.T) {
 	h := chunkHandler(env, int64(len(file)/5+1))
 	j := collected(t, env, "job-unmarked", file)
 	j.FileSize = int64(len(file))
-	if err := stage.Jobs(h.Pub, h).Handle(ctx, env.DeliverJob(&j)); err != nil {
+	if err := stage.Jobs(h.Pub, events.Decode, h).Handle(ctx, env.DeliverJob(&j)); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := env.LastJob(j.ID)
@@ -543,7 +543,7 @@ func TestTransformerFailsOnABadChunk(t *testing.T) {
 	const n = 4
 	h := chunkHandler(env, int64(len(file)/n+1))
 	j := stored(t, env, "job-bad-chunk", file)
-	if err := stage.Jobs(h.Pub, h).Handle(ctx, env.DeliverJob(&j)); err != nil {
+	if err := stage.Jobs(h.Pub, events.Decode, h).Handle(ctx, env.DeliverJob(&j)); err != nil {
 		t.Fatal(err)
 	}
 	handleChunks(t, env, h, j.ID, []int{3, 0, 1, 2})
@@ -583,7 +583,7 @@ func TestChunkReadsAreTraced(t *testing.T) {
 	h := chunkHandler(env, int64(len(file)/n+1))
 	h.Raw.Tracer = tp.Tracer("test")
 	j := stored(t, env, "job-traced", file)
-	if err := stage.Jobs(h.Pub, h).Handle(ctx, env.DeliverJob(&j)); err != nil {
+	if err := stage.Jobs(h.Pub, events.Decode, h).Handle(ctx, env.DeliverJob(&j)); err != nil {
 		t.Fatal(err)
 	}
 	msgs := handleChunks(t, env, h, j.ID, []int{0, 1, 2, 3})
@@ -627,7 +627,7 @@ func TestSnapshotTimeAndWarnings(t *testing.T) {
 		"broken\nEND-OF-DATA\nEND-OF-FILE\n"
 	j := collected(t, env, "job-snap", []byte(file))
 	j.Spec.Program = events.GetData
-	if err := stage.Jobs(h.Pub, h).Handle(context.Background(), env.DeliverJob(&j)); err != nil {
+	if err := stage.Jobs(h.Pub, events.Decode, h).Handle(context.Background(), env.DeliverJob(&j)); err != nil {
 		t.Fatal(err)
 	}
 	want := time.Date(2026, 1, 5, 19, 30, 5, 0, time.UTC).Unix()

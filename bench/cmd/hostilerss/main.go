@@ -235,7 +235,7 @@ func collect(f *os.File, natsURL string, size int64, gz bool) error {
 	if err != nil {
 		return err
 	}
-	h := stage.Jobs(stage.NewPublisher(js), &collector.Handler{Vendor: v, Raw: &rawstore.Store{Objects: streams.Raw}, Now: time.Now})
+	h := stage.Jobs(stage.NewPublisher(js), events.Decode, &collector.Handler{Vendor: v, Raw: &rawstore.Store{Objects: streams.Raw}, Now: time.Now})
 	if err := h.Handle(ctx, msg); err != nil {
 		return fmt.Errorf("handle: %w", err)
 	}

@@ -121,21 +121,22 @@ func (b *bench) legQuery(ctx context.Context) error {
 func insertRun(ctx context.Context, st *chstore.Store, spec events.Spec, jobID string, version, seed uint64) (int64, error) {
 	const batchRows = 500_000
 	var n int64
-	batch := chstore.Batch{JobID: jobID, Program: spec.Program, Version: version}
+	var rows []obs.Observation
 	flush := func() error {
-		if len(batch.Obs) == 0 {
+		if len(rows) == 0 {
 			return nil
 		}
+		batch := chstore.Batch{JobID: jobID, Program: spec.Program, Version: version, Cols: obs.ColumnsOf(rows)}
 		if _, err := st.Insert(ctx, []chstore.Batch{batch}); err != nil {
 			return err
 		}
-		batch.Obs = batch.Obs[:0]
+		rows = rows[:0]
 		return nil
 	}
 	err := simdata.Observations(spec, runDate, seed, func(o *obs.Observation) error {
-		batch.Obs = append(batch.Obs, *o)
+		rows = append(rows, *o)
 		n++
-		if len(batch.Obs) == batchRows {
+		if len(rows) == batchRows {
 			return flush()
 		}
 		return nil

@@ -1,4 +1,7 @@
-package natsx
+// Package attempts is the key-value bucket where the stage runtime (pkg/stage) keeps what it
+// knows about deliveries that did not simply succeed, and where `marketpipe status` reads it.
+// It knows no subject or stream of the pipeline, so the runtime depends on it alone.
+package attempts
 
 import (
 	"context"
@@ -11,19 +14,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// AttemptsBucket is the key-value bucket where the stage runtime keeps what it knows about
+// Bucket is the key-value bucket where the stage runtime keeps what it knows about
 // deliveries that did not simply succeed: per job and stage the last failure (what `status` and
 // `submit --wait` show), and per message the deliveries it settled (to count those that crashed
 // or timed out the stage). Entries are removed once their message succeeds.
-const AttemptsBucket = "mp_attempts"
+const Bucket = "mp_attempts"
 
-// AttemptsTTL is how long an entry lives after its last write. A waiting message's entry is
+// TTL is how long an entry lives after its last write. A waiting message's entry is
 // rewritten at each delivery, so this must exceed the longest gap between two deliveries:
 // stage.MaxWait, the runtime's longest backoff and any AckWait are all far shorter.
-const AttemptsTTL = 24 * time.Hour
+const TTL = 24 * time.Hour
 
-// Attempt is the record of a job's failing deliveries at one stage.
-type Attempt struct {
+// Record is the record of a job's failing deliveries at one stage.
+type Record struct {
 	Job   string `json:"job"`
 	Stage string `json:"stage"`
 	// Attempts counts the consecutive failed deliveries (waits and crashes not included).
@@ -35,57 +38,57 @@ type Attempt struct {
 	DeadLettered bool      `json:"dead_lettered,omitempty"`
 }
 
-// AttemptKey is the key of a job's record at a stage.
-func AttemptKey(jobID, stage string) string { return "job." + jobID + "." + stage }
+// JobKey is the key of a job's record at a stage.
+func JobKey(jobID, stage string) string { return "job." + jobID + "." + stage }
 
 // DeliveryKey is the key of one message's delivery record at a stage.
 func DeliveryKey(stage string, streamSeq uint64) string {
 	return "msg." + stage + "." + strconv.FormatUint(streamSeq, 10)
 }
 
-// DeclareAttempts binds the attempts bucket, creating it when missing with the given replicas
+// Declare binds the attempts bucket, creating it when missing with the given replicas
 // (0: one). An existing bucket is left as it is, so a service never lowers its replicas.
-func DeclareAttempts(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, AttemptsBucket)
+func Declare(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, Bucket)
 	if err == nil {
 		return kv, nil
 	}
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("key-value bucket %s: %w", AttemptsBucket, err)
+		return nil, fmt.Errorf("key-value bucket %s: %w", Bucket, err)
 	}
 	kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: AttemptsBucket, Description: "failing deliveries per job and stage",
-		TTL: AttemptsTTL, Replicas: max(replicas, 1), History: 1,
+		Bucket: Bucket, Description: "failing deliveries per job and stage",
+		TTL: TTL, Replicas: max(replicas, 1), History: 1,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("declare key-value bucket %s: %w", AttemptsBucket, err)
+		return nil, fmt.Errorf("declare key-value bucket %s: %w", Bucket, err)
 	}
 	return kv, nil
 }
 
-// JobAttempts returns the records of a job's failing deliveries, one per stage; none when the
+// OfJob returns the records of a job's failing deliveries, one per stage; none when the
 // bucket does not exist yet.
-func JobAttempts(ctx context.Context, js jetstream.JetStream, jobID string) ([]Attempt, error) {
-	kv, err := js.KeyValue(ctx, AttemptsBucket)
+func OfJob(ctx context.Context, js jetstream.JetStream, jobID string) ([]Record, error) {
+	kv, err := js.KeyValue(ctx, Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("attempts of job %s: %w", jobID, err)
 	}
-	w, err := kv.Watch(ctx, AttemptKey(jobID, "*"), jetstream.IgnoreDeletes())
+	w, err := kv.Watch(ctx, JobKey(jobID, "*"), jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("attempts of job %s: %w", jobID, err)
 	}
 	defer w.Stop()
-	var out []Attempt
+	var out []Record
 	for {
 		select {
 		case e := <-w.Updates():
 			if e == nil {
 				return out, nil
 			}
-			var a Attempt
+			var a Record
 			if err := json.Unmarshal(e.Value(), &a); err != nil {
 				return nil, fmt.Errorf("attempts of job %s: key %s: %w", jobID, e.Key(), err)
 			}

@@ -1,0 +1,63 @@
+package chstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/marketpipe/marketpipe/pkg/obs"
+)
+
+// Observations calls fn for each stored observation of every run, committed or not (one per
+// key and run, under FINAL), in key order: all of them, or only those loaded by jobID. It
+// serves the tests, which check what was stored; readers see Query's. An error from fn stops
+// the scan and is returned as is.
+func (s *Store) Observations(ctx context.Context, jobID string, fn func(o obs.Observation, program, jobID string, version uint64) error) error {
+	query := "SELECT security, field, date, value_num, value_str, value_kind, flag, program, job_id, version FROM " +
+		s.table("observations") + " FINAL"
+	var args []any
+	if jobID != "" {
+		query += " WHERE job_id = ?"
+		args = append(args, jobID)
+	}
+	query += " ORDER BY security, field, date"
+	// A condition on a non-key column must filter after FINAL has chosen the winning rows. In
+	// PREWHERE it filters before (seen on 18.16: a superseded row of the job comes back), and
+	// some servers' optimizer moves WHERE conditions there on its own; this integer setting
+	// stops it, on old and new servers alike.
+	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"optimize_move_to_prewhere": 0}))
+	rows, err := s.conn.Query(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("read observations: %w", err)
+	}
+	defer rows.Close()
+	var (
+		o        obs.Observation
+		date     time.Time
+		num      *float64
+		kind     uint8
+		program  string
+		rowJobID string
+		version  uint64
+	)
+	for rows.Next() {
+		if err := rows.Scan(&o.Security, &o.Field, &date, &num, &o.Str, &kind, &o.Flag, &program, &rowJobID, &version); err != nil {
+			return fmt.Errorf("read observations: %w", err)
+		}
+		o.Date = obs.DateOf(date)
+		o.Kind = obs.Kind(kind)
+		o.Num = 0
+		if num != nil {
+			o.Num = *num
+		}
+		if err := fn(o, program, rowJobID, version); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read observations: %w", err)
+	}
+	return nil
+}
