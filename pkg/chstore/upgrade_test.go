@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/marketpipe/marketpipe/pkg/chstore"
-	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/chtest"
+	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/obs"
 )
 
