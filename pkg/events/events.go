@@ -18,6 +18,7 @@ package events
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 )
@@ -256,6 +257,62 @@ type Spec struct {
 	End           string   `json:"end,omitempty"`
 	// Strict fails a run whose reply file carries warnings instead of loading it.
 	Strict bool `json:"strict,omitempty"`
+	Options
+}
+
+// Options are what a request asks of the vendor besides securities, fields and dates (HAPI's
+// names in parentheses). A security written "/ISIN/US0378331005" carries its identifier type
+// (identifierType); one without a type is a TICKER.
+type Options struct {
+	// Overrides apply to every security (fieldOverrides), SecurityOverrides to one (by its
+	// entry in Securities, overriding the universe's of the same mnemonic); getdata only.
+	Overrides         map[string]string            `json:"overrides,omitempty"`
+	SecurityOverrides map[string]map[string]string `json:"security_overrides,omitempty"`
+	// PricingSource is the preferred pricing source (pricingSourceOptions.prefer), exclusive
+	// when PricingSourceExclusive.
+	PricingSource          string `json:"pricing_source,omitempty"`
+	PricingSourceExclusive bool   `json:"pricing_source_exclusive,omitempty"`
+	// Periodicity (period: daily when empty) and Currency (historyPriceCurrency) are gethistory's.
+	Periodicity string `json:"periodicity,omitempty"`
+	Currency    string `json:"currency,omitempty"`
+}
+
+// Clone returns a copy of o sharing no map with it.
+func (o Options) Clone() Options {
+	o.Overrides = maps.Clone(o.Overrides)
+	if o.SecurityOverrides != nil {
+		so := make(map[string]map[string]string, len(o.SecurityOverrides))
+		for k, v := range o.SecurityOverrides {
+			so[k] = maps.Clone(v)
+		}
+		o.SecurityOverrides = so
+	}
+	return o
+}
+
+// Dataset is what the observations of a run are kept under (their program column): the
+// program, and the options that change what its values mean, so that two requests differing in
+// them never overwrite each other's rows: "gethistory" for a plain request,
+// "gethistory[currency=EUR,periodicity=weekly]" for weekly prices in euros.
+func (s *Spec) Dataset() string {
+	var parts []string
+	if s.Currency != "" {
+		parts = append(parts, "currency="+s.Currency)
+	}
+	if s.Periodicity != "" && s.Periodicity != "daily" {
+		parts = append(parts, "periodicity="+s.Periodicity)
+	}
+	if s.PricingSource != "" {
+		ps := "pricing_source=" + s.PricingSource
+		if s.PricingSourceExclusive {
+			ps += "!"
+		}
+		parts = append(parts, ps)
+	}
+	if len(parts) == 0 {
+		return s.Program
+	}
+	return s.Program + "[" + strings.Join(parts, ",") + "]"
 }
 
 // SecurityCount returns the number of securities asked for, inline or by reference.

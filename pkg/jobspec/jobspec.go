@@ -65,6 +65,8 @@ type File struct {
 	// SecuritiesFile is the path of the securities file, resolved against the job file's
 	// directory; empty when the securities are listed inline.
 	SecuritiesFile string
+	// Options are the request options (identifier types are in Securities: /ISIN/...).
+	events.Options
 }
 
 // Load reads and validates the job file at path, and its securities_file if it names one.
@@ -105,5 +107,6 @@ func (f *File) spec() events.Spec {
 		Start:      f.Start.Fixed,
 		End:        f.End.Fixed,
 		Strict:     f.Strict,
+		Options:    f.Options.Clone(),
 	}
 }

@@ -132,7 +132,7 @@ func TestParseErrors(t *testing.T) {
 			[]string{p + ":3: not valid YAML: found character that cannot start any token"}},
 		{"two documents", history + "---\nname: b\n", []string{p + ":9: more than one YAML document; a job file is one"}},
 		{"unknown key with suggestion", mod("", "sechdule: x\n"), []string{p + ":9: unknown key sechdule (did you mean schedule?)"}},
-		{"unknown key", mod("", "colour: blue\n"), []string{p + ":9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, calendar, deadline, strict)"}},
+		{"unknown key", mod("", "colour: blue\n"), []string{p + ":9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, calendar, deadline, strict, identifier_type, overrides, pricing_source, pricing_source_exclusive, periodicity, currency)"}},
 		{"non-scalar key", mod("", "[a]: b\n"), []string{p + ":9: keys are plain names such as name or fields"}},
 		{"duplicate key", mod("", "name: other\n"), []string{p + ":9: name: given twice (first at line 1)"}},
 		{"missing everything", "deadline: 1h\n", []string{
@@ -160,7 +160,7 @@ func TestParseErrors(t *testing.T) {
 		{"security delimiter", mod("  - AAPL", "  - AAPL|US"), []string{p + ":5: securities: AAPL|US contains '|', the reply file's delimiter"}},
 		{"security control character", mod("  - AAPL", "  - \"AAPL\\tUS\""), []string{p + ":5: securities: \"AAPL\\tUS\" contains a control character"}},
 		{"security too long", mod("  - AAPL", "  - "+strings.Repeat("X", 257)), []string{p + ":5: securities: security of 257 bytes; at most 256"}},
-		{"security is a mapping", mod("  - AAPL", "  - {a: b}"), []string{p + ":5: securities: want a security identifier, not a mapping"}},
+		{"security is a mapping", mod("  - AAPL", "  - {a: b}"), []string{p + ":5: securities: unknown key a in a security (id, type, overrides)", p + ":5: securities: a security given as a mapping needs id:"}},
 		{"alias to a bad security", mod("  - AAPL", "  - &bad 'X|Y'\n  - *bad"), []string{
 			p + ":5: securities: X|Y contains '|', the reply file's delimiter",
 			p + ":6: securities: X|Y contains '|', the reply file's delimiter"}},
@@ -208,7 +208,7 @@ func TestParseErrors(t *testing.T) {
 			"testdata/bad.yaml:5: securities: IBM US Equity repeated (first at line 4)",
 			"testdata/bad.yaml:6: fields: PX LAST is not a field mnemonic (upper-case letters, digits and '_')",
 			"testdata/bad.yaml:7: start: 2026-01-31 is after end 2026-01-02",
-			"testdata/bad.yaml:9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, calendar, deadline, strict)"}},
+			"testdata/bad.yaml:9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, calendar, deadline, strict, identifier_type, overrides, pricing_source, pricing_source_exclusive, periodicity, currency)"}},
 		{"strict not a boolean", mod("", "strict: yes\n"), []string{p + ":9: strict: yes: want true or false"}},
 	}
 	for _, tt := range tests {
@@ -317,7 +317,7 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"IBM US Equity", "AAPL US Equity", "MSFT US Equity", "/isin/US0378331005"}
+	want := []string{"IBM US Equity", "AAPL US Equity", "MSFT US Equity", "/ISIN/US0378331005"}
 	if !reflect.DeepEqual(f.Securities, want) {
 		t.Errorf("securities = %q, want %q", f.Securities, want)
 	}
@@ -569,6 +569,63 @@ func TestRelativeDates(t *testing.T) {
 		_, err := Parse([]byte(base+c.extra), "rel.yaml")
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v, want %q", c.extra, err, c.want)
+		}
+	}
+}
+
+func TestRequestOptions(t *testing.T) {
+	data := "name: opts\nprogram: getdata\nfields: [PX_LAST, PX_BID]\n" +
+		"securities:\n  - IBM US Equity\n  - /isin/US0378331005\n  - {id: 037833100, type: CUSIP, overrides: {SETTLE_DT: \"20261231\"}}\n" +
+		"overrides: {VWAP_START_TIME: \"09:30\"}\npricing_source: BGN\npricing_source_exclusive: true\n"
+	f, err := Parse([]byte(data), "opts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := f.SpecAt(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := events.Spec{Name: "opts", Program: "getdata", Fields: []string{"PX_LAST", "PX_BID"},
+		Securities: []string{"IBM US Equity", "/ISIN/US0378331005", "/CUSIP/037833100"},
+		Options: events.Options{Overrides: map[string]string{"VWAP_START_TIME": "09:30"},
+			SecurityOverrides: map[string]map[string]string{"/CUSIP/037833100": {"SETTLE_DT": "20261231"}},
+			PricingSource:     "BGN", PricingSourceExclusive: true}}
+	if !reflect.DeepEqual(s, want) {
+		t.Errorf("spec\n%+v\nwant\n%+v", s, want)
+	}
+	if d := s.Dataset(); d != "getdata[pricing_source=BGN!]" {
+		t.Errorf("dataset %q", d)
+	}
+	h, err := Parse([]byte(history+"identifier_type: isin\nperiodicity: weekly\ncurrency: EUR\n"), jobPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, _ := h.SpecAt(time.Now())
+	if hs.Securities[0] != "/ISIN/IBM US Equity" || hs.Periodicity != "weekly" || hs.Currency != "EUR" ||
+		hs.Dataset() != "gethistory[currency=EUR,periodicity=weekly]" {
+		t.Errorf("history options: %+v, dataset %q", hs, hs.Dataset())
+	}
+
+	many := "overrides: {"
+	for i := range 20 {
+		many += fmt.Sprintf("F%02d: x, ", i)
+	}
+	many = strings.TrimSuffix(many, ", ") + "}\n"
+	for _, c := range []struct{ yaml, want string }{
+		{history + "overrides: {SETTLE_DT: \"20261231\"}\n", "only getdata takes overrides: HAPI ignores security overrides on history"},
+		{"name: o\nprogram: getdata\nfields: [PX_LAST]\nsecurities: [IBM US Equity]\n" + many, "20 overrides; at most 19 per security"},
+		{history + "identifier_type: RIC\n", "RIC is not one of HAPI's identifier types"},
+		{history + "periodicity: hourly\n", "periodicity: hourly: want one of daily, weekly, monthly, quarterly, yearly"},
+		{history + "currency: EURO\n", `currency: "EURO" is not a currency`},
+		{history + "currency: XYZ\n", "XYZ is not an ISO 4217 currency"},
+		{"name: o\nprogram: getdata\nfields: [PX_LAST]\nsecurities: [IBM US Equity]\nperiodicity: weekly\n", "only gethistory takes a periodicity"},
+		{"name: o\nprogram: getdata\nfields: [PX_LAST]\nsecurities: [/RIC/IBM.N]\n", "identifier type RIC is not one of HAPI's"},
+		{"name: o\nprogram: getdata\nfields: [PX_LAST]\nsecurities: [IBM US Equity]\npricing_source_exclusive: true\n", "needs pricing_source"},
+		{"name: o\nprogram: getdata\nfields: [PX_LAST]\nsecurities: [{type: ISIN}]\n", "needs id:"},
+	} {
+		_, err := Parse([]byte(c.yaml), "o.yaml")
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v\nwant %q", c.yaml, err, c.want)
 		}
 	}
 }

@@ -27,7 +27,8 @@ var (
 )
 
 var knownKeys = []string{"name", "program", "securities", "securities_file", "fields", "start",
-	"end", "schedule", "tz", "calendar", "deadline", "strict"}
+	"end", "schedule", "tz", "calendar", "deadline", "strict", "identifier_type", "overrides", "pricing_source",
+	"pricing_source_exclusive", "periodicity", "currency"}
 
 type parser struct {
 	path    string
@@ -142,6 +143,7 @@ func (p *parser) parse(data []byte) {
 	p.dates(values["start"], values["end"])
 	p.schedule(values["schedule"], values["tz"])
 	p.calendarKey(values["calendar"])
+	p.options(values)
 	if v, ok := values["deadline"]; ok {
 		if s, ok := p.scalar("deadline", v); ok {
 			d, err := time.ParseDuration(s)

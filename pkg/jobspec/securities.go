@@ -11,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/marketpipe/marketpipe/pkg/vendor"
 )
 
 func (p *parser) securities(list, file *yaml.Node) {
@@ -35,17 +37,8 @@ func (p *parser) securities(list, file *yaml.Node) {
 	seen := make(map[string]int, len(items))
 	out := make([]string, 0, len(items))
 	for _, it := range items {
-		v := resolve(it)
-		if v.Kind != yaml.ScalarNode {
-			p.errorf(it, "securities", "want a security identifier, not %s", kindName(v))
-			continue
-		}
-		s := strings.TrimSpace(v.Value)
-		if v.Tag == "!!null" {
-			s = ""
-		}
-		if reason := checkSecurity(s); reason != "" {
-			p.errorf(it, "securities", "%s", reason)
+		s, overrides := p.securityEntry(it)
+		if s == "" {
 			continue
 		}
 		if first, dup := seen[s]; dup {
@@ -54,6 +47,12 @@ func (p *parser) securities(list, file *yaml.Node) {
 		}
 		seen[s] = it.Line
 		out = append(out, s)
+		if len(overrides) > 0 {
+			if p.f.SecurityOverrides == nil {
+				p.f.SecurityOverrides = map[string]map[string]string{}
+			}
+			p.f.SecurityOverrides[s] = overrides
+		}
 	}
 	p.f.Securities = out
 }
@@ -96,9 +95,19 @@ func (p *parser) securitiesFile(v *yaml.Node) {
 		if n > MaxSecurities {
 			continue // counted, reported once below
 		}
-		if reason := checkSecurity(s); reason != "" {
+		reason := checkSecurity(s)
+		if reason == "" {
+			reason = vendor.CheckSecurity(s)
+		}
+		if reason != "" {
 			p.errorAt(path, line, 1, "", "%s", reason)
 			continue
+		}
+		if typ, v := vendor.SplitSecurity(s); strings.HasPrefix(s, "/") {
+			s = "/" + typ + "/" + v
+			if typ == "TICKER" {
+				s = v
+			}
 		}
 		if first, dup := seen[s]; dup {
 			p.errorAt(path, line, 1, "", "%s repeated (first at line %d)", show(s), first)

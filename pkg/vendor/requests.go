@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,6 +80,15 @@ type Request struct {
 	Securities []string
 	Fields     []string // optional for getactions
 	Start, End string   // YYYY-MM-DD, gethistory and getactions only
+	// Overrides apply to every security, SecurityOverrides to one (its own win); getdata only.
+	Overrides         map[string]string
+	SecurityOverrides map[string]map[string]string
+	// PricingSource is the preferred pricing source's mnemonic, exclusive when
+	// PricingSourceExclusive.
+	PricingSource          string
+	PricingSourceExclusive bool
+	// Periodicity (Periodicities; empty: daily) and Currency (ISO 4217) are gethistory's.
+	Periodicity, Currency string
 }
 
 var identifierRE = regexp.MustCompile(`^[A-Za-z0-9]{1,21}$`)
@@ -98,9 +108,44 @@ func (r *Request) Validate() error {
 	if len(r.Securities) == 0 {
 		return bad("no securities")
 	}
+	if len(r.Securities) > MaxUniverse {
+		return bad("%d securities; a universe holds at most %d", len(r.Securities), MaxUniverse)
+	}
 	for _, s := range r.Securities {
 		if strings.TrimSpace(s) == "" {
 			return bad("empty security identifier")
+		}
+		if reason := CheckSecurity(s); reason != "" {
+			return bad("%s", reason)
+		}
+	}
+	if len(r.Fields) > MaxFieldList {
+		return bad("%d fields; a field list holds at most %d", len(r.Fields), MaxFieldList)
+	}
+	if (len(r.Overrides) > 0 || len(r.SecurityOverrides) > 0) && r.Program != ProgramGetData {
+		return bad("overrides on a %s request: HAPI ignores security overrides on history and actions requests", r.Program)
+	}
+	for _, s := range r.Securities {
+		if n := len(overridesFor(r.Overrides, r.SecurityOverrides[s])); n > MaxOverrides {
+			return bad("%s: %d overrides; at most %d per security", s, n, MaxOverrides)
+		}
+	}
+	if r.PricingSource != "" {
+		if reason := CheckMnemonic(r.PricingSource); reason != "" {
+			return bad("pricing source %s", reason)
+		}
+	} else if r.PricingSourceExclusive {
+		return bad("an exclusive pricing source needs a pricing source")
+	}
+	if (r.Periodicity != "" || r.Currency != "") && r.Program != ProgramGetHistory {
+		return bad("periodicity and currency are gethistory's")
+	}
+	if r.Periodicity != "" && !slices.Contains(Periodicities, r.Periodicity) {
+		return bad("periodicity %q: want one of %s", r.Periodicity, strings.Join(Periodicities, ", "))
+	}
+	if r.Currency != "" {
+		if reason := CheckCurrency(r.Currency); reason != "" {
+			return bad("%s", reason)
 		}
 	}
 	if len(r.Fields) == 0 && r.Program != ProgramGetActions {
@@ -134,9 +179,10 @@ type (
 		Type string `json:"@type"`
 	}
 	apiIdentifier struct {
-		Type            string `json:"@type"`
-		IdentifierType  string `json:"identifierType"`
-		IdentifierValue string `json:"identifierValue"`
+		Type            string        `json:"@type"`
+		IdentifierType  string        `json:"identifierType"`
+		IdentifierValue string        `json:"identifierValue"`
+		FieldOverrides  []apiOverride `json:"fieldOverrides,omitempty"`
 	}
 	apiUniverse struct {
 		Type     string          `json:"@type"`
@@ -155,8 +201,10 @@ type (
 		EndDate   string `json:"endDate"`
 	}
 	apiRuntimeOptions struct {
-		Type      string       `json:"@type"`
-		DateRange apiDateRange `json:"dateRange"`
+		Type                 string       `json:"@type"`
+		DateRange            apiDateRange `json:"dateRange"`
+		HistoryPriceCurrency string       `json:"historyPriceCurrency,omitempty"`
+		Period               string       `json:"period,omitempty"`
 	}
 	apiFormatting struct {
 		Type            string `json:"@type"`
@@ -170,6 +218,7 @@ type (
 		FieldList      *apiFieldList      `json:"fieldList,omitempty"`
 		Trigger        typed              `json:"trigger"`
 		RuntimeOptions *apiRuntimeOptions `json:"runtimeOptions,omitempty"`
+		PricingSource  *apiPricingSource  `json:"pricingSourceOptions,omitempty"`
 		Formatting     apiFormatting      `json:"formatting"`
 	}
 )
@@ -190,9 +239,12 @@ func (r *Request) body() ([]byte, error) {
 		ar.Title = r.Identifier
 	}
 	for _, s := range r.Securities {
-		s = strings.TrimSpace(s)
-		ar.Universe.Contains = append(ar.Universe.Contains,
-			apiIdentifier{Type: "Identifier", IdentifierType: identifierType(s), IdentifierValue: s})
+		typ, v := SplitSecurity(strings.TrimSpace(s))
+		item := apiIdentifier{Type: "Identifier", IdentifierType: typ, IdentifierValue: v}
+		if r.Program == ProgramGetData && (len(r.Overrides) > 0 || len(r.SecurityOverrides[s]) > 0) {
+			item.FieldOverrides = overridesFor(r.Overrides, r.SecurityOverrides[s])
+		}
+		ar.Universe.Contains = append(ar.Universe.Contains, item)
 	}
 	fl := &apiFieldList{}
 	for _, f := range r.Fields {
@@ -202,13 +254,22 @@ func (r *Request) body() ([]byte, error) {
 	case ProgramGetHistory:
 		ar.Type, fl.Type = "HistoryRequest", "HistoryFieldList"
 		ar.RuntimeOptions = &apiRuntimeOptions{Type: "HistoryRuntimeOptions",
-			DateRange: apiDateRange{Type: "IntervalDateRange", StartDate: r.Start, EndDate: r.End}}
+			DateRange:            apiDateRange{Type: "IntervalDateRange", StartDate: r.Start, EndDate: r.End},
+			HistoryPriceCurrency: r.Currency, Period: r.Periodicity}
+		if r.PricingSource != "" {
+			ar.PricingSource = &apiPricingSource{Type: "HistoryPricingSourceOptions",
+				Prefer: apiField{Mnemonic: r.PricingSource}, Exclusive: r.PricingSourceExclusive}
+		}
 	case ProgramGetActions:
 		ar.Type, fl.Type = "ActionsRequest", "ActionsFieldList"
 		ar.RuntimeOptions = &apiRuntimeOptions{Type: "ActionsRuntimeOptions",
 			DateRange: apiDateRange{Type: "IntervalDateRange", StartDate: r.Start, EndDate: r.End}}
 	default:
 		ar.Type, fl.Type = "DataRequest", "DataFieldList"
+		if r.PricingSource != "" {
+			ar.PricingSource = &apiPricingSource{Type: "DataPricingSourceOptions",
+				Prefer: apiField{Mnemonic: r.PricingSource}, Exclusive: r.PricingSourceExclusive}
+		}
 	}
 	if len(fl.Contains) > 0 || r.Program != ProgramGetActions {
 		ar.FieldList = fl

@@ -56,6 +56,9 @@ func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message)
 	req := vendor.Request{
 		Identifier: id, Title: j.Spec.Name, Program: j.Spec.Program,
 		Securities: securities, Fields: j.Spec.Fields, Start: j.Spec.Start, End: j.Spec.End,
+		Overrides: j.Spec.Overrides, SecurityOverrides: j.Spec.SecurityOverrides,
+		PricingSource: j.Spec.PricingSource, PricingSourceExclusive: j.Spec.PricingSourceExclusive,
+		Periodicity: j.Spec.Periodicity, Currency: j.Spec.Currency,
 	}
 	account, err := h.Vendor.Account(ctx)
 	if err == nil {

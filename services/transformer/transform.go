@@ -85,9 +85,9 @@ func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, c *
 	fileLine := func(l int64) (line int64, keep bool) { return l, true }
 	b, _ := h.builders.Get().(*rowcodec.Builder)
 	if b == nil {
-		b = rowcodec.NewBuilder(j.ID, j.Spec.Program, j.Generation, j.Version)
+		b = rowcodec.NewBuilder(j.ID, j.Spec.Dataset(), j.Generation, j.Version)
 	} else {
-		b.Reset(j.ID, j.Spec.Program, j.Generation, j.Version)
+		b.Reset(j.ID, j.Spec.Dataset(), j.Generation, j.Version)
 	}
 	// Flush hands out copies, so the builder is free once this transform returns.
 	defer h.builders.Put(b)
