@@ -32,7 +32,7 @@ const (
 )
 
 func newSubmitCmd(lookup config.Lookup) *cobra.Command {
-	var wait, once, again bool
+	var wait, once, again, dry bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "submit JOB.yaml",
@@ -45,12 +45,16 @@ status is 0 when the job is loaded and 1 when it failed.
 
 A file with schedule: is run by its schedule (` + "`marketpipe schedule apply`" + `); --once runs it once
 now. A file identical to one submitted in the last 24 hours whose job is in flight or loaded is
-refused with that job's id and state (exit status 3), unless --again.`,
+refused with that job's id and state (exit status 3), unless --again. --dry-run prints the vendor
+requests it would make, with their data points, and sends nothing (no NATS needed).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := jobspec.Load(args[0])
 			if err != nil {
 				return &exitError{code: exitInvalid, err: fmt.Errorf("invalid job file:\n%w", err)}
+			}
+			if dry {
+				return dryRun(f, time.Now(), cmd.OutOrStdout())
 			}
 			if f.Schedule != "" && !once {
 				return &exitError{code: exitInvalid, err: fmt.Errorf("%s has schedule: %q: `marketpipe schedule apply %s` runs it on its schedule; `submit --once` runs it once now", args[0], f.Schedule, args[0])}
@@ -72,6 +76,7 @@ refused with that job's id and state (exit status 3), unless --again.`,
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up waiting after this long (0: no limit)")
 	cmd.Flags().BoolVar(&once, "once", false, "run a file that has schedule: once now")
 	cmd.Flags().BoolVar(&again, "again", false, "submit even if an identical file was submitted in the last 24 hours")
+	cmd.Flags().BoolVar(&dry, "dry-run", false, "print the vendor requests and data points; send nothing")
 	return cmd
 }
 
