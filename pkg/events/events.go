@@ -230,6 +230,7 @@ func DecodeChunkTask(data []byte) (ChunkTask, error) {
 const (
 	GetData    = "getdata"
 	GetHistory = "gethistory"
+	GetActions = "getactions" // corporate actions over a date range; fields optional
 )
 
 // InlineSecurities is the longest securities list a job event carries itself: a longer one is

@@ -73,8 +73,8 @@ func (p *parser) dates(start, end *yaml.Node) {
 	}
 	parse := func(field string, v *yaml.Node) (Date, bool) {
 		if v == nil {
-			if prog == events.GetHistory {
-				p.errorf(nil, field, "missing (gethistory needs start and end)")
+			if prog == events.GetHistory || prog == events.GetActions {
+				p.errorf(nil, field, "missing (%s needs start and end)", prog)
 			}
 			return Date{}, false
 		}
@@ -109,7 +109,7 @@ func (p *parser) dates(start, end *yaml.Node) {
 		p.errorf(start, "start", "%s is after end %s", s, e)
 		return
 	}
-	if okS && okE && prog == events.GetHistory {
+	if okS && okE && (prog == events.GetHistory || prog == events.GetActions) {
 		p.f.Start, p.f.End = s, e
 	}
 }

@@ -137,7 +137,7 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate key", mod("", "name: other\n"), []string{p + ":9: name: given twice (first at line 1)"}},
 		{"missing everything", "deadline: 1h\n", []string{
 			p + ": name: missing",
-			p + ": program: missing (getdata or gethistory)",
+			p + ": program: missing (getdata, gethistory or getactions)",
 			p + ": securities: missing (or securities_file)",
 			p + ": fields: missing"}},
 		{"name bad characters", mod("name:", "name: eod prices"), []string{p + ":1: name: eod prices is not a job name (letters, digits and '-', starting with a letter or digit, at most 63)"}},
@@ -145,7 +145,7 @@ func TestParseErrors(t *testing.T) {
 		{"name too long", mod("name:", "name: "+strings.Repeat("a", 64)), []string{p + ":1: name: " + strings.Repeat("a", 64) + " is not a job name (letters, digits and '-', starting with a letter or digit, at most 63)"}},
 		{"name empty", mod("name:", "name:"), []string{p + ":1: name: empty"}},
 		{"name is a list", mod("name:", "name: [a]"), []string{p + ":1: name: want a single value, not a list"}},
-		{"program unknown", mod("program:", "program: getsnap"), []string{p + ":2: program: getsnap is not a program (getdata or gethistory)"}},
+		{"program unknown", mod("program:", "program: getsnap"), []string{p + ":2: program: getsnap is not a program (getdata, gethistory or getactions)"}},
 		{"securities empty list", str(mod("", "")).replace("securities:\n  - IBM US Equity\n  - AAPL US Equity", "securities: []"),
 			[]string{p + ":3: securities: empty list"}},
 		{"securities null", str(mod("", "")).replace("securities:\n  - IBM US Equity\n  - AAPL US Equity", "securities:"),

@@ -129,14 +129,14 @@ func (p *parser) parse(data []byte) {
 	}
 	if v, ok := values["program"]; ok {
 		if s, ok := p.scalar("program", v); ok {
-			if s == events.GetData || s == events.GetHistory {
+			if s == events.GetData || s == events.GetHistory || s == events.GetActions {
 				f.Program = s
 			} else {
-				p.errorf(v, "program", "%s is not a program (getdata or gethistory)", show(s))
+				p.errorf(v, "program", "%s is not a program (getdata, gethistory or getactions)", show(s))
 			}
 		}
 	} else {
-		p.errorf(nil, "program", "missing (getdata or gethistory)")
+		p.errorf(nil, "program", "missing (getdata, gethistory or getactions)")
 	}
 	p.securities(values["securities"], values["securities_file"])
 	p.fields(values["fields"])
@@ -282,7 +282,9 @@ func (p *parser) list(field string, v *yaml.Node) ([]*yaml.Node, bool) {
 
 func (p *parser) fields(v *yaml.Node) {
 	if v == nil {
-		p.errorf(nil, "fields", "missing")
+		if p.f.Program != events.GetActions { // actions files carry every field of each action
+			p.errorf(nil, "fields", "missing")
+		}
 		return
 	}
 	items, ok := p.list("fields", v)
