@@ -30,8 +30,10 @@ grep "^dev:" "$LOG" || true
 grep -q "dev: ready" "$LOG" || { echo "marketpipe dev not ready after 120s:"; tail -50 "$LOG"; exit 1; }
 
 echo
-echo "==> marketpipe submit examples/eod-prices.yaml --wait"
-JOB=$("$BIN/marketpipe" submit examples/eod-prices.yaml --wait --timeout 5m)
+# --again: the demo's state persists, and a second demo within 24 hours would otherwise be
+# refused as a duplicate of the first (what submit does to protect a vendor bill).
+echo "==> marketpipe submit examples/eod-prices.yaml --wait --again"
+JOB=$("$BIN/marketpipe" submit examples/eod-prices.yaml --wait --again --timeout 5m)
 echo
 echo "==> marketpipe status $JOB"
 # The jobs table is written by the loader as events arrive: give it a moment to see "loaded".
