@@ -18,6 +18,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/chtest"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/obs"
 	"github.com/marketpipe/marketpipe/services/vendorsim"
 )
@@ -200,10 +201,15 @@ func TestThreeNodeCluster(t *testing.T) {
 		count(events.Loaded), len(hj.jobs))
 	submit(2) // work while the node rejoins
 
-	waitUntil(t, ctx, "every job loaded", func() bool { return count(events.Loaded) == len(hj.jobs) })
-	t.Logf("all %d jobs loaded at %s", len(hj.jobs), time.Since(start).Round(100*time.Millisecond))
+	waitUntil(t, ctx, "every job loaded or failed", func() bool { return count(events.Loaded)+count(events.Failed) >= len(hj.jobs) })
+	t.Logf("all %d jobs ended at %s", len(hj.jobs), time.Since(start).Round(100*time.Millisecond))
 	if n := count(events.Failed); n != 0 {
-		t.Errorf("%d jobs failed", n)
+		for _, j := range hj.jobs {
+			if ev, ok, err := natsx.LastJobEvent(ctx, js, j.id); err == nil && ok && ev.State == events.Failed {
+				t.Errorf("job %s failed: %s", j.id, ev.Error)
+			}
+		}
+		t.Fatalf("%d jobs failed", n)
 	}
 
 	store, err := chstore.Open(ctx, chstore.Config{Addr: ch.Addr(), Database: db, DialTimeout: 5 * time.Second})

@@ -20,8 +20,8 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/jobspec"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/obs"
-	"github.com/marketpipe/marketpipe/pkg/schedule"
 	"github.com/marketpipe/marketpipe/services/vendorsim"
 )
 
@@ -125,7 +125,7 @@ func TestScheduleUnderFaults(t *testing.T) {
 	waitUntil(t, ctx, "the scheduled jobs loaded", func() bool {
 		jobs = jobsSoFar()
 		for id := range jobs {
-			if j, ok, err := schedule.LastEvent(ctx, js, id); err != nil || !ok || j.State != events.Loaded {
+			if j, ok, err := natsx.LastJobEvent(ctx, js, id); err != nil || !ok || j.State != events.Loaded {
 				return false
 			}
 		}
@@ -193,7 +193,7 @@ func TestCancelAndDuplicates(t *testing.T) {
 		return strings.TrimSpace(out), stderr, code
 	}
 	state := func(id string) string {
-		j, ok, err := schedule.LastEvent(ctx, js, id)
+		j, ok, err := natsx.LastJobEvent(ctx, js, id)
 		if err != nil || !ok {
 			return ""
 		}

@@ -14,7 +14,6 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
-	"github.com/marketpipe/marketpipe/pkg/schedule"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 )
 
@@ -56,7 +55,7 @@ func cancelJob(ctx context.Context, js jetstream.JetStream, id, by string, now t
 	if err := events.ValidJobID(id); err != nil {
 		return err
 	}
-	j, ok, err := schedule.LastEvent(ctx, js, id)
+	j, ok, err := natsx.LastJobEvent(ctx, js, id)
 	if err != nil {
 		return err
 	}

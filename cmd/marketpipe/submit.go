@@ -20,7 +20,6 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/jobspec"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
-	"github.com/marketpipe/marketpipe/pkg/schedule"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
@@ -271,7 +270,7 @@ func refuseDuplicate(ctx context.Context, js jetstream.JetStream, submits jetstr
 		return fmt.Errorf("look for an identical job: %w", err)
 	}
 	prev := string(e.Value())
-	j, ok, err := schedule.LastEvent(ctx, js, prev)
+	j, ok, err := natsx.LastJobEvent(ctx, js, prev)
 	if err != nil {
 		return fmt.Errorf("look for an identical job: %w", err)
 	}

@@ -482,3 +482,23 @@ func RunVersions(ctx context.Context, js jetstream.JetStream, jobID string) (map
 	}
 	return runs, nil
 }
+
+// LastJobEvent returns a job's latest event; false when the job has none.
+func LastJobEvent(ctx context.Context, js jetstream.JetStream, jobID string) (events.Job, bool, error) {
+	str, err := js.Stream(ctx, events.JobsStream)
+	if err != nil {
+		return events.Job{}, false, fmt.Errorf("stream %s: %w", events.JobsStream, err)
+	}
+	m, err := str.GetLastMsgForSubject(ctx, events.JobSubject(jobID, "*"))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return events.Job{}, false, nil
+	}
+	if err != nil {
+		return events.Job{}, false, fmt.Errorf("job %s: %w", jobID, err)
+	}
+	j, err := events.Decode(m.Data)
+	if err != nil {
+		return events.Job{}, false, err
+	}
+	return j, true, nil
+}

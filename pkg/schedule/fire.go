@@ -109,7 +109,7 @@ func (f *Firer) Handle(ctx context.Context, m *stage.Message) error {
 		st.LastSkip = &Skip{For: at, Reason: reason}
 		f.Log.Info("firing skipped", "schedule", name, "for", at, "reason", reason)
 	default:
-		if _, exists, err := LastEvent(ctx, f.Store.JS, id); err != nil {
+		if _, exists, err := natsx.LastJobEvent(ctx, f.Store.JS, id); err != nil {
 			return err
 		} else if exists {
 			outcome = "duplicate"

@@ -24,6 +24,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/calendar"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/jobspec"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
 )
 
 // ScheduledForHeader carries the time a manual run (`schedule run`) is for; a server firing
@@ -373,7 +374,7 @@ func (s *Store) List(ctx context.Context, now time.Time) ([]Entry, error) {
 			}
 		}
 		if st.LastJob != "" {
-			if j, ok, err := LastEvent(ctx, s.JS, st.LastJob); err == nil && ok {
+			if j, ok, err := natsx.LastJobEvent(ctx, s.JS, st.LastJob); err == nil && ok {
 				e.LastState = j.Outcome()
 				e.LastWarnings = j.Warnings
 			}
@@ -381,24 +382,4 @@ func (s *Store) List(ctx context.Context, now time.Time) ([]Entry, error) {
 		out = append(out, e)
 	}
 	return out, nil
-}
-
-// LastEvent returns a job's latest event; false when the job has none.
-func LastEvent(ctx context.Context, js jetstream.JetStream, jobID string) (events.Job, bool, error) {
-	str, err := js.Stream(ctx, events.JobsStream)
-	if err != nil {
-		return events.Job{}, false, fmt.Errorf("stream %s: %w", events.JobsStream, err)
-	}
-	m, err := str.GetLastMsgForSubject(ctx, events.JobSubject(jobID, "*"))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return events.Job{}, false, nil
-	}
-	if err != nil {
-		return events.Job{}, false, fmt.Errorf("job %s: %w", jobID, err)
-	}
-	j, err := events.Decode(m.Data)
-	if err != nil {
-		return events.Job{}, false, err
-	}
-	return j, true, nil
 }
