@@ -1,0 +1,84 @@
+package natsx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketpipe/marketpipe/pkg/events"
+)
+
+// ErrNotSetUp marks a stream, bucket, object store or consumer that does not exist: the admin
+// creates them (`marketpipe migrate`); services only bind to them. Waiting does not help.
+var ErrNotSetUp = errors.New("not set up: run `marketpipe migrate` with the admin's NATS credentials first")
+
+// Missing returns the error for a resource that does not exist (err: what the server said).
+func Missing(what string, err error) error {
+	return fmt.Errorf("%s: %w (%v)", what, ErrNotSetUp, err)
+}
+
+// Bind binds the pipeline's streams, object stores and key-value buckets, which the admin
+// created (Setup, run by `marketpipe migrate`). It creates nothing: a missing one gives an
+// error wrapping ErrNotSetUp. Binding reads each stream's info only (no content).
+func Bind(ctx context.Context, js jetstream.JetStream) (*Streams, error) {
+	for _, name := range []string{events.JobsStream, events.RowsStream, events.DLQStream, events.ChunksStream} {
+		if _, err := js.Stream(ctx, name); err != nil {
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				return nil, Missing("stream "+name, err)
+			}
+			return nil, fmt.Errorf("stream %s: %w", name, err)
+		}
+	}
+	objects := func(bucket string) (jetstream.ObjectStore, error) {
+		o, err := js.ObjectStore(ctx, bucket)
+		switch {
+		case errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
+			return nil, Missing("object store "+bucket, err)
+		case err != nil:
+			return nil, fmt.Errorf("object store %s: %w", bucket, err)
+		}
+		return fullObjects{o, js}, nil
+	}
+	kv := func(bucket string) (jetstream.KeyValue, error) {
+		b, err := js.KeyValue(ctx, bucket)
+		switch {
+		case errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
+			return nil, Missing("key-value bucket "+bucket, err)
+		case err != nil:
+			return nil, fmt.Errorf("key-value bucket %s: %w", bucket, err)
+		}
+		return fullKV{b, js}, nil
+	}
+	st := &Streams{JS: js}
+	var err error
+	if st.Raw, err = objects(events.RawBucket); err != nil {
+		return nil, err
+	}
+	if st.Specs, err = objects(events.SpecsBucket); err != nil {
+		return nil, err
+	}
+	if st.Ledger, err = kv(events.LedgerBucket); err != nil {
+		return nil, err
+	}
+	if st.Chunks, err = kv(events.ChunksBucket); err != nil {
+		return nil, err
+	}
+	if _, err = BindAttempts(ctx, js); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// BindAttempts binds the attempts bucket the admin created (Setup).
+func BindAttempts(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, AttemptsBucket)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, Missing("key-value bucket "+AttemptsBucket, err)
+	case err != nil:
+		return nil, fmt.Errorf("key-value bucket %s: %w", AttemptsBucket, err)
+	}
+	return kv, nil
+}
