@@ -20,6 +20,11 @@ const (
 	ServerInclude = "nats-auth.conf"
 )
 
+// MaxControlLine is the max_control_line ServerInclude sets: a client sends its user JWT in its
+// CONNECT line, and the JWTs of identities that read streams (their permissions deny the
+// durable consumers of others) exceed nats-server's default of 4 KiB.
+const MaxControlLine = 16 << 10
+
 // CredsFile is the name of identity's credentials in Init's directory.
 func CredsFile(identity string) string { return identity + ".creds" }
 
@@ -90,6 +95,7 @@ func Init(dir string, ids []Identity) ([]string, error) {
 	var conf strings.Builder
 	fmt.Fprintf(&conf, "# marketpipe: written by `marketpipe auth init`; include it in nats-server's configuration.\n")
 	fmt.Fprintf(&conf, "# Accounts: %s (the pipeline's, %s) and %s (the system account, %s).\n", AccountName, accPub, SystemName, sysPub)
+	fmt.Fprintf(&conf, "# Clients send their user JWT in the CONNECT line: room for the longest.\nmax_control_line: %d\n", MaxControlLine)
 	fmt.Fprintf(&conf, "operator: %s\nsystem_account: %s\nresolver: MEMORY\nresolver_preload: {\n  %s: %s\n  %s: %s\n}\n",
 		opJWT, sysPub, sysPub, sysJWT, accPub, accJWT)
 	if err := write(ServerInclude, []byte(conf.String())); err != nil {

@@ -40,9 +40,7 @@ func Permissions(id Identity, all []Identity) jwt.Permissions {
 	var allow, deny jwt.StringList
 	// Binding a stream, bucket or object store reads its info (configuration and counters, not
 	// its content); a publish refused because a stream is full asks which stream it was.
-	for _, s := range natsx.StreamNames() {
-		allow.Add(streamInfo + s)
-	}
+	allow.Add(streamInfo + "*")
 	allow.Add(streamNames)
 	// Replies to the identity's requests and publishes, and the messages its pulls deliver.
 	allow.Add(inbox)
@@ -75,11 +73,13 @@ func Permissions(id Identity, all []Identity) jwt.Permissions {
 	// one, and each pulls from its own only (the reads above allow any on their streams).
 	for _, other := range all {
 		for _, c := range other.Uses.Consumers {
+			if !slices.Contains(reads, c.Stream) {
+				continue // nothing above allows it
+			}
 			sc := c.Stream + "." + c.Name
 			deny.Add(consCreate+sc, consCreate+sc+".>", consDurable+sc, consDelete+sc)
 			if !own[sc] {
 				deny.Add(consNext + sc)
-				deny.Add(acks(c.Stream, c.Name)...)
 			}
 		}
 	}
