@@ -172,7 +172,7 @@ type Settings struct {
 	// Migrate lets the loader create or upgrade the schema at start, which needs an account
 	// allowed DDL; otherwise `marketpipe migrate` does it and the loader needs INSERT and SELECT.
 	Migrate string "env:\"LOADER_MIGRATE,lower\" default:\"false\" oneof:\"true false\" shown:\"false (true under `dev`)\" help:\"true: create or upgrade the ClickHouse schema at start (needs DDL rights); false: `marketpipe migrate` does it, and the loader waits for the schema\""
-	Client      Client
+	Client  Client
 }
 
 // Client says what writes the observations' INSERTs.
