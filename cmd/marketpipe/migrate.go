@@ -18,9 +18,13 @@ import (
 )
 
 func openStore(ctx context.Context, cfg config.Config) (*chstore.Store, error) {
+	tc, err := chstore.TLSConfig(cfg.ClickHouse.Secure == "true", cfg.ClickHouse.CA)
+	if err != nil {
+		return nil, err
+	}
 	return chstore.Open(ctx, chstore.Config{Addr: cfg.ClickHouse.Addr, Database: cfg.ClickHouse.Database,
 		User: cfg.ClickHouse.User, Password: cfg.ClickHouse.Password, DialTimeout: 5 * time.Second,
-		NoCompression: cfg.ClickHouse.Compression == "none"})
+		NoCompression: cfg.ClickHouse.Compression == "none", TLS: tc})
 }
 
 func newMigrateCmd(lookup config.Lookup) *cobra.Command {

@@ -271,13 +271,16 @@ func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
 // clickhouse-go (chstore.Config.DriverInserts).
 func OpenStore(ctx context.Context, env *service.Env, driverInserts, migrate bool) (*chstore.Store, error) {
 	c := env.Config.ClickHouse
+	tc, err := chstore.TLSConfig(c.Secure == "true", c.CA)
+	if err != nil {
+		return nil, err
+	}
 	var store *chstore.Store
-	var err error
 	// ClickHouse may start after the loader: wait for it rather than crash-loop.
 	for attempt := uint64(1); ; attempt++ {
 		store, err = chstore.Open(ctx, chstore.Config{Addr: c.Addr, Database: c.Database, User: c.User,
 			Password: c.Password, DialTimeout: 5 * time.Second, DriverInserts: driverInserts,
-			NoCompression: c.Compression == "none"})
+			NoCompression: c.Compression == "none", TLS: tc})
 		if err == nil {
 			if migrate {
 				err = store.MigrateAtStart(ctx)
