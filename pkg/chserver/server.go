@@ -70,6 +70,9 @@ type Options struct {
 	// StopTimeout bounds how long Stop waits after SIGTERM before it kills the server;
 	// 0 means DefaultStopTimeout.
 	StopTimeout time.Duration
+	// UsersXML, when set, is the server's users.xml (users, profiles, quotas) instead of one
+	// whose default user has no password and is reachable from loopback only.
+	UsersXML string
 }
 
 // Server is a running (or stopped) clickhouse-server process. Its methods are safe for
@@ -451,7 +454,7 @@ func writeConfig(o Options) error {
 	if err := os.WriteFile(filepath.Join(o.Dir, "config.xml"), []byte(config), 0o644); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(o.Dir, "users.xml"), []byte(usersXML), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(o.Dir, "users.xml"), []byte(cmp.Or(o.UsersXML, usersXML)), 0o644); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
 	return nil
