@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -42,6 +44,43 @@ To rotate, write a new directory and roll it out (see docs/security.md).`,
 		},
 	}
 	initCmd.Flags().StringVar(&dir, "dir", "", "directory to write the credentials into (created, mode 0700)")
-	cmd.AddCommand(initCmd)
+	permsCmd := &cobra.Command{
+		Use:   "permissions [IDENTITY]...",
+		Short: "Print the NATS permissions each identity gets (derived from what it declares it uses)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ids := services.Identities()
+			out := cmd.OutOrStdout()
+			found := 0
+			for _, id := range ids {
+				if len(args) > 0 && !slices.Contains(args, id.Name) {
+					continue
+				}
+				found++
+				p := auth.Permissions(id, ids)
+				fmt.Fprintf(out, "%s\n", id.Name)
+				for _, l := range []struct {
+					what string
+					list []string
+				}{{"publish allow", p.Pub.Allow}, {"publish deny", p.Pub.Deny}, {"subscribe allow", p.Sub.Allow}} {
+					for _, s := range l.list {
+						fmt.Fprintf(out, "  %-16s %s\n", l.what, s)
+					}
+				}
+			}
+			if found < len(args) {
+				return fmt.Errorf("no identity among %v; identities: %s", args, identityNames(ids))
+			}
+			return nil
+		},
+	}
+	cmd.AddCommand(initCmd, permsCmd)
 	return cmd
+}
+
+func identityNames(ids []auth.Identity) string {
+	names := make([]string, len(ids))
+	for i, id := range ids {
+		names[i] = id.Name
+	}
+	return strings.Join(names, ", ")
 }

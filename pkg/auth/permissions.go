@@ -42,8 +42,6 @@ func Permissions(id Identity, all []Identity) jwt.Permissions {
 	// its content); a publish refused because a stream is full asks which stream it was.
 	allow.Add(streamInfo + "*")
 	allow.Add(streamNames)
-	// Replies to the identity's requests and publishes, and the messages its pulls deliver.
-	allow.Add(inbox)
 	own := map[string]bool{}
 	for _, c := range u.Consumers {
 		own[c.Stream+"."+c.Name] = true
@@ -87,6 +85,8 @@ func Permissions(id Identity, all []Identity) jwt.Permissions {
 	slices.Sort(deny)
 	return jwt.Permissions{
 		Pub: jwt.Permission{Allow: allow, Deny: deny},
+		// Replies to its requests and publishes, and the messages its pulls deliver: its own
+		// inboxes only (natsx.Connect takes them from the credentials' identity).
 		Sub: jwt.Permission{Allow: jwt.StringList{inbox}},
 	}
 }
