@@ -377,6 +377,12 @@ func (s *Stage) consumer(ctx context.Context, start bool) (jetstream.Consumer, e
 					return nil, &stopError{err}
 				}
 			}
+			if err == nil {
+				if have := c.CachedInfo().Config.AckWait; have != s.cfg.AckWait {
+					s.log.Warn("the consumer's AckWait differs from the stage's: run `marketpipe migrate` with the same ACK_WAIT",
+						"consumer_ack_wait", have, "stage_ack_wait", s.cfg.AckWait)
+				}
+			}
 			return c, err
 		})
 	}
