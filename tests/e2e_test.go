@@ -24,6 +24,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/obs"
 	"github.com/marketpipe/marketpipe/pkg/simdata"
 	"github.com/marketpipe/marketpipe/pkg/stage"
+	"github.com/marketpipe/marketpipe/pkg/tlstest"
 	"github.com/marketpipe/marketpipe/services"
 	"github.com/marketpipe/marketpipe/services/vendorsim"
 )
@@ -46,8 +47,8 @@ func startPipeline(t *testing.T, ctx context.Context) *pipeline {
 	if _, err := auth.Init(natsDir, services.Identities()); err != nil {
 		t.Fatal(err)
 	}
-	certs := natstest.NewTLS(t, natsDir)
-	ns := natstest.StartConf(t, natsDir, "include "+auth.ServerInclude+"\n"+certs.ServerBlock())
+	certs := tlstest.New(t, natsDir)
+	ns := natstest.StartConf(t, natsDir, "include "+auth.ServerInclude+"\n"+natstest.TLSBlock(certs))
 	ch := chtest.Start(t)
 	db := chtest.NewDatabase(t, ch)
 	runDate := obs.MakeDate(2026, 11, 20)

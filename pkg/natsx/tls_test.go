@@ -8,6 +8,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/natstest"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/telemetry"
+	"github.com/marketpipe/marketpipe/pkg/tlstest"
 )
 
 // TestConnectMutualTLS: against a server requiring TLS and a client certificate signed by its
@@ -15,8 +16,8 @@ import (
 // client certificate, or without the CA, the connection is refused.
 func TestConnectMutualTLS(t *testing.T) {
 	dir := t.TempDir()
-	certs := natstest.NewTLS(t, dir)
-	srv := natstest.StartConf(t, dir, certs.ServerBlock())
+	certs := tlstest.New(t, dir)
+	srv := natstest.StartConf(t, dir, natstest.TLSBlock(certs))
 	url := srv.ClientURL()
 
 	nc, err := natsx.Connect(config.NATS{URL: url, CA: certs.CA, Cert: certs.ClientCert, Key: certs.ClientKey}, "tls-test", telemetry.Discard())
