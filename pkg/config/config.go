@@ -21,7 +21,7 @@ var OS Lookup = os.LookupEnv
 // NATS holds the connection settings of the NATS servers.
 type NATS struct {
 	URL      string `env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS servers, comma-separated; a password or token in it is shown as xxxxx in every log, error and output"`
-	Creds    string `env:"NATS_CREDS" help:"NATS: path of a .creds file (exclusive with NATS_USER)"`
+	Creds    string `env:"NATS_CREDS" help:"NATS: path of this program's own .creds file (marketpipe auth init: a service's, operator for the CLI, admin for migrate); a service refuses another identity's"`
 	User     string `env:"NATS_USER" help:"NATS user name"`
 	Password string `env:"NATS_PASSWORD" help:"NATS password"`
 	CA       string `env:"NATS_CA" help:"NATS TLS: CA certificate file"`
