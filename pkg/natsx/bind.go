@@ -21,10 +21,13 @@ func Missing(what string, err error) error {
 
 // Bind binds the pipeline's streams, object stores and key-value buckets, which the admin
 // created (Setup, run by `marketpipe migrate`). It creates nothing: a missing one gives an
-// error wrapping ErrNotSetUp. Binding reads each stream's info only (no content).
+// error wrapping ErrNotSetUp. Binding reads each stream's info only (no content). A request
+// that goes unanswered (in a cluster, while a stream's replicas elect a leader) is asked again
+// until ctx ends.
 func Bind(ctx context.Context, js jetstream.JetStream) (*Streams, error) {
 	for _, name := range []string{events.JobsStream, events.RowsStream, events.DLQStream, events.ChunksStream} {
-		if _, err := js.Stream(ctx, name); err != nil {
+		err := retry(ctx, func(ctx context.Context) error { _, err := js.Stream(ctx, name); return err })
+		if err != nil {
 			if errors.Is(err, jetstream.ErrStreamNotFound) {
 				return nil, Missing("stream "+name, err)
 			}
@@ -32,7 +35,8 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Streams, error) {
 		}
 	}
 	objects := func(bucket string) (jetstream.ObjectStore, error) {
-		o, err := js.ObjectStore(ctx, bucket)
+		var o jetstream.ObjectStore
+		err := retry(ctx, func(ctx context.Context) (err error) { o, err = js.ObjectStore(ctx, bucket); return err })
 		switch {
 		case errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
 			return nil, Missing("object store "+bucket, err)
@@ -42,7 +46,8 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Streams, error) {
 		return fullObjects{o, js}, nil
 	}
 	kv := func(bucket string) (jetstream.KeyValue, error) {
-		b, err := js.KeyValue(ctx, bucket)
+		var b jetstream.KeyValue
+		err := retry(ctx, func(ctx context.Context) (err error) { b, err = js.KeyValue(ctx, bucket); return err })
 		switch {
 		case errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
 			return nil, Missing("key-value bucket "+bucket, err)
@@ -73,7 +78,8 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Streams, error) {
 
 // BindAttempts binds the attempts bucket the admin created (Setup).
 func BindAttempts(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, AttemptsBucket)
+	var kv jetstream.KeyValue
+	err := retry(ctx, func(ctx context.Context) (err error) { kv, err = js.KeyValue(ctx, AttemptsBucket); return err })
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
 		return nil, Missing("key-value bucket "+AttemptsBucket, err)
