@@ -4,11 +4,20 @@
 package services
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketpipe/marketpipe/pkg/attempts"
+	"github.com/marketpipe/marketpipe/pkg/auth"
 	"github.com/marketpipe/marketpipe/pkg/config"
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/service"
+	"github.com/marketpipe/marketpipe/pkg/stage"
 	"github.com/marketpipe/marketpipe/services/collector"
 	"github.com/marketpipe/marketpipe/services/loader"
 	"github.com/marketpipe/marketpipe/services/poller"
@@ -22,15 +31,61 @@ type Service struct {
 	// Settings is the service's own settings struct (nil: none); Build reads it from env.Lookup.
 	Settings any
 	Build    service.Build
+	// Uses is what the service does on NATS: the consumers the admin declares for it, and its
+	// identity's permissions (pkg/auth).
+	Uses auth.Uses
 }
 
 // All are the pipeline's services, in the order of the pipeline.
 var All = []Service{
-	{Name: requester.Name, Summary: requester.Summary, Build: requester.Build},
-	{Name: poller.Name, Summary: poller.Summary, Settings: poller.Settings{}, Build: poller.Build},
-	{Name: collector.Name, Summary: collector.Summary, Settings: collector.Settings{}, Build: collector.Build},
-	{Name: transformer.Name, Summary: transformer.Summary, Settings: transformer.Settings{}, Build: transformer.Build},
-	{Name: loader.Name, Summary: loader.Summary, Settings: loader.Settings{}, Build: loader.Build},
+	{Name: requester.Name, Summary: requester.Summary, Build: requester.Build, Uses: requester.Uses},
+	{Name: poller.Name, Summary: poller.Summary, Settings: poller.Settings{}, Build: poller.Build, Uses: poller.Uses},
+	{Name: collector.Name, Summary: collector.Summary, Settings: collector.Settings{}, Build: collector.Build, Uses: collector.Uses},
+	{Name: transformer.Name, Summary: transformer.Summary, Settings: transformer.Settings{}, Build: transformer.Build, Uses: transformer.Uses},
+	{Name: loader.Name, Summary: loader.Summary, Settings: loader.Settings{}, Build: loader.Build, Uses: loader.Uses},
+}
+
+// Operator is what the CLI does on NATS with the operator's credentials (`submit`, `status`,
+// `replay`, `dlq`, `schedule`, `cancel`): it publishes job events (a submit, a replay from any
+// stage, a redriven job event, a cancel) and schedules (their message schedules, a manual
+// firing, a removal), reads the jobs, dead-letter and schedules streams and the attempts
+// bucket, keeps the schedules, the submitted files and the ends of runs, and stores long
+// securities lists. Redriving a dead-lettered row batch or chunk task needs the admin's.
+var Operator = auth.Uses{
+	Publishes: []string{events.JobsSubjects, events.ScheduleSubjects},
+	Reads:     []string{events.JobsStream, events.DLQStream, events.SchedulesStream},
+	KVRead:    []string{attempts.Bucket},
+	KVWrite:   []string{events.SchedulesBucket, events.SubmitsBucket, events.EndsBucket},
+	ObjWrite:  []string{events.SpecsBucket},
+}
+
+// Identities are a deployment's NATS users: one per service, the operator's and the admin's.
+// `marketpipe auth init` writes their credentials.
+func Identities() []auth.Identity {
+	ids := make([]auth.Identity, 0, len(All)+2)
+	for _, s := range All {
+		ids = append(ids, auth.Identity{Name: s.Name, Uses: s.Uses})
+	}
+	return append(ids, auth.Identity{Name: auth.OperatorName, Uses: Operator}, auth.Identity{Name: auth.AdminName, Admin: true})
+}
+
+// Setup declares, with the admin's rights, the pipeline's streams, buckets and object stores
+// (natsx.Setup) and every service's durable consumers (stage.Declare), as `marketpipe migrate`
+// and `marketpipe dev` do before the services start. ackWait, when set, replaces each stage's
+// AckWait (ACK_WAIT).
+func Setup(ctx context.Context, js jetstream.JetStream, r natsx.Retention, ackWait time.Duration) (*natsx.Streams, error) {
+	st, err := natsx.Setup(ctx, js, r)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range All {
+		for _, c := range s.Uses.Consumers {
+			if err := stage.Declare(ctx, js, c, ackWait); err != nil {
+				return nil, fmt.Errorf("%s: %w", s.Name, err)
+			}
+		}
+	}
+	return st, nil
 }
 
 // Own returns the service's own settings for service.Main, Run, Vars and CheckSettings.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/marketpipe/marketpipe/pkg/auth"
 	"github.com/marketpipe/marketpipe/pkg/chstore"
 	"github.com/marketpipe/marketpipe/pkg/chtest"
 	"github.com/marketpipe/marketpipe/pkg/events"
@@ -23,6 +24,8 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/obs"
 	"github.com/marketpipe/marketpipe/pkg/simdata"
 	"github.com/marketpipe/marketpipe/pkg/stage"
+	"github.com/marketpipe/marketpipe/pkg/tlstest"
+	"github.com/marketpipe/marketpipe/services"
 	"github.com/marketpipe/marketpipe/services/vendorsim"
 )
 
@@ -38,7 +41,14 @@ type pipeline struct {
 
 func startPipeline(t *testing.T, ctx context.Context) *pipeline {
 	t.Helper()
-	ns := natstest.Start(t)
+	// NATS with the credentials of `marketpipe auth init` and mutual TLS: every process runs
+	// with its own identity (processEnv), as a deployment does.
+	natsDir := t.TempDir()
+	if _, err := auth.Init(natsDir, services.Identities()); err != nil {
+		t.Fatal(err)
+	}
+	certs := tlstest.New(t, natsDir)
+	ns := natstest.StartConf(t, natsDir, "include "+auth.ServerInclude+"\n"+natstest.TLSBlock(certs))
 	ch := chtest.Start(t)
 	db := chtest.NewDatabase(t, ch)
 	runDate := obs.MakeDate(2026, 11, 20)
@@ -48,6 +58,7 @@ func startPipeline(t *testing.T, ctx context.Context) *pipeline {
 	t.Cleanup(sim.Close)
 	env := map[string]string{
 		"NATS_URL": ns.ClientURL(), "CLICKHOUSE_ADDR": ch.Addr(), "CLICKHOUSE_DATABASE": db,
+		credsDirKey: natsDir, "NATS_CA": certs.CA, "NATS_CERT": certs.ClientCert, "NATS_KEY": certs.ClientKey,
 		"VENDOR_URL": sim.URL + "/eap", "POLL_INTERVAL": "200ms", "HTTP_ADDR": "127.0.0.1:0",
 		"LOG_LEVEL": "debug",
 		// Chunks of 256 KiB: the history job's file (a few MB) is split at the collector's marks
@@ -141,7 +152,7 @@ func TestEndToEnd(t *testing.T) {
 		t.FailNow()
 	}
 	// The history job went through the chunk tasks, the getdata job did not.
-	_, js := natstest.ConnectURL(t, p.env["NATS_URL"])
+	js := connectAs(t, p.env, auth.AdminName)
 	for i, want := range []bool{true, false} {
 		s, err := js.Stream(ctx, events.ChunksStream)
 		if err != nil {

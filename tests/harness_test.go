@@ -16,7 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketpipe/marketpipe/pkg/auth"
+	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
 
 // Binaries built once per test run.
@@ -94,11 +100,11 @@ func startProc(t *testing.T, name, binary string, env map[string]string, args ..
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin(t, binary), args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+	if pipelineServices[binary] {
+		ensureMigrated(t, env)
 	}
+	cmd := exec.Command(bin(t, binary), args...)
+	cmd.Env = processEnv(env, binary)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -146,6 +152,78 @@ func (p *proc) stop(t *testing.T) {
 	}
 }
 
+// pipelineServices are the binaries of the services, each run with its own identity.
+var pipelineServices = map[string]bool{"requester": true, "poller": true, "collector": true, "transformer": true, "loader": true}
+
+// credsDirKey, in a test's environment map, names the directory of `marketpipe auth init`'s
+// credentials: each process then gets its own identity's NATS_CREDS (processEnv). It is not
+// passed to the processes itself.
+const credsDirKey = "TEST_NATS_CREDS_DIR"
+
+// processEnv is the environment of a process of identity (a service's binary name, the
+// operator's for the CLI, the admin's for migrate) from a test's environment map.
+func processEnv(env map[string]string, identity string) []string {
+	out := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range env {
+		if k != credsDirKey {
+			out = append(out, k+"="+v)
+		}
+	}
+	if dir := env[credsDirKey]; dir != "" {
+		out = append(out, "NATS_CREDS="+filepath.Join(dir, auth.CredsFile(identity)))
+	}
+	return out
+}
+
+// migrated holds the NATS servers and databases `marketpipe migrate` already set up.
+var migrated sync.Map
+
+// ensureMigrated runs `marketpipe migrate` as the admin, once per NATS server and ClickHouse
+// database of env (NATS only when env names no ClickHouse): the services and the CLI bind to
+// what it declares and never create it themselves.
+func ensureMigrated(t *testing.T, env map[string]string) {
+	t.Helper()
+	if env["NATS_URL"] == "" {
+		return
+	}
+	key := env["NATS_URL"] + "|" + env["CLICKHOUSE_ADDR"] + "|" + env["CLICKHOUSE_DATABASE"]
+	if _, done := migrated.Load(key); done {
+		return
+	}
+	args := []string{"migrate"}
+	if env["CLICKHOUSE_ADDR"] == "" {
+		args = append(args, "--only", "nats")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin(t, "marketpipe"), args...)
+	cmd.Env = processEnv(env, auth.AdminName)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("marketpipe %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	migrated.Store(key, true)
+}
+
+// connectAs connects to env's NATS as identity (with its credentials when env has them, and
+// env's TLS files), until the test ends.
+func connectAs(t *testing.T, env map[string]string, identity string) jetstream.JetStream {
+	t.Helper()
+	cfg := config.NATS{URL: env["NATS_URL"], CA: env["NATS_CA"], Cert: env["NATS_CERT"], Key: env["NATS_KEY"]}
+	if dir := env[credsDirKey]; dir != "" {
+		cfg.Creds = filepath.Join(dir, auth.CredsFile(identity))
+	}
+	nc, err := natsx.Connect(cfg, "test-"+identity, telemetry.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
 func tail(b []byte, n int) []byte {
 	if len(b) > n {
 		return b[len(b)-n:]
@@ -156,11 +234,11 @@ func tail(b []byte, n int) []byte {
 // runCLI runs the marketpipe CLI to completion and returns its stdout, stderr and exit code.
 func runCLI(t *testing.T, ctx context.Context, env map[string]string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, bin(t, "marketpipe"), args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+	if len(args) > 0 && !map[string]bool{"migrate": true, "dev": true, "parse": true, "auth": true}[args[0]] {
+		ensureMigrated(t, env)
 	}
+	cmd := exec.CommandContext(ctx, bin(t, "marketpipe"), args...)
+	cmd.Env = processEnv(env, auth.OperatorName)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -73,7 +73,7 @@ func devLookup(lookup config.Lookup, host string) (config.Lookup, error) {
 		return nil, fmt.Errorf("default NATS_URL: %w", err)
 	}
 	natsURL.Host = net.JoinHostPort(host, natsURL.Port())
-	extra := map[string]string{"POLL_INTERVAL": "1s", "LOG_FORMAT": "text",
+	extra := map[string]string{"POLL_INTERVAL": "1s", "LOG_FORMAT": "text", "LOADER_MIGRATE": "true",
 		"HTTP_ADDR": net.JoinHostPort(host, httpPort), "NATS_URL": natsURL.String()}
 	return func(key string) (string, bool) {
 		if v, ok := lookup(key); ok && v != "" {
@@ -156,6 +156,10 @@ func runDev(ctx context.Context, lookup config.Lookup, o devOptions, logOut io.W
 		fmt.Fprintf(logOut, "dev: vendor at %s\n", config.RedactURL(cfg.VendorURL))
 	}
 
+	// As the admin would (`marketpipe migrate`): the stages only bind.
+	if err := migrateNATS(ctx, cfg, lookup, io.Discard); err != nil {
+		return err
+	}
 	env, err := service.NewEnv(ctx, "dev", cfg, lookup, logOut)
 	if err != nil {
 		return err

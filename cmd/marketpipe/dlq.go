@@ -22,8 +22,8 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
 
-// connectJS connects to NATS and declares the pipeline's streams. Its errors never hold the
-// secrets of NATS_URL.
+// connectJS connects to NATS and binds the pipeline's streams, which `marketpipe migrate`
+// created. Its errors never hold the secrets of NATS_URL.
 func connectJS(ctx context.Context, cfg config.Config, name string) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := natsx.Connect(cfg.NATS, name, telemetry.Discard())
 	if err != nil {
@@ -34,12 +34,12 @@ func connectJS(ctx context.Context, cfg config.Config, name string) (*nats.Conn,
 		nc.Close()
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
-	setupCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	bindCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if _, err := natsx.Setup(setupCtx, js, natsx.RetentionFor(cfg.NATS, telemetry.Discard())); err != nil {
+	if _, err := natsx.Bind(bindCtx, js); err != nil {
 		nc.Close()
-		if natsx.ReplicasUnsupported(err) {
-			return nil, nil, natsx.ExplainReplicas(err, cfg.NATS.Replicas)
+		if errors.Is(err, natsx.ErrNotSetUp) {
+			return nil, nil, config.RedactError(err, cfg.NATS.URL)
 		}
 		return nil, nil, config.RedactError(fmt.Errorf("is NATS running at %s? %w", config.RedactURL(cfg.NATS.URL), err), cfg.NATS.URL)
 	}

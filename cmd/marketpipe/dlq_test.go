@@ -105,15 +105,3 @@ func TestDLQRedriveUsage(t *testing.T) {
 		t.Errorf("redrive -h does not name --id's argument ID:\n%s", out)
 	}
 }
-
-// TestReplicasAboveOneOnASingleServer: a CLI command against a server that is not in a cluster,
-// with NATS_REPLICAS=3, says what to change rather than asking whether NATS runs.
-func TestReplicasAboveOneOnASingleServer(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ne := natstest.NewEnv(t)
-	_, err := runCmd(t, ctx, map[string]string{"NATS_URL": ne.Server.ClientURL(), "NATS_REPLICAS": "3"}, "dlq", "list")
-	if err == nil || !strings.Contains(err.Error(), "NATS_REPLICAS=3: the NATS server is not in a cluster") {
-		t.Errorf("dlq list with NATS_REPLICAS=3 on one server: %v", err)
-	}
-}

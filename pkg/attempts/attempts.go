@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketpipe/marketpipe/pkg/setup"
 )
 
 // Bucket is the key-value bucket where the stage runtime keeps what it knows about
@@ -62,6 +64,19 @@ func Declare(ctx context.Context, js jetstream.JetStream, replicas int) (jetstre
 	})
 	if err != nil {
 		return nil, fmt.Errorf("declare key-value bucket %s: %w", Bucket, err)
+	}
+	return kv, nil
+}
+
+// Bind binds the attempts bucket the admin created (natsx.Setup, run by `marketpipe
+// migrate`); a missing one is an error wrapping setup.ErrNotSetUp.
+func Bind(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, Bucket)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, setup.Missing("key-value bucket "+Bucket, err)
+	case err != nil:
+		return nil, fmt.Errorf("key-value bucket %s: %w", Bucket, err)
 	}
 	return kv, nil
 }

@@ -21,6 +21,7 @@ package chinsert
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -79,6 +80,8 @@ type Config struct {
 	// NoCompression sends blocks as they are instead of in LZ4 frames: less CPU on both
 	// sides, more bytes on the wire.
 	NoCompression bool
+	// TLS, when set, wraps the connection in TLS (the server's tcp_port_secure).
+	TLS *tls.Config
 }
 
 func (c *Config) defaults() {
@@ -145,6 +148,18 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	nc, err := d.DialContext(ctx, "tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse %s: %w", cfg.Addr, err)
+	}
+	if cfg.TLS != nil {
+		tc := cfg.TLS.Clone()
+		if tc.ServerName == "" {
+			tc.ServerName, _, _ = net.SplitHostPort(cfg.Addr)
+		}
+		conn := tls.Client(nc, tc)
+		if err := conn.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("clickhouse %s: TLS: %w", cfg.Addr, err)
+		}
+		nc = conn
 	}
 	c := &Conn{cfg: cfg, nc: nc, r: bufio.NewReaderSize(nc, 64<<10), zw: compress.NewWriter(compress.LevelZero, compress.LZ4),
 		used: time.Now()}

@@ -70,7 +70,36 @@ type Options struct {
 	// StopTimeout bounds how long Stop waits after SIGTERM before it kills the server;
 	// 0 means DefaultStopTimeout.
 	StopTimeout time.Duration
+	// TLS, when set, makes the server also serve the native protocol over TLS on TLS.Port
+	// (tcp_port_secure) with TLS.CertFile and TLS.KeyFile (PEM).
+	TLS *TLS
+	// UsersXML, when set, is the server's users.xml (users, profiles, quotas) instead of one
+	// whose default user has no password and is reachable from loopback only.
+	UsersXML string
 }
+
+// TLS is the secure native port of a server (Options.TLS).
+type TLS struct {
+	Port              int
+	CertFile, KeyFile string
+}
+
+// secureXML is the configuration of Options.TLS: the port and the certificate (no client
+// certificate is asked for: 18.16 authenticates native clients by user and password only).
+const secureXML = `    <tcp_port_secure>{port}</tcp_port_secure>
+    <openSSL>
+        <server>
+            <certificateFile>{cert}</certificateFile>
+            <privateKeyFile>{key}</privateKeyFile>
+            <verificationMode>none</verificationMode>
+            <loadDefaultCAFile>false</loadDefaultCAFile>
+            <cacheSessions>true</cacheSessions>
+            <disableProtocols>sslv2,sslv3</disableProtocols>
+            <preferServerCiphers>true</preferServerCiphers>
+        </server>
+    </openSSL>
+</yandex>
+`
 
 // Server is a running (or stopped) clickhouse-server process. Its methods are safe for
 // concurrent use.
@@ -448,10 +477,14 @@ func writeConfig(o Options) error {
 		"{users}", f("users.xml"),
 		"{timezone}", xmlEscape(cmp.Or(o.Timezone, "UTC")),
 	).Replace(configXML)
+	if o.TLS != nil {
+		config = strings.Replace(config, "</yandex>\n", strings.NewReplacer("{port}", strconv.Itoa(o.TLS.Port),
+			"{cert}", xmlEscape(o.TLS.CertFile), "{key}", xmlEscape(o.TLS.KeyFile)).Replace(secureXML), 1)
+	}
 	if err := os.WriteFile(filepath.Join(o.Dir, "config.xml"), []byte(config), 0o644); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(o.Dir, "users.xml"), []byte(usersXML), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(o.Dir, "users.xml"), []byte(cmp.Or(o.UsersXML, usersXML)), 0o644); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
 	return nil

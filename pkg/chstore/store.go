@@ -21,8 +21,11 @@ package chstore
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"time"
 
@@ -63,6 +66,28 @@ type Config struct {
 	// from the rows and cost the loader about half the CPU per row (BenchmarkInsert). It is
 	// there for a server that chinsert cannot talk to.
 	DriverInserts bool
+	// TLS, when set, is the native protocol's TLS (CLICKHOUSE_SECURE, TLSConfig).
+	TLS *tls.Config
+}
+
+// TLSConfig is the TLS of CLICKHOUSE_SECURE=true: the server's certificate verified against
+// caFile's certificates, or the system's roots when caFile is empty. Nil when secure is false.
+func TLSConfig(secure bool, caFile string) (*tls.Config, error) {
+	if !secure {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("CLICKHOUSE_CA: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CLICKHOUSE_CA %s: no PEM certificate in it", caFile)
+		}
+	}
+	return c, nil
 }
 
 // String describes the config without the password, for logs.
@@ -115,6 +140,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		Protocol:     clickhouse.Native,
 		Addr:         []string{cfg.Addr},
 		Auth:         clickhouse.Auth{Username: cfg.User, Password: cfg.Password},
+		TLS:          cfg.TLS,
 		DialTimeout:  cfg.DialTimeout,
 		ReadTimeout:  DefaultReadTimeout,
 		MaxOpenConns: cfg.MaxOpenConns,
@@ -137,7 +163,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, conn: conn, db: "`" + cfg.Database + "`",
 		blocks: chinsert.NewPool(chinsert.Config{Addr: cfg.Addr, Database: cfg.Database, User: cfg.User,
-			Password: cfg.Password, DialTimeout: cfg.DialTimeout, ReadTimeout: DefaultReadTimeout, NoCompression: cfg.NoCompression}, cfg.MaxOpenConns)}
+			Password: cfg.Password, DialTimeout: cfg.DialTimeout, ReadTimeout: DefaultReadTimeout, NoCompression: cfg.NoCompression,
+			TLS: cfg.TLS}, cfg.MaxOpenConns)}
 	if err := s.Ping(ctx); err != nil {
 		conn.Close()
 		return nil, err

@@ -21,7 +21,7 @@ var OS Lookup = os.LookupEnv
 // NATS holds the connection settings of the NATS servers.
 type NATS struct {
 	URL      string `env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS servers, comma-separated; a password or token in it is shown as xxxxx in every log, error and output"`
-	Creds    string `env:"NATS_CREDS" help:"NATS: path of a .creds file (exclusive with NATS_USER)"`
+	Creds    string `env:"NATS_CREDS" help:"NATS: path of this program's own .creds file (marketpipe auth init: a service's, operator for the CLI, admin for migrate); a service refuses another identity's"`
 	User     string `env:"NATS_USER" help:"NATS user name"`
 	Password string `env:"NATS_PASSWORD" help:"NATS password"`
 	CA       string `env:"NATS_CA" help:"NATS TLS: CA certificate file"`
@@ -43,6 +43,10 @@ type ClickHouse struct {
 	Password string `env:"CLICKHOUSE_PASSWORD" shown:"empty" help:"ClickHouse password"`
 	// Compression is how INSERT blocks travel to the server: "lz4" (the default) or "none",
 	// which saves both sides the CPU of LZ4 when the server is on the same host.
+	// Secure is CLICKHOUSE_SECURE: the native protocol over TLS (the server's tcp_port_secure),
+	// verified against the system's roots or CLICKHOUSE_CA.
+	Secure      string `env:"CLICKHOUSE_SECURE,lower" default:"false" oneof:"true false" help:"true: talk to ClickHouse over TLS (the server's tcp_port_secure, 9440 by default; CLICKHOUSE_ADDR must name it), verifying its certificate"`
+	CA          string `env:"CLICKHOUSE_CA" help:"ClickHouse TLS: CA certificate file to verify the server with (default: the system's roots)"`
 	Compression string "env:\"CLICKHOUSE_COMPRESSION,lower\" default:\"lz4\" oneof:\"lz4 none\" shown:\"lz4 (none under `dev` when ClickHouse is on a loopback address)\" help:\"how INSERT blocks travel: `lz4`, or `none` for a server on the same host (saves both sides LZ4's CPU, for more bytes on the wire)\""
 }
 

@@ -13,6 +13,7 @@
 //	mp.dlq.<stage>            dead-letter records                                     stream MP_DLQ
 //	mp.schedule.timer.<name>  a schedule, fired by the NATS server (message schedules) stream MP_SCHEDULES
 //	mp.schedule.fire.<name>   its firings: each becomes one job                       stream MP_SCHEDULES
+//	mp.schedule.purge.<name>  requests to remove a schedule's message (pause, delete) stream MP_SCHEDULES
 package events
 
 import (
@@ -63,6 +64,9 @@ func ScheduleTimer(name string) string { return "mp.schedule.timer." + name }
 
 // ScheduleFire returns the subject a schedule's firings arrive on.
 func ScheduleFire(name string) string { return "mp.schedule.fire." + name }
+
+// SchedulePurge returns the subject of a request to remove a schedule's message.
+func SchedulePurge(name string) string { return "mp.schedule.purge." + name }
 
 // ScheduleOfFiring returns the schedule name of a firing's subject.
 func ScheduleOfFiring(subject string) (string, bool) {

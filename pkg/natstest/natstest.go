@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +52,35 @@ func Run(dir string, port int) (*server.Server, error) {
 		return nil, errNotReady
 	}
 	return s, nil
+}
+
+// StartConf runs a JetStream server configured by a nats-server configuration file, written
+// into dir, made of the test's listen address and store directory followed by extra (an
+// include of `marketpipe auth init`'s nats-auth.conf, relative to dir as nats-server wants
+// includes; a tls block), until the test ends.
+func StartConf(tb testing.TB, dir, extra string) *server.Server {
+	tb.Helper()
+	conf := fmt.Sprintf("listen: \"127.0.0.1:-1\"\nmax_payload: %d\njetstream { store_dir: %q }\n%s\n",
+		events.MaxPayload, tb.TempDir(), extra)
+	path := filepath.Join(dir, "nats-test.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		tb.Fatalf("nats-server configuration: %v\n%s", err, conf)
+	}
+	opts.NoSigs, opts.NoLog = true, true
+	s, err := server.NewServer(opts)
+	if err != nil {
+		tb.Fatalf("nats-server: %v", err)
+	}
+	go s.Start()
+	tb.Cleanup(s.Shutdown)
+	if !s.ReadyForConnections(10 * time.Second) {
+		tb.Fatal(errNotReady)
+	}
+	return s
 }
 
 // StartCluster runs n JetStream servers in this process, routed to each other on 127.0.0.1,

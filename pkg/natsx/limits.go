@@ -50,8 +50,24 @@ func (r Retention) maxBytes(stream string) int64 {
 	panic("natsx: no budget share for stream " + stream)
 }
 
-func objectStream(bucket string) string { return "OBJ_" + bucket }
-func kvStream(bucket string) string     { return "KV_" + bucket }
+func objectStream(bucket string) string { return ObjectStream(bucket) }
+func kvStream(bucket string) string     { return KVStream(bucket) }
+
+// ObjectStream is the stream that backs an object store bucket.
+func ObjectStream(bucket string) string { return "OBJ_" + bucket }
+
+// KVStream is the stream that backs a key-value bucket.
+func KVStream(bucket string) string { return "KV_" + bucket }
+
+// StreamNames are the names of every stream the pipeline declares (Budget's), the object
+// store's and key-value buckets' included.
+func StreamNames() []string {
+	names := make([]string, len(Budget))
+	for i, s := range Budget {
+		names[i] = s.Stream
+	}
+	return names
+}
 
 // errCodeStoreFailed is JetStream's error code for a message the stream could not store; with
 // DiscardNew, a full stream answers it ("maximum bytes exceeded").

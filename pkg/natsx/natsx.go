@@ -1,6 +1,7 @@
 // Package natsx connects to NATS and declares the JetStream streams, object store and key-value
-// buckets the pipeline uses. Every process declares them at start (idempotently), so no stage
-// depends on another having started first.
+// buckets the pipeline uses. The admin declares them (Setup, run by `marketpipe migrate` and
+// `marketpipe dev`); services only bind to them (Bind), with the permissions of their own
+// identity (pkg/auth).
 package natsx
 
 import (
@@ -35,7 +36,13 @@ func Connect(cfg config.NATS, name string, log *slog.Logger) (*nats.Conn, error)
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
 	}
 	if cfg.Creds != "" {
-		opts = append(opts, nats.UserCredentials(cfg.Creds))
+		identity, err := CredsIdentity(cfg.Creds)
+		if err != nil {
+			return nil, err
+		}
+		// Replies come to the identity's own inboxes: its permissions let it read those only,
+		// not another identity's replies (which carry the messages its consumers deliver).
+		opts = append(opts, nats.UserCredentials(cfg.Creds), nats.CustomInboxPrefix(InboxPrefix(identity)))
 	}
 	if cfg.User != "" {
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
@@ -123,7 +130,8 @@ type Streams struct {
 }
 
 // Setup declares the streams, the raw object store, the load ledger and the chunk records, and
-// returns them.
+// returns them. It needs the admin's rights: `marketpipe migrate` and `marketpipe dev` run it;
+// services only Bind.
 // Streams use Limits retention: events stay after they are consumed, so any job can be
 // replayed from any stage. Each has its share of r.MaxBytes (Budget) and refuses new messages
 // when full (DiscardNew): dropping the oldest instead would lose work not yet consumed.

@@ -221,10 +221,13 @@ func (f *Firer) count(name, outcome string) {
 	}
 }
 
-// Stage returns the firing consumer: one shared by every requester replica.
+// Consumer is the firing consumer, one shared by every requester replica.
+var Consumer = stage.Config{
+	Name: ConsumerName, Stream: events.SchedulesStream, Filters: []string{events.ScheduleFirings},
+	MaxBytes: events.MaxPayload, Concurrency: 4, AckWait: time.Minute,
+}
+
+// Stage returns the firing consumer's stage.
 func Stage(js jetstream.JetStream, f *Firer, o stage.Options) (*stage.Stage, error) {
-	return stage.New(js, stage.Config{
-		Name: ConsumerName, Stream: events.SchedulesStream, Filters: []string{events.ScheduleFirings},
-		MaxBytes: events.MaxPayload, Concurrency: 4, AckWait: time.Minute,
-	}, f, o)
+	return stage.New(js, Consumer, f, o)
 }

@@ -209,13 +209,14 @@ func (s *Store) arm(ctx context.Context, d *Definition) error {
 	return nil
 }
 
-// disarm removes the schedule's message: the server fires it no more.
+// disarm removes the schedule's message: the server fires it no more. It asks the server to
+// (Nats-Schedule-Next: purge, the schedules' own way), which needs no right to purge the
+// stream; the request is kept on mp.schedule.purge.<name>, which no consumer reads.
 func (s *Store) disarm(ctx context.Context, name string) error {
-	str, err := s.JS.Stream(ctx, events.SchedulesStream)
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", events.SchedulesStream, err)
-	}
-	if err := str.Purge(ctx, jetstream.WithPurgeSubject(events.ScheduleTimer(name))); err != nil {
+	m := nats.NewMsg(events.SchedulePurge(name))
+	m.Header.Set(jetstream.ScheduleNextHeader, "purge")
+	m.Header.Set(jetstream.SchedulerHeader, events.ScheduleTimer(name))
+	if _, err := s.JS.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("schedule %s: remove its message schedule: %w", name, err)
 	}
 	return nil

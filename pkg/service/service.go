@@ -93,7 +93,7 @@ func (e *Env) OnClose(f func(context.Context) error) {
 // StageOptions returns the collaborators every stage of this process shares.
 func (e *Env) StageOptions() stage.Options {
 	o := stage.Options{Logger: e.Log, Tracer: e.Tracing.Provider, Metrics: e.Metrics, AckWait: e.ackWait,
-		Subjects: events.Subjects{}}
+		Subjects: events.Subjects{}, Bind: true}
 	if e.Streams != nil && e.Streams.Ends != nil {
 		o.Skip = skipCancelled(e.Streams.Ends)
 	}
@@ -116,7 +116,8 @@ func skipCancelled(ends jetstream.KeyValue) func(ctx context.Context, event any)
 	}
 }
 
-// NewEnv connects to NATS, declares the streams and sets up telemetry.
+// NewEnv connects to NATS, binds the streams the admin created (natsx.Bind) and sets up
+// telemetry.
 func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.Lookup, logOut io.Writer) (*Env, error) {
 	log := telemetry.NewLogger(logOut, cfg.LogLevel, cfg.LogFormat).With("service", name)
 	tr, err := telemetry.NewTracing(ctx, cfg.OTEL, name)
@@ -131,6 +132,9 @@ func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.L
 	}
 	stopMetrics, err := telemetry.NewMetricExport(ctx, cfg.OTEL, name, reg)
 	if err != nil {
+		return nil, err
+	}
+	if err := CheckIdentity(cfg.NATS, name); err != nil {
 		return nil, err
 	}
 	nc, err := natsx.Connect(cfg.NATS, "marketpipe-"+name, log)
@@ -150,23 +154,24 @@ func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.L
 	}
 	env := &Env{Name: name, Config: cfg, Lookup: lookup, Log: log, Tracing: tr, NC: nc, JS: js,
 		Registry: reg, Metrics: m, checks: map[string]Check{}, ackWait: proc.AckWait, stopMetrics: stopMetrics}
-	// Declaring the streams waits for JetStream: a service may start before NATS is up.
+	// Binding the streams waits for JetStream: a service may start before NATS is up. They
+	// must exist: the admin creates them (`marketpipe migrate`), services never do.
 	for attempt := uint64(1); ; attempt++ {
-		setupCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		env.Streams, err = natsx.Setup(setupCtx, js, natsx.RetentionFor(cfg.NATS, log))
+		bindCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		env.Streams, err = natsx.Bind(bindCtx, js)
 		cancel()
 		if err == nil {
 			break
 		}
-		if natsx.ReplicasUnsupported(err) {
+		if errors.Is(err, natsx.ErrNotSetUp) {
 			nc.Close()
-			return nil, natsx.ExplainReplicas(err, cfg.NATS.Replicas)
+			return nil, config.RedactError(err, cfg.NATS.URL)
 		}
 		log.Warn("waiting for jetstream", "err", config.RedactError(err, cfg.NATS.URL), "attempt", attempt)
 		select {
 		case <-ctx.Done():
 			nc.Close()
-			return nil, config.RedactError(fmt.Errorf("declare streams: %w", err), cfg.NATS.URL)
+			return nil, config.RedactError(fmt.Errorf("bind streams: %w", err), cfg.NATS.URL)
 		case <-time.After(min(stage.DefaultBackoff(attempt), 5*time.Second)):
 		}
 	}
@@ -177,6 +182,24 @@ func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.L
 		return nil
 	})
 	return env, nil
+}
+
+// CheckIdentity refuses NATS_CREDS that are another identity's than the service's own: each
+// service runs with its own credentials (`marketpipe auth init`), whose permissions allow its
+// work only. The embedded pipeline of `marketpipe dev` has no credentials.
+func CheckIdentity(cfg config.NATS, service string) error {
+	if cfg.Creds == "" {
+		return nil
+	}
+	identity, err := natsx.CredsIdentity(cfg.Creds)
+	if err != nil {
+		return err
+	}
+	if identity != service {
+		return fmt.Errorf("NATS_CREDS %s holds the credentials of %s, not of %s: give each service its own (%s.creds from `marketpipe auth init`)",
+			cfg.Creds, identity, service, service)
+	}
+	return nil
 }
 
 // Process holds the settings every service process reads beside config.Config.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/service"
 	"github.com/marketpipe/marketpipe/services/vendorsim"
 )
@@ -30,6 +31,10 @@ func newEnv(t *testing.T, vars map[string]string) *service.Env {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	_, js := natstest.Connect(t, srv)
+	if _, err := natsx.Setup(ctx, js, natsx.Retention{}); err != nil { // the admin's part
+		t.Fatal(err)
+	}
 	env, err := service.NewEnv(ctx, "test", cfg, lookup, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -107,11 +112,11 @@ func TestHelpListsEnvironment(t *testing.T) {
 	}
 }
 
-// TestReplicasAboveOneOnASingleServer: NATS_REPLICAS=3 against a server that is not in a
-// cluster stops the service at once, saying what to change, instead of waiting for ever.
-func TestReplicasAboveOneOnASingleServer(t *testing.T) {
+// TestNotSetUpStopsAtOnce: a service started before `marketpipe migrate` declared the streams
+// stops at once, naming the command, instead of waiting for ever.
+func TestNotSetUpStopsAtOnce(t *testing.T) {
 	srv := natstest.Start(t)
-	vars := map[string]string{"NATS_URL": srv.ClientURL(), "NATS_REPLICAS": "3"}
+	vars := map[string]string{"NATS_URL": srv.ClientURL()}
 	lookup := config.Lookup(func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
 	cfg, err := config.Load(lookup)
 	if err != nil {
@@ -121,8 +126,8 @@ func TestReplicasAboveOneOnASingleServer(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	_, err = service.NewEnv(ctx, "test", cfg, lookup, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "NATS_REPLICAS=3: the NATS server is not in a cluster") {
-		t.Fatalf("NewEnv: %v, want the NATS_REPLICAS error", err)
+	if !errors.Is(err, natsx.ErrNotSetUp) || !strings.Contains(err.Error(), "`marketpipe migrate`") {
+		t.Fatalf("NewEnv: %v, want one naming marketpipe migrate", err)
 	}
 	if ctx.Err() != nil {
 		t.Errorf("NewEnv waited %v, until its deadline", time.Since(start))

@@ -48,8 +48,11 @@
 // `marketpipe status` and `submit --wait` show. Success removes it; a dead letter marks it.
 //
 // While a handler runs, the runtime sends InProgress every AckWait/3 so long work is not
-// redelivered. A consumer that disappears while the stage runs (deleted, lost with a server's
-// state) is declared again from the acknowledgement floor last seen, and Ready reports the
-// stage not ready until it is bound again. On shutdown it stops fetching (Drain), lets
+// redelivered. The admin declares each stage's consumer and the attempts bucket (Declare, run by
+// `marketpipe migrate`); a service's stages only bind to them (Options.Bind), and stop at start
+// with an error naming `marketpipe migrate` when one is missing. A consumer that disappears
+// while the stage runs (deleted, lost with a server's state) is waited for until it is declared
+// again (without Options.Bind the stage declares it itself, from the acknowledgement floor last
+// seen), and Ready reports the stage not ready until it is bound again. On shutdown it stops fetching (Drain), lets
 // in-flight handlers finish within ShutdownGrace, acks them, and returns.
 package stage

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/marketpipe/marketpipe/pkg/attempts"
+	"github.com/marketpipe/marketpipe/pkg/setup"
 	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
 
@@ -123,6 +124,12 @@ type Options struct {
 	// Skip reports why a job-event stage (NewJobs) acks a decoded event, given as a pointer to
 	// it, without handling it: a non-empty reason (a cancelled run). Nil: none is skipped.
 	Skip func(ctx context.Context, event any) (reason string, err error)
+	// Bind makes the stage only bind to its consumer and the attempts bucket, which the admin
+	// created (Declare, run by `marketpipe migrate`): a missing one stops Run at start with an
+	// error naming `marketpipe migrate` (setup.ErrNotSetUp), and one lost while the stage runs is
+	// waited for. Every service sets it (its identity may not create them); left false, as in
+	// the runtime's own tests, the stage declares them itself.
+	Bind bool
 }
 
 // Stage runs a Handler on a durable consumer.
@@ -135,6 +142,7 @@ type Stage struct {
 	metrics  *Metrics
 	pub      *Publisher
 	subjects Subjects
+	bind     bool
 
 	attempts jetstream.KeyValue // bound by Run: attempts.Bucket
 	ackFloor atomic.Uint64      // the consumer's acknowledgement floor when last seen
@@ -166,7 +174,7 @@ func New(js jetstream.JetStream, cfg Config, h Handler, o Options) (*Stage, erro
 	return &Stage{js: js, cfg: cfg, h: h, log: o.Logger.With("stage", cfg.Name),
 		tracer: o.Tracer.Tracer("github.com/marketpipe/marketpipe/pkg/stage"), metrics: o.Metrics,
 		pub: NewPublisher(js, PublishTracing(o.Tracer), PublishSpanNames(o.Subjects.Kind)), subjects: o.Subjects,
-		broken: errors.New("not started")}, nil
+		bind: o.Bind, broken: errors.New("not started")}, nil
 }
 
 // Ready reports why the stage is not consuming (its consumer is being declared, or was lost
@@ -186,19 +194,46 @@ func (s *Stage) setBroken(err error) {
 // Name returns the stage's name.
 func (s *Stage) Name() string { return s.cfg.Name }
 
-// ConsumerConfig is the durable consumer the stage binds to. Its MaxDeliver is unlimited: the
-// runtime enforces Config.MaxDeliver itself by dead-lettering, because the server would drop a
-// message at its limit without a trace (after a crash, or a failed dead-letter publish).
-func (s *Stage) ConsumerConfig() jetstream.ConsumerConfig {
+// ConsumerConfig is the durable consumer the stage binds to.
+func (s *Stage) ConsumerConfig() jetstream.ConsumerConfig { return consumerConfig(s.cfg) }
+
+// consumerConfig is the durable consumer of a stage with cfg (defaults applied). Its MaxDeliver
+// is unlimited: the runtime enforces Config.MaxDeliver itself by dead-lettering, because the
+// server would drop a message at its limit without a trace (after a crash, or a failed
+// dead-letter publish).
+func consumerConfig(cfg Config) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:        s.cfg.Name,
-		FilterSubjects: s.cfg.Filters,
+		Durable:        cfg.Name,
+		FilterSubjects: cfg.Filters,
 		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        s.cfg.AckWait,
+		AckWait:        cfg.AckWait,
 		MaxDeliver:     -1,
-		MaxAckPending:  s.cfg.MaxAckPending,
+		MaxAckPending:  cfg.MaxAckPending,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
+}
+
+// Declare creates or updates the durable consumer of a stage with cfg, as the admin does
+// (`marketpipe migrate`) before the stage's service starts with Options.Bind. ackWait, when
+// set, replaces cfg.AckWait as Options.AckWait does. An existing consumer keeps where it starts.
+func Declare(ctx context.Context, js jetstream.JetStream, cfg Config, ackWait time.Duration) error {
+	if ackWait > 0 {
+		cfg.AckWait = ackWait
+	}
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	cc := consumerConfig(cfg)
+	if c, err := js.Consumer(ctx, cfg.Stream, cfg.Name); err == nil {
+		ci := c.CachedInfo().Config
+		cc.DeliverPolicy, cc.OptStartSeq, cc.OptStartTime = ci.DeliverPolicy, ci.OptStartSeq, ci.OptStartTime
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("consumer %s on %s: %w", cfg.Name, cfg.Stream, err)
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, cc); err != nil {
+		return fmt.Errorf("declare consumer %s on %s: %w", cfg.Name, cfg.Stream, err)
+	}
+	return nil
 }
 
 // Run consumes until ctx ends, then drains: no new fetches, in-flight work finishes (within
@@ -207,13 +242,20 @@ func (s *Stage) ConsumerConfig() jetstream.ConsumerConfig {
 // declared again; Ready reports the stage not ready meanwhile.
 func (s *Stage) Run(ctx context.Context) error {
 	kv, err := retryDeclare(ctx, s, "declare attempts bucket", func() (jetstream.KeyValue, error) {
+		if s.bind {
+			kv, err := attempts.Bind(ctx, s.js)
+			if errors.Is(err, setup.ErrNotSetUp) {
+				return nil, &stopError{err}
+			}
+			return kv, err
+		}
 		return attempts.Declare(ctx, s.js, 0)
 	})
 	if err != nil {
 		return err
 	}
 	s.attempts = kv
-	cons, err := s.consumer(ctx)
+	cons, err := s.consumer(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -280,7 +322,7 @@ loop:
 			break loop
 		case <-time.After(time.Second): // let the deletion finish, or another replica redeclare
 		}
-		if cons, err = s.consumer(ctx); err != nil {
+		if cons, err = s.consumer(ctx, false); err != nil {
 			break // ctx ended
 		}
 	}
@@ -325,7 +367,28 @@ func (s *Stage) consume(ctx, work context.Context, it jetstream.MessagesContext,
 // (the server refuses to change it). One that was lost while the stage ran is created again
 // from the last acknowledgement floor the stage saw, so it does not deliver the whole stream
 // again; a new one starts at the stream's first message.
-func (s *Stage) consumer(ctx context.Context) (jetstream.Consumer, error) {
+//
+// With Options.Bind it only binds: a consumer missing at start is an error wrapping
+// setup.ErrNotSetUp; one lost later is waited for (the admin declares it again).
+func (s *Stage) consumer(ctx context.Context, start bool) (jetstream.Consumer, error) {
+	if s.bind {
+		return retryDeclare(ctx, s, "bind consumer", func() (jetstream.Consumer, error) {
+			c, err := s.js.Consumer(ctx, s.cfg.Stream, s.cfg.Name)
+			if errors.Is(err, jetstream.ErrConsumerNotFound) {
+				err = setup.Missing(fmt.Sprintf("consumer %s on stream %s", s.cfg.Name, s.cfg.Stream), err)
+				if start {
+					return nil, &stopError{err}
+				}
+			}
+			if err == nil {
+				if have := c.CachedInfo().Config.AckWait; have != s.cfg.AckWait {
+					s.log.Warn("the consumer's AckWait differs from the stage's: run `marketpipe migrate` with the same ACK_WAIT",
+						"consumer_ack_wait", have, "stage_ack_wait", s.cfg.AckWait)
+				}
+			}
+			return c, err
+		})
+	}
 	return retryDeclare(ctx, s, "declare consumer", func() (jetstream.Consumer, error) {
 		cfg := s.ConsumerConfig()
 		c, err := s.js.Consumer(ctx, s.cfg.Stream, s.cfg.Name)
@@ -344,12 +407,22 @@ func (s *Stage) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	})
 }
 
+// stopError is an error of declare that retrying does not cure.
+type stopError struct{ err error }
+
+func (e *stopError) Error() string { return e.err.Error() }
+
 // retryDeclare calls declare until it succeeds or ctx ends, backing off between attempts.
 func retryDeclare[T any](ctx context.Context, s *Stage, what string, declare func() (T, error)) (T, error) {
 	for attempt := uint64(1); ; attempt++ {
 		v, err := declare()
 		if err == nil {
 			return v, nil
+		}
+		var stop *stopError
+		if errors.As(err, &stop) {
+			s.setBroken(stop.err)
+			return v, fmt.Errorf("stage %s: %w", s.cfg.Name, stop.err)
 		}
 		s.setBroken(fmt.Errorf("%s: %w", what, err))
 		s.log.Warn(what, "err", err, "attempt", attempt)

@@ -36,6 +36,29 @@ func writeCreds(t *testing.T, content string) string {
 	return p
 }
 
+// TestLoadCredentialsRefusesAnOpenFile: a credentials file its group or others may read or
+// write is refused, the error giving the fix; once fixed it loads.
+func TestLoadCredentialsRefusesAnOpenFile(t *testing.T) {
+	path := writeCreds(t, `{"client_id":"cid","client_secret":"`+secretHex+`"}`)
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o604, 0o620} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := vendor.LoadCredentials(path)
+		if !errors.Is(err, vendor.ErrCredentials) || !strings.Contains(err.Error(), "chmod 600 "+path) {
+			t.Errorf("mode %04o: %v, want ErrCredentials saying chmod 600", mode, err)
+		}
+	}
+	for _, mode := range []os.FileMode{0o600, 0o400} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := vendor.LoadCredentials(path); err != nil {
+			t.Errorf("mode %04o: %v", mode, err)
+		}
+	}
+}
+
 func TestLoadCredentials(t *testing.T) {
 	tests := []struct {
 		name    string

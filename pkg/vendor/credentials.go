@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -21,12 +22,26 @@ type Credentials struct {
 	Scopes         []string `json:"scopes,omitempty"`
 }
 
-// LoadCredentials reads and checks a credentials file. Errors wrap ErrCredentials and never
-// quote the file's content.
+// LoadCredentials reads and checks a credentials file. A file that its group or others may
+// read or write is refused, with the command that fixes it: it holds the vendor licence's
+// secret. Errors wrap ErrCredentials and never quote the file's content.
 func LoadCredentials(path string) (*Credentials, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCredentials, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCredentials, err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("%w: %s is open to its group or others (mode %04o): it holds the vendor's secret; run `chmod 600 %s` (in Kubernetes, mount the Secret with defaultMode 0400)",
+			ErrCredentials, path, perm, path)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrCredentials, path, err)
 	}
 	var c Credentials
 	if err := json.Unmarshal(data, &c); err != nil {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/marketpipe/marketpipe/pkg/auth"
 	"github.com/marketpipe/marketpipe/pkg/bounds"
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
@@ -158,11 +159,22 @@ func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
 	tracer := env.Tracing.Provider.Tracer("github.com/marketpipe/marketpipe/services/collector")
 	raw := &rawstore.Store{Objects: env.Streams.Raw, Tracer: tracer, MarkBytes: int64(s.MarkBytes)}
 	h := &Handler{Vendor: countedVendor{v, downloaded}, Raw: raw, Now: time.Now}
-	return stage.NewJobs(env.JS, stage.Config{
-		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Ready)},
-		MaxBytes:    events.MaxJobEventBytes,
-		Concurrency: 4, AckWait: time.Minute, MaxDeliver: 10,
-	}, events.Decode, h, env.StageOptions())
+	return stage.NewJobs(env.JS, Consumer, events.Decode, h, env.StageOptions())
+}
+
+// Consumer is the collector's stage: "ready" events.
+var Consumer = stage.Config{
+	Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Ready)},
+	MaxBytes:    events.MaxJobEventBytes,
+	Concurrency: 4, AckWait: time.Minute, MaxDeliver: 10,
+}
+
+// Uses is what the collector does on NATS (its identity's permissions): it writes the raw
+// files and publishes "collected" or "failed".
+var Uses = auth.Uses{
+	Consumers: []stage.Config{Consumer},
+	Publishes: []string{events.JobFilter(events.Collected), events.JobFilter(events.Failed)},
+	ObjWrite:  []string{events.RawBucket},
 }
 
 // Build is the service's wiring.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/marketpipe/marketpipe/pkg/auth"
 	"github.com/marketpipe/marketpipe/pkg/chstore"
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
@@ -182,7 +183,10 @@ type Settings struct {
 	// batches (events.MoreRowsHeader).
 	MaxLinger   time.Duration `env:"LOADER_MAX_LINGER" default:"1s" help:"longest wait to fill one INSERT while the transformer says more batches of the job follow (header Marketpipe-More-Rows)"`
 	LoadTimeout time.Duration `env:"LOADER_TIMEOUT" default:"1h" help:"how long a job's batches may take"`
-	Client      Client
+	// Migrate lets the loader create or upgrade the schema at start, which needs an account
+	// allowed DDL; otherwise `marketpipe migrate` does it and the loader needs INSERT and SELECT.
+	Migrate string "env:\"LOADER_MIGRATE,lower\" default:\"false\" oneof:\"true false\" shown:\"false (true under `dev`)\" help:\"true: create or upgrade the ClickHouse schema at start (needs DDL rights); false: `marketpipe migrate` does it, and the loader waits for the schema\""
+	Client  Client
 }
 
 // Client says what writes the observations' INSERTs.
@@ -200,11 +204,7 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 	// Handlers hold their batch still encoded (at most 1 MB, usually a few hundred KB) while it
 	// waits for its INSERT, so 32 of them cost little memory and keep two 500,000-row INSERTs
 	// of 100,000-row batches fed, the next ones queued behind them.
-	rows, err := stage.New(env.JS, stage.Config{
-		Name: Name, Stream: events.RowsStream, Filters: []string{events.RowsSubjects},
-		Concurrency: 32, MaxAckPending: 64, AckWait: 2 * time.Minute, MaxDeliver: -1, Backoff: outageBackoff,
-		MaxBytes: rowcodec.MaxMessageBytes,
-	}, &RowsHandler{
+	rows, err := stage.New(env.JS, RowsConsumer, &RowsHandler{
 		commit: &groupCommit{ins: store, maxRows: s.MaxInsertRows, inserts: s.Inserts, linger: s.Linger,
 			maxLinger: s.MaxLinger, timeout: 2 * time.Minute, tracer: tracer},
 		runs: &runCache{lookup: func(ctx context.Context, id string) (map[int]uint64, error) {
@@ -217,11 +217,7 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 	if err != nil {
 		return nil, err
 	}
-	complete, err := stage.NewJobs(env.JS, stage.Config{
-		Name: CompleteName, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Transformed)},
-		MaxBytes:    events.MaxJobEventBytes,
-		Concurrency: 16, MaxDeliver: -1, AckWait: time.Minute,
-	}, events.Decode, &CompleteHandler{
+	complete, err := stage.NewJobs(env.JS, CompleteConsumer, events.Decode, &CompleteHandler{
 		Count: func(ctx context.Context, id string, gen int) (int, error) {
 			return natsx.LoadedBatches(ctx, env.JS, id, gen)
 		},
@@ -230,15 +226,42 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 	if err != nil {
 		return nil, err
 	}
-	jobs, err := stage.NewJobs(env.JS, stage.Config{
-		Name: JobsName, Stream: events.JobsStream, Filters: []string{events.JobsSubjects},
-		MaxBytes:    events.MaxJobEventBytes,
-		Concurrency: 8, MaxDeliver: -1, AckWait: time.Minute, Backoff: outageBackoff,
-	}, events.Decode, &JobsHandler{Store: tracedJobs{store, tracer}}, env.StageOptions())
+	jobs, err := stage.NewJobs(env.JS, JobsConsumer, events.Decode, &JobsHandler{Store: tracedJobs{store, tracer}}, env.StageOptions())
 	if err != nil {
 		return nil, err
 	}
 	return []service.Runner{rows, complete, jobs}, nil
+}
+
+// The loader's three stages.
+var (
+	// RowsConsumer loads row batches.
+	RowsConsumer = stage.Config{
+		Name: Name, Stream: events.RowsStream, Filters: []string{events.RowsSubjects},
+		Concurrency: 32, MaxAckPending: 64, AckWait: 2 * time.Minute, MaxDeliver: -1, Backoff: outageBackoff,
+		MaxBytes: rowcodec.MaxMessageBytes,
+	}
+	// CompleteConsumer completes the runs of "transformed" events.
+	CompleteConsumer = stage.Config{
+		Name: CompleteName, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Transformed)},
+		MaxBytes:    events.MaxJobEventBytes,
+		Concurrency: 16, MaxDeliver: -1, AckWait: time.Minute,
+	}
+	// JobsConsumer keeps the jobs table from every job event.
+	JobsConsumer = stage.Config{
+		Name: JobsName, Stream: events.JobsStream, Filters: []string{events.JobsSubjects},
+		MaxBytes:    events.MaxJobEventBytes,
+		Concurrency: 8, MaxDeliver: -1, AckWait: time.Minute, Backoff: outageBackoff,
+	}
+)
+
+// Uses is what the loader does on NATS (its identity's permissions): it reads the runs of a
+// job from the jobs stream, keeps the load ledger and publishes "loaded" or "failed".
+var Uses = auth.Uses{
+	Consumers: []stage.Config{RowsConsumer, CompleteConsumer, JobsConsumer},
+	Publishes: []string{events.JobFilter(events.Loaded), events.JobFilter(events.Failed)},
+	Reads:     []string{events.JobsStream},
+	KVWrite:   []string{events.LedgerBucket, events.EndsBucket},
 }
 
 // Summary is what the loader does, for -h.
@@ -250,30 +273,39 @@ func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
 	if err := config.Read(env.Lookup, &s); err != nil {
 		return nil, err
 	}
-	store, err := OpenStore(ctx, env, s.Client.Name == "clickhouse-go")
+	store, err := OpenStore(ctx, env, s.Client.Name == "clickhouse-go", s.Migrate == "true")
 	if err != nil {
 		return nil, err
 	}
 	return Stages(env, store, s)
 }
 
-// OpenStore opens ClickHouse, creates or upgrades the schema, and adds it to /readyz.
-// driverInserts writes observations through clickhouse-go (chstore.Config.DriverInserts).
-func OpenStore(ctx context.Context, env *service.Env, driverInserts bool) (*chstore.Store, error) {
+// OpenStore opens ClickHouse, creates or upgrades the schema when migrate is set (else checks
+// it is the code's), and adds it to /readyz. driverInserts writes observations through
+// clickhouse-go (chstore.Config.DriverInserts).
+func OpenStore(ctx context.Context, env *service.Env, driverInserts, migrate bool) (*chstore.Store, error) {
 	c := env.Config.ClickHouse
+	tc, err := chstore.TLSConfig(c.Secure == "true", c.CA)
+	if err != nil {
+		return nil, err
+	}
 	var store *chstore.Store
-	var err error
 	// ClickHouse may start after the loader: wait for it rather than crash-loop.
 	for attempt := uint64(1); ; attempt++ {
 		store, err = chstore.Open(ctx, chstore.Config{Addr: c.Addr, Database: c.Database, User: c.User,
 			Password: c.Password, DialTimeout: 5 * time.Second, DriverInserts: driverInserts,
-			NoCompression: c.Compression == "none"})
+			NoCompression: c.Compression == "none", TLS: tc})
 		if err == nil {
-			if err = store.MigrateAtStart(ctx); err == nil {
+			if migrate {
+				err = store.MigrateAtStart(ctx)
+			} else {
+				err = schemaReady(ctx, store)
+			}
+			if err == nil {
 				break
 			}
 			store.Close()
-			if errors.Is(err, chstore.ErrManualMigration) {
+			if errors.Is(err, chstore.ErrManualMigration) && migrate {
 				return nil, err // waiting will not help: an operator must run it
 			}
 		}
@@ -287,4 +319,19 @@ func OpenStore(ctx context.Context, env *service.Env, driverInserts bool) (*chst
 	env.AddReadyCheck("clickhouse", store.Ping)
 	env.OnClose(func(context.Context) error { return store.Close() })
 	return store, nil
+}
+
+// schemaReady returns nil when the database is at the code's schema (chstore.SchemaVersion) or
+// later; otherwise an error wrapping chstore.ErrManualMigration, which the loader waits out:
+// `marketpipe migrate` (or LOADER_MIGRATE=true) creates or upgrades it.
+func schemaReady(ctx context.Context, store *chstore.Store) error {
+	applied, err := store.AppliedSchemaVersion(ctx)
+	if err != nil && !chstore.IsMissingDatabase(err) {
+		return err
+	}
+	if applied < chstore.SchemaVersion() {
+		return fmt.Errorf("database at schema %d, the loader needs %d: %w (or LOADER_MIGRATE=true)",
+			applied, chstore.SchemaVersion(), chstore.ErrManualMigration)
+	}
+	return nil
 }

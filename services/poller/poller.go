@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/marketpipe/marketpipe/pkg/auth"
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/service"
@@ -61,11 +62,21 @@ func (h *Handler) HandleJob(ctx context.Context, j events.Job, m *stage.Message)
 // Stage returns the poller stage on env's JetStream.
 func Stage(env *service.Env, v Vendor, interval time.Duration) (*stage.Stage, error) {
 	h := &Handler{Vendor: v, Interval: interval, Now: time.Now}
-	return stage.NewJobs(env.JS, stage.Config{
-		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Requested)},
-		MaxBytes:   events.MaxJobEventBytes,
-		MaxDeliver: -1, Concurrency: 32, AckWait: time.Minute, MaxAckPending: 20000,
-	}, events.Decode, h, env.StageOptions())
+	return stage.NewJobs(env.JS, Consumer, events.Decode, h, env.StageOptions())
+}
+
+// Consumer is the poller's stage: "requested" events, each waited on until its output is ready.
+var Consumer = stage.Config{
+	Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Requested)},
+	MaxBytes:   events.MaxJobEventBytes,
+	MaxDeliver: -1, Concurrency: 32, AckWait: time.Minute, MaxAckPending: 20000,
+}
+
+// Uses is what the poller does on NATS (its identity's permissions): it publishes "ready" or
+// "failed", and reads nothing else.
+var Uses = auth.Uses{
+	Consumers: []stage.Config{Consumer},
+	Publishes: []string{events.JobFilter(events.Ready), events.JobFilter(events.Failed)},
 }
 
 // Summary is what the poller does, for -h.

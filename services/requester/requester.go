@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/marketpipe/marketpipe/pkg/auth"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/jobspec"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
@@ -83,11 +84,26 @@ func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message)
 // Stage returns the requester stage on env's JetStream.
 func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
 	h := &Handler{Vendor: v, Specs: env.Streams.Specs, Now: time.Now}
-	return stage.NewJobs(env.JS, stage.Config{
-		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Submitted)},
-		MaxBytes:    events.MaxJobEventBytes,
-		Concurrency: 8, AckWait: time.Minute,
-	}, events.Decode, h, env.StageOptions())
+	return stage.NewJobs(env.JS, Consumer, events.Decode, h, env.StageOptions())
+}
+
+// Consumer is the requester's stage: "submitted" events.
+var Consumer = stage.Config{
+	Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Submitted)},
+	MaxBytes:    events.MaxJobEventBytes,
+	Concurrency: 8, AckWait: time.Minute,
+}
+
+// Uses is what the requester does on NATS (its identity's permissions): it reads stored
+// securities lists and publishes "requested" or "failed"; for schedule firings
+// (schedule.Consumer) it reads the schedules and writes their state, looks a firing's job up in
+// MP_JOBS, stores long securities lists and publishes "submitted".
+var Uses = auth.Uses{
+	Consumers: []stage.Config{Consumer, schedule.Consumer},
+	Publishes: []string{events.JobFilter(events.Requested), events.JobFilter(events.Failed), events.JobFilter(events.Submitted)},
+	Reads:     []string{events.JobsStream},
+	KVWrite:   []string{events.SchedulesBucket},
+	ObjWrite:  []string{events.SpecsBucket},
 }
 
 // Firings returns the stage that turns schedule firings into submitted jobs (package

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/marketpipe/marketpipe/pkg/auth"
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
@@ -33,23 +34,44 @@ func Stages(env *service.Env) ([]service.Runner, error) {
 	h.CountChunks = func(ctx context.Context, id string, gen int) (int, error) {
 		return natsx.RecordedChunks(ctx, env.JS, id, gen)
 	}
-	files, err := stage.NewJobs(env.JS, stage.Config{
-		Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Collected)},
-		MaxBytes:    events.MaxJobEventBytes,
-		Concurrency: 2, AckWait: time.Minute, MaxDeliver: 10,
-	}, events.Decode, h, env.StageOptions())
+	files, err := stage.NewJobs(env.JS, FilesConsumer, events.Decode, h, env.StageOptions())
 	if err != nil {
 		return nil, err
 	}
-	chunks, err := stage.New(env.JS, stage.Config{
-		Name: ChunkName, Stream: events.ChunksStream, Filters: []string{events.ChunkSubjects},
-		MaxBytes:    events.MaxJobEventBytes + 1<<10,
-		Concurrency: s.ChunkConcurrency, AckWait: time.Minute, MaxDeliver: 10,
-	}, stage.HandlerFunc(h.HandleChunk), env.StageOptions())
+	chunkCfg := ChunksConsumer
+	chunkCfg.Concurrency = s.ChunkConcurrency
+	chunks, err := stage.New(env.JS, chunkCfg, stage.HandlerFunc(h.HandleChunk), env.StageOptions())
 	if err != nil {
 		return nil, err
 	}
 	return []service.Runner{files, chunks}, nil
+}
+
+// FilesConsumer is the transformer's stage of "collected" events.
+var FilesConsumer = stage.Config{
+	Name: Name, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Collected)},
+	MaxBytes:    events.MaxJobEventBytes,
+	Concurrency: 2, AckWait: time.Minute, MaxDeliver: 10,
+}
+
+// ChunksConsumer is the transformer's stage of chunk tasks; TRANSFORMER_CHUNK_CONCURRENCY sets
+// its Concurrency in each replica (the consumer the admin declares has the default's
+// MaxAckPending).
+var ChunksConsumer = stage.Config{
+	Name: ChunkName, Stream: events.ChunksStream, Filters: []string{events.ChunkSubjects},
+	MaxBytes:    events.MaxJobEventBytes + 1<<10,
+	Concurrency: 2, AckWait: time.Minute, MaxDeliver: 10,
+}
+
+// Uses is what the transformer does on NATS (its identity's permissions): it reads the raw
+// files, publishes row batches, chunk tasks and "transformed" or "failed", and keeps the chunk
+// records.
+var Uses = auth.Uses{
+	Consumers: []stage.Config{FilesConsumer, ChunksConsumer},
+	Publishes: []string{events.RowsSubjects, events.ChunkSubjects,
+		events.JobFilter(events.Transformed), events.JobFilter(events.Failed)},
+	ObjRead: []string{events.RawBucket},
+	KVWrite: []string{events.ChunksBucket},
 }
 
 // Summary is what the transformer does, for -h.

@@ -21,6 +21,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/stage"
+	"github.com/marketpipe/marketpipe/services"
 	"github.com/marketpipe/marketpipe/services/vendorsim"
 )
 
@@ -81,7 +82,8 @@ func (b *bench) newCluster(ctx context.Context, leg string, readyAfter time.Dura
 		c.close()
 		return nil, err
 	}
-	if c.streams, err = natsx.Setup(ctx, c.js, natsx.Retention{}); err != nil {
+	// As the admin (`marketpipe migrate`): the stage processes only bind.
+	if c.streams, err = services.Setup(ctx, c.js, natsx.Retention{}, 0); err != nil {
 		c.close()
 		return nil, err
 	}
@@ -110,6 +112,7 @@ func (b *bench) newCluster(ctx context.Context, leg string, readyAfter time.Dura
 		"NATS_URL": c.natsURL, "CLICKHOUSE_ADDR": b.ch.Addr(), "CLICKHOUSE_DATABASE": c.db,
 		"VENDOR_URL": c.simURL, "POLL_INTERVAL": "100ms", "HTTP_ADDR": "127.0.0.1:0",
 		"LOG_LEVEL": "warn", "LOG_FORMAT": "json", "CLICKHOUSE_COMPRESSION": b.res.CHCompression,
+		"LOADER_MIGRATE": "true",
 	}
 	return c, nil
 }
