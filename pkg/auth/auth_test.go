@@ -245,11 +245,18 @@ func TestEachIdentityDoesItsJobOnly(t *testing.T) {
 	ld.allowed(t, "publishes loaded", publish(ld, events.JobSubject(job, events.Loaded)))
 	ld.refused(t, "publishes a row batch", events.RowsSubject(job), publish(ld, events.RowsSubject(job)))
 
+	// The requester turns schedule firings into jobs: it publishes "submitted" (a long
+	// securities list goes to mp_specs), but no other stage's event, and no row batch.
 	rq := d.connect(t, requester.Name)
-	rq.refused(t, "writes a securities list", "$O.mp_specs.", publish(rq, "$O."+events.SpecsBucket+".M.x"))
+	rq.allowed(t, "submits a scheduled job", publish(rq, events.JobSubject(job, events.Submitted)))
+	rq.refused(t, "publishes collected", events.JobSubject(job, events.Collected), publish(rq, events.JobSubject(job, events.Collected)))
+	rq.refused(t, "writes the ledger", "$KV."+events.LedgerBucket+".", publish(rq, "$KV."+events.LedgerBucket+".x"))
+	rq.refused(t, "cancels a run", "$KV."+events.EndsBucket+".", publish(rq, "$KV."+events.EndsBucket+".x"))
 
 	op := d.connect(t, auth.OperatorName)
 	op.allowed(t, "submits a job", publish(op, events.JobSubject(job, events.Submitted)))
+	op.allowed(t, "fires a schedule", publish(op, events.ScheduleFire("x")))
+	op.allowed(t, "records a cancel", publish(op, "$KV."+events.EndsBucket+".x"))
 	op.allowed(t, "stores a securities list", func(ctx context.Context) error {
 		o, err := op.js.ObjectStore(ctx, events.SpecsBucket)
 		if err != nil {
