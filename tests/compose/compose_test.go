@@ -4,13 +4,15 @@
 // transformer container in the middle of a job, and removes everything it made.
 //
 // No image registry is reachable where this runs, so the images are made here with
-// `docker import` from what the machine has and tagged with the names the compose file uses,
-// so that compose never pulls:
+// `docker import` from what the machine has, under names of this run's own that the compose
+// file's image variables (NATS_IMAGE, CLICKHOUSE_IMAGE, MARKETPIPE_IMAGE) point at, so that
+// compose never pulls and no image of anyone else's is shadowed or removed:
 //
-//   - nats:2.11-alpine: nats-server built from the Go module go.mod requires, busybox for wget;
-//   - clickhouse/clickhouse-server:25.8: Debian's clickhouse-server (18.16, the version the
-//     project supports) with the libraries ldd says it links and an entrypoint that creates
-//     CLICKHOUSE_USER and CLICKHOUSE_DB as the real image's does;
+//   - for nats:2.11-alpine: nats-server built from the Go module go.mod requires, busybox for
+//     the healthcheck's wget;
+//   - for clickhouse/clickhouse-server:25.8: Debian's clickhouse-server (18.16, the version the
+//     project supports) with the libraries ldd says it links, busybox, and an entrypoint that
+//     creates CLICKHOUSE_USER and CLICKHOUSE_DB as the real image's does;
 //   - the marketpipe image (MARKETPIPE_IMAGE): FROM THE BINARIES, not from ./Dockerfile. The
 //     Dockerfile needs BuildKit (RUN --mount=type=cache, the # syntax= frontend image) and the
 //     golang and distroless base images; this machine's engine has only the classic builder
@@ -40,17 +42,13 @@ import (
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/marketpipe/marketpipe/pkg/chserver"
 	"github.com/marketpipe/marketpipe/pkg/chstore"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/obs"
 	"github.com/marketpipe/marketpipe/pkg/simdata"
-)
-
-// The names the compose file gives the infrastructure images (checked against the file below).
-const (
-	natsRef       = "nats:2.11-alpine"
-	clickhouseRef = "clickhouse/clickhouse-server:25.8"
 )
 
 // stack is one running compose project.
@@ -80,7 +78,9 @@ func TestComposeStack(t *testing.T) {
 	s := &stack{t: t, root: root, project: "mpcomposetest" + hex.EncodeToString(id), compose: composeCmd, bin: t.TempDir()}
 
 	// Images, removed at the end whatever happens (registered before they exist).
-	mpRef := "marketpipe-compose-test:" + s.project
+	natsRef := "marketpipe-compose-test/nats:" + s.project
+	clickhouseRef := "marketpipe-compose-test/clickhouse:" + s.project
+	mpRef := "marketpipe-compose-test/marketpipe:" + s.project
 	for _, ref := range []string{natsRef, clickhouseRef, mpRef} {
 		t.Cleanup(func() { removeImage(t, ref) })
 	}
@@ -103,13 +103,14 @@ func TestComposeStack(t *testing.T) {
 		ports[v] = freePort(t)
 		s.env = append(s.env, fmt.Sprintf("%s=%d", v, ports[v]))
 	}
-	s.env = append(s.env, "MARKETPIPE_IMAGE="+mpRef, "LOG_LEVEL=info", "CLICKHOUSE_NOFILE="+nofileLimit(t))
+	s.env = append(s.env, "MARKETPIPE_IMAGE="+mpRef, "NATS_IMAGE="+natsRef, "CLICKHOUSE_IMAGE="+clickhouseRef,
+		"LOG_LEVEL=info", "CLICKHOUSE_NOFILE="+nofileLimit(t))
 	chAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports["CLICKHOUSE_TCP_PORT"]))
 	s.cliEnv = []string{
 		fmt.Sprintf("NATS_URL=nats://127.0.0.1:%d", ports["NATS_PORT"]),
 		"CLICKHOUSE_ADDR=" + chAddr, "CLICKHOUSE_DATABASE=marketpipe", "CLICKHOUSE_USER=marketpipe",
 	}
-	s.checkImageNames(ctx)
+	s.checkImageNames(ctx, natsRef, clickhouseRef, mpRef)
 
 	t.Cleanup(s.down)
 	s.run(ctx, "up", "-d", "--no-build")
@@ -205,13 +206,21 @@ func buildBinaries(t *testing.T, ctx context.Context, root, dir string) {
 	}
 }
 
-// checkImageNames fails if the compose file names other images than the stand-ins', which would
-// make compose pull.
-func (s *stack) checkImageNames(ctx context.Context) {
-	out := s.output(ctx, "config")
-	for _, ref := range []string{natsRef, clickhouseRef} {
-		if !strings.Contains(out, "image: "+ref+"\n") {
-			s.t.Fatalf("docker-compose.yml no longer names image %s: update the stand-ins of this test", ref)
+// checkImageNames fails if the compose file, with this run's variables, names an image other
+// than this test's (one it would pull) for a service that runs without a profile.
+func (s *stack) checkImageNames(ctx context.Context, refs ...string) {
+	var cfg struct {
+		Services map[string]struct {
+			Image    string   `yaml:"image"`
+			Profiles []string `yaml:"profiles"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal([]byte(s.output(ctx, "config")), &cfg); err != nil {
+		s.t.Fatalf("compose config: %v", err)
+	}
+	for name, svc := range cfg.Services {
+		if len(svc.Profiles) == 0 && !slices.Contains(refs, svc.Image) {
+			s.t.Fatalf("service %s runs image %s, which this test does not make: make a stand-in for it", name, svc.Image)
 		}
 	}
 }
