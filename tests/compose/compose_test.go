@@ -146,11 +146,16 @@ func TestComposeStack(t *testing.T) {
 	if st == events.Loaded {
 		t.Fatalf("job %s was loaded before the transformer could be killed: make it larger", jobID)
 	}
-	s.kill(ctx, transformer)
+	crashed := s.kill(ctx, transformer)
 	s.waitRowsStored(ctx, jobID)
-	s.kill(ctx, loader)
+	crashed = s.kill(ctx, loader) && crashed
 	s.waitState(ctx, jobID, events.Loaded)
 	s.checkLoaded(ctx, jobID)
+	if crashed { // restart: unless-stopped brings crashed containers back
+		for _, svc := range []string{"transformer", "loader"} {
+			s.waitRunning(ctx, svc, 2)
+		}
+	}
 	t.Logf("job %s (300 securities x 3 fields x 18 months) loaded exactly %s after submit, with a transformer and a loader killed mid-job",
 		jobID, time.Since(t0).Round(time.Millisecond))
 	t.Logf("compose test body took %s", time.Since(start).Round(time.Second))
@@ -267,13 +272,41 @@ func (s *stack) containers(ctx context.Context, svc string) []string {
 	return strings.Fields(string(out))
 }
 
-func (s *stack) kill(ctx context.Context, id string) {
+// waitRunning waits until svc has n running containers.
+func (s *stack) waitRunning(ctx context.Context, svc string, n int) {
 	s.t.Helper()
-	name, _ := exec.CommandContext(ctx, "docker", "inspect", "--format", "{{.Name}}", id).Output()
+	deadline := time.Now().Add(time.Minute)
+	for len(s.containers(ctx, svc)) != n {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s: %d containers running a minute after the kill; want %d (restart: unless-stopped)", svc, len(s.containers(ctx, svc)), n)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// kill crashes a container: SIGKILL to its main process from the host, which Docker sees as a
+// crash and restarts (restart: unless-stopped), as it would an OOM kill. Where this process may
+// not signal the container's (not root), `docker kill` instead, which Docker does not restart;
+// kill reports which it did.
+func (s *stack) kill(ctx context.Context, id string) (crashed bool) {
+	s.t.Helper()
+	out, err := exec.CommandContext(ctx, "docker", "inspect", "--format", "{{.Name}} {{.State.Pid}}", id).Output()
+	if err != nil {
+		s.t.Fatalf("docker inspect %s: %v", id, err)
+	}
+	name, pidText, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
+	pid, err := strconv.Atoi(pidText)
+	if err == nil && pid > 0 {
+		if err = syscall.Kill(pid, syscall.SIGKILL); err == nil {
+			s.t.Logf("killed %s (SIGKILL to its process %d)", name, pid)
+			return true
+		}
+	}
 	if out, err := exec.CommandContext(ctx, "docker", "kill", id).CombinedOutput(); err != nil {
 		s.t.Fatalf("docker kill %s: %v\n%s", id, err, out)
 	}
-	s.t.Logf("killed %s (SIGKILL)", strings.TrimSpace(string(name)))
+	s.t.Logf("killed %s (docker kill: this process may not signal it)", name)
+	return false
 }
 
 // logs is the stack's recent log lines, for a failure's message.
