@@ -8,7 +8,7 @@ TEST_TIMEOUT ?= 12m
 # How long `make fuzz` runs each fuzz target (`make test` runs each for 3s).
 FUZZTIME ?= 60s
 
-.PHONY: all build deps clickhouse test unit e2e faults fuzz demo bench fmt vet clean
+.PHONY: all build deps clickhouse busybox test unit e2e faults compose-test fuzz demo bench fmt vet clean
 
 all: build
 
@@ -26,7 +26,15 @@ clickhouse:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clickhouse-server >/dev/null; \
 	fi
 
-deps: clickhouse
+# Debian's static busybox: the compose test puts it in the images it makes for healthchecks.
+busybox:
+	@if ! dpkg -s busybox-static >/dev/null 2>&1; then \
+		echo "installing busybox-static with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq busybox-static >/dev/null; \
+	fi
+
+deps: clickhouse busybox
 	$(GO) mod download
 
 fmt:
@@ -36,8 +44,10 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-# Every test: unit tests of every package, the deployment checks, and the end-to-end test of
-# tests/ (stages as separate processes against in-process NATS and a private ClickHouse).
+# Every test: unit tests of every package, the deployment checks, docker-compose.yml run for
+# real (tests/compose: skipped when no Docker engine answers, a failure under CI=true), and the
+# end-to-end test of tests/ (stages as separate processes against in-process NATS and a private
+# ClickHouse).
 # MARKETPIPE_REQUIRE_CLICKHOUSE makes a missing server a failure, never a skip.
 # tests/ runs verbose so the end-to-end and fault figures are printed.
 test: deps fmt vet
@@ -54,6 +64,12 @@ e2e: deps
 # The delivery-guarantee test alone: kills, a NATS restart, a ClickHouse outage, vendor faults.
 faults: deps
 	MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v -run TestFaults ./tests/
+
+# docker-compose.yml run for real on the local Docker engine with images the test makes (no
+# registry is needed): two jobs loaded exactly, a loader and a transformer killed mid-job, then
+# `down -v` and the images removed. About two minutes.
+compose-test: deps
+	$(GO) test -count=1 -timeout 10m -v ./tests/compose/
 
 # Every fuzz target (each `func FuzzX` of a _test.go file, found here so none is left out) for
 # FUZZTIME each. Their seed corpora also run as ordinary tests in `go test`.

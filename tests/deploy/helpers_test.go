@@ -1,24 +1,23 @@
 // Package deploy_test validates marketpipe's deployment artifacts without running them: the
 // Dockerfile, docker-compose.yml, the NATS server configuration and the Kubernetes manifests
-// under deploy/k8s. No Docker engine or cluster is needed; every file is parsed and checked for
-// the properties the pipeline relies on, and for coherence between the files (the binaries the
-// Dockerfile builds are the ones Compose and Kubernetes run, every referenced object exists).
+// under deploy/k8s. No Docker engine or cluster is needed. The files are read by their own
+// tools' code: docker-compose.yml by the Compose specification's loader (compose-go), each
+// kustomization built by kustomize's API and every object decoded strictly into the Kubernetes
+// API types (k8s.io/api) or KEDA's (unknown fields are errors). The tests then check what the
+// pipeline relies on, and coherence between the files (the binaries the Dockerfile builds are
+// the ones Compose and Kubernetes run, every referenced object exists). tests/compose runs
+// docker-compose.yml for real.
 package deploy_test
 
 import (
 	"bytes"
 	"errors"
-	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/marketpipe/marketpipe/pkg/service"
 	"github.com/marketpipe/marketpipe/services"
@@ -149,124 +148,6 @@ func exists(t testing.TB, rel string) bool {
 	return err == nil
 }
 
-// decodeDocs decodes every document of a (multi-document) YAML stream; empty documents are
-// skipped. Duplicate keys and syntax errors are errors.
-func decodeDocs(b []byte) ([]map[string]any, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	var docs []map[string]any
-	for i := 0; ; i++ {
-		var doc map[string]any
-		err := dec.Decode(&doc)
-		if errors.Is(err, io.EOF) {
-			return docs, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("document %d: %w", i+1, err)
-		}
-		if doc != nil {
-			docs = append(docs, doc)
-		}
-	}
-}
-
-// at walks m along keys and returns what is there (nil when any step is missing).
-func at(v any, keys ...string) any {
-	for _, k := range keys {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = m[k]
-	}
-	return v
-}
-
-func mapAt(v any, keys ...string) map[string]any {
-	m, _ := at(v, keys...).(map[string]any)
-	return m
-}
-
-func listAt(v any, keys ...string) []any {
-	l, _ := at(v, keys...).([]any)
-	return l
-}
-
-// strAt returns the scalar at keys as a string ("" when missing); numbers and booleans are
-// formatted as YAML would write them.
-func strAt(v any, keys ...string) string {
-	switch x := at(v, keys...).(type) {
-	case nil:
-		return ""
-	case string:
-		return x
-	case int:
-		return strconv.Itoa(x)
-	case bool:
-		return strconv.FormatBool(x)
-	case float64:
-		return strconv.FormatFloat(x, 'f', -1, 64)
-	default:
-		return fmt.Sprint(x)
-	}
-}
-
-// intAt returns the integer at keys, and whether there is one.
-func intAt(v any, keys ...string) (int, bool) {
-	switch x := at(v, keys...).(type) {
-	case int:
-		return x, true
-	case string:
-		n, err := strconv.Atoi(x)
-		return n, err == nil
-	}
-	return 0, false
-}
-
-// stringList returns a YAML list of scalars as strings.
-func stringList(v any) []string {
-	l, _ := v.([]any)
-	out := make([]string, 0, len(l))
-	for _, x := range l {
-		out = append(out, fmt.Sprint(x))
-	}
-	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// quantity parses a Kubernetes or Compose memory quantity (512Mi, 1Gi, 512M, 1000) into bytes.
-func quantity(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{
-		{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
-		{"k", 1000}, {"K", 1000}, {"M", 1000 * 1000}, {"G", 1000 * 1000 * 1000},
-		{"m", 0}, // milli: only meaningful for CPU
-	}
-	for _, u := range units {
-		if num, ok := strings.CutSuffix(s, u.suffix); ok {
-			n, err := strconv.ParseInt(num, 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("quantity %q: %w", s, err)
-			}
-			return n * u.mult, nil
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("quantity %q: %w", s, err)
-	}
-	return n, nil
-}
-
 // TestBinaryDirectoriesExist checks that every program the image builds and the deployments
 // run has a main package in the repository.
 func TestBinaryDirectoriesExist(t *testing.T) {
@@ -289,60 +170,6 @@ func TestBinaryDirectoriesExist(t *testing.T) {
 				}
 			}
 			t.Errorf("%s has no non-test .go file in package main", dir)
-		})
-	}
-}
-
-func TestQuantity(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want int64
-	}{{"512Mi", 512 << 20}, {"2Gi", 2 << 30}, {"512M", 512e6}, {"1000", 1000}} {
-		t.Run(tc.in, func(t *testing.T) {
-			got, err := quantity(tc.in)
-			if err != nil || got != tc.want {
-				t.Errorf("quantity(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
-			}
-		})
-	}
-	if _, err := quantity("lots"); err == nil {
-		t.Error(`quantity("lots") gave no error`)
-	}
-}
-
-// TestEveryYAMLParses parses every YAML file this package validates, so a syntax error or a
-// duplicate key is reported against its file even where no other test reads it.
-func TestEveryYAMLParses(t *testing.T) {
-	files := []string{"docker-compose.yml"}
-	err := filepath.WalkDir(path(t, "deploy"), func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() && (strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")) {
-			rel, _ := filepath.Rel(repoRoot(t), p)
-			files = append(files, filepath.ToSlash(rel))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) < 10 {
-		t.Fatalf("found only %d YAML files (%v): deploy/ is incomplete", len(files), files)
-	}
-	for _, f := range files {
-		t.Run(f, func(t *testing.T) {
-			b := readFile(t, f)
-			if bytes.Contains(b, []byte("\t")) {
-				t.Errorf("%s contains a tab: YAML indentation must be spaces", f)
-			}
-			docs, err := decodeDocs(b)
-			if err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			if len(docs) == 0 {
-				t.Errorf("%s holds no document", f)
-			}
 		})
 	}
 }

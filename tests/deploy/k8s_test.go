@@ -3,261 +3,200 @@ package deploy_test
 import (
 	"fmt"
 	"net/url"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
+	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer/json"
+	"k8s.io/apimachinery/pkg/util/validation"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+
 	"github.com/marketpipe/marketpipe/pkg/config"
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/services/collector"
+	"github.com/marketpipe/marketpipe/services/loader"
+	"github.com/marketpipe/marketpipe/services/poller"
+	"github.com/marketpipe/marketpipe/services/requester"
+	"github.com/marketpipe/marketpipe/services/transformer"
 )
 
 // The kustomization roots marketpipe ships; each must build into a coherent set of objects.
-var k8sRoots = []string{"deploy/k8s", "deploy/k8s/base", "deploy/k8s/overlays/dev"}
+var k8sRoots = []string{"deploy/k8s", "deploy/k8s/base", "deploy/k8s/overlays/dev", "deploy/k8s/overlays/autoscaling"}
 
 const namespace = "marketpipe"
 
-// kinds lists the kinds the manifests may use, with their apiVersion, and whether they are
-// namespaced.
-var kinds = map[string]struct {
-	apiVersion string
-	namespaced bool
-}{
-	"Namespace":           {"v1", false},
-	"ConfigMap":           {"v1", true},
-	"Secret":              {"v1", true},
-	"Service":             {"v1", true},
-	"ServiceAccount":      {"v1", true},
-	"Deployment":          {"apps/v1", true},
-	"StatefulSet":         {"apps/v1", true},
-	"Job":                 {"batch/v1", true},
-	"CronJob":             {"batch/v1", true},
-	"PodDisruptionBudget": {"policy/v1", true},
-	"NetworkPolicy":       {"networking.k8s.io/v1", true},
-}
-
-// object is one Kubernetes object after the kustomization has been applied.
-type object struct {
-	kind, name, namespace string
-	generated             bool // from a configMapGenerator or secretGenerator
-	source                string
-	doc                   map[string]any
-}
-
-func (o object) String() string { return fmt.Sprintf("%s/%s (%s)", o.kind, o.name, o.source) }
-
-// objectSet is what a kustomization root builds.
-type objectSet struct {
-	root    string
-	objects []object
-	images  []string // kustomize image names
-}
-
-func (s objectSet) find(kind, name string) *object {
-	for i := range s.objects {
-		if s.objects[i].kind == kind && s.objects[i].name == name {
-			return &s.objects[i]
+// scheme knows every kind the manifests may hold: Kubernetes' own and KEDA's. A kind outside
+// it is an error.
+var scheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, kedav1alpha1.AddToScheme} {
+		if err := add(s); err != nil {
+			panic(err)
 		}
 	}
-	return nil
+	return s
+}()
+
+// strict decodes YAML into the scheme's Go types; an unknown or duplicated field is an error.
+var strict = json.NewSerializerWithOptions(json.DefaultMetaFactory, scheme, scheme,
+	json.SerializerOptions{Yaml: true, Strict: true})
+
+// manifests is what one kustomization root builds, decoded into typed objects.
+type manifests struct {
+	root          string
+	objects       []runtime.Object
+	deployments   map[string]*appsv1.Deployment
+	statefulSets  map[string]*appsv1.StatefulSet
+	jobs          map[string]*batchv1.Job
+	services      map[string]*corev1.Service
+	configMaps    map[string]*corev1.ConfigMap
+	secrets       map[string]*corev1.Secret
+	pdbs          []*policyv1.PodDisruptionBudget
+	scaledObjects map[string]*kedav1alpha1.ScaledObject
 }
 
-func (s objectSet) ofKind(kinds ...string) []object {
-	var out []object
-	for _, o := range s.objects {
-		if contains(kinds, o.kind) {
-			out = append(out, o)
-		}
-	}
-	return out
-}
+var (
+	buildMu sync.Mutex
+	builds  = map[string]*manifests{}
+)
 
-var kustomizationKeys = map[string]bool{
-	"apiVersion": true, "kind": true, "namespace": true, "resources": true, "patches": true,
-	"images": true, "labels": true, "configMapGenerator": true, "secretGenerator": true,
-	"generatorOptions": true, "components": true, "replicas": true,
-}
-
-// kustomize builds a kustomization root the way `kubectl kustomize` does, for the features the
-// manifests use: resources (files and directories holding a kustomization), patches merged
-// into their target, configMap and secret generators, namespace, images. Anything else is an
-// error, so a feature added to the manifests is added here too.
-func kustomize(t *testing.T, rel string) objectSet {
+// build runs kustomize (sigs.k8s.io/kustomize/api, what `kubectl kustomize` runs) on a root and
+// decodes every object strictly.
+func build(t *testing.T, root string) *manifests {
 	t.Helper()
-	b := readFile(t, rel+"/kustomization.yaml")
-	docs, err := decodeDocs(b)
-	if err != nil || len(docs) != 1 {
-		t.Fatalf("%s/kustomization.yaml: %v (%d documents)", rel, err, len(docs))
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if m, ok := builds[root]; ok {
+		return m
 	}
-	k := docs[0]
-	if strAt(k, "apiVersion") != "kustomize.config.k8s.io/v1beta1" || strAt(k, "kind") != "Kustomization" {
-		t.Errorf("%s/kustomization.yaml: apiVersion/kind %s/%s", rel, strAt(k, "apiVersion"), strAt(k, "kind"))
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	res, err := k.Run(filesys.MakeFsOnDisk(), path(t, root))
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", root, err)
 	}
-	for key := range k {
-		if !kustomizationKeys[key] {
-			t.Errorf("%s/kustomization.yaml: key %q is not handled by this test's kustomize", rel, key)
-		}
+	m := &manifests{
+		root: root, deployments: map[string]*appsv1.Deployment{}, statefulSets: map[string]*appsv1.StatefulSet{},
+		jobs: map[string]*batchv1.Job{}, services: map[string]*corev1.Service{}, configMaps: map[string]*corev1.ConfigMap{},
+		secrets: map[string]*corev1.Secret{}, scaledObjects: map[string]*kedav1alpha1.ScaledObject{},
 	}
-	set := objectSet{root: rel}
-	for _, r := range stringList(at(k, "resources")) {
-		p := filepath.ToSlash(filepath.Clean(rel + "/" + r))
-		fi, err := os.Stat(path(t, p))
+	for _, r := range res.Resources() {
+		y, err := r.AsYAML()
 		if err != nil {
-			t.Errorf("%s: resource %s: %v", rel, r, err)
-			continue
+			t.Fatalf("%s: %s: %v", root, r.CurId(), err)
 		}
-		if fi.IsDir() {
-			if !exists(t, p+"/kustomization.yaml") {
-				t.Errorf("%s: resource directory %s has no kustomization.yaml", rel, r)
-				continue
-			}
-			if strings.HasPrefix(path(t, rel), path(t, p)+string(filepath.Separator)) {
-				t.Errorf("%s: resource %s contains the kustomization itself (kustomize refuses the cycle)", rel, r)
-				continue
-			}
-			sub := kustomize(t, p)
-			set.objects = append(set.objects, sub.objects...)
-			for _, name := range sub.images {
-				if !contains(set.images, name) {
-					set.images = append(set.images, name)
-				}
-			}
-			continue
-		}
-		docs, err := decodeDocs(readFile(t, p))
+		obj, _, err := strict.Decode(y, nil, nil)
 		if err != nil {
-			t.Errorf("%s: %v", p, err)
-			continue
+			t.Fatalf("%s: %s does not decode strictly into its API type: %v", root, r.CurId(), err)
 		}
-		for i, d := range docs {
-			set.objects = append(set.objects, object{
-				kind: strAt(d, "kind"), name: strAt(d, "metadata", "name"),
-				namespace: strAt(d, "metadata", "namespace"),
-				source:    fmt.Sprintf("%s#%d", p, i+1), doc: d,
-			})
-		}
-	}
-	for _, gen := range []struct{ key, kind string }{{"configMapGenerator", "ConfigMap"}, {"secretGenerator", "Secret"}} {
-		for _, g := range listAt(k, gen.key) {
-			name := strAt(g, "name")
-			data := map[string]any{}
-			for _, f := range stringList(at(g, "files")) {
-				key, file, ok := strings.Cut(f, "=")
-				if !ok {
-					file, key = key, filepath.Base(key)
-				}
-				p := filepath.ToSlash(filepath.Clean(rel + "/" + file))
-				if !strings.HasPrefix(p, rel+"/") {
-					t.Errorf("%s: %s %s: file %s is outside the kustomization root", rel, gen.key, name, file)
-				}
-				b, err := os.ReadFile(path(t, p))
-				if err != nil {
-					t.Errorf("%s: %s %s: %v", rel, gen.key, name, err)
-				}
-				data[key] = string(b)
-			}
-			for _, l := range stringList(at(g, "literals")) {
-				key, v, _ := strings.Cut(l, "=")
-				data[key] = v
-			}
-			set.objects = append(set.objects, object{
-				kind: gen.kind, name: name, generated: true, source: rel + " " + gen.key,
-				doc: map[string]any{"apiVersion": "v1", "kind": gen.kind, "metadata": map[string]any{"name": name}, "data": data},
-			})
+		m.objects = append(m.objects, obj)
+		switch o := obj.(type) {
+		case *appsv1.Deployment:
+			m.deployments[o.Name] = o
+		case *appsv1.StatefulSet:
+			m.statefulSets[o.Name] = o
+		case *batchv1.Job:
+			m.jobs[o.Name] = o
+		case *corev1.Service:
+			m.services[o.Name] = o
+		case *corev1.ConfigMap:
+			m.configMaps[o.Name] = o
+		case *corev1.Secret:
+			m.secrets[o.Name] = o
+		case *policyv1.PodDisruptionBudget:
+			m.pdbs = append(m.pdbs, o)
+		case *kedav1alpha1.ScaledObject:
+			m.scaledObjects[o.Name] = o
 		}
 	}
-	for _, p := range listAt(k, "patches") {
-		file := strAt(p, "path")
-		if file == "" {
-			t.Errorf("%s: only file patches (path:) are handled", rel)
-			continue
-		}
-		docs, err := decodeDocs(readFile(t, rel+"/"+file))
-		if err != nil || len(docs) != 1 {
-			t.Errorf("%s: patch %s: %v", rel, file, err)
-			continue
-		}
-		kind, name := strAt(docs[0], "kind"), strAt(docs[0], "metadata", "name")
-		target := set.find(kind, name)
-		if target == nil {
-			t.Errorf("%s: patch %s targets %s/%s, which is not among the resources", rel, file, kind, name)
-			continue
-		}
-		target.doc = merge(target.doc, docs[0]).(map[string]any)
-	}
-	if ns := strAt(k, "namespace"); ns != "" {
-		for i := range set.objects {
-			if kinds[set.objects[i].kind].namespaced {
-				set.objects[i].namespace = ns
-			}
-		}
-	}
-	for _, img := range listAt(k, "images") {
-		if name := strAt(img, "name"); !contains(set.images, name) {
-			set.images = append(set.images, name)
-		}
-	}
-	return set
+	builds[root] = m
+	return m
 }
 
-// merge overlays patch on base: mappings merge key by key, anything else is replaced. (The
-// manifests' patches touch mappings only; kustomize's strategic merge agrees there.)
-func merge(base, patch any) any {
-	bm, ok1 := base.(map[string]any)
-	pm, ok2 := patch.(map[string]any)
-	if !ok1 || !ok2 {
-		return patch
+// workload is a Deployment, StatefulSet or Job with its pod template.
+type workload struct {
+	kind, name string
+	selector   *metav1.LabelSelector // nil for a Job
+	template   *corev1.PodTemplateSpec
+}
+
+func (w workload) String() string { return w.kind + "/" + w.name }
+
+func (m *manifests) workloads() []workload {
+	var out []workload
+	for _, d := range m.deployments {
+		out = append(out, workload{"Deployment", d.Name, d.Spec.Selector, &d.Spec.Template})
 	}
-	out := map[string]any{}
-	for k, v := range bm {
-		out[k] = v
+	for _, s := range m.statefulSets {
+		out = append(out, workload{"StatefulSet", s.Name, s.Spec.Selector, &s.Spec.Template})
 	}
-	for k, v := range pm {
-		out[k] = merge(bm[k], v)
+	for _, j := range m.jobs {
+		out = append(out, workload{"Job", j.Name, nil, &j.Spec.Template})
 	}
+	slices.SortFunc(out, func(a, b workload) int { return strings.Compare(a.String(), b.String()) })
 	return out
 }
 
-// podSpec returns a workload's pod template and spec.
-func podTemplate(o object) map[string]any {
-	switch o.kind {
-	case "Deployment", "StatefulSet", "Job":
-		return mapAt(o.doc, "spec", "template")
-	case "CronJob":
-		return mapAt(o.doc, "spec", "jobTemplate", "spec", "template")
-	}
-	return nil
+// selects reports whether a label selector (or a Service's selector map) picks a pod template.
+func selects(sel *metav1.LabelSelector, podLabels map[string]string) bool {
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	return err == nil && !s.Empty() && s.Matches(labels.Set(podLabels))
 }
 
-func containers(o object) []map[string]any {
-	var out []map[string]any
-	for _, key := range []string{"initContainers", "containers"} {
-		for _, c := range listAt(podTemplate(o), "spec", key) {
-			if m, ok := c.(map[string]any); ok {
-				out = append(out, m)
-			}
+// isMarketpipe reports whether a container runs the marketpipe image (after kustomize's images
+// transform: marketpipe:TAG, or REGISTRY/marketpipe:TAG).
+func isMarketpipe(c corev1.Container) bool {
+	name, _, _ := strings.Cut(c.Image, "@")
+	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+		name = name[:i]
+	}
+	return name == "marketpipe" || strings.HasSuffix(name, "/marketpipe")
+}
+
+func marketpipeContainers(w workload) []corev1.Container {
+	var out []corev1.Container
+	for _, c := range w.template.Spec.Containers {
+		if isMarketpipe(c) {
+			out = append(out, c)
 		}
 	}
 	return out
 }
 
-// labelsMatch reports whether every selector label is on labels.
-func labelsMatch(selector, labels map[string]any) bool {
-	if len(selector) == 0 {
-		return false
-	}
-	for k, v := range selector {
-		if labels[k] != v {
-			return false
+// containerEnv is the environment a container sees: its envFrom ConfigMaps' keys and its own
+// env (values from the ConfigMaps; "" for values from Secrets and fields).
+func (m *manifests) containerEnv(c corev1.Container) map[string]string {
+	env := map[string]string{}
+	for _, e := range c.EnvFrom {
+		if e.ConfigMapRef != nil {
+			if cm := m.configMaps[e.ConfigMapRef.Name]; cm != nil {
+				for k, v := range cm.Data {
+					env[k] = v
+				}
+			}
 		}
 	}
-	return true
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	return env
 }
 
-// readme is deploy/k8s/README.md, where Secrets created out of band are documented.
+// documentedSecret reports whether deploy/k8s/README.md says how to create Secret name (with
+// key, when given) out of band.
 func documentedSecret(t *testing.T, name, key string) bool {
 	readme := string(readFile(t, "deploy/k8s/README.md"))
 	i := strings.Index(readme, "create secret generic "+name+" ")
@@ -275,23 +214,30 @@ func documentedSecret(t *testing.T, name, key string) bool {
 		strings.Contains(cmd, "--from-literal="+key+"=")
 }
 
-// resolves checks that a reference from o to a ConfigMap or Secret (and key, when given)
-// exists: defined in the set, or, for a Secret, documented as created out of band.
-func checkRef(t *testing.T, s objectSet, from object, kind, name, key string) {
+// checkRef checks that a reference to a ConfigMap or Secret (and key, when given) resolves:
+// defined in the set, or, for a Secret, documented as created out of band.
+func (m *manifests) checkRef(t *testing.T, from workload, kind, name, key string) {
 	t.Helper()
-	target := s.find(kind, name)
-	switch {
-	case target == nil && kind == "Secret":
-		if !documentedSecret(t, name, key) {
-			t.Errorf("%s: Secret %s (key %q) is neither defined nor documented in deploy/k8s/README.md", from, name, key)
+	switch kind {
+	case "ConfigMap":
+		cm := m.configMaps[name]
+		if cm == nil {
+			t.Errorf("%s: ConfigMap %s is not defined", from, name)
+		} else if _, ok := cm.Data[key]; key != "" && !ok {
+			t.Errorf("%s: ConfigMap %s has no key %s", from, name, key)
 		}
-	case target == nil:
-		t.Errorf("%s: %s %s is not defined", from, kind, name)
-	case key != "":
-		_, inData := mapAt(target.doc, "data")[key]
-		_, inString := mapAt(target.doc, "stringData")[key]
-		if !inData && !inString {
-			t.Errorf("%s: %s %s has no key %s", from, kind, name, key)
+	case "Secret":
+		s := m.secrets[name]
+		if s == nil {
+			if !documentedSecret(t, name, key) {
+				t.Errorf("%s: Secret %s (key %q) is neither defined nor documented in deploy/k8s/README.md", from, name, key)
+			}
+			return
+		}
+		_, inData := s.Data[key]
+		_, inString := s.StringData[key]
+		if key != "" && !inData && !inString {
+			t.Errorf("%s: Secret %s has no key %s", from, name, key)
 		}
 	}
 }
@@ -299,263 +245,198 @@ func checkRef(t *testing.T, s objectSet, from object, kind, name, key string) {
 func TestKustomizeRoots(t *testing.T) {
 	for _, root := range k8sRoots {
 		t.Run(root, func(t *testing.T) {
-			s := kustomize(t, root)
-			if len(s.objects) == 0 {
+			m := build(t, root)
+			if len(m.objects) == 0 {
 				t.Fatal("builds no object")
 			}
-			seen := map[string]string{}
-			for _, o := range s.objects {
-				k, known := kinds[o.kind]
-				switch {
-				case o.kind == "" || strAt(o.doc, "apiVersion") == "" || o.name == "":
-					t.Errorf("%s: missing apiVersion, kind or metadata.name", o)
-				case !known:
-					t.Errorf("%s: kind %s is not one the manifests should need", o, o.kind)
-				case strAt(o.doc, "apiVersion") != k.apiVersion:
-					t.Errorf("%s: apiVersion %s; want %s", o, strAt(o.doc, "apiVersion"), k.apiVersion)
+			sawNamespace := false
+			for _, o := range m.objects {
+				meta, err := metaOf(o)
+				if err != nil {
+					t.Fatal(err)
 				}
-				if !regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`).MatchString(o.name) || len(o.name) > 63 {
-					t.Errorf("%s: name is not a DNS label", o)
+				kind := o.GetObjectKind().GroupVersionKind().Kind
+				if errs := validation.IsDNS1123Label(meta.GetName()); len(errs) > 0 {
+					t.Errorf("%s/%s: name: %v", kind, meta.GetName(), errs)
 				}
-				if known && k.namespaced && o.namespace != namespace {
-					t.Errorf("%s: namespace %q; want %s", o, o.namespace, namespace)
+				if kind == "Namespace" {
+					sawNamespace = sawNamespace || meta.GetName() == namespace
+				} else if meta.GetNamespace() != namespace {
+					t.Errorf("%s/%s: namespace %q; want %s", kind, meta.GetName(), meta.GetNamespace(), namespace)
 				}
-				id := o.kind + "/" + o.name
-				if prev, dup := seen[id]; dup {
-					t.Errorf("%s is defined twice: %s and %s", id, prev, o.source)
-				}
-				seen[id] = o.source
 			}
-			if s.find("Namespace", namespace) == nil {
+			if !sawNamespace {
 				t.Errorf("no Namespace %s", namespace)
 			}
 		})
 	}
 }
 
-// TestKubectlKustomizeAgrees builds each root with the real kustomize, when kubectl is
-// installed, and checks it yields the same objects as this package's reading of the files.
-func TestKubectlKustomizeAgrees(t *testing.T) {
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Skip("kubectl is not installed: the structural checks above stand alone")
+func metaOf(o runtime.Object) (metav1.Object, error) {
+	a, ok := o.(metav1.Object)
+	if !ok {
+		return nil, fmt.Errorf("%T has no object metadata", o)
 	}
-	for _, root := range k8sRoots {
-		t.Run(root, func(t *testing.T) {
-			out, err := exec.Command(kubectl, "kustomize", path(t, root)).CombinedOutput()
-			if err != nil {
-				t.Fatalf("kubectl kustomize %s: %v\n%s", root, err, out)
-			}
-			docs, err := decodeDocs(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got, want []string
-			for _, d := range docs {
-				name := strAt(d, "metadata", "name")
-				got = append(got, strAt(d, "kind")+"/"+name)
-			}
-			for _, o := range kustomize(t, root).objects {
-				id := o.kind + "/" + o.name
-				if o.generated { // kustomize appends a content hash
-					for _, g := range got {
-						if strings.HasPrefix(g, id+"-") {
-							id = g
-						}
-					}
-				}
-				want = append(want, id)
-			}
-			sort.Strings(got)
-			sort.Strings(want)
-			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Errorf("kubectl kustomize builds\n  %v\nthis test reads\n  %v", got, want)
-			}
-			for _, d := range docs {
-				for _, c := range listAt(d, "spec", "template", "spec", "containers") {
-					if img := strAt(c, "image"); strings.HasPrefix(img, "marketpipe") && !strings.Contains(img, ":") {
-						t.Errorf("%s: image %s has no tag after kustomize's images transform", strAt(d, "metadata", "name"), img)
-					}
-				}
-			}
-		})
-	}
+	return a, nil
 }
 
 func TestK8sWorkloads(t *testing.T) {
 	for _, root := range k8sRoots {
-		s := kustomize(t, root)
-		for _, o := range s.ofKind("Deployment", "StatefulSet", "Job", "CronJob") {
-			t.Run(root+"/"+o.kind+"/"+o.name, func(t *testing.T) {
-				checkWorkload(t, s, o)
-			})
+		m := build(t, root)
+		for _, w := range m.workloads() {
+			t.Run(root+"/"+w.String(), func(t *testing.T) { m.checkWorkload(t, w) })
 		}
 	}
 }
 
-// checkWorkload holds for every workload: selectors, references, restricted Pod Security.
-func checkWorkload(t *testing.T, s objectSet, o object) {
-	tmpl := podTemplate(o)
-	labels := mapAt(tmpl, "metadata", "labels")
-	if o.kind != "Job" && o.kind != "CronJob" {
-		if sel := mapAt(o.doc, "spec", "selector", "matchLabels"); !labelsMatch(sel, labels) {
-			t.Errorf("selector %v does not match the pod template's labels %v", sel, labels)
-		}
+// checkWorkload holds for every workload: selectors, references, restricted Pod Security,
+// memory requests and limits.
+func (m *manifests) checkWorkload(t *testing.T, w workload) {
+	if w.selector != nil && !selects(w.selector, w.template.Labels) {
+		t.Errorf("selector %v does not match the pod template's labels %v", w.selector, w.template.Labels)
 	}
-	pod := mapAt(tmpl, "spec")
-	if len(containers(o)) == 0 {
+	pod := w.template.Spec
+	if len(pod.Containers) == 0 {
 		t.Fatal("no containers")
 	}
-	volumes := map[string]map[string]any{}
-	for _, v := range listAt(pod, "volumes") {
-		volumes[strAt(v, "name")] = v.(map[string]any)
-		if cm := strAt(v, "configMap", "name"); cm != "" {
-			checkRef(t, s, o, "ConfigMap", cm, "")
+	volumes := map[string]bool{}
+	for _, v := range pod.Volumes {
+		volumes[v.Name] = true
+		if v.ConfigMap != nil {
+			m.checkRef(t, w, "ConfigMap", v.ConfigMap.Name, "")
 		}
-		if sec := strAt(v, "secret", "secretName"); sec != "" {
-			for _, item := range listAt(v, "secret", "items") {
-				checkRef(t, s, o, "Secret", sec, strAt(item, "key"))
+		if v.Secret != nil {
+			for _, item := range v.Secret.Items {
+				m.checkRef(t, w, "Secret", v.Secret.SecretName, item.Key)
 			}
-			if len(listAt(v, "secret", "items")) == 0 {
-				checkRef(t, s, o, "Secret", sec, "")
+			if len(v.Secret.Items) == 0 {
+				m.checkRef(t, w, "Secret", v.Secret.SecretName, "")
 			}
 		}
 	}
-	for _, c := range listAt(o.doc, "spec", "volumeClaimTemplates") {
-		volumes[strAt(c, "metadata", "name")] = nil
-	}
-	if o.kind == "StatefulSet" {
-		svc := s.find("Service", strAt(o.doc, "spec", "serviceName"))
-		if svc == nil {
-			t.Errorf("serviceName %q is not a Service", strAt(o.doc, "spec", "serviceName"))
+	if w.kind == "StatefulSet" {
+		sts := m.statefulSets[w.name]
+		for _, c := range sts.Spec.VolumeClaimTemplates {
+			volumes[c.Name] = true
+		}
+		if m.services[sts.Spec.ServiceName] == nil {
+			t.Errorf("serviceName %q is not a Service", sts.Spec.ServiceName)
 		}
 	}
-	for _, c := range containers(o) {
-		cname := strAt(c, "name")
-		if strAt(c, "image") == "" {
-			t.Errorf("container %s: no image", cname)
+	for _, c := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
+		if c.Image == "" {
+			t.Errorf("container %s: no image", c.Name)
 		}
-		ports := map[string]int{}
-		for _, p := range listAt(c, "ports") {
-			n, _ := intAt(p, "containerPort")
-			if name := strAt(p, "name"); name != "" {
-				ports[name] = n
+		ports := map[string]bool{}
+		for _, p := range c.Ports {
+			ports[p.Name] = true
+		}
+		for name, probe := range map[string]*corev1.Probe{"startupProbe": c.StartupProbe, "livenessProbe": c.LivenessProbe, "readinessProbe": c.ReadinessProbe} {
+			if probe == nil {
+				continue
+			}
+			for _, port := range []*intstrPort{httpPort(probe), tcpPort(probe)} {
+				if port != nil && port.named != "" && !ports[port.named] {
+					t.Errorf("container %s: %s port %q is not a named container port", c.Name, name, port.named)
+				}
 			}
 		}
-		for _, probe := range []string{"startupProbe", "livenessProbe", "readinessProbe"} {
-			for _, handler := range []string{"httpGet", "tcpSocket"} {
-				port := at(c, probe, handler, "port")
-				if name, ok := port.(string); ok {
-					if _, ok := ports[name]; !ok {
-						t.Errorf("container %s: %s port %q is not a named container port", cname, probe, name)
+		for _, vm := range c.VolumeMounts {
+			if !volumes[vm.Name] {
+				t.Errorf("container %s: volumeMount %s has no volume", c.Name, vm.Name)
+			}
+		}
+		for _, e := range c.EnvFrom {
+			if e.ConfigMapRef != nil {
+				m.checkRef(t, w, "ConfigMap", e.ConfigMapRef.Name, "")
+			}
+			if e.SecretRef != nil {
+				m.checkRef(t, w, "Secret", e.SecretRef.Name, "")
+			}
+		}
+		for _, e := range c.Env {
+			if vf := e.ValueFrom; vf != nil {
+				switch {
+				case vf.ConfigMapKeyRef != nil:
+					m.checkRef(t, w, "ConfigMap", vf.ConfigMapKeyRef.Name, vf.ConfigMapKeyRef.Key)
+				case vf.SecretKeyRef != nil:
+					m.checkRef(t, w, "Secret", vf.SecretKeyRef.Name, vf.SecretKeyRef.Key)
+				case vf.ResourceFieldRef != nil:
+					if cn := vf.ResourceFieldRef.ContainerName; cn != "" && cn != c.Name {
+						t.Errorf("container %s: env %s reads the resources of container %s", c.Name, e.Name, cn)
 					}
 				}
 			}
-		}
-		for _, m := range listAt(c, "volumeMounts") {
-			if _, ok := volumes[strAt(m, "name")]; !ok {
-				t.Errorf("container %s: volumeMount %s has no volume", cname, strAt(m, "name"))
-			}
-		}
-		for _, e := range listAt(c, "envFrom") {
-			if cm := strAt(e, "configMapRef", "name"); cm != "" {
-				checkRef(t, s, o, "ConfigMap", cm, "")
-			}
-			if sec := strAt(e, "secretRef", "name"); sec != "" {
-				checkRef(t, s, o, "Secret", sec, "")
-			}
-		}
-		for _, e := range listAt(c, "env") {
-			vf := mapAt(e, "valueFrom")
-			switch {
-			case vf == nil:
-			case mapAt(vf, "configMapKeyRef") != nil:
-				checkRef(t, s, o, "ConfigMap", strAt(vf, "configMapKeyRef", "name"), strAt(vf, "configMapKeyRef", "key"))
-			case mapAt(vf, "secretKeyRef") != nil:
-				checkRef(t, s, o, "Secret", strAt(vf, "secretKeyRef", "name"), strAt(vf, "secretKeyRef", "key"))
-			case mapAt(vf, "resourceFieldRef") != nil:
-				if cn := strAt(vf, "resourceFieldRef", "containerName"); cn != "" && cn != cname {
-					t.Errorf("container %s: env %s reads the resources of container %s", cname, strAt(e, "name"), cn)
-				}
-			case mapAt(vf, "fieldRef") != nil:
-			default:
-				t.Errorf("container %s: env %s: unknown valueFrom", cname, strAt(e, "name"))
-			}
-			if v := strAt(e, "value"); secretName.MatchString(strAt(e, "name")) && v != "" {
-				t.Errorf("container %s: env %s has a literal value", cname, strAt(e, "name"))
+			if secretName.MatchString(e.Name) && e.Value != "" {
+				t.Errorf("container %s: env %s has a literal value", c.Name, e.Name)
 			}
 		}
 		// The namespace enforces the restricted Pod Security Standard.
-		sc := func(key string) any {
-			if v := at(c, "securityContext", key); v != nil {
-				return v
-			}
-			return at(pod, "securityContext", key)
+		csc, psc := c.SecurityContext, pod.SecurityContext
+		if csc == nil {
+			csc = &corev1.SecurityContext{}
 		}
-		if sc("runAsNonRoot") != true {
-			t.Errorf("container %s: runAsNonRoot is not true", cname)
+		if psc == nil {
+			psc = &corev1.PodSecurityContext{}
 		}
-		if at(c, "securityContext", "allowPrivilegeEscalation") != false {
-			t.Errorf("container %s: allowPrivilegeEscalation is not false", cname)
+		if nonRoot := cmpPtr(csc.RunAsNonRoot, psc.RunAsNonRoot); nonRoot == nil || !*nonRoot {
+			t.Errorf("container %s: runAsNonRoot is not true", c.Name)
 		}
-		if !contains(stringList(at(c, "securityContext", "capabilities", "drop")), "ALL") {
-			t.Errorf("container %s: capabilities.drop does not include ALL", cname)
+		if u := cmpPtr(csc.RunAsUser, psc.RunAsUser); u != nil && *u == 0 {
+			t.Errorf("container %s: runAsUser 0", c.Name)
 		}
-		if strAt(sc("seccompProfile"), "type") != "RuntimeDefault" {
-			t.Errorf("container %s: seccompProfile is not RuntimeDefault", cname)
+		if csc.AllowPrivilegeEscalation == nil || *csc.AllowPrivilegeEscalation {
+			t.Errorf("container %s: allowPrivilegeEscalation is not false", c.Name)
 		}
-		if u, ok := sc("runAsUser").(int); ok && u == 0 {
-			t.Errorf("container %s: runAsUser 0", cname)
+		if csc.Capabilities == nil || !slices.Contains(csc.Capabilities.Drop, "ALL") {
+			t.Errorf("container %s: capabilities.drop does not include ALL", c.Name)
 		}
-		if strAt(c, "resources", "requests", "memory") == "" || strAt(c, "resources", "limits", "memory") == "" {
-			t.Errorf("container %s: no memory request and limit", cname)
+		if sp := cmpPtr(csc.SeccompProfile, psc.SeccompProfile); sp == nil || sp.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("container %s: seccompProfile is not RuntimeDefault", c.Name)
+		}
+		if c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
+			t.Errorf("container %s: no memory request and limit", c.Name)
 		}
 	}
 }
 
-// marketpipeContainers returns the containers that run the marketpipe image.
-func marketpipeContainers(s objectSet, o object) []map[string]any {
-	var out []map[string]any
-	for _, c := range containers(o) {
-		img := strAt(c, "image")
-		for _, name := range s.images {
-			if img == name || strings.HasPrefix(img, name+":") {
-				out = append(out, c)
-			}
-		}
+// cmpPtr is the container's setting when it has one, else the pod's.
+func cmpPtr[T any](container, pod *T) *T {
+	if container != nil {
+		return container
 	}
-	return out
+	return pod
 }
 
-// env returns the environment a container sees: its envFrom ConfigMaps' keys and its own env
-// (values from the ConfigMaps; "" for values from Secrets and fields).
-func containerEnv(s objectSet, c map[string]any) map[string]string {
-	env := map[string]string{}
-	for _, e := range listAt(c, "envFrom") {
-		if cm := s.find("ConfigMap", strAt(e, "configMapRef", "name")); cm != nil {
-			for k := range mapAt(cm.doc, "data") {
-				env[k] = strAt(cm.doc, "data", k)
-			}
-		}
+// intstrPort is a probe's port: a name or a number.
+type intstrPort struct {
+	named  string
+	number int
+}
+
+func httpPort(p *corev1.Probe) *intstrPort {
+	if p.HTTPGet == nil {
+		return nil
 	}
-	for _, e := range listAt(c, "env") {
-		env[strAt(e, "name")] = strAt(e, "value")
+	return &intstrPort{p.HTTPGet.Port.StrVal, p.HTTPGet.Port.IntValue()}
+}
+
+func tcpPort(p *corev1.Probe) *intstrPort {
+	if p.TCPSocket == nil {
+		return nil
 	}
-	return env
+	return &intstrPort{p.TCPSocket.Port.StrVal, p.TCPSocket.Port.IntValue()}
 }
 
 func TestK8sMarketpipe(t *testing.T) {
 	for _, root := range k8sRoots {
-		s := kustomize(t, root)
+		m := build(t, root)
 		t.Run(root, func(t *testing.T) {
-			if len(s.images) != 1 || s.images[0] != "marketpipe" {
-				t.Errorf("kustomize images %v; want the one marketpipe image", s.images)
-			}
-			cfg := s.find("ConfigMap", "marketpipe-config")
+			cfg := m.configMaps["marketpipe-config"]
 			if cfg == nil {
 				t.Fatal("no ConfigMap marketpipe-config")
 			}
-			for k := range mapAt(cfg.doc, "data") {
+			for k := range cfg.Data {
 				if !knownVar("", k) {
 					t.Errorf("ConfigMap key %s is not a variable a service reads", k)
 				}
@@ -563,34 +444,36 @@ func TestK8sMarketpipe(t *testing.T) {
 					t.Errorf("ConfigMap key %s is a secret: put it in a Secret", k)
 				}
 			}
-			natsURL, err := url.Parse(strAt(cfg.doc, "data", "NATS_URL"))
-			if err != nil || !servicePort(s, natsURL.Hostname(), natsURL.Port()) {
-				t.Errorf("NATS_URL %q is not a Service and port in the manifests", strAt(cfg.doc, "data", "NATS_URL"))
+			natsURL, err := url.Parse(cfg.Data["NATS_URL"])
+			if err != nil || !m.servicePort(natsURL.Hostname(), natsURL.Port()) {
+				t.Errorf("NATS_URL %q is not a Service and port in the manifests", cfg.Data["NATS_URL"])
 			}
 			ran := map[string]bool{}
-			for _, o := range s.ofKind("Deployment", "StatefulSet", "Job") {
-				for _, c := range marketpipeContainers(s, o) {
-					cmd := stringList(at(c, "command"))
-					if len(cmd) == 0 || !strings.HasPrefix(cmd[0], binDir) {
-						t.Errorf("%s: command %q does not start with %s<binary>", o, cmd, binDir)
+			for _, w := range m.workloads() {
+				for _, c := range marketpipeContainers(w) {
+					if !strings.Contains(c.Image, ":") {
+						t.Errorf("%s: image %s has no tag after kustomize's images transform", w, c.Image)
+					}
+					if len(c.Command) == 0 || !strings.HasPrefix(c.Command[0], binDir) {
+						t.Errorf("%s: command %q does not start with %s<binary>", w, c.Command, binDir)
 						continue
 					}
-					program := strings.TrimPrefix(cmd[0], binDir)
+					program := strings.TrimPrefix(c.Command[0], binDir)
 					if _, ok := binaries[program]; !ok {
-						t.Errorf("%s: runs %s, which the Dockerfile does not build", o, program)
+						t.Errorf("%s: runs %s, which the Dockerfile does not build", w, program)
 					}
-					if program == "marketpipe" && len(cmd) > 1 {
-						program = cmd[1] // marketpipe migrate
+					if program == "marketpipe" && len(c.Command) > 1 {
+						program = c.Command[1] // marketpipe migrate
 					}
 					ran[program] = true
-					env := containerEnv(s, c)
+					env := m.containerEnv(c)
 					for _, k := range requiredEnv(program) {
 						if _, ok := env[k]; !ok {
-							t.Errorf("%s: %s is not set", o, k)
+							t.Errorf("%s: %s is not set", w, k)
 						}
 					}
 					if vendorStages[program] {
-						checkMountedFile(t, o, c, env["VENDOR_CREDENTIALS"])
+						checkMountedFile(t, w, c, env["VENDOR_CREDENTIALS"])
 					}
 				}
 			}
@@ -608,42 +491,40 @@ func TestK8sMarketpipe(t *testing.T) {
 
 // checkMountedFile checks that file is inside a volume mounted into c, and that a Secret
 // volume's items put it there.
-func checkMountedFile(t *testing.T, o object, c map[string]any, file string) {
+func checkMountedFile(t *testing.T, w workload, c corev1.Container, file string) {
 	t.Helper()
-	for _, m := range listAt(c, "volumeMounts") {
-		dir := strAt(m, "mountPath")
-		rel, ok := strings.CutPrefix(file, dir+"/")
+	for _, vm := range c.VolumeMounts {
+		rel, ok := strings.CutPrefix(file, vm.MountPath+"/")
 		if !ok {
 			continue
 		}
-		for _, v := range listAt(podTemplate(o), "spec", "volumes") {
-			if strAt(v, "name") != strAt(m, "name") {
+		for _, v := range w.template.Spec.Volumes {
+			if v.Name != vm.Name {
 				continue
 			}
-			items := listAt(v, "secret", "items")
-			if len(items) == 0 {
+			if v.Secret == nil || len(v.Secret.Items) == 0 {
 				return
 			}
-			for _, it := range items {
-				if strAt(it, "path") == rel {
+			for _, it := range v.Secret.Items {
+				if it.Path == rel {
 					return
 				}
 			}
-			t.Errorf("%s: %s is mounted at %s but no item of its Secret is %s", o, strAt(m, "name"), dir, rel)
+			t.Errorf("%s: %s is mounted at %s but no item of its Secret is %s", w, vm.Name, vm.MountPath, rel)
 			return
 		}
 	}
-	t.Errorf("%s: %q is not inside any volume mounted into %s", o, file, strAt(c, "name"))
+	t.Errorf("%s: %q is not inside any volume mounted into %s", w, file, c.Name)
 }
 
 // servicePort reports whether a Service named host exposes port.
-func servicePort(s objectSet, host, port string) bool {
-	svc := s.find("Service", host)
+func (m *manifests) servicePort(host, port string) bool {
+	svc := m.services[host]
 	if svc == nil {
 		return false
 	}
-	for _, p := range listAt(svc.doc, "spec", "ports") {
-		if strAt(p, "port") == port {
+	for _, p := range svc.Spec.Ports {
+		if strconv.Itoa(int(p.Port)) == port {
 			return true
 		}
 	}
@@ -652,86 +533,81 @@ func servicePort(s objectSet, host, port string) bool {
 
 func TestK8sStages(t *testing.T) {
 	for _, root := range k8sRoots {
-		s := kustomize(t, root)
-		cfg := s.find("ConfigMap", "marketpipe-config")
+		m := build(t, root)
+		cfg := m.configMaps["marketpipe-config"]
 		for _, name := range stages {
 			t.Run(root+"/"+name, func(t *testing.T) {
-				d := s.find("Deployment", name)
+				d := m.deployments[name]
 				if d == nil {
 					t.Fatalf("no Deployment %s", name)
 				}
-				if n, _ := intAt(d.doc, "spec", "replicas"); n < 2 {
-					t.Errorf("replicas %d; want at least 2", n)
+				if d.Spec.Replicas == nil || *d.Spec.Replicas < 2 {
+					t.Errorf("replicas %v; want at least 2", d.Spec.Replicas)
 				}
-				pod := mapAt(podTemplate(*d), "spec")
-				if n, _ := intAt(pod, "terminationGracePeriodSeconds"); n != 60 {
-					t.Errorf("terminationGracePeriodSeconds %d; want 60 to drain in-flight messages", n)
+				pod := d.Spec.Template.Spec
+				if g := pod.TerminationGracePeriodSeconds; g == nil || *g != 60 {
+					t.Errorf("terminationGracePeriodSeconds %v; want 60 to drain in-flight messages", g)
 				}
-				if at(pod, "securityContext", "runAsNonRoot") != true {
+				if pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot {
 					t.Error("pod securityContext.runAsNonRoot is not true")
 				}
-				mp := marketpipeContainers(s, *d)
+				w := workload{"Deployment", name, d.Spec.Selector, &d.Spec.Template}
+				mp := marketpipeContainers(w)
 				if len(mp) != 1 {
 					t.Fatalf("%d marketpipe containers; want 1", len(mp))
 				}
 				c := mp[0]
-				if cmd := stringList(at(c, "command")); len(cmd) != 1 || cmd[0] != binDir+name {
-					t.Errorf("command %q; want [%s%s]", cmd, binDir, name)
+				if !slices.Equal(c.Command, []string{binDir + name}) {
+					t.Errorf("command %q; want [%s%s]", c.Command, binDir, name)
 				}
-				httpPort := 0
-				for _, p := range listAt(c, "ports") {
-					if strAt(p, "name") == "http" {
-						httpPort, _ = intAt(p, "containerPort")
+				httpPort := int32(0)
+				for _, p := range c.Ports {
+					if p.Name == "http" {
+						httpPort = p.ContainerPort
 					}
 				}
 				if httpPort != 8080 {
 					t.Errorf("container port http = %d; want 8080", httpPort)
 				}
-				if addr := containerEnv(s, c)["HTTP_ADDR"]; addr != "" && addr != ":8080" {
+				if addr := m.containerEnv(c)["HTTP_ADDR"]; addr != "" && addr != ":8080" {
 					t.Errorf("HTTP_ADDR %q does not serve on the http port 8080", addr)
 				}
-				for probe, want := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz"} {
-					if got := strAt(c, probe, "httpGet", "path"); got != want {
-						t.Errorf("%s path %q; want %s", probe, got, want)
+				for probeName, probe := range map[string]*corev1.Probe{"/healthz": c.LivenessProbe, "/readyz": c.ReadinessProbe} {
+					if probe == nil || probe.HTTPGet == nil {
+						t.Errorf("no HTTP probe on %s", probeName)
+						continue
 					}
-					if got := strAt(c, probe, "httpGet", "port"); got != "http" {
-						t.Errorf("%s port %q; want the named port http", probe, got)
+					if probe.HTTPGet.Path != probeName || probe.HTTPGet.Port.StrVal != "http" {
+						t.Errorf("probe %s:%s; want %s on the named port http", probe.HTTPGet.Path, probe.HTTPGet.Port.String(), probeName)
 					}
 				}
-				ann := mapAt(podTemplate(*d), "metadata", "annotations")
-				if strAt(ann, "prometheus.io/scrape") != "true" || strAt(ann, "prometheus.io/port") != "8080" || strAt(ann, "prometheus.io/path") != "/metrics" {
+				ann := d.Spec.Template.Annotations
+				if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/port"] != "8080" || ann["prometheus.io/path"] != "/metrics" {
 					t.Errorf("Prometheus annotations %v; want scrape true, port 8080, path /metrics", ann)
 				}
-				sc := mapAt(c, "securityContext")
-				if sc["readOnlyRootFilesystem"] != true {
+				if c.SecurityContext == nil || c.SecurityContext.ReadOnlyRootFilesystem == nil || !*c.SecurityContext.ReadOnlyRootFilesystem {
 					t.Error("readOnlyRootFilesystem is not true")
 				}
-				if strAt(c, "resources", "requests", "cpu") == "" {
+				if c.Resources.Requests.Cpu().IsZero() {
 					t.Error("no cpu request")
 				}
-				lim, err := quantity(strAt(c, "resources", "limits", "memory"))
-				if err != nil {
-					t.Error(err)
-				}
-				if wideStages[name] && lim != 512<<20 {
-					t.Errorf("memory limit %s; want 512Mi", strAt(c, "resources", "limits", "memory"))
+				if lim := c.Resources.Limits.Memory(); wideStages[name] && lim.Cmp(resource.MustParse("512Mi")) != 0 {
+					t.Errorf("memory limit %s; want 512Mi", lim)
 				}
 				pdbs := 0
-				for _, p := range s.ofKind("PodDisruptionBudget") {
-					if labelsMatch(mapAt(p.doc, "spec", "selector", "matchLabels"), mapAt(podTemplate(*d), "metadata", "labels")) {
+				for _, p := range m.pdbs {
+					if selects(p.Spec.Selector, d.Spec.Template.Labels) {
 						pdbs++
-						if n, _ := intAt(p.doc, "spec", "minAvailable"); n != 1 {
-							t.Errorf("%s: minAvailable %v; want 1", p, at(p.doc, "spec", "minAvailable"))
+						if p.Spec.MinAvailable == nil || p.Spec.MinAvailable.IntValue() != 1 {
+							t.Errorf("PodDisruptionBudget %s: minAvailable %v; want 1", p.Name, p.Spec.MinAvailable)
 						}
 					}
 				}
 				if pdbs != 1 {
 					t.Errorf("%d PodDisruptionBudgets select %s; want 1", pdbs, name)
 				}
-				if cfg != nil && vendorStages[name] {
-					if strAt(cfg.doc, "data", "VENDOR_URL") == "" {
-						t.Error("VENDOR_URL is empty")
-					}
+				if cfg != nil && vendorStages[name] && cfg.Data["VENDOR_URL"] == "" {
+					t.Error("VENDOR_URL is empty")
 				}
 			})
 		}
@@ -740,47 +616,45 @@ func TestK8sStages(t *testing.T) {
 
 func TestK8sSelectors(t *testing.T) {
 	for _, root := range k8sRoots {
-		s := kustomize(t, root)
-		workloads := s.ofKind("Deployment", "StatefulSet")
-		selects := func(sel map[string]any) []object {
-			var out []object
-			for _, w := range workloads {
-				if labelsMatch(sel, mapAt(podTemplate(w), "metadata", "labels")) {
+		m := build(t, root)
+		selected := func(sel *metav1.LabelSelector) []workload {
+			var out []workload
+			for _, w := range m.workloads() {
+				if w.kind != "Job" && selects(sel, w.template.Labels) {
 					out = append(out, w)
 				}
 			}
 			return out
 		}
-		for _, p := range s.ofKind("PodDisruptionBudget") {
-			t.Run(root+"/"+p.kind+"/"+p.name, func(t *testing.T) {
-				if len(selects(mapAt(p.doc, "spec", "selector", "matchLabels"))) == 0 {
+		for _, p := range m.pdbs {
+			t.Run(root+"/PodDisruptionBudget/"+p.Name, func(t *testing.T) {
+				if len(selected(p.Spec.Selector)) == 0 {
 					t.Error("selects no Deployment or StatefulSet")
 				}
-				if at(p.doc, "spec", "minAvailable") == nil && at(p.doc, "spec", "maxUnavailable") == nil {
+				if p.Spec.MinAvailable == nil && p.Spec.MaxUnavailable == nil {
 					t.Error("neither minAvailable nor maxUnavailable")
 				}
 			})
 		}
-		for _, svc := range s.ofKind("Service") {
-			t.Run(root+"/"+svc.kind+"/"+svc.name, func(t *testing.T) {
-				ws := selects(mapAt(svc.doc, "spec", "selector"))
+		for _, svc := range m.services {
+			t.Run(root+"/Service/"+svc.Name, func(t *testing.T) {
+				ws := selected(&metav1.LabelSelector{MatchLabels: svc.Spec.Selector})
 				if len(ws) == 0 {
 					t.Fatal("selects no workload")
 				}
-				for _, p := range listAt(svc.doc, "spec", "ports") {
-					target, ok := at(p, "targetPort").(string)
-					if !ok {
+				for _, p := range svc.Spec.Ports {
+					if p.TargetPort.StrVal == "" {
 						continue
 					}
 					for _, w := range ws {
 						found := false
-						for _, c := range containers(w) {
-							for _, cp := range listAt(c, "ports") {
-								found = found || strAt(cp, "name") == target
+						for _, c := range w.template.Spec.Containers {
+							for _, cp := range c.Ports {
+								found = found || cp.Name == p.TargetPort.StrVal
 							}
 						}
 						if !found {
-							t.Errorf("targetPort %s is not a named port of %s", target, w)
+							t.Errorf("targetPort %s is not a named port of %s", p.TargetPort.StrVal, w)
 						}
 					}
 				}
@@ -790,11 +664,11 @@ func TestK8sSelectors(t *testing.T) {
 }
 
 func TestK8sMigrateJob(t *testing.T) {
-	s := kustomize(t, "deploy/k8s/base")
-	var jobs []object
-	for _, j := range s.ofKind("Job") {
-		for _, c := range marketpipeContainers(s, j) {
-			if fmt.Sprint(stringList(at(c, "command"))) == fmt.Sprint([]string{binDir + "marketpipe", "migrate"}) {
+	m := build(t, "deploy/k8s/base")
+	var jobs []*batchv1.Job
+	for _, j := range m.jobs {
+		for _, c := range marketpipeContainers(workload{"Job", j.Name, nil, &j.Spec.Template}) {
+			if slices.Equal(c.Command, []string{binDir + "marketpipe", "migrate"}) {
 				jobs = append(jobs, j)
 			}
 		}
@@ -802,58 +676,60 @@ func TestK8sMigrateJob(t *testing.T) {
 	if len(jobs) != 1 {
 		t.Fatalf("%d Jobs run marketpipe migrate; want 1", len(jobs))
 	}
-	if rp := strAt(podTemplate(jobs[0]), "spec", "restartPolicy"); rp != "OnFailure" && rp != "Never" {
+	if rp := jobs[0].Spec.Template.Spec.RestartPolicy; rp != corev1.RestartPolicyOnFailure && rp != corev1.RestartPolicyNever {
 		t.Errorf("restartPolicy %q", rp)
 	}
-	if n, ok := intAt(jobs[0].doc, "spec", "backoffLimit"); !ok || n < 3 {
-		t.Errorf("backoffLimit %d: ClickHouse may not be up yet, retry", n)
+	if b := jobs[0].Spec.BackoffLimit; b == nil || *b < 3 {
+		t.Errorf("backoffLimit %v: ClickHouse may not be up yet, retry", b)
 	}
 }
 
+// TestK8sNATS checks that the NATS StatefulSet is a JetStream cluster whose size is the
+// services' NATS_REPLICAS, as its comment and the ConfigMap's say.
 func TestK8sNATS(t *testing.T) {
-	s := kustomize(t, "deploy/k8s/base")
-	sts := s.find("StatefulSet", "nats")
+	m := build(t, "deploy/k8s/base")
+	sts := m.statefulSets["nats"]
 	if sts == nil {
 		t.Fatal("no StatefulSet nats")
 	}
-	replicas, _ := intAt(sts.doc, "spec", "replicas")
+	replicas := 0
+	if sts.Spec.Replicas != nil {
+		replicas = int(*sts.Spec.Replicas)
+	}
 	if replicas != 3 {
 		t.Errorf("replicas %d; want 3 (a JetStream quorum survives one loss)", replicas)
 	}
-	headless := s.find("Service", strAt(sts.doc, "spec", "serviceName"))
-	if headless == nil || strAt(headless.doc, "spec", "clusterIP") != "None" {
-		t.Fatalf("serviceName %q is not a headless Service", strAt(sts.doc, "spec", "serviceName"))
+	headless := m.services[sts.Spec.ServiceName]
+	if headless == nil || headless.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Fatalf("serviceName %q is not a headless Service", sts.Spec.ServiceName)
 	}
-	if at(headless.doc, "spec", "publishNotReadyAddresses") != true {
+	if !headless.Spec.PublishNotReadyAddresses {
 		t.Error("the headless Service does not publish not-ready addresses: routes could not resolve while the cluster forms")
 	}
-	if len(listAt(sts.doc, "spec", "volumeClaimTemplates")) == 0 {
+	if len(sts.Spec.VolumeClaimTemplates) == 0 {
 		t.Error("no volumeClaimTemplates: JetStream's files would not survive a restart")
 	}
-	containers := containers(*sts)
-	if len(containers) != 1 {
-		t.Fatalf("%d containers", len(containers))
+	if len(sts.Spec.Template.Spec.Containers) != 1 {
+		t.Fatalf("%d containers", len(sts.Spec.Template.Spec.Containers))
 	}
-	c := containers[0]
-	if img := strAt(c, "image"); !strings.HasPrefix(img, "nats:2.11") {
-		t.Errorf("image %s; want nats:2.11", img)
+	c := sts.Spec.Template.Spec.Containers[0]
+	if !strings.HasPrefix(c.Image, "nats:2.11") {
+		t.Errorf("image %s; want nats:2.11", c.Image)
 	}
-	args := stringList(at(c, "args"))
-	i := indexOf(args, "--config")
-	if i < 0 || i+1 >= len(args) {
-		t.Fatalf("args %q do not pass --config", args)
+	i := slices.Index(c.Args, "--config")
+	if i < 0 || i+1 >= len(c.Args) {
+		t.Fatalf("args %q do not pass --config", c.Args)
 	}
-	confPath := args[i+1]
+	confPath := c.Args[i+1]
 	var confText string
-	for _, m := range listAt(c, "volumeMounts") {
-		if !strings.HasPrefix(confPath, strAt(m, "mountPath")+"/") {
+	for _, vm := range c.VolumeMounts {
+		if !strings.HasPrefix(confPath, vm.MountPath+"/") {
 			continue
 		}
-		for _, v := range listAt(podTemplate(*sts), "spec", "volumes") {
-			if strAt(v, "name") == strAt(m, "name") {
-				cm := s.find("ConfigMap", strAt(v, "configMap", "name"))
-				if cm != nil {
-					confText = strAt(cm.doc, "data", filepath.Base(confPath))
+		for _, v := range sts.Spec.Template.Spec.Volumes {
+			if v.Name == vm.Name && v.ConfigMap != nil {
+				if cm := m.configMaps[v.ConfigMap.Name]; cm != nil {
+					confText = cm.Data[filepath.Base(confPath)]
 				}
 			}
 		}
@@ -862,9 +738,9 @@ func TestK8sNATS(t *testing.T) {
 		t.Fatalf("%s is not a key of a ConfigMap mounted into the nats container", confPath)
 	}
 	env := map[string]string{}
-	for _, e := range listAt(c, "env") {
-		if strAt(e, "valueFrom", "fieldRef", "fieldPath") == "metadata.name" {
-			env[strAt(e, "name")] = "nats-1"
+	for _, e := range c.Env {
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name" {
+			env[e.Name] = "nats-1"
 		}
 	}
 	opts := natsOptionsFromText(t, confText, env)
@@ -873,29 +749,28 @@ func TestK8sNATS(t *testing.T) {
 		t.Errorf("server_name %q; want the pod name, from the environment", opts.ServerName)
 	}
 	ports := map[string]int{}
-	for _, p := range listAt(c, "ports") {
-		ports[strAt(p, "name")], _ = intAt(p, "containerPort")
+	for _, p := range c.Ports {
+		ports[p.Name] = int(p.ContainerPort)
 	}
 	for name, want := range map[string]int{"client": opts.Port, "cluster": opts.Cluster.Port, "monitor": opts.HTTPPort} {
 		if ports[name] != want {
 			t.Errorf("container port %s = %d; the configuration listens on %d", name, ports[name], want)
 		}
 	}
-	var routes []string
+	var routes, want []string
 	for _, r := range opts.Routes {
 		routes = append(routes, r.Host)
 	}
-	var want []string
 	for i := range replicas {
-		want = append(want, fmt.Sprintf("%s-%d.%s:%d", sts.name, i, headless.name, opts.Cluster.Port))
+		want = append(want, fmt.Sprintf("%s-%d.%s:%d", sts.Name, i, headless.Name, opts.Cluster.Port))
 	}
-	if fmt.Sprint(routes) != fmt.Sprint(want) {
+	if !slices.Equal(routes, want) {
 		t.Errorf("routes %v; want one per replica %v", routes, want)
 	}
 	onVolume := false
-	for _, m := range listAt(c, "volumeMounts") {
-		for _, vct := range listAt(sts.doc, "spec", "volumeClaimTemplates") {
-			if strAt(m, "name") == strAt(vct, "metadata", "name") && strings.HasPrefix(opts.StoreDir, strAt(m, "mountPath")+"/") {
+	for _, vm := range c.VolumeMounts {
+		for _, vct := range sts.Spec.VolumeClaimTemplates {
+			if vm.Name == vct.Name && strings.HasPrefix(opts.StoreDir, vm.MountPath+"/") {
 				onVolume = true
 			}
 		}
@@ -903,17 +778,17 @@ func TestK8sNATS(t *testing.T) {
 	if !onVolume {
 		t.Errorf("store_dir %s is not on the volume claim", opts.StoreDir)
 	}
-	pid := strings.Join(stringList(at(c, "lifecycle", "preStop", "exec", "command")), " ")
-	if !strings.Contains(pid, "ldm="+opts.PidFile) {
-		t.Errorf("preStop %q does not put the server at pid_file %s in lame duck mode", pid, opts.PidFile)
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Exec == nil ||
+		!strings.Contains(strings.Join(c.Lifecycle.PreStop.Exec.Command, " "), "ldm="+opts.PidFile) {
+		t.Errorf("preStop does not put the server at pid_file %s in lame duck mode", opts.PidFile)
 	}
 
 	// The services replicate every stream on every node, within each node's file budget.
-	cfg := s.find("ConfigMap", "marketpipe-config")
+	cfg := m.configMaps["marketpipe-config"]
 	if cfg == nil {
 		t.Fatal("no ConfigMap marketpipe-config")
 	}
-	lookup := func(k string) (string, bool) { v, ok := mapAt(cfg.doc, "data")[k].(string); return v, ok }
+	lookup := func(k string) (string, bool) { v, ok := cfg.Data[k]; return v, ok }
 	mc, err := config.Load(lookup)
 	if err != nil {
 		t.Fatalf("marketpipe-config: %v", err)
@@ -924,49 +799,134 @@ func TestK8sNATS(t *testing.T) {
 	if mc.NATS.MaxBytes > opts.JetStreamMaxStore {
 		t.Errorf("NATS_MAX_BYTES %d does not fit max_file_store %d: JetStream would refuse the streams", mc.NATS.MaxBytes, opts.JetStreamMaxStore)
 	}
-	for _, o := range s.ofKind("Deployment", "StatefulSet", "Job") {
-		for _, c := range marketpipeContainers(s, o) {
-			if env := containerEnv(s, c); env["NATS_REPLICAS"] != strconv.Itoa(replicas) {
-				t.Errorf("%s: NATS_REPLICAS %q", o, env["NATS_REPLICAS"])
+	for _, w := range m.workloads() {
+		for _, c := range marketpipeContainers(w) {
+			if env := m.containerEnv(c); env["NATS_REPLICAS"] != strconv.Itoa(replicas) {
+				t.Errorf("%s: NATS_REPLICAS %q", w, env["NATS_REPLICAS"])
 			}
+		}
+	}
+	// The comments say what the manifests do.
+	for file, text := range map[string]string{
+		"deploy/k8s/base/nats.yaml":   fmt.Sprintf("R%d: NATS_REPLICAS", replicas),
+		"deploy/k8s/base/config.yaml": fmt.Sprintf("NATS_REPLICAS: %q", strconv.Itoa(replicas)),
+		"deploy/k8s/README.md":        fmt.Sprintf("NATS_REPLICAS: \"%d\"", replicas),
+	} {
+		if !strings.Contains(string(readFile(t, file)), text) {
+			t.Errorf("%s does not say %s", file, text)
 		}
 	}
 }
 
 func TestK8sDevOverlay(t *testing.T) {
-	s := kustomize(t, "deploy/k8s/overlays/dev")
-	cfg := s.find("ConfigMap", "marketpipe-config")
+	m := build(t, "deploy/k8s/overlays/dev")
+	cfg := m.configMaps["marketpipe-config"]
 	if cfg == nil {
 		t.Fatal("no ConfigMap marketpipe-config")
 	}
-	u, err := url.Parse(strAt(cfg.doc, "data", "VENDOR_URL"))
-	if err != nil || !servicePort(s, u.Hostname(), u.Port()) || u.Path != "/eap" {
-		t.Errorf("VENDOR_URL %q is not the vendorsim Service's /eap", strAt(cfg.doc, "data", "VENDOR_URL"))
+	u, err := url.Parse(cfg.Data["VENDOR_URL"])
+	if err != nil || !m.servicePort(u.Hostname(), u.Port()) || u.Path != "/eap" {
+		t.Errorf("VENDOR_URL %q is not the vendorsim Service's /eap", cfg.Data["VENDOR_URL"])
 	}
-	host, port, _ := strings.Cut(strAt(cfg.doc, "data", "CLICKHOUSE_ADDR"), ":")
-	if !servicePort(s, host, port) {
-		t.Errorf("CLICKHOUSE_ADDR %q is not a Service port", strAt(cfg.doc, "data", "CLICKHOUSE_ADDR"))
+	host, port, _ := strings.Cut(cfg.Data["CLICKHOUSE_ADDR"], ":")
+	if !m.servicePort(host, port) {
+		t.Errorf("CLICKHOUSE_ADDR %q is not a Service port", cfg.Data["CLICKHOUSE_ADDR"])
 	}
-	if ch := s.find("StatefulSet", "clickhouse"); ch == nil {
+	if ch := m.statefulSets["clickhouse"]; ch == nil {
 		t.Error("no ClickHouse StatefulSet")
-	} else if n, _ := intAt(ch.doc, "spec", "replicas"); n != 1 {
-		t.Errorf("ClickHouse replicas %d; want a single node", n)
+	} else if ch.Spec.Replicas == nil || *ch.Spec.Replicas != 1 {
+		t.Errorf("ClickHouse replicas %v; want a single node", ch.Spec.Replicas)
 	}
-	sim := s.find("Deployment", "vendorsim")
+	sim := m.deployments["vendorsim"]
 	if sim == nil {
 		t.Fatal("no vendorsim Deployment")
 	}
-	c := marketpipeContainers(s, *sim)
+	w := workload{"Deployment", sim.Name, sim.Spec.Selector, &sim.Spec.Template}
+	c := marketpipeContainers(w)
 	if len(c) != 1 {
 		t.Fatal("vendorsim does not run the marketpipe image")
 	}
-	cmd := stringList(at(c[0], "command"))
-	if i := indexOf(cmd, "-addr"); i < 0 || !strings.HasSuffix(cmd[i+1], ":"+u.Port()) {
+	cmd := c[0].Command
+	if i := slices.Index(cmd, "-addr"); i < 0 || !strings.HasSuffix(cmd[i+1], ":"+u.Port()) {
 		t.Errorf("vendorsim command %q does not listen on VENDOR_URL's port %s", cmd, u.Port())
 	}
-	if i := indexOf(cmd, "-credentials"); i < 0 || cmd[i+1] != strAt(cfg.doc, "data", "VENDOR_CREDENTIALS") {
-		t.Errorf("vendorsim command %q does not check the stages' credentials %s", cmd, strAt(cfg.doc, "data", "VENDOR_CREDENTIALS"))
+	if i := slices.Index(cmd, "-credentials"); i < 0 || cmd[i+1] != cfg.Data["VENDOR_CREDENTIALS"] {
+		t.Errorf("vendorsim command %q does not check the stages' credentials %s", cmd, cfg.Data["VENDOR_CREDENTIALS"])
 	} else {
-		checkMountedFile(t, *sim, c[0], cmd[i+1])
+		checkMountedFile(t, w, c[0], cmd[i+1])
+	}
+}
+
+// stageConsumers are the durable JetStream consumers (stream and name) each stage's replicas
+// share, from the services' own definitions: the lag KEDA scales each stage on.
+var stageConsumers = map[string][][2]string{
+	requester.Name: {{events.JobsStream, requester.Name}},
+	poller.Name:    {{events.JobsStream, poller.Name}},
+	collector.Name: {{events.JobsStream, collector.Name}},
+	"transformer":  {{events.JobsStream, transformer.Name}, {events.ChunksStream, transformer.ChunkName}},
+	"loader":       {{events.RowsStream, loader.Name}},
+}
+
+// TestKEDA checks the autoscaling overlay's ScaledObjects, decoded into KEDA's own API types
+// and checked with KEDA's own validation: one per stage, on that stage's Deployment, never
+// below its PodDisruptionBudget's need, with a nats-jetstream trigger on each consumer.
+func TestKEDA(t *testing.T) {
+	m := build(t, "deploy/k8s/overlays/autoscaling")
+	if len(m.scaledObjects) != len(stages) {
+		t.Errorf("%d ScaledObjects; want one per stage (%d)", len(m.scaledObjects), len(stages))
+	}
+	for _, name := range stages {
+		t.Run(name, func(t *testing.T) {
+			so := m.scaledObjects[name]
+			if so == nil {
+				t.Fatalf("no ScaledObject %s", name)
+			}
+			if err := kedav1alpha1.ValidateTriggers(so.Spec.Triggers); err != nil {
+				t.Error(err)
+			}
+			if err := kedav1alpha1.CheckReplicaCountBoundsAreValid(so); err != nil {
+				t.Error(err)
+			}
+			if err := kedav1alpha1.CheckFallbackValid(so); err != nil {
+				t.Error(err)
+			}
+			ref := so.Spec.ScaleTargetRef
+			if ref == nil || (ref.Kind != "" && ref.Kind != "Deployment") || m.deployments[ref.Name] == nil || ref.Name != name {
+				t.Fatalf("scaleTargetRef %+v is not the Deployment %s", ref, name)
+			}
+			if so.Spec.MinReplicaCount == nil || *so.Spec.MinReplicaCount < 2 {
+				t.Errorf("minReplicaCount %v; want at least 2 (the PodDisruptionBudget keeps one)", so.Spec.MinReplicaCount)
+			}
+			if so.Spec.MaxReplicaCount == nil || *so.Spec.MaxReplicaCount < 3 {
+				t.Errorf("maxReplicaCount %v: leaves no room to scale", so.Spec.MaxReplicaCount)
+			}
+			var got [][2]string
+			for _, tr := range so.Spec.Triggers {
+				if tr.Type != "nats-jetstream" {
+					t.Errorf("trigger type %s; want nats-jetstream", tr.Type)
+					continue
+				}
+				md := tr.Metadata
+				got = append(got, [2]string{md["stream"], md["consumer"]})
+				host, port, _ := strings.Cut(md["natsServerMonitoringEndpoint"], ":")
+				svc, _, _ := strings.Cut(host, ".")
+				if s := m.services[svc]; s == nil || s.Spec.ClusterIP != corev1.ClusterIPNone || !m.servicePort(svc, port) {
+					t.Errorf("natsServerMonitoringEndpoint %s is not the headless NATS Service's monitoring port (the scaler asks the consumer's leader through it)", md["natsServerMonitoringEndpoint"])
+				}
+				if n, err := strconv.Atoi(md["lagThreshold"]); err != nil || n <= 0 {
+					t.Errorf("lagThreshold %q is not a positive integer", md["lagThreshold"])
+				}
+				if md["account"] == "" {
+					t.Error("no account")
+				}
+			}
+			if want := stageConsumers[name]; !slices.Equal(got, want) {
+				t.Errorf("triggers on %v; want the stage's consumers %v", got, want)
+			}
+		})
+	}
+	readme := string(readFile(t, "README.md")) + string(readFile(t, "deploy/k8s/README.md"))
+	if !strings.Contains(readme, "overlays/autoscaling") || !strings.Contains(readme, "components/keda") {
+		t.Error("README.md and deploy/k8s/README.md do not say how to enable autoscaling (overlays/autoscaling, components/keda)")
 	}
 }
