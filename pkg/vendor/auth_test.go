@@ -36,11 +36,11 @@ func writeCreds(t *testing.T, content string) string {
 	return p
 }
 
-// TestLoadCredentialsRefusesAnOpenFile: a credentials file its group or others may read or
-// write is refused, the error giving the fix; once fixed it loads.
+// TestLoadCredentialsRefusesAnOpenFile: a credentials file others may read or write, or its
+// group write, is refused, the error giving the fix; once fixed it loads, also group-readable.
 func TestLoadCredentialsRefusesAnOpenFile(t *testing.T) {
 	path := writeCreds(t, `{"client_id":"cid","client_secret":"`+secretHex+`"}`)
-	for _, mode := range []os.FileMode{0o644, 0o640, 0o604, 0o620} {
+	for _, mode := range []os.FileMode{0o644, 0o604, 0o620, 0o660, 0o606} {
 		if err := os.Chmod(path, mode); err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +49,7 @@ func TestLoadCredentialsRefusesAnOpenFile(t *testing.T) {
 			t.Errorf("mode %04o: %v, want ErrCredentials saying chmod 600", mode, err)
 		}
 	}
-	for _, mode := range []os.FileMode{0o600, 0o400} {
+	for _, mode := range []os.FileMode{0o600, 0o400, 0o640, 0o440} {
 		if err := os.Chmod(path, mode); err != nil {
 			t.Fatal(err)
 		}

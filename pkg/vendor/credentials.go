@@ -22,9 +22,11 @@ type Credentials struct {
 	Scopes         []string `json:"scopes,omitempty"`
 }
 
-// LoadCredentials reads and checks a credentials file. A file that its group or others may
-// read or write is refused, with the command that fixes it: it holds the vendor licence's
-// secret. Errors wrap ErrCredentials and never quote the file's content.
+// LoadCredentials reads and checks a credentials file. A file that others may read or write,
+// or its group write, is refused, with the command that fixes it: it holds the vendor
+// licence's secret. Its group may read it: that is how a container's user is given a secret
+// it does not own (Kubernetes' fsGroup, a host file shared with one group). Errors wrap
+// ErrCredentials and never quote the file's content.
 func LoadCredentials(path string) (*Credentials, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -35,8 +37,8 @@ func LoadCredentials(path string) (*Credentials, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCredentials, err)
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%w: %s is open to its group or others (mode %04o): it holds the vendor's secret; run `chmod 600 %s` (in Kubernetes, mount the Secret with defaultMode 0400)",
+	if perm := fi.Mode().Perm(); perm&0o027 != 0 {
+		return nil, fmt.Errorf("%w: %s is open to others or writable by its group (mode %04o): it holds the vendor's secret; run `chmod 600 %s` (or 640 to let the service's group read it; in Kubernetes, mount the Secret with defaultMode 0440 and the pod's fsGroup)",
 			ErrCredentials, path, perm, path)
 	}
 	data, err := io.ReadAll(f)

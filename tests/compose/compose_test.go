@@ -104,7 +104,7 @@ func TestComposeStack(t *testing.T) {
 		s.env = append(s.env, fmt.Sprintf("%s=%d", v, ports[v]))
 	}
 	s.env = append(s.env, "MARKETPIPE_IMAGE="+mpRef, "NATS_IMAGE="+natsRef, "CLICKHOUSE_IMAGE="+clickhouseRef,
-		"LOG_LEVEL=info", "CLICKHOUSE_NOFILE="+nofileLimit(t))
+		"LOG_LEVEL=info", "CLICKHOUSE_NOFILE="+nofileLimit(t), "VENDOR_CREDENTIALS_FILE="+containerCredentials(t, root))
 	chAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports["CLICKHOUSE_TCP_PORT"]))
 	s.cliEnv = []string{
 		fmt.Sprintf("NATS_URL=nats://127.0.0.1:%d", ports["NATS_PORT"]),
@@ -510,4 +510,27 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// containerCredentials is the simulator's credentials file as the file's header says to give
+// one to the containers: a copy owned by their user (uid 65532) that no one else may read,
+// since the stages and the simulator refuse a file others may read.
+func containerCredentials(t *testing.T, root string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(root, "deploy/k8s/overlays/dev/vendorsim-credentials.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "vendor-credentials.json")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, 65532, 65532); err != nil {
+		t.Fatalf("give the credentials to the containers' user (uid 65532): %v (the compose test runs as root)", err)
+	}
+	return path
 }
