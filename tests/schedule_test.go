@@ -33,9 +33,6 @@ func TestScheduleUnderFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs for more than three minutes of firings; `make test` runs it")
 	}
-	// Mostly waiting for the minute to turn, on servers of its own: it runs beside the other
-	// tests of the package rather than adding its four minutes after them.
-	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 
