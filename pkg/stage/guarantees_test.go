@@ -96,6 +96,14 @@ func TestCrashingMessageIsDeadLettered(t *testing.T) {
 					}
 					crashes++
 				case <-waitDLQ(ctx, js):
+					// The runtime terminates the message just after its dead letter is stored:
+					// give it that moment before the helper goes.
+					for i := 0; i < 50; i++ {
+						if info := consumerInfo(t, js, "work"); info.NumPending == 0 && info.NumAckPending == 0 {
+							break
+						}
+						time.Sleep(100 * time.Millisecond)
+					}
 					_ = cmd.Process.Kill()
 					<-exited
 				}
