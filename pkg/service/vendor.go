@@ -16,7 +16,10 @@ import (
 )
 
 // Vendor returns the vendor client configured by VENDOR_URL and VENDOR_CREDENTIALS
-// (VENDOR_TOKEN_URL switches to OAuth2 client credentials). Every call is counted by status in
+// (VENDOR_TOKEN_URL switches to OAuth2 client credentials; VENDOR_ACCOUNT chooses the account).
+// It refuses a vendor that is not the simulator without credentials
+// (config.Config.CheckVendorCredentials): the stages that call the vendor get it when they are
+// built, so they refuse to start. Every call is counted by status in
 // marketpipe_vendor_calls_total. One client is shared by the stages of a process.
 func (e *Env) Vendor() (*vendor.Client, error) {
 	e.mu.Lock()
@@ -24,7 +27,11 @@ func (e *Env) Vendor() (*vendor.Client, error) {
 	if e.vendor != nil {
 		return e.vendor, nil
 	}
-	cfg := vendor.Config{BaseURL: e.Config.VendorURL, Logger: e.Log, TracerProvider: e.Tracing.Provider}
+	if err := e.Config.CheckVendorCredentials(); err != nil {
+		return nil, err
+	}
+	cfg := vendor.Config{BaseURL: e.Config.VendorURL, Account: e.Config.VendorAccount, Logger: e.Log,
+		TracerProvider: e.Tracing.Provider}
 	if path := e.Config.VendorCredentials; path != "" {
 		creds, err := vendor.LoadCredentials(path)
 		if err != nil {
