@@ -30,7 +30,7 @@ func ExampleWriteReply() {
 	//
 	// TIMESTARTED=Mon Jan  5 18:00:00 UTC 2026
 	// START-OF-DATA
-	// IBM US Equity|0|2|25.8834|25.8813|
+	// IBM US Equity|0|2|25.8834|25.8791|
 	// BAD X Equity|10|2|
 	// END-OF-DATA
 	// TIMEFINISHED=Mon Jan  5 18:00:07 UTC 2026

@@ -238,18 +238,15 @@ func logUniform(h uint64, lo, hi float64) float64 {
 	return math.Log(lo) + unit(h)*(math.Log(hi)-math.Log(lo))
 }
 
-func newPrices(seed uint64, security string, secHash uint64) *prices {
-	p := &prices{}
-	p.reset(seed, security, secHash)
-	return p
-}
-
 func (p *prices) reset(seed uint64, security string, secHash uint64) {
 	lo, hi, slo, shi := scale(security)
 	lh := mix(secHash ^ levelSalt)
 	win := p.win
 	if win != nil {
-		win.gen++
+		if win.gen++; win.gen == 0 { // wrapped: forget every stamp
+			clear(win.stamp)
+			win.gen = 1
+		}
 	}
 	*p = prices{seed: seed, secHash: secHash, moveKey: pairHash(seed, secHash, priceSalt), win: win}
 	p.sigma = slo + unit(mix(lh+1))*(shi-slo)
@@ -326,7 +323,7 @@ func (p *prices) units(r role, fw *walker, d obs.Date) int64 {
 		case roleLow:
 			v = dy.low
 		case roleBid, roleAsk:
-			half := (1 + 4*unit(mix(p.moveKey+uint64(i)*golden))) / 20000 // 1 to 5 bp: a spread of 2 to 10
+			half := (1 + 4*unit(mix(p.moveKey+uint64(i)*golden))) / 10000 // 1 to 5 bp: a spread of 2 to 10
 			if r == roleBid {
 				half = -half
 			}

@@ -62,6 +62,12 @@ func TestPricesBelievable(t *testing.T) {
 			if ask, ok := r["PX_ASK"]; ok && hasC && !(ask > last) {
 				t.Errorf("%s %s: ask %v not above close %v", sec, d, ask, last)
 			}
+			bid, hasB := r["PX_BID"]
+			if ask, ok := r["PX_ASK"]; ok && hasB && hasC {
+				if bp := (ask - bid) / last * 1e4; bp < 1.5 || bp > 10.5 { // 2 to 10 bp, give or take rounding
+					t.Errorf("%s %s: bid %v ask %v: a spread of %.1f bp", sec, d, bid, ask, bp)
+				}
+			}
 			if v, ok := r["PX_VOLUME"]; ok && (v != math.Trunc(v) || v < 1e4 || v > 1e9) {
 				t.Errorf("%s %s: volume %v", sec, d, v)
 			}
