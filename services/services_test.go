@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/marketpipe/marketpipe/pkg/config"
+	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/service"
 	"github.com/marketpipe/marketpipe/services"
 )
@@ -113,5 +115,60 @@ func TestRunChecksSettingsFirst(t *testing.T) {
 				t.Errorf("%s=-1: err = %v, want one containing %q", v.Name, err, want)
 			}
 		})
+	}
+}
+
+// TestVendorStagesRefuseARealVendorWithoutCredentials: the stages that call the vendor refuse to
+// start against a VENDOR_URL off this host without VENDOR_CREDENTIALS, saying what to set; on a
+// loopback address (a simulator) they start without them.
+func TestVendorStagesRefuseARealVendorWithoutCredentials(t *testing.T) {
+	ns := natstest.Start(t)
+	_, js := natstest.Connect(t, ns)
+	setupCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := natsx.Setup(setupCtx, js, natsx.Retention{}); err != nil { // the admin's part
+		t.Fatal(err)
+	}
+	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := httpLn.Addr().String()
+	httpLn.Close()
+	calling := map[string]bool{"requester": true, "poller": true, "collector": true}
+	for _, s := range services.All {
+		if !calling[s.Name] {
+			continue
+		}
+		delete(calling, s.Name)
+		t.Run(s.Name, func(t *testing.T) {
+			run := func(vendorURL string, d time.Duration) error {
+				env := map[string]string{"NATS_URL": ns.ClientURL(), "HTTP_ADDR": httpAddr, "VENDOR_URL": vendorURL}
+				lookup := func(k string) (string, bool) { x, ok := env[k]; return x, ok }
+				ctx, cancel := context.WithTimeout(context.Background(), d)
+				defer cancel()
+				return service.Run(ctx, s.Name, s.Summary, nil, lookup, io.Discard, s.Build, s.Own()...)
+			}
+			start := time.Now()
+			err := run("https://vendor.example.com/eap", 20*time.Second)
+			want := "VENDOR_URL=https://vendor.example.com/eap is not the simulator and VENDOR_CREDENTIALS is not set: set VENDOR_CREDENTIALS"
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("err = %v, want one containing %q", err, want)
+			}
+			if time.Since(start) > 10*time.Second {
+				t.Errorf("refused after %s, not at start", time.Since(start))
+			}
+			// On loopback the vendor client is made; the stage may still stop later (here at its
+			// consumer, which the admin declares), but not for credentials.
+			start = time.Now()
+			err = run("http://127.0.0.1:1/eap", 2*time.Second)
+			t.Logf("loopback: ran %s: %v", time.Since(start).Round(time.Millisecond), err)
+			if err != nil && strings.Contains(err.Error(), "VENDOR_CREDENTIALS") {
+				t.Errorf("on a loopback VENDOR_URL: %v", err)
+			}
+		})
+	}
+	if len(calling) > 0 {
+		t.Errorf("services.All lacks %v", calling)
 	}
 }

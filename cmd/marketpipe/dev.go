@@ -40,7 +40,8 @@ func newDevCmd(lookup config.Lookup) *cobra.Command {
 
   - an embedded NATS server with JetStream, storing in --state-dir, listening on NATS_URL's
     address so other commands (submit, status) and the nats CLI reach it;
-  - the vendor simulator, unless VENDOR_URL is set (then that vendor, with VENDOR_CREDENTIALS);
+  - the vendor simulator, unless VENDOR_URL is set (then that vendor, with VENDOR_CREDENTIALS:
+    dev refuses a VENDOR_URL off this host without them);
   - ClickHouse at CLICKHOUSE_ADDR, or, when nothing answers there, a clickhouse-server started
     from the installed binary on that address with its data in --state-dir;
   - the requester, poller, collector, transformer and loader.
@@ -106,6 +107,11 @@ func runDev(ctx context.Context, lookup config.Lookup, o devOptions, logOut io.W
 	if err := checkSettings(lookup); err != nil {
 		return err
 	}
+	if _, set := lookup("VENDOR_URL"); set {
+		if err := cfg.CheckVendorCredentials(); err != nil {
+			return err
+		}
+	}
 	natsAddr, err := natsListenAddr(cfg.NATS.URL)
 	if err != nil {
 		return err
@@ -150,7 +156,7 @@ func runDev(ctx context.Context, lookup config.Lookup, o devOptions, logOut io.W
 			return err
 		}
 		defer stopSim()
-		cfg.VendorURL = simURL
+		cfg.VendorURL, cfg.VendorSimulator = simURL, true
 		fmt.Fprintf(logOut, "dev: vendor simulator at %s (outputs ready after %s)\n", simURL, o.sim.ReadyAfter)
 	} else {
 		fmt.Fprintf(logOut, "dev: vendor at %s\n", config.RedactURL(cfg.VendorURL))

@@ -72,6 +72,8 @@ func TestDevChecksBeforeStarting(t *testing.T) {
 		{"bad LOADER_INSERT_CLIENT", map[string]string{"LOADER_INSERT_CLIENT": "http"}, `LOADER_INSERT_CLIENT="http"`},
 		{"busy HTTP port", map[string]string{"HTTP_ADDR": busy.Addr().String()}, "listen on HTTP_ADDR " + busy.Addr().String()},
 		{"two NATS URLs", map[string]string{"NATS_URL": "nats://127.0.0.1:1,nats://127.0.0.1:2"}, "dev runs one NATS server"},
+		{"real vendor without credentials", map[string]string{"VENDOR_URL": "https://api.bloomberg.com/eap"},
+			"VENDOR_URL=https://api.bloomberg.com/eap is not the simulator and VENDOR_CREDENTIALS is not set: set VENDOR_CREDENTIALS"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			env := map[string]string{"HTTP_ADDR": freeAddr(t), "NATS_URL": "nats://" + freeAddr(t),

@@ -64,6 +64,7 @@ Configuration comes from the environment (NATS_URL, CLICKHOUSE_ADDR, VENDOR_URL,
 		newQueryCmd(lookup),
 		newScheduleCmd(lookup),
 		newCancelCmd(lookup),
+		newVendorCmd(lookup),
 	)
 	return root
 }

@@ -6,6 +6,8 @@ package config
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -70,10 +72,14 @@ type Config struct {
 	VendorURL         string `env:"VENDOR_URL" default:"https://api.bloomberg.com/eap" help:"vendor REST base URL"`
 	VendorCredentials string `env:"VENDOR_CREDENTIALS" help:"path of the vendor credentials JSON (per-request JWT; never sent on a redirect to another host)"`
 	VendorTokenURL    string `env:"VENDOR_TOKEN_URL" help:"OAuth2 token endpoint: use client credentials instead of JWT"`
-	HTTPAddr          string "env:\"HTTP_ADDR\" default:\":8080\" shown:\":8080 (per service; 127.0.0.1:8080 under `dev`)\" help:\"/healthz, /readyz and Prometheus /metrics\""
-	LogLevel          string `env:"LOG_LEVEL,lower" default:"info" oneof:"debug info warn error" help:"slog level: debug, info, warn or error"`
-	LogFormat         string `env:"LOG_FORMAT,lower" default:"json" oneof:"json text" help:"json or text"`
-	Telemetry         Telemetry
+	VendorAccount     string "env:\"VENDOR_ACCOUNT\" shown:\"the scheduled account of the catalog list\" help:\"the vendor account (catalog identifier) requests go to; needed when the credentials see several scheduled accounts (`marketpipe vendor check` lists them)\""
+	// VendorSimulator is set by dev when VENDOR_URL is its embedded simulator, which needs no
+	// credentials wherever it listens.
+	VendorSimulator bool   `env:"-"`
+	HTTPAddr        string "env:\"HTTP_ADDR\" default:\":8080\" shown:\":8080 (per service; 127.0.0.1:8080 under `dev`)\" help:\"/healthz, /readyz and Prometheus /metrics\""
+	LogLevel        string `env:"LOG_LEVEL,lower" default:"info" oneof:"debug info warn error" help:"slog level: debug, info, warn or error"`
+	LogFormat       string `env:"LOG_FORMAT,lower" default:"json" oneof:"json text" help:"json or text"`
+	Telemetry       Telemetry
 	// OTEL holds the Telemetry variables that are set, by name, for the telemetry package.
 	OTEL map[string]string `env:"-"`
 }
@@ -123,6 +129,34 @@ func (c Config) Validate() error {
 		return fmt.Errorf("NATS_USER and NATS_CREDS are exclusive")
 	}
 	return nil
+}
+
+// CheckVendorCredentials refuses a vendor that is not the simulator without credentials: the
+// stages that call the vendor, and dev, check it before they start. VENDOR_URL counts as the
+// simulator when it is dev's embedded one, or on this host (localhost or a loopback address,
+// where a simulator listens in tests and local runs); anything else is a real vendor, which
+// needs VENDOR_CREDENTIALS.
+func (c Config) CheckVendorCredentials() error {
+	if c.VendorCredentials != "" || c.VendorSimulator || onThisHost(c.VendorURL) {
+		return nil
+	}
+	return fmt.Errorf("VENDOR_URL=%s is not the simulator and VENDOR_CREDENTIALS is not set: set "+
+		"VENDOR_CREDENTIALS to the path of the vendor's credentials JSON (docs/going-live.md), or unset "+
+		"VENDOR_URL under dev to use the simulator", RedactURL(c.VendorURL))
+}
+
+// onThisHost reports whether rawURL's host is localhost or a loopback address.
+func onThisHost(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return false
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Duration reads a Go duration variable, for service-specific settings.

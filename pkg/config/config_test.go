@@ -168,3 +168,31 @@ func TestValidateChoices(t *testing.T) {
 		t.Errorf("LOG_LEVEL=loud: %v", err)
 	}
 }
+
+func TestCheckVendorCredentials(t *testing.T) {
+	for _, tt := range []struct {
+		url, creds string
+		sim        bool
+		ok         bool
+	}{
+		{"https://api.bloomberg.com/eap", "", false, false},
+		{"https://api.bloomberg.com/eap", "/run/secrets/vendor.json", false, true},
+		{"http://vendorsim:8081/eap", "", false, false}, // a simulator elsewhere is given credentials
+		{"http://127.0.0.1:8081/eap", "", false, true},
+		{"http://localhost:8081/eap", "", false, true},
+		{"http://[::1]:8081/eap", "", false, true},
+		{"http://192.168.1.5:40000/eap", "", true, true}, // dev's embedded simulator on --listen
+		{"http://192.168.1.5:40000/eap", "", false, false},
+		{"http://user:s3cret@vendor.example.com/eap", "", false, false},
+		{"::not a url", "", false, false},
+	} {
+		c := Config{VendorURL: tt.url, VendorCredentials: tt.creds, VendorSimulator: tt.sim}
+		err := c.CheckVendorCredentials()
+		if (err == nil) != tt.ok {
+			t.Errorf("%s creds %q sim %v: err = %v, want ok %v", tt.url, tt.creds, tt.sim, err, tt.ok)
+		}
+		if err != nil && (!strings.Contains(err.Error(), "set VENDOR_CREDENTIALS") || strings.Contains(err.Error(), "s3cret")) {
+			t.Errorf("%s: error %q does not say what to set, or shows a secret", tt.url, err)
+		}
+	}
+}

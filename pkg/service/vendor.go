@@ -16,7 +16,10 @@ import (
 )
 
 // Vendor returns the vendor client configured by VENDOR_URL and VENDOR_CREDENTIALS
-// (VENDOR_TOKEN_URL switches to OAuth2 client credentials). Every call is counted by status in
+// (VENDOR_TOKEN_URL switches to OAuth2 client credentials; VENDOR_ACCOUNT chooses the account).
+// It refuses a vendor that is not the simulator without credentials
+// (config.Config.CheckVendorCredentials): the stages that call the vendor get it when they are
+// built, so they refuse to start. Every call is counted by status in
 // marketpipe_vendor_calls_total. One client is shared by the stages of a process.
 func (e *Env) Vendor() (*vendor.Client, error) {
 	e.mu.Lock()
@@ -24,15 +27,11 @@ func (e *Env) Vendor() (*vendor.Client, error) {
 	if e.vendor != nil {
 		return e.vendor, nil
 	}
-	cfg := vendor.Config{BaseURL: e.Config.VendorURL, Logger: e.Log, TracerProvider: e.Tracing.Provider}
-	if path := e.Config.VendorCredentials; path != "" {
-		creds, err := vendor.LoadCredentials(path)
-		if err != nil {
-			return nil, fmt.Errorf("VENDOR_CREDENTIALS: %w", err)
-		}
-		cfg.Credentials = creds
+	cfg, err := VendorConfig(e.Config)
+	if err != nil {
+		return nil, err
 	}
-	cfg.TokenURL = e.Config.VendorTokenURL
+	cfg.Logger, cfg.TracerProvider = e.Log, e.Tracing.Provider
 	calls := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "marketpipe_vendor_calls_total",
 		Help: "Vendor HTTP calls by call and status code (0: no response)."}, []string{"call", "status"})
 	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "marketpipe_vendor_call_seconds",
@@ -55,6 +54,24 @@ func (e *Env) Vendor() (*vendor.Client, error) {
 	e.vendor = c
 	e.checks["vendor"] = health.check // e.mu is held
 	return c, nil
+}
+
+// VendorConfig is the vendor client's configuration from c (VENDOR_URL, VENDOR_CREDENTIALS,
+// VENDOR_TOKEN_URL, VENDOR_ACCOUNT), refusing a vendor that is not the simulator without
+// credentials: what the stages and `marketpipe vendor check` use.
+func VendorConfig(c config.Config) (vendor.Config, error) {
+	if err := c.CheckVendorCredentials(); err != nil {
+		return vendor.Config{}, err
+	}
+	cfg := vendor.Config{BaseURL: c.VendorURL, TokenURL: c.VendorTokenURL, Account: c.VendorAccount}
+	if path := c.VendorCredentials; path != "" {
+		creds, err := vendor.LoadCredentials(path)
+		if err != nil {
+			return vendor.Config{}, fmt.Errorf("VENDOR_CREDENTIALS: %w", err)
+		}
+		cfg.Credentials = creds
+	}
+	return cfg, nil
 }
 
 // vendorHealth is the outcome of the last vendor call: the stages that call the vendor are

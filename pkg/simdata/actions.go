@@ -279,7 +279,7 @@ func (w *replyWriter) actions() error {
 				for j, f := range k.fields {
 					b = append(b, f...)
 					b = append(b, d)
-					b = w.appendCell(b, ap.fieldKinds[a.kind][j], pairHash(w.seed, sh, ap.fieldHash[a.kind][j]), dt)
+					b = w.appendCell(b, ap.fieldKinds[a.kind][j], pairHash(w.seed, sh, ap.fieldHash[a.kind][j]), -1, dt)
 				}
 				w.buf = append(b, w.nl...)
 				if len(w.buf) > flushAt {

@@ -19,7 +19,9 @@ import (
 //   - ending in _DT or DATE: a date, written in the layout's DATEFORMAT, read as "YYYY-MM-DD";
 //   - ending in _TIME: a time of day "HH:MM:SS" (text);
 //   - ending in NAME, _DES, CRNCY or TICKER: text such as "NORTH RIVER O'NEIL & CO";
-//   - anything else: a number with four decimals, 1.0000 to 9999.9999.
+//   - anything else: a number with four decimals. Market data (Observations, WriteReply) follow
+//     the random walks of prices.go (consistent open, high, low and close, plausible volumes);
+//     the numbers of corporate actions are drawn uniformly from 1.0000 to 9999.9999.
 //
 // Whatever the kind, about one cell in 37 is a marker instead: N.A. (five times in eight),
 // N.S., N.D. or a blank cell (once in eight each).

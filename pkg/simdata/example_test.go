@@ -30,7 +30,7 @@ func ExampleWriteReply() {
 	//
 	// TIMESTARTED=Mon Jan  5 18:00:00 UTC 2026
 	// START-OF-DATA
-	// IBM US Equity|0|2|6770.2518|3730.6739|
+	// IBM US Equity|0|2|25.8834|25.8791|
 	// BAD X Equity|10|2|
 	// END-OF-DATA
 	// TIMEFINISHED=Mon Jan  5 18:00:07 UTC 2026
@@ -45,6 +45,6 @@ func ExampleObservations() {
 		return nil
 	})
 	// Output:
-	// IBM US Equity PX_LAST 2026-01-02 5232.6721 ""
-	// IBM US Equity PX_LAST 2026-01-05 6770.2518 ""
+	// IBM US Equity PX_LAST 2026-01-02 25.7128 ""
+	// IBM US Equity PX_LAST 2026-01-05 25.8834 ""
 }

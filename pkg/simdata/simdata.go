@@ -55,11 +55,14 @@ func Value(seed uint64, security, field string, date obs.Date) (float64, bool) {
 	if kindOf(field) != kindNumber {
 		return 0, false
 	}
-	h := cellHash(pairHash(seed, hashString(security), hashString(field)), date)
+	sh, fh := hashString(security), hashString(field)
+	h := cellHash(pairHash(seed, sh, fh), date)
 	if cellMarker(h) != noMarker {
 		return 0, false
 	}
-	return float64(numberUnits(h)) / 10000, true
+	n := newNumbers([]string{field}, []cellKind{kindNumber}, nil)
+	n.setSecurity(seed, security, sh, []uint64{fh})
+	return float64(n.units(0, date)) / 10000, true
 }
 
 // IsBad reports whether security is one the simulated vendor rejects with BadRC.
@@ -190,6 +193,7 @@ func Observations(s events.Spec, runDate obs.Date, seed uint64, fn func(*obs.Obs
 	var (
 		o       obs.Observation
 		scratch = make([]byte, 0, 256)
+		nums    = newNumbers(p.fields, kinds, p.dates)
 	)
 	for i, sec := range p.securities {
 		if rc := ReturnCode(sec); rc != 0 {
@@ -204,12 +208,17 @@ func Observations(s events.Spec, runDate obs.Date, seed uint64, fn func(*obs.Obs
 			}
 			continue
 		}
+		nums.setSecurity(seed, sec, p.secHash[i], p.fieldHash)
 		for j, f := range p.fields {
 			base := pairHash(seed, p.secHash[i], p.fieldHash[j])
 			k := kinds[j]
 			for _, d := range p.dates {
 				o = obs.Observation{Security: sec, Field: f, Date: d}
-				scratch = observe(&o, k, cellHash(base, d), scratch)
+				if h := cellHash(base, d); k == kindNumber && cellMarker(h) == noMarker {
+					o.Kind, o.Num = obs.Number, float64(nums.units(j, d))/10000
+				} else {
+					scratch = observe(&o, k, h, scratch)
+				}
 				if err := fn(&o); err != nil {
 					return err
 				}

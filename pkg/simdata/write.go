@@ -90,6 +90,7 @@ type replyWriter struct {
 	padEnd bool // a space after every value cell
 	kinds  []cellKind
 	bases  []uint64 // per field, of the current security
+	nums   *numbers // the numeric fields' values of the current security
 	buf    []byte
 }
 
@@ -104,6 +105,7 @@ func newWriter(w io.Writer, p *plan, l Layout, seed uint64) *replyWriter {
 		wr.kinds[j] = kindOf(f)
 	}
 	wr.bases = make([]uint64, len(p.fields))
+	wr.nums = newNumbers(p.fields, wr.kinds, p.dates)
 	return wr
 }
 
@@ -211,17 +213,18 @@ func (w *replyWriter) appendHead(b []byte, sec string, rc int) []byte {
 	return append(b, w.d)
 }
 
-// setBases computes the per-field hashes of security i.
+// setBases computes the per-field hashes and the price model of security i.
 func (w *replyWriter) setBases(i int) {
 	for j := range w.bases {
 		w.bases[j] = pairHash(w.seed, w.p.secHash[i], w.p.fieldHash[j])
 	}
+	w.nums.setSecurity(w.seed, w.p.securities[i], w.p.secHash[i], w.p.fieldHash)
 }
 
 // appendCells appends every field's cell for date d.
 func (w *replyWriter) appendCells(b []byte, d obs.Date) []byte {
 	for j, k := range w.kinds {
-		b = w.appendCell(b, k, w.bases[j], d)
+		b = w.appendCell(b, k, w.bases[j], j, d)
 	}
 	return b
 }
@@ -327,7 +330,7 @@ func (w *replyWriter) vertical() error {
 					b = w.appendID(b, sec)
 					b = append(b, dates[x]...)
 					b = append(b, d)
-					b = w.appendCell(b, k, base, dt)
+					b = w.appendCell(b, k, base, j, dt)
 					b = append(b, w.nl...)
 					if len(b) > flushAt {
 						w.buf = b
@@ -356,9 +359,10 @@ func (w *replyWriter) vertical() error {
 	return w.flush()
 }
 
-// appendCell appends a value cell as the layout writes it, and the delimiter. Formatting the
-// integer units directly is exact and avoids float formatting in the hot loop.
-func (w *replyWriter) appendCell(b []byte, k cellKind, base uint64, d obs.Date) []byte {
+// appendCell appends a value cell as the layout writes it, and the delimiter: field j's of the
+// current security (w.nums), or, for j < 0, an action's field with a uniform number. Formatting
+// the integer units directly is exact and avoids float formatting in the hot loop.
+func (w *replyWriter) appendCell(b []byte, k cellKind, base uint64, j int, d obs.Date) []byte {
 	if k == kindUnknown {
 		b = append(b, FieldUnknown...)
 	} else if h := cellHash(base, d); cellMarker(h) != noMarker {
@@ -366,7 +370,11 @@ func (w *replyWriter) appendCell(b []byte, k cellKind, base uint64, d obs.Date) 
 	} else {
 		switch k {
 		case kindNumber:
-			b = appendUnits(b, numberUnits(h))
+			if j >= 0 {
+				b = appendUnits(b, w.nums.units(j, d))
+			} else {
+				b = appendUnits(b, numberUnits(h))
+			}
 		case kindText:
 			b = appendText(b, h)
 		case kindTime:

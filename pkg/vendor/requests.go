@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"regexp"
@@ -16,9 +15,10 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 )
 
-// Account returns the identifier of the scheduled account (GET /catalogs/, the entry with
-// subscriptionType "scheduled"). The answer is cached for the client's life. It returns
-// ErrNoAccount (wrapped) when the list has no such entry.
+// Account returns the identifier of the account requests go to: Config.Account when set, else
+// the only scheduled account of the catalog list (GET /catalogs/; see ChooseAccount). The
+// answer is cached for the client's life. It returns ErrNoAccount (wrapped) when the list has
+// no such entry, or several.
 func (c *Client) Account(ctx context.Context) (acct string, err error) {
 	c.mu.Lock()
 	acct = c.account
@@ -28,30 +28,17 @@ func (c *Client) Account(ctx context.Context) (acct string, err error) {
 	}
 	ctx, span := c.startSpan(ctx, "vendor.Account")
 	defer func() { endSpan(span, err) }()
-
-	resp, err := c.get(ctx, &call{op: "account", path: "/catalogs/", header: jsonAccept})
+	cats, err := c.Catalogs(ctx)
 	if err != nil {
 		return "", fmt.Errorf("discover account: %w", err)
 	}
-	defer resp.Body.Close()
-	var list struct {
-		Contains []struct {
-			Identifier       string `json:"identifier"`
-			SubscriptionType string `json:"subscriptionType"`
-		} `json:"contains"`
+	if acct, err = ChooseAccount(cats, ""); err != nil {
+		return "", fmt.Errorf("discover account: %w", err)
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&list); err != nil {
-		return "", fmt.Errorf("discover account: decode catalog list: %w", err)
-	}
-	for _, e := range list.Contains {
-		if e.SubscriptionType == "scheduled" && e.Identifier != "" {
-			c.mu.Lock()
-			c.account = e.Identifier
-			c.mu.Unlock()
-			return e.Identifier, nil
-		}
-	}
-	return "", fmt.Errorf("discover account: %w", ErrNoAccount)
+	c.mu.Lock()
+	c.account = acct
+	c.mu.Unlock()
+	return acct, nil
 }
 
 var jsonAccept = http.Header{"Accept": {"application/json"}}
