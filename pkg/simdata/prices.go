@@ -4,6 +4,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/obs"
 )
 
@@ -342,6 +343,8 @@ type numbers struct {
 	roles []role
 	p     prices
 	walks []walker
+	opts  *events.Options // the request's options (nil: none)
+	f     factors         // what they do to the security being written
 }
 
 // newNumbers prepares the numeric fields among fields (of kinds kinds) for the dates, in order,
@@ -366,6 +369,10 @@ func newNumbers(fields []string, kinds []cellKind, dates []obs.Date) *numbers {
 // setSecurity prepares the values of security (hash secHash) with fieldHash the fields' hashes.
 func (n *numbers) setSecurity(seed uint64, security string, secHash uint64, fieldHash []uint64) {
 	n.p.reset(seed, security, secHash)
+	n.f = factors{price: 1, all: 1}
+	if n.opts != nil {
+		n.f = optionFactors(n.opts, security)
+	}
 	for j, r := range n.roles {
 		if r == roleWalk {
 			fieldWalk(&n.walks[j], seed, secHash, fieldHash[j])
@@ -374,4 +381,6 @@ func (n *numbers) setSecurity(seed uint64, security string, secHash uint64, fiel
 }
 
 // units returns field j's value on d, in units of 1/10000.
-func (n *numbers) units(j int, d obs.Date) int64 { return n.p.units(n.roles[j], &n.walks[j], d) }
+func (n *numbers) units(j int, d obs.Date) int64 {
+	return n.f.apply(n.roles[j], n.p.units(n.roles[j], &n.walks[j], d))
+}

@@ -90,10 +90,11 @@ type plan struct {
 	actions    *actionPlan // getactions only
 	secHash    []uint64
 	fieldHash  []uint64
+	opts       events.Options // what the request asked besides securities, fields and dates
 }
 
 func compile(s events.Spec, runDate obs.Date) (*plan, error) {
-	p := &plan{program: s.Program, runDate: runDate, fields: s.Fields}
+	p := &plan{program: s.Program, runDate: runDate, fields: s.Fields, opts: s.Options}
 	switch s.Program {
 	case events.GetData:
 		p.dates = []obs.Date{runDate}
@@ -108,7 +109,7 @@ func compile(s events.Spec, runDate obs.Date) (*plan, error) {
 		if p.end < p.start {
 			return nil, fmt.Errorf("%w: end %s before start %s", ErrSpec, s.End, s.Start)
 		}
-		p.dates = weekdays(p.start, p.end)
+		p.dates = periodEnds(weekdays(p.start, p.end), s.Periodicity)
 	default:
 		return nil, fmt.Errorf("%w: unknown program %q (want %s, %s or %s)", ErrSpec, s.Program,
 			events.GetData, events.GetHistory, GetActions)
@@ -195,6 +196,7 @@ func Observations(s events.Spec, runDate obs.Date, seed uint64, fn func(*obs.Obs
 		scratch = make([]byte, 0, 256)
 		nums    = newNumbers(p.fields, kinds, p.dates)
 	)
+	nums.opts = &p.opts
 	for i, sec := range p.securities {
 		if rc := ReturnCode(sec); rc != 0 {
 			// gethistory writes one empty block (or row) per field; with no fields there is

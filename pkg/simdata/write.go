@@ -106,6 +106,7 @@ func newWriter(w io.Writer, p *plan, l Layout, seed uint64) *replyWriter {
 	}
 	wr.bases = make([]uint64, len(p.fields))
 	wr.nums = newNumbers(p.fields, wr.kinds, p.dates)
+	wr.nums.opts = &p.opts
 	return wr
 }
 
