@@ -1,7 +1,9 @@
 // Package compose_test runs the repository's docker-compose.yml for real on the local Docker
 // engine: it builds the images the file names, starts the stack, submits jobs with the CLI,
 // checks the loaded data in ClickHouse through the published port, kills a loader and a
-// transformer container in the middle of a job, and removes everything it made.
+// transformer container in the middle of a job, then runs it again with docker-compose.auth.yml
+// (one NATS identity per service, credentials from `marketpipe auth init`), and removes
+// everything it made.
 //
 // No image registry is reachable where this runs, so the images are made here with
 // `docker import` from what the machine has, under names of this run's own that the compose
@@ -57,6 +59,7 @@ type stack struct {
 	root    string   // repository root (docker-compose.yml's directory)
 	project string   // compose project name, unique to this run
 	compose []string // the compose command: docker compose, or docker-compose
+	files   []string // the compose files, docker-compose.yml first
 	env     []string // the compose variables of this run
 	cliEnv  []string // what the marketpipe CLI on the host needs to reach the stack
 	bin     string   // host binaries
@@ -67,7 +70,7 @@ func TestComposeStack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the compose stack takes minutes")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute+30*time.Second)
 	defer cancel()
 	start := time.Now()
 	composeCmd := requireDocker(t, ctx)
@@ -75,7 +78,8 @@ func TestComposeStack(t *testing.T) {
 
 	id := make([]byte, 4)
 	_, _ = rand.Read(id)
-	s := &stack{t: t, root: root, project: "mpcomposetest" + hex.EncodeToString(id), compose: composeCmd, bin: t.TempDir()}
+	s := &stack{t: t, root: root, project: "mpcomposetest" + hex.EncodeToString(id), compose: composeCmd, bin: t.TempDir(),
+		files: []string{"docker-compose.yml"}}
 
 	// Images, removed at the end whatever happens (registered before they exist).
 	natsRef := "marketpipe-compose-test/nats:" + s.project
@@ -158,7 +162,74 @@ func TestComposeStack(t *testing.T) {
 	}
 	t.Logf("job %s (300 securities x 3 fields x 18 months) loaded exactly %s after submit, with a transformer and a loader killed mid-job",
 		jobID, time.Since(t0).Round(time.Millisecond))
+	s.down() // before the second stack, to leave it the machine
+
+	// The same stack with one NATS identity per service: docker-compose.auth.yml over it.
+	s.leastPrivilege(ctx, dir)
 	t.Logf("compose test body took %s", time.Since(start).Round(time.Second))
+}
+
+// leastPrivilege runs the stack again, as docker-compose.yml's header says, with
+// docker-compose.auth.yml and credentials from the image's `marketpipe auth init`: the
+// services' .creds given to the containers' uid, the CLI as the operator. A job must load
+// exactly, and the server must refuse an anonymous client.
+func (s *stack) leastPrivilege(ctx context.Context, jobs string) {
+	t := s.t
+	start := time.Now()
+	creds := filepath.Join(t.TempDir(), "nats-creds")
+	if out, err := exec.CommandContext(ctx, filepath.Join(s.bin, "marketpipe"), "auth", "init", "--dir", creds).CombinedOutput(); err != nil {
+		t.Fatalf("marketpipe auth init: %v\n%s", err, out)
+	}
+	for _, id := range []string{"requester", "poller", "collector", "transformer", "loader", "admin"} {
+		if err := os.Chown(filepath.Join(creds, id+".creds"), 65532, 65532); err != nil {
+			t.Fatalf("give %s.creds to the containers' user (uid 65532): %v (the compose test runs as root)", id, err)
+		}
+	}
+	a := *s
+	a.project = s.project + "auth"
+	a.files = []string{"docker-compose.yml", "docker-compose.auth.yml"}
+	a.env = append(slices.Clone(s.env), "NATS_CREDS_DIR="+creds)
+	anonymous := slices.Clone(s.cliEnv)
+	a.cliEnv = append(slices.Clone(s.cliEnv), "NATS_CREDS="+filepath.Join(creds, "operator.creds"))
+	t.Cleanup(a.down)
+	a.run(ctx, "up", "-d", "--no-build")
+	t.Logf("least-privilege stack up after %s", time.Since(start).Round(time.Second))
+
+	var err error
+	a.store, err = chstore.Open(ctx, chstore.Config{Addr: chAddrOf(s.cliEnv), Database: "marketpipe", User: "marketpipe", DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.store.Close()
+	t0 := time.Now()
+	jobID := lastLine(a.cli(ctx, "submit", filepath.Join(jobs, "small.yaml"), "--wait", "--timeout", "3m"))
+	a.waitState(ctx, jobID, events.Loaded)
+	a.checkLoaded(ctx, jobID)
+	t.Logf("least privilege: job %s loaded %s after submit, every service on its own NATS identity", jobID, time.Since(t0).Round(time.Millisecond))
+
+	// Without credentials the CLI is refused by the server, which says so in its log.
+	before := strings.Count(a.output(ctx, "logs", "--no-color", "nats"), "authentication error")
+	cmd := exec.CommandContext(ctx, filepath.Join(s.bin, "marketpipe"), "submit", filepath.Join(jobs, "small.yaml"))
+	cmd.Env = append(os.Environ(), anonymous...)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Errorf("an anonymous client submitted a job to the least-privilege stack:\n%s", out)
+	}
+	if after := strings.Count(a.output(ctx, "logs", "--no-color", "nats"), "authentication error"); after <= before {
+		t.Errorf("anonymous submit failed (%v: %s), but nats-server logged no authentication error", err, strings.TrimSpace(string(out)))
+	} else {
+		t.Logf("an anonymous client is refused: nats-server logged %d authentication errors", after-before)
+	}
+}
+
+// chAddrOf is the CLI's CLICKHOUSE_ADDR.
+func chAddrOf(env []string) string {
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "CLICKHOUSE_ADDR="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // requireDocker returns the compose command, or skips (fails under CI) without an engine.
@@ -231,7 +302,10 @@ func (s *stack) checkImageNames(ctx context.Context, refs ...string) {
 }
 
 func (s *stack) command(ctx context.Context, args ...string) *exec.Cmd {
-	all := append(slices.Clone(s.compose[1:]), "--project-name", s.project, "--file", filepath.Join(s.root, "docker-compose.yml"))
+	all := append(slices.Clone(s.compose[1:]), "--project-name", s.project)
+	for _, f := range s.files {
+		all = append(all, "--file", filepath.Join(s.root, f))
+	}
 	cmd := exec.CommandContext(ctx, s.compose[0], append(all, args...)...)
 	cmd.Dir = s.root
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {

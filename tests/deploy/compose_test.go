@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -341,8 +342,8 @@ func TestComposeVariables(t *testing.T) {
 	defaults := loadCompose(t)
 	var set []string
 	for name, v := range vars {
-		if !v.Required && v.DefaultValue == "" && !secretName.MatchString(name) && name != "NATS_USER" {
-			// ${X:-} is a default too, but only for what may be empty: secrets, NATS_USER.
+		if !v.Required && v.DefaultValue == "" && !secretName.MatchString(name) {
+			// ${X:-} is a default too, but only for what may be empty: secrets.
 			t.Errorf("${%s} has no default: write ${%s:-default}", name, name)
 		}
 		if !regexp.MustCompile(`\b` + name + `\b`).MatchString(comments.String()) {
@@ -424,5 +425,114 @@ func TestDevCredentials(t *testing.T) {
 	p := loadCompose(t)
 	if f := p.Secrets["vendor_credentials"].File; f != path(t, file) {
 		t.Errorf("Compose's vendor_credentials secret defaults to %s; want ./%s", f, file)
+	}
+}
+
+const composeAuthFile = "docker-compose.auth.yml"
+
+// loadComposeAuth loads docker-compose.yml with docker-compose.auth.yml over it, as
+// `docker compose -f docker-compose.yml -f docker-compose.auth.yml` does.
+func loadComposeAuth(t *testing.T, env ...string) (*types.Project, error) {
+	t.Helper()
+	opts, err := cli.NewProjectOptions([]string{path(t, composeFile), path(t, composeAuthFile)},
+		cli.WithWorkingDirectory(repoRoot(t)), cli.WithName("marketpipe"), cli.WithEnv(env),
+		cli.WithDiscardEnvFile, cli.WithProfiles([]string{"*"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return opts.LoadProject(context.Background())
+}
+
+// TestComposeAuth checks the least-privilege mode: NATS_CREDS_DIR is required; nats-server runs
+// the configuration that includes the directory's nats-auth.conf, mounted next to it; every
+// service that connects to NATS gets exactly one NATS secret, its own identity's .creds from
+// the directory, with NATS_CREDS naming it; migrate gets the admin's, no one else does; and
+// docker-compose.yml alone stays anonymous.
+func TestComposeAuth(t *testing.T) {
+	if _, err := loadComposeAuth(t); err == nil || !strings.Contains(err.Error(), "NATS_CREDS_DIR") {
+		t.Errorf("without NATS_CREDS_DIR: %v; want an error naming it", err)
+	}
+	const dir = "/creds-dir"
+	p, err := loadComposeAuth(t, "NATS_CREDS_DIR="+dir)
+	if err != nil {
+		t.Fatalf("compose-go: %s with %s: %v", composeFile, composeAuthFile, err)
+	}
+	nats := svcOf(t, p, "nats")
+	conf := ""
+	if i := slices.Index(nats.Command, "--config"); i >= 0 && i+1 < len(nats.Command) {
+		conf = nats.Command[i+1]
+	}
+	mounts := map[string]string{}
+	for _, v := range nats.Volumes {
+		if v.Type == types.VolumeTypeBind {
+			mounts[v.Target] = v.Source
+		}
+	}
+	if mounts[conf] != path(t, "deploy/nats/nats-auth-mode.conf") {
+		t.Errorf("nats runs --config %q, not deploy/nats/nats-auth-mode.conf", conf)
+	}
+	if inc := filepath.Join(filepath.Dir(conf), "nats-auth.conf"); mounts[inc] != dir+"/nats-auth.conf" {
+		t.Errorf("%s is %q; want $NATS_CREDS_DIR/nats-auth.conf next to the configuration", inc, mounts[inc])
+	}
+	if inc := filepath.Join(filepath.Dir(conf), "nats.conf"); mounts[inc] != path(t, "deploy/nats/nats.conf") {
+		t.Errorf("%s (which nats-auth-mode.conf includes) is %q", inc, mounts[inc])
+	}
+	natsSecrets := map[string]bool{}
+	for name, s := range p.Secrets {
+		if id, ok := strings.CutPrefix(name, "nats_"); ok {
+			natsSecrets[name] = true
+			if s.File != dir+"/"+id+".creds" {
+				t.Errorf("secret %s is the file %s; want $NATS_CREDS_DIR/%s.creds", name, s.File, id)
+			}
+		}
+	}
+	for name, s := range p.Services {
+		if name == "nats" || name == "clickhouse" || name == "jaeger" || name == "vendorsim" {
+			for _, sec := range s.Secrets {
+				if natsSecrets[sec.Source] {
+					t.Errorf("%s gets the NATS secret %s", name, sec.Source)
+				}
+			}
+			continue
+		}
+		identity := name
+		if name == "migrate" {
+			identity = "admin"
+		}
+		var got []string
+		for _, sec := range s.Secrets {
+			if natsSecrets[sec.Source] {
+				got = append(got, sec.Source)
+			}
+		}
+		want := "nats_" + identity
+		if !slices.Equal(got, []string{want}) {
+			t.Errorf("%s gets the NATS secrets %v; want only its own, %s", name, got, want)
+		}
+		if creds := env(s)["NATS_CREDS"]; creds != "/run/secrets/"+want {
+			t.Errorf("%s: NATS_CREDS %q; want /run/secrets/%s", name, creds, want)
+		}
+		for _, k := range []string{"NATS_USER", "NATS_PASSWORD"} {
+			if _, ok := s.Environment[k]; ok {
+				t.Errorf("%s: %s is set beside NATS_CREDS (the services refuse both)", name, k)
+			}
+		}
+	}
+	for _, name := range append([]string{"migrate"}, stages...) {
+		if _, ok := p.Services[name]; !ok {
+			t.Errorf("no service %s", name)
+		}
+	}
+	// docker-compose.yml alone: anonymous, as before.
+	for name, s := range loadCompose(t).Services {
+		if _, ok := s.Environment["NATS_CREDS"]; ok {
+			t.Errorf("docker-compose.yml alone gives %s NATS_CREDS", name)
+		}
+	}
+	header := string(readFile(t, composeFile))
+	for _, want := range []string{composeAuthFile, "marketpipe auth init", "NATS_CREDS_DIR", "65532"} {
+		if !strings.Contains(header, want) {
+			t.Errorf("docker-compose.yml's header does not mention %s", want)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -11,9 +12,11 @@ import (
 	"testing"
 
 	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
+	"github.com/nats-io/nats-server/v2/server"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,8 +28,11 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
+	"github.com/marketpipe/marketpipe/pkg/auth"
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/tlstest"
+	"github.com/marketpipe/marketpipe/services"
 	"github.com/marketpipe/marketpipe/services/collector"
 	"github.com/marketpipe/marketpipe/services/loader"
 	"github.com/marketpipe/marketpipe/services/poller"
@@ -35,7 +41,7 @@ import (
 )
 
 // The kustomization roots marketpipe ships; each must build into a coherent set of objects.
-var k8sRoots = []string{"deploy/k8s", "deploy/k8s/base", "deploy/k8s/overlays/dev", "deploy/k8s/overlays/autoscaling"}
+var k8sRoots = []string{"deploy/k8s", "deploy/k8s/base", "deploy/k8s/overlays/dev", "deploy/k8s/overlays/autoscaling", "deploy/k8s/overlays/tls"}
 
 const namespace = "marketpipe"
 
@@ -67,6 +73,7 @@ type manifests struct {
 	secrets       map[string]*corev1.Secret
 	pdbs          []*policyv1.PodDisruptionBudget
 	scaledObjects map[string]*kedav1alpha1.ScaledObject
+	netpols       []*networkingv1.NetworkPolicy
 }
 
 var (
@@ -120,6 +127,8 @@ func build(t *testing.T, root string) *manifests {
 			m.pdbs = append(m.pdbs, o)
 		case *kedav1alpha1.ScaledObject:
 			m.scaledObjects[o.Name] = o
+		case *networkingv1.NetworkPolicy:
+			m.netpols = append(m.netpols, o)
 		}
 	}
 	builds[root] = m
@@ -311,6 +320,20 @@ func (m *manifests) checkWorkload(t *testing.T, w workload) {
 			}
 			if len(v.Secret.Items) == 0 {
 				m.checkRef(t, w, "Secret", v.Secret.SecretName, "")
+			}
+		}
+		if v.Projected != nil {
+			for _, src := range v.Projected.Sources {
+				switch {
+				case src.ConfigMap != nil:
+					for _, item := range src.ConfigMap.Items {
+						m.checkRef(t, w, "ConfigMap", src.ConfigMap.Name, item.Key)
+					}
+				case src.Secret != nil:
+					for _, item := range src.Secret.Items {
+						m.checkRef(t, w, "Secret", src.Secret.Name, item.Key)
+					}
+				}
 			}
 		}
 	}
@@ -684,6 +707,130 @@ func TestK8sMigrateJob(t *testing.T) {
 	}
 }
 
+// natsConfDir writes the files the nats container's --config directory holds (the projected
+// ConfigMap and Secret items) into a temporary directory, with the Secrets made as their
+// documentation says: nats-auth.conf by auth.Init (what `marketpipe auth init` runs), the TLS
+// certificates by pkg/tlstest. It returns the path of the main configuration and the
+// environment it refers to.
+func (m *manifests) natsConfDir(t *testing.T, sts *appsv1.StatefulSet) (string, map[string]string) {
+	t.Helper()
+	c := sts.Spec.Template.Spec.Containers[0]
+	i := slices.Index(c.Args, "--config")
+	if i < 0 || i+1 >= len(c.Args) {
+		t.Fatalf("args %q do not pass --config", c.Args)
+	}
+	confPath := c.Args[i+1]
+	dir := t.TempDir()
+	creds := filepath.Join(t.TempDir(), "creds")
+	if _, err := auth.Init(creds, services.Identities()); err != nil {
+		t.Fatal(err)
+	}
+	certs := tlstest.New(t, t.TempDir())
+	secretFiles := map[string]string{"ca.crt": certs.CA, "tls.crt": certs.ServerCert, "tls.key": certs.ServerKey,
+		auth.ServerInclude: filepath.Join(creds, auth.ServerInclude)}
+	mounts := map[string]string{} // mount path -> temporary directory
+	found := false
+	for _, vm := range c.VolumeMounts {
+		for _, v := range sts.Spec.Template.Spec.Volumes {
+			if v.Name != vm.Name {
+				continue
+			}
+			var items []corev1.KeyToPath
+			var data map[string]string
+			addCM := func(name string, its []corev1.KeyToPath) {
+				if cm := m.configMaps[name]; cm != nil {
+					items = append(items, its...)
+					for k, v := range cm.Data {
+						data[k] = v
+					}
+				}
+			}
+			data = map[string]string{}
+			secretItems := []corev1.KeyToPath{}
+			switch {
+			case v.ConfigMap != nil:
+				addCM(v.ConfigMap.Name, v.ConfigMap.Items)
+			case v.Secret != nil:
+				secretItems = v.Secret.Items
+			case v.Projected != nil:
+				for _, src := range v.Projected.Sources {
+					if src.ConfigMap != nil {
+						addCM(src.ConfigMap.Name, src.ConfigMap.Items)
+					}
+					if src.Secret != nil {
+						secretItems = append(secretItems, src.Secret.Items...)
+					}
+				}
+			default:
+				continue
+			}
+			d := filepath.Join(dir, vm.Name)
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			mounts[vm.MountPath] = d
+			for _, it := range items {
+				if err := os.WriteFile(filepath.Join(d, it.Path), []byte(data[it.Key]), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, it := range secretItems {
+				src, ok := secretFiles[it.Key]
+				if !ok {
+					t.Fatalf("volume %s: Secret key %s is not one the documentation makes", v.Name, it.Key)
+				}
+				b, err := os.ReadFile(src)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(d, it.Path), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if strings.HasPrefix(confPath, vm.MountPath+"/") {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("%s is not in a volume mounted into the nats container", confPath)
+	}
+	// The configuration names mounted files by their paths in the container: point them here.
+	main := filepath.Join(mounts[filepath.Dir(confPath)], filepath.Base(confPath))
+	for _, d := range mounts {
+		entries, _ := os.ReadDir(d)
+		for _, e := range entries {
+			f := filepath.Join(d, e.Name())
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := string(b)
+			for mp, td := range mounts {
+				s = strings.ReplaceAll(s, mp+"/", td+"/")
+			}
+			if err := os.WriteFile(f, []byte(s), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name" {
+			env[e.Name] = "nats-1"
+		}
+	}
+	return main, env
+}
+
+// natsOptions loads the nats container's configuration, with its includes, with the server's
+// own parser.
+func (m *manifests) natsOptions(t *testing.T, sts *appsv1.StatefulSet) *server.Options {
+	t.Helper()
+	main, env := m.natsConfDir(t, sts)
+	return natsOptionsFromFile(t, main, env)
+}
+
 // TestK8sNATS checks that the NATS StatefulSet is a JetStream cluster whose size is the
 // services' NATS_REPLICAS, as its comment and the ConfigMap's say.
 func TestK8sNATS(t *testing.T) {
@@ -720,30 +867,7 @@ func TestK8sNATS(t *testing.T) {
 	if i < 0 || i+1 >= len(c.Args) {
 		t.Fatalf("args %q do not pass --config", c.Args)
 	}
-	confPath := c.Args[i+1]
-	var confText string
-	for _, vm := range c.VolumeMounts {
-		if !strings.HasPrefix(confPath, vm.MountPath+"/") {
-			continue
-		}
-		for _, v := range sts.Spec.Template.Spec.Volumes {
-			if v.Name == vm.Name && v.ConfigMap != nil {
-				if cm := m.configMaps[v.ConfigMap.Name]; cm != nil {
-					confText = cm.Data[filepath.Base(confPath)]
-				}
-			}
-		}
-	}
-	if confText == "" {
-		t.Fatalf("%s is not a key of a ConfigMap mounted into the nats container", confPath)
-	}
-	env := map[string]string{}
-	for _, e := range c.Env {
-		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name" {
-			env[e.Name] = "nats-1"
-		}
-	}
-	opts := natsOptionsFromText(t, confText, env)
+	opts := m.natsOptions(t, sts)
 	checkJetStream(t, opts)
 	if opts.ServerName != "nats-1" {
 		t.Errorf("server_name %q; want the pod name, from the environment", opts.ServerName)
@@ -916,8 +1040,8 @@ func TestKEDA(t *testing.T) {
 				if n, err := strconv.Atoi(md["lagThreshold"]); err != nil || n <= 0 {
 					t.Errorf("lagThreshold %q is not a positive integer", md["lagThreshold"])
 				}
-				if md["account"] == "" {
-					t.Error("no account")
+				if md["accountID"] == "" {
+					t.Error("no accountID (the pipeline's account's public key: the monitoring endpoint finds an account by it)")
 				}
 			}
 			if want := stageConsumers[name]; !slices.Equal(got, want) {

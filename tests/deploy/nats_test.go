@@ -3,12 +3,13 @@ package deploy_test
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/marketpipe/marketpipe/pkg/auth"
 	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/services"
 )
 
 // natsOptions loads a NATS server configuration with the server's own parser, so a key the
@@ -83,31 +84,38 @@ func TestNATSConfCompose(t *testing.T) {
 	if len(opts.Routes) != 0 {
 		t.Errorf("the single-node configuration has %d routes", len(opts.Routes))
 	}
-	// The commented example of authentication for NATS_USER / NATS_PASSWORD.
-	text := string(readFile(t, "deploy/nats/nats.conf"))
-	var comments strings.Builder
-	for _, line := range strings.Split(text, "\n") {
-		if c, ok := strings.CutPrefix(strings.TrimSpace(line), "#"); ok {
-			comments.WriteString(c + "\n")
+	if len(opts.TrustedOperators) > 0 || len(opts.Users) > 0 {
+		t.Error("deploy/nats/nats.conf authenticates: the default compose stack is anonymous, docker-compose.auth.yml adds auth")
+	}
+}
+
+// TestNATSConfComposeAuth loads docker-compose.auth.yml's NATS configuration, with the include
+// a real `marketpipe auth init` writes next to it, in nats-server's own parser: the same
+// single-node server, with the operator, the accounts and the resolver.
+func TestNATSConfComposeAuth(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"nats.conf", "nats-auth-mode.conf"} {
+		if err := os.WriteFile(filepath.Join(dir, f), readFile(t, "deploy/nats/"+f), 0o600); err != nil {
+			t.Fatal(err)
 		}
 	}
-	for _, want := range []string{"accounts", "users", "password: $", "NATS_USER", "NATS_PASSWORD"} {
-		if !strings.Contains(comments.String(), want) {
-			t.Errorf("the commented authentication example does not mention %q", want)
-		}
+	creds := filepath.Join(t.TempDir(), "creds")
+	if _, err := auth.Init(creds, services.Identities()); err != nil {
+		t.Fatal(err)
 	}
-	// The example must itself be valid once uncommented.
-	var uncommented strings.Builder
-	for _, line := range strings.Split(text, "\n") {
-		trimmed := strings.TrimSpace(line)
-		if c, ok := strings.CutPrefix(trimmed, "# "); ok && (strings.HasPrefix(c, "accounts") || strings.HasPrefix(c, "  ") || strings.HasPrefix(c, "}") || strings.HasPrefix(c, "system_account") || strings.HasPrefix(c, "SYS")) {
-			uncommented.WriteString(c + "\n")
-			continue
-		}
-		uncommented.WriteString(line + "\n")
+	inc, err := os.ReadFile(filepath.Join(creds, auth.ServerInclude))
+	if err != nil {
+		t.Fatal(err)
 	}
-	withAuth := natsOptionsFromText(t, uncommented.String(), map[string]string{"NATS_SERVER_PASSWORD": "x", "NATS_SYS_PASSWORD": "y"})
-	if len(withAuth.Users) == 0 && len(withAuth.Accounts) == 0 {
-		t.Error("the uncommented authentication example defines no users or accounts")
+	if err := os.WriteFile(filepath.Join(dir, auth.ServerInclude), inc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts := natsOptionsFromFile(t, filepath.Join(dir, "nats-auth-mode.conf"), nil)
+	checkJetStream(t, opts)
+	if len(opts.TrustedOperators) != 1 || opts.SystemAccount == "" || opts.AccountResolver == nil {
+		t.Error("nats-auth-mode.conf does not take the operator, system account and resolver of nats-auth.conf")
+	}
+	if opts.MaxControlLine < auth.MaxControlLine {
+		t.Errorf("max_control_line %d; the identities' JWTs need %d", opts.MaxControlLine, auth.MaxControlLine)
 	}
 }
