@@ -280,7 +280,15 @@ type (
 				StartDate string `json:"startDate"`
 				EndDate   string `json:"endDate"`
 			} `json:"dateRange"`
+			HistoryPriceCurrency string `json:"historyPriceCurrency"`
+			Period               string `json:"period"`
 		} `json:"runtimeOptions"`
+		PricingSourceOptions *struct {
+			Prefer struct {
+				Mnemonic string `json:"mnemonic"`
+			} `json:"prefer"`
+			Exclusive bool `json:"exclusive"`
+		} `json:"pricingSourceOptions"`
 		Formatting *struct {
 			OutputMediaType string `json:"outputMediaType"`
 		} `json:"formatting"`
@@ -289,6 +297,10 @@ type (
 		Contains []struct {
 			IdentifierType  string `json:"identifierType"`
 			IdentifierValue string `json:"identifierValue"`
+			FieldOverrides  []struct {
+				Mnemonic string `json:"mnemonic"`
+				Override string `json:"override"`
+			} `json:"fieldOverrides"`
 		} `json:"contains"`
 	}
 	postedFieldList struct {
@@ -374,6 +386,22 @@ func (s *Server) parseRequest(body []byte) (*request, error) {
 			return nil, fmt.Errorf("universe item %d: identifierValue %q is empty or contains '|' or a line break", i, id.IdentifierValue)
 		}
 		req.spec.Securities = append(req.spec.Securities, v)
+		if len(id.FieldOverrides) > 0 {
+			if req.spec.Program != events.GetData {
+				return nil, fmt.Errorf("universe item %d: fieldOverrides are ignored on a %s; the simulator refuses them", i, p.Type)
+			}
+			if req.spec.SecurityOverrides == nil {
+				req.spec.SecurityOverrides = map[string]map[string]string{}
+			}
+			ov := map[string]string{}
+			for _, o := range id.FieldOverrides { // for duplicates, the last wins
+				ov[o.Mnemonic] = o.Override
+			}
+			req.spec.SecurityOverrides[v] = ov
+		}
+	}
+	if ps := p.PricingSourceOptions; ps != nil && ps.Prefer.Mnemonic != "" {
+		req.spec.PricingSource, req.spec.PricingSourceExclusive = ps.Prefer.Mnemonic, ps.Exclusive
 	}
 	var fl postedFieldList
 	if len(p.FieldList) > 0 {
@@ -407,6 +435,7 @@ func (s *Server) parseRequest(body []byte) (*request, error) {
 			return nil, fmt.Errorf("dateRange endDate %s is before startDate %s", dr.EndDate, dr.StartDate)
 		}
 		req.spec.Start, req.spec.End = dr.StartDate, dr.EndDate
+		req.spec.Currency, req.spec.Periodicity = p.RuntimeOptions.HistoryPriceCurrency, p.RuntimeOptions.Period
 	}
 	req.created = s.opts.Now()
 	req.runDate = obs.DateOf(req.created.UTC())
