@@ -61,3 +61,28 @@ func (s *Store) Observations(ctx context.Context, jobID string, fn func(o obs.Ob
 	}
 	return nil
 }
+
+// TableEngines returns the engine of each table of the store's database.
+func TableEngines(ctx context.Context, s *Store) (map[string]string, error) {
+	rows, err := s.conn.Query(ctx, "SELECT name, engine FROM system.tables WHERE database = ?", s.cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	engines := map[string]string{}
+	for rows.Next() {
+		var name, engine string
+		if err := rows.Scan(&name, &engine); err != nil {
+			return nil, err
+		}
+		engines[name] = engine
+	}
+	return engines, rows.Err()
+}
+
+// CommitCount counts the committed runs.
+func CommitCount(ctx context.Context, s *Store) (uint64, error) {
+	var n uint64
+	err := s.conn.QueryRow(ctx, "SELECT count() FROM (SELECT DISTINCT version FROM "+s.table("commits")+")").Scan(&n)
+	return n, err
+}
