@@ -86,3 +86,9 @@ func CommitCount(ctx context.Context, s *Store) (uint64, error) {
 	err := s.conn.QueryRow(ctx, "SELECT count() FROM (SELECT DISTINCT version FROM "+s.table("commits")+")").Scan(&n)
 	return n, err
 }
+
+// CountSum counts a table's rows and sums their value_num.
+func CountSum(ctx context.Context, s *Store, table string) (n uint64, sum float64, err error) {
+	err = s.conn.QueryRow(ctx, "SELECT count(), sum(assumeNotNull(value_num)) FROM "+s.table(table)).Scan(&n, &sum)
+	return n, sum, err
+}

@@ -26,6 +26,9 @@ import (
 // as the loader's redelivery retries them) while one replica is killed and later restarted;
 // both must end with exactly the expected observations_current.
 func TestReplicatedLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts ZooKeeper and two ClickHouse servers (about 12 s); not with -short")
+	}
 	bin := chtest.Binary(t)
 	if _, err := zkserver.Find(); err != nil {
 		if chtest.Required() {
@@ -100,6 +103,9 @@ func TestReplicatedLoad(t *testing.T) {
 			if engines[table] != "ReplicatedReplacingMergeTree" {
 				t.Errorf("replica %d: %s's engine is %q, want ReplicatedReplacingMergeTree", i+1, table, engines[table])
 			}
+		}
+		if engines["observations_distributed"] != "Distributed" {
+			t.Errorf("replica %d: observations_distributed is %q, want a Distributed table", i+1, engines["observations_distributed"])
 		}
 		if engines["observations_current"] != "View" {
 			t.Errorf("replica %d: observations_current is %q, want a View", i+1, engines["observations_current"])
@@ -218,6 +224,15 @@ func TestReplicatedLoad(t *testing.T) {
 				t.Fatalf("replica %d: %d rows, want %d, not converged (last error %v)", i+1, len(got), len(want), err)
 			case <-time.After(200 * time.Millisecond):
 			}
+		}
+		// The Distributed table gives the same rows, from whichever replica answers.
+		var wantSum float64
+		for _, v := range want {
+			wantSum += v
+		}
+		if n, sum, err := chstore.CountSum(ctx, s, "observations_distributed"); err != nil || n != uint64(len(want)) || sum != wantSum {
+			t.Errorf("replica %d: observations_distributed has %d rows summing to %v, %v; want %d summing to %v",
+				i+1, n, sum, err, len(want), wantSum)
 		}
 		n, err := chstore.CommitCount(ctx, s)
 		if err != nil || n != jobs {

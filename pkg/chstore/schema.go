@@ -117,6 +117,15 @@ var currentSchema = []string{
 	"CREATE VIEW IF NOT EXISTS {db}.observations_current AS " + CurrentSQL("{db}", Filter{}),
 }
 
+// distributedView is what a replicated database (Config.Cluster) has besides currentSchema:
+// observations_distributed, a Distributed table over every server's observations_current that
+// readers of any server of the cluster may query, one replica of each shard answering. The
+// loader writes only to the shard of the server it connects to, so a cluster of one shard is
+// what this is for; there it gives the same rows as observations_current on a replica that is
+// not behind. {cluster} and {database} are filled by ddl.
+const distributedView = "CREATE TABLE IF NOT EXISTS {db}.observations_distributed AS {db}.observations_current " +
+	"ENGINE = Distributed({cluster}, {database}, observations_current)"
+
 // migration is one numbered upgrade of a database made by an earlier release. Its steps must be
 // safe to run again after a failure halfway. ClickHouse has no transactions or locks to stop two
 // processes migrating at once: a migration that copies tables (manual) runs only from
@@ -208,7 +217,11 @@ func (s *Store) migrate(ctx context.Context, manual bool) error {
 		}
 		if !legacy {
 			// A new database: the current schema in one step.
-			for _, stmt := range currentSchema {
+			schema := currentSchema
+			if s.cfg.Cluster != "" {
+				schema = append(schema[:len(schema):len(schema)], distributedView)
+			}
+			for _, stmt := range schema {
 				if err := s.exec(ctx, s.ddl(stmt), codeTableAlreadyExists); err != nil {
 					return fmt.Errorf("migrate: create schema: %w", err)
 				}
@@ -431,7 +444,7 @@ func (s *Store) ddl(stmt string) string {
 			return "ENGINE = ReplicatedReplacingMergeTree(" + args + ")"
 		})
 	}
-	return strings.ReplaceAll(stmt, "{db}", s.db)
+	return strings.NewReplacer("{db}", s.db, "{cluster}", s.cfg.Cluster, "{database}", s.cfg.Database).Replace(stmt)
 }
 
 // exec runs DDL, treating the given exception codes as success: concurrent CREATE ... IF NOT
