@@ -8,7 +8,8 @@
 // binary that reads an 18.16-style config.xml works.
 //
 // The generated configuration is deliberately small: no query or part log, no example
-// clusters, no dictionaries, no interserver port, small caches. That keeps the server's start
+// clusters, no dictionaries, no interserver port (unless Options.Replication makes the server
+// a replica), small caches. That keeps the server's start
 // (exec to first ping) around 0.1 s and its footprint small enough to run one per test package.
 package chserver
 
@@ -584,8 +585,8 @@ func xmlEscape(s string) string {
 // configXML is the server configuration, found by trimming the Debian package's
 // /etc/clickhouse-server/config.xml to what 18.16 needs. Left out on purpose: query_log and
 // part_log (system tables that cost start time and disk), remote_servers examples, zookeeper,
-// dictionaries, graphite, the interserver port (no replication here, and one port fewer to
-// clash) and openSSL (no TLS ports). The caches are small because tests and laptops run
+// dictionaries, graphite, the interserver port (only Options.Replication adds it, with
+// remote_servers, macros and zookeeper) and openSSL (only Options.TLS adds it). The caches are small because tests and laptops run
 // several servers. The root element is <yandex>, which current ClickHouse still accepts.
 const configXML = `<?xml version="1.0"?>
 <!-- Written by marketpipe's chserver; rewritten on every start. -->

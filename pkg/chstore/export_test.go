@@ -92,3 +92,13 @@ func CountSum(ctx context.Context, s *Store, table string) (n uint64, sum float6
 	err = s.conn.QueryRow(ctx, "SELECT count(), sum(assumeNotNull(value_num)) FROM "+s.table(table)).Scan(&n, &sum)
 	return n, sum, err
 }
+
+// ClusterDDL returns the statements Migrate runs for a new database under Config.Cluster.
+func ClusterDDL(cluster, database string) []string {
+	s := &Store{cfg: Config{Cluster: cluster, Database: database}, db: "`" + database + "`"}
+	var out []string
+	for _, stmt := range append(currentSchema[:len(currentSchema):len(currentSchema)], distributedView) {
+		out = append(out, s.ddl(stmt))
+	}
+	return out
+}
