@@ -24,7 +24,7 @@ func openStore(ctx context.Context, cfg config.Config) (*chstore.Store, error) {
 	}
 	return chstore.Open(ctx, chstore.Config{Addr: cfg.ClickHouse.Addr, Database: cfg.ClickHouse.Database,
 		User: cfg.ClickHouse.User, Password: cfg.ClickHouse.Password, DialTimeout: 5 * time.Second,
-		NoCompression: cfg.ClickHouse.Compression == "none", TLS: tc})
+		NoCompression: cfg.ClickHouse.Compression == "none", TLS: tc, Cluster: cfg.ClickHouse.Cluster})
 }
 
 func newMigrateCmd(lookup config.Lookup) *cobra.Command {

@@ -10,7 +10,7 @@
 // The client speaks protocol revision 54213 (that of ClickHouse 1.1.54213, which
 // clickhouse-go v1 speaks too). A server answers a client in the client's revision, so at this
 // revision no packet carries a field this package does not know: no server logs, no
-// table-column metadata, no profile events, settings in the old binary form (none are sent).
+// table-column metadata, no profile events, settings in the old binary form (integer ones only, Config.Settings).
 // Its tests run against 18.16, the server this project's tests have; current releases still
 // serve clients of old revisions, but none was at hand to run them against.
 //
@@ -82,6 +82,17 @@ type Config struct {
 	NoCompression bool
 	// TLS, when set, wraps the connection in TLS (the server's tcp_port_secure).
 	TLS *tls.Config
+	// Settings are sent with every INSERT. Only settings whose values are integers (UInt64,
+	// Bool, Milliseconds, Seconds: insert_quorum, insert_quorum_timeout) can be: at this
+	// revision a setting travels as its name and its value in the setting's own binary form,
+	// which for those is a varint.
+	Settings []Setting
+}
+
+// Setting is a server setting of an integer value (Config.Settings).
+type Setting struct {
+	Name  string
+	Value uint64
 }
 
 func (c *Config) defaults() {
@@ -294,7 +305,11 @@ func (c *Conn) Insert(ctx context.Context, query string, cols []Column) (*Insert
 	if c.rev >= revQuotaKey {
 		b = AppendString(b, "") // quota key
 	}
-	b = AppendString(b, "")        // settings: none
+	for _, st := range c.cfg.Settings {
+		b = AppendString(b, st.Name)
+		b = binary.AppendUvarint(b, st.Value)
+	}
+	b = AppendString(b, "")        // end of the settings
 	b = binary.AppendUvarint(b, 2) // stage: complete
 	b = binary.AppendUvarint(b, compressionFlag(c.cfg.NoCompression))
 	b = AppendString(b, query)

@@ -402,3 +402,47 @@ func TestSilentServer(t *testing.T) {
 		t.Fatalf("err = %v, want one wrapping context.Canceled", err)
 	}
 }
+
+// TestInsertSettings checks that Config.Settings reach the server, names and values: an
+// unknown one is refused, a memory limit of one byte fails the INSERT, and one that changes
+// nothing here lets it through.
+func TestInsertSettings(t *testing.T) {
+	_, cfg, _ := table(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rows := []row{{"a", 1, nil, 1, 1, 1}}
+	insert := func(settings ...Setting) error {
+		c := cfg
+		c.Settings = settings
+		conn, err := Dial(ctx, c)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		ins, err := conn.Insert(ctx, "INSERT INTO t (s, d, n, k, v, t) VALUES", testCols)
+		if err != nil {
+			return err
+		}
+		if err := ins.WriteBlock(ctx, len(rows), values(rows)); err != nil {
+			return err
+		}
+		return ins.Finish(ctx)
+	}
+	for _, tc := range []struct {
+		settings []Setting
+		code     int32 // 0: no error
+	}{
+		{[]Setting{{"no_such_setting", 1}}, 115},                              // UNKNOWN_SETTING
+		{[]Setting{{"max_memory_usage", 1}}, 241},                             // MEMORY_LIMIT_EXCEEDED
+		{[]Setting{{"insert_quorum", 1}, {"insert_quorum_timeout", 5000}}, 0}, // ignored by MergeTree
+	} {
+		err := insert(tc.settings...)
+		var ex *Exception
+		switch {
+		case tc.code == 0 && err != nil:
+			t.Errorf("%v: %v", tc.settings, err)
+		case tc.code != 0 && (!errors.As(err, &ex) || ex.Code != tc.code):
+			t.Errorf("%v: err = %v, want exception %d", tc.settings, err, tc.code)
+		}
+	}
+}

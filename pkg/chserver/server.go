@@ -8,7 +8,8 @@
 // binary that reads an 18.16-style config.xml works.
 //
 // The generated configuration is deliberately small: no query or part log, no example
-// clusters, no dictionaries, no interserver port, small caches. That keeps the server's start
+// clusters, no dictionaries, no interserver port (unless Options.Replication makes the server
+// a replica), small caches. That keeps the server's start
 // (exec to first ping) around 0.1 s and its footprint small enough to run one per test package.
 package chserver
 
@@ -76,7 +77,51 @@ type Options struct {
 	// UsersXML, when set, is the server's users.xml (users, profiles, quotas) instead of one
 	// whose default user has no password and is reachable from loopback only.
 	UsersXML string
+	// Replication, when set, makes the server a replica: a cluster in remote_servers, the
+	// {shard} and {replica} macros, ZooKeeper, distributed DDL (ON CLUSTER) and an
+	// interserver HTTP port on which the other replicas fetch its parts.
+	Replication *Replication
 }
+
+// Replication is a server's part in a replicated cluster (Options.Replication).
+type Replication struct {
+	// Cluster names the cluster in remote_servers; Shards lists each shard's replicas as
+	// native-protocol host:port, this server among them (a server knows itself in a cluster
+	// by its address and tcp port).
+	Cluster string
+	Shards  [][]string
+	// Shard and Replica are the values of the {shard} and {replica} macros.
+	Shard, Replica string
+	// ZooKeeper lists the ZooKeeper servers, host:port. SessionTimeout is the ZooKeeper
+	// session's (the server's default is 30 s): how long the others take to see this server
+	// gone after a crash.
+	ZooKeeper      []string
+	SessionTimeout time.Duration
+	// InterserverPort is the interserver HTTP port (on 127.0.0.1); 0 picks a free one. Keep
+	// it across restarts: the others fetch parts from the address this server registered.
+	InterserverPort int
+}
+
+// replicationXML is the configuration of Options.Replication; {cluster}, {zookeeper} and
+// {shards} are filled with elements.
+const replicationXML = `    <interserver_http_host>127.0.0.1</interserver_http_host>
+    <interserver_http_port>{interserver}</interserver_http_port>
+    <remote_servers>
+        <{cluster}>
+{shards}        </{cluster}>
+    </remote_servers>
+    <macros>
+        <shard>{shard}</shard>
+        <replica>{replica}</replica>
+    </macros>
+    <zookeeper>
+{zookeeper}        <session_timeout_ms>{session}</session_timeout_ms>
+    </zookeeper>
+    <distributed_ddl>
+        <path>/clickhouse/task_queue/ddl</path>
+    </distributed_ddl>
+</yandex>
+`
 
 // TLS is the secure native port of a server (Options.TLS).
 type TLS struct {
@@ -176,7 +221,13 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 // choosePorts fills the ports left at 0 in o with free ones.
 func (s *Server) choosePorts(o Options) error {
 	s.opts.TCPPort, s.opts.HTTPPort = o.TCPPort, o.HTTPPort
-	for _, p := range []*int{&s.opts.TCPPort, &s.opts.HTTPPort} {
+	ports := []*int{&s.opts.TCPPort, &s.opts.HTTPPort}
+	if o.Replication != nil {
+		r := *o.Replication
+		s.opts.Replication = &r
+		ports = append(ports, &r.InterserverPort)
+	}
+	for _, p := range ports {
 		if *p != 0 {
 			continue
 		}
@@ -188,6 +239,11 @@ func (s *Server) choosePorts(o Options) error {
 	}
 	return nil
 }
+
+// FreePort asks the kernel for a free port on the loopback interface, for ports that must be
+// known before a server starts (a cluster's replicas name each other's). The port is free only
+// for now.
+func FreePort() (int, error) { return freePort() }
 
 // freePort asks the kernel for a free port on the loopback interface. The port is free only
 // for now; Start retries if it is taken before the server binds it.
@@ -477,6 +533,36 @@ func writeConfig(o Options) error {
 		"{users}", f("users.xml"),
 		"{timezone}", xmlEscape(cmp.Or(o.Timezone, "UTC")),
 	).Replace(configXML)
+	if r := o.Replication; r != nil {
+		var shards, zk strings.Builder
+		for _, replicas := range r.Shards {
+			shards.WriteString("            <shard>\n                <internal_replication>true</internal_replication>\n")
+			for _, addr := range replicas {
+				host, port, err := net.SplitHostPort(addr)
+				if err != nil {
+					return fmt.Errorf("write config: replica %q: %w", addr, err)
+				}
+				fmt.Fprintf(&shards, "                <replica><host>%s</host><port>%s</port></replica>\n", xmlEscape(host), xmlEscape(port))
+			}
+			shards.WriteString("            </shard>\n")
+		}
+		for _, addr := range r.ZooKeeper {
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return fmt.Errorf("write config: zookeeper %q: %w", addr, err)
+			}
+			fmt.Fprintf(&zk, "        <node><host>%s</host><port>%s</port></node>\n", xmlEscape(host), xmlEscape(port))
+		}
+		session := r.SessionTimeout
+		if session <= 0 {
+			session = 30 * time.Second
+		}
+		config = strings.Replace(config, "</yandex>\n", strings.NewReplacer(
+			"{interserver}", strconv.Itoa(r.InterserverPort), "{cluster}", xmlEscape(r.Cluster),
+			"{shards}", shards.String(), "{shard}", xmlEscape(r.Shard), "{replica}", xmlEscape(r.Replica),
+			"{zookeeper}", zk.String(), "{session}", strconv.FormatInt(session.Milliseconds(), 10),
+		).Replace(replicationXML), 1)
+	}
 	if o.TLS != nil {
 		config = strings.Replace(config, "</yandex>\n", strings.NewReplacer("{port}", strconv.Itoa(o.TLS.Port),
 			"{cert}", xmlEscape(o.TLS.CertFile), "{key}", xmlEscape(o.TLS.KeyFile)).Replace(secureXML), 1)
@@ -499,8 +585,8 @@ func xmlEscape(s string) string {
 // configXML is the server configuration, found by trimming the Debian package's
 // /etc/clickhouse-server/config.xml to what 18.16 needs. Left out on purpose: query_log and
 // part_log (system tables that cost start time and disk), remote_servers examples, zookeeper,
-// dictionaries, graphite, the interserver port (no replication here, and one port fewer to
-// clash) and openSSL (no TLS ports). The caches are small because tests and laptops run
+// dictionaries, graphite, the interserver port (only Options.Replication adds it, with
+// remote_servers, macros and zookeeper) and openSSL (only Options.TLS adds it). The caches are small because tests and laptops run
 // several servers. The root element is <yandex>, which current ClickHouse still accepts.
 const configXML = `<?xml version="1.0"?>
 <!-- Written by marketpipe's chserver; rewritten on every start. -->

@@ -61,3 +61,44 @@ func (s *Store) Observations(ctx context.Context, jobID string, fn func(o obs.Ob
 	}
 	return nil
 }
+
+// TableEngines returns the engine of each table of the store's database.
+func TableEngines(ctx context.Context, s *Store) (map[string]string, error) {
+	rows, err := s.conn.Query(ctx, "SELECT name, engine FROM system.tables WHERE database = ?", s.cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	engines := map[string]string{}
+	for rows.Next() {
+		var name, engine string
+		if err := rows.Scan(&name, &engine); err != nil {
+			return nil, err
+		}
+		engines[name] = engine
+	}
+	return engines, rows.Err()
+}
+
+// CommitCount counts the committed runs.
+func CommitCount(ctx context.Context, s *Store) (uint64, error) {
+	var n uint64
+	err := s.conn.QueryRow(ctx, "SELECT count() FROM (SELECT DISTINCT version FROM "+s.table("commits")+")").Scan(&n)
+	return n, err
+}
+
+// CountSum counts a table's rows and sums their value_num.
+func CountSum(ctx context.Context, s *Store, table string) (n uint64, sum float64, err error) {
+	err = s.conn.QueryRow(ctx, "SELECT count(), sum(assumeNotNull(value_num)) FROM "+s.table(table)).Scan(&n, &sum)
+	return n, sum, err
+}
+
+// ClusterDDL returns the statements Migrate runs for a new database under Config.Cluster.
+func ClusterDDL(cluster, database string) []string {
+	s := &Store{cfg: Config{Cluster: cluster, Database: database}, db: "`" + database + "`"}
+	var out []string
+	for _, stmt := range append(currentSchema[:len(currentSchema):len(currentSchema)], distributedView) {
+		out = append(out, s.ddl(stmt))
+	}
+	return out
+}

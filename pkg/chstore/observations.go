@@ -139,6 +139,8 @@ func dateError(b *Batch, o obs.Observation) error {
 // The INSERT is started with the first observation: a source of rejects only sends none. The
 // rejects of every batch are added to rej.
 func (s *Store) insertObservations(ctx context.Context, src BatchSource, now time.Time, rej *rejectColumns) (int, error) {
+	ctx, done := s.quorumInsert(ctx, "observations")
+	defer done()
 	var sink obsSink
 	if s.cfg.DriverInserts {
 		sink = &driverSink{s: s, now: now}
@@ -383,6 +385,8 @@ const blockRows = 50_000
 // sendColumns runs one INSERT of whole columns, sent in blocks of blockRows. The column list
 // is named: 18.16 answers an INSERT without one with a block of no columns.
 func (s *Store) sendColumns(ctx context.Context, table, names string, columns []any) error {
+	ctx, done := s.quorumInsert(ctx, table)
+	defer done()
 	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table(table)+" ("+names+")")
 	if err != nil {
 		return fmt.Errorf("prepare: %w", err)

@@ -122,6 +122,8 @@ func (s *Store) Query(ctx context.Context, f Filter, fn func(*Row) error) error 
 // Commit makes a run's rows visible to readers: call it once every row of the run is
 // inserted. Committing a run twice is harmless.
 func (s *Store) Commit(ctx context.Context, jobID string, version uint64, at time.Time) error {
+	ctx, done := s.quorumInsert(ctx, "commits")
+	defer done()
 	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.table("commits")+" (job_id, version, committed_at, committed_ns)")
 	if err != nil {
 		return fmt.Errorf("commit run %s: %w", jobID, err)

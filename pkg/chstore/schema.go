@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -116,6 +117,15 @@ var currentSchema = []string{
 	"CREATE VIEW IF NOT EXISTS {db}.observations_current AS " + CurrentSQL("{db}", Filter{}),
 }
 
+// distributedView is what a replicated database (Config.Cluster) has besides currentSchema:
+// observations_distributed, a Distributed table over every server's observations_current that
+// readers of any server of the cluster may query, one replica of each shard answering. The
+// loader writes only to the shard of the server it connects to, so a cluster of one shard is
+// what this is for; there it gives the same rows as observations_current on a replica that is
+// not behind. {cluster} and {database} are filled by ddl.
+const distributedView = "CREATE TABLE IF NOT EXISTS {db}.observations_distributed AS {db}.observations_current " +
+	"ENGINE = Distributed({cluster}, {database}, observations_current)"
+
 // migration is one numbered upgrade of a database made by an earlier release. Its steps must be
 // safe to run again after a failure halfway. ClickHouse has no transactions or locks to stop two
 // processes migrating at once: a migration that copies tables (manual) runs only from
@@ -152,7 +162,7 @@ func addJobColumns(ctx context.Context, s *Store) error {
 		if n > 0 {
 			continue
 		}
-		if err := s.exec(ctx, "ALTER TABLE "+s.table("jobs")+" ADD COLUMN "+c[0]+" "+c[1], codeDuplicateColumn); err != nil {
+		if err := s.exec(ctx, s.ddl("ALTER TABLE {db}.jobs ADD COLUMN "+c[0]+" "+c[1]), codeDuplicateColumn); err != nil {
 			return fmt.Errorf("add jobs.%s: %w", c[0], err)
 		}
 	}
@@ -177,15 +187,15 @@ func (s *Store) Migrate(ctx context.Context) error { return s.migrate(ctx, true)
 func (s *Store) MigrateAtStart(ctx context.Context) error { return s.migrate(ctx, false) }
 
 func (s *Store) migrate(ctx context.Context, manual bool) error {
-	if err := s.exec(ctx, "CREATE DATABASE IF NOT EXISTS "+s.db, codeDatabaseAlreadyExists); err != nil {
+	if err := s.exec(ctx, s.ddl("CREATE DATABASE IF NOT EXISTS {db}"), codeDatabaseAlreadyExists); err != nil {
 		return fmt.Errorf("migrate: create database %s: %w", s.cfg.Database, err)
 	}
-	if err := s.exec(ctx, `CREATE TABLE IF NOT EXISTS `+s.table("schema_migrations")+` (
+	if err := s.exec(ctx, s.ddl(`CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
 			version    UInt32,
 			name       String,
 			applied_at DateTime
 		) ENGINE = ReplacingMergeTree
-		ORDER BY version`, codeTableAlreadyExists); err != nil {
+		ORDER BY version`), codeTableAlreadyExists); err != nil {
 		return fmt.Errorf("migrate: create schema_migrations: %w", err)
 	}
 	applied, err := s.appliedMigrations(ctx)
@@ -207,8 +217,12 @@ func (s *Store) migrate(ctx context.Context, manual bool) error {
 		}
 		if !legacy {
 			// A new database: the current schema in one step.
-			for _, stmt := range currentSchema {
-				if err := s.exec(ctx, strings.ReplaceAll(stmt, "{db}", s.db), codeTableAlreadyExists); err != nil {
+			schema := currentSchema
+			if s.cfg.Cluster != "" {
+				schema = append(schema[:len(schema):len(schema)], distributedView)
+			}
+			for _, stmt := range schema {
+				if err := s.exec(ctx, s.ddl(stmt), codeTableAlreadyExists); err != nil {
 					return fmt.Errorf("migrate: create schema: %w", err)
 				}
 			}
@@ -220,11 +234,17 @@ func (s *Store) migrate(ctx context.Context, manual bool) error {
 			return nil
 		}
 		// Tables without a record: made by schema 1 before it recorded itself.
+		if s.cfg.Cluster != "" {
+			return errors.New("migrate: the observations table is schema 1's, from before replication; upgrade it without CLICKHOUSE_CLUSTER first")
+		}
 		applied[1] = true
 	}
 	for _, m := range migrations {
 		if applied[m.version] {
 			continue
+		}
+		if m.manual && s.cfg.Cluster != "" {
+			return fmt.Errorf("migrate: schema %d (%s) copies tables, which is not done ON CLUSTER: upgrade without CLICKHOUSE_CLUSTER first", m.version, m.name)
 		}
 		if m.manual && !manual {
 			return fmt.Errorf("migrate: schema %d (%s): %w", m.version, m.name, ErrManualMigration)
@@ -398,6 +418,33 @@ func (s *Store) appliedMigrations(ctx context.Context) (map[uint32]bool, error) 
 		return nil, fmt.Errorf("read schema_migrations: %w", err)
 	}
 	return applied, nil
+}
+
+// ddlHead is the part of a DDL statement that ON CLUSTER follows; ddlEngine a table's engine.
+var (
+	ddlHead   = regexp.MustCompile(`^(CREATE (?:TABLE|VIEW|DATABASE) IF NOT EXISTS|ALTER TABLE) \{db\}(?:\.([A-Za-z_]+))?`)
+	ddlEngine = regexp.MustCompile(`ENGINE = ReplacingMergeTree(?:\(([a-z_]+)\))?`)
+)
+
+// ddl returns a statement of this file for the store's database: {db} replaced and, under
+// Config.Cluster, run ON CLUSTER with each table's engine replicated, its ZooKeeper path
+// /clickhouse/tables/{shard}/<database>/<table> and its replica {replica}: the server's macros.
+func (s *Store) ddl(stmt string) string {
+	if s.cfg.Cluster != "" {
+		table := ""
+		if m := ddlHead.FindStringSubmatch(stmt); m != nil {
+			table = m[2]
+			stmt = m[0] + " ON CLUSTER `" + s.cfg.Cluster + "`" + stmt[len(m[0]):]
+		}
+		stmt = ddlEngine.ReplaceAllStringFunc(stmt, func(e string) string {
+			args := "'/clickhouse/tables/{shard}/" + s.cfg.Database + "/" + table + "', '{replica}'"
+			if v := ddlEngine.FindStringSubmatch(e)[1]; v != "" {
+				args += ", " + v
+			}
+			return "ENGINE = ReplicatedReplacingMergeTree(" + args + ")"
+		})
+	}
+	return strings.NewReplacer("{db}", s.db, "{cluster}", s.cfg.Cluster, "{database}", s.cfg.Database).Replace(stmt)
 }
 
 // exec runs DDL, treating the given exception codes as success: concurrent CREATE ... IF NOT

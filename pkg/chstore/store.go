@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -68,7 +69,25 @@ type Config struct {
 	DriverInserts bool
 	// TLS, when set, is the native protocol's TLS (CLICKHOUSE_SECURE, TLSConfig).
 	TLS *tls.Config
+	// Cluster (CLICKHOUSE_CLUSTER), when set, names the cluster of the server's remote_servers
+	// whose every server holds the tables: Migrate creates them ON CLUSTER as
+	// Replicated*MergeTree, and the loader's INSERTs of observations, rejects and commits wait
+	// until InsertQuorum replicas have them (docs/clickhouse-replication.md).
+	Cluster string
+	// QuorumTimeout bounds how long such an INSERT waits for its quorum (insert_quorum_timeout;
+	// 0 means DefaultQuorumTimeout). On timeout the rows may be written or not: the INSERT
+	// fails and is retried, which the tables make harmless.
+	QuorumTimeout time.Duration
 }
+
+// InsertQuorum is how many replicas must have written an INSERT of observations, rejects or
+// commits before the server acknowledges it, under Config.Cluster: the loader acknowledges a
+// batch only then, so the loss of one replica loses nothing acknowledged. A shard therefore
+// needs two replicas up to load.
+const InsertQuorum = 2
+
+// DefaultQuorumTimeout is Config.QuorumTimeout's default (the server's is 10 minutes).
+const DefaultQuorumTimeout = time.Minute
 
 // TLSConfig is the TLS of CLICKHOUSE_SECURE=true: the server's certificate verified against
 // caFile's certificates, or the system's roots when caFile is empty. Nil when secure is false.
@@ -103,6 +122,9 @@ func (c Config) String() string {
 // the name is written into SQL, so it is checked rather than escaped.
 var ErrInvalidDatabase = errors.New("invalid database name: want letters, digits and _, not starting with a digit")
 
+// ErrInvalidCluster is returned by Open for a cluster name that is not a plain identifier.
+var ErrInvalidCluster = errors.New("invalid cluster name: want letters, digits and _, not starting with a digit")
+
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // Store is a connection pool to ClickHouse and the queries marketpipe runs there. It is safe
@@ -113,6 +135,10 @@ type Store struct {
 	blocks  *chinsert.Pool // connections for observation INSERTs
 	db      string         // quoted database name, for SQL
 	version Version
+	// quorum serializes a table's quorum INSERTs (Config.Cluster) on servers older than 20.10,
+	// which refuse a quorum INSERT into a table while the previous one waits for its quorum
+	// (UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE); nil otherwise.
+	quorum map[string]*sync.Mutex
 }
 
 // Open connects to ClickHouse and pings it. The database need not exist yet (Migrate creates
@@ -133,8 +159,19 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.MaxOpenConns <= 0 {
 		cfg.MaxOpenConns = DefaultMaxOpenConns
 	}
+	if cfg.QuorumTimeout <= 0 {
+		cfg.QuorumTimeout = DefaultQuorumTimeout
+	}
 	if !identifier.MatchString(cfg.Database) {
 		return nil, fmt.Errorf("open clickhouse %s: %q: %w", cfg.Addr, cfg.Database, ErrInvalidDatabase)
+	}
+	if cfg.Cluster != "" && !identifier.MatchString(cfg.Cluster) {
+		return nil, fmt.Errorf("open clickhouse %s: cluster %q: %w", cfg.Addr, cfg.Cluster, ErrInvalidCluster)
+	}
+	var blockSettings []chinsert.Setting
+	if cfg.Cluster != "" {
+		blockSettings = []chinsert.Setting{{Name: "insert_quorum", Value: InsertQuorum},
+			{Name: "insert_quorum_timeout", Value: uint64(cfg.QuorumTimeout.Milliseconds())}}
 	}
 	opts := &clickhouse.Options{
 		Protocol:     clickhouse.Native,
@@ -164,7 +201,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s := &Store{cfg: cfg, conn: conn, db: "`" + cfg.Database + "`",
 		blocks: chinsert.NewPool(chinsert.Config{Addr: cfg.Addr, Database: cfg.Database, User: cfg.User,
 			Password: cfg.Password, DialTimeout: cfg.DialTimeout, ReadTimeout: DefaultReadTimeout, NoCompression: cfg.NoCompression,
-			TLS: cfg.TLS}, cfg.MaxOpenConns)}
+			TLS: cfg.TLS, Settings: blockSettings}, cfg.MaxOpenConns)}
 	if err := s.Ping(ctx); err != nil {
 		conn.Close()
 		return nil, err
@@ -175,7 +212,27 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("open clickhouse %s: server version: %w", cfg.Addr, err)
 	}
 	s.version = Version{Major: sv.Version.Major, Minor: sv.Version.Minor, Patch: sv.Version.Patch}
+	if cfg.Cluster != "" && !s.version.AtLeast(20, 10) {
+		s.quorum = map[string]*sync.Mutex{"observations": {}, "rejects": {}, "commits": {}}
+	}
 	return s, nil
+}
+
+// quorumInsert prepares an INSERT into table: under Config.Cluster, ctx carries the quorum
+// settings for clickhouse-go, and the table's lock is taken where the server needs it (see
+// Store.quorum); call the returned function when the INSERT has ended.
+func (s *Store) quorumInsert(ctx context.Context, table string) (context.Context, func()) {
+	if s.cfg.Cluster == "" {
+		return ctx, func() {}
+	}
+	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
+		"insert_quorum": InsertQuorum, "insert_quorum_timeout": int(s.cfg.QuorumTimeout.Milliseconds())}))
+	mu := s.quorum[table]
+	if mu == nil {
+		return ctx, func() {}
+	}
+	mu.Lock()
+	return ctx, mu.Unlock
 }
 
 // Close closes the connections.

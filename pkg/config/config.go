@@ -47,7 +47,10 @@ type ClickHouse struct {
 	// which saves both sides the CPU of LZ4 when the server is on the same host.
 	// Secure is CLICKHOUSE_SECURE: the native protocol over TLS (the server's tcp_port_secure),
 	// verified against the system's roots or CLICKHOUSE_CA.
-	Secure      string `env:"CLICKHOUSE_SECURE,lower" default:"false" oneof:"true false" help:"true: talk to ClickHouse over TLS (the server's tcp_port_secure, 9440 by default; CLICKHOUSE_ADDR must name it), verifying its certificate"`
+	Secure string `env:"CLICKHOUSE_SECURE,lower" default:"false" oneof:"true false" help:"true: talk to ClickHouse over TLS (the server's tcp_port_secure, 9440 by default; CLICKHOUSE_ADDR must name it), verifying its certificate"`
+	// Cluster is CLICKHOUSE_CLUSTER: replicated tables on that cluster of the server's
+	// remote_servers (chstore.Config.Cluster).
+	Cluster     string "env:\"CLICKHOUSE_CLUSTER\" help:\"replicated ClickHouse: the cluster (in the servers' remote_servers) that `migrate` creates Replicated tables on, ON CLUSTER; the loader's INSERTs then wait for 2 replicas (docs/clickhouse-replication.md)\""
 	CA          string `env:"CLICKHOUSE_CA" help:"ClickHouse TLS: CA certificate file to verify the server with (default: the system's roots)"`
 	Compression string "env:\"CLICKHOUSE_COMPRESSION,lower\" default:\"lz4\" oneof:\"lz4 none\" shown:\"lz4 (none under `dev` when ClickHouse is on a loopback address)\" help:\"how INSERT blocks travel: `lz4`, or `none` for a server on the same host (saves both sides LZ4's CPU, for more bytes on the wire)\""
 }

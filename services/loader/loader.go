@@ -294,7 +294,7 @@ func OpenStore(ctx context.Context, env *service.Env, driverInserts, migrate boo
 	for attempt := uint64(1); ; attempt++ {
 		store, err = chstore.Open(ctx, chstore.Config{Addr: c.Addr, Database: c.Database, User: c.User,
 			Password: c.Password, DialTimeout: 5 * time.Second, DriverInserts: driverInserts,
-			NoCompression: c.Compression == "none", TLS: tc})
+			NoCompression: c.Compression == "none", TLS: tc, Cluster: c.Cluster})
 		if err == nil {
 			if migrate {
 				err = store.MigrateAtStart(ctx)
