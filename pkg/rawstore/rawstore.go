@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"time"
 
 	"github.com/klauspost/readahead"
 	"github.com/nats-io/nats.go"
@@ -226,9 +227,10 @@ func (s *Store) Put(ctx context.Context, key string, meta Meta, r io.Reader) (*I
 
 // File is a stored file open for reading.
 type File struct {
-	Info *Info
-	r    io.Reader
-	obj  io.Closer
+	Info   *Info
+	r      io.Reader
+	obj    io.Closer
+	cancel context.CancelFunc // ends the object's read (getObject); nil: none
 }
 
 // Read returns the file's next bytes, decoded; at its end, an error if the file is not of the
@@ -236,33 +238,77 @@ type File struct {
 func (f *File) Read(p []byte) (int, error) { return f.r.Read(p) }
 
 // Close stops reading the object.
-func (f *File) Close() error { return f.obj.Close() }
+func (f *File) Close() error {
+	err := f.obj.Close()
+	if f.cancel != nil {
+		f.cancel()
+	}
+	return err
+}
+
+// OpenTimeout bounds how long opening a stored file may take (not reading it): in a cluster
+// whose object-store stream lost its leader, nats.go's Get was seen waiting for minutes; an
+// error instead lets the stage retry the delivery once the stream has a leader again.
+var OpenTimeout = 30 * time.Second
+
+// getObject is Get, given at most OpenTimeout to answer; the object's reading stays bounded by
+// ctx only, and the returned cancel ends it.
+func (s *Store) getObject(ctx context.Context, key string) (jetstream.ObjectResult, context.CancelFunc, error) {
+	rctx, cancel := context.WithCancel(ctx)
+	type got struct {
+		o   jetstream.ObjectResult
+		err error
+	}
+	done := make(chan got, 1)
+	go func() {
+		o, err := s.objects().Get(rctx, key)
+		done <- got{o, err}
+	}()
+	t := time.NewTimer(OpenTimeout)
+	defer t.Stop()
+	select {
+	case g := <-done:
+		if g.err != nil {
+			cancel()
+			return nil, nil, g.err
+		}
+		return g.o, cancel, nil
+	case <-t.C:
+		cancel()
+		if g := <-done; g.err == nil {
+			g.o.Close()
+		}
+		return nil, nil, fmt.Errorf("no answer within %s (the object store's stream may be electing a leader)", OpenTimeout)
+	}
+}
 
 // Open opens the file stored as key from its start: ErrNotFound if there is none, ErrDamaged if
 // the object there is not a complete file. Files stored plain by earlier versions (the full
 // layout, or none) are read as they are. ctx bounds the whole read: give it a deadline, as
 // nats.go otherwise gives the read 5 seconds.
 func (s *Store) Open(ctx context.Context, key string) (*File, error) {
-	o, err := s.objects().Get(ctx, key)
+	o, cancel, err := s.getObject(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("open raw file %s: %w", key, err)
+	}
+	fail := func(err error) (*File, error) {
+		o.Close()
+		cancel()
+		return nil, err
 	}
 	oi, err := o.Info()
 	if err != nil {
-		o.Close()
-		return nil, fmt.Errorf("open raw file %s: %w", key, err)
+		return fail(fmt.Errorf("open raw file %s: %w", key, err))
 	}
 	info, err := describe(oi)
 	if err != nil {
-		o.Close()
-		return nil, err
+		return fail(err)
 	}
 	r, err := PlainReader(oi, o)
 	if err != nil {
-		o.Close()
-		return nil, fmt.Errorf("open raw file %s: %w: %w", key, ErrDamaged, err)
+		return fail(fmt.Errorf("open raw file %s: %w: %w", key, ErrDamaged, err))
 	}
-	return &File{Info: info, r: r, obj: o}, nil
+	return &File{Info: info, r: r, obj: o, cancel: cancel}, nil
 }
 
 // OpenAt opens the stored file info describes (as Stat or Open found it) from byte offset on:
