@@ -48,21 +48,7 @@ func TestFaults(t *testing.T) {
 	start := time.Now()
 
 	// NATS as its own process with file storage, so it can be restarted.
-	natsPort := strconv.Itoa(freePort(t))
-	natsDir := t.TempDir()
-	natsURL := "nats://127.0.0.1:" + natsPort
-	startNATS := func() *proc {
-		p := startProc(t, "nats-server", "nats-server", nil,
-			"-a", "127.0.0.1", "-p", natsPort, "-js", "-sd", natsDir, "-n", "fault-test")
-		waitUntil(t, ctx, "nats-server listening", func() bool {
-			c, err := net.Dial("tcp", "127.0.0.1:"+natsPort)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		})
-		return p
-	}
+	natsURL, startNATS := restartableNATS(t, ctx, "fault-test")
 	natsProc := startNATS()
 
 	ch := chtest.StartPrivate(t)

@@ -6,10 +6,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -291,5 +293,25 @@ func (h *historyJobs) submit(n int) {
 			h.t.Fatalf("submit %s: exit %d: %s", name, code, stderr)
 		}
 		h.jobs = append(h.jobs, submittedJob{id: strings.TrimSpace(stdout), spec: spec})
+	}
+}
+
+// restartableNATS returns the URL of a nats-server run as its own process with file storage on
+// a free port, so that a test can stop and start it again, and the function that starts it
+// (and waits until it listens).
+func restartableNATS(t *testing.T, ctx context.Context, name string) (string, func() *proc) {
+	t.Helper()
+	port := strconv.Itoa(freePort(t))
+	dir := t.TempDir()
+	return "nats://127.0.0.1:" + port, func() *proc {
+		p := startProc(t, "nats-server", "nats-server", nil, "-a", "127.0.0.1", "-p", port, "-js", "-sd", dir, "-n", name)
+		waitUntil(t, ctx, "nats-server listening", func() bool {
+			c, err := net.Dial("tcp", "127.0.0.1:"+port)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+		return p
 	}
 }

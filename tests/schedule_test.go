@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"net"
 	"net/http/httptest"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,21 +34,7 @@ func TestScheduleUnderFaults(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 
-	natsPort := strconv.Itoa(freePort(t))
-	natsDir := t.TempDir()
-	natsURL := "nats://127.0.0.1:" + natsPort
-	startNATS := func() *proc {
-		p := startProc(t, "nats-server", "nats-server", nil,
-			"-a", "127.0.0.1", "-p", natsPort, "-js", "-sd", natsDir, "-n", "schedule-test")
-		waitUntil(t, ctx, "nats-server listening", func() bool {
-			c, err := net.Dial("tcp", "127.0.0.1:"+natsPort)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		})
-		return p
-	}
+	natsURL, startNATS := restartableNATS(t, ctx, "schedule-test")
 	natsProc := startNATS()
 	ch := chtest.Start(t)
 	db := chtest.NewDatabase(t, ch)
