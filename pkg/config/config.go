@@ -76,6 +76,11 @@ type Config struct {
 	VendorCredentials string `env:"VENDOR_CREDENTIALS" help:"path of the vendor credentials JSON (per-request JWT; never sent on a redirect to another host)"`
 	VendorTokenURL    string `env:"VENDOR_TOKEN_URL" help:"OAuth2 token endpoint: use client credentials instead of JWT"`
 	VendorAccount     string "env:\"VENDOR_ACCOUNT\" shown:\"the scheduled account of the catalog list\" help:\"the vendor account (catalog identifier) requests go to; needed when the credentials see several scheduled accounts (`marketpipe vendor check` lists them)\""
+	// VendorMaxPoints bounds one vendor request: a job asking more data points (securities ×
+	// fields × dates) is split into several requests, and a backfill into parts of at most this.
+	VendorMaxPoints int `env:"VENDOR_MAX_POINTS_PER_REQUEST,positive" default:"1000000" help:"the most data points (securities × fields × dates) one vendor request asks for: a larger job becomes several requests"`
+	// VendorNotifications is how the poller learns that outputs are ready.
+	VendorNotifications string `env:"VENDOR_NOTIFICATIONS,lower" default:"poll" oneof:"poll sse" help:"poll: ask the vendor every POLL_INTERVAL; sse: listen to the vendor's notification stream and poll only as a fallback"`
 	// VendorSimulator is set by dev when VENDOR_URL is its embedded simulator, which needs no
 	// credentials wherever it listens.
 	VendorSimulator bool   `env:"-"`

@@ -57,6 +57,9 @@ const (
 	SchedulesBucket  = "mp_schedules" // KV: each schedule's job file and state, by name
 	SubmitsBucket    = "mp_submits"   // KV: job files submitted in the last 24 hours, by content
 	EndsBucket       = "mp_ends"      // KV: how each job run ended (committed or cancelled), first writer wins
+	OutputsBucket    = "mp_outputs"   // KV: vendor outputs known ready, by vendor request identifier
+	CoverageBucket   = "mp_coverage"  // KV: what committed history runs loaded, by dataset and security
+	BackfillsBucket  = "mp_backfills" // KV: each backfill's parts, by name
 )
 
 // ScheduleTimer returns the subject of a schedule's message schedule: the server fires it.
