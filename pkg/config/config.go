@@ -79,6 +79,8 @@ type Config struct {
 	// VendorMaxPoints bounds one vendor request: a job asking more data points (securities ×
 	// fields × dates) is split into several requests, and a backfill into parts of at most this.
 	VendorMaxPoints int `env:"VENDOR_MAX_POINTS_PER_REQUEST,positive" default:"1000000" help:"the most data points (securities × fields × dates) one vendor request asks for: a larger job becomes several requests"`
+	// VendorRateLimit paces this process's vendor calls (VendorCallsPerMinute).
+	VendorRateLimit int "env:\"VENDOR_RATE_LIMIT\" shown:\"1200 (none for a simulator on this host)\" help:\"the most vendor calls a minute this process makes, retries included; HAPI allows 1,200 a minute per application, so divide it among the processes that call the vendor\""
 	// VendorNotifications is how the poller learns that outputs are ready.
 	VendorNotifications string `env:"VENDOR_NOTIFICATIONS,lower" default:"poll" oneof:"poll sse" help:"poll: ask the vendor every POLL_INTERVAL; sse: listen to the vendor's notification stream and poll only as a fallback"`
 	// VendorSimulator is set by dev when VENDOR_URL is its embedded simulator, which needs no
@@ -145,13 +147,17 @@ func (c Config) Validate() error {
 // where a simulator listens in tests and local runs); anything else is a real vendor, which
 // needs VENDOR_CREDENTIALS.
 func (c Config) CheckVendorCredentials() error {
-	if c.VendorCredentials != "" || c.VendorSimulator || onThisHost(c.VendorURL) {
+	if c.VendorCredentials != "" || c.VendorOnThisHost() {
 		return nil
 	}
 	return fmt.Errorf("VENDOR_URL=%s is not the simulator and VENDOR_CREDENTIALS is not set: set "+
 		"VENDOR_CREDENTIALS to the path of the vendor's credentials JSON (docs/going-live.md), or unset "+
 		"VENDOR_URL under dev to use the simulator", RedactURL(c.VendorURL))
 }
+
+// VendorOnThisHost reports whether the vendor is a simulator: dev's embedded one, or one on
+// this host (localhost or a loopback address).
+func (c Config) VendorOnThisHost() bool { return c.VendorSimulator || onThisHost(c.VendorURL) }
 
 // onThisHost reports whether rawURL's host is localhost or a loopback address.
 func onThisHost(rawURL string) bool {

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/natstest"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/service"
+	"github.com/marketpipe/marketpipe/pkg/vendor"
 	"github.com/marketpipe/marketpipe/services/vendorsim"
 )
 
@@ -131,5 +134,35 @@ func TestNotSetUpStopsAtOnce(t *testing.T) {
 	}
 	if ctx.Err() != nil {
 		t.Errorf("NewEnv waited %v, until its deadline", time.Since(start))
+	}
+}
+
+// TestVendorRateLimit checks the vendor client's pace: HAPI's limit against a vendor elsewhere,
+// none against a simulator on this host, and VENDOR_RATE_LIMIT's value when set.
+func TestVendorRateLimit(t *testing.T) {
+	dir := t.TempDir()
+	creds := filepath.Join(dir, "credentials.json")
+	if err := os.WriteFile(creds, []byte(`{"client_id":"id","client_secret":"`+strings.Repeat("ab", 32)+`"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		url   string
+		set   int
+		creds string
+		want  int
+	}{
+		{url: "https://api.bloomberg.com/eap", creds: creds, want: vendor.MaxCallsPerMinute},
+		{url: "https://api.bloomberg.com/eap", creds: creds, set: 300, want: 300},
+		{url: "http://127.0.0.1:8081/eap", want: 0},
+		{url: "http://127.0.0.1:8081/eap", set: 600, want: 600},
+	} {
+		cfg := config.Config{VendorURL: tc.url, VendorCredentials: tc.creds, VendorRateLimit: tc.set}
+		vc, err := service.VendorConfig(cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.url, err)
+		}
+		if vc.CallsPerMinute != tc.want {
+			t.Errorf("%s with VENDOR_RATE_LIMIT=%d: %d calls a minute, want %d", tc.url, tc.set, vc.CallsPerMinute, tc.want)
+		}
 	}
 }

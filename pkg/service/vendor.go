@@ -57,13 +57,18 @@ func (e *Env) Vendor() (*vendor.Client, error) {
 }
 
 // VendorConfig is the vendor client's configuration from c (VENDOR_URL, VENDOR_CREDENTIALS,
-// VENDOR_TOKEN_URL, VENDOR_ACCOUNT), refusing a vendor that is not the simulator without
+// VENDOR_TOKEN_URL, VENDOR_ACCOUNT, VENDOR_RATE_LIMIT), refusing a vendor that is not the simulator without
 // credentials: what the stages and `marketpipe vendor check` use.
 func VendorConfig(c config.Config) (vendor.Config, error) {
 	if err := c.CheckVendorCredentials(); err != nil {
 		return vendor.Config{}, err
 	}
-	cfg := vendor.Config{BaseURL: c.VendorURL, TokenURL: c.VendorTokenURL, Account: c.VendorAccount}
+	cfg := vendor.Config{BaseURL: c.VendorURL, TokenURL: c.VendorTokenURL, Account: c.VendorAccount,
+		CallsPerMinute: c.VendorRateLimit}
+	if cfg.CallsPerMinute == 0 && !c.VendorOnThisHost() {
+		// A simulator on this host has no rate limit, and tests run thousands of polls a minute.
+		cfg.CallsPerMinute = vendor.MaxCallsPerMinute
+	}
 	if path := c.VendorCredentials; path != "" {
 		creds, err := vendor.LoadCredentials(path)
 		if err != nil {

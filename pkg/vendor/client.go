@@ -31,6 +31,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/time/rate"
 )
 
 // DefaultBaseURL is Bloomberg's HAPI base; paths such as /catalogs/ are relative to it.
@@ -84,6 +85,10 @@ type Config struct {
 	ObserveCall func(op string, status int, d time.Duration)
 	// Now is the clock; default time.Now. Tests replace it.
 	Now func() time.Time
+	// CallsPerMinute, when positive, is the most HTTP exchanges the client starts per minute
+	// (retries included), spread evenly with bursts of up to a second's worth: the vendor's
+	// rate limit (MaxCallsPerMinute) is kept to before it answers 429. Zero: no limit.
+	CallsPerMinute int
 }
 
 // Client talks to the vendor. It is safe for concurrent use.
@@ -94,6 +99,9 @@ type Client struct {
 	log    *slog.Logger
 	tracer trace.Tracer
 	auth   authorizer
+
+	// limit paces the exchanges (Config.CallsPerMinute); nil: none.
+	limit *rate.Limiter
 
 	mu      sync.Mutex
 	account string
@@ -150,6 +158,9 @@ func New(cfg Config) (*Client, error) {
 		log:     cfg.Logger,
 		tracer:  cfg.TracerProvider.Tracer("github.com/marketpipe/marketpipe/pkg/vendor"),
 		account: cfg.Account,
+	}
+	if n := cfg.CallsPerMinute; n > 0 {
+		c.limit = rate.NewLimiter(rate.Limit(float64(n)/60), max(1, (n+59)/60))
 	}
 	if cr := cfg.Credentials; cr != nil {
 		key, err := cr.key()
@@ -243,6 +254,11 @@ func (c *Client) send(ctx context.Context, cl *call) (resp *http.Response, wrote
 	if c.auth != nil {
 		if err := c.auth.authorize(ctx, req); err != nil {
 			return nil, false, fmt.Errorf("authorize: %w", err)
+		}
+	}
+	if c.limit != nil {
+		if err := c.limit.Wait(ctx); err != nil {
+			return nil, false, fmt.Errorf("wait for the vendor rate limit (%d calls a minute): %w", c.cfg.CallsPerMinute, err)
 		}
 	}
 	start := c.cfg.Now()

@@ -22,6 +22,9 @@ const (
 	MaxFieldList = 450
 	// MaxOverrides is the most overrides one security may carry.
 	MaxOverrides = 19
+	// MaxCallsPerMinute is HAPI's rate limit per application (1,200 requests per minute; above
+	// it the vendor answers 429). The client keeps to it, or to VENDOR_RATE_LIMIT.
+	MaxCallsPerMinute = 1200
 )
 
 // IdentifierTypes are HAPI's SecID values: the identifier types a universe item may have.
