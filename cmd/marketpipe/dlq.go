@@ -37,7 +37,10 @@ func connectJS(ctx context.Context, cfg config.Config, name string) (*nats.Conn,
 	bindCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if _, err := natsx.Bind(bindCtx, js); err != nil {
-		nc.Close()
+		defer nc.Close()
+		if refused := natsx.Refused(nc); refused != nil {
+			return nil, nil, refused
+		}
 		if errors.Is(err, natsx.ErrNotSetUp) {
 			return nil, nil, config.RedactError(err, cfg.NATS.URL)
 		}

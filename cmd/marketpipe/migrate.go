@@ -108,6 +108,9 @@ func migrateNATS(ctx context.Context, cfg config.Config, lookup config.Lookup, o
 		if natsx.ReplicasUnsupported(err) {
 			return natsx.ExplainReplicas(err, cfg.NATS.Replicas)
 		}
+		if refused := natsx.Refused(nc); refused != nil {
+			return refused
+		}
 		return config.RedactError(fmt.Errorf("NATS at %s: %w", config.RedactURL(cfg.NATS.URL), err), cfg.NATS.URL)
 	}
 	consumers := 0

@@ -60,6 +60,19 @@ func Connect(cfg config.NATS, name string, log *slog.Logger) (*nats.Conn, error)
 	return nc, nil
 }
 
+// Refused returns why the server refused nc's user, if it did, or nil: after the server refuses
+// the same credentials twice nats.go closes the connection for good, and every later call fails
+// with "connection closed", which says nothing of the cause.
+func Refused(nc *nats.Conn) error {
+	last := nc.LastError()
+	for _, auth := range []error{nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAuthRevoked, nats.ErrAccountAuthExpired} {
+		if errors.Is(last, auth) {
+			return fmt.Errorf("the NATS server refused this client (%v): check NATS_CREDS (or NATS_USER and NATS_PASSWORD) and NATS_CA, NATS_CERT and NATS_KEY", last)
+		}
+	}
+	return nil
+}
+
 // Retention says how long the streams keep what they hold, how many bytes they may hold, and
 // on how many servers. Zero values take the defaults.
 //

@@ -167,6 +167,11 @@ func NewEnv(ctx context.Context, name string, cfg config.Config, lookup config.L
 			nc.Close()
 			return nil, config.RedactError(err, cfg.NATS.URL)
 		}
+		if refused := natsx.Refused(nc); refused != nil {
+			// No retry can help: the connection is closed for good.
+			nc.Close()
+			return nil, refused
+		}
 		log.Warn("waiting for jetstream", "err", config.RedactError(err, cfg.NATS.URL), "attempt", attempt)
 		select {
 		case <-ctx.Done():

@@ -137,6 +137,27 @@ func TestNotSetUpStopsAtOnce(t *testing.T) {
 	}
 }
 
+// TestRefusedStopsAtOnce: a service whose user the NATS server refuses stops at once with the
+// server's reason, instead of waiting for JetStream for ever on a closed connection.
+func TestRefusedStopsAtOnce(t *testing.T) {
+	srv := natstest.StartConf(t, t.TempDir(), "authorization { users: [ {user: svc, password: right-pw} ] }")
+	vars := map[string]string{"NATS_URL": srv.ClientURL(), "NATS_USER": "svc", "NATS_PASSWORD": "wrong-pw"}
+	lookup := config.Lookup(func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
+	cfg, err := config.Load(lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = service.NewEnv(ctx, "test", cfg, lookup, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "refused this client") || strings.Contains(err.Error(), "wrong-pw") {
+		t.Fatalf("NewEnv: %v, want the server's refusal without the password", err)
+	}
+	if ctx.Err() != nil {
+		t.Error("NewEnv waited until its deadline")
+	}
+}
+
 // TestVendorRateLimit checks the vendor client's pace: HAPI's limit against a vendor elsewhere,
 // none against a simulator on this host, and VENDOR_RATE_LIMIT's value when set.
 func TestVendorRateLimit(t *testing.T) {
