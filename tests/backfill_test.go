@@ -167,3 +167,106 @@ func TestBackfillResumesAfterKill(t *testing.T) {
 		t.Errorf("the third run asked the vendor again: %v, then %v", requests, after)
 	}
 }
+
+// startCLI starts the marketpipe CLI with args as the operator; wait returns its exit code and
+// output.
+func startCLI(t *testing.T, ctx context.Context, env map[string]string, args ...string) (cmd *exec.Cmd, wait func() (int, string)) {
+	t.Helper()
+	ensureMigrated(t, env)
+	cmd = exec.CommandContext(ctx, bin(t, "marketpipe"), args...)
+	cmd.Env = processEnv(env, auth.OperatorName)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	return cmd, func() (int, string) {
+		err := <-done
+		done <- err
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return code, out.String()
+	}
+}
+
+// TestBackfillRetriesCancelledWindow cancels the job of a backfill's first window while the
+// backfill runs one job at a time, interrupts the backfill (SIGINT, as Ctrl-C) while its second
+// window is in flight, and runs it again: the cancelled window runs again as a new job (its
+// second attempt), the second window is waited on, and the whole range loads, each request
+// posted once. The same name with a changed job file is then refused, saying what changed.
+func TestBackfillRetriesCancelledWindow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	p := startPipeline(t, ctx)
+	p.env["VENDOR_MAX_POINTS_PER_REQUEST"] = "132" // 22 dates of 3 × 2: May 2025, then June
+	secs := []string{"BKG001 US Equity", "BKG002 US Equity", "BKG003 US Equity"}
+	dir := t.TempDir()
+	job := func(secs []string) string {
+		return writeJob(t, dir, "bkg.yaml", "name: bkg\nprogram: gethistory\nsecurities:\n"+yamlList(secs)+
+			"fields: [PX_LAST, PX_VOLUME]\nstart: 2026-01-01\nend: 2026-01-31\n")
+	}
+	path := job(secs)
+	const from, to, name = "2025-05-01", "2025-06-30", "bkg-20250501-20250630"
+	args := []string{"backfill", path, "--from", from, "--to", to, "--parallel", "1"}
+	js := connectAs(t, p.env, auth.AdminName)
+	state := func(id string) string {
+		j, ok, err := natsx.LastJobEvent(ctx, js, id)
+		if err != nil || !ok {
+			return ""
+		}
+		return j.State
+	}
+	w1, w1r2, w2 := jobspec.BackfillJobID(name, 1, 1), jobspec.BackfillJobID(name, 1, 2), jobspec.BackfillJobID(name, 2, 1)
+
+	cli, wait := startCLI(t, ctx, p.env, args...)
+	waitUntil(t, ctx, "the first window submitted", func() bool { return state(w1) != "" })
+	if out, stderr, code := runCLI(t, ctx, p.env, "cancel", w1); code != 0 {
+		t.Fatalf("cancel %s: exit %d: %s%s (it must still be in flight for this test)", w1, code, out, stderr)
+	}
+	waitUntil(t, ctx, "the second window submitted", func() bool { return state(w2) != "" })
+	if err := cli.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	code, out := wait()
+	t.Logf("interrupted run:\n%s", out)
+	if code != 130 || !strings.Contains(out, "CANCELLED") || !strings.Contains(out, "window 2 ("+w2+") keeps running; window 1 did not load and will run again") ||
+		!strings.Contains(out, "`marketpipe backfill "+path+" --from "+from+" --to "+to+"` resumes it") {
+		t.Fatalf("interrupted backfill: exit %d (want 130), output:\n%s", code, out)
+	}
+
+	out, stderr, code := runCLI(t, ctx, p.env, args...)
+	t.Logf("second run:\n%s%s", stderr, out)
+	if code != 0 || !strings.Contains(out, "2 of 2 windows loaded") || !strings.Contains(stderr, "submitted attempt 2") {
+		t.Fatalf("second run: exit %d: %s%s", code, out, stderr)
+	}
+	requests := p.sim.Requests()
+	if requests[jobspec.VendorRequestID(w1r2, 0)] != 1 || requests[jobspec.VendorRequestID(w2, 0)] != 1 ||
+		requests[jobspec.VendorRequestID(w1, 0)] > 1 {
+		t.Errorf("vendor requests %v: want %s and %s posted once, %s at most once", requests, w1r2, w2, w1)
+	}
+	whole := events.Spec{Name: "bkg", Program: events.GetHistory, Securities: secs, Fields: []string{"PX_LAST", "PX_VOLUME"}, Start: from, End: to}
+	var got []obs.Observation
+	if err := p.store.Query(ctx, chstore.Filter{Securities: secs}, func(r *chstore.Row) error {
+		got = append(got, r.Observation)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(got, cmpKey)
+	compare(t, got, expected(t, whole, p.runDate))
+	if out, _, _ := runCLI(t, ctx, p.env, "backfill", "status", name); !strings.Contains(out, w1r2) || !strings.Contains(out, "complete") {
+		t.Errorf("backfill status %s does not show the second attempt's job:\n%s", name, out)
+	}
+
+	// The same backfill with another universe is refused, saying what changed.
+	job(append(secs, "BKG004 US Equity"))
+	if _, stderr, code := runCLI(t, ctx, p.env, args...); code != 2 || !strings.Contains(stderr, "securities (3 then, 4 now)") {
+		t.Errorf("changed job file: exit %d: %s", code, stderr)
+	}
+}

@@ -249,8 +249,23 @@ func runBackfill(ctx context.Context, cfg config.Config, want *backfill.Record, 
 			inFlight[k] = fmt.Sprintf("%d (%s)", i+1, res.Record.JobID(i))
 		}
 		msg := fmt.Sprintf("backfill %s stopped with %d of %d windows loaded", res.Record.Name, loaded, total)
-		if len(inFlight) > 0 {
+		switch len(inFlight) {
+		case 0:
+		case 1:
+			msg += fmt.Sprintf("; window %s keeps running", inFlight[0])
+		default:
 			msg += fmt.Sprintf("; windows %s keep running", strings.Join(inFlight, ", "))
+		}
+		if len(res.Failed) > 0 {
+			failed := make([]string, len(res.Failed))
+			for k, i := range res.Failed {
+				failed[k] = fmt.Sprint(i + 1)
+			}
+			w := "window"
+			if len(failed) > 1 {
+				w = "windows"
+			}
+			msg += fmt.Sprintf("; %s %s did not load and will run again", w, strings.Join(failed, ", "))
 		}
 		return &exitError{code: exitInterrupted, err: fmt.Errorf("%s: `%s` resumes it", msg, resume)}
 	}
