@@ -228,7 +228,7 @@ func runBackfill(ctx context.Context, cfg config.Config, want *backfill.Record, 
 			return fmt.Errorf("object store %s: %w", events.SpecsBucket, err)
 		}
 	}
-	show := newBackfillDisplay(stderr, rec)
+	show := newBackfillDisplay(stderr, rec, isTerminal(stderr))
 	r := &backfill.Runner{
 		JS: js, Store: store, Specs: specs, Spec: spec, Deadline: deadline, Parallel: parallel,
 		Publisher: stage.NewPublisher(js, stage.PublishTracing(tr.Provider), stage.PublishSpanNames(events.SubjectKind)),
@@ -293,16 +293,40 @@ type backfillDisplay struct {
 	total    int
 	loaded   map[int]bool
 	inFlight map[int]string // window -> state
+	// stop ends the goroutine that redraws the bar every second; stopped says it ended.
+	stop, stopped chan struct{}
 }
 
-func newBackfillDisplay(w io.Writer, rec *backfill.Record) *backfillDisplay {
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func newBackfillDisplay(w io.Writer, rec *backfill.Record, bar bool) *backfillDisplay {
 	d := &backfillDisplay{w: w, total: len(rec.Parts), loaded: map[int]bool{}, inFlight: map[int]string{}}
 	fmt.Fprintf(w, "backfill %s: %s to %s, %d windows\n", rec.Name, rec.From, rec.To, len(rec.Parts))
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+	if bar {
 		d.bar = progressbar.NewOptions(len(rec.Parts), progressbar.OptionSetWriter(w),
 			progressbar.OptionSetDescription("windows loaded"), progressbar.OptionShowCount(),
-			progressbar.OptionSetElapsedTime(true), progressbar.OptionSetPredictTime(true),
-			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionFullWidth())
+			progressbar.OptionSetElapsedTime(true), progressbar.OptionSetPredictTime(true), progressbar.OptionFullWidth())
+		_ = d.bar.RenderBlank()
+		// Windows take minutes to hours: the elapsed time moves on between their changes.
+		d.stop = make(chan struct{})
+		d.stopped = make(chan struct{})
+		go func() {
+			defer close(d.stopped)
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-d.stop:
+					return
+				case <-tick.C:
+					_ = d.bar.Add(0)
+				}
+			}
+		}()
 	}
 	return d
 }
@@ -338,7 +362,7 @@ func (d *backfillDisplay) report(p backfill.Progress) {
 	}
 	if p.Part.State == events.Failed || p.Part.State == events.Cancelled || p.Retry {
 		_ = d.bar.Clear()
-		fmt.Fprintln(d.w, line)
+		fmt.Fprintln(d.w, line) // above the bar, which the Set below draws again
 	}
 	d.bar.Describe(fmt.Sprintf("windows loaded (%d in flight)", len(d.inFlight)))
 	_ = d.bar.Set(len(d.loaded))
@@ -346,6 +370,9 @@ func (d *backfillDisplay) report(p backfill.Progress) {
 
 func (d *backfillDisplay) finish() {
 	if d.bar != nil {
+		close(d.stop)
+		<-d.stopped
+		_ = d.bar.Set(len(d.loaded))
 		_ = d.bar.Exit()
 		fmt.Fprintln(d.w)
 	}

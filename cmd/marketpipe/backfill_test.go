@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketpipe/marketpipe/pkg/backfill"
 	"github.com/marketpipe/marketpipe/pkg/config"
+	"github.com/marketpipe/marketpipe/pkg/events"
 )
 
 // runBackfillCmd runs `marketpipe args...` with env as the whole environment (NATS_URL on a
@@ -98,5 +100,37 @@ func TestBackfillDryRun(t *testing.T) {
 	out, _, err = runBackfillCmd(t, nil, "backfill", hist, "--from", "2025-01-01", "--to", "2025-04-30", "--dry-run", "--name", "eod_history")
 	if err != nil || !strings.Contains(out, "in 1 windows") || !strings.Contains(out, "(job eod_history-w001)") {
 		t.Errorf("dry run --name: %v\n%s", err, out)
+	}
+}
+
+// The display: plain lines, or a progress bar of the windows loaded on a terminal, with the
+// failures printed above it.
+func TestBackfillDisplay(t *testing.T) {
+	rec := &backfill.Record{Name: "eod-x", From: "2025-01-01", To: "2025-04-30", Parts: make([]backfill.Part, 4)}
+	for i := range rec.Parts {
+		rec.Parts[i].Window = backfill.Window{Start: "2025-01-01", End: "2025-01-30"}
+	}
+	feed := func(d *backfillDisplay) {
+		loaded := backfill.Part{Window: rec.Parts[0].Window, State: events.Loaded, Rows: 132}
+		d.report(backfill.Progress{Window: 0, JobID: "eod-x-w001", Part: loaded, Skipped: true})
+		d.report(backfill.Progress{Window: 1, JobID: "eod-x-w002", Part: backfill.Part{State: events.Submitted}, Submitted: true})
+		d.report(backfill.Progress{Window: 1, JobID: "eod-x-w002", Part: loaded})
+		d.report(backfill.Progress{Window: 2, JobID: "eod-x-w003", Part: backfill.Part{State: events.Failed, Error: "vendor refused"}})
+		d.finish()
+	}
+	var plain bytes.Buffer
+	feed(newBackfillDisplay(&plain, rec, false))
+	for _, want := range []string{"[1/4 loaded] window 1 2025-01-01..2025-01-30 job eod-x-w001: loaded before, 132 observations",
+		"[1/4 loaded] window 2 .. job eod-x-w002: submitted", "[2/4 loaded] window 2 2025-01-01..2025-01-30 job eod-x-w002: loaded, 132 observations",
+		"window 3 .. job eod-x-w003: FAILED: vendor refused"} {
+		if !strings.Contains(plain.String(), want) {
+			t.Errorf("plain lines lack %q:\n%s", want, plain.String())
+		}
+	}
+	var bar bytes.Buffer
+	feed(newBackfillDisplay(&bar, rec, true))
+	if s := bar.String(); !strings.Contains(s, "windows loaded (1 in flight)") || !strings.Contains(s, "(2/4)") ||
+		!strings.Contains(s, "FAILED: vendor refused") || strings.Contains(s, "submitted") {
+		t.Errorf("progress bar output:\n%q", s)
 	}
 }
