@@ -113,6 +113,27 @@ func TestBackfillResumesAfterKill(t *testing.T) {
 	if len(requests) != windows {
 		t.Errorf("vendor requests: %v, want %d", requests, windows)
 	}
+	// At most two windows were in flight at any moment (across both runs): when each job was
+	// submitted, at most one other was between its submission and its load.
+	var runs []events.Job
+	for i := 1; i <= windows; i++ {
+		j, ok, err := natsx.LastJobEvent(ctx, js, jobspec.BackfillJobID(name, i, 1))
+		if err != nil || !ok || j.State != events.Loaded {
+			t.Fatalf("window %d: %+v %v %v", i, j, ok, err)
+		}
+		runs = append(runs, j)
+	}
+	for _, a := range runs {
+		n := 0
+		for _, b := range runs {
+			if !b.SubmittedAt.After(a.SubmittedAt) && b.LoadedAt.After(a.SubmittedAt) {
+				n++
+			}
+		}
+		if n > 2 {
+			t.Errorf("%d jobs in flight when %s was submitted at %s, want at most 2 (--parallel 2)", n, a.ID, a.SubmittedAt)
+		}
+	}
 
 	// What readers see is the simulator's data for the whole range, each observation once.
 	whole := events.Spec{Name: "bkf", Program: events.GetHistory, Securities: secs, Fields: fields, Start: from, End: to}
