@@ -215,8 +215,11 @@ func runBackfill(ctx context.Context, cfg config.Config, want *backfill.Record, 
 		return err
 	}
 	rec, _, err := store.Open(ctx, want)
-	if err != nil {
+	if errors.Is(err, backfill.ErrChanged) {
 		return &exitError{code: exitInvalid, err: err}
+	}
+	if err != nil {
+		return err
 	}
 	if rec.MaxPoints != want.MaxPoints {
 		fmt.Fprintf(stderr, "note: backfill %s keeps its plan of windows of at most %d data points (VENDOR_MAX_POINTS_PER_REQUEST is %d now)\n",
@@ -239,7 +242,7 @@ func runBackfill(ctx context.Context, cfg config.Config, want *backfill.Record, 
 	show.finish()
 	loaded, rows := res.Record.LoadedCount()
 	total := len(res.Record.Parts)
-	resume := fmt.Sprintf("marketpipe backfill %s --from %s --to %s", res.Record.File, res.Record.From, res.Record.To)
+	resume := fmt.Sprintf("marketpipe backfill %s --from %s --to %s", want.File, res.Record.From, res.Record.To)
 	if res.Record.Name != jobspec.BackfillName(res.Record.Job, res.Record.From, res.Record.To) {
 		resume += " --name " + res.Record.Name
 	}

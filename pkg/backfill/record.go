@@ -155,8 +155,9 @@ func NewRecord(name string, f *jobspec.File, spec events.Spec, from, to time.Tim
 // Store keeps the records in a key-value bucket (events.BackfillsBucket).
 type Store struct{ KV jetstream.KeyValue }
 
-// ErrChanged is wrapped by Open's error for a job file that changed under the backfill's name.
-var ErrChanged = errors.New("the job file changed")
+// ErrChanged is wrapped by Open's error for a job file or a range that changed under the
+// backfill's name.
+var ErrChanged = errors.New("the backfill's request changed")
 
 // Open returns the record of want's name, with its revision: the stored one when there is
 // one (its plan kept; a different request is refused with ErrChanged, saying what differs, as
@@ -169,12 +170,12 @@ func (s Store) Open(ctx context.Context, want *Record) (*Record, uint64, error) 
 		}
 		if have != nil {
 			if diff := have.Request.differences(want.Request); diff != "" {
-				return nil, 0, fmt.Errorf("backfill %s was planned on %s for another request: %s: %w (give --name for a new backfill, or restore the file)",
-					have.Name, have.Created.Format(time.DateOnly), diff, ErrChanged)
+				return nil, 0, fmt.Errorf("%w: backfill %s was planned on %s for another request: %s (give --name for a new backfill, or restore the file)",
+					ErrChanged, have.Name, have.Created.Format(time.DateOnly), diff)
 			}
 			if have.From != want.From || have.To != want.To {
-				return nil, 0, fmt.Errorf("backfill %s is of %s to %s, not %s to %s: give --name for a new backfill",
-					have.Name, have.From, have.To, want.From, want.To)
+				return nil, 0, fmt.Errorf("%w: backfill %s is of %s to %s, not %s to %s (give another --name for a new backfill)",
+					ErrChanged, have.Name, have.From, have.To, want.From, want.To)
 			}
 			return have, rev, nil
 		}
