@@ -32,9 +32,10 @@ func requestPoints(securities, fields, dates int) int64 {
 	return int64(securities) * int64(fields) * int64(dates)
 }
 
-// Split divides the calendar days from..to into consecutive windows, each of at most maxPoints
-// data points of securities × fields (one date at least, whatever the budget: a date of a
-// universe larger than the budget is split by securities by the requester, not here). A window
+// Split divides the calendar days from..to into as few consecutive windows as fit, each of at
+// most maxPoints data points of securities × fields (one date at least, whatever the budget: a
+// date of a universe larger than the budget is split by securities by the requester, not here),
+// of even sizes (they differ by a date at most, but for periods cut whole). A window
 // ends where a period of periodicity ends ("" is daily; weekly, monthly, quarterly, yearly), so
 // that no period is cut in two (the vendor would report it twice, once in each window); the
 // windows together cover every day of the range, and the same arguments always give the same
@@ -48,6 +49,12 @@ func Split(securities, fields int, periodicity string, from, to time.Time, maxPo
 	}
 	perDate := requestPoints(securities, fields, 1)
 	maxDates := max(maxPoints/perDate, 1)
+	// As few windows as the budget allows, of even sizes: 5,217 dates in windows of at most
+	// 4,000 are two of 2,609 and 2,608, not 4,000 and 1,217.
+	if total := int64(countPeriods(from, to, periodicity)); total > maxDates {
+		windows := (total + maxDates - 1) / maxDates
+		maxDates = (total + windows - 1) / windows
+	}
 	var out []Window
 	start := from
 	dates, last := 0, ""
@@ -79,6 +86,21 @@ func Split(securities, fields int, periodicity string, from, to time.Time, maxPo
 		return nil, fmt.Errorf("%s to %s holds no weekday: no date to ask for", from.Format(time.DateOnly), to.Format(time.DateOnly))
 	}
 	return append(out, window(start, to, dates, perDate)), nil
+}
+
+// countPeriods counts the periods of periodicity that hold a weekday of from..to.
+func countPeriods(from, to time.Time, periodicity string) int {
+	n, last := 0, ""
+	for d := from; !d.After(to); d = d.AddDate(0, 0, 1) {
+		if wd := d.Weekday(); wd == time.Saturday || wd == time.Sunday {
+			continue
+		}
+		if p := periodKey(d, periodicity); p != last {
+			n++
+			last = p
+		}
+	}
+	return n
 }
 
 func window(start, end time.Time, dates int, perDate int64) Window {

@@ -135,6 +135,10 @@ func TestSplitEdges(t *testing.T) {
 	if len(ws) != 5 || ws[0].Dates != 1 || ws[0].Points != 10000 {
 		t.Errorf("over-budget dates: %+v", ws)
 	}
+	// Even windows: 261 weekdays of 2025 in windows of at most 200 are two, of 131 and 130.
+	if ws, _ := Split(1, 1, "", day("2025-01-01"), day("2025-12-31"), 200); len(ws) != 2 || ws[0].Dates != 131 || ws[1].Dates != 130 {
+		t.Errorf("uneven windows: %+v", ws)
+	}
 	// A budget larger than the whole range: one window.
 	if ws, _ := Split(2, 2, "", day("2025-01-01"), day("2025-12-31"), 1_000_000); len(ws) != 1 || ws[0].Dates != 261 {
 		t.Errorf("one window expected: %+v", ws)
