@@ -226,13 +226,16 @@ func (r *Runner) wait(ctx context.Context, name string, i int, j events.Job, pro
 	for {
 		if j.State != last {
 			last = j.State
-			rec, err := r.Store.UpdatePart(ctx, name, i, func(p *Part) {
+			// Recorded even when the run is being interrupted: status and the next run see it.
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			rec, err := r.Store.UpdatePart(uctx, name, i, func(p *Part) {
 				p.State = j.State
 				p.Rows, p.Error = j.RowsLoaded, j.Error
 				if j.State == events.Cancelled {
 					p.Error = "cancelled by " + j.CancelledBy
 				}
 			})
+			cancel()
 			if err != nil {
 				return last, err
 			}
