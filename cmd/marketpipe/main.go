@@ -55,6 +55,7 @@ Configuration comes from the environment (NATS_URL, CLICKHOUSE_ADDR, VENDOR_URL,
 	root.AddCommand(
 		newDevCmd(lookup),
 		newSubmitCmd(lookup),
+		newBackfillCmd(lookup),
 		newStatusCmd(lookup),
 		newMigrateCmd(lookup),
 		newAuthCmd(),

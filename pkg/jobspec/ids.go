@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -62,4 +63,24 @@ func VendorRequestID(jobID string, generation int) string {
 // differs from every NewJobID, which ends in four random characters.
 func ScheduledJobID(name string, at time.Time) string {
 	return tokenName(name) + "-" + strings.ToLower(at.UTC().Format("20060102T150405Z"))
+}
+
+// BackfillName is the default name of a backfill of the job called job from from to to
+// (YYYY-MM-DD): eod-prices-20050101-20241231. It is a valid job id prefix and key-value key.
+func BackfillName(job, from, to string) string {
+	return tokenName(job) + "-" + strings.ReplaceAll(from, "-", "") + "-" + strings.ReplaceAll(to, "-", "")
+}
+
+// BackfillJobID returns the job id of a backfill's window (1-based) in its attempt (1-based),
+// such as eod-prices-20050101-20241231-w003, and eod-prices-20050101-20241231-w003-r2 for the
+// second attempt: derived from the backfill's name, the window and the attempt alone, so a
+// backfill run again finds its jobs instead of asking the vendor again. It differs from every
+// NewJobID and ScheduledJobID, which end in a time or four random characters. backfill must be
+// a valid name (letters, digits, '-' and '_', as BackfillName's are).
+func BackfillJobID(backfill string, window, attempt int) string {
+	id := backfill + "-w" + fmt.Sprintf("%03d", window)
+	if attempt > 1 {
+		id += "-r" + strconv.Itoa(attempt)
+	}
+	return id
 }

@@ -281,6 +281,11 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 	if err != nil {
 		return nil, err
 	}
+	// Kept until deleted, as schedules are: a backfill resumed months later still finds which
+	// of its windows loaded (its jobs' events are gone after JobsMaxAge).
+	if _, err := kv(events.BackfillsBucket, "backfills: each one's windows and their jobs", 0); err != nil {
+		return nil, err
+	}
 	return &Streams{JS: js, Raw: raw, Ledger: ledger, Chunks: chunks, Specs: specs,
 		Schedules: schedules, Submits: submits, Ends: ends}, nil
 }
