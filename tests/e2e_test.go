@@ -37,6 +37,7 @@ type pipeline struct {
 	store   *chstore.Store
 	runDate obs.Date
 	simURL  string // the vendor simulator's base URL (POST /sim/revision revises its data)
+	sim     *vendorsim.Server
 }
 
 func startPipeline(t *testing.T, ctx context.Context) *pipeline {
@@ -52,9 +53,10 @@ func startPipeline(t *testing.T, ctx context.Context) *pipeline {
 	ch := chtest.Start(t)
 	db := chtest.NewDatabase(t, ch)
 	runDate := obs.MakeDate(2026, 11, 20)
-	sim := httptest.NewServer(vendorsim.NewServer(vendorsim.Options{
+	simSrv := vendorsim.NewServer(vendorsim.Options{
 		Account: vendorsim.DefaultAccount, ReadyAfter: 500 * time.Millisecond, Seed: simSeed, RunDate: runDate.Time(),
-	}))
+	})
+	sim := httptest.NewServer(simSrv)
 	t.Cleanup(sim.Close)
 	env := map[string]string{
 		"NATS_URL": ns.ClientURL(), "CLICKHOUSE_ADDR": ch.Addr(), "CLICKHOUSE_DATABASE": db,
@@ -79,7 +81,7 @@ func startPipeline(t *testing.T, ctx context.Context) *pipeline {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	return &pipeline{env: env, store: store, runDate: runDate, simURL: sim.URL}
+	return &pipeline{env: env, store: store, runDate: runDate, simURL: sim.URL, sim: simSrv}
 }
 
 func writeJob(t *testing.T, dir, name, body string) string {
