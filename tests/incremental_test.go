@@ -37,7 +37,7 @@ func TestIncrementalRuns(t *testing.T) {
 			yamlList(secs)+"fields: ["+strings.Join(fields, ", ")+"]\nstart: "+d1+"\nend: "+end+"\ndeadline: 3m\n")
 	}
 	// run submits a job file, waits for it, and returns its run as `status --json` shows it
-	// once the jobs table has its end, and the text of `status`.
+	// once the jobs table has its end, and the text of `status` (after submit's progress).
 	run := func(path string, args ...string) (events.Job, string) {
 		t.Helper()
 		out, stderr, code := runCLI(t, ctx, p.env, append(append([]string{"submit"}, args...), path, "--wait", "--timeout", "2m")...)
@@ -54,11 +54,11 @@ func TestIncrementalRuns(t *testing.T) {
 			j.Job = events.Job{}
 			return code == 0 && json.Unmarshal([]byte(out), &j) == nil && j.State == events.Loaded
 		})
-		text, stderr, code := runCLI(t, ctx, p.env, "status", id)
+		text, serr, code := runCLI(t, ctx, p.env, "status", id)
 		if code != 0 {
-			t.Fatalf("status %s: exit %d: %s", id, code, stderr)
+			t.Fatalf("status %s: exit %d: %s", id, code, serr)
 		}
-		return j.Job, text
+		return j.Job, stderr + text
 	}
 	weekdays := func(from, to string) int64 {
 		r, err := coverage.ParseRange(from, to)
@@ -103,10 +103,11 @@ func TestIncrementalRuns(t *testing.T) {
 	if n := len(p.sim.Requests()); n != posts || third.VendorRequestID != "" {
 		t.Errorf("nothing was missing, yet %d vendor requests were made (run's request %q)", n-posts, third.VendorRequestID)
 	}
-	if m := pointsLine.FindStringSubmatch(text); m == nil || m[1] != "0" || m[2] != "0" || third.PointsRequested != 0 {
+	if m := pointsLine.FindStringSubmatch(text); m == nil || m[1] != "0" || m[2] != "0" || third.PointsRequested != 0 ||
+		!strings.Contains(text, "nothing missing: earlier runs loaded every security and date") {
 		t.Errorf("status of the run with nothing missing:\n%s", text)
 	}
-	t.Logf("status of the run with nothing missing:\n%s", text)
+	t.Logf("submit --wait and status of the run with nothing missing:\n%s", text)
 	compare(t, current(t, ctx, p.store, secs, fields, spec.Dataset()), expected(t, spec, p.runDate))
 
 	// 4. One more security: only it is asked for, over the whole range.
