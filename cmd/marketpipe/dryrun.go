@@ -58,6 +58,9 @@ func dryRun(f *jobspec.File, now time.Time, w io.Writer) error {
 	if spec.Dataset() != spec.Program {
 		opts = append(opts, "stored as "+spec.Dataset())
 	}
+	if spec.Incremental {
+		opts = append(opts, "incremental: at most this; the requester asks only for what committed runs have not loaded")
+	}
 	if n := len(spec.Overrides); n > 0 {
 		opts = append(opts, fmt.Sprintf("%d overrides on every security", n))
 	}
