@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/marketpipe/marketpipe/pkg/coverage"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/jobspec"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
@@ -22,38 +23,14 @@ func dataPoints(s events.Spec) (dates int, points int64) {
 	return dates, int64(s.SecurityCount()) * int64(len(s.Fields)) * int64(dates)
 }
 
-// historyDates counts the data points of one security and field between start and end.
+// historyDates counts the data points of one security and field between start and end
+// (coverage.Dates, which the requester counts with too).
 func historyDates(start, end, periodicity string) int {
-	from, err1 := time.Parse(time.DateOnly, start)
-	to, err2 := time.Parse(time.DateOnly, end)
-	if err1 != nil || err2 != nil || to.Before(from) {
+	r, err := coverage.ParseRange(start, end)
+	if err != nil {
 		return 0
 	}
-	period := func(d time.Time) string {
-		switch periodicity {
-		case "weekly":
-			y, w := d.ISOWeek()
-			return fmt.Sprint(y, w)
-		case "monthly":
-			return d.Format("2006-01")
-		case "quarterly":
-			return fmt.Sprint(d.Year(), (d.Month()-1)/3)
-		case "yearly":
-			return fmt.Sprint(d.Year())
-		}
-		return d.Format(time.DateOnly)
-	}
-	n, last := 0, ""
-	for d := from; !d.After(to); d = d.AddDate(0, 0, 1) {
-		if wd := d.Weekday(); wd == time.Saturday || wd == time.Sunday {
-			continue
-		}
-		if p := period(d); p != last {
-			n++
-			last = p
-		}
-	}
-	return n
+	return int(coverage.Dates(r, periodicity))
 }
 
 // dryRun prints the vendor requests a job file would make, checked as the requester checks
@@ -80,6 +57,9 @@ func dryRun(f *jobspec.File, now time.Time, w io.Writer) error {
 	var opts []string
 	if spec.Dataset() != spec.Program {
 		opts = append(opts, "stored as "+spec.Dataset())
+	}
+	if spec.Incremental {
+		opts = append(opts, "incremental: at most this; the requester asks only for what committed runs have not loaded")
 	}
 	if n := len(spec.Overrides); n > 0 {
 		opts = append(opts, fmt.Sprintf("%d overrides on every security", n))

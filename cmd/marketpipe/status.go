@@ -184,6 +184,9 @@ func printJob(w io.Writer, j *events.Job) {
 	if j.FileKey != "" {
 		row("raw file", fmt.Sprintf("%s (%s, sha256 %s)", j.FileKey, humanBytes(j.FileSize), j.FileSHA256))
 	}
+	if p := pointsOf(j); p != "" {
+		row("points", p)
+	}
 	if j.Batches > 0 {
 		row("rows", fmt.Sprintf("%d parsed in %d batches, %d loaded, %d rejected lines", j.RowsParsed, j.Batches, j.RowsLoaded, j.RowsRejected))
 	}
@@ -196,6 +199,21 @@ func printJob(w io.Writer, j *events.Job) {
 		}
 	}
 	tw.Flush()
+}
+
+// pointsOf says how many data points (securities × fields × dates) a run asked the vendor for
+// and how many observations it saved; "" when the requester did not count them (an actions
+// request, or a run of an earlier version).
+func pointsOf(j *events.Job) string {
+	switch {
+	case j.PointsRequested > 0 && j.Spec.Incremental:
+		return fmt.Sprintf("requested %d, saved %d (incremental: only what earlier runs had not loaded)", j.PointsRequested, j.RowsLoaded)
+	case j.PointsRequested > 0:
+		return fmt.Sprintf("requested %d, saved %d", j.PointsRequested, j.RowsLoaded)
+	case j.Spec.Incremental && j.State == events.Loaded:
+		return "requested 0, saved 0 (incremental: earlier runs had loaded every security and date; nothing was asked of the vendor)"
+	}
+	return ""
 }
 
 func dateRange(s events.Spec) string {

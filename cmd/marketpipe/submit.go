@@ -215,6 +215,9 @@ func describe(j *events.Job) string {
 		}
 		return s
 	case events.Loaded:
+		if j.Spec.Incremental && j.VendorRequestID == "" {
+			return "nothing missing: earlier runs loaded every security and date; nothing asked of the vendor"
+		}
 		return fmt.Sprintf("%d observations in ClickHouse", j.RowsLoaded)
 	case events.Failed:
 		return j.Error

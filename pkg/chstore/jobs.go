@@ -15,8 +15,8 @@ const jobColumns = "id, name, program, generation, state, spec, " +
 	"batches, rows_parsed, rows_loaded, rows_rejected, error, trace_id, version, updated"
 
 // jobColumnsNow are the jobs table's columns today: jobColumns (schema 1's), the warnings
-// (schema 2) and schema 3's.
-const jobColumnsNow = jobColumns + ", warnings, schedule, scheduled_for, cancelled_at, cancelled_by"
+// (schema 2), schema 3's and schema 4's.
+const jobColumnsNow = jobColumns + ", warnings, schedule, scheduled_for, cancelled_at, cancelled_by, points_requested"
 
 // RecordJob writes the whole current state of a job run (one generation of the job). seq
 // orders the writes of one run (use the job event's stream sequence): the row with the highest
@@ -46,7 +46,7 @@ func (s *Store) RecordJob(ctx context.Context, j events.Job, seq uint64) error {
 		toDateTime(j.TransformedAt), toDateTime(j.LoadedAt), toDateTime(j.FailedAt), toDateTime(j.Deadline),
 		j.VendorRequestID, j.VendorAccount, j.ResponseKey, j.FileKey, j.FileSHA256, j.FileSize, int64(j.Polls),
 		int64(j.Batches), j.RowsParsed, j.RowsLoaded, j.RowsRejected, j.Error, j.TraceID, j.Version, seq,
-		string(warnings), j.Schedule, toDateTime(j.ScheduledFor), toDateTime(j.CancelledAt), j.CancelledBy)
+		string(warnings), j.Schedule, toDateTime(j.ScheduledFor), toDateTime(j.CancelledAt), j.CancelledBy, j.PointsRequested)
 	if err != nil {
 		batch.Abort()
 		return fmt.Errorf("record job %s: %w", j.ID, err)
@@ -130,7 +130,7 @@ func (s *Store) queryJobs(ctx context.Context, query string, args ...any) ([]eve
 			&sub, &req, &ready, &coll, &trans, &load, &fl, &deadline,
 			&j.VendorRequestID, &j.VendorAccount, &j.ResponseKey, &j.FileKey, &j.FileSHA256, &j.FileSize, &polls,
 			&batches, &j.RowsParsed, &j.RowsLoaded, &j.RowsRejected, &j.Error, &j.TraceID, &j.Version, &updated,
-			&warnings, &j.Schedule, &scheduledFor, &cancelledAt, &j.CancelledBy)
+			&warnings, &j.Schedule, &scheduledFor, &cancelledAt, &j.CancelledBy, &j.PointsRequested)
 		if err != nil {
 			return nil, err
 		}

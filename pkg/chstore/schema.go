@@ -82,7 +82,8 @@ const createJobs = `CREATE TABLE IF NOT EXISTS {db}.%s (
 	schedule          String,
 	scheduled_for     DateTime,
 	cancelled_at      DateTime,
-	cancelled_by      String
+	cancelled_by      String,
+	points_requested  Int64
 ) ENGINE = ReplacingMergeTree(updated)
 ORDER BY (id, generation)`
 
@@ -143,17 +144,26 @@ var migrations = []migration{
 	{1, "observations, jobs, rejects", false, nil},
 	{2, "every run kept and committed atomically: observations by run, commits, observations_current, jobs by generation",
 		true, upgradeToRuns},
-	{3, "jobs: schedule, scheduled_for, cancelled_at, cancelled_by", false, addJobColumns},
+	{3, "jobs: schedule, scheduled_for, cancelled_at, cancelled_by", false, addJobColumns(jobColumns3)},
+	{4, "jobs: points_requested", false, addJobColumns(jobColumns4)},
 }
 
 // jobColumns3 are the columns schema 3 adds to jobs, with their types.
 var jobColumns3 = [][2]string{{"schedule", "String"}, {"scheduled_for", "DateTime"},
 	{"cancelled_at", "DateTime"}, {"cancelled_by", "String"}}
 
-// addJobColumns adds schema 3's columns to jobs, those it lacks: a step safe to run again, and
-// from several services at once (a second ADD COLUMN of one column is refused and skipped).
-func addJobColumns(ctx context.Context, s *Store) error {
-	for _, c := range jobColumns3 {
+// jobColumns4 are the columns schema 4 adds to jobs: the data points a run asked the vendor for.
+var jobColumns4 = [][2]string{{"points_requested", "Int64"}}
+
+// addJobColumns returns the step that adds columns to jobs, those it lacks: a step safe to run
+// again, and from several services at once (a second ADD COLUMN of one column is refused and
+// skipped).
+func addJobColumns(columns [][2]string) func(ctx context.Context, s *Store) error {
+	return func(ctx context.Context, s *Store) error { return s.addJobColumns(ctx, columns) }
+}
+
+func (s *Store) addJobColumns(ctx context.Context, columns [][2]string) error {
+	for _, c := range columns {
 		var n uint64
 		if err := s.conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = 'jobs' AND name = ?",
 			s.cfg.Database, c[0]).Scan(&n); err != nil {

@@ -170,8 +170,8 @@ func replaceDB(q, db string) string {
 	return string(out)
 }
 
-// TestUpgradeFromSchema2 takes a database as schema 2 left it (jobs without the schedule and
-// cancel columns) to the current schema at a service's start, with no manual step.
+// TestUpgradeFromSchema2 takes a database as schema 2 left it (jobs without the schedule,
+// cancel and points columns) to the current schema at a service's start, with no manual step.
 func TestUpgradeFromSchema2(t *testing.T) {
 	ctx := context.Background()
 	srv := chtest.Start(t)
@@ -186,7 +186,7 @@ func TestUpgradeFromSchema2(t *testing.T) {
 	}
 	defer conn.Close()
 	for _, q := range []string{
-		"ALTER TABLE `" + db + "`.jobs DROP COLUMN schedule, DROP COLUMN scheduled_for, DROP COLUMN cancelled_at, DROP COLUMN cancelled_by",
+		"ALTER TABLE `" + db + "`.jobs DROP COLUMN schedule, DROP COLUMN scheduled_for, DROP COLUMN cancelled_at, DROP COLUMN cancelled_by, DROP COLUMN points_requested",
 		"DROP TABLE `" + db + "`.schema_migrations",
 		"CREATE TABLE `" + db + "`.schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = ReplacingMergeTree ORDER BY version",
 	} {
@@ -216,12 +216,13 @@ func TestUpgradeFromSchema2(t *testing.T) {
 	j := events.NewRun("eod-20261201t220000z", events.Spec{Name: "eod", Program: events.GetData}, at, time.Hour)
 	j.Schedule, j.ScheduledFor = "eod", at
 	j = j.Cancel("ops@host", at.Add(time.Minute))
+	j.PointsRequested = 1234
 	if err := s.RecordJob(ctx, j, 1); err != nil {
 		t.Fatal(err)
 	}
 	got, ok, err := s.Job(ctx, j.ID)
 	if err != nil || !ok || got.Schedule != "eod" || !got.ScheduledFor.Equal(at) || got.State != events.Cancelled ||
-		got.CancelledBy != "ops@host" || !got.CancelledAt.Equal(at.Add(time.Minute)) {
+		got.CancelledBy != "ops@host" || !got.CancelledAt.Equal(at.Add(time.Minute)) || got.PointsRequested != 1234 {
 		t.Errorf("job after the upgrade: %+v %v %v", got, ok, err)
 	}
 }

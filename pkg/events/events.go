@@ -265,6 +265,9 @@ type Spec struct {
 	End           string   `json:"end,omitempty"`
 	// Strict fails a run whose reply file carries warnings instead of loading it.
 	Strict bool `json:"strict,omitempty"`
+	// Incremental (gethistory) asks the vendor only for the securities and dates that
+	// committed runs of the same dataset have not loaded yet (package coverage).
+	Incremental bool `json:"incremental,omitempty"`
 	Options
 }
 
@@ -375,6 +378,9 @@ type Job struct {
 	// reads; it uses these only for a file stored without them by an earlier version.
 	FileMarks []FileMark `json:"file_marks,omitempty"`
 	Polls     int        `json:"polls,omitempty"`
+	// PointsRequested is what the run asked of the vendor in data points (securities × fields
+	// × dates), set by the requester; 0 for an incremental run that found nothing missing.
+	PointsRequested int64 `json:"points_requested,omitempty"`
 
 	Batches      int   `json:"batches,omitempty"` // row batches published by the transformer
 	RowsParsed   int64 `json:"rows_parsed,omitempty"`

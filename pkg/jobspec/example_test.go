@@ -28,7 +28,7 @@ func Example() {
 	// testdata/bad.yaml:5: securities: IBM US Equity repeated (first at line 4)
 	// testdata/bad.yaml:6: fields: PX LAST is not a field mnemonic (upper-case letters, digits and '_')
 	// testdata/bad.yaml:7: start: 2026-01-31 is after end 2026-01-02
-	// testdata/bad.yaml:9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, calendar, deadline, strict, identifier_type, overrides, pricing_source, pricing_source_exclusive, periodicity, currency)
+	// testdata/bad.yaml:9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, calendar, deadline, strict, identifier_type, overrides, pricing_source, pricing_source_exclusive, periodicity, currency, incremental)
 }
 
 func ExampleNewJobID() {

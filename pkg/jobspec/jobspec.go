@@ -60,6 +60,9 @@ type File struct {
 	// Strict makes any warning of the reply file (unknown fields, return codes, rejected
 	// lines) fail the run, so that its rows never become visible.
 	Strict bool
+	// Incremental (gethistory) asks the vendor only for the securities and dates that committed
+	// runs of the same dataset have not loaded yet.
+	Incremental bool
 	// Path is the job file's path as given to Load or Parse.
 	Path string
 	// SecuritiesFile is the path of the securities file, resolved against the job file's
@@ -100,13 +103,14 @@ func Parse(data []byte, path string) (*File, error) {
 // spec is the job's request with its dates as written (relative ones resolved by SpecAt).
 func (f *File) spec() events.Spec {
 	return events.Spec{
-		Name:       f.Name,
-		Program:    f.Program,
-		Securities: slices.Clone(f.Securities),
-		Fields:     slices.Clone(f.Fields),
-		Start:      f.Start.Fixed,
-		End:        f.End.Fixed,
-		Strict:     f.Strict,
-		Options:    f.Options.Clone(),
+		Name:        f.Name,
+		Program:     f.Program,
+		Securities:  slices.Clone(f.Securities),
+		Fields:      slices.Clone(f.Fields),
+		Start:       f.Start.Fixed,
+		End:         f.End.Fixed,
+		Strict:      f.Strict,
+		Incremental: f.Incremental,
+		Options:     f.Options.Clone(),
 	}
 }

@@ -132,7 +132,7 @@ func TestParseErrors(t *testing.T) {
 			[]string{p + ":3: not valid YAML: found character that cannot start any token"}},
 		{"two documents", history + "---\nname: b\n", []string{p + ":9: more than one YAML document; a job file is one"}},
 		{"unknown key with suggestion", mod("", "sechdule: x\n"), []string{p + ":9: unknown key sechdule (did you mean schedule?)"}},
-		{"unknown key", mod("", "colour: blue\n"), []string{p + ":9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, calendar, deadline, strict, identifier_type, overrides, pricing_source, pricing_source_exclusive, periodicity, currency)"}},
+		{"unknown key", mod("", "colour: blue\n"), []string{p + ":9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, calendar, deadline, strict, identifier_type, overrides, pricing_source, pricing_source_exclusive, periodicity, currency, incremental)"}},
 		{"non-scalar key", mod("", "[a]: b\n"), []string{p + ":9: keys are plain names such as name or fields"}},
 		{"duplicate key", mod("", "name: other\n"), []string{p + ":9: name: given twice (first at line 1)"}},
 		{"missing everything", "deadline: 1h\n", []string{
@@ -208,7 +208,7 @@ func TestParseErrors(t *testing.T) {
 			"testdata/bad.yaml:5: securities: IBM US Equity repeated (first at line 4)",
 			"testdata/bad.yaml:6: fields: PX LAST is not a field mnemonic (upper-case letters, digits and '_')",
 			"testdata/bad.yaml:7: start: 2026-01-31 is after end 2026-01-02",
-			"testdata/bad.yaml:9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, calendar, deadline, strict, identifier_type, overrides, pricing_source, pricing_source_exclusive, periodicity, currency)"}},
+			"testdata/bad.yaml:9: unknown key colour (known: name, program, securities, securities_file, fields, start, end, schedule, tz, calendar, deadline, strict, identifier_type, overrides, pricing_source, pricing_source_exclusive, periodicity, currency, incremental)"}},
 		{"strict not a boolean", mod("", "strict: yes\n"), []string{p + ":9: strict: yes: want true or false"}},
 	}
 	for _, tt := range tests {
@@ -622,6 +622,32 @@ func TestRequestOptions(t *testing.T) {
 		{"name: o\nprogram: getdata\nfields: [PX_LAST]\nsecurities: [/RIC/IBM.N]\n", "identifier type RIC is not one of HAPI's"},
 		{"name: o\nprogram: getdata\nfields: [PX_LAST]\nsecurities: [IBM US Equity]\npricing_source_exclusive: true\n", "needs pricing_source"},
 		{"name: o\nprogram: getdata\nfields: [PX_LAST]\nsecurities: [{type: ISIN}]\n", "needs id:"},
+	} {
+		_, err := Parse([]byte(c.yaml), "o.yaml")
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v\nwant %q", c.yaml, err, c.want)
+		}
+	}
+}
+
+func TestIncremental(t *testing.T) {
+	h, err := Parse([]byte(history+"incremental: true\n"), jobPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := h.SpecAt(time.Now()); !s.Incremental {
+		t.Errorf("incremental: true gave %+v", s)
+	}
+	if h, err := Parse([]byte(history+"incremental: false\n"), jobPath); err != nil || h.Incremental {
+		t.Errorf("incremental: false: %+v %v", h, err)
+	}
+	for _, c := range []struct{ yaml, want string }{
+		{history + "incremental: yes\n", ":9: incremental: yes: want true or false"},
+		{"name: o\nprogram: getdata\nfields: [PX_LAST]\nsecurities: [IBM US Equity]\nincremental: true\n",
+			"o.yaml:5: incremental: only gethistory takes incremental: it skips the dates earlier runs loaded, and getdata asks for no dates to skip"},
+		{"name: o\nprogram: getactions\nsecurities: [IBM US Equity]\nstart: 2025-01-01\nend: 2025-02-01\nincremental: true\n",
+			"o.yaml:6: incremental: only gethistory takes incremental"},
+		{history + "incremental:\n", "incremental: empty"},
 	} {
 		_, err := Parse([]byte(c.yaml), "o.yaml")
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -204,3 +204,22 @@ func (p *parser) options(values map[string]*yaml.Node) {
 		}
 	}
 }
+
+// incremental reads incremental: (gethistory only).
+func (p *parser) incremental(v *yaml.Node) {
+	if v == nil {
+		return
+	}
+	s, ok := p.scalar("incremental", v)
+	if !ok {
+		return
+	}
+	switch {
+	case s != "true" && s != "false":
+		p.errorf(v, "incremental", "%s: want true or false", show(s))
+	case p.f.Program != events.GetHistory && p.f.Program != "" && s == "true":
+		p.errorf(v, "incremental", "only gethistory takes incremental: it skips the dates earlier runs loaded, and %s asks for no dates to skip", p.f.Program)
+	default:
+		p.f.Incremental = s == "true"
+	}
+}

@@ -28,7 +28,7 @@ var (
 
 var knownKeys = []string{"name", "program", "securities", "securities_file", "fields", "start",
 	"end", "schedule", "tz", "calendar", "deadline", "strict", "identifier_type", "overrides", "pricing_source",
-	"pricing_source_exclusive", "periodicity", "currency"}
+	"pricing_source_exclusive", "periodicity", "currency", "incremental"}
 
 type parser struct {
 	path    string
@@ -157,6 +157,7 @@ func (p *parser) parse(data []byte) {
 			}
 		}
 	}
+	p.incremental(values["incremental"])
 	if v, ok := values["strict"]; ok {
 		if s, ok := p.scalar("strict", v); ok {
 			switch s {

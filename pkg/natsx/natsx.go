@@ -140,6 +140,8 @@ type Streams struct {
 	Submits jetstream.KeyValue
 	// Ends records how each job run ended, committed or cancelled (ClaimEnd).
 	Ends jetstream.KeyValue
+	// Coverage records what committed history runs loaded (package coverage).
+	Coverage jetstream.KeyValue
 }
 
 // Setup declares the streams, the raw object store, the load ledger and the chunk records, and
@@ -286,8 +288,13 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 	if _, err := kv(events.BackfillsBucket, "backfills: each one's windows and their jobs", 0); err != nil {
 		return nil, err
 	}
+	// Kept as long as the data it describes: what is loaded stays loaded.
+	coverage, err := kv(events.CoverageBucket, "what committed history runs loaded, by dataset and security", 0)
+	if err != nil {
+		return nil, err
+	}
 	return &Streams{JS: js, Raw: raw, Ledger: ledger, Chunks: chunks, Specs: specs,
-		Schedules: schedules, Submits: submits, Ends: ends}, nil
+		Schedules: schedules, Submits: submits, Ends: ends, Coverage: coverage}, nil
 }
 
 // SubmitsTTL is how long `marketpipe submit` remembers a job file, to refuse it a second time.

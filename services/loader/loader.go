@@ -28,6 +28,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/auth"
 	"github.com/marketpipe/marketpipe/pkg/chstore"
 	"github.com/marketpipe/marketpipe/pkg/config"
+	"github.com/marketpipe/marketpipe/pkg/coverage"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/rowcodec"
@@ -108,10 +109,14 @@ type CompleteHandler struct {
 	Commits Committer
 	// Ends is where a run's end is claimed before its commit (events.EndsBucket); nil: not
 	// claimed (tests of the commit alone).
-	Ends    jetstream.KeyValue
-	Poll    time.Duration // how soon to look again
-	Timeout time.Duration // after "transformed", how long batches may take to load
-	Now     func() time.Time
+	Ends jetstream.KeyValue
+	// Coverage records what a committed gethistory run loaded, with its securities list from
+	// Specs when the job event refers to one; nil: not recorded.
+	Coverage Coverage
+	Specs    jetstream.ObjectStore
+	Poll     time.Duration // how soon to look again
+	Timeout  time.Duration // after "transformed", how long batches may take to load
+	Now      func() time.Time
 }
 
 // HandleJob implements stage.JobHandler: it returns "loaded", or "failed", or waits for the
@@ -147,6 +152,9 @@ func (h *CompleteHandler) HandleJob(ctx context.Context, j events.Job, _ *stage.
 	}
 	if err := h.Commits.Commit(ctx, j.ID, j.Version, now); err != nil {
 		return nil, fmt.Errorf("commit run %s generation %d: %w", j.ID, j.Generation, err)
+	}
+	if err := recordCoverage(ctx, h.Coverage, h.Specs, &j); err != nil {
+		return nil, fmt.Errorf("run %s generation %d committed; recording its coverage: %w", j.ID, j.Generation, err)
 	}
 	next := j.Advance(events.Loaded, now)
 	next.RowsLoaded = j.RowsParsed
@@ -221,7 +229,8 @@ func Stages(env *service.Env, store *chstore.Store, s Settings) ([]service.Runne
 		Count: func(ctx context.Context, id string, gen int) (int, error) {
 			return natsx.LoadedBatches(ctx, env.JS, id, gen)
 		},
-		Commits: store, Ends: env.Streams.Ends, Poll: 100 * time.Millisecond, Timeout: s.LoadTimeout, Now: time.Now,
+		Commits: store, Ends: env.Streams.Ends, Coverage: coverage.Store{KV: env.Streams.Coverage}, Specs: env.Streams.Specs,
+		Poll: 100 * time.Millisecond, Timeout: s.LoadTimeout, Now: time.Now,
 	}, env.StageOptions())
 	if err != nil {
 		return nil, err
@@ -256,12 +265,14 @@ var (
 )
 
 // Uses is what the loader does on NATS (its identity's permissions): it reads the runs of a
-// job from the jobs stream, keeps the load ledger and publishes "loaded" or "failed".
+// job from the jobs stream, keeps the load ledger, records what committed history runs loaded
+// (with their stored securities lists) and publishes "loaded" or "failed".
 var Uses = auth.Uses{
 	Consumers: []stage.Config{RowsConsumer, CompleteConsumer, JobsConsumer},
 	Publishes: []string{events.JobFilter(events.Loaded), events.JobFilter(events.Failed)},
 	Reads:     []string{events.JobsStream},
-	KVWrite:   []string{events.LedgerBucket, events.EndsBucket},
+	KVWrite:   []string{events.LedgerBucket, events.EndsBucket, events.CoverageBucket},
+	ObjRead:   []string{events.SpecsBucket},
 }
 
 // Summary is what the loader does, for -h.

@@ -38,7 +38,11 @@ type Handler struct {
 	Vendor Vendor
 	// Specs holds the securities lists too long for a job event (events.InlineSecurities).
 	Specs jetstream.ObjectStore
-	Now   func() time.Time
+	// Coverage tells an incremental job what committed runs loaded, and Ends is where a run
+	// with nothing missing claims its end (events.CoverageBucket, events.EndsBucket).
+	Coverage CoverageReader
+	Ends     jetstream.KeyValue
+	Now      func() time.Time
 }
 
 // HandleJob implements stage.JobHandler: it returns "requested", or "failed" for a request the
@@ -54,9 +58,13 @@ func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message)
 	if err != nil {
 		return nil, err
 	}
+	ask, err := h.ask(ctx, &j, securities)
+	if err != nil || ask.ended {
+		return ask.final, err
+	}
 	req := vendor.Request{
 		Identifier: id, Title: j.Spec.Name, Program: j.Spec.Program,
-		Securities: securities, Fields: j.Spec.Fields, Start: j.Spec.Start, End: j.Spec.End,
+		Securities: ask.securities, Fields: j.Spec.Fields, Start: ask.start, End: ask.end,
 		Overrides: j.Spec.Overrides, SecurityOverrides: j.Spec.SecurityOverrides,
 		PricingSource: j.Spec.PricingSource, PricingSourceExclusive: j.Spec.PricingSourceExclusive,
 		Periodicity: j.Spec.Periodicity, Currency: j.Spec.Currency,
@@ -83,7 +91,7 @@ func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message)
 
 // Stage returns the requester stage on env's JetStream.
 func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
-	h := &Handler{Vendor: v, Specs: env.Streams.Specs, Now: time.Now}
+	h := &Handler{Vendor: v, Specs: env.Streams.Specs, Coverage: coverageOf(env.Streams.Coverage), Ends: env.Streams.Ends, Now: time.Now}
 	return stage.NewJobs(env.JS, Consumer, events.Decode, h, env.StageOptions())
 }
 
@@ -95,15 +103,19 @@ var Consumer = stage.Config{
 }
 
 // Uses is what the requester does on NATS (its identity's permissions): it reads stored
-// securities lists and publishes "requested" or "failed"; for schedule firings
+// securities lists and publishes "requested" or "failed"; for an incremental job it reads what
+// committed runs loaded, and ends one with nothing missing ("loaded", its end claimed in
+// events.EndsBucket); for schedule firings
 // (schedule.Consumer) it reads the schedules and writes their state, looks a firing's job up in
 // MP_JOBS, stores long securities lists and publishes "submitted".
 var Uses = auth.Uses{
 	Consumers: []stage.Config{Consumer, schedule.Consumer},
-	Publishes: []string{events.JobFilter(events.Requested), events.JobFilter(events.Failed), events.JobFilter(events.Submitted)},
-	Reads:     []string{events.JobsStream},
-	KVWrite:   []string{events.SchedulesBucket},
-	ObjWrite:  []string{events.SpecsBucket},
+	Publishes: []string{events.JobFilter(events.Requested), events.JobFilter(events.Failed), events.JobFilter(events.Submitted),
+		events.JobFilter(events.Loaded)},
+	Reads:    []string{events.JobsStream},
+	KVRead:   []string{events.CoverageBucket},
+	KVWrite:  []string{events.SchedulesBucket, events.EndsBucket},
+	ObjWrite: []string{events.SpecsBucket},
 }
 
 // Firings returns the stage that turns schedule firings into submitted jobs (package

@@ -1,0 +1,160 @@
+package requester_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/marketpipe/marketpipe/pkg/coverage"
+	"github.com/marketpipe/marketpipe/pkg/events"
+	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
+	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/pkg/stage"
+	"github.com/marketpipe/marketpipe/pkg/vendor"
+	"github.com/marketpipe/marketpipe/services/requester"
+	"github.com/marketpipe/marketpipe/services/vendorsim"
+)
+
+// postedRequest is what the simulator kept of a posted request: its securities and dates.
+type postedRequest struct {
+	Universe struct {
+		Contains []struct {
+			IdentifierValue string `json:"identifierValue"`
+		} `json:"contains"`
+	} `json:"universe"`
+	RuntimeOptions struct {
+		DateRange struct {
+			StartDate string `json:"startDate"`
+			EndDate   string `json:"endDate"`
+		} `json:"dateRange"`
+	} `json:"runtimeOptions"`
+}
+
+func posted(t *testing.T, simURL, id string) (secs []string, start, end string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", simURL+"/eap/catalogs/"+vendorsim.DefaultAccount+"/requests/"+id+"/", nil)
+	req.Header.Set("api-version", "2")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("request %s: %s %s", id, resp.Status, body)
+	}
+	var p postedRequest
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range p.Universe.Contains {
+		secs = append(secs, c.IdentifierValue)
+	}
+	return secs, p.RuntimeOptions.DateRange.StartDate, p.RuntimeOptions.DateRange.EndDate
+}
+
+// TestIncremental: an incremental job asks the vendor only for the securities with anything
+// missing, from their earliest missing date to their latest, and counts those points; with
+// nothing missing it sends nothing and ends loaded with 0 points, unless a cancel ended it
+// first. A job that is not incremental asks for everything.
+func TestIncremental(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	env := natstest.NewEnv(t)
+	simSrv := vendorsim.NewServer(vendorsim.Options{Account: vendorsim.DefaultAccount})
+	sim := httptest.NewServer(simSrv)
+	t.Cleanup(sim.Close)
+	v, err := vendor.New(vendor.Config{BaseURL: sim.URL + "/eap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cov := coverage.Store{KV: env.Streams.Coverage}
+	h := stage.Jobs(stage.NewPublisher(env.JS), events.Decode, &requester.Handler{Vendor: v, Specs: env.Streams.Specs,
+		Coverage: cov, Ends: env.Streams.Ends, Now: time.Now})
+
+	fields := []string{"PX_LAST", "PX_VOLUME"}
+	spec := events.Spec{Name: "inc", Program: events.GetHistory, Securities: []string{"A US Equity", "B US Equity", "C US Equity"},
+		Fields: fields, Start: "2025-01-01", End: "2025-03-31", Incremental: true, Options: events.Options{Currency: "EUR"}}
+	// A and C loaded to the end of February; B to the end of March; another dataset (no
+	// currency) has everything, which does not count.
+	feb := coverage.Range{From: obs.MakeDate(2025, 1, 1), To: obs.MakeDate(2025, 2, 28)}
+	mar := coverage.Range{From: obs.MakeDate(2025, 1, 1), To: obs.MakeDate(2025, 3, 31)}
+	for _, err := range []error{
+		cov.Add(ctx, spec.Dataset(), []string{"A US Equity", "C US Equity"}, fields, feb),
+		cov.Add(ctx, spec.Dataset(), []string{"B US Equity"}, fields, mar),
+		cov.Add(ctx, "gethistory", spec.Securities, fields, mar),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(id string, s events.Spec) events.Job {
+		t.Helper()
+		j := submitted(id, s)
+		if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := env.LastJob(id)
+		return got
+	}
+
+	got := run("job-inc", spec)
+	if got.State != events.Requested {
+		t.Fatalf("state %q (%s)", got.State, got.Error)
+	}
+	secs, start, end := posted(t, sim.URL, got.VendorRequestID)
+	if !slices.Equal(secs, []string{"A US Equity", "C US Equity"}) || start != "2025-03-01" || end != "2025-03-31" {
+		t.Errorf("incremental request: %v from %s to %s; want A and C from 2025-03-01 to 2025-03-31", secs, start, end)
+	}
+	if want := int64(2 * 2 * 21); got.PointsRequested != want { // March 2025: 21 weekdays
+		t.Errorf("points requested %d, want %d", got.PointsRequested, want)
+	}
+
+	// Not incremental: everything.
+	full := spec
+	full.Incremental = false
+	got = run("job-full", full)
+	secs, start, end = posted(t, sim.URL, got.VendorRequestID)
+	if len(secs) != 3 || start != "2025-01-01" || end != "2025-03-31" || got.PointsRequested != 3*2*coverage.Dates(mar, "") {
+		t.Errorf("full request: %v from %s to %s, %d points", secs, start, end, got.PointsRequested)
+	}
+
+	// Nothing missing: no vendor request, loaded with 0 points, the end claimed.
+	if err := cov.Add(ctx, spec.Dataset(), []string{"A US Equity", "C US Equity"}, fields, mar); err != nil {
+		t.Fatal(err)
+	}
+	before := len(simSrv.Requests())
+	got = run("job-none", spec)
+	if got.State != events.Loaded || got.PointsRequested != 0 || got.VendorRequestID != "" {
+		t.Errorf("nothing missing: state %q, %d points, vendor request %q; want loaded, 0, none", got.State, got.PointsRequested, got.VendorRequestID)
+	}
+	if n := len(simSrv.Requests()); n != before {
+		t.Errorf("nothing missing, yet %d vendor requests were made", n-before)
+	}
+	if e, ok, err := natsx.RunEnd(ctx, env.Streams.Ends, "job-none", 0); err != nil || !ok || e.State != events.Loaded || e.By != requester.Name {
+		t.Errorf("end of the run: %+v %v %v", e, ok, err)
+	}
+
+	// Cancelled before the requester got to it: stays cancelled.
+	if _, err := natsx.ClaimEnd(ctx, env.Streams.Ends, "job-cancelled", 0, natsx.End{State: events.Cancelled, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if got = run("job-cancelled", spec); got.State != events.Submitted {
+		t.Errorf("a cancelled run with nothing missing published %q (%s)", got.State, got.Error)
+	}
+
+	// A new security: only it is asked, for the whole range.
+	more := spec
+	more.Securities = append(slices.Clone(spec.Securities), "D US Equity")
+	got = run("job-more", more)
+	secs, start, end = posted(t, sim.URL, got.VendorRequestID)
+	if !slices.Equal(secs, []string{"D US Equity"}) || start != "2025-01-01" || end != "2025-03-31" {
+		t.Errorf("one new security: %v from %s to %s", secs, start, end)
+	}
+}
