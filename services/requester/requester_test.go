@@ -197,3 +197,53 @@ func TestInvalidJobIDIsPermanent(t *testing.T) {
 		t.Errorf("%d vendor calls for invalid jobs, want none", n)
 	}
 }
+
+// TestRequesterParts: a job over the vendor's universe limit and the data-point budget is
+// submitted as several requests, each of the securities, fields and dates of its part, and
+// "requested" carries the parts; a redelivery creates none again.
+func TestRequesterParts(t *testing.T) {
+	env := natstest.NewEnv(t)
+	sim := vendorsim.NewServer(vendorsim.Options{Account: vendorsim.DefaultAccount})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	v, err := vendor.New(vendor.Config{BaseURL: srv.URL + "/eap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := stage.Jobs(stage.NewPublisher(env.JS), events.Decode,
+		&requester.Handler{Vendor: v, Specs: env.Streams.Specs, Now: time.Now, MaxPoints: 1_000_000})
+	ctx := context.Background()
+	spec := events.Spec{Name: "wide", Program: "getdata", Fields: []string{"PX_LAST", "PX_BID"}}
+	for i := range 100_000 {
+		spec.Securities = append(spec.Securities, fmt.Sprintf("US%010d", i))
+	}
+	j := submitted("job-wide", spec)
+	if err := natsx.ExternalizeSecurities(ctx, env.Streams.Specs, j.ID, &j.Spec); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := j.Encode()
+	m := env.Deliver(events.JobsStream, events.JobSubject(j.ID, events.Submitted), data)
+	for range 2 {
+		if err := h.Handle(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := env.LastJob(j.ID)
+	if got.State != events.Requested || len(got.Parts) != 2 {
+		t.Fatalf("state %q (%s), %d parts, want requested in 2", got.State, got.Error, len(got.Parts))
+	}
+	posts := sim.Requests()
+	next := 0
+	for i, p := range got.Parts {
+		if p.SecFrom != next || p.SecTo-p.SecFrom > vendor.MaxUniverse || p.Points != int64(p.SecTo-p.SecFrom)*2 {
+			t.Errorf("part %d: %+v", i, p)
+		}
+		next = p.SecTo
+		if n := posts[p.VendorRequestID]; n != 2 {
+			t.Errorf("part %d (%s) posted %d times, want 2 (the second refused: it exists)", i, p.VendorRequestID, n)
+		}
+	}
+	if next != 100_000 || len(posts) != 2 {
+		t.Errorf("parts cover %d securities in %d vendor requests", next, len(posts))
+	}
+}
