@@ -66,6 +66,7 @@ latest job of that name. Times are UTC. Reads the jobs table in ClickHouse.`,
 				return err
 			}
 			tried := statusAttempts(ctx, cfg, &j, cmd.ErrOrStderr())
+			j.Parts = statusParts(ctx, cfg, &j, cmd.ErrOrStderr())
 			if asJSON {
 				return writeJSON(out, struct {
 					jobJSON
@@ -75,6 +76,7 @@ latest job of that name. Times are UTC. Reads the jobs table in ClickHouse.`,
 			}
 			printJob(out, &j)
 			printAttempts(out, tried, time.Now())
+			printParts(out, &j)
 			if len(fields) > 0 {
 				if j.State == events.Loaded {
 					fmt.Fprintln(out, "\nloaded observations by field:")
