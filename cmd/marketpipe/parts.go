@@ -83,4 +83,3 @@ func partState(j *events.Job, p *events.Part) string {
 	}
 	return p.Progress()
 }
-
