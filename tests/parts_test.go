@@ -108,8 +108,6 @@ func TestJobInParts(t *testing.T) {
 		// 2 securities × 1 field × 261 weekdays of 2025 = 522 data points; at most 200 a
 		// request: one security a request, its year in two ranges.
 		"VENDOR_MAX_POINTS_PER_REQUEST": "200",
-		// Small chunks and marks: a part's file may be cut too, numbered across the parts.
-		"TRANSFORMER_CHUNK_BYTES": "2048", "COLLECTOR_MARK_BYTES": "512",
 	}
 	for _, p := range []struct{ name, bin string }{
 		{"requester", "requester"}, {"poller", "poller"}, {"collector", "collector"},
