@@ -32,7 +32,7 @@ type Handler struct {
 	Interval time.Duration // between polls of one job
 	Now      func() time.Time
 	// OnWait, when set, is called before the job waits another interval, with the vendor
-	// request identifiers whose outputs are not ready yet.
+	// request identifiers whose outputs are not known to be ready yet.
 	OnWait func(ctx context.Context, m *stage.Message, identifiers []string) error
 }
 
@@ -70,11 +70,12 @@ func (h *Handler) HandleJob(ctx context.Context, j events.Job, m *stage.Message)
 	return &next, nil
 }
 
-// parts polls the vendor requests of a job of several parts: it is ready when every part's
-// output is.
+// parts polls the vendor requests of a job of several parts, in order: it is ready when every
+// part's output is. The first part not ready ends the round, since the vendor prepares them
+// about in the order they were made: a round costs the parts ready so far and one more, and
+// the parts after it count as not ready (for OnWait).
 func (h *Handler) parts(ctx context.Context, j events.Job, m *stage.Message) (*events.Job, error) {
 	parts := slices.Clone(j.Parts)
-	var pending []string
 	for i := range parts {
 		p := &parts[i]
 		out, err := h.Vendor.Output(ctx, p.VendorRequestID)
@@ -82,13 +83,13 @@ func (h *Handler) parts(ctx context.Context, j events.Job, m *stage.Message) (*e
 			return nil, fmt.Errorf("poll vendor request %s (part %d of %d): %w", p.VendorRequestID, i+1, len(parts), err)
 		}
 		if out == nil {
-			pending = append(pending, p.VendorRequestID)
-			continue
+			pending := make([]string, 0, len(parts)-i)
+			for _, q := range parts[i:] {
+				pending = append(pending, q.VendorRequestID)
+			}
+			return nil, h.wait(ctx, m, pending)
 		}
 		p.ResponseKey, p.ResponseDigest, p.ResponseSize = out.Key, out.Digest, max(out.ContentLength, 0)
-	}
-	if len(pending) > 0 {
-		return nil, h.wait(ctx, m, pending)
 	}
 	next := j.Advance(events.Ready, h.Now())
 	next.Parts = parts
