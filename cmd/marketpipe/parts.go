@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -15,9 +16,10 @@ import (
 )
 
 // statusParts returns the vendor requests of a job run split into several (events.Part): the
-// jobs table keeps one request per run, so they are read from the run's latest event in
-// MP_JOBS. A job of one request, or one whose events the stream no longer keeps, has none; a
-// failure to read them is noted on note.
+// jobs table keeps one request per run, so they are read from the run's events in MP_JOBS (its
+// latest, or, past the transformer, whose events do not repeat them, its "collected"). A job of
+// one request, or one whose events the stream no longer keeps, has none; a failure to read them
+// is noted on note.
 func statusParts(ctx context.Context, cfg config.Config, j *events.Job, note io.Writer) []events.Part {
 	if j.VendorRequestID != "" || j.State == events.Submitted {
 		return nil // one request, or none yet
@@ -45,7 +47,25 @@ func readParts(ctx context.Context, cfg config.Config, j *events.Job) ([]events.
 	if err != nil || !ok || last.Generation != j.Generation {
 		return nil, err
 	}
-	return last.Parts, nil
+	if len(last.Parts) > 0 {
+		return last.Parts, nil
+	}
+	str, err := js.Stream(ctx, events.JobsStream)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", events.JobsStream, err)
+	}
+	m, err := str.GetLastMsgForSubject(ctx, events.JobSubject(j.ID, events.Collected))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("job %s: %w", j.ID, err)
+	}
+	collected, err := events.Decode(m.Data)
+	if err != nil || collected.Generation != j.Generation {
+		return nil, err
+	}
+	return collected.Parts, nil
 }
 
 // printParts shows each vendor request of a job of several: its identifier, securities,

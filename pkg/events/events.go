@@ -194,9 +194,11 @@ const MaxFileMarks = 128
 // file from its start (pkg/chunk's Open).
 //
 // The chunks of a job of several parts (Job.Parts) are numbered across the parts' files, so
-// that Chunk and Chunks count the job's chunks: the task's Job.FileKey is its part's file
-// (Part), and FileChunk of FileChunks is the chunk's place in that file. FileChunks is 0 for a
-// job of one file, whose Chunk and Chunks are also the file's.
+// that Chunk and Chunks count the job's chunks: PartFile is the chunk's file (part Part's), and
+// FileChunk of FileChunks the chunk's place in it. Such a task carries its job without the
+// parts (each task would otherwise repeat them all), so the "transformed" event the last chunk
+// publishes has none either: the "collected" event keeps them. FileChunks is 0 for a job of
+// one file, whose Chunk and Chunks are also the file's.
 type ChunkTask struct {
 	Job
 	Chunk      int      `json:"chunk"`
@@ -204,6 +206,7 @@ type ChunkTask struct {
 	Start      FileMark `json:"start,omitzero"`
 	End        int64    `json:"end,omitempty"`
 	Part       int      `json:"part,omitempty"`
+	PartFile   string   `json:"part_file,omitempty"`
 	FileChunk  int      `json:"file_chunk,omitempty"`
 	FileChunks int      `json:"file_chunks,omitempty"`
 }
@@ -241,7 +244,7 @@ func DecodeChunkTask(data []byte) (ChunkTask, error) {
 		return ChunkTask{}, fmt.Errorf("decode chunk task: job %q chunk %d of %d", c.ID, c.Chunk, c.Chunks)
 	}
 	fc, fn := c.InFile()
-	if c.FileChunks > 0 && (fc < 0 || fc >= fn || c.Part < 0 || c.Part >= len(c.Parts)) {
+	if c.FileChunks > 0 && (fc < 0 || fc >= fn || c.Part < 0 || c.PartFile == "") {
 		return ChunkTask{}, fmt.Errorf("decode chunk task: job %q chunk %d of %d: part %d chunk %d of %d", c.ID, c.Chunk, c.Chunks, c.Part, fc, fn)
 	}
 	if c.AtMarks() {

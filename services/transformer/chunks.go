@@ -61,7 +61,7 @@ func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (o
 	if task.FileChunks > 0 {
 		// A part's file: the job seen as that file's.
 		pj := task.Job
-		pj.FileKey = pj.Parts[task.Part].FileKey
+		pj.FileKey = task.PartFile
 		j = &pj
 	}
 	if !task.AtMarks() && task.FileChunks == 0 {
@@ -178,7 +178,8 @@ func (h *Handler) completeChunks(ctx context.Context, task *events.ChunkTask) er
 // each file cut at its marks as a job's only file would be (or whole), the chunks numbered
 // across the files so that every batch's sequence number, and so its ledger key, is unique in
 // the job run. The chunk that finds every chunk recorded publishes "transformed" with the sums
-// of all the parts (completeChunks). A part's file missing fails the job.
+// of all the parts (completeChunks); the tasks, and so that event, carry the job without its
+// parts (events.ChunkTask). A part's file missing fails the job.
 func (h *Handler) publishPartChunks(ctx context.Context, j *events.Job) (*events.Job, error) {
 	type fileChunks struct {
 		part   int
@@ -204,7 +205,9 @@ func (h *Handler) publishPartChunks(ctx context.Context, j *events.Job) (*events
 	for _, f := range files {
 		n := len(f.starts) + 1
 		for i := range n {
-			task := events.ChunkTask{Job: *j, Chunk: next, Chunks: total, Part: f.part, FileChunk: i, FileChunks: n}
+			task := events.ChunkTask{Job: *j, Chunk: next, Chunks: total, Part: f.part, PartFile: j.Parts[f.part].FileKey,
+				FileChunk: i, FileChunks: n}
+			task.Parts = nil
 			if i > 0 {
 				task.Start = events.FileMark(f.starts[i-1])
 			}

@@ -172,8 +172,5 @@ func (h *Handler) transformed(j *events.Job, st transformStats) *events.Job {
 	next.Warnings = st.Warnings.OrNil()
 	// The marks served the transform; "collected" keeps them for a replay.
 	next.FileMarks = nil
-	if len(j.Parts) > 0 {
-		next.FileKey = "" // the parts' files, not one
-	}
 	return &next
 }

@@ -707,13 +707,18 @@ func TestTransformerParts(t *testing.T) {
 	if err := stage.Jobs(h.Pub, events.Decode, h).Handle(ctx, env.DeliverJob(&j)); err != nil {
 		t.Fatal(err)
 	}
-	handleChunks(t, env, h, j.ID, []int{5, 3, 0, 4, 1, 2})
+	msgs := handleChunks(t, env, h, j.ID, []int{5, 3, 0, 4, 1, 2})
+	for _, m := range msgs {
+		if task, err := events.DecodeChunkTask(m.Data()); err != nil || task.Parts != nil || task.PartFile != j.Parts[task.Part].FileKey {
+			t.Errorf("chunk task %+v (%v): want its part's file, without the job's parts", task, err)
+		}
+	}
 	got, _ := env.LastJob(j.ID)
 	bs := batches(t, env, j.ID)
 	if got.State != events.Transformed || got.Batches != len(bs) || got.RowsParsed != int64(len(want)) ||
-		got.RowsRejected != wantRejects || len(got.Parts) != 2 || got.FileKey != "" {
-		t.Fatalf("transformed: state %q, %d batches (published %d), %d rows (want %d), %d rejects (want %d), %d parts",
-			got.State, got.Batches, len(bs), got.RowsParsed, len(want), got.RowsRejected, wantRejects, len(got.Parts))
+		got.RowsRejected != wantRejects || got.FileKey != "" {
+		t.Fatalf("transformed: state %q, %d batches (published %d), %d rows (want %d), %d rejects (want %d), file %q",
+			got.State, got.Batches, len(bs), got.RowsParsed, len(want), got.RowsRejected, wantRejects, got.FileKey)
 	}
 	seqs := map[int]bool{}
 	var gotObs []obs.Observation
