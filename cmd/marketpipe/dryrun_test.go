@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,5 +93,45 @@ func TestDryRunParts(t *testing.T) {
 	long.Start.Fixed, long.End.Fixed = "2000-01-01", "2025-12-31"
 	if err := checkRequests(&long, time.Now(), 1); err == nil || !strings.Contains(err.Error(), "cannot be split") {
 		t.Errorf("a job needing more than %d requests: %v", 1000, err)
+	}
+}
+
+// TestDryRunOverTheUniverseLimit: a universe larger than a vendor request's is not refused: it
+// becomes balanced requests within the limit (with overrides, within the lower one).
+func TestDryRunOverTheUniverseLimit(t *testing.T) {
+	dir := t.TempDir()
+	var secs strings.Builder
+	for i := range 100_000 {
+		fmt.Fprintf(&secs, "S%06d US Equity\n", i)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "secs.txt"), []byte(secs.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		extra string
+		want  []string
+	}{
+		{"", []string{"request 2 of 2: getdata, 50000 securities (50001 to 100000) × 2 fields (1 to 2) × snapshot = 100000 data points",
+			"in all: 2 vendor requests, 200000 data points"}},
+		{"overrides: {VWAP_START_TIME: \"09:30\"}\n", []string{"request 5 of 5: getdata, 20000 securities (80001 to 100000)",
+			"in all: 5 vendor requests, 200000 data points"}},
+	} {
+		path := filepath.Join(dir, "wide.yaml")
+		if err := os.WriteFile(path, []byte("name: wide\nprogram: getdata\nsecurities_file: secs.txt\nfields: [PX_LAST, PX_BID]\n"+c.extra), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := jobspec.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := dryRun(f, time.Now(), 1_000_000, &out); err != nil {
+			t.Fatalf("%q: %v", c.extra, err)
+		}
+		for _, want := range c.want {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("dry run lacks %q:\n%s", want, out.String())
+			}
+		}
 	}
 }
