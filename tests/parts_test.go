@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/marketpipe/marketpipe/pkg/auth"
 	"github.com/marketpipe/marketpipe/pkg/chstore"
 	"github.com/marketpipe/marketpipe/pkg/chtest"
@@ -167,6 +169,27 @@ func TestJobInParts(t *testing.T) {
 		t.Errorf("the second output downloaded is %s, not part 2's", fault.order[1])
 	}
 
+	// One "loaded" event, one chunk task per part's file (each a single security's, not cut).
+	js := connectAs(t, env, auth.AdminName)
+	for _, c := range []struct {
+		stream, subject string
+		want            uint64
+	}{
+		{events.JobsStream, events.JobSubject(id, events.Loaded), 1},
+		{events.ChunksStream, events.ChunkSubject(id), 4},
+	} {
+		s, err := js.Stream(ctx, c.stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(c.subject))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := info.State.Subjects[c.subject]; n != c.want {
+			t.Errorf("%s: %d messages, want %d", c.subject, n, c.want)
+		}
+	}
 	// Loaded once, with the whole job's data row for row.
 	spec := events.Spec{Name: "parts", Program: events.GetHistory, Securities: secs, Fields: []string{"PX_LAST"}, Start: "2025-01-01", End: "2025-12-31"}
 	want := expected(t, spec, runDate)
