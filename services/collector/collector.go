@@ -85,10 +85,8 @@ func (h *Handler) collectParts(ctx context.Context, j events.Job) (*events.Job, 
 		key := PartFileKey(&j, i)
 		info, failed, err := h.store(ctx, &pj, key)
 		if failed != nil {
-			failed.Parts = j.Parts
-			failed.VendorRequestID, failed.ResponseKey, failed.ResponseDigest, failed.ResponseSize = j.VendorRequestID, j.ResponseKey, j.ResponseDigest, j.ResponseSize
-			failed.Error = fmt.Sprintf("part %d of %d (request %s): %s", i+1, len(parts), p.VendorRequestID, failed.Error)
-			return failed, nil
+			f := j.Fail(fmt.Sprintf("part %d of %d (request %s): %s", i+1, len(parts), p.VendorRequestID, failed.Error), h.Now())
+			return &f, nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("part %d of %d (request %s): %w", i+1, len(parts), p.VendorRequestID, err)
