@@ -79,8 +79,11 @@ func dryRun(f *jobspec.File, now time.Time, maxPoints int64, w io.Writer) error 
 	for i, p := range parts {
 		dates := vendor.Dates(spec.Program, p.Start, p.End, spec.Periodicity)
 		what := "snapshot"
-		if spec.Program != events.GetData {
+		switch spec.Program {
+		case events.GetHistory:
 			what = fmt.Sprintf("%s to %s, %d dates", p.Start, p.End, dates)
+		case events.GetActions:
+			what = fmt.Sprintf("the actions of %s to %s", p.Start, p.End)
 		}
 		secs, fields := fmt.Sprintf("%d securities", p.SecTo-p.SecFrom), fmt.Sprintf("%d fields", p.FieldTo-p.FieldFrom)
 		if len(parts) > 1 {
