@@ -64,7 +64,7 @@ func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message)
 		Start: s.Start, End: s.End, Periodicity: s.Periodicity,
 		Overrides: len(s.Overrides) > 0 || len(s.SecurityOverrides) > 0}, h.MaxPoints)
 	if err != nil {
-		failed := j.Fail(fmt.Sprintf("request %s: %v", id, err), h.Now())
+		failed := j.Fail(fmt.Sprintf("the job's vendor requests: %v", err), h.Now())
 		return &failed, nil
 	}
 	req := vendor.Request{
