@@ -6,54 +6,95 @@ import (
 	"strings"
 	"time"
 
-	"github.com/marketpipe/marketpipe/pkg/coverage"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/jobspec"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
 )
 
-// dataPoints estimates what a request asks for, as vendors bill it: securities × fields ×
-// dates, a date being a weekday of the range for daily history (the vendor's own calendar
-// may drop a few holidays), a period's end for the other periodicities, and one for a snapshot.
+// dataPoints estimates what a request asks for, as vendors bill it (vendor.Points): securities
+// × fields × dates, a date being a weekday of the range for daily history (the vendor's own
+// calendar may drop a few holidays), a period's end for the other periodicities, and one for a
+// snapshot.
 func dataPoints(s events.Spec) (dates int, points int64) {
-	dates = 1
-	if s.Program == events.GetHistory {
-		dates = historyDates(s.Start, s.End, s.Periodicity)
-	}
-	return dates, int64(s.SecurityCount()) * int64(len(s.Fields)) * int64(dates)
+	dates = vendor.Dates(s.Program, s.Start, s.End, s.Periodicity)
+	return dates, vendor.Points(s.Program, s.SecurityCount(), len(s.Fields), s.Start, s.End, s.Periodicity)
 }
 
 // historyDates counts the data points of one security and field between start and end
-// (coverage.Dates, which the requester counts with too).
+// (vendor.HistoryDates, which the requester counts with too).
 func historyDates(start, end, periodicity string) int {
-	r, err := coverage.ParseRange(start, end)
-	if err != nil {
-		return 0
-	}
-	return int(coverage.Dates(r, periodicity))
+	return vendor.HistoryDates(start, end, periodicity)
 }
 
-// dryRun prints the vendor requests a job file would make, checked as the requester checks
-// them, and sends nothing.
-func dryRun(f *jobspec.File, now time.Time, w io.Writer) error {
+// planRequests returns the vendor requests of spec as the requester makes them (vendor.Plan
+// within maxPoints, VENDOR_MAX_POINTS_PER_REQUEST), each checked as the client checks it
+// before sending. A job that cannot be split, or a request the client would refuse, is an
+// error saying why.
+func planRequests(spec events.Spec, maxPoints int64) ([]vendor.PlannedPart, []vendor.Request, error) {
+	parts, err := vendor.Plan(vendor.Shape{Program: spec.Program, Securities: len(spec.Securities), Fields: len(spec.Fields),
+		Start: spec.Start, End: spec.End, Periodicity: spec.Periodicity,
+		Overrides: len(spec.Overrides) > 0 || len(spec.SecurityOverrides) > 0}, maxPoints)
+	if err != nil {
+		return nil, nil, err
+	}
+	reqs := make([]vendor.Request, len(parts))
+	for i, p := range parts {
+		reqs[i] = vendor.Request{Identifier: "dryrun", Program: spec.Program, Securities: spec.Securities[p.SecFrom:p.SecTo],
+			Fields: spec.Fields[p.FieldFrom:p.FieldTo], Start: p.Start, End: p.End,
+			Overrides: spec.Overrides, SecurityOverrides: spec.SecurityOverrides,
+			PricingSource: spec.PricingSource, PricingSourceExclusive: spec.PricingSourceExclusive,
+			Periodicity: spec.Periodicity, Currency: spec.Currency}
+		if err := reqs[i].Validate(); err != nil {
+			return nil, nil, fmt.Errorf("the vendor would refuse it: %w", err)
+		}
+	}
+	return parts, reqs, nil
+}
+
+// checkRequests refuses, before anything is sent, a job file whose vendor requests could not
+// be made: one that cannot be split within the limits (vendor.Plan), or a request the client
+// would refuse.
+func checkRequests(f *jobspec.File, now time.Time, maxPoints int64) error {
 	spec, err := f.SpecAt(now)
 	if err != nil {
 		return err
 	}
-	req := vendor.Request{Identifier: "dryrun", Program: spec.Program, Securities: spec.Securities, Fields: spec.Fields,
-		Start: spec.Start, End: spec.End, Overrides: spec.Overrides, SecurityOverrides: spec.SecurityOverrides,
-		PricingSource: spec.PricingSource, PricingSourceExclusive: spec.PricingSourceExclusive,
-		Periodicity: spec.Periodicity, Currency: spec.Currency}
-	if err := req.Validate(); err != nil {
-		return &exitError{code: exitInvalid, err: fmt.Errorf("%s: the vendor would refuse it: %w", f.Path, err)}
+	if _, _, err := planRequests(spec, maxPoints); err != nil {
+		return &exitError{code: exitInvalid, err: fmt.Errorf("%s: %w", f.Path, err)}
 	}
-	dates, points := dataPoints(spec)
-	what := "snapshot"
-	if spec.Program == events.GetHistory {
-		what = fmt.Sprintf("%s to %s, %d dates", spec.Start, spec.End, dates)
+	return nil
+}
+
+// dryRun prints the vendor requests a job file would make, planned and checked as the
+// requester plans and checks them (within maxPoints data points each), and sends nothing.
+func dryRun(f *jobspec.File, now time.Time, maxPoints int64, w io.Writer) error {
+	spec, err := f.SpecAt(now)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(w, "request 1 of 1: %s, %d securities × %d fields × %s = %d data points\n",
-		spec.Program, spec.SecurityCount(), len(spec.Fields), what, points)
+	parts, _, err := planRequests(spec, maxPoints)
+	if err != nil {
+		return &exitError{code: exitInvalid, err: fmt.Errorf("%s: %w", f.Path, err)}
+	}
+	var total int64
+	for i, p := range parts {
+		dates := vendor.Dates(spec.Program, p.Start, p.End, spec.Periodicity)
+		what := "snapshot"
+		switch spec.Program {
+		case events.GetHistory:
+			what = fmt.Sprintf("%s to %s, %d dates", p.Start, p.End, dates)
+		case events.GetActions:
+			what = fmt.Sprintf("the actions of %s to %s", p.Start, p.End)
+		}
+		secs, fields := fmt.Sprintf("%d securities", p.SecTo-p.SecFrom), fmt.Sprintf("%d fields", p.FieldTo-p.FieldFrom)
+		if len(parts) > 1 {
+			secs = fmt.Sprintf("%s (%d to %d)", secs, p.SecFrom+1, p.SecTo)
+			fields = fmt.Sprintf("%s (%d to %d)", fields, p.FieldFrom+1, p.FieldTo)
+		}
+		fmt.Fprintf(w, "request %d of %d: %s, %s × %s × %s = %d data points\n",
+			i+1, len(parts), spec.Program, secs, fields, what, p.Points)
+		total += p.Points
+	}
 	var opts []string
 	if spec.Dataset() != spec.Program {
 		opts = append(opts, "stored as "+spec.Dataset())
@@ -70,6 +111,10 @@ func dryRun(f *jobspec.File, now time.Time, w io.Writer) error {
 	if len(opts) > 0 {
 		fmt.Fprintf(w, "  %s\n", strings.Join(opts, "; "))
 	}
-	fmt.Fprintf(w, "in all: 1 vendor request, %d data points; nothing sent\n", points)
+	plural := "s"
+	if len(parts) == 1 {
+		plural = ""
+	}
+	fmt.Fprintf(w, "in all: %d vendor request%s, %d data points (at most %d a request); nothing sent\n", len(parts), plural, total, maxPoints)
 	return nil
 }

@@ -21,7 +21,7 @@ func newStatusCmd(lookup config.Lookup) *cobra.Command {
 		Use:   "status [JOB_ID | JOB_NAME]",
 		Short: "Show one job in detail, or the recent jobs",
 		Long: `Show one job in detail (its stages, vendor request, file, row counts, outcome, warnings,
-error and what it loaded), or the recent jobs. A job name (name: in its job file) shows the
+error and what it loaded; each vendor request of a job split into several), or the recent jobs. A job name (name: in its job file) shows the
 latest job of that name. Times are UTC. Reads the jobs table in ClickHouse.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -66,6 +66,7 @@ latest job of that name. Times are UTC. Reads the jobs table in ClickHouse.`,
 				return err
 			}
 			tried := statusAttempts(ctx, cfg, &j, cmd.ErrOrStderr())
+			j.Parts = statusParts(ctx, cfg, &j, cmd.ErrOrStderr())
 			if asJSON {
 				return writeJSON(out, struct {
 					jobJSON
@@ -75,6 +76,7 @@ latest job of that name. Times are UTC. Reads the jobs table in ClickHouse.`,
 			}
 			printJob(out, &j)
 			printAttempts(out, tried, time.Now())
+			printParts(out, &j)
 			if len(fields) > 0 {
 				if j.State == events.Loaded {
 					fmt.Fprintln(out, "\nloaded observations by field:")

@@ -52,14 +52,17 @@ requests it would make, with their data points, and sends nothing (no NATS neede
 			if err != nil {
 				return &exitError{code: exitInvalid, err: fmt.Errorf("invalid job file:\n%w", err)}
 			}
+			cfg, err := config.Load(lookup)
+			if err != nil {
+				return err
+			}
 			if dry {
-				return dryRun(f, time.Now(), cmd.OutOrStdout())
+				return dryRun(f, time.Now(), int64(cfg.VendorMaxPoints), cmd.OutOrStdout())
 			}
 			if f.Schedule != "" && !once {
 				return &exitError{code: exitInvalid, err: fmt.Errorf("%s has schedule: %q: `marketpipe schedule apply %s` runs it on its schedule; `submit --once` runs it once now", args[0], f.Schedule, args[0])}
 			}
-			cfg, err := config.Load(lookup)
-			if err != nil {
+			if err := checkRequests(f, time.Now(), int64(cfg.VendorMaxPoints)); err != nil {
 				return err
 			}
 			ctx := cmd.Context()
@@ -203,6 +206,9 @@ func describe(j *events.Job) string {
 	case events.Submitted:
 		return "waiting for the requester"
 	case events.Requested:
+		if len(j.Parts) > 0 {
+			return fmt.Sprintf("%d vendor requests, %s to %s", len(j.Parts), j.Parts[0].VendorRequestID, j.Parts[len(j.Parts)-1].VendorRequestID)
+		}
 		return fmt.Sprintf("vendor request %s", j.VendorRequestID)
 	case events.Ready:
 		return fmt.Sprintf("output %s ready after %d polls", j.ResponseKey, j.Polls)

@@ -12,6 +12,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/coverage"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
 	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/pkg/vendor"
 )
 
 func d(s string) obs.Date {
@@ -186,7 +187,7 @@ func TestDatesAndPoints(t *testing.T) {
 			t.Errorf("Dates(%v, %q) = %d, want %d", c.r, c.per, got, c.want)
 		}
 	}
-	if p := coverage.Points(3, 2, r("2025-01-01", "2025-01-31"), ""); p != 3*2*23 {
+	if p := vendor.Points(vendor.ProgramGetHistory, 3, 2, "2025-01-01", "2025-01-31", ""); p != 3*2*23 {
 		t.Errorf("Points = %d", p)
 	}
 }

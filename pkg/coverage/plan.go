@@ -108,12 +108,6 @@ func Span(groups []Group, order []string) (securities []string, r Range, ok bool
 	return securities, r, true
 }
 
-// Points is the data points of a request: securities × fields × Dates (at least one field: an
-// actions request without a field list is counted per security and date).
-func Points(securities, fields int, r Range, periodicity string) int64 {
-	return int64(securities) * int64(max(fields, 1)) * Dates(r, periodicity)
-}
-
 // Cutoff is the last date a run requested at requestedAt can have loaded for good: the day
 // before its request (UTC). A date on or after the day it was asked may not have been final
 // (today's prices before the close), so an incremental run asks for it again.

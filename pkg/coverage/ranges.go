@@ -14,9 +14,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/pkg/vendor"
 )
 
 // Range is the dates From to To, both included.
@@ -137,35 +137,7 @@ func (rs Ranges) Upto(last obs.Date) Ranges {
 }
 
 // Dates counts the dates a history request for r asks the vendor for at periodicity (daily
-// when empty): the weekdays, or the weeks, months, quarters or years that hold one, as the
-// vendor (and pkg/simdata) gives one date per period. It is what a data point is counted in.
+// when empty): vendor.HistoryDates, the count every data point is counted in.
 func Dates(r Range, periodicity string) int64 {
-	var n int64
-	last := ""
-	for d := r.From; d <= r.To; d++ {
-		t := d.Time()
-		if wd := t.Weekday(); wd == time.Saturday || wd == time.Sunday {
-			continue
-		}
-		var period string
-		switch periodicity {
-		case "weekly":
-			y, w := t.ISOWeek()
-			period = fmt.Sprint(y, w)
-		case "monthly":
-			period = fmt.Sprint(t.Year(), t.Month())
-		case "quarterly":
-			period = fmt.Sprint(t.Year(), (t.Month()-1)/3)
-		case "yearly":
-			period = fmt.Sprint(t.Year())
-		default:
-			n++
-			continue
-		}
-		if period != last {
-			n++
-			last = period
-		}
-	}
-	return n
+	return int64(vendor.HistoryDates(r.From.String(), r.To.String(), periodicity))
 }

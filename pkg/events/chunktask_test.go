@@ -26,6 +26,13 @@ func TestDecodeChunkTask(t *testing.T) {
 		{"end before start", ChunkTask{Job: job, Chunk: 1, Chunks: 3, Start: mark, End: 900}, false},
 		{"start without a line", ChunkTask{Job: job, Chunk: 1, Chunks: 3, Start: FileMark{Offset: 1000}, End: 2000}, false},
 		{"chunk out of range", ChunkTask{Job: job, Chunk: 3, Chunks: 3}, false},
+		// A job of several parts: chunks numbered across the files, each in its place in its own.
+		{"part's file whole", ChunkTask{Job: job, Chunk: 4, Chunks: 6, Part: 1, PartFile: "j1/g0/p1/o", FileChunks: 1}, true},
+		{"part's first chunk", ChunkTask{Job: job, Chunk: 2, Chunks: 6, Part: 1, PartFile: "j1/g0/p1/o", FileChunks: 3, End: 1000}, true},
+		{"part's last chunk", ChunkTask{Job: job, Chunk: 4, Chunks: 6, Part: 1, PartFile: "j1/g0/p1/o", FileChunk: 2, FileChunks: 3, Start: mark}, true},
+		{"part's first chunk with a start", ChunkTask{Job: job, Chunk: 2, Chunks: 6, Part: 1, PartFile: "j1/g0/p1/o", FileChunks: 3, Start: mark, End: 2000}, false},
+		{"part's chunk out of its file", ChunkTask{Job: job, Chunk: 2, Chunks: 6, Part: 1, PartFile: "j1/g0/p1/o", FileChunk: 3, FileChunks: 3}, false},
+		{"part without its file", ChunkTask{Job: job, Chunk: 2, Chunks: 6, Part: 1, FileChunks: 1}, false},
 	} {
 		data, err := tc.task.Encode()
 		if err != nil {

@@ -192,16 +192,36 @@ const MaxFileMarks = 128
 // at the data) and End, the next chunk's start (0 for the last chunk, which ends with the
 // file). Without a range (a file collected without marks) the chunk is found by scanning the
 // file from its start (pkg/chunk's Open).
+//
+// The chunks of a job of several parts (Job.Parts) are numbered across the parts' files, so
+// that Chunk and Chunks count the job's chunks: PartFile is the chunk's file (part Part's), and
+// FileChunk of FileChunks the chunk's place in it. Such a task carries its job without the
+// parts (each task would otherwise repeat them all), so the "transformed" event the last chunk
+// publishes has none either: the "collected" event keeps them. FileChunks is 0 for a job of
+// one file, whose Chunk and Chunks are also the file's.
 type ChunkTask struct {
 	Job
-	Chunk  int      `json:"chunk"`
-	Chunks int      `json:"chunks"`
-	Start  FileMark `json:"start,omitzero"`
-	End    int64    `json:"end,omitempty"`
+	Chunk      int      `json:"chunk"`
+	Chunks     int      `json:"chunks"`
+	Start      FileMark `json:"start,omitzero"`
+	End        int64    `json:"end,omitempty"`
+	Part       int      `json:"part,omitempty"`
+	PartFile   string   `json:"part_file,omitempty"`
+	FileChunk  int      `json:"file_chunk,omitempty"`
+	FileChunks int      `json:"file_chunks,omitempty"`
 }
 
 // AtMarks reports whether the task's chunk is cut at the file's marks (it has a range).
 func (c *ChunkTask) AtMarks() bool { return c.Start.Offset > 0 || c.End > 0 }
+
+// InFile returns the chunk's place in its file: FileChunk of FileChunks for a part's file,
+// else Chunk of Chunks.
+func (c *ChunkTask) InFile() (chunk, chunks int) {
+	if c.FileChunks > 0 {
+		return c.FileChunk, c.FileChunks
+	}
+	return c.Chunk, c.Chunks
+}
 
 // MsgID returns the task's Nats-Msg-Id: one task per chunk of a job run.
 func (c *ChunkTask) MsgID() string {
@@ -223,8 +243,12 @@ func DecodeChunkTask(data []byte) (ChunkTask, error) {
 	if c.Chunks < 1 || c.Chunk < 0 || c.Chunk >= c.Chunks {
 		return ChunkTask{}, fmt.Errorf("decode chunk task: job %q chunk %d of %d", c.ID, c.Chunk, c.Chunks)
 	}
+	fc, fn := c.InFile()
+	if c.FileChunks > 0 && (fc < 0 || fc >= fn || c.Part < 0 || c.PartFile == "") {
+		return ChunkTask{}, fmt.Errorf("decode chunk task: job %q chunk %d of %d: part %d chunk %d of %d", c.ID, c.Chunk, c.Chunks, c.Part, fc, fn)
+	}
 	if c.AtMarks() {
-		first, last := c.Chunk == 0, c.Chunk == c.Chunks-1
+		first, last := fc == 0, fc == fn-1
 		if first != (c.Start == FileMark{}) || !first && (c.Start.Offset <= 0 || c.Start.Line < 1) ||
 			last != (c.End == 0) || !last && c.End <= c.Start.Offset {
 			return ChunkTask{}, fmt.Errorf("decode chunk task: job %q chunk %d of %d: range %+v to %d", c.ID, c.Chunk, c.Chunks, c.Start, c.End)
@@ -381,6 +405,9 @@ type Job struct {
 	// PointsRequested is what the run asked of the vendor in data points (securities × fields
 	// × dates), set by the requester; 0 for an incremental run that found nothing missing.
 	PointsRequested int64 `json:"points_requested,omitempty"`
+	// Parts are the vendor requests of a job too large for one (pkg/vendor's Plan); nil for a
+	// job of one request, whose request, output and file are the fields above.
+	Parts []Part `json:"parts,omitempty"`
 
 	Batches      int   `json:"batches,omitempty"` // row batches published by the transformer
 	RowsParsed   int64 `json:"rows_parsed,omitempty"`
@@ -390,6 +417,51 @@ type Job struct {
 	Warnings *Warnings `json:"warnings,omitempty"`
 	Error    string    `json:"error,omitempty"`
 	TraceID  string    `json:"trace_id,omitempty"`
+}
+
+// Part is one vendor request of a job split into several (Job.Parts): the securities
+// [SecFrom, SecTo) of the securities the run asked (the job's resolved universe, Spec.Securities
+// or SecuritiesRef's list; for an incremental run, its securities with anything missing, group
+// after group) and
+// the fields [FieldFrom, FieldTo) of Spec.Fields (both 0 for getactions without fields),
+// between Start and End, and its data points. As the job advances, each stage fills in what it
+// did for the part: the vendor's output (poller), the stored file (collector).
+type Part struct {
+	SecFrom   int    `json:"sec_from"`
+	SecTo     int    `json:"sec_to"`
+	FieldFrom int    `json:"field_from"`
+	FieldTo   int    `json:"field_to"`
+	Start     string `json:"start,omitempty"`
+	End       string `json:"end,omitempty"`
+	Points    int64  `json:"points"`
+	// VendorRequestID is the part's identifier at the vendor (jobspec.PartRequestID).
+	VendorRequestID string `json:"vendor_request_id"`
+	ResponseKey     string `json:"response_key,omitempty"`
+	ResponseDigest  string `json:"response_digest,omitempty"`
+	ResponseSize    int64  `json:"response_size,omitempty"`
+	FileKey         string `json:"file_key,omitempty"`
+	FileSHA256      string `json:"file_sha256,omitempty"`
+	FileSize        int64  `json:"file_size,omitempty"`
+}
+
+// Fields returns the part's fields of spec.
+func (p *Part) Fields(s *Spec) []string {
+	if p.FieldTo > len(s.Fields) || p.FieldFrom > p.FieldTo {
+		return nil
+	}
+	return s.Fields[p.FieldFrom:p.FieldTo]
+}
+
+// Progress says how far the part is: "collected" once its file is stored, "ready" once its
+// output is, else "requested".
+func (p *Part) Progress() string {
+	switch {
+	case p.FileKey != "":
+		return Collected
+	case p.ResponseKey != "":
+		return Ready
+	}
+	return Requested
 }
 
 // Stage timestamps by event name, for display.

@@ -37,6 +37,7 @@ func (j Job) Rerun(latestGen int, from, input string, now time.Time) Job {
 	}
 	if from == "requester" {
 		j.VendorRequestID, j.ResponseKey, j.ResponseDigest, j.ResponseSize = "", "", "", 0
+		j.Parts = nil // planned again, as requests of the new generation
 	}
 	return j.Advance(input, now)
 }

@@ -57,6 +57,15 @@ func VendorRequestID(jobID string, generation int) string {
 	return "mp" + lowerBase32.EncodeToString(h[:])[:19]
 }
 
+// PartRequestID returns the identifier of part i of a job run split into several vendor
+// requests (pkg/vendor's Plan): derived like VendorRequestID, from the job id, the generation
+// and the part's index, so that a requester that crashed submits the same parts again and the
+// vendor refuses the ones it already has.
+func PartRequestID(jobID string, generation, part int) string {
+	h := sha256.Sum256([]byte(jobID + "\x00g" + strconv.Itoa(generation) + "\x00p" + strconv.Itoa(part)))
+	return "mp" + lowerBase32.EncodeToString(h[:])[:19]
+}
+
 // ScheduledJobID returns the job id of a schedule's firing for the time at, such as
 // eod-prices-20261202t220000z: derived from the schedule's name and the firing's time alone, so
 // a firing handled twice (two replicas, a redelivery) is one job and one vendor request. It

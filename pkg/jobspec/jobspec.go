@@ -17,9 +17,9 @@ import (
 
 // Limits on one job. They are there to catch mistakes (a price file given as the universe, a
 // field list pasted twice) and to keep one run within what the rest of the pipeline is sized
-// for: the reply file grows with securities × fields (× dates for history), and one run is one
-// vendor request, one downloaded file and one transformer pass. Larger universes are better
-// split into several jobs, which also run and retry independently.
+// for: the reply files grow with securities × fields (× dates for history). A job over the
+// vendor's limits is cut into several vendor requests by the requester (vendor.Plan); much
+// larger universes are better split into several jobs, which also run and retry independently.
 const (
 	MaxSecurities = 100_000
 	MaxFields     = 1_000

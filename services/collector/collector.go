@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/marketpipe/marketpipe/pkg/auth"
@@ -46,18 +47,69 @@ func FileKey(j *events.Job) string {
 	return fmt.Sprintf("%s/g%d/%s", j.ID, j.Generation, j.ResponseKey)
 }
 
+// PartFileKey is the raw-store name of the file of part i of a job run of several parts.
+func PartFileKey(j *events.Job, i int) string {
+	return fmt.Sprintf("%s/g%d/p%d/%s", j.ID, j.Generation, i, j.Parts[i].ResponseKey)
+}
+
 // HandleJob implements stage.JobHandler: it returns "collected", or "failed" for a download
 // that cannot succeed. A redelivery after the file was stored (but before "collected" was
-// acknowledged) reuses the stored file instead of downloading it again.
+// acknowledged) reuses the stored file instead of downloading it again. A job of several
+// parts has each part's file stored in turn; a redelivery reuses the parts stored, so a part
+// whose download failed is downloaded again alone.
 func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message) (*events.Job, error) {
+	if len(j.Parts) > 0 {
+		return h.collectParts(ctx, j)
+	}
 	key := FileKey(&j)
+	info, failed, err := h.store(ctx, &j, key)
+	if failed != nil || err != nil {
+		return failed, err
+	}
+	next := j.Advance(events.Collected, h.Now())
+	// The marks travel in the event too, for transformers of earlier versions; the stored
+	// file is their source.
+	next.FileKey, next.FileSHA256, next.FileSize, next.FileMarks = key, info.SHA256, info.Size, info.Marks
+	return &next, nil
+}
+
+// collectParts stores the file of every part of j.
+func (h *Handler) collectParts(ctx context.Context, j events.Job) (*events.Job, error) {
+	parts := slices.Clone(j.Parts)
+	for i := range parts {
+		p := &parts[i]
+		// The part seen as a job of one request, for the download and its messages.
+		pj := j
+		pj.Parts, pj.VendorRequestID = nil, p.VendorRequestID
+		pj.ResponseKey, pj.ResponseDigest, pj.ResponseSize = p.ResponseKey, p.ResponseDigest, p.ResponseSize
+		key := PartFileKey(&j, i)
+		info, failed, err := h.store(ctx, &pj, key)
+		if failed != nil {
+			f := j.Fail(fmt.Sprintf("part %d of %d (request %s): %s", i+1, len(parts), p.VendorRequestID, failed.Error), h.Now())
+			return &f, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("part %d of %d (request %s): %w", i+1, len(parts), p.VendorRequestID, err)
+		}
+		p.FileKey, p.FileSHA256, p.FileSize = key, info.SHA256, info.Size
+	}
+	next := j.Advance(events.Collected, h.Now())
+	next.Parts = parts
+	return &next, nil
+}
+
+// store returns what the raw store holds of j's output as key: the file an earlier delivery
+// stored, or else the file downloaded now. A download that cannot succeed gives j's "failed"
+// event.
+func (h *Handler) store(ctx context.Context, j *events.Job, key string) (*rawstore.Info, *events.Job, error) {
 	info, err := h.Raw.Stat(ctx, key)
 	switch {
 	case err == nil && info.Headers.Get(hdrVendorDigest) == j.ResponseDigest:
 		// Stored by an earlier delivery, with its marks: reused.
+		return info, nil, nil
 	case err == nil || errors.Is(err, rawstore.ErrNotFound) || errors.Is(err, rawstore.ErrDamaged):
 		// None, one stored for another digest, or one not completely stored: downloaded again.
-		info, err = h.download(ctx, &j, key)
+		info, err = h.download(ctx, j, key)
 		if err != nil {
 			// A refused download or a file past the bounds every reader of vendor bytes keeps
 			// (pkg/bounds) cannot succeed later: the job fails, and nothing of it is stored.
@@ -65,21 +117,17 @@ func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message)
 			switch {
 			case errors.Is(err, bounds.ErrExceeded):
 				failed := j.Fail(err.Error(), h.Now())
-				return &failed, nil
+				return nil, &failed, nil
 			case errors.As(err, &apiErr) && !apiErr.Temporary():
 				failed := j.Fail(fmt.Sprintf("download %s: %v", j.ResponseKey, err), h.Now())
-				return &failed, nil
+				return nil, &failed, nil
 			}
-			return nil, err
+			return nil, nil, err
 		}
+		return info, nil, nil
 	default:
-		return nil, err
+		return nil, nil, err
 	}
-	next := j.Advance(events.Collected, h.Now())
-	// The marks travel in the event too, for transformers of earlier versions; the stored
-	// file is their source.
-	next.FileKey, next.FileSHA256, next.FileSize, next.FileMarks = key, info.SHA256, info.Size, info.Marks
-	return &next, nil
 }
 
 // listedSize is the size the vendor's listing gave j's output: the ready event's, or, for an

@@ -8,8 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -234,4 +237,79 @@ func TestCollectorRefusesBadDownloads(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCollectorParts: each part of a job of several vendor requests is stored under its own
+// key; a part whose download fails makes the delivery fail, and the redelivery downloads that
+// part alone, reusing the parts already stored.
+func TestCollectorParts(t *testing.T) {
+	env := natstest.NewEnv(t)
+	sim := vendorsim.NewServer(vendorsim.Options{Account: vendorsim.DefaultAccount, ReadyAfter: time.Millisecond})
+	var mu sync.Mutex
+	downloads := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if key, ok := strings.CutPrefix(r.URL.Path, "/eap/catalogs/"+vendorsim.DefaultAccount+"/content/responses/"); ok && key != "" {
+			mu.Lock()
+			downloads[key]++
+			n := downloads[key]
+			mu.Unlock()
+			if strings.HasPrefix(key, "mpparts1.") && n == 1 { // part 1's first download fails
+				http.Error(w, "injected", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		sim.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	v, err := vendor.New(vendor.Config{BaseURL: srv.URL + "/eap", MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := &rawstore.Store{Objects: env.Streams.Raw}
+	h := stage.Jobs(stage.NewPublisher(env.JS), events.Decode, &collector.Handler{Vendor: v, Raw: raw, Now: time.Now})
+	ctx := context.Background()
+	secs := []string{"IBM US Equity", "AAPL US Equity", "MSFT US Equity"}
+	j := events.Job{ID: "job-parts"}
+	for i, sec := range secs {
+		p := readyRequest(t, v, vendor.Request{Identifier: fmt.Sprintf("mpparts%d", i), Program: "gethistory",
+			Securities: []string{sec}, Fields: []string{"PX_LAST"}, Start: "2026-01-01", End: "2026-03-31"})
+		j.Parts = append(j.Parts, events.Part{SecFrom: i, SecTo: i + 1, FieldTo: 1, VendorRequestID: p.VendorRequestID,
+			ResponseKey: p.ResponseKey, ResponseDigest: p.ResponseDigest})
+	}
+	j = j.Advance(events.Ready, time.Now())
+	m := env.DeliverJob(&j)
+	if err := h.Handle(ctx, m); err == nil || stage.IsPermanent(err) {
+		t.Fatalf("first delivery: %v, want a transient error (part 1's download failed)", err)
+	}
+	if err := h.Handle(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := env.LastJob(j.ID)
+	if got.State != events.Collected || len(got.Parts) != 3 {
+		t.Fatalf("state %q (%s) with %d parts", got.State, got.Error, len(got.Parts))
+	}
+	for i, p := range got.Parts {
+		if want := 1 + btoi(i == 1); downloads[p.ResponseKey] != want {
+			t.Errorf("part %d downloaded %d times, want %d", i, downloads[p.ResponseKey], want)
+		}
+		if p.FileKey != collector.PartFileKey(&got, i) || p.FileSize <= 0 || len(p.FileSHA256) != 64 {
+			t.Errorf("part %d: %+v", i, p)
+		}
+		f, err := raw.Open(ctx, p.FileKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(f)
+		f.Close()
+		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != p.FileSHA256 || !bytes.Contains(data, []byte(secs[i])) {
+			t.Errorf("part %d: stored file is not its output", i)
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -7,6 +7,7 @@ package poller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/marketpipe/marketpipe/pkg/auth"
@@ -30,6 +31,9 @@ type Handler struct {
 	Vendor   Vendor
 	Interval time.Duration // between polls of one job
 	Now      func() time.Time
+	// OnWait, when set, is called before the job waits another interval, with the vendor
+	// request identifiers whose outputs are not known to be ready yet.
+	OnWait func(ctx context.Context, m *stage.Message, identifiers []string) error
 }
 
 // HandleJob implements stage.JobHandler: it returns "ready", "failed" past the deadline, or
@@ -37,9 +41,16 @@ type Handler struct {
 func (h *Handler) HandleJob(ctx context.Context, j events.Job, m *stage.Message) (*events.Job, error) {
 	now := h.Now()
 	if !j.Deadline.IsZero() && now.After(j.Deadline) {
-		failed := j.Fail(fmt.Sprintf("vendor output for request %s not ready by the deadline %s (%d polls)",
-			j.VendorRequestID, j.Deadline.Format(time.RFC3339), m.NumDelivered()-1), now)
+		what := "request " + j.VendorRequestID
+		if len(j.Parts) > 0 {
+			what = fmt.Sprintf("the %d requests of the job", len(j.Parts))
+		}
+		failed := j.Fail(fmt.Sprintf("vendor output for %s not ready by the deadline %s (%d polls)",
+			what, j.Deadline.Format(time.RFC3339), m.NumDelivered()-1), now)
 		return &failed, nil
+	}
+	if len(j.Parts) > 0 {
+		return h.parts(ctx, j, m)
 	}
 	out, err := h.Vendor.Output(ctx, j.VendorRequestID)
 	if err != nil {
@@ -48,7 +59,7 @@ func (h *Handler) HandleJob(ctx context.Context, j events.Job, m *stage.Message)
 		return nil, fmt.Errorf("poll vendor request %s: %w", j.VendorRequestID, err)
 	}
 	if out == nil {
-		return nil, stage.Wait(h.Interval, "output not ready")
+		return nil, h.wait(ctx, m, []string{j.VendorRequestID})
 	}
 	// Ready when the vendor said so: the call may have taken the vendor a while.
 	next := j.Advance(events.Ready, h.Now())
@@ -57,6 +68,43 @@ func (h *Handler) HandleJob(ctx context.Context, j events.Job, m *stage.Message)
 	next.ResponseSize = max(out.ContentLength, 0)
 	next.Polls = int(m.NumDelivered())
 	return &next, nil
+}
+
+// parts polls the vendor requests of a job of several parts, in order: it is ready when every
+// part's output is. The first part not ready ends the round, since the vendor prepares them
+// about in the order they were made: a round costs the parts ready so far and one more, and
+// the parts after it count as not ready (for OnWait).
+func (h *Handler) parts(ctx context.Context, j events.Job, m *stage.Message) (*events.Job, error) {
+	parts := slices.Clone(j.Parts)
+	for i := range parts {
+		p := &parts[i]
+		out, err := h.Vendor.Output(ctx, p.VendorRequestID)
+		if err != nil {
+			return nil, fmt.Errorf("poll vendor request %s (part %d of %d): %w", p.VendorRequestID, i+1, len(parts), err)
+		}
+		if out == nil {
+			pending := make([]string, 0, len(parts)-i)
+			for _, q := range parts[i:] {
+				pending = append(pending, q.VendorRequestID)
+			}
+			return nil, h.wait(ctx, m, pending)
+		}
+		p.ResponseKey, p.ResponseDigest, p.ResponseSize = out.Key, out.Digest, max(out.ContentLength, 0)
+	}
+	next := j.Advance(events.Ready, h.Now())
+	next.Parts = parts
+	next.Polls = int(m.NumDelivered())
+	return &next, nil
+}
+
+// wait calls OnWait with the identifiers not ready, and returns the stage's wait.
+func (h *Handler) wait(ctx context.Context, m *stage.Message, identifiers []string) error {
+	if h.OnWait != nil {
+		if err := h.OnWait(ctx, m, identifiers); err != nil {
+			return err
+		}
+	}
+	return stage.Wait(h.Interval, "output not ready")
 }
 
 // Stage returns the poller stage on env's JetStream.

@@ -85,3 +85,45 @@ func TestPoller(t *testing.T) {
 		}
 	})
 }
+
+// TestPollerParts: a job of several vendor requests is ready only once every part's output
+// is; until then it waits, and OnWait is told which requests are not ready.
+func TestPollerParts(t *testing.T) {
+	env := natstest.NewEnv(t)
+	sim := httptest.NewServer(vendorsim.NewServer(vendorsim.Options{Account: vendorsim.DefaultAccount, ReadyAfter: 500 * time.Millisecond}))
+	t.Cleanup(sim.Close)
+	v, err := vendor.New(vendor.Config{BaseURL: sim.URL + "/eap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var waitingFor []string
+	h := stage.Jobs(stage.NewPublisher(env.JS), events.Decode, &poller.Handler{Vendor: v, Interval: time.Second, Now: time.Now,
+		OnWait: func(_ context.Context, _ *stage.Message, ids []string) error { waitingFor = ids; return nil }})
+	ctx := context.Background()
+	j := requested(t, v, "mppart0", time.Now().Add(time.Hour))
+	j.VendorRequestID = ""
+	j.Parts = []events.Part{{SecTo: 1, FieldTo: 1, VendorRequestID: "mppart0"}, {SecTo: 1, FieldTo: 1, VendorRequestID: "mppart1"}}
+	time.Sleep(600 * time.Millisecond)
+	// Part 1 is created only now: part 0 is ready, part 1 is not.
+	if err := v.Submit(ctx, vendor.Request{Identifier: "mppart1", Program: "getdata", Securities: j.Spec.Securities, Fields: j.Spec.Fields}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Handle(ctx, env.DeliverJob(&j)); err == nil {
+		t.Fatal("ready with one part's output not ready")
+	} else if _, ok := stage.WaitAfter(err); !ok || len(waitingFor) != 1 || waitingFor[0] != "mppart1" {
+		t.Fatalf("Handle = %v, OnWait got %v: want a wait for mppart1", err, waitingFor)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if err := h.Handle(ctx, env.DeliverJob(&j)); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := env.LastJob(j.ID)
+	if got.State != events.Ready || len(got.Parts) != 2 {
+		t.Fatalf("state %q with %d parts", got.State, len(got.Parts))
+	}
+	for i, p := range got.Parts {
+		if !strings.HasPrefix(p.ResponseKey, p.VendorRequestID+".") || !strings.HasPrefix(p.ResponseDigest, "sha512=") || p.ResponseSize <= 0 {
+			t.Errorf("part %d: %+v", i, p)
+		}
+	}
+}

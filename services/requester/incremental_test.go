@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -60,7 +61,7 @@ func posted(t *testing.T, simURL, id string) (secs []string, start, end string) 
 }
 
 // TestIncremental: an incremental job asks the vendor only for the securities with anything
-// missing, from their earliest missing date to their latest, and counts those points; with
+// missing, each group of them over its missing dates (a vendor request each), and counts those points; with
 // nothing missing it sends nothing and ends loaded with 0 points, unless a cancel ended it
 // first. A job that is not incremental asks for everything.
 func TestIncremental(t *testing.T) {
@@ -156,5 +157,32 @@ func TestIncremental(t *testing.T) {
 	secs, start, end = posted(t, sim.URL, got.VendorRequestID)
 	if !slices.Equal(secs, []string{"D US Equity"}) || start != "2025-01-01" || end != "2025-03-31" {
 		t.Errorf("one new security: %v from %s to %s", secs, start, end)
+	}
+
+	// A new security needing the whole range beside one needing March: two groups, each its
+	// own vendor request over its own dates, not both over the whole range.
+	two := spec
+	two.Securities = []string{"F US Equity", "E US Equity"}
+	if err := cov.Add(ctx, spec.Dataset(), []string{"F US Equity"}, fields, feb); err != nil {
+		t.Fatal(err)
+	}
+	got = run("job-two", two)
+	if got.State != events.Requested || len(got.Parts) != 2 {
+		t.Fatalf("two groups: state %q (%s), %d parts; want requested in 2 parts", got.State, got.Error, len(got.Parts))
+	}
+	asked := map[string]string{}
+	for _, p := range got.Parts {
+		secs, start, end := posted(t, sim.URL, p.VendorRequestID)
+		if len(secs) != 1 {
+			t.Fatalf("part %s asks %v, want one security", p.VendorRequestID, secs)
+		}
+		asked[secs[0]] = start + ".." + end
+	}
+	want := map[string]string{"E US Equity": "2025-01-01..2025-03-31", "F US Equity": "2025-03-01..2025-03-31"}
+	if !maps.Equal(asked, want) {
+		t.Errorf("two groups asked %v, want %v", asked, want)
+	}
+	if w := 2*coverage.Dates(mar, "") + 2*21; got.PointsRequested != w {
+		t.Errorf("two groups: %d points requested, want %d", got.PointsRequested, w)
 	}
 }

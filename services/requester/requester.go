@@ -33,7 +33,7 @@ type Vendor interface {
 	Submit(ctx context.Context, r vendor.Request) error
 }
 
-// Handler creates the vendor request of a submitted job.
+// Handler creates the vendor requests of a submitted job.
 type Handler struct {
 	Vendor Vendor
 	// Specs holds the securities lists too long for a job event (events.InlineSecurities).
@@ -43,11 +43,16 @@ type Handler struct {
 	Coverage CoverageReader
 	Ends     jetstream.KeyValue
 	Now      func() time.Time
+	// MaxPoints bounds the data points of one vendor request (VENDOR_MAX_POINTS_PER_REQUEST):
+	// a larger job becomes several (vendor.Plan). 0: only HAPI's limits.
+	MaxPoints int64
 }
 
 // HandleJob implements stage.JobHandler: it returns "requested", or "failed" for a request the
-// vendor refuses. Submitting twice is safe: the vendor request identifier is derived from the
-// job run, and the client never re-creates an identifier that exists.
+// vendor refuses. A job within the limits is one vendor request; a larger one is planned into
+// parts (vendor.Plan), each its own request, all submitted before "requested" carries them
+// (Job.Parts). Submitting twice is safe: the vendor request identifiers are derived from the
+// job run (and the part), and the client never re-creates an identifier that exists.
 func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message) (*events.Job, error) {
 	id := jobspec.VendorRequestID(j.ID, j.Generation)
 	securities, err := natsx.ResolveSecurities(ctx, h.Specs, j.Spec)
@@ -62,36 +67,73 @@ func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message)
 	if err != nil || ask.ended {
 		return ask.final, err
 	}
+	s := &j.Spec
+	planned, asked, err := planParts(s, ask.groups, h.MaxPoints)
+	if err != nil {
+		failed := j.Fail(fmt.Sprintf("the job's vendor requests: %v", err), h.Now())
+		return &failed, nil
+	}
+	j.PointsRequested = 0
+	for _, p := range planned {
+		j.PointsRequested += p.Points
+	}
 	req := vendor.Request{
-		Identifier: id, Title: j.Spec.Name, Program: j.Spec.Program,
-		Securities: ask.securities, Fields: j.Spec.Fields, Start: ask.start, End: ask.end,
-		Overrides: j.Spec.Overrides, SecurityOverrides: j.Spec.SecurityOverrides,
-		PricingSource: j.Spec.PricingSource, PricingSourceExclusive: j.Spec.PricingSourceExclusive,
-		Periodicity: j.Spec.Periodicity, Currency: j.Spec.Currency,
+		Identifier: id, Title: s.Name, Program: s.Program,
+		Securities: asked, Fields: s.Fields, Start: ask.groups[0].start, End: ask.groups[0].end,
+		Overrides: s.Overrides, SecurityOverrides: s.SecurityOverrides,
+		PricingSource: s.PricingSource, PricingSourceExclusive: s.PricingSourceExclusive,
+		Periodicity: s.Periodicity, Currency: s.Currency,
 	}
 	account, err := h.Vendor.Account(ctx)
-	if err == nil {
-		err = h.Vendor.Submit(ctx, req)
-	}
 	if err != nil {
-		var apiErr *vendor.APIError
-		if errors.Is(err, vendor.ErrInvalidRequest) || (errors.As(err, &apiErr) && !apiErr.Temporary()) {
-			// The vendor refused the request, or the client refused to send it: retrying
-			// cannot help. The job fails with the description, which `marketpipe status` shows.
-			failed := j.Fail(fmt.Sprintf("vendor refused request %s: %v", id, err), h.Now())
-			return &failed, nil
+		return h.refused(&j, id, err)
+	}
+	var parts []events.Part
+	if len(planned) == 1 {
+		if err := h.Vendor.Submit(ctx, req); err != nil {
+			return h.refused(&j, id, err)
 		}
-		return nil, fmt.Errorf("submit vendor request %s: %w", id, err)
+	} else {
+		parts = make([]events.Part, len(planned))
+		for i, p := range planned {
+			part := events.Part{SecFrom: p.SecFrom, SecTo: p.SecTo, FieldFrom: p.FieldFrom, FieldTo: p.FieldTo,
+				Start: p.Start, End: p.End, Points: p.Points, VendorRequestID: jobspec.PartRequestID(j.ID, j.Generation, i)}
+			r := req
+			r.Identifier = part.VendorRequestID
+			r.Title = fmt.Sprintf("%s (part %d of %d)", s.Name, i+1, len(planned))
+			r.Securities = asked[p.SecFrom:p.SecTo]
+			r.Fields = part.Fields(s)
+			r.Start, r.End = p.Start, p.End
+			if err := h.Vendor.Submit(ctx, r); err != nil {
+				return h.refused(&j, r.Identifier, err)
+			}
+			parts[i] = part
+		}
+		id = ""
 	}
 	next := j.Advance(events.Requested, h.Now())
 	next.VendorRequestID = id
 	next.VendorAccount = account
+	next.Parts = parts
 	return &next, nil
+}
+
+// refused settles a failure to submit request id of j: a request the vendor refuses, or the
+// client refuses to send, fails the job (retrying cannot help); anything else is retried.
+func (h *Handler) refused(j *events.Job, id string, err error) (*events.Job, error) {
+	var apiErr *vendor.APIError
+	if errors.Is(err, vendor.ErrInvalidRequest) || (errors.As(err, &apiErr) && !apiErr.Temporary()) {
+		// The job fails with the description, which `marketpipe status` shows.
+		failed := j.Fail(fmt.Sprintf("vendor refused request %s: %v", id, err), h.Now())
+		return &failed, nil
+	}
+	return nil, fmt.Errorf("submit vendor request %s: %w", id, err)
 }
 
 // Stage returns the requester stage on env's JetStream.
 func Stage(env *service.Env, v Vendor) (*stage.Stage, error) {
-	h := &Handler{Vendor: v, Specs: env.Streams.Specs, Coverage: coverageOf(env.Streams.Coverage), Ends: env.Streams.Ends, Now: time.Now}
+	h := &Handler{Vendor: v, Specs: env.Streams.Specs, Coverage: coverageOf(env.Streams.Coverage), Ends: env.Streams.Ends,
+		Now: time.Now, MaxPoints: int64(env.Config.VendorMaxPoints)}
 	return stage.NewJobs(env.JS, Consumer, events.Decode, h, env.StageOptions())
 }
 

@@ -197,3 +197,117 @@ func TestInvalidJobIDIsPermanent(t *testing.T) {
 		t.Errorf("%d vendor calls for invalid jobs, want none", n)
 	}
 }
+
+// TestRequesterParts: a job over the vendor's universe limit and the data-point budget is
+// submitted as several requests, each of the securities, fields and dates of its part, and
+// "requested" carries the parts; a redelivery creates none again.
+func TestRequesterParts(t *testing.T) {
+	env := natstest.NewEnv(t)
+	sim := vendorsim.NewServer(vendorsim.Options{Account: vendorsim.DefaultAccount})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	v, err := vendor.New(vendor.Config{BaseURL: srv.URL + "/eap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := stage.Jobs(stage.NewPublisher(env.JS), events.Decode,
+		&requester.Handler{Vendor: v, Specs: env.Streams.Specs, Now: time.Now, MaxPoints: 1_000_000})
+	ctx := context.Background()
+	spec := events.Spec{Name: "wide", Program: "getdata", Fields: []string{"PX_LAST", "PX_BID"}}
+	for i := range 100_000 {
+		spec.Securities = append(spec.Securities, fmt.Sprintf("US%010d", i))
+	}
+	j := submitted("job-wide", spec)
+	if err := natsx.ExternalizeSecurities(ctx, env.Streams.Specs, j.ID, &j.Spec); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := j.Encode()
+	m := env.Deliver(events.JobsStream, events.JobSubject(j.ID, events.Submitted), data)
+	for range 2 {
+		if err := h.Handle(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := env.LastJob(j.ID)
+	if got.State != events.Requested || len(got.Parts) != 2 {
+		t.Fatalf("state %q (%s), %d parts, want requested in 2", got.State, got.Error, len(got.Parts))
+	}
+	posts := sim.Requests()
+	next := 0
+	for i, p := range got.Parts {
+		if p.SecFrom != next || p.SecTo-p.SecFrom > vendor.MaxUniverse || p.Points != int64(p.SecTo-p.SecFrom)*2 {
+			t.Errorf("part %d: %+v", i, p)
+		}
+		next = p.SecTo
+		if n := posts[p.VendorRequestID]; n != 2 {
+			t.Errorf("part %d (%s) posted %d times, want 2 (the second refused: it exists)", i, p.VendorRequestID, n)
+		}
+	}
+	if next != 100_000 || len(posts) != 2 {
+		t.Errorf("parts cover %d securities in %d vendor requests", next, len(posts))
+	}
+}
+
+// TestRequesterHistoryParts: a history over the data-point budget is submitted as requests of
+// one security each and whole date ranges, each body carrying its part's universe and dates;
+// a job that cannot be split within the budget fails with the reason, and nothing is sent.
+func TestRequesterHistoryParts(t *testing.T) {
+	env := natstest.NewEnv(t)
+	sim := vendorsim.NewServer(vendorsim.Options{Account: vendorsim.DefaultAccount})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	v, err := vendor.New(vendor.Config{BaseURL: srv.URL + "/eap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := stage.Jobs(stage.NewPublisher(env.JS), events.Decode,
+		&requester.Handler{Vendor: v, Specs: env.Streams.Specs, Now: time.Now, MaxPoints: 12})
+	ctx := context.Background()
+	// 2 securities × 1 field × 22 weekdays: one security a request, its dates in two ranges of 11.
+	j := submitted("job-hist", events.Spec{Name: "hist", Program: "gethistory", Securities: []string{"A US Equity", "B US Equity"},
+		Fields: []string{"PX_LAST"}, Start: "2026-01-01", End: "2026-01-30"})
+	data, _ := j.Encode()
+	if err := h.Handle(ctx, env.Deliver(events.JobsStream, events.JobSubject(j.ID, events.Submitted), data)); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := env.LastJob(j.ID)
+	if got.State != events.Requested || len(got.Parts) != 4 || got.VendorRequestID != "" {
+		t.Fatalf("state %q (%s), %d parts, request %q", got.State, got.Error, len(got.Parts), got.VendorRequestID)
+	}
+	want := []struct{ sec, start, end string }{
+		{"A US Equity", "2026-01-01", "2026-01-15"}, {"A US Equity", "2026-01-16", "2026-01-30"},
+		{"B US Equity", "2026-01-01", "2026-01-15"}, {"B US Equity", "2026-01-16", "2026-01-30"},
+	}
+	for i, p := range got.Parts {
+		req, _ := http.NewRequest("GET", srv.URL+"/eap/catalogs/"+vendorsim.DefaultAccount+"/requests/"+p.VendorRequestID+"/", nil)
+		req.Header.Set("api-version", "2")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		w := want[i]
+		if resp.StatusCode != 200 || strings.Count(string(body), `"identifierValue"`) != 1 || !strings.Contains(string(body), `"identifierValue":"`+w.sec+`"`) ||
+			!strings.Contains(string(body), `"startDate":"`+w.start+`","endDate":"`+w.end+`"`) || p.Points != 11 {
+			t.Errorf("part %d (%d points): %d %s, want %s from %s to %s", i, p.Points, resp.StatusCode, body, w.sec, w.start, w.end)
+		}
+	}
+
+	// 22 years of one security at one point a request: more requests than vendor.MaxParts.
+	long := submitted("job-long", events.Spec{Name: "long", Program: "gethistory", Securities: []string{"A US Equity"},
+		Fields: []string{"PX_LAST"}, Start: "2000-01-01", End: "2021-12-31"})
+	hl := stage.Jobs(stage.NewPublisher(env.JS), events.Decode,
+		&requester.Handler{Vendor: v, Specs: env.Streams.Specs, Now: time.Now, MaxPoints: 1})
+	data, _ = long.Encode()
+	before := len(sim.Requests())
+	if err := hl.Handle(ctx, env.Deliver(events.JobsStream, events.JobSubject(long.ID, events.Submitted), data)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := env.LastJob(long.ID); got.State != events.Failed || !strings.Contains(got.Error, "cannot be split") {
+		t.Errorf("state %q error %q, want failed: cannot be split", got.State, got.Error)
+	}
+	if n := len(sim.Requests()); n != before {
+		t.Errorf("%d requests sent for a job that cannot be split", n-before)
+	}
+}

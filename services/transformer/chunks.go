@@ -57,7 +57,14 @@ func (h *Handler) HandleChunk(ctx context.Context, m *stage.Message) error {
 // then it returns false.
 func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (ok bool, err error) {
 	j := &task.Job
-	if !task.AtMarks() {
+	fc, fn := task.InFile()
+	if task.FileChunks > 0 {
+		// A part's file: the job seen as that file's.
+		pj := task.Job
+		pj.FileKey = task.PartFile
+		j = &pj
+	}
+	if !task.AtMarks() && task.FileChunks == 0 {
 		// Only earlier versions cut files without marks (by scanning them); a replay of the job
 		// cuts it at its marks or transforms it in one piece.
 		return false, h.publish(ctx, h.failed(j, fmt.Sprintf("chunk %d of %d of %s: a task not cut at marks, from an earlier version: replay the job",
@@ -71,13 +78,18 @@ func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (o
 	defer done()
 	obj := &readErrs{r: f}
 	var data *readErrs // the file from the chunk's start, when that is not obj
+	seq := task.Chunk << 20
 	st, err := func() (transformStats, error) {
 		var (
 			cs  chunkStream
 			err error
 		)
-		if task.Chunk == 0 {
-			cs, err = chunk.OpenFirst(obj, task.End, task.Chunks)
+		if fn == 1 {
+			// A part's file in one piece.
+			return h.transform(ctx, j, obj, nil, seq)
+		}
+		if fc == 0 {
+			cs, err = chunk.OpenFirst(obj, task.End, fn)
 		} else {
 			readCtx, cancel := context.WithTimeout(ctx, h.readTimeout())
 			defer cancel()
@@ -87,7 +99,7 @@ func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (o
 			}
 			defer r.Close()
 			data = &readErrs{r: r}
-			if cs, err = chunk.OpenAt(obj, data, chunk.Mark(task.Start), task.End, task.Chunk, task.Chunks); err == nil {
+			if cs, err = chunk.OpenAt(obj, data, chunk.Mark(task.Start), task.End, fc, fn); err == nil {
 				// The header is read: stop the object's delivery, which would otherwise fill
 				// the client's buffers with chunks nobody reads.
 				done()
@@ -97,7 +109,7 @@ func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (o
 			return transformStats{}, err
 		}
 		c := cs.Chunk()
-		return h.transform(ctx, j, cs, &c)
+		return h.transform(ctx, j, cs, &c, seq)
 	}()
 	if err != nil {
 		readErr := obj.err
@@ -111,7 +123,7 @@ func (h *Handler) transformChunk(ctx context.Context, task *events.ChunkTask) (o
 	if err != nil {
 		return false, err
 	}
-	key := natsx.ChunkKey(j.ID, j.Generation, task.Chunk)
+	key := natsx.ChunkKey(task.ID, task.Generation, task.Chunk)
 	if _, err := h.Chunks.Put(ctx, key, rec); err != nil {
 		return false, fmt.Errorf("record chunk %s: %w", key, err)
 	}
@@ -160,6 +172,55 @@ func (h *Handler) completeChunks(ctx context.Context, task *events.ChunkTask) er
 		sum.Warnings.Add(&st.Warnings)
 	}
 	return h.publish(ctx, h.transformed(j, sum), nil)
+}
+
+// publishPartChunks hands out the files of a job of several parts (Job.Parts) as chunk tasks:
+// each file cut at its marks as a job's only file would be (or whole), the chunks numbered
+// across the files so that every batch's sequence number, and so its ledger key, is unique in
+// the job run. The chunk that finds every chunk recorded publishes "transformed" with the sums
+// of all the parts (completeChunks); the tasks, and so that event, carry the job without its
+// parts (events.ChunkTask). A part's file missing fails the job.
+func (h *Handler) publishPartChunks(ctx context.Context, j *events.Job) (*events.Job, error) {
+	type fileChunks struct {
+		part   int
+		starts []chunk.Mark // nil: the file in one piece
+	}
+	files := make([]fileChunks, len(j.Parts))
+	total := 0
+	for i := range j.Parts {
+		p := &j.Parts[i]
+		info, err := h.Raw.Stat(ctx, p.FileKey)
+		if err != nil {
+			pj := *j
+			pj.FileKey = p.FileKey
+			return h.openFailed(&pj, err)
+		}
+		files[i].part = i
+		if n := chunk.Count(info.Size, h.ChunkBytes, MaxChunks); n > 1 && len(info.Marks) > 0 {
+			files[i].starts = chunk.Cut(fileMarks(info.Marks), info.Size, n)
+		}
+		total += len(files[i].starts) + 1
+	}
+	next := 0
+	for _, f := range files {
+		n := len(f.starts) + 1
+		for i := range n {
+			task := events.ChunkTask{Job: *j, Chunk: next, Chunks: total, Part: f.part, PartFile: j.Parts[f.part].FileKey,
+				FileChunk: i, FileChunks: n}
+			task.Parts = nil
+			if i > 0 {
+				task.Start = events.FileMark(f.starts[i-1])
+			}
+			if i < len(f.starts) {
+				task.End = f.starts[i].Offset
+			}
+			if err := h.publishTask(ctx, &task); err != nil {
+				return nil, err
+			}
+			next++
+		}
+	}
+	return nil, nil
 }
 
 // MaxChunks bounds the chunks of one file.

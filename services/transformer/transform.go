@@ -69,8 +69,8 @@ func (st *transformStats) warn(o *obs.Observation) {
 const asyncWindow = 8
 
 // transform parses r, the whole file or (c not nil) the stream of chunk c, and publishes its
-// rows.
-func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, c *chunk.Chunk) (st transformStats, err error) {
+// rows as batches numbered from seq (a chunk task's Chunk<<20; 0 for a job's only file).
+func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, c *chunk.Chunk, seq int) (st transformStats, err error) {
 	ctx, span := h.tracer().Start(ctx, "transformer.parse", trace.WithAttributes(attribute.String("marketpipe.file_key", j.FileKey)))
 	if c != nil {
 		span.SetAttributes(attribute.Int("marketpipe.chunk", c.Index), attribute.Int("marketpipe.chunks", c.Count))
@@ -91,8 +91,8 @@ func (h *Handler) transform(ctx context.Context, j *events.Job, r io.Reader, c *
 	}
 	// Flush hands out copies, so the builder is free once this transform returns.
 	defer h.builders.Put(b)
+	b.StartSeq(seq)
 	if c != nil {
-		b.StartSeq(c.Index << 20)
 		fileLine = func(l int64) (int64, bool) {
 			if l <= c.HeaderLines {
 				return l, c.Index == 0

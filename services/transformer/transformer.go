@@ -72,6 +72,9 @@ type Handler struct {
 // file again and republishes the same batches under the same message ids; JetStream and the
 // loader's ledger drop the duplicates.
 func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message) (*events.Job, error) {
+	if len(j.Parts) > 0 {
+		return h.publishPartChunks(ctx, &j)
+	}
 	f, done, err := h.open(ctx, &j)
 	if err != nil {
 		return h.openFailed(&j, err)
@@ -91,7 +94,7 @@ func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message)
 		}
 	}
 	obj := &readErrs{r: f}
-	st, err := h.transform(ctx, &j, obj, nil)
+	st, err := h.transform(ctx, &j, obj, nil, 0)
 	if err != nil {
 		return h.transformFailed(&j, obj.err, err)
 	}

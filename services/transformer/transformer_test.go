@@ -2,6 +2,7 @@ package transformer_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -664,5 +665,81 @@ func TestChunkTaskWithoutMarksFailsTheJob(t *testing.T) {
 	}
 	if n := env.Count(events.RowsStream, events.RowsSubject(j.ID)); n != 0 {
 		t.Errorf("%d row batches published for the task", n)
+	}
+}
+
+// TestTransformerParts: the files of a job of several parts are transformed as chunk tasks
+// numbered across the files (a large file cut at its marks, a small one whole): every
+// observation of every file is published once, under unique sequence numbers, and
+// "transformed" carries the sums of all the parts.
+func TestTransformerParts(t *testing.T) {
+	env := natstest.NewEnv(t)
+	ctx := context.Background()
+	big := chunkedFile(t)
+	var small bytes.Buffer
+	if err := simdata.WriteReply(&small, events.Spec{Program: "gethistory", Securities: []string{"S1 US Equity", "S2 US Equity"},
+		Fields: []string{"PX_LAST"}, Start: "2025-01-01", End: "2025-03-31"}, obs.MakeDate(2026, 1, 5), 3); err != nil {
+		t.Fatal(err)
+	}
+	var want []obs.Observation
+	var wantRejects int64
+	for _, f := range [][]byte{big, small.Bytes()} {
+		ref := collected(t, env, fmt.Sprintf("job-ref-%d", len(want)), f)
+		h := chunkHandler(env, 0)
+		if err := stage.Jobs(h.Pub, events.Decode, h).Handle(ctx, env.DeliverJob(&ref)); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := env.LastJob(ref.ID)
+		wantRejects += got.RowsRejected
+		for _, b := range batches(t, env, ref.ID) {
+			want = append(want, b.Obs...)
+		}
+	}
+	const n = 5
+	h := chunkHandler(env, int64(len(big)/n+1))
+	p0 := stored(t, env, "job-parts-0", big)
+	p1 := collected(t, env, "job-parts-1", small.Bytes()) // stored without marks: in one piece
+	p1.FileSize = int64(small.Len())
+	j := events.Job{ID: "job-parts", Version: 42, Spec: events.Spec{Program: "gethistory"}, Parts: []events.Part{
+		{VendorRequestID: "mpa", FileKey: p0.FileKey, FileSize: p0.FileSize},
+		{VendorRequestID: "mpb", FileKey: p1.FileKey, FileSize: p1.FileSize}}}
+	j = j.Advance(events.Collected, time.Now())
+	if err := stage.Jobs(h.Pub, events.Decode, h).Handle(ctx, env.DeliverJob(&j)); err != nil {
+		t.Fatal(err)
+	}
+	msgs := handleChunks(t, env, h, j.ID, []int{5, 3, 0, 4, 1, 2})
+	for _, m := range msgs {
+		if task, err := events.DecodeChunkTask(m.Data()); err != nil || task.Parts != nil || task.PartFile != j.Parts[task.Part].FileKey {
+			t.Errorf("chunk task %+v (%v): want its part's file, without the job's parts", task, err)
+		}
+	}
+	got, _ := env.LastJob(j.ID)
+	bs := batches(t, env, j.ID)
+	if got.State != events.Transformed || got.Batches != len(bs) || got.RowsParsed != int64(len(want)) ||
+		got.RowsRejected != wantRejects || got.FileKey != "" {
+		t.Fatalf("transformed: state %q, %d batches (published %d), %d rows (want %d), %d rejects (want %d), file %q",
+			got.State, got.Batches, len(bs), got.RowsParsed, len(want), got.RowsRejected, wantRejects, got.FileKey)
+	}
+	seqs := map[int]bool{}
+	var gotObs []obs.Observation
+	for _, b := range bs {
+		if seqs[b.Seq] {
+			t.Errorf("seq %d twice", b.Seq)
+		}
+		seqs[b.Seq] = true
+		gotObs = append(gotObs, b.Obs...)
+	}
+	key := func(a, b obs.Observation) int {
+		return cmp.Or(strings.Compare(a.Security, b.Security), strings.Compare(a.Field, b.Field), int(a.Date-b.Date))
+	}
+	slices.SortFunc(gotObs, key)
+	slices.SortFunc(want, key)
+	if len(gotObs) != len(want) {
+		t.Fatalf("%d observations, the files hold %d", len(gotObs), len(want))
+	}
+	for i := range want {
+		if !gotObs[i].Equal(&want[i]) {
+			t.Fatalf("observation %d: %+v, want %+v", i, gotObs[i], want[i])
+		}
 	}
 }
