@@ -48,6 +48,9 @@ type Options struct {
 	Dir string
 	// Faults injects failures a robust client must survive.
 	Faults Faults
+	// Heartbeat is how often an idle notification stream (NotificationsPath) gets an empty
+	// heartbeat event; default DefaultHeartbeat.
+	Heartbeat time.Duration
 	// Logger receives one line per request at Debug; default discards.
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
@@ -74,6 +77,11 @@ type Faults struct {
 	MaxBadDownloads int
 	// SlowBody pauses this long after each 64 KiB of a download.
 	SlowBody time.Duration
+	// DuplicateEvents sends every notification twice (another event id, the same digest).
+	DuplicateEvents bool
+	// StaleEvents follows every notification with one for the same distribution with an earlier
+	// endedAtTime and another digest, as an event delivered out of order would be.
+	StaleEvents bool
 }
 
 // DefaultAccount is the scheduled account's identifier.
@@ -166,4 +174,9 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.Faults.MaxBadDownloads, "fault-max-bad-downloads", o.Faults.MaxBadDownloads,
 		"truncated or corrupt downloads of one reply file at most; later ones are clean (0: no bound)")
 	fs.DurationVar(&o.Faults.SlowBody, "slow-body", o.Faults.SlowBody, "pause after each 64 KiB of a download")
+	fs.DurationVar(&o.Heartbeat, "heartbeat", DefaultHeartbeat, "interval of the heartbeat events of an idle notification stream")
+	fs.BoolVar(&o.Faults.DuplicateEvents, "fault-duplicate-events", o.Faults.DuplicateEvents,
+		"send every notification twice")
+	fs.BoolVar(&o.Faults.StaleEvents, "fault-stale-events", o.Faults.StaleEvents,
+		"follow every notification with a stale one (earlier endedAtTime, another digest)")
 }
