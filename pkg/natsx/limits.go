@@ -20,10 +20,10 @@ import (
 // messages kept longer.
 var Budget = []Share{
 	{Stream: events.JobsStream, Percent: 6},
-	{Stream: events.RowsStream, Percent: 26},
+	{Stream: events.RowsStream, Percent: 24},
 	{Stream: events.DLQStream, Percent: 4},
 	{Stream: events.ChunksStream, Percent: 4},
-	{Stream: objectStream(events.RawBucket), Percent: 26},
+	{Stream: objectStream(events.RawBucket), Percent: 24},
 	{Stream: objectStream(events.SpecsBucket), Percent: 4},
 	{Stream: kvStream(events.LedgerBucket), Percent: 5},
 	{Stream: kvStream(events.ChunksBucket), Percent: 4},
@@ -32,6 +32,7 @@ var Budget = []Share{
 	{Stream: kvStream(events.SchedulesBucket), Percent: 4},
 	{Stream: kvStream(events.SubmitsBucket), Percent: 4},
 	{Stream: kvStream(events.EndsBucket), Percent: 5},
+	{Stream: kvStream(events.OutputsBucket), Percent: 4},
 }
 
 // Share is one stream's part of NATS_MAX_BYTES.
