@@ -20,6 +20,9 @@ type Options struct {
 	Account string
 	// ReadyAfter is how long after its creation a request's output is listed.
 	ReadyAfter time.Duration
+	// ReadyJitter, when set, delays each output further by up to this much, a share drawn from
+	// its request identifier: outputs then get ready at times unrelated to when they are polled.
+	ReadyJitter time.Duration
 	// Seed selects the simulated data (simdata's seed).
 	Seed uint64
 	// Revision is the revision of the data that requests created from now on get
@@ -106,6 +109,8 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Account, "account", o.Account, "identifier of the scheduled account in the catalog list")
 	fs.DurationVar(&o.ReadyAfter, "ready-after", o.ReadyAfter,
 		"how long after its creation a request's output is listed as ready")
+	fs.DurationVar(&o.ReadyJitter, "ready-jitter", o.ReadyJitter,
+		"delay each output further by up to this much, drawn from its request identifier")
 	fs.Func("seed", "seed of the simulated data, an unsigned integer `n` (default 0)", func(s string) error {
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {

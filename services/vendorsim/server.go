@@ -514,7 +514,19 @@ func (s *Server) getRequest(w http.ResponseWriter, r *http.Request) {
 
 // ready reports whether the request's output is listed yet.
 func (s *Server) ready(req *request) bool {
-	return !s.opts.Now().Before(req.created.Add(s.opts.ReadyAfter))
+	return !s.opts.Now().Before(s.readyAt(req))
+}
+
+// readyAt is when the request's output is ready: ReadyAfter after its creation, plus a share of
+// ReadyJitter drawn from its identifier (the same on every run).
+func (s *Server) readyAt(req *request) time.Time {
+	d := s.opts.ReadyAfter
+	if j := s.opts.ReadyJitter; j > 0 {
+		h := fnv.New64a()
+		io.WriteString(h, req.id)
+		d += time.Duration(h.Sum64() % uint64(j))
+	}
+	return req.created.Add(d)
 }
 
 // key is the output's file name.
@@ -548,7 +560,7 @@ func (s *Server) listResponses(w http.ResponseWriter, r *http.Request) {
 			writeStatus(w, http.StatusInternalServerError, "preparing the reply: "+err.Error())
 			return
 		}
-		ready := req.created.Add(s.opts.ReadyAfter).UTC()
+		ready := s.readyAt(req).UTC()
 		items = append(items, map[string]any{
 			"@type": "Response",
 			"key":   req.key(),
@@ -586,7 +598,7 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusInternalServerError, "preparing the reply: "+err.Error())
 		return
 	}
-	modified := req.created.Add(s.opts.ReadyAfter).UTC()
+	modified := s.readyAt(req).UTC()
 	h := w.Header()
 	h.Set("Content-Type", MediaType)
 	h.Set("Last-Modified", modified.Format(http.TimeFormat))

@@ -80,9 +80,9 @@ func (n *notifier) close() {
 }
 
 // schedulePublication announces req's output on the notification stream when it becomes ready
-// (Options.ReadyAfter after its creation), if a client has listened to the stream by then.
+// (readyAt), if a client has listened to the stream by then.
 func (s *Server) schedulePublication(req *request) {
-	ready := req.created.Add(s.opts.ReadyAfter)
+	ready := s.readyAt(req)
 	n := s.notes
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -90,7 +90,7 @@ func (s *Server) schedulePublication(req *request) {
 		return
 	}
 	var t *time.Timer
-	t = time.AfterFunc(max(s.opts.ReadyAfter, 0), func() {
+	t = time.AfterFunc(max(ready.Sub(s.opts.Now()), 0), func() {
 		n.mu.Lock()
 		_, pending := n.timers[t]
 		delete(n.timers, t)
@@ -318,4 +318,14 @@ func (s *Server) notifications(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+// ReadyAt returns when the output of the request with this identifier is (or was) ready, and
+// false when there is no such request.
+func (s *Server) ReadyAt(identifier string) (time.Time, bool) {
+	req := s.lookup(identifier)
+	if req == nil {
+		return time.Time{}, false
+	}
+	return s.readyAt(req), true
 }
