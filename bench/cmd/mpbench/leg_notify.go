@@ -105,6 +105,7 @@ func (b *bench) notifyRun(ctx context.Context, mode string, n int) ([]float64, f
 			}
 		}
 	}
+	polls0 := c.polls.Load() // before the first job: its first poll may come at once
 	spec := events.Spec{Name: "bench-notify", Program: events.GetData, Securities: []string{"SEC00001 US Equity"},
 		Fields: []string{"PX_LAST"}}
 	for i := range n {
@@ -120,7 +121,6 @@ func (b *bench) notifyRun(ctx context.Context, mode string, n int) ([]float64, f
 			return nil, 0, err
 		}
 	}
-	polls0 := c.polls.Load()
 	limit := time.Now().Add(time.Minute + 2*notifyPollInterval + 30*time.Second)
 	for {
 		mu.Lock()
