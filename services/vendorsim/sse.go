@@ -255,6 +255,11 @@ func (s *Server) notifications(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		from = id
+		if from > s.notes.lastID() {
+			// An id this stream never gave: the client heard another run of the simulator.
+			// Everything it has is news to that client.
+			from = 0
+		}
 	} else {
 		from = s.notes.lastID()
 	}
