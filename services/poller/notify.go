@@ -113,10 +113,20 @@ func (n *Notified) OnWait(ctx context.Context, m *stage.Message, identifiers []s
 }
 
 // Announce records a notified output and wakes the delivery waiting for it; it is the handler
-// of vendor.Client.Notifications. Its error (the output could not be recorded) makes the stream
-// resume before this notification.
+// of vendor.Client.Notifications. The client skips the duplicates and stale events it has seen
+// itself; the record catches those a restarted replica gets again (a replay after its cursor):
+// an output recorded with a later endedAtTime is not replaced. Its error (the output could not
+// be recorded) makes the stream resume before this notification.
 func (n *Notified) Announce(ctx context.Context, x vendor.Notification) error {
 	id := x.RequestIdentifier()
+	if e, err := n.KV.Get(ctx, outPrefix+id); err == nil {
+		var have notifiedOutput
+		if json.Unmarshal(e.Value(), &have) == nil && have.Published.After(x.EndedAt) {
+			n.count("stale")
+			n.Log.DebugContext(ctx, "stale notification: a later output is recorded", "request", id, "event_id", x.EventID)
+			return nil
+		}
+	}
 	rec, err := json.Marshal(notifiedOutput{Key: x.Key, Digest: x.Digest, ContentType: x.ContentType,
 		Published: x.EndedAt, EventID: x.EventID})
 	if err != nil {
