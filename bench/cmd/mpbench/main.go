@@ -165,7 +165,7 @@ type Result struct {
 	NotifyLatencyS     map[string]float64 `json:"notify_latency_s,omitempty"` // <mode>_p50, <mode>_p90, <mode>_max
 	NotifyPollsPerJob  map[string]float64 `json:"notify_polls_per_job,omitempty"`
 	NotifyPollInterval string             `json:"notify_poll_interval,omitempty"`
-	Errors              []string           `json:"errors,omitempty"`
+	Errors             []string           `json:"errors,omitempty"`
 }
 
 type bench struct {
