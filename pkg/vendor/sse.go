@@ -177,18 +177,8 @@ func (l *listener) stream(ctx context.Context) (got bool, err error) {
 	if l.last != "" {
 		cl.header.Set("Last-Event-ID", l.last)
 	}
-	resp, _, err := l.c.send(ctx, cl)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
-		return false, fmt.Errorf("notification stream: Content-Type %q, want text/event-stream", ct)
-	}
-	if l.o.OnConnect != nil {
-		l.o.OnConnect(l.last)
-	}
-	// The watchdog: every line read pushes the deadline back.
+	// The watchdog, from the request on (a server that never answers is silent too): every line
+	// read pushes the deadline back.
 	alive := make(chan struct{}, 1)
 	go func() {
 		t := time.NewTimer(l.o.Silence)
@@ -211,6 +201,20 @@ func (l *listener) stream(ctx context.Context) (got bool, err error) {
 			}
 		}
 	}()
+	resp, _, err := l.c.send(ctx, cl)
+	if err != nil {
+		if errors.Is(context.Cause(ctx), errSilent) {
+			return false, fmt.Errorf("notification stream: no answer within %s: %w", l.o.Silence, err)
+		}
+		return false, err
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		return false, fmt.Errorf("notification stream: Content-Type %q, want text/event-stream", ct)
+	}
+	if l.o.OnConnect != nil {
+		l.o.OnConnect(l.last)
+	}
 	err = readEvents(resp.Body, func() {
 		select {
 		case alive <- struct{}{}:

@@ -237,6 +237,29 @@ func TestNotificationsHeartbeats(t *testing.T) {
 		defer mu.Unlock()
 		return opened >= 3
 	})
+
+	// A server that never answers the request at all is silent too.
+	asked := 0
+	mute := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked++
+		mu.Unlock()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(mute.Close)
+	c3 := newClient(t, vendor.Config{BaseURL: mute.URL + "/eap", Account: "a"})
+	n3 := &notes{}
+	o3 := n3.options()
+	o3.Silence = 100 * time.Millisecond
+	listen(t, c3, o3, n3)
+	eventually(t, "three requests to the mute server", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return asked >= 3
+	})
+	if got := n3.count(func() int { return len(n3.connects) }); got != 0 {
+		t.Errorf("%d streams opened on a server that never answered", got)
+	}
 }
 
 // TestNotificationsLimitPerClient: the simulator refuses a seventeenth stream with 429.
