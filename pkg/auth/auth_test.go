@@ -246,12 +246,15 @@ func TestEachIdentityDoesItsJobOnly(t *testing.T) {
 	ld.refused(t, "publishes a row batch", events.RowsSubject(job), publish(ld, events.RowsSubject(job)))
 
 	// The requester turns schedule firings into jobs: it publishes "submitted" (a long
-	// securities list goes to mp_specs), but no other stage's event, and no row batch.
+	// securities list goes to mp_specs), but no other stage's event, and no row batch; the
+	// poller may not end a run.
 	rq := d.connect(t, requester.Name)
 	rq.allowed(t, "submits a scheduled job", publish(rq, events.JobSubject(job, events.Submitted)))
 	rq.refused(t, "publishes collected", events.JobSubject(job, events.Collected), publish(rq, events.JobSubject(job, events.Collected)))
 	rq.refused(t, "writes the ledger", "$KV."+events.LedgerBucket+".", publish(rq, "$KV."+events.LedgerBucket+".x"))
-	rq.refused(t, "cancels a run", "$KV."+events.EndsBucket+".", publish(rq, "$KV."+events.EndsBucket+".x"))
+	// It claims the end of an incremental run with nothing to ask, as the loader claims a commit.
+	rq.allowed(t, "claims the end of a run", publish(rq, "$KV."+events.EndsBucket+".x"))
+	pol.refused(t, "cancels a run", "$KV."+events.EndsBucket+".", publish(pol, "$KV."+events.EndsBucket+".x"))
 
 	op := d.connect(t, auth.OperatorName)
 	op.allowed(t, "submits a job", publish(op, events.JobSubject(job, events.Submitted)))

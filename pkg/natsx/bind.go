@@ -82,6 +82,9 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Streams, error) {
 	if st.Coverage, err = kv(events.CoverageBucket); err != nil {
 		return nil, err
 	}
+	if st.Outputs, err = kv(events.OutputsBucket); err != nil {
+		return nil, err
+	}
 	if err := retry(ctx, func(ctx context.Context) error { _, err := attempts.Bind(ctx, js); return err }); err != nil {
 		return nil, err
 	}

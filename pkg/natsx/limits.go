@@ -20,10 +20,10 @@ import (
 // messages kept longer.
 var Budget = []Share{
 	{Stream: events.JobsStream, Percent: 6},
-	{Stream: events.RowsStream, Percent: 22},
+	{Stream: events.RowsStream, Percent: 20},
 	{Stream: events.DLQStream, Percent: 4},
 	{Stream: events.ChunksStream, Percent: 4},
-	{Stream: objectStream(events.RawBucket), Percent: 22},
+	{Stream: objectStream(events.RawBucket), Percent: 20},
 	{Stream: objectStream(events.SpecsBucket), Percent: 4},
 	{Stream: kvStream(events.LedgerBucket), Percent: 5},
 	{Stream: kvStream(events.ChunksBucket), Percent: 4},
@@ -35,6 +35,7 @@ var Budget = []Share{
 	// Small (a backfill's plan is one entry), but no share may hold less than one message.
 	{Stream: kvStream(events.BackfillsBucket), Percent: 4},
 	{Stream: kvStream(events.CoverageBucket), Percent: 4},
+	{Stream: kvStream(events.OutputsBucket), Percent: 4},
 }
 
 // Share is one stream's part of NATS_MAX_BYTES.

@@ -24,7 +24,7 @@ import (
 var allStreams = []string{events.JobsStream, events.RowsStream, events.DLQStream, events.ChunksStream,
 	"OBJ_" + events.RawBucket, "OBJ_" + events.SpecsBucket, "KV_" + events.LedgerBucket, "KV_" + events.ChunksBucket, "KV_" + attempts.Bucket,
 	events.SchedulesStream, "KV_" + events.SchedulesBucket, "KV_" + events.SubmitsBucket, "KV_" + events.EndsBucket,
-	"KV_" + events.BackfillsBucket}
+	"KV_" + events.BackfillsBucket, "KV_" + events.OutputsBucket}
 
 func TestBudgetSharesEverythingOnce(t *testing.T) {
 	total := int64(0)

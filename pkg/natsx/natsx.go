@@ -142,6 +142,9 @@ type Streams struct {
 	Ends jetstream.KeyValue
 	// Coverage records what committed history runs loaded (package coverage).
 	Coverage jetstream.KeyValue
+	// Outputs holds the vendor outputs a notification announced and the poller's deliveries
+	// waiting for them, by vendor request identifier (services/poller, VENDOR_NOTIFICATIONS=sse).
+	Outputs jetstream.KeyValue
 }
 
 // Setup declares the streams, the raw object store, the load ledger and the chunk records, and
@@ -293,12 +296,21 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 	if err != nil {
 		return nil, err
 	}
+	outputs, err := kv(events.OutputsBucket, "vendor outputs announced ready, and deliveries waiting for them, by request identifier", OutputsTTL)
+	if err != nil {
+		return nil, err
+	}
 	return &Streams{JS: js, Raw: raw, Ledger: ledger, Chunks: chunks, Specs: specs,
-		Schedules: schedules, Submits: submits, Ends: ends, Coverage: coverage}, nil
+		Schedules: schedules, Submits: submits, Ends: ends, Coverage: coverage, Outputs: outputs}, nil
 }
 
 // SubmitsTTL is how long `marketpipe submit` remembers a job file, to refuse it a second time.
 const SubmitsTTL = 24 * time.Hour
+
+// OutputsTTL is how long an output announced ready, or a delivery waiting for one, is kept in
+// events.OutputsBucket: as long as HAPI replays notifications (Last-Event-ID), far longer than
+// any POLL_INTERVAL (a waiting delivery writes its entry again at each poll).
+const OutputsTTL = 48 * time.Hour
 
 // declareSchedules declares MP_SCHEDULES: the schedules the server fires (one message per
 // schedule, replaced on update) and their firings, the last hundred of each schedule kept.

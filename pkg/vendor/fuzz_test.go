@@ -60,3 +60,34 @@ func FuzzParseDigest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzNotificationStream: any stream gives events whose data stays within MaxEventData, and a
+// notification handed over has a valid request identifier, a sha512 digest and a time.
+func FuzzNotificationStream(f *testing.F) {
+	f.Add([]byte("id: 1\nevent: DistributionPublished\ndata: {\"endedAtTime\":\"2026-01-05T18:00:00Z\"," +
+		"\"generated\":{\"@id\":\"/eap/x\",\"identifier\":\"r1.20260105.bbg\",\"digest\":{\"digestAlgorithm\":\"SHA512\"," +
+		"\"digestValue\":\"" + strings.Repeat("ab", 64) + "\"}}}\n\n"))
+	f.Add([]byte(": comment\r\nevent: heartbeat\r\ndata:\r\n\r\nid: 2\n\n"))
+	f.Add([]byte("data: a\ndata: b\nid: \x00\n\n"))
+	f.Add([]byte("event: DistributionPublished\ndata: {\"generated\":{\"identifier\":\"../x\"}}\n\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		err := readEvents(bytes.NewReader(data), func() {}, func(e sseEvent) error {
+			if len(e.data) > MaxEventData {
+				t.Fatalf("event data of %d bytes", len(e.data))
+			}
+			if strings.ContainsRune(e.id, 0) {
+				t.Fatalf("id %q with NUL", e.id)
+			}
+			if e.name == EventDistributionPublished {
+				n, err := parseNotification(e.id, e.data)
+				if err == nil && (!ValidIdentifier(n.RequestIdentifier()) || !strings.HasPrefix(n.Digest, "sha512=") || n.EndedAt.IsZero()) {
+					t.Fatalf("accepted %+v", n)
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			t.Fatal("readEvents returned nil: a stream always ends with an error")
+		}
+	})
+}

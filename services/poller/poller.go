@@ -31,8 +31,9 @@ type Handler struct {
 	Vendor   Vendor
 	Interval time.Duration // between polls of one job
 	Now      func() time.Time
-	// OnWait, when set, is called before the job waits another interval, with the vendor
-	// request identifiers whose outputs are not known to be ready yet.
+	// OnWait, when set, is called before the handler waits, with the vendor request identifiers
+	// still not ready; its error, if any, is returned instead of the Wait (a stage.Wait of
+	// another delay included). Notifications use it (notify.go).
 	OnWait func(ctx context.Context, m *stage.Message, identifiers []string) error
 }
 
@@ -109,7 +110,10 @@ func (h *Handler) wait(ctx context.Context, m *stage.Message, identifiers []stri
 
 // Stage returns the poller stage on env's JetStream.
 func Stage(env *service.Env, v Vendor, interval time.Duration) (*stage.Stage, error) {
-	h := &Handler{Vendor: v, Interval: interval, Now: time.Now}
+	return stageWith(env, &Handler{Vendor: v, Interval: interval, Now: time.Now})
+}
+
+func stageWith(env *service.Env, h *Handler) (*stage.Stage, error) {
 	return stage.NewJobs(env.JS, Consumer, events.Decode, h, env.StageOptions())
 }
 
@@ -121,10 +125,12 @@ var Consumer = stage.Config{
 }
 
 // Uses is what the poller does on NATS (its identity's permissions): it publishes "ready" or
-// "failed", and reads nothing else.
+// "failed", and keeps the outputs notifications announced and the deliveries waiting for them
+// (events.OutputsBucket, notify.go).
 var Uses = auth.Uses{
 	Consumers: []stage.Config{Consumer},
 	Publishes: []string{events.JobFilter(events.Ready), events.JobFilter(events.Failed)},
+	KVWrite:   []string{events.OutputsBucket},
 }
 
 // Summary is what the poller does, for -h.
@@ -132,7 +138,7 @@ const Summary = "polls the vendor until each request's output is ready (POLL_INT
 
 // Settings are the poller's own variables (pkg/config reads them).
 type Settings struct {
-	Interval time.Duration "env:\"POLL_INTERVAL,positive\" default:\"30s\" shown:\"30s (1s under `dev`)\" help:\"time between two polls of one request\""
+	Interval time.Duration "env:\"POLL_INTERVAL,positive\" default:\"30s\" shown:\"30s; 5m with VENDOR_NOTIFICATIONS=sse (1s under `dev`)\" help:\"time between two polls of one request (with sse, the fallback for a notification missed)\""
 }
 
 // Build is the service's wiring.
@@ -145,5 +151,11 @@ func Build(ctx context.Context, env *service.Env) ([]service.Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return service.Only(Stage(env, v, s.Interval))
+	if env.Config.VendorNotifications != NotificationsSSE {
+		return service.Only(Stage(env, v, s.Interval))
+	}
+	if _, set := env.Lookup("POLL_INTERVAL"); !set {
+		s.Interval = SSEPollInterval
+	}
+	return buildNotified(env, v, s.Interval)
 }

@@ -20,6 +20,9 @@ type Options struct {
 	Account string
 	// ReadyAfter is how long after its creation a request's output is listed.
 	ReadyAfter time.Duration
+	// ReadyJitter, when set, delays each output further by up to this much, a share drawn from
+	// its request identifier: outputs then get ready at times unrelated to when they are polled.
+	ReadyJitter time.Duration
 	// Seed selects the simulated data (simdata's seed).
 	Seed uint64
 	// Revision is the revision of the data that requests created from now on get
@@ -48,6 +51,9 @@ type Options struct {
 	Dir string
 	// Faults injects failures a robust client must survive.
 	Faults Faults
+	// Heartbeat is how often an idle notification stream (NotificationsPath) gets an empty
+	// heartbeat event; default DefaultHeartbeat.
+	Heartbeat time.Duration
 	// Logger receives one line per request at Debug; default discards.
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
@@ -74,6 +80,11 @@ type Faults struct {
 	MaxBadDownloads int
 	// SlowBody pauses this long after each 64 KiB of a download.
 	SlowBody time.Duration
+	// DuplicateEvents sends every notification twice (another event id, the same digest).
+	DuplicateEvents bool
+	// StaleEvents follows every notification with one for the same distribution with an earlier
+	// endedAtTime and another digest, as an event delivered out of order would be.
+	StaleEvents bool
 }
 
 // DefaultAccount is the scheduled account's identifier.
@@ -98,6 +109,8 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Account, "account", o.Account, "identifier of the scheduled account in the catalog list")
 	fs.DurationVar(&o.ReadyAfter, "ready-after", o.ReadyAfter,
 		"how long after its creation a request's output is listed as ready")
+	fs.DurationVar(&o.ReadyJitter, "ready-jitter", o.ReadyJitter,
+		"delay each output further by up to this much, drawn from its request identifier")
 	fs.Func("seed", "seed of the simulated data, an unsigned integer `n` (default 0)", func(s string) error {
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
@@ -166,4 +179,9 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.Faults.MaxBadDownloads, "fault-max-bad-downloads", o.Faults.MaxBadDownloads,
 		"truncated or corrupt downloads of one reply file at most; later ones are clean (0: no bound)")
 	fs.DurationVar(&o.Faults.SlowBody, "slow-body", o.Faults.SlowBody, "pause after each 64 KiB of a download")
+	fs.DurationVar(&o.Heartbeat, "heartbeat", DefaultHeartbeat, "interval of the heartbeat events of an idle notification stream")
+	fs.BoolVar(&o.Faults.DuplicateEvents, "fault-duplicate-events", o.Faults.DuplicateEvents,
+		"send every notification twice")
+	fs.BoolVar(&o.Faults.StaleEvents, "fault-stale-events", o.Faults.StaleEvents,
+		"follow every notification with a stale one (earlier endedAtTime, another digest)")
 }

@@ -40,6 +40,7 @@ type cluster struct {
 	db      string
 	httpSrv *http.Server
 	simURL  string
+	sim     *vendorsim.Server
 	polls   atomic.Int64 // output listings served by the simulator
 	env     map[string]string
 	procs   []*proc
@@ -48,7 +49,7 @@ type cluster struct {
 	waiters map[string]chan events.Job // job id → its events
 }
 
-func (b *bench) newCluster(ctx context.Context, leg string, readyAfter time.Duration) (*cluster, error) {
+func (b *bench) newCluster(ctx context.Context, leg string, readyAfter time.Duration, simOpts ...func(*vendorsim.Options)) (*cluster, error) {
 	c := &cluster{b: b, leg: leg, dir: filepath.Join(b.tmp, leg), db: "bench_" + leg, waiters: map[string]chan events.Job{}}
 	if err := os.MkdirAll(c.dir, 0o755); err != nil {
 		return nil, err
@@ -93,8 +94,12 @@ func (b *bench) newCluster(ctx context.Context, leg string, readyAfter time.Dura
 		c.close()
 		return nil, err
 	}
-	sim := vendorsim.NewServer(vendorsim.Options{Account: vendorsim.DefaultAccount, ReadyAfter: readyAfter,
-		Seed: simSeed, RunDate: runDate.Time()})
+	so := vendorsim.Options{Account: vendorsim.DefaultAccount, ReadyAfter: readyAfter, Seed: simSeed, RunDate: runDate.Time()}
+	for _, o := range simOpts {
+		o(&so)
+	}
+	sim := vendorsim.NewServer(so)
+	c.sim = sim
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		c.close()

@@ -15,7 +15,9 @@
 //  6. data parallelism: transform throughput with 1 and 2 transformer replicas;
 //  7. latency: collected → loaded of a small job, p50 and p99;
 //  8. query: marketpipe query of one security's 10 fields over 10 years, now and as of a time,
-//     on a table of 20 M observations in 4 committed runs, and the storage per run.
+//     on a table of 20 M observations in 4 committed runs, and the storage per run;
+//  9. notify: "published → ready" latency, from the moment an output is ready at the vendor to
+//     the poller's "ready" event, with VENDOR_NOTIFICATIONS=sse and with polling every 30 s.
 //
 // Servers: a private clickhouse-server (pkg/chserver) on a temporary directory, an embedded
 // NATS server (a fresh one per leg, so no leg consumes another's leftovers), the vendor
@@ -26,7 +28,7 @@
 //
 //	BENCH_SCALE        share of the reference job (1.0 = 2,000 securities × 10 fields × 250
 //	                   days = 5,000,000 observations); the 1 GB memory file scales with it
-//	BENCH_LEGS         comma-separated subset of direct,pipeline,loader,poller,memory,transform,query,schedules
+//	BENCH_LEGS         comma-separated subset of direct,pipeline,loader,poller,memory,transform,query,schedules,notify
 //	BENCH_POLL_WINDOW  how long the poller's CPU is measured (default 60s)
 //	BENCH_PROFILE      a directory: every service process, nats-server and the direct leg
 //	                   write CPU profiles there (<leg>-<process>.pprof)
@@ -156,7 +158,14 @@ type Result struct {
 	SchedulesQuietCores float64            `json:"schedules_quiet_cores"`
 	SchedulesFiringCPUS map[string]float64 `json:"schedules_firing_cpu_s,omitempty"`
 	SchedulesJobs       int64              `json:"schedules_jobs"`
-	Errors              []string           `json:"errors,omitempty"`
+	// The notify leg: published → ready latency in seconds (p50, p90, max) of NotifyJobs jobs
+	// whose outputs get ready at times unrelated to the polls, with notifications (sse) and with
+	// polling at POLL_INTERVAL's default (poll), and the vendor listings asked per job.
+	NotifyJobs         int                `json:"notify_jobs,omitempty"`
+	NotifyLatencyS     map[string]float64 `json:"notify_latency_s,omitempty"` // <mode>_p50, <mode>_p90, <mode>_max
+	NotifyPollsPerJob  map[string]float64 `json:"notify_polls_per_job,omitempty"`
+	NotifyPollInterval string             `json:"notify_poll_interval,omitempty"`
+	Errors             []string           `json:"errors,omitempty"`
 }
 
 type bench struct {
@@ -207,7 +216,7 @@ func run() int {
 		return 2
 	}
 	legs := map[string]bool{}
-	for _, l := range strings.Split(envOr("BENCH_LEGS", "direct,pipeline,loader,transform,memory,poller,query,schedules"), ",") {
+	for _, l := range strings.Split(envOr("BENCH_LEGS", "direct,pipeline,loader,transform,memory,poller,query,schedules,notify"), ",") {
 		legs[strings.TrimSpace(l)] = true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -267,6 +276,7 @@ func run() int {
 		{"poller", b.legPoller},
 		{"query", b.legQuery},
 		{"schedules", b.legSchedules},
+		{"notify", b.legNotify},
 	} {
 		if !legs[l.name] {
 			continue

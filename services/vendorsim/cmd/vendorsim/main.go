@@ -47,7 +47,9 @@ func realMain(ctx context.Context, args []string) error {
 			"SPIN, ACQUIS); RC300/RC400 securities get 4-column rows. -layouts picks the reply-file layouts; every\n"+
 			"layout holds the same observations. Each output is prepared once, when first listed or downloaded\n"+
 			"after it is ready: its reply file is stored gzipped in -dir; gzip downloads copy that file, others\n"+
-			"are decoded from it.\n"+
+			"are decoded from it. GET /eap/notifications/sse is the notification stream: a DistributionPublished\n"+
+			"event when each output gets ready (once a client has listened), replayed after Last-Event-ID,\n"+
+			"heartbeats when idle, at most 16 streams.\n"+
 			"GET /healthz answers ok.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
