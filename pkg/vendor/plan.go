@@ -58,14 +58,15 @@ func Dates(program, start, end, periodicity string) int {
 // months, quarters, years) that have a weekday in the range for the others. It is 0 for a
 // range it cannot read.
 func HistoryDates(start, end, periodicity string) int {
-	return len(historyPeriods(start, end, periodicity))
+	return len(HistoryPeriods(start, end, periodicity))
 }
 
-// period is one date of a history: its first and last weekday within the range.
-type period struct{ first, last time.Time }
+// Period is one date of a history: its first and last weekday within the range.
+type Period struct{ First, Last time.Time }
 
-// historyPeriods lists the periods of a history between start and end, in order.
-func historyPeriods(start, end, periodicity string) []period {
+// HistoryPeriods lists the periods of a history between start and end, in order: what
+// HistoryDates counts, and what a history is cut at (Plan, and pkg/backfill's windows).
+func HistoryPeriods(start, end, periodicity string) []Period {
 	from, err1 := time.Parse(time.DateOnly, start)
 	to, err2 := time.Parse(time.DateOnly, end)
 	if err1 != nil || err2 != nil || to.Before(from) {
@@ -85,17 +86,17 @@ func historyPeriods(start, end, periodicity string) []period {
 		}
 		return d.Year()*10000 + int(d.Month())*100 + d.Day()
 	}
-	var out []period
+	var out []Period
 	last := -1
 	for d := from; !d.After(to); d = d.AddDate(0, 0, 1) {
 		if wd := d.Weekday(); wd == time.Saturday || wd == time.Sunday {
 			continue
 		}
 		if k := key(d); k != last || len(out) == 0 {
-			out = append(out, period{first: d, last: d})
+			out = append(out, Period{First: d, Last: d})
 			last = k
 		} else {
-			out[len(out)-1].last = d
+			out[len(out)-1].Last = d
 		}
 	}
 	return out
@@ -122,10 +123,10 @@ func Plan(s Shape, maxPoints int64) ([]PlannedPart, error) {
 		universe = MaxUniverseWithOverrides
 	}
 	nFields := max(s.Fields, 1)
-	var periods []period
+	var periods []Period
 	dates := 1
 	if s.Program == ProgramGetHistory {
-		periods = historyPeriods(s.Start, s.End, s.Periodicity)
+		periods = HistoryPeriods(s.Start, s.End, s.Periodicity)
 		dates = max(len(periods), 1)
 	}
 	// Fields: within the field list limit, then within the budget if one security needs it.
@@ -169,10 +170,10 @@ func Plan(s Shape, maxPoints int64) ([]PlannedPart, error) {
 					from, to := cut(len(periods), dateGroups, di)
 					nDates = to - from
 					if di > 0 {
-						p.Start = periods[from].first.Format(time.DateOnly)
+						p.Start = periods[from].First.Format(time.DateOnly)
 					}
 					if di < dateGroups-1 {
-						p.End = periods[to-1].last.Format(time.DateOnly)
+						p.End = periods[to-1].Last.Format(time.DateOnly)
 					}
 				} else if s.Program == ProgramGetHistory {
 					nDates = len(periods)

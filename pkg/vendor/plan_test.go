@@ -18,8 +18,8 @@ func checkParts(t *testing.T, s Shape, maxPoints int64, parts []PlannedPart) {
 	nf, nd := max(s.Fields, 1), 1
 	dateIndex := map[string]int{}
 	if s.Program == ProgramGetHistory {
-		for i, p := range historyPeriods(s.Start, s.End, s.Periodicity) {
-			dateIndex[p.last.Format(time.DateOnly)] = i
+		for i, p := range HistoryPeriods(s.Start, s.End, s.Periodicity) {
+			dateIndex[p.Last.Format(time.DateOnly)] = i
 		}
 		nd = len(dateIndex)
 	}
@@ -42,10 +42,10 @@ func checkParts(t *testing.T, s Shape, maxPoints int64, parts []PlannedPart) {
 		dates := []int{0}
 		if s.Program == ProgramGetHistory {
 			dates = nil
-			for _, per := range historyPeriods(p.Start, p.End, s.Periodicity) {
-				d, ok := dateIndex[per.last.Format(time.DateOnly)]
+			for _, per := range HistoryPeriods(p.Start, p.End, s.Periodicity) {
+				d, ok := dateIndex[per.Last.Format(time.DateOnly)]
 				if !ok {
-					t.Fatalf("part %d: period ending %s is not one of the job's", i, per.last.Format(time.DateOnly))
+					t.Fatalf("part %d: period ending %s is not one of the job's", i, per.Last.Format(time.DateOnly))
 				}
 				dates = append(dates, d)
 			}
