@@ -3,8 +3,6 @@ package tests
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -71,7 +69,7 @@ func TestIncrementalRuns(t *testing.T) {
 
 	// 1. Nothing loaded yet: everything is asked for.
 	first, text := run(jobFile(secs, d2))
-	body := postedBody(t, p.simURL, first.VendorRequestID)
+	body := postedBody(t, p.sim, first.VendorRequestID)
 	if !slices.Equal(body.securities, secs) || body.start != d1 || body.end != d2 {
 		t.Errorf("first run asked for %v from %s to %s; want every security from %s to %s", body.securities, body.start, body.end, d1, d2)
 	}
@@ -84,7 +82,7 @@ func TestIncrementalRuns(t *testing.T) {
 
 	// 2. The same job to d3: only the dates after d2 are asked for.
 	second, text := run(jobFile(secs, d3))
-	body = postedBody(t, p.simURL, second.VendorRequestID)
+	body = postedBody(t, p.sim, second.VendorRequestID)
 	if !slices.Equal(body.securities, secs) || body.start != "2025-04-01" || body.end != d3 {
 		t.Errorf("second run asked for %v from %s to %s; want every security from 2025-04-01 to %s", body.securities, body.start, body.end, d3)
 	}
@@ -113,7 +111,7 @@ func TestIncrementalRuns(t *testing.T) {
 	// 4. One more security: only it is asked for, over the whole range.
 	more := securities(5)
 	fourth, _ := run(jobFile(more, d3))
-	body = postedBody(t, p.simURL, fourth.VendorRequestID)
+	body = postedBody(t, p.sim, fourth.VendorRequestID)
 	if !slices.Equal(body.securities, more[4:]) || body.start != d1 || body.end != d3 {
 		t.Errorf("with one new security the run asked for %v from %s to %s; want %v from %s to %s", body.securities, body.start, body.end, more[4:], d1, d3)
 	}
@@ -127,44 +125,15 @@ type requestBody struct {
 	start, end string
 }
 
-// postedBody reads back, from the simulator, the body of the vendor request id as posted.
-func postedBody(t *testing.T, simURL, id string) requestBody {
+// postedBody is what the simulator received of the vendor request id, read from the body it
+// was posted with.
+func postedBody(t *testing.T, sim *vendorsim.Server, id string) requestBody {
 	t.Helper()
-	if id == "" {
-		t.Fatal("the run has no vendor request")
+	secs, start, end, ok := sim.Asked(id)
+	if !ok {
+		t.Fatalf("the simulator has no vendor request %q", id)
 	}
-	req, _ := http.NewRequest("GET", simURL+vendorsim.Prefix+"/catalogs/"+vendorsim.DefaultAccount+"/requests/"+id+"/", nil)
-	req.Header.Set("api-version", "2")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("vendor request %s: %s %s", id, resp.Status, data)
-	}
-	var b struct {
-		Universe struct {
-			Contains []struct {
-				IdentifierValue string `json:"identifierValue"`
-			} `json:"contains"`
-		} `json:"universe"`
-		RuntimeOptions struct {
-			DateRange struct {
-				StartDate string `json:"startDate"`
-				EndDate   string `json:"endDate"`
-			} `json:"dateRange"`
-		} `json:"runtimeOptions"`
-	}
-	if err := json.Unmarshal(data, &b); err != nil {
-		t.Fatalf("vendor request %s: %v", id, err)
-	}
-	out := requestBody{start: b.RuntimeOptions.DateRange.StartDate, end: b.RuntimeOptions.DateRange.EndDate}
-	for _, c := range b.Universe.Contains {
-		out.securities = append(out.securities, c.IdentifierValue)
-	}
-	return out
+	return requestBody{securities: secs, start: start, end: end}
 }
 
 // current is what readers see (observations_current) of securities and fields in a dataset

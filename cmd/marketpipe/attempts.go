@@ -11,8 +11,6 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/attempts"
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
-	"github.com/marketpipe/marketpipe/pkg/natsx"
-	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
 
 // attemptsTimeout bounds the look-up of a job's failing attempts: status answers from
@@ -36,15 +34,11 @@ func statusAttempts(ctx context.Context, cfg config.Config, j *events.Job, note 
 }
 
 func readAttempts(ctx context.Context, cfg config.Config, jobID string) ([]attempts.Record, error) {
-	nc, err := natsx.Connect(cfg.NATS, "marketpipe-status", telemetry.Discard())
+	nc, js, err := dialJS(cfg, "marketpipe-status")
 	if err != nil {
 		return nil, err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
 	return attempts.OfJob(ctx, js, jobID)
 }
 

@@ -22,9 +22,9 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
 
-// connectJS connects to NATS and binds the pipeline's streams, which `marketpipe migrate`
-// created. Its errors never hold the secrets of NATS_URL.
-func connectJS(ctx context.Context, cfg config.Config, name string) (*nats.Conn, jetstream.JetStream, error) {
+// dialJS connects to NATS and JetStream without binding anything: for the reads `status` adds
+// to what ClickHouse says. Its errors never hold the secrets of NATS_URL.
+func dialJS(cfg config.Config, name string) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := natsx.Connect(cfg.NATS, name, telemetry.Discard())
 	if err != nil {
 		return nil, nil, config.RedactError(err, cfg.NATS.URL)
@@ -33,6 +33,16 @@ func connectJS(ctx context.Context, cfg config.Config, name string) (*nats.Conn,
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+// connectJS connects to NATS and binds the pipeline's streams, which `marketpipe migrate`
+// created. Its errors never hold the secrets of NATS_URL.
+func connectJS(ctx context.Context, cfg config.Config, name string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, js, err := dialJS(cfg, name)
+	if err != nil {
+		return nil, nil, err
 	}
 	bindCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()

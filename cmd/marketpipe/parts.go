@@ -12,7 +12,6 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
-	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
 
 // statusParts returns the vendor requests of a job run split into several (events.Part): the
@@ -34,15 +33,11 @@ func statusParts(ctx context.Context, cfg config.Config, j *events.Job, note io.
 }
 
 func readParts(ctx context.Context, cfg config.Config, j *events.Job) ([]events.Part, error) {
-	nc, err := natsx.Connect(cfg.NATS, "marketpipe-status", telemetry.Discard())
+	nc, js, err := dialJS(cfg, "marketpipe-status")
 	if err != nil {
 		return nil, err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
 	last, ok, err := natsx.LastJobEvent(ctx, js, j.ID)
 	if err != nil || !ok || last.Generation != j.Generation {
 		return nil, err

@@ -2,10 +2,7 @@ package requester_test
 
 import (
 	"context"
-	"encoding/json"
-	"io"
 	"maps"
-	"net/http"
 	"net/http/httptest"
 	"slices"
 	"testing"
@@ -22,42 +19,14 @@ import (
 	"github.com/marketpipe/marketpipe/services/vendorsim"
 )
 
-// postedRequest is what the simulator kept of a posted request: its securities and dates.
-type postedRequest struct {
-	Universe struct {
-		Contains []struct {
-			IdentifierValue string `json:"identifierValue"`
-		} `json:"contains"`
-	} `json:"universe"`
-	RuntimeOptions struct {
-		DateRange struct {
-			StartDate string `json:"startDate"`
-			EndDate   string `json:"endDate"`
-		} `json:"dateRange"`
-	} `json:"runtimeOptions"`
-}
-
-func posted(t *testing.T, simURL, id string) (secs []string, start, end string) {
+// posted is what the simulator received of the vendor request id: its securities and dates.
+func posted(t *testing.T, sim *vendorsim.Server, id string) (secs []string, start, end string) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", simURL+"/eap/catalogs/"+vendorsim.DefaultAccount+"/requests/"+id+"/", nil)
-	req.Header.Set("api-version", "2")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	secs, start, end, ok := sim.Asked(id)
+	if !ok {
+		t.Fatalf("the simulator has no vendor request %q", id)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("request %s: %s %s", id, resp.Status, body)
-	}
-	var p postedRequest
-	if err := json.Unmarshal(body, &p); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range p.Universe.Contains {
-		secs = append(secs, c.IdentifierValue)
-	}
-	return secs, p.RuntimeOptions.DateRange.StartDate, p.RuntimeOptions.DateRange.EndDate
+	return secs, start, end
 }
 
 // TestIncremental: an incremental job asks the vendor only for the securities with anything
@@ -109,7 +78,7 @@ func TestIncremental(t *testing.T) {
 	if got.State != events.Requested {
 		t.Fatalf("state %q (%s)", got.State, got.Error)
 	}
-	secs, start, end := posted(t, sim.URL, got.VendorRequestID)
+	secs, start, end := posted(t, simSrv, got.VendorRequestID)
 	if !slices.Equal(secs, []string{"A US Equity", "C US Equity"}) || start != "2025-03-01" || end != "2025-03-31" {
 		t.Errorf("incremental request: %v from %s to %s; want A and C from 2025-03-01 to 2025-03-31", secs, start, end)
 	}
@@ -121,7 +90,7 @@ func TestIncremental(t *testing.T) {
 	full := spec
 	full.Incremental = false
 	got = run("job-full", full)
-	secs, start, end = posted(t, sim.URL, got.VendorRequestID)
+	secs, start, end = posted(t, simSrv, got.VendorRequestID)
 	if len(secs) != 3 || start != "2025-01-01" || end != "2025-03-31" || got.PointsRequested != 3*2*coverage.Dates(mar, "") {
 		t.Errorf("full request: %v from %s to %s, %d points", secs, start, end, got.PointsRequested)
 	}
@@ -154,7 +123,7 @@ func TestIncremental(t *testing.T) {
 	more := spec
 	more.Securities = append(slices.Clone(spec.Securities), "D US Equity")
 	got = run("job-more", more)
-	secs, start, end = posted(t, sim.URL, got.VendorRequestID)
+	secs, start, end = posted(t, simSrv, got.VendorRequestID)
 	if !slices.Equal(secs, []string{"D US Equity"}) || start != "2025-01-01" || end != "2025-03-31" {
 		t.Errorf("one new security: %v from %s to %s", secs, start, end)
 	}
@@ -172,7 +141,7 @@ func TestIncremental(t *testing.T) {
 	}
 	asked := map[string]string{}
 	for _, p := range got.Parts {
-		secs, start, end := posted(t, sim.URL, p.VendorRequestID)
+		secs, start, end := posted(t, simSrv, p.VendorRequestID)
 		if len(secs) != 1 {
 			t.Fatalf("part %s asks %v, want one security", p.VendorRequestID, secs)
 		}

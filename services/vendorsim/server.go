@@ -34,6 +34,7 @@ import (
 	"net/http"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,6 +79,19 @@ func (s *Server) Requests() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return maps.Clone(s.posts)
+}
+
+// Asked returns what the request identifier asked for, as read from the body it was posted
+// with: its universe's identifier values and its date range (empty for a snapshot). ok is
+// false for a request the simulator does not have.
+func (s *Server) Asked(identifier string) (securities []string, start, end string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	req := s.requests[identifier]
+	if req == nil {
+		return nil, "", "", false
+	}
+	return slices.Clone(req.spec.Securities), req.spec.Start, req.spec.End, true
 }
 
 // Polls returns how many times the output of a request was asked for.
