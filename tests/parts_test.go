@@ -195,16 +195,18 @@ func TestJobInParts(t *testing.T) {
 	want := expected(t, spec, runDate)
 	compare(t, loaded(t, ctx, store, id), want)
 
-	out, stderr, code = runCLI(t, ctx, env, "status", id, "--json")
 	var st struct {
 		State      string        `json:"state"`
 		Generation int           `json:"generation"`
 		RowsLoaded int64         `json:"rows_loaded"`
 		Parts      []events.Part `json:"parts"`
 	}
-	if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
-		t.Fatalf("status --json: exit %d: %s%s", code, out, stderr)
-	}
+	// The jobs table follows the job's events a moment later than "loaded".
+	waitUntil(t, ctx, "job "+id+" loaded in the jobs table", func() bool {
+		out, _, code := runCLI(t, ctx, env, "status", id, "--json")
+		st.Parts = nil
+		return code == 0 && json.Unmarshal([]byte(out), &st) == nil && st.State == events.Loaded
+	})
 	if st.State != events.Loaded || st.Generation != 0 || st.RowsLoaded != int64(len(want)) || len(st.Parts) != 4 {
 		t.Errorf("status: %s, generation %d, %d rows loaded (want %d), %d parts", st.State, st.Generation, st.RowsLoaded, len(want), len(st.Parts))
 	}
