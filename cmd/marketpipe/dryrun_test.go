@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/marketpipe/marketpipe/pkg/jobspec"
+	"github.com/marketpipe/marketpipe/pkg/vendor"
 )
 
 func TestDryRun(t *testing.T) {
@@ -133,5 +134,23 @@ func TestDryRunOverTheUniverseLimit(t *testing.T) {
 				t.Errorf("dry run lacks %q:\n%s", want, out.String())
 			}
 		}
+	}
+}
+
+// TestScheduleApplyRefusesUnsplittable: `schedule apply` refuses a job that cannot be cut into
+// vendor requests, as `submit` does, before it contacts NATS, rather than failing each firing.
+func TestScheduleApplyRefusesUnsplittable(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "long.yaml")
+	job := "name: long\nprogram: gethistory\nsecurities: [IBM US Equity]\nfields: [PX_LAST]\n" +
+		"start: 2000-01-01\nend: 2025-12-31\nschedule: \"0 7 * * 1-5\"\n"
+	if err := os.WriteFile(path, []byte(job), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// No NATS listens there: the refusal must come first.
+	env := map[string]string{"NATS_URL": "nats://127.0.0.1:1", "VENDOR_MAX_POINTS_PER_REQUEST": "1"}
+	out, err := runRoot(t, env, "schedule", "apply", path)
+	if err == nil || !strings.Contains(err.Error(), "cannot be split") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("schedule apply of a job needing more than %d requests: %v\n%s", vendor.MaxParts, err, out)
 	}
 }

@@ -46,6 +46,10 @@ are skipped). A firing missed while NATS was down runs once when it is back.`,
 		Short: "Create or update the schedules of job files (idempotent)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := config.Load(lookup)
+			if err != nil {
+				return err
+			}
 			var files []*jobspec.File
 			for _, path := range args {
 				f, err := jobspec.Load(path)
@@ -54,6 +58,10 @@ are skipped). A firing missed while NATS was down runs once when it is back.`,
 				}
 				if f.Schedule == "" {
 					return &exitError{code: exitInvalid, err: fmt.Errorf("%s has no schedule: (use `marketpipe submit` to run it on demand)", path)}
+				}
+				// A job that cannot be cut into vendor requests is refused now, not at each firing.
+				if err := checkRequests(f, time.Now(), int64(cfg.VendorMaxPoints)); err != nil {
+					return err
 				}
 				files = append(files, f)
 			}
