@@ -8,7 +8,7 @@ TEST_TIMEOUT ?= 12m
 # How long `make fuzz` runs each fuzz target (`make test` runs each for 3s).
 FUZZTIME ?= 60s
 
-.PHONY: all build deps clickhouse busybox zookeeper test unit e2e faults compose-test fuzz demo bench fmt vet clean
+.PHONY: all build deps clickhouse busybox zookeeper test test-e2e unit e2e faults compose-test fuzz demo bench fmt vet clean
 
 all: build
 
@@ -53,16 +53,21 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-# Every test: unit tests of every package, the deployment checks, docker-compose.yml run for
-# real (tests/compose: skipped when no Docker engine answers, a failure under CI=true), and the
-# end-to-end test of tests/ (stages as separate processes against in-process NATS and a private
-# ClickHouse).
+# Every test: unit tests of every package and the deployment checks, then at once the
+# end-to-end tests of tests/ (stages as separate processes against in-process NATS and private
+# ClickHouse servers) and docker-compose.yml run for real (tests/compose: skipped when no Docker
+# engine answers, a failure under CI=true), which mostly waits on its containers; each one's
+# output is printed when it ends (--output-sync), and either failing fails the target.
 # MARKETPIPE_REQUIRE_CLICKHOUSE makes a missing server a failure, never a skip.
 # tests/ runs verbose so the end-to-end and fault figures are printed.
 test: deps fmt vet
-	MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v '/tests$$')
-	MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./tests/
+	MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e '/tests$$' -e '/tests/compose$$')
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-e2e compose-test
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s
+
+# The end-to-end tests of tests/ alone.
+test-e2e:
+	MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./tests/
 
 unit:
 	$(GO) test -count=1 -short ./pkg/... ./services/... ./cmd/...
@@ -76,7 +81,8 @@ faults: deps
 
 # docker-compose.yml run for real on the local Docker engine with images the test makes (no
 # registry is needed): two jobs loaded exactly, a loader and a transformer killed mid-job, then
-# `down -v` and the images removed. About two minutes.
+# `down -v` and the images removed; then again with docker-compose.auth.yml (least privilege,
+# mutual TLS). 3 to 6 minutes.
 compose-test: deps
 	$(GO) test -count=1 -timeout 10m -v ./tests/compose/
 

@@ -14,7 +14,10 @@ import (
 
 func newAuthCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "auth", Short: "Credentials of a deployment"}
-	var dir string
+	var (
+		dir      string
+		tlsHosts []string
+	)
 	initCmd := &cobra.Command{
 		Use:   "init",
 		Short: "Write the NATS credentials of a deployment: one identity per service, operator and admin",
@@ -25,7 +28,12 @@ func newAuthCmd() *cobra.Command {
   - one <identity>.creds per identity (requester, poller, collector, transformer, loader,
     operator, admin), each with the NATS permissions derived from what it declares it uses;
     give each service its own only (NATS_CREDS);
-  - keys/: the operator's and accounts' seeds. Keep them offline.
+  - keys/: the operator's and accounts' seeds. Keep them offline;
+  - for NATS with mutual TLS (docs/security.md, TLS): ca.pem, a CA of its own; nats.pem and
+    nats-key.pem, the server's certificate for the --tls-host names (also a client
+    certificate, for cluster routes); client.pem and client-key.pem for the services, and
+    operator.pem and operator-key.pem for the CLI (NATS_CA, NATS_CERT, NATS_KEY); the CA's key
+    in keys/ca-key.pem. Valid one year.
 
 To rotate, write a new directory and roll it out (see docs/security.md).`,
 		Args: cobra.NoArgs,
@@ -37,13 +45,19 @@ To rotate, write a new directory and roll it out (see docs/security.md).`,
 			if err != nil {
 				return err
 			}
-			for _, f := range files {
+			tlsFiles, err := auth.InitTLS(dir, tlsHosts)
+			if err != nil {
+				return err
+			}
+			for _, f := range append(files, tlsFiles...) {
 				fmt.Fprintln(cmd.OutOrStdout(), filepath.Join(dir, f))
 			}
 			return nil
 		},
 	}
 	initCmd.Flags().StringVar(&dir, "dir", "", "directory to write the credentials into (created, mode 0700)")
+	initCmd.Flags().StringSliceVar(&tlsHosts, "tls-host", auth.DefaultTLSHosts,
+		"a name (DNS or IP) clients reach NATS by, for its TLS certificate; repeat or comma-separate")
 	permsCmd := &cobra.Command{
 		Use:   "permissions [IDENTITY]...",
 		Short: "Print the NATS permissions each identity gets (derived from what it declares it uses)",

@@ -253,8 +253,11 @@ var (
 	// CompleteConsumer completes the runs of "transformed" events.
 	CompleteConsumer = stage.Config{
 		Name: CompleteName, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Transformed)},
-		MaxBytes:    events.MaxJobEventBytes,
-		Concurrency: 16, MaxDeliver: -1, AckWait: time.Minute,
+		MaxBytes: events.MaxJobEventBytes,
+		// Its commit is a ClickHouse write too: retried as an outage. Its deliveries count the
+		// waits for a run's batches as well, so with the default backoff a commit refused after
+		// a long wait was retried only a minute later (seen with a replica down).
+		Concurrency: 16, MaxDeliver: -1, AckWait: time.Minute, Backoff: outageBackoff,
 	}
 	// JobsConsumer keeps the jobs table from every job event.
 	JobsConsumer = stage.Config{

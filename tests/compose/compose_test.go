@@ -2,8 +2,8 @@
 // engine: it builds the images the file names, starts the stack, submits jobs with the CLI,
 // checks the loaded data in ClickHouse through the published port, kills a loader and a
 // transformer container in the middle of a job, then runs it again with docker-compose.auth.yml
-// (one NATS identity per service, credentials from `marketpipe auth init`), and removes
-// everything it made.
+// (one NATS identity per service and mutual TLS, credentials and certificates from `marketpipe
+// auth init`), and removes everything it made.
 //
 // No image registry is reachable where this runs, so the images are made here with
 // `docker import` from what the machine has, under names of this run's own that the compose
@@ -46,6 +46,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/marketpipe/marketpipe/pkg/auth"
 	"github.com/marketpipe/marketpipe/pkg/chserver"
 	"github.com/marketpipe/marketpipe/pkg/chstore"
 	"github.com/marketpipe/marketpipe/pkg/events"
@@ -180,17 +181,22 @@ func (s *stack) leastPrivilege(ctx context.Context, jobs string) {
 	if out, err := exec.CommandContext(ctx, filepath.Join(s.bin, "marketpipe"), "auth", "init", "--dir", creds).CombinedOutput(); err != nil {
 		t.Fatalf("marketpipe auth init: %v\n%s", err, out)
 	}
-	for _, id := range []string{"requester", "poller", "collector", "transformer", "loader", "admin"} {
-		if err := os.Chown(filepath.Join(creds, id+".creds"), 65532, 65532); err != nil {
-			t.Fatalf("give %s.creds to the containers' user (uid 65532): %v (the compose test runs as root)", id, err)
+	for _, f := range []string{"requester.creds", "poller.creds", "collector.creds", "transformer.creds", "loader.creds", "admin.creds", auth.TLSClientKey} {
+		if err := os.Chown(filepath.Join(creds, f), 65532, 65532); err != nil {
+			t.Fatalf("give %s to the containers' user (uid 65532): %v (the compose test runs as root)", f, err)
 		}
 	}
 	a := *s
 	a.project = s.project + "auth"
 	a.files = []string{"docker-compose.yml", "docker-compose.auth.yml"}
 	a.env = append(slices.Clone(s.env), "NATS_CREDS_DIR="+creds)
-	anonymous := slices.Clone(s.cliEnv)
-	a.cliEnv = append(slices.Clone(s.cliEnv), "NATS_CREDS="+filepath.Join(creds, "operator.creds"))
+	// The CLI on the host: the operator's certificate, through the published port (127.0.0.1
+	// is among the server certificate's names).
+	tls := []string{"NATS_CA=" + filepath.Join(creds, auth.TLSCA), "NATS_CERT=" + filepath.Join(creds, auth.TLSCLICert),
+		"NATS_KEY=" + filepath.Join(creds, auth.TLSCLIKey)}
+	anonymous := append(slices.Clone(s.cliEnv), tls...)
+	plain := append(slices.Clone(s.cliEnv), "NATS_CREDS="+filepath.Join(creds, "operator.creds"), "NATS_CA="+filepath.Join(creds, auth.TLSCA))
+	a.cliEnv = append(slices.Clone(anonymous), "NATS_CREDS="+filepath.Join(creds, "operator.creds"))
 	t.Cleanup(a.down)
 	a.run(ctx, "up", "-d", "--no-build")
 	t.Logf("least-privilege stack up after %s", time.Since(start).Round(time.Second))
@@ -205,20 +211,29 @@ func (s *stack) leastPrivilege(ctx context.Context, jobs string) {
 	jobID := lastLine(a.cli(ctx, "submit", filepath.Join(jobs, "small.yaml"), "--wait", "--timeout", "3m"))
 	a.waitState(ctx, jobID, events.Loaded)
 	a.checkLoaded(ctx, jobID)
-	t.Logf("least privilege: job %s loaded %s after submit, every service on its own NATS identity", jobID, time.Since(t0).Round(time.Millisecond))
+	t.Logf("least privilege: job %s loaded %s after submit, every service on its own NATS identity over mutual TLS", jobID, time.Since(t0).Round(time.Millisecond))
 
-	// Without credentials the CLI is refused by the server, which says so in its log.
-	before := strings.Count(a.output(ctx, "logs", "--no-color", "nats"), "authentication error")
-	cmd := exec.CommandContext(ctx, filepath.Join(s.bin, "marketpipe"), "submit", filepath.Join(jobs, "small.yaml"))
-	cmd.Env = append(os.Environ(), anonymous...)
-	out, err := cmd.CombinedOutput()
-	if err == nil {
-		t.Errorf("an anonymous client submitted a job to the least-privilege stack:\n%s", out)
-	}
-	if after := strings.Count(a.output(ctx, "logs", "--no-color", "nats"), "authentication error"); after <= before {
-		t.Errorf("anonymous submit failed (%v: %s), but nats-server logged no authentication error", err, strings.TrimSpace(string(out)))
-	} else {
-		t.Logf("an anonymous client is refused: nats-server logged %d authentication errors", after-before)
+	// The server refuses, and says so in its log, a client without credentials (with the
+	// certificate), and one with the operator's credentials but no client certificate.
+	for _, c := range []struct {
+		who, log string
+		env      []string
+	}{{"an anonymous client", "authentication error", anonymous}, {"a client without a certificate", "TLS handshake error", plain}} {
+		before := strings.Count(a.output(ctx, "logs", "--no-color", "nats"), c.log)
+		// A refused CLI may keep retrying its connection: the server has logged why by then.
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		cmd := exec.CommandContext(cctx, filepath.Join(s.bin, "marketpipe"), "submit", filepath.Join(jobs, "small.yaml"))
+		cmd.Env = append(os.Environ(), c.env...)
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err == nil {
+			t.Errorf("%s submitted a job to the least-privilege stack:\n%s", c.who, out)
+		}
+		if after := strings.Count(a.output(ctx, "logs", "--no-color", "nats"), c.log); after <= before {
+			t.Errorf("%s: submit failed (%v: %s), but nats-server logged no %q", c.who, err, strings.TrimSpace(string(out)), c.log)
+		} else {
+			t.Logf("%s is refused: nats-server logged %d× %q", c.who, after-before, c.log)
+		}
 	}
 }
 

@@ -163,6 +163,9 @@ func removeImage(t *testing.T, ref string) {
 	if out, err := exec.CommandContext(ctx, "docker", "image", "rm", "--force", ref).CombinedOutput(); err != nil {
 		t.Errorf("docker image rm %s: %v\n%s", ref, err, out)
 	}
+	if _, left := imageLabel(ctx, ref); left {
+		t.Errorf("image %s is still there after docker image rm", ref)
+	}
 }
 
 const busyboxPath = "/bin/busybox"

@@ -17,6 +17,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/template"
 	"github.com/compose-spec/compose-go/v2/types"
 	"gopkg.in/yaml.v3"
+
+	"github.com/marketpipe/marketpipe/pkg/auth"
 )
 
 const composeFile = "docker-compose.yml"
@@ -516,6 +518,26 @@ func TestComposeAuth(t *testing.T) {
 			if _, ok := s.Environment[k]; ok {
 				t.Errorf("%s: %s is set beside NATS_CREDS (the services refuse both)", name, k)
 			}
+		}
+		// Mutual TLS: the CA and the services' client certificate, as secrets.
+		for k, sec := range map[string]string{"NATS_CA": "tls_ca", "NATS_CERT": "tls_cert", "NATS_KEY": "tls_key"} {
+			if v := env(s)[k]; v != "/run/secrets/"+sec {
+				t.Errorf("%s: %s %q; want /run/secrets/%s", name, k, v, sec)
+			}
+			if !slices.ContainsFunc(s.Secrets, func(r types.ServiceSecretConfig) bool { return r.Source == sec }) {
+				t.Errorf("%s does not get the secret %s", name, sec)
+			}
+		}
+	}
+	for sec, file := range map[string]string{"tls_ca": auth.TLSCA, "tls_cert": auth.TLSClientCert, "tls_key": auth.TLSClientKey} {
+		if got := p.Secrets[sec].File; got != dir+"/"+file {
+			t.Errorf("secret %s is the file %q; want $NATS_CREDS_DIR/%s", sec, got, file)
+		}
+	}
+	// The server's certificate where nats-auth-mode.conf's tls block names it.
+	for _, f := range []string{auth.TLSCA, auth.TLSServerCert, auth.TLSServerKey} {
+		if got := mounts["/etc/nats/tls/"+f]; got != dir+"/"+f {
+			t.Errorf("nats: /etc/nats/tls/%s is %q; want $NATS_CREDS_DIR/%s", f, got, f)
 		}
 	}
 	for _, name := range append([]string{"migrate"}, stages...) {

@@ -31,7 +31,6 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/auth"
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
-	"github.com/marketpipe/marketpipe/pkg/tlstest"
 	"github.com/marketpipe/marketpipe/services"
 	"github.com/marketpipe/marketpipe/services/collector"
 	"github.com/marketpipe/marketpipe/services/loader"
@@ -709,8 +708,8 @@ func TestK8sMigrateJob(t *testing.T) {
 
 // natsConfDir writes the files the nats container's --config directory holds (the projected
 // ConfigMap and Secret items) into a temporary directory, with the Secrets made as their
-// documentation says: nats-auth.conf by auth.Init (what `marketpipe auth init` runs), the TLS
-// certificates by pkg/tlstest. It returns the path of the main configuration and the
+// documentation says: nats-auth.conf and the TLS certificates by auth.Init and auth.InitTLS
+// (what `marketpipe auth init` runs). It returns the path of the main configuration and the
 // environment it refers to.
 func (m *manifests) natsConfDir(t *testing.T, sts *appsv1.StatefulSet) (string, map[string]string) {
 	t.Helper()
@@ -725,9 +724,12 @@ func (m *manifests) natsConfDir(t *testing.T, sts *appsv1.StatefulSet) (string, 
 	if _, err := auth.Init(creds, services.Identities()); err != nil {
 		t.Fatal(err)
 	}
-	certs := tlstest.New(t, t.TempDir())
-	secretFiles := map[string]string{"ca.crt": certs.CA, "tls.crt": certs.ServerCert, "tls.key": certs.ServerKey,
-		auth.ServerInclude: filepath.Join(creds, auth.ServerInclude)}
+	// The server certificate as deploy/k8s/README.md says to make it (auth init --tls-host).
+	if _, err := auth.InitTLS(creds, []string{"nats", "nats.marketpipe.svc", "*.nats-headless"}); err != nil {
+		t.Fatal(err)
+	}
+	secretFiles := map[string]string{"ca.crt": filepath.Join(creds, auth.TLSCA), "tls.crt": filepath.Join(creds, auth.TLSServerCert),
+		"tls.key": filepath.Join(creds, auth.TLSServerKey), auth.ServerInclude: filepath.Join(creds, auth.ServerInclude)}
 	mounts := map[string]string{} // mount path -> temporary directory
 	found := false
 	for _, vm := range c.VolumeMounts {

@@ -1,8 +1,10 @@
 package deploy_test
 
 import (
+	cryptotls "crypto/tls"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -94,14 +96,19 @@ func TestNATSConfCompose(t *testing.T) {
 // single-node server, with the operator, the accounts and the resolver.
 func TestNATSConfComposeAuth(t *testing.T) {
 	dir := t.TempDir()
-	for _, f := range []string{"nats.conf", "nats-auth-mode.conf"} {
-		if err := os.WriteFile(filepath.Join(dir, f), readFile(t, "deploy/nats/"+f), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	creds := filepath.Join(t.TempDir(), "creds")
 	if _, err := auth.Init(creds, services.Identities()); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := auth.InitTLS(creds, auth.DefaultTLSHosts); err != nil {
+		t.Fatal(err)
+	}
+	// The certificates from where the compose file mounts them (/etc/nats/tls) to here.
+	for _, f := range []string{"nats.conf", "nats-auth-mode.conf"} {
+		conf := strings.ReplaceAll(string(readFile(t, "deploy/nats/"+f)), "/etc/nats/tls/", creds+"/")
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	inc, err := os.ReadFile(filepath.Join(creds, auth.ServerInclude))
 	if err != nil {
@@ -117,5 +124,8 @@ func TestNATSConfComposeAuth(t *testing.T) {
 	}
 	if opts.MaxControlLine < auth.MaxControlLine {
 		t.Errorf("max_control_line %d; the identities' JWTs need %d", opts.MaxControlLine, auth.MaxControlLine)
+	}
+	if opts.TLSConfig == nil || opts.TLSConfig.ClientAuth != cryptotls.RequireAndVerifyClientCert {
+		t.Error("nats-auth-mode.conf does not require TLS with a verified client certificate")
 	}
 }
