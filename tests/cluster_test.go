@@ -20,6 +20,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/natstest"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/services/loader"
 	"github.com/marketpipe/marketpipe/services/vendorsim"
 )
 
@@ -201,7 +202,15 @@ func TestThreeNodeCluster(t *testing.T) {
 		count(events.Loaded), len(hj.jobs))
 	submit(2) // work while the node rejoins
 
-	waitUntil(t, ctx, "every job loaded or failed", func() bool { return count(events.Loaded)+count(events.Failed) >= len(hj.jobs) })
+	ended := func() bool { return count(events.Loaded)+count(events.Failed) >= len(hj.jobs) }
+	for !ended() {
+		select {
+		case <-ctx.Done():
+			describeUnended(t, js, hj.jobs)
+			t.Fatal("timed out waiting for every job to load or fail")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 	t.Logf("all %d jobs ended at %s", len(hj.jobs), time.Since(start).Round(100*time.Millisecond))
 	if n := count(events.Failed); n != 0 {
 		for _, j := range hj.jobs {
@@ -241,4 +250,42 @@ func TestThreeNodeCluster(t *testing.T) {
 		return si.Cluster.Leader == victim.name
 	})
 	t.Logf("cluster test: %d jobs, %d observations, %s", len(hj.jobs), total, time.Since(start).Round(100*time.Millisecond))
+}
+
+// describeUnended logs, for each job that has not ended, where it stands: its last event, the
+// row batches on its subject in MP_ROWS against those in the load ledger, and the loader's
+// consumers: what a job stuck after a node's loss needs to be understood.
+func describeUnended(t *testing.T, js jetstream.JetStream, jobs []submittedJob) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, j := range jobs {
+		last, ok, err := natsx.LastJobEvent(ctx, js, j.id)
+		if err != nil || !ok || last.Finished() {
+			continue
+		}
+		batches := -1
+		if s, err := js.Stream(ctx, events.RowsStream); err == nil {
+			if info, err := s.Info(ctx, jetstream.WithSubjectFilter(events.RowsSubject(j.id))); err == nil {
+				batches = int(info.State.Msgs)
+			}
+		}
+		ledger, err := natsx.LoadedBatches(ctx, js, j.id, last.Generation)
+		t.Logf("job %s: %s (batches %d), %d row batches in %s, %d in the ledger (%v)",
+			j.id, last.State, last.Batches, batches, events.RowsStream, ledger, err)
+	}
+	for _, c := range []struct{ stream, name string }{{events.RowsStream, loader.Name}, {events.JobsStream, loader.CompleteName}} {
+		cons, err := js.Consumer(ctx, c.stream, c.name)
+		if err != nil {
+			t.Logf("consumer %s: %v", c.name, err)
+			continue
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Logf("consumer %s: %v", c.name, err)
+			continue
+		}
+		t.Logf("consumer %s: pending %d, ack pending %d, redelivered %d, waiting %d, leader %v",
+			c.name, info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, info.Cluster)
+	}
 }
