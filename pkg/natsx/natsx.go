@@ -169,21 +169,13 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 		sc.MaxMsgSize = events.MaxPayload
 		sc.MaxBytes = r.maxBytes(sc.Name)
 		sc.Storage = r.Storage
-		err := r.declare(ctx, js, sc.Name, func(have jetstream.StreamConfig, replicas int) bool {
+		err := r.declareStream(ctx, js, sc, func(have jetstream.StreamConfig) bool {
 			return slices.Equal(have.Subjects, sc.Subjects) && have.MaxAge == sc.MaxAge && have.MaxBytes == sc.MaxBytes &&
 				have.Discard == sc.Discard && have.Duplicates == sc.Duplicates && have.MaxMsgSize == sc.MaxMsgSize &&
-				have.Retention == sc.Retention && have.Storage == sc.Storage && have.Replicas == replicas
-		}, func(ctx context.Context, replicas int, update bool) error {
-			sc.Replicas = replicas
-			if update {
-				_, err := js.UpdateStream(ctx, sc)
-				return err
-			}
-			_, err := js.CreateStream(ctx, sc)
-			return err
+				have.Retention == sc.Retention && have.Storage == sc.Storage
 		})
 		if err != nil {
-			return nil, fmt.Errorf("declare stream %s: %w", sc.Name, err)
+			return nil, err
 		}
 	}
 	if err := r.declareSchedules(ctx, js); err != nil {
@@ -325,10 +317,19 @@ func (r Retention) declareSchedules(ctx context.Context, js jetstream.JetStream)
 		Duplicates: 10 * time.Minute, MaxMsgSize: events.MaxPayload, Storage: r.Storage,
 		MaxBytes: r.maxBytes(events.SchedulesStream), AllowMsgSchedules: true, AllowRollup: true,
 	}
-	err := r.declare(ctx, js, sc.Name, func(have jetstream.StreamConfig, replicas int) bool {
+	return r.declareStream(ctx, js, sc, func(have jetstream.StreamConfig) bool {
 		return slices.Equal(have.Subjects, sc.Subjects) && have.MaxBytes == sc.MaxBytes &&
 			have.MaxMsgsPerSubject == sc.MaxMsgsPerSubject && have.AllowMsgSchedules && have.AllowRollup &&
-			have.Storage == sc.Storage && have.Replicas == replicas
+			have.Storage == sc.Storage
+	})
+}
+
+// declareStream declares the stream sc (declare): matches says whether an existing stream's
+// configuration is sc's, replicas aside.
+func (r Retention) declareStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig,
+	matches func(have jetstream.StreamConfig) bool) error {
+	err := r.declare(ctx, js, sc.Name, func(have jetstream.StreamConfig, replicas int) bool {
+		return matches(have) && have.Replicas == replicas
 	}, func(ctx context.Context, replicas int, update bool) error {
 		sc.Replicas = replicas
 		if update {
