@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -228,7 +229,11 @@ type download struct {
 	src  io.Reader       // body, or a gzip reader over it
 	h    *backgroundHash // nil when no digest is known
 	want []byte
-	n    int64 // decoded bytes read
+	// n counts the decoded bytes read, and ended is set once Read has its final error: Close,
+	// which may run while a Read is still under way in another goroutine (a store that gave up
+	// before its reader did), reads both.
+	n     atomic.Int64
+	ended atomic.Bool
 	// listed is the listing's size of the decoded file (-1: unknown), which bounds n.
 	listed int64
 	err    error // sticky final error
@@ -241,8 +246,8 @@ func (d *download) Read(p []byte) (int, error) {
 		return 0, d.err
 	}
 	n, err := d.src.Read(p)
-	d.n += int64(n)
-	if berr := bounds.CheckFileSize(d.n, d.listed); berr != nil {
+	total := d.n.Add(int64(n))
+	if berr := bounds.CheckFileSize(total, d.listed); berr != nil {
 		n, err = 0, berr
 	}
 	if d.h != nil {
@@ -261,16 +266,17 @@ func (d *download) Read(p []byte) (int, error) {
 			}
 		}
 	default:
-		err = fmt.Errorf("download %s after %d bytes: %w", d.key, d.n, truncatedOr(err))
+		err = fmt.Errorf("download %s after %d bytes: %w", d.key, total, truncatedOr(err))
 	}
 	d.err = err
+	d.ended.Store(true)
 	d.finish(err)
 	return n, err
 }
 
 func (d *download) finish(err error) {
 	d.once.Do(func() {
-		d.span.SetAttributes(attribute.Int64("vendor.bytes", d.n))
+		d.span.SetAttributes(attribute.Int64("vendor.bytes", d.n.Load()))
 		if err == io.EOF {
 			err = nil
 		}
@@ -284,7 +290,7 @@ func (d *download) Close() error {
 	if d.h != nil {
 		d.h.Stop()
 	}
-	if d.err == nil {
+	if !d.ended.Load() {
 		d.finish(errors.New("closed before the end of the file"))
 	}
 	return err

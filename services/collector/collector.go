@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/marketpipe/marketpipe/pkg/auth"
@@ -19,6 +20,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/service"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
+	"golang.org/x/sync/errgroup"
 )
 
 // Name is the stage's consumer and service name.
@@ -55,7 +57,7 @@ func PartFileKey(j *events.Job, i int) string {
 // HandleJob implements stage.JobHandler: it returns "collected", or "failed" for a download
 // that cannot succeed. A redelivery after the file was stored (but before "collected" was
 // acknowledged) reuses the stored file instead of downloading it again. A job of several
-// parts has each part's file stored in turn; a redelivery reuses the parts stored, so a part
+// parts has its parts' files stored, PartDownloads at once; a redelivery reuses the parts stored, so a part
 // whose download failed is downloaded again alone.
 func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message) (*events.Job, error) {
 	if len(j.Parts) > 0 {
@@ -76,27 +78,59 @@ func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message)
 // collectParts stores the file of every part of j.
 func (h *Handler) collectParts(ctx context.Context, j events.Job) (*events.Job, error) {
 	parts := slices.Clone(j.Parts)
+	// A part that fails for a while leaves the others to finish, so that the redelivery
+	// downloads it alone; one that cannot succeed stops them, as the job fails anyway.
+	gctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var g errgroup.Group
+	g.SetLimit(PartDownloads)
+	var (
+		mu         sync.Mutex
+		failed     *events.Job // the failure of the first part, by index, that cannot succeed
+		failedPart int
+	)
 	for i := range parts {
-		p := &parts[i]
-		// The part seen as a job of one request, for the download and its messages.
-		pj := j
-		pj.Parts, pj.VendorRequestID = nil, p.VendorRequestID
-		pj.ResponseKey, pj.ResponseDigest, pj.ResponseSize = p.ResponseKey, p.ResponseDigest, p.ResponseSize
-		key := PartFileKey(&j, i)
-		info, failed, err := h.store(ctx, &pj, key)
-		if failed != nil {
-			f := j.Fail(fmt.Sprintf("part %d of %d (request %s): %s", i+1, len(parts), p.VendorRequestID, failed.Error), h.Now())
-			return &f, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("part %d of %d (request %s): %w", i+1, len(parts), p.VendorRequestID, err)
-		}
-		p.FileKey, p.FileSHA256, p.FileSize = key, info.SHA256, info.Size
+		p := &parts[i] // each goroutine writes its own part only
+		g.Go(func() error {
+			// The part seen as a job of one request, for the download and its messages.
+			pj := j
+			pj.Parts, pj.VendorRequestID = nil, p.VendorRequestID
+			pj.ResponseKey, pj.ResponseDigest, pj.ResponseSize = p.ResponseKey, p.ResponseDigest, p.ResponseSize
+			key := PartFileKey(&j, i)
+			info, fail, err := h.store(gctx, &pj, key)
+			if fail != nil {
+				mu.Lock()
+				if failed == nil || i < failedPart {
+					f := j.Fail(fmt.Sprintf("part %d of %d (request %s): %s", i+1, len(parts), p.VendorRequestID, fail.Error), h.Now())
+					failed, failedPart = &f, i
+				}
+				mu.Unlock()
+				stop()
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("part %d of %d (request %s): %w", i+1, len(parts), p.VendorRequestID, err)
+			}
+			p.FileKey, p.FileSHA256, p.FileSize = key, info.SHA256, info.Size
+			return nil
+		})
+	}
+	err := g.Wait()
+	if failed != nil {
+		return failed, nil
+	}
+	if err != nil {
+		return nil, err
 	}
 	next := j.Advance(events.Collected, h.Now())
 	next.Parts = parts
 	return &next, nil
 }
+
+// PartDownloads bounds the parts of one job downloaded at once: a job in parts is collected in
+// about the time of its largest parts rather than of their sum, and a job of a thousand parts
+// does not open a thousand downloads.
+const PartDownloads = 4
 
 // store returns what the raw store holds of j's output as key: the file an earlier delivery
 // stored, or else the file downloaded now. A download that cannot succeed gives j's "failed"
