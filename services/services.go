@@ -49,12 +49,12 @@ var All = []Service{
 // `replay`, `dlq`, `schedule`, `cancel`, `backfill`): it publishes job events (a submit, a
 // replay from any stage, a redriven job event, a cancel, a backfill's windows) and schedules
 // (their message schedules, a manual firing, a removal), reads the jobs, dead-letter and
-// schedules streams and the attempts bucket, keeps the schedules, the submitted files, the ends
+// schedules streams, the attempts bucket and the coverage (an incremental job's dry run), keeps the schedules, the submitted files, the ends
 // of runs and the backfills, and stores long securities lists. Redriving a dead-lettered row batch or chunk task needs the admin's.
 var Operator = auth.Uses{
 	Publishes: []string{events.JobsSubjects, events.ScheduleSubjects},
 	Reads:     []string{events.JobsStream, events.DLQStream, events.SchedulesStream},
-	KVRead:    []string{attempts.Bucket},
+	KVRead:    []string{attempts.Bucket, events.CoverageBucket},
 	KVWrite:   []string{events.SchedulesBucket, events.SubmitsBucket, events.EndsBucket, events.BackfillsBucket},
 	ObjWrite:  []string{events.SpecsBucket},
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketpipe/marketpipe/pkg/coverage"
+	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/jobspec"
+	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/obs"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
 )
 
@@ -25,7 +30,7 @@ func TestDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if err := dryRun(f, time.Now(), 1_000_000, &out); err != nil {
+	if err := dryRun(f, time.Now(), 1_000_000, nil, &out); err != nil {
 		t.Fatal(err)
 	}
 	// 14 ISO weeks hold the weekdays of 2026-01-01 to 2026-03-31: 2 × 2 × 14 = 56.
@@ -71,7 +76,7 @@ func TestDryRunParts(t *testing.T) {
 	// 2 securities × 1 field × 22 weekdays = 44 points; at most 11 a request: one security a
 	// request, its dates in two ranges of 11.
 	var out bytes.Buffer
-	if err := dryRun(f, time.Now(), 11, &out); err != nil {
+	if err := dryRun(f, time.Now(), 11, nil, &out); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
@@ -126,7 +131,7 @@ func TestDryRunOverTheUniverseLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 		var out bytes.Buffer
-		if err := dryRun(f, time.Now(), 1_000_000, &out); err != nil {
+		if err := dryRun(f, time.Now(), 1_000_000, nil, &out); err != nil {
 			t.Fatalf("%q: %v", c.extra, err)
 		}
 		for _, want := range c.want {
@@ -152,5 +157,59 @@ func TestScheduleApplyRefusesUnsplittable(t *testing.T) {
 	out, err := runRoot(t, env, "schedule", "apply", path)
 	if err == nil || !strings.Contains(err.Error(), "cannot be split") || !strings.Contains(err.Error(), path) {
 		t.Fatalf("schedule apply of a job needing more than %d requests: %v\n%s", vendor.MaxParts, err, out)
+	}
+}
+
+// TestDryRunIncremental: `submit --dry-run` of an incremental job reads what committed runs
+// loaded from NATS and shows only what is missing, grouped as the requester groups it; with
+// everything loaded it says nothing is missing; and without NATS it shows the most the job
+// asks, saying why.
+func TestDryRunIncremental(t *testing.T) {
+	srv := natstest.Start(t)
+	env := map[string]string{"NATS_URL": srv.ClientURL()}
+	if out, err := runRoot(t, env, "migrate", "--only", "nats"); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "inc.yaml")
+	if err := os.WriteFile(path, []byte("name: inc\nprogram: gethistory\nincremental: true\n"+
+		"securities: [A US Equity, B US Equity]\nfields: [PX_LAST]\nstart: 2025-01-01\nend: 2025-03-31\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, js := natstest.Connect(t, srv)
+	ctx := context.Background()
+	kv, err := js.KeyValue(ctx, events.CoverageBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cov := coverage.Store{KV: kv}
+	// A is loaded to the end of February, B not at all: B over the quarter, A over March.
+	feb := coverage.Range{From: obs.MakeDate(2025, 1, 1), To: obs.MakeDate(2025, 2, 28)}
+	if err := cov.Add(ctx, "gethistory", []string{"A US Equity"}, []string{"PX_LAST"}, feb); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runRoot(t, env, "submit", "--dry-run", path)
+	if err != nil {
+		t.Fatalf("dry run: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"request 1 of 2: gethistory, 1 securities (1 to 1) × 1 fields (1 to 1) × 2025-01-01 to 2025-03-31, 64 dates = 64 data points",
+		"request 2 of 2: gethistory, 1 securities (2 to 2) × 1 fields (1 to 1) × 2025-03-01 to 2025-03-31, 21 dates = 21 data points",
+		"incremental: only what committed runs have not loaded", "in all: 2 vendor requests, 85 data points"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run lacks %q:\n%s", want, out)
+		}
+	}
+	mar := coverage.Range{From: obs.MakeDate(2025, 1, 1), To: obs.MakeDate(2025, 3, 31)}
+	if err := cov.Add(ctx, "gethistory", []string{"A US Equity", "B US Equity"}, []string{"PX_LAST"}, mar); err != nil {
+		t.Fatal(err)
+	}
+	if out, err = runRoot(t, env, "submit", "--dry-run", path); err != nil || !strings.Contains(out, "nothing missing") || !strings.Contains(out, "in all: 0 vendor requests") {
+		t.Errorf("dry run with everything loaded: %v\n%s", err, out)
+	}
+	// No NATS: the most it asks, and why.
+	out, err = runRoot(t, map[string]string{"NATS_URL": "nats://127.0.0.1:1"}, "submit", "--dry-run", path)
+	if err != nil || !strings.Contains(out, "at most this, as what earlier runs loaded could not be read") || !strings.Contains(out, "in all: 1 vendor request, 128 data points") {
+		t.Errorf("dry run without NATS: %v\n%s", err, out)
 	}
 }

@@ -57,7 +57,7 @@ requests it would make, with their data points, and sends nothing (no NATS neede
 				return err
 			}
 			if dry {
-				return dryRun(f, time.Now(), int64(cfg.VendorMaxPoints), cmd.OutOrStdout())
+				return dryRun(f, time.Now(), int64(cfg.VendorMaxPoints), readCoverage(cmd.Context(), cfg), cmd.OutOrStdout())
 			}
 			if f.Schedule != "" && !once {
 				return &exitError{code: exitInvalid, err: fmt.Errorf("%s has schedule: %q: `marketpipe schedule apply %s` runs it on its schedule; `submit --once` runs it once now", args[0], f.Schedule, args[0])}

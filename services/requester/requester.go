@@ -68,42 +68,31 @@ func (h *Handler) HandleJob(ctx context.Context, j events.Job, _ *stage.Message)
 		return ask.final, err
 	}
 	s := &j.Spec
-	planned, asked, err := planParts(s, ask.groups, h.MaxPoints)
+	plan, err := PlanRequests(s, ask.groups, h.MaxPoints)
 	if err != nil {
 		failed := j.Fail(fmt.Sprintf("the job's vendor requests: %v", err), h.Now())
 		return &failed, nil
 	}
-	j.PointsRequested = 0
-	for _, p := range planned {
-		j.PointsRequested += p.Points
-	}
-	req := vendor.Request{
-		Identifier: id, Title: s.Name, Program: s.Program,
-		Securities: asked, Fields: s.Fields, Start: ask.groups[0].start, End: ask.groups[0].end,
-		Overrides: s.Overrides, SecurityOverrides: s.SecurityOverrides,
-		PricingSource: s.PricingSource, PricingSourceExclusive: s.PricingSourceExclusive,
-		Periodicity: s.Periodicity, Currency: s.Currency,
-	}
+	j.PointsRequested = plan.Points()
 	account, err := h.Vendor.Account(ctx)
 	if err != nil {
 		return h.refused(&j, id, err)
 	}
 	var parts []events.Part
-	if len(planned) == 1 {
+	if len(plan.Parts) == 1 {
+		req := plan.Request(s, 0)
+		req.Identifier = id
 		if err := h.Vendor.Submit(ctx, req); err != nil {
 			return h.refused(&j, id, err)
 		}
 	} else {
-		parts = make([]events.Part, len(planned))
-		for i, p := range planned {
+		parts = make([]events.Part, len(plan.Parts))
+		for i, p := range plan.Parts {
 			part := events.Part{SecFrom: p.SecFrom, SecTo: p.SecTo, FieldFrom: p.FieldFrom, FieldTo: p.FieldTo,
 				Start: p.Start, End: p.End, Points: p.Points, VendorRequestID: jobspec.PartRequestID(j.ID, j.Generation, i)}
-			r := req
+			r := plan.Request(s, i)
 			r.Identifier = part.VendorRequestID
-			r.Title = fmt.Sprintf("%s (part %d of %d)", s.Name, i+1, len(planned))
-			r.Securities = asked[p.SecFrom:p.SecTo]
-			r.Fields = part.Fields(s)
-			r.Start, r.End = p.Start, p.End
+			r.Title = fmt.Sprintf("%s (part %d of %d)", s.Name, i+1, len(plan.Parts))
 			if err := h.Vendor.Submit(ctx, r); err != nil {
 				return h.refused(&j, r.Identifier, err)
 			}
