@@ -102,24 +102,15 @@ func TestComposeStack(t *testing.T) {
 	marketpipeImage(t, ctx, mpRef, s.bin)
 	t.Logf("images ready after %s", time.Since(start).Round(time.Second))
 
-	// Every port the file publishes is a free one here, so the test runs beside anything.
-	ports := map[string]int{}
-	for _, v := range []string{"NATS_PORT", "NATS_MONITOR_PORT", "CLICKHOUSE_TCP_PORT", "CLICKHOUSE_HTTP_PORT", "VENDORSIM_PORT"} {
-		ports[v] = freePort(t)
-		s.env = append(s.env, fmt.Sprintf("%s=%d", v, ports[v]))
-	}
 	s.env = append(s.env, "MARKETPIPE_IMAGE="+mpRef, "NATS_IMAGE="+natsRef, "CLICKHOUSE_IMAGE="+clickhouseRef,
 		"LOG_LEVEL=info", "CLICKHOUSE_NOFILE="+nofileLimit(t), "VENDOR_CREDENTIALS_FILE="+containerCredentials(t, root))
-	chAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports["CLICKHOUSE_TCP_PORT"]))
-	s.cliEnv = []string{
-		fmt.Sprintf("NATS_URL=nats://127.0.0.1:%d", ports["NATS_PORT"]),
-		"CLICKHOUSE_ADDR=" + chAddr, "CLICKHOUSE_DATABASE=marketpipe", "CLICKHOUSE_USER=marketpipe",
-	}
+	s.pickPorts()
 	s.checkImageNames(ctx, natsRef, clickhouseRef, mpRef)
 
 	t.Cleanup(s.down)
-	s.run(ctx, "up", "-d", "--no-build")
+	s.up(ctx)
 	t.Logf("stack up after %s", time.Since(start).Round(time.Second))
+	chAddr := chAddrOf(s.cliEnv)
 	for svc, want := range map[string]int{"transformer": 2, "loader": 2, "requester": 1, "poller": 1, "collector": 1} {
 		if got := len(s.containers(ctx, svc)); got != want {
 			t.Errorf("%s: %d containers running, the file asks for %d", svc, got, want)
@@ -190,19 +181,21 @@ func (s *stack) leastPrivilege(ctx context.Context, jobs string) {
 	a.project = s.project + "auth"
 	a.files = []string{"docker-compose.yml", "docker-compose.auth.yml"}
 	a.env = append(slices.Clone(s.env), "NATS_CREDS_DIR="+creds)
+	a.pickPorts() // the first stack's may have been taken since it went down
+	t.Cleanup(a.down)
+	a.up(ctx)
+	t.Logf("least-privilege stack up after %s", time.Since(start).Round(time.Second))
 	// The CLI on the host: the operator's certificate, through the published port (127.0.0.1
 	// is among the server certificate's names).
 	tls := []string{"NATS_CA=" + filepath.Join(creds, auth.TLSCA), "NATS_CERT=" + filepath.Join(creds, auth.TLSCLICert),
 		"NATS_KEY=" + filepath.Join(creds, auth.TLSCLIKey)}
-	anonymous := append(slices.Clone(s.cliEnv), tls...)
-	plain := append(slices.Clone(s.cliEnv), "NATS_CREDS="+filepath.Join(creds, "operator.creds"), "NATS_CA="+filepath.Join(creds, auth.TLSCA))
+	anonymous := append(slices.Clone(a.cliEnv), tls...)
+	plain := append(slices.Clone(a.cliEnv), "NATS_CREDS="+filepath.Join(creds, "operator.creds"), "NATS_CA="+filepath.Join(creds, auth.TLSCA))
+	chAddr := chAddrOf(a.cliEnv)
 	a.cliEnv = append(slices.Clone(anonymous), "NATS_CREDS="+filepath.Join(creds, "operator.creds"))
-	t.Cleanup(a.down)
-	a.run(ctx, "up", "-d", "--no-build")
-	t.Logf("least-privilege stack up after %s", time.Since(start).Round(time.Second))
 
 	var err error
-	a.store, err = chstore.Open(ctx, chstore.Config{Addr: chAddrOf(s.cliEnv), Database: "marketpipe", User: "marketpipe", DialTimeout: 5 * time.Second})
+	a.store, err = chstore.Open(ctx, chstore.Config{Addr: chAddr, Database: "marketpipe", User: "marketpipe", DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,6 +321,49 @@ func (s *stack) command(ctx context.Context, args ...string) *exec.Cmd {
 	})
 	cmd.Env = append(env, s.env...)
 	return cmd
+}
+
+// publishedPorts are the compose variables of the ports the file publishes on the host.
+var publishedPorts = []string{"NATS_PORT", "NATS_MONITOR_PORT", "CLICKHOUSE_TCP_PORT", "CLICKHOUSE_HTTP_PORT", "VENDORSIM_PORT"}
+
+// pickPorts gives every port the file publishes a port free here, so that the test runs beside
+// anything, and points the CLI's environment at them.
+func (s *stack) pickPorts() {
+	s.env = slices.DeleteFunc(s.env, func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		return slices.Contains(publishedPorts, name)
+	})
+	ports := map[string]int{}
+	for _, v := range publishedPorts {
+		ports[v] = freePort(s.t)
+		s.env = append(s.env, fmt.Sprintf("%s=%d", v, ports[v]))
+	}
+	s.cliEnv = []string{
+		fmt.Sprintf("NATS_URL=nats://127.0.0.1:%d", ports["NATS_PORT"]),
+		"CLICKHOUSE_ADDR=" + net.JoinHostPort("127.0.0.1", strconv.Itoa(ports["CLICKHOUSE_TCP_PORT"])),
+		"CLICKHOUSE_DATABASE=marketpipe", "CLICKHOUSE_USER=marketpipe",
+	}
+}
+
+// up starts the stack; when a port picked free was taken before docker bound it (the
+// end-to-end tests of tests/ pick theirs at the same time), it starts it again on others.
+func (s *stack) up(ctx context.Context) {
+	s.t.Helper()
+	for attempt := 1; ; attempt++ {
+		out, err := s.command(ctx, "up", "-d", "--no-build").CombinedOutput()
+		if err == nil {
+			return
+		}
+		if attempt < 3 && strings.Contains(string(out), "address already in use") {
+			s.t.Logf("compose up: a published port was taken meanwhile (%v); again on other ports", err)
+			if out, err := s.command(ctx, "down", "--volumes", "--remove-orphans", "--timeout", "10").CombinedOutput(); err != nil {
+				s.t.Fatalf("compose down: %v\n%s", err, out)
+			}
+			s.pickPorts()
+			continue
+		}
+		s.t.Fatalf("compose up -d: %v\n%s\n%s", err, out, s.logs())
+	}
 }
 
 func (s *stack) run(ctx context.Context, args ...string) {
