@@ -16,21 +16,6 @@ import (
 	"github.com/marketpipe/marketpipe/services/requester"
 )
 
-// dataPoints estimates what a request asks for, as vendors bill it (vendor.Points): securities
-// × fields × dates, a date being a weekday of the range for daily history (the vendor's own
-// calendar may drop a few holidays), a period's end for the other periodicities, and one for a
-// snapshot.
-func dataPoints(s events.Spec) (dates int, points int64) {
-	dates = vendor.Dates(s.Program, s.Start, s.End, s.Periodicity)
-	return dates, vendor.Points(s.Program, s.SecurityCount(), len(s.Fields), s.Start, s.End, s.Periodicity)
-}
-
-// historyDates counts the data points of one security and field between start and end
-// (vendor.HistoryDates, which the requester counts with too).
-func historyDates(start, end, periodicity string) int {
-	return vendor.HistoryDates(start, end, periodicity)
-}
-
 // planRequests returns the vendor requests of spec as the requester makes them: the groups it
 // asks for given cov, what committed runs of an incremental job's dataset loaded (nil: nothing;
 // requester.Ask), planned within maxPoints (requester.PlanRequests), each request checked as

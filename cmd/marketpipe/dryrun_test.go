@@ -54,7 +54,7 @@ func TestHistoryDates(t *testing.T) {
 		{"2025-06-01", "2026-06-01", "yearly", 2},
 		{"2026-02-01", "2026-01-01", "", 0},
 	} {
-		if got := historyDates(c.start, c.end, c.period); got != c.want {
+		if got := vendor.HistoryDates(c.start, c.end, c.period); got != c.want {
 			t.Errorf("%s..%s %s: %d dates, want %d", c.start, c.end, c.period, got, c.want)
 		}
 	}

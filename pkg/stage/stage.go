@@ -98,8 +98,9 @@ func (c *Config) defaults() error {
 	return nil
 }
 
-// DefaultBackoff is 1s doubling per delivery up to 1m, with ±20% jitter. (A pure function of
-// the delivery count, because the state lives in JetStream, not in the process.)
+// DefaultBackoff is 1s doubling per failure in a row up to 1m, with ±20% jitter. (A pure
+// function of the count, which the message's delivery record in the attempts bucket keeps, not
+// the process.)
 func DefaultBackoff(n uint64) time.Duration {
 	d := time.Second
 	for i := uint64(1); i < n && d < time.Minute; i++ {
@@ -589,7 +590,7 @@ func (s *Stage) settle(ctx context.Context, m *Message, jobID string, prev deliv
 			s.log.ErrorContext(ctx, "dead-letter failed; message kept", "err", derr, "reason", reason)
 			span.SetAttributes(attrOutcome.String("retry"))
 			s.putDelivery(ctx, m, delivery{Settled: n, Failures: failures, Error: reason, DeadLetter: reason})
-			s.nak(ctx, m, s.cfg.Backoff(n))
+			s.nak(ctx, m, s.cfg.Backoff(uint64(failures)))
 			return
 		}
 		s.metrics.DeadLettered.WithLabelValues(name).Inc()
@@ -604,7 +605,9 @@ func (s *Stage) settle(ctx context.Context, m *Message, jobID string, prev deliv
 	}
 	s.metrics.Failed.WithLabelValues(name, "transient").Inc()
 	span.SetAttributes(attrOutcome.String("retry"))
-	delay := s.cfg.Backoff(n)
+	// The n-th failure in a row, not the n-th delivery: the deliveries that waited (a poll, a
+	// run's batches still loading) are no failures, and must not push a retry to the cap.
+	delay := s.cfg.Backoff(uint64(failures))
 	s.log.WarnContext(ctx, "handler failed; will retry", "err", err, "deliveries", n, "retry_in", delay)
 	reason := Redact(err.Error())
 	now := time.Now().UTC()

@@ -254,9 +254,7 @@ var (
 	CompleteConsumer = stage.Config{
 		Name: CompleteName, Stream: events.JobsStream, Filters: []string{events.JobFilter(events.Transformed)},
 		MaxBytes: events.MaxJobEventBytes,
-		// Its commit is a ClickHouse write too: retried as an outage. Its deliveries count the
-		// waits for a run's batches as well, so with the default backoff a commit refused after
-		// a long wait was retried only a minute later (seen with a replica down).
+		// Its commit is a ClickHouse write too: retried as an outage.
 		Concurrency: 16, MaxDeliver: -1, AckWait: time.Minute, Backoff: outageBackoff,
 	}
 	// JobsConsumer keeps the jobs table from every job event.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -164,7 +165,7 @@ func (n *Notified) Listen(ctx context.Context, client *vendor.Client, o vendor.N
 	}
 	o.OnSkip = func(x vendor.Notification, reason string) {
 		outcome := reason
-		if len(outcome) > 7 && outcome[:7] == "invalid" {
+		if strings.HasPrefix(outcome, "invalid") {
 			outcome = "invalid"
 			n.Log.WarnContext(ctx, "vendor notification not understood", "event_id", x.EventID, "reason", reason)
 		}

@@ -136,9 +136,9 @@ var Consumer = stage.Config{
 // Uses is what the requester does on NATS (its identity's permissions): it reads stored
 // securities lists and publishes "requested" or "failed"; for an incremental job it reads what
 // committed runs loaded, and ends one with nothing missing ("loaded", its end claimed in
-// events.EndsBucket); for schedule firings
-// (schedule.Consumer) it reads the schedules and writes their state, looks a firing's job up in
-// MP_JOBS, stores long securities lists and publishes "submitted".
+// events.EndsBucket); for schedule firings (schedule.Consumer) it reads the schedules and
+// writes their state, looks a firing's job up in MP_JOBS, stores long securities lists and
+// publishes "submitted".
 var Uses = auth.Uses{
 	Consumers: []stage.Config{Consumer, schedule.Consumer},
 	Publishes: []string{events.JobFilter(events.Requested), events.JobFilter(events.Failed), events.JobFilter(events.Submitted),

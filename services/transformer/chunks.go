@@ -181,11 +181,8 @@ func (h *Handler) completeChunks(ctx context.Context, task *events.ChunkTask) er
 // of all the parts (completeChunks); the tasks, and so that event, carry the job without its
 // parts (events.ChunkTask). A part's file missing fails the job.
 func (h *Handler) publishPartChunks(ctx context.Context, j *events.Job) (*events.Job, error) {
-	type fileChunks struct {
-		part   int
-		starts []chunk.Mark // nil: the file in one piece
-	}
-	files := make([]fileChunks, len(j.Parts))
+	// starts[i] cuts part i's file (chunk.Cut); nil: the file in one piece.
+	starts := make([][]chunk.Mark, len(j.Parts))
 	total := 0
 	for i := range j.Parts {
 		p := &j.Parts[i]
@@ -195,24 +192,23 @@ func (h *Handler) publishPartChunks(ctx context.Context, j *events.Job) (*events
 			pj.FileKey = p.FileKey
 			return h.openFailed(&pj, err)
 		}
-		files[i].part = i
 		if n := chunk.Count(info.Size, h.ChunkBytes, MaxChunks); n > 1 && len(info.Marks) > 0 {
-			files[i].starts = chunk.Cut(fileMarks(info.Marks), info.Size, n)
+			starts[i] = chunk.Cut(fileMarks(info.Marks), info.Size, n)
 		}
-		total += len(files[i].starts) + 1
+		total += len(starts[i]) + 1
 	}
 	next := 0
-	for _, f := range files {
-		n := len(f.starts) + 1
+	for part, cuts := range starts {
+		n := len(cuts) + 1
 		for i := range n {
-			task := events.ChunkTask{Job: *j, Chunk: next, Chunks: total, Part: f.part, PartFile: j.Parts[f.part].FileKey,
+			task := events.ChunkTask{Job: *j, Chunk: next, Chunks: total, Part: part, PartFile: j.Parts[part].FileKey,
 				FileChunk: i, FileChunks: n}
 			task.Parts = nil
 			if i > 0 {
-				task.Start = events.FileMark(f.starts[i-1])
+				task.Start = events.FileMark(cuts[i-1])
 			}
-			if i < len(f.starts) {
-				task.End = f.starts[i].Offset
+			if i < len(cuts) {
+				task.End = cuts[i].Offset
 			}
 			if err := h.publishTask(ctx, &task); err != nil {
 				return nil, err
