@@ -21,7 +21,6 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/jobspec"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/stage"
-	"github.com/marketpipe/marketpipe/pkg/telemetry"
 	"github.com/marketpipe/marketpipe/pkg/vendor"
 )
 
@@ -200,16 +199,11 @@ func backfillsBucket(ctx context.Context, js jetstream.JetStream) (backfill.Stor
 
 func runBackfill(ctx context.Context, cfg config.Config, want *backfill.Record, spec events.Spec, deadline time.Duration,
 	parallel int, stdout, stderr io.Writer) error {
-	tr, err := telemetry.NewTracing(ctx, cfg.OTEL, "marketpipe")
+	tr, js, done, err := tracedJS(ctx, cfg, "marketpipe-backfill")
 	if err != nil {
 		return err
 	}
-	defer tr.Shutdown(context.WithoutCancel(ctx))
-	nc, js, err := connectJS(ctx, cfg, "marketpipe-backfill")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
+	defer done()
 	store, err := backfillsBucket(ctx, js)
 	if err != nil {
 		return err

@@ -37,6 +37,21 @@ func dialJS(cfg config.Config, name string) (*nats.Conn, jetstream.JetStream, er
 	return nc, js, nil
 }
 
+// tracedJS is connectJS for a command that publishes job events: with the tracing of
+// OTEL_TRACES_EXPORTER, so a job's trace starts at the CLI. done closes both.
+func tracedJS(ctx context.Context, cfg config.Config, name string) (tr *telemetry.Tracing, js jetstream.JetStream, done func(), err error) {
+	tr, err = telemetry.NewTracing(ctx, cfg.OTEL, "marketpipe")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	nc, js, err := connectJS(ctx, cfg, name)
+	if err != nil {
+		tr.Shutdown(context.WithoutCancel(ctx))
+		return nil, nil, nil, err
+	}
+	return tr, js, func() { nc.Close(); tr.Shutdown(context.WithoutCancel(ctx)) }, nil
+}
+
 // connectJS connects to NATS and binds the pipeline's streams, which `marketpipe migrate`
 // created. Its errors never hold the secrets of NATS_URL.
 func connectJS(ctx context.Context, cfg config.Config, name string) (*nats.Conn, jetstream.JetStream, error) {

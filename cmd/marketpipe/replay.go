@@ -13,7 +13,6 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/config"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/stage"
-	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
 
 // replayInput is the event each stage consumes: replaying from a stage republishes that event.
@@ -77,16 +76,11 @@ they were first submitted.`,
 				return err
 			}
 			ctx := cmd.Context()
-			tr, err := telemetry.NewTracing(ctx, cfg.OTEL, "marketpipe")
+			tr, js, done, err := tracedJS(ctx, cfg, "marketpipe-replay")
 			if err != nil {
 				return err
 			}
-			defer tr.Shutdown(context.WithoutCancel(ctx))
-			nc, js, err := connectJS(ctx, cfg, "marketpipe-replay")
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
+			defer done()
 			ids := []string{jobID}
 			if since != "" {
 				if ids, err = jobsSubmittedBetween(ctx, js, lo, hi); err != nil {

@@ -21,7 +21,6 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/jobspec"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/stage"
-	"github.com/marketpipe/marketpipe/pkg/telemetry"
 )
 
 // Exit statuses of submit.
@@ -91,16 +90,11 @@ type submitOptions struct {
 }
 
 func submit(ctx context.Context, cfg config.Config, f *jobspec.File, o submitOptions, stdout, stderr io.Writer) error {
-	tr, err := telemetry.NewTracing(ctx, cfg.OTEL, "marketpipe")
+	tr, js, done, err := tracedJS(ctx, cfg, "marketpipe-submit")
 	if err != nil {
 		return err
 	}
-	defer tr.Shutdown(context.WithoutCancel(ctx))
-	nc, js, err := connectJS(ctx, cfg, "marketpipe-submit")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
+	defer done()
 
 	now := time.Now().UTC()
 	spec, err := f.SpecAt(now)
