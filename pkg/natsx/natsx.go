@@ -195,6 +195,9 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 			_, err := js.CreateObjectStore(ctx, cfg)
 			return err
 		})
+		if err == nil {
+			err = leaderReads(ctx, js, objectStream(cfg.Bucket))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("declare object store %s: %w", cfg.Bucket, err)
 		}
@@ -241,6 +244,9 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 			_, err := js.CreateKeyValue(ctx, cfg)
 			return err
 		})
+		if err == nil {
+			err = leaderReads(ctx, js, kvStream(bucket))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("declare key-value bucket %s: %w", bucket, err)
 		}
@@ -375,6 +381,31 @@ func (r Retention) declare(ctx context.Context, js jetstream.JetStream, stream s
 		return nil
 	}
 	return retry(ctx, func(ctx context.Context) error { return write(ctx, replicas, true) })
+}
+
+// leaderReads turns off direct gets on a bucket's or object store's stream (nats.go creates
+// them with AllowDirect): with replicas, a direct get is answered by any of them, and a
+// follower that lags, or that restarted and is still catching up, answers with an older value
+// or none. Every read of ours must see the writes acknowledged before it (a delivery record,
+// a run's end, a stored file), so reads go to the stream's leader. A client binds a bucket
+// after this and reads as its stream says.
+func leaderReads(ctx context.Context, js jetstream.JetStream, stream string) error {
+	info, err := streamInfo(ctx, js, stream)
+	if err != nil {
+		return err
+	}
+	if info == nil {
+		return fmt.Errorf("stream %s not found after its declaration", stream)
+	}
+	if !info.Config.AllowDirect {
+		return nil
+	}
+	cfg := info.Config
+	cfg.AllowDirect = false
+	return retry(ctx, func(ctx context.Context) error {
+		_, err := js.UpdateStream(ctx, cfg)
+		return err
+	})
 }
 
 // streamInfo reads a stream's info; nil when it does not exist.
