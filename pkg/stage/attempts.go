@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,7 +36,8 @@ const kvTimeout = 5 * time.Second
 
 // loadDelivery reads the message's record and counts the deliveries that crashed since. The
 // first delivery has none (no read). When the record cannot be read, nothing is counted as a
-// crash: a NATS hiccup must not dead-letter messages.
+// crash: a NATS hiccup must not dead-letter messages. A record this process wrote later than
+// the bucket's (settledHere) is the one that counts.
 func (s *Stage) loadDelivery(ctx context.Context, m *Message) delivery {
 	n := m.NumDelivered()
 	if n <= 1 || s.attempts == nil {
@@ -43,23 +45,64 @@ func (s *Stage) loadDelivery(ctx context.Context, m *Message) delivery {
 	}
 	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
-	e, err := s.attempts.Get(ctx, attempts.DeliveryKey(s.cfg.Name, m.StreamSeq()))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return delivery{crashes: n - 1}
-	}
+	here, ok := s.settled.get(m.StreamSeq())
 	var d delivery
-	if err == nil {
-		err = json.Unmarshal(e.Value(), &d)
+	e, err := s.attempts.Get(ctx, attempts.DeliveryKey(s.cfg.Name, m.StreamSeq()))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		err = nil
+	case err == nil:
+		if err = json.Unmarshal(e.Value(), &d); err == nil {
+			d.found = true
+		}
+	}
+	if ok && (!d.found || here.Settled > d.Settled) {
+		d, err = here, nil
+		d.found = true
 	}
 	if err != nil {
 		s.log.WarnContext(ctx, "read delivery record", "err", err)
 		return delivery{}
 	}
-	d.found = true
 	if d.Settled < n {
 		d.crashes = n - 1 - d.Settled
 	}
 	return d
+}
+
+// settledHere remembers, by stream sequence, the delivery records this process wrote, whether
+// or not the write reached the attempts bucket: a write lost while the bucket elects a leader
+// must not make the deliveries after it look like crashes (a message waiting on a 100 ms poll
+// is delivered many times in an election). A process that crashes forgets them, so its
+// crashes still count.
+type settledHere struct {
+	mu sync.Mutex
+	m  map[uint64]delivery
+}
+
+// maxSettledHere bounds the records kept; past it they start over, and the bucket's count.
+const maxSettledHere = 1 << 16
+
+func (h *settledHere) get(seq uint64) (delivery, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	d, ok := h.m[seq]
+	return d, ok
+}
+
+func (h *settledHere) put(seq uint64, d delivery) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil || len(h.m) >= maxSettledHere {
+		h.m = map[uint64]delivery{}
+	}
+	h.m[seq] = d
+}
+
+func (h *settledHere) forget(seq uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.m, seq)
 }
 
 // overLimit returns why the message must be dead-lettered before its handler runs again, or "".
@@ -86,6 +129,7 @@ func (s *Stage) putDelivery(ctx context.Context, m *Message, d delivery) {
 	if s.attempts == nil {
 		return
 	}
+	s.settled.put(m.StreamSeq(), d)
 	data, _ := json.Marshal(d)
 	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
@@ -100,6 +144,7 @@ func (s *Stage) forget(ctx context.Context, m *Message, jobID string, d delivery
 	if s.attempts == nil || !d.found {
 		return
 	}
+	s.settled.forget(m.StreamSeq())
 	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
 	if err := s.attempts.Delete(ctx, attempts.DeliveryKey(s.cfg.Name, m.StreamSeq())); err != nil {

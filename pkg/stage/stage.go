@@ -146,6 +146,7 @@ type Stage struct {
 	bind     bool
 
 	attempts jetstream.KeyValue // bound by Run: attempts.Bucket
+	settled  settledHere        // the delivery records this process wrote, or tried to
 	ackFloor atomic.Uint64      // the consumer's acknowledgement floor when last seen
 
 	mu     sync.Mutex

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/marketpipe/marketpipe/pkg/attempts"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
 	"github.com/marketpipe/marketpipe/pkg/stage"
@@ -236,6 +237,47 @@ func TestWaitIsNoFailure(t *testing.T) {
 	if n := len(dlqMessages(t, js)); n != 0 {
 		t.Errorf("%d dead letters, want none", n)
 	}
+}
+
+// TestLostDeliveryRecordsAreNoCrashes makes the attempts bucket refuse writes while a message
+// waits (as it does while the bucket's stream elects a leader): the deliveries whose records
+// were lost must not count as crashes, so the message is handled, not dead-lettered after
+// MaxCrashes (5) deliveries.
+func TestLostDeliveryRecordsAreNoCrashes(t *testing.T) {
+	js := setup(t)
+	const handled = 13
+	var calls atomic.Int64
+	refuseWrites := func() error {
+		ctx := context.Background()
+		s, err := js.Stream(ctx, "KV_"+attempts.Bucket)
+		if err != nil {
+			return err
+		}
+		cfg := s.CachedInfo().Config
+		cfg.MaxMsgSize = 1
+		_, err = js.UpdateStream(ctx, cfg)
+		return err
+	}
+	run(t, js, stage.Config{MaxDeliver: -1}, stage.HandlerFunc(func(ctx context.Context, m *stage.Message) error {
+		n := calls.Add(1)
+		if n == 2 {
+			if err := refuseWrites(); err != nil {
+				t.Errorf("make the attempts bucket refuse writes: %v", err)
+			}
+		}
+		if n < handled {
+			return stage.Wait(10*time.Millisecond, "not ready")
+		}
+		return nil
+	}))
+	publishN(t, js, 1)
+	waitFor(t, "the message handled or dead-lettered", func() bool {
+		return calls.Load() >= handled || len(dlqMessages(t, js)) > 0
+	})
+	if dls := dlqMessages(t, js); len(dls) != 0 {
+		t.Fatalf("dead-lettered after %d deliveries: %s", calls.Load(), dls[0].Headers().Get(stage.HdrDLQReason))
+	}
+	waitFor(t, "the message acked", func() bool { return consumerInfo(t, js, "work").NumAckPending == 0 })
 }
 
 func TestInProgressKeepsLongWork(t *testing.T) {
