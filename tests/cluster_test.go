@@ -20,7 +20,11 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/natstest"
 	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/obs"
+	"github.com/marketpipe/marketpipe/services/collector"
 	"github.com/marketpipe/marketpipe/services/loader"
+	"github.com/marketpipe/marketpipe/services/poller"
+	"github.com/marketpipe/marketpipe/services/requester"
+	"github.com/marketpipe/marketpipe/services/transformer"
 	"github.com/marketpipe/marketpipe/services/vendorsim"
 )
 
@@ -206,7 +210,7 @@ func TestThreeNodeCluster(t *testing.T) {
 	for !ended() {
 		select {
 		case <-ctx.Done():
-			describeUnended(t, js, hj.jobs)
+			describeUnended(t, js, env, hj.jobs)
 			t.Fatal("timed out waiting for every job to load or fail")
 		case <-time.After(200 * time.Millisecond):
 		}
@@ -253,11 +257,11 @@ func TestThreeNodeCluster(t *testing.T) {
 }
 
 // describeUnended logs, for each job that has not ended, where it stands: its last event, the
-// row batches on its subject in MP_ROWS against those in the load ledger, and the loader's
-// consumers: what a job stuck after a node's loss needs to be understood.
-func describeUnended(t *testing.T, js jetstream.JetStream, jobs []submittedJob) {
+// row batches on its subject in MP_ROWS against those in the load ledger; then every stage's
+// consumer and the dead letters: what a job stuck after a node's loss needs to be understood.
+func describeUnended(t *testing.T, js jetstream.JetStream, env map[string]string, jobs []submittedJob) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, j := range jobs {
 		last, ok, err := natsx.LastJobEvent(ctx, js, j.id)
@@ -274,7 +278,11 @@ func describeUnended(t *testing.T, js jetstream.JetStream, jobs []submittedJob) 
 		t.Logf("job %s: %s (batches %d), %d row batches in %s, %d in the ledger (%v)",
 			j.id, last.State, last.Batches, batches, events.RowsStream, ledger, err)
 	}
-	for _, c := range []struct{ stream, name string }{{events.RowsStream, loader.Name}, {events.JobsStream, loader.CompleteName}} {
+	for _, c := range []struct{ stream, name string }{
+		{events.JobsStream, requester.Name}, {events.JobsStream, poller.Name}, {events.JobsStream, collector.Name},
+		{events.JobsStream, transformer.Name}, {events.ChunksStream, transformer.ChunkName},
+		{events.RowsStream, loader.Name}, {events.JobsStream, loader.CompleteName},
+	} {
 		cons, err := js.Consumer(ctx, c.stream, c.name)
 		if err != nil {
 			t.Logf("consumer %s: %v", c.name, err)
@@ -285,7 +293,10 @@ func describeUnended(t *testing.T, js jetstream.JetStream, jobs []submittedJob) 
 			t.Logf("consumer %s: %v", c.name, err)
 			continue
 		}
-		t.Logf("consumer %s: pending %d, ack pending %d, redelivered %d, waiting %d, leader %v",
-			c.name, info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, info.Cluster)
+		t.Logf("consumer %s: pending %d, ack pending %d, redelivered %d, waiting %d, delivered %d, ack floor %d, cluster %+v",
+			c.name, info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting,
+			info.Delivered.Stream, info.AckFloor.Stream, info.Cluster)
 	}
+	out, stderr, code := runCLI(t, ctx, env, "dlq", "list")
+	t.Logf("dlq list (exit %d):\n%s%s", code, out, stderr)
 }

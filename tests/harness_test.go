@@ -76,6 +76,25 @@ func bin(t *testing.T, name string) string {
 	return filepath.Join(binDir, name)
 }
 
+// keptLogsEnv names a directory where the processes' logs are kept whole after the tests, one
+// folder per test: the 4 KB a failure prints may not reach back to what went wrong.
+const keptLogsEnv = "MARKETPIPE_TEST_LOGS"
+
+// logDir is where the test's processes log: a temporary directory, or under keptLogsEnv. A
+// process started again appends to its log.
+func logDir(t *testing.T) string {
+	t.Helper()
+	root := os.Getenv(keptLogsEnv)
+	if root == "" {
+		return t.TempDir()
+	}
+	dir := filepath.Join(root, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if binDir != "" {
@@ -97,8 +116,8 @@ type proc struct {
 // that is printed if the test fails. It is stopped with SIGTERM when the test ends.
 func startProc(t *testing.T, name, binary string, env map[string]string, args ...string) *proc {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.Create(logPath)
+	logPath := filepath.Join(logDir(t), name+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
