@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -390,21 +391,18 @@ func (r Retention) declare(ctx context.Context, js jetstream.JetStream, stream s
 // a run's end, a stored file), so reads go to the stream's leader. A client binds a bucket
 // after this and reads as its stream says.
 func leaderReads(ctx context.Context, js jetstream.JetStream, stream string) error {
-	info, err := streamInfo(ctx, js, stream)
-	if err != nil {
-		return err
-	}
-	if info == nil {
-		return fmt.Errorf("stream %s not found after its declaration", stream)
-	}
-	if !info.Config.AllowDirect {
-		return nil
-	}
-	cfg := info.Config
-	cfg.AllowDirect = false
 	return retry(ctx, func(ctx context.Context) error {
-		_, err := js.UpdateStream(ctx, cfg)
-		return err
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			return notYet(err) // just declared: a server may answer before it applied that
+		}
+		cfg := s.CachedInfo().Config
+		if !cfg.AllowDirect {
+			return nil
+		}
+		cfg.AllowDirect = false
+		_, err = js.UpdateStream(ctx, cfg)
+		return notYet(err)
 	})
 }
 
@@ -444,15 +442,31 @@ func notYet(err error) error {
 	return err
 }
 
-// retry runs f with a deadline of apiAttempt, again while it times out (or says errNotYet),
-// until ctx ends. f must be idempotent.
+// errCodeNoPeers is JetStream's refusal to place a stream's replicas.
+const errCodeNoPeers jetstream.ErrorCode = 10005
+
+// peersStarting is how long a placement refused for an offline peer is asked again: the meta
+// leader of a cluster that just started counts its peers offline until each has reported once.
+// A peer still offline after it is an error the operator must see.
+const peersStarting = 30 * time.Second
+
+// peerOffline reports whether err is a placement refused because a peer is offline.
+func peerOffline(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeNoPeers && strings.Contains(apiErr.Description, "offline")
+}
+
+// retry runs f with a deadline of apiAttempt, again while it times out (or says errNotYet, or
+// for peersStarting that a peer is offline), until ctx ends. f must be idempotent.
 func retry(ctx context.Context, f func(ctx context.Context) error) error {
+	start := time.Now()
 	for {
 		actx, cancel := context.WithTimeout(ctx, apiAttempt)
 		err := f(actx)
 		cancel()
-		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) &&
-			!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, errNotYet) {
+		again := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, errNotYet) ||
+			peerOffline(err) && time.Since(start) < peersStarting
+		if err == nil || ctx.Err() != nil || !again {
 			return err
 		}
 		select {
