@@ -190,10 +190,15 @@ func (r *objectReader) Read(p []byte) (int, error) {
 // receive waits for the next chunk message and checks that it is the one expected, of the
 // size the full layout gives it, before buffering its bytes.
 func (r *objectReader) receive() error {
-	msg, err := r.msgs.Next(jetstream.NextContext(r.ctx))
+	ctx, cancel := context.WithTimeout(r.ctx, StallTimeout)
+	msg, err := r.msgs.Next(jetstream.NextContext(ctx))
+	cancel()
 	if err != nil {
 		if ctxErr := r.ctx.Err(); ctxErr != nil {
 			return fmt.Errorf("chunk %d: %w", r.chunk, ctxErr)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("chunk %d: none for %s (the object store's stream may have lost its leader)", r.chunk, StallTimeout)
 		}
 		return fmt.Errorf("chunk %d: %w", r.chunk, err)
 	}

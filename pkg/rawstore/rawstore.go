@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"time"
 
 	"github.com/klauspost/readahead"
@@ -251,10 +252,49 @@ func (f *File) Close() error {
 // error instead lets the stage retry the delivery once the stream has a leader again.
 var OpenTimeout = 30 * time.Second
 
-// getObject is Get, given at most OpenTimeout to answer; the object's reading stays bounded by
-// ctx only, and the returned cancel ends it.
+// StallTimeout bounds how long reading a stored file waits for its next bytes. In a cluster
+// whose object-store stream lost its leader, the consumer delivering the chunks usually
+// recovers by itself within seconds (20 s seen on a 3-node cluster); one that does not would
+// hold the read until its deadline, an hour in the transformer. The error instead lets the
+// stage retry the delivery.
+var StallTimeout = 30 * time.Second
+
+// stallReader ends a read that gets no bytes for StallTimeout, or whose ctx ended. It reads
+// nats.go's object reader given a context without deadline: that one then gives up a Read
+// after 5 seconds without a chunk, with a timeout error (net.Error) that asking again cures,
+// instead of blocking until the context's deadline.
+type stallReader struct {
+	r   io.Reader
+	ctx context.Context
+}
+
+func (s stallReader) Read(p []byte) (int, error) {
+	start := time.Now()
+	for {
+		n, err := s.r.Read(p)
+		var timeout net.Error
+		if n == 0 && errors.As(err, &timeout) && timeout.Timeout() {
+			err = nil
+		}
+		if n > 0 || err != nil || len(p) == 0 {
+			return n, err
+		}
+		if err := s.ctx.Err(); err != nil {
+			return 0, err
+		}
+		if time.Since(start) >= StallTimeout {
+			return 0, fmt.Errorf("no bytes for %s (the object store's stream may have lost its leader)", StallTimeout)
+		}
+	}
+}
+
+// getObject is Get, given at most OpenTimeout to answer. Reading the object ends when ctx does
+// or when the returned cancel is called; nats.go gets a context without deadline, for
+// stallReader.
 func (s *Store) getObject(ctx context.Context, key string) (jetstream.ObjectResult, context.CancelFunc, error) {
-	rctx, cancel := context.WithCancel(ctx)
+	rctx, cancelGet := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancelGet)
+	cancel := func() { stop(); cancelGet() }
 	type got struct {
 		o   jetstream.ObjectResult
 		err error
@@ -284,8 +324,8 @@ func (s *Store) getObject(ctx context.Context, key string) (jetstream.ObjectResu
 
 // Open opens the file stored as key from its start: ErrNotFound if there is none, ErrDamaged if
 // the object there is not a complete file. Files stored plain by earlier versions (the full
-// layout, or none) are read as they are. ctx bounds the whole read: give it a deadline, as
-// nats.go otherwise gives the read 5 seconds.
+// layout, or none) are read as they are. ctx bounds the whole read, and each wait for its
+// next bytes is bounded by StallTimeout.
 func (s *Store) Open(ctx context.Context, key string) (*File, error) {
 	o, cancel, err := s.getObject(ctx, key)
 	if err != nil {
@@ -304,7 +344,7 @@ func (s *Store) Open(ctx context.Context, key string) (*File, error) {
 	if err != nil {
 		return fail(err)
 	}
-	r, err := PlainReader(oi, o)
+	r, err := PlainReader(oi, stallReader{o, ctx})
 	if err != nil {
 		return fail(fmt.Errorf("open raw file %s: %w: %w", key, ErrDamaged, err))
 	}
