@@ -80,8 +80,9 @@ type settledHere struct {
 	m  map[uint64]delivery
 }
 
-// maxSettledHere bounds the records kept; past it they start over, and the bucket's count.
-const maxSettledHere = 1 << 16
+// maxSettledHere bounds the records kept: they are of the messages this process is making wait
+// or retry, normally far fewer. Past it they start over, and the bucket's records count.
+const maxSettledHere = 1 << 12
 
 func (h *settledHere) get(seq uint64) (delivery, bool) {
 	h.mu.Lock()
