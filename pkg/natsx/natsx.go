@@ -182,82 +182,61 @@ func Setup(ctx context.Context, js jetstream.JetStream, r Retention) (*Streams, 
 	if err := r.declareSchedules(ctx, js); err != nil {
 		return nil, err
 	}
-	objects := func(cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
-		cfg.Storage, cfg.MaxBytes = r.Storage, r.maxBytes(objectStream(cfg.Bucket))
-		err := r.declare(ctx, js, objectStream(cfg.Bucket), func(have jetstream.StreamConfig, replicas int) bool {
-			return have.MaxAge == cfg.TTL && have.MaxBytes == cfg.MaxBytes && have.Storage == cfg.Storage &&
-				have.Compression == jetstream.NoCompression && have.Replicas == replicas
+	// declareBucket declares the stream of a bucket or object store (buckets.go).
+	declareBucket := func(b bucket, config func(bucket) jetstream.StreamConfig) error {
+		b.storage, b.maxBytes = r.Storage, r.maxBytes(config(b).Name)
+		want := config(b)
+		return r.declare(ctx, js, want.Name, func(have jetstream.StreamConfig, replicas int) bool {
+			return have.MaxAge == want.MaxAge && have.MaxBytes == want.MaxBytes && have.Storage == want.Storage &&
+				have.Compression == jetstream.NoCompression && have.Replicas == replicas && !have.AllowDirect
 		}, func(ctx context.Context, replicas int, update bool) error {
-			cfg.Replicas = replicas
+			b.replicas = replicas
 			if update {
-				_, err := js.UpdateObjectStore(ctx, cfg)
+				_, err := js.UpdateStream(ctx, config(b))
 				return err
 			}
-			_, err := js.CreateObjectStore(ctx, cfg)
+			_, err := js.CreateStream(ctx, config(b))
 			return err
 		})
-		if err == nil {
-			err = leaderReads(ctx, js, objectStream(cfg.Bucket))
-		}
-		if err != nil {
-			return nil, fmt.Errorf("declare object store %s: %w", cfg.Bucket, err)
+	}
+	objects := func(b bucket) (jetstream.ObjectStore, error) {
+		if err := declareBucket(b, objectStreamConfig); err != nil {
+			return nil, fmt.Errorf("declare object store %s: %w", b.name, err)
 		}
 		var o jetstream.ObjectStore
-		err = retry(ctx, func(ctx context.Context) (err error) {
-			o, err = js.ObjectStore(ctx, cfg.Bucket)
+		err := retry(ctx, func(ctx context.Context) (err error) {
+			o, err = js.ObjectStore(ctx, b.name)
 			return notYet(err)
 		})
 		if err != nil {
-			return nil, fmt.Errorf("object store %s: %w", cfg.Bucket, err)
+			return nil, fmt.Errorf("object store %s: %w", b.name, err)
 		}
 		return fullObjects{o, js}, nil
 	}
-	raw, err := objects(jetstream.ObjectStoreConfig{
-		Bucket: events.RawBucket, Description: "downloaded vendor reply files",
-		// Not compressed by the server: the collector stores files compressed already
-		// (rawstore.ChunkLayoutS2), which spares nats-server compressing every block it writes and
-		// decompressing every block it reads.
-		TTL: r.RawMaxAge, Compression: false,
-	})
+	// Not compressed by the server: the collector stores files compressed already
+	// (rawstore.ChunkLayoutS2), which spares nats-server compressing every block it writes and
+	// decompressing every block it reads.
+	raw, err := objects(bucket{name: events.RawBucket, description: "downloaded vendor reply files", ttl: r.RawMaxAge})
 	if err != nil {
 		return nil, err
 	}
 	// As long as the job events that refer to them: a replay reads them again.
-	specs, err := objects(jetstream.ObjectStoreConfig{
-		Bucket: events.SpecsBucket, Description: "securities lists of jobs too large for a job event",
-		TTL: r.JobsMaxAge, Compression: false,
-	})
+	specs, err := objects(bucket{name: events.SpecsBucket, description: "securities lists of jobs too large for a job event",
+		ttl: r.JobsMaxAge})
 	if err != nil {
 		return nil, err
 	}
-	kv := func(bucket, what string, ttl time.Duration) (jetstream.KeyValue, error) {
-		cfg := jetstream.KeyValueConfig{Bucket: bucket, Description: what, TTL: ttl, Storage: r.Storage,
-			MaxBytes: r.maxBytes(kvStream(bucket))}
-		err := r.declare(ctx, js, kvStream(bucket), func(have jetstream.StreamConfig, replicas int) bool {
-			return have.MaxAge == cfg.TTL && have.MaxBytes == cfg.MaxBytes && have.Storage == cfg.Storage &&
-				have.Replicas == replicas
-		}, func(ctx context.Context, replicas int, update bool) error {
-			cfg.Replicas = replicas
-			if update {
-				_, err := js.UpdateKeyValue(ctx, cfg)
-				return err
-			}
-			_, err := js.CreateKeyValue(ctx, cfg)
-			return err
-		})
-		if err == nil {
-			err = leaderReads(ctx, js, kvStream(bucket))
-		}
-		if err != nil {
-			return nil, fmt.Errorf("declare key-value bucket %s: %w", bucket, err)
+	kv := func(name, what string, ttl time.Duration) (jetstream.KeyValue, error) {
+		if err := declareBucket(bucket{name: name, description: what, ttl: ttl}, kvStreamConfig); err != nil {
+			return nil, fmt.Errorf("declare key-value bucket %s: %w", name, err)
 		}
 		var b jetstream.KeyValue
-		err = retry(ctx, func(ctx context.Context) (err error) {
-			b, err = js.KeyValue(ctx, bucket)
+		err := retry(ctx, func(ctx context.Context) (err error) {
+			b, err = js.KeyValue(ctx, name)
 			return notYet(err)
 		})
 		if err != nil {
-			return nil, fmt.Errorf("key-value bucket %s: %w", bucket, err)
+			return nil, fmt.Errorf("key-value bucket %s: %w", name, err)
 		}
 		return fullKV{b, js}, nil
 	}
@@ -382,28 +361,6 @@ func (r Retention) declare(ctx context.Context, js jetstream.JetStream, stream s
 		return nil
 	}
 	return retry(ctx, func(ctx context.Context) error { return write(ctx, replicas, true) })
-}
-
-// leaderReads turns off direct gets on a bucket's or object store's stream (nats.go creates
-// them with AllowDirect): with replicas, a direct get is answered by any of them, and a
-// follower that lags, or that restarted and is still catching up, answers with an older value
-// or none. Every read of ours must see the writes acknowledged before it (a delivery record,
-// a run's end, a stored file), so reads go to the stream's leader. A client binds a bucket
-// after this and reads as its stream says.
-func leaderReads(ctx context.Context, js jetstream.JetStream, stream string) error {
-	return retry(ctx, func(ctx context.Context) error {
-		s, err := js.Stream(ctx, stream)
-		if err != nil {
-			return notYet(err) // just declared: a server may answer before it applied that
-		}
-		cfg := s.CachedInfo().Config
-		if !cfg.AllowDirect {
-			return nil
-		}
-		cfg.AllowDirect = false
-		_, err = js.UpdateStream(ctx, cfg)
-		return notYet(err)
-	})
 }
 
 // streamInfo reads a stream's info; nil when it does not exist.
