@@ -208,7 +208,7 @@ func TestEachIdentityDoesItsJobOnly(t *testing.T) {
 	})
 	pol := d.connect(t, poller.Name)
 	pol.allowed(t, "publishes ready", publish(pol, events.JobSubject(job, events.Ready)))
-	pol.refused(t, "reads mp_raw", "$JS.API.DIRECT.GET.OBJ_mp_raw", func(ctx context.Context) error {
+	pol.refused(t, "reads mp_raw", "$JS.API.STREAM.MSG.GET.OBJ_mp_raw", func(ctx context.Context) error {
 		o, err := pol.js.ObjectStore(ctx, events.RawBucket)
 		if err != nil {
 			return err
@@ -216,8 +216,8 @@ func TestEachIdentityDoesItsJobOnly(t *testing.T) {
 		_, err = o.GetBytes(ctx, job+"/reply")
 		return err
 	})
-	pol.refused(t, "reads mp_raw by message", "$JS.API.DIRECT.GET.OBJ_mp_raw", func(ctx context.Context) error {
-		_, err := pol.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.OBJ_mp_raw", []byte(`{"seq":1}`))
+	pol.refused(t, "reads mp_raw by message", "$JS.API.STREAM.MSG.GET.OBJ_mp_raw", func(ctx context.Context) error {
+		_, err := pol.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.OBJ_mp_raw", []byte(`{"seq":1}`))
 		return err
 	})
 	pol.refused(t, "subscribes to another's replies", "_INBOX_transformer.>", func(ctx context.Context) error {
@@ -282,8 +282,8 @@ func TestEachIdentityDoesItsJobOnly(t *testing.T) {
 	})
 	op.refused(t, "publishes a row batch", events.RowsSubject(job), publish(op, events.RowsSubject(job)))
 	op.refused(t, "pulls from the poller's consumer", "$JS.API.CONSUMER.MSG.NEXT.MP_JOBS.poller", pull(op, events.JobsStream, poller.Name))
-	op.refused(t, "reads mp_raw", "$JS.API.DIRECT.GET.OBJ_mp_raw", func(ctx context.Context) error {
-		_, err := op.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.OBJ_mp_raw", []byte(`{"seq":1}`))
+	op.refused(t, "reads mp_raw", "$JS.API.STREAM.MSG.GET.OBJ_mp_raw", func(ctx context.Context) error {
+		_, err := op.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.OBJ_mp_raw", []byte(`{"seq":1}`))
 		return err
 	})
 }

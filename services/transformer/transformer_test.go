@@ -220,8 +220,9 @@ func (b brokenObject) Info() (*jetstream.ObjectInfo, error) {
 }
 
 func (f failingStore) Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		return nil, errors.New("no deadline: nats.go would give the whole read 5 seconds")
+	if _, ok := ctx.Deadline(); ok {
+		// rawstore bounds the read itself (StallTimeout, its context's deadline).
+		return nil, errors.New("a deadline: a Read of nats.go's would block until it, however long")
 	}
 	head := "START-OF-FILE\nPROGRAMNAME=getdata\nSTART-OF-FIELDS\nPX_LAST\nEND-OF-FIELDS\nSTART-OF-DATA\nIBM US Equity|0|1|1.5|\n"
 	return brokenObject{r: io.MultiReader(strings.NewReader(head), iotest.ErrReader(nats.ErrTimeout))}, nil
