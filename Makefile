@@ -8,7 +8,7 @@ TEST_TIMEOUT ?= 12m
 # How long `make fuzz` runs each fuzz target (`make test` runs each for 3s).
 FUZZTIME ?= 60s
 
-.PHONY: all build deps clickhouse busybox zookeeper test test-e2e unit e2e faults compose-test fuzz demo bench fmt vet clean
+.PHONY: all build deps clickhouse busybox zookeeper test test-e2e unit e2e faults chaos compose-test fuzz demo bench fmt vet clean
 
 all: build
 
@@ -78,6 +78,11 @@ e2e: deps
 # The delivery-guarantee test alone: kills, a NATS restart, a ClickHouse outage, vendor faults.
 faults: deps
 	MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v -run TestFaults ./tests/
+
+# The pipeline on a 3-node NATS cluster while a random node is killed ten times: 3 to 4 minutes,
+# so not part of `make test` (whose TestThreeNodeCluster kills one node once).
+chaos: deps
+	MARKETPIPE_CHAOS=1 MARKETPIPE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v -run 'TestClusterChaos$$' ./tests/
 
 # docker-compose.yml run for real on the local Docker engine with images the test makes (no
 # registry is needed): two jobs loaded exactly, a loader and a transformer killed mid-job, then
