@@ -25,9 +25,19 @@ func TestBucketReadsSeeAcknowledgedWrites(t *testing.T) {
 	defer cancel()
 	servers := natstest.StartCluster(t, 3)
 	_, js := natstest.ConnectURL(t, natstest.ClusterURL(servers))
-	// The ledger as an earlier version declared it, through nats.go, with direct gets.
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: events.LedgerBucket, Replicas: 3}); err != nil {
-		t.Fatal(err)
+	// The ledger as an earlier version declared it, through nats.go, with direct gets. A cluster
+	// that just elected its meta leader may leave a request unanswered: each attempt has 5 s.
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := js.CreateKeyValue(actx, jetstream.KeyValueConfig{Bucket: events.LedgerBucket, Replicas: 3})
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrBucketExists) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("create the ledger as an earlier version did: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	st, err := natsx.Setup(ctx, js, natsx.Retention{Replicas: 3})
 	if err != nil {
