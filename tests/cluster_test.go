@@ -224,7 +224,7 @@ func TestThreeNodeCluster(t *testing.T) {
 	c.jobs.submit(4)
 	// Every stream, bucket and the object store is R3.
 	for _, name := range []string{events.JobsStream, events.RowsStream, events.DLQStream, events.ChunksStream,
-		"OBJ_" + events.RawBucket, "KV_" + events.LedgerBucket, "KV_" + events.ChunksBucket} {
+		natsx.ObjectStream(events.RawBucket), natsx.KVStream(events.LedgerBucket), natsx.KVStream(events.ChunksBucket)} {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		s, err := c.js.Stream(sctx, name)
 		cancel()

@@ -80,8 +80,8 @@ func bin(t *testing.T, name string) string {
 // folder per test: the 4 KB a failure prints may not reach back to what went wrong.
 const keptLogsEnv = "MARKETPIPE_TEST_LOGS"
 
-// logDir is where the test's processes log: a temporary directory, or under keptLogsEnv. A
-// process started again appends to its log.
+// logDir is where the test's processes log: a new temporary directory, or the test's folder
+// under keptLogsEnv, where a process started again appends to its log.
 func logDir(t *testing.T) string {
 	t.Helper()
 	root := os.Getenv(keptLogsEnv)

@@ -254,8 +254,8 @@ var OpenTimeout = 30 * time.Second
 
 // StallTimeout bounds how long reading a stored file waits for its next bytes. In a cluster
 // whose object-store stream lost its leader, the consumer delivering the chunks usually
-// recovers by itself within seconds (20 s seen on a 3-node cluster); one that does not would
-// hold the read until its deadline, an hour in the transformer. The error instead lets the
+// recovers by itself; one that does not would hold the read until its deadline, an hour in the
+// transformer. The error instead lets the
 // stage retry the delivery.
 var StallTimeout = 30 * time.Second
 

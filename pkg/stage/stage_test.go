@@ -15,6 +15,7 @@ import (
 	"github.com/marketpipe/marketpipe/pkg/attempts"
 	"github.com/marketpipe/marketpipe/pkg/events"
 	"github.com/marketpipe/marketpipe/pkg/natstest"
+	"github.com/marketpipe/marketpipe/pkg/natsx"
 	"github.com/marketpipe/marketpipe/pkg/stage"
 )
 
@@ -249,7 +250,7 @@ func TestLostDeliveryRecordsAreNoCrashes(t *testing.T) {
 	var calls atomic.Int64
 	refuseWrites := func() error {
 		ctx := context.Background()
-		s, err := js.Stream(ctx, "KV_"+attempts.Bucket)
+		s, err := js.Stream(ctx, natsx.KVStream(attempts.Bucket))
 		if err != nil {
 			return err
 		}
